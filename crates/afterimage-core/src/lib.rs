@@ -1,1 +1,66 @@
-//! placeholder
+//! The data types and traits every afterimage crate shares.
+//!
+//! This crate has no HTTP, no files and no runtime. It defines:
+//!
+//! - the model seam: [`ChatModel`] (one async method), [`ChatRequest`],
+//!   [`ChatResponse`], [`ProviderError`], and [`Embedder`];
+//! - the data: [`Message`], [`Role`], [`ToolSpec`], [`Document`], [`Persona`],
+//!   [`Usage`], and the stored [`ConversationRow`];
+//! - the strategy traits: [`InstructionGenerator`], [`RespondentPromptModifier`],
+//!   [`StoppingCriterion`], [`Storage`], [`Evaluator`], [`DocumentSource`],
+//!   [`Retriever`].
+//!
+//! A provider crate that depends on this crate alone plugs in everywhere: implement
+//! [`ChatModel`] and hand an `Arc<dyn ChatModel>` to the engine.
+//!
+//! ```
+//! use afterimage_core::{ChatModel, ChatRequest, ChatResponse, Message, ProviderError};
+//!
+//! #[derive(Debug)]
+//! struct Echo;
+//!
+//! #[async_trait::async_trait]
+//! impl ChatModel for Echo {
+//!     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
+//!         let last = request.messages.last().map(|m| m.content.clone()).unwrap_or_default();
+//!         Ok(ChatResponse::text(last))
+//!     }
+//!     fn model_id(&self) -> &str {
+//!         "echo"
+//!     }
+//! }
+//!
+//! # futures::executor::block_on(async {
+//! let reply = Echo.chat(ChatRequest::new(vec![Message::user("hello")])).await.unwrap();
+//! assert_eq!(reply.message.content, "hello");
+//! # });
+//! ```
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub use crate::{
+    chat::{ChatModel, ChatRequest, ChatResponse, Embedder, FinishReason, JsonSchema},
+    document::{Document, Persona, content_id, fnv1a},
+    error::{ProviderError, StorageError, StrategyError},
+    json::{parse_lenient, snippet},
+    message::{FunctionCall, Message, Role, ToolCall, ToolSpec},
+    row::{ConversationRow, CriterionScore, Evaluation, GenerationInfo, Grade, RowMetadata},
+    secret::ApiKey,
+    strategy::{
+        DocumentSource, Evaluator, FixedNumber, GeneratedInstructions, Instruction,
+        InstructionGenerator, InstructionRequest, ModifiedPrompt, RespondentPromptModifier,
+        Retrieved, Retriever, RunProgress, StoppingCriterion, Storage, Verdict,
+    },
+    usage::Usage,
+};
+
+mod chat;
+mod document;
+mod error;
+mod json;
+mod message;
+mod row;
+mod secret;
+mod strategy;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod usage;

@@ -1,0 +1,259 @@
+//! The errors that cross crate boundaries.
+
+use std::time::Duration;
+
+/// What went wrong talking to a model, in the terms a caller acts on.
+///
+/// Providers map HTTP failures onto these; retry middleware asks
+/// [`is_retryable`](ProviderError::is_retryable) and
+/// [`retry_after`](ProviderError::retry_after). Messages never contain API keys.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProviderError {
+    /// HTTP 429 or an equivalent: slow down, and maybe wait `retry_after`.
+    #[error("rate limited by the provider{}: {message}", fmt_after(.retry_after))]
+    RateLimited {
+        /// How long the server asked us to wait.
+        retry_after: Option<Duration>,
+        /// What the server said.
+        message: String,
+    },
+    /// The account is out of credit or quota; retrying will not help.
+    #[error("quota exhausted: {message} (add credit or use another key)")]
+    QuotaExhausted {
+        /// What the server said.
+        message: String,
+    },
+    /// HTTP 401/403: the key is missing, wrong or not allowed to use this model.
+    #[error("authentication failed (HTTP {status}): {message} (check the API key)")]
+    Auth {
+        /// The HTTP status.
+        status: u16,
+        /// What the server said.
+        message: String,
+    },
+    /// HTTP 400/422: the request itself is wrong.
+    #[error("request rejected (HTTP {status}): {message}")]
+    BadRequest {
+        /// The HTTP status.
+        status: u16,
+        /// What the server said.
+        message: String,
+    },
+    /// The model name is unknown to the server.
+    #[error("model `{model}` not found: {message} (check the model name)")]
+    ModelNotFound {
+        /// The model asked for.
+        model: String,
+        /// What the server said.
+        message: String,
+    },
+    /// The prompt is longer than the model's context window.
+    #[error("context length exceeded: {message}")]
+    ContextLengthExceeded {
+        /// What the server said.
+        message: String,
+    },
+    /// HTTP 5xx (or 408/409/425): the server failed; a retry may succeed.
+    #[error("server error (HTTP {status}): {message}")]
+    Server {
+        /// The HTTP status.
+        status: u16,
+        /// What the server said.
+        message: String,
+    },
+    /// No answer in time.
+    #[error("request timed out after {}s", .after.as_secs_f32())]
+    Timeout {
+        /// The timeout that expired.
+        after: Duration,
+    },
+    /// Nothing listens at the URL (connection refused, DNS failure).
+    #[error("cannot connect to {url}: {message} (is the server running and the base URL right?)")]
+    Unreachable {
+        /// The URL we tried.
+        url: String,
+        /// The underlying cause.
+        message: String,
+    },
+    /// The connection broke mid-request.
+    #[error("transport error: {message}")]
+    Transport {
+        /// The underlying cause.
+        message: String,
+    },
+    /// The server answered, but not with what its API promises.
+    #[error("malformed response: {message}; body starts: {snippet}")]
+    MalformedResponse {
+        /// What was wrong.
+        message: String,
+        /// The first bytes of the body.
+        snippet: String,
+    },
+    /// A failure of a middleware or custom model that fits nowhere else.
+    #[error("{message}")]
+    Other {
+        /// What went wrong.
+        message: String,
+        /// Whether retrying may help.
+        retryable: bool,
+    },
+}
+
+fn fmt_after(after: &Option<Duration>) -> String {
+    after
+        .map(|d| format!(" (retry after {:.1}s)", d.as_secs_f32()))
+        .unwrap_or_default()
+}
+
+impl ProviderError {
+    /// Whether the same request may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ProviderError::RateLimited { .. }
+            | ProviderError::Server { .. }
+            | ProviderError::Timeout { .. }
+            | ProviderError::Transport { .. }
+            | ProviderError::MalformedResponse { .. } => true,
+            ProviderError::Other { retryable, .. } => *retryable,
+            _ => false,
+        }
+    }
+
+    /// The wait the server asked for, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Whether this is a rate limit.
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(self, ProviderError::RateLimited { .. })
+    }
+
+    /// Whether the credentials were refused.
+    pub fn is_auth(&self) -> bool {
+        matches!(self, ProviderError::Auth { .. })
+    }
+
+    /// Whether nothing answered at the configured URL.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, ProviderError::Unreachable { .. })
+    }
+
+    /// Whether every later request will fail the same way, so a run should stop
+    /// at once instead of spending its failure budget (bad key, unknown model,
+    /// no quota, dead server).
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::Auth { .. }
+                | ProviderError::ModelNotFound { .. }
+                | ProviderError::QuotaExhausted { .. }
+                | ProviderError::Unreachable { .. }
+        )
+    }
+
+    /// A short, stable name for the kind of failure, for reports and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderError::RateLimited { .. } => "rate_limited",
+            ProviderError::QuotaExhausted { .. } => "quota_exhausted",
+            ProviderError::Auth { .. } => "auth",
+            ProviderError::BadRequest { .. } => "bad_request",
+            ProviderError::ModelNotFound { .. } => "model_not_found",
+            ProviderError::ContextLengthExceeded { .. } => "context_length",
+            ProviderError::Server { .. } => "server_error",
+            ProviderError::Timeout { .. } => "timeout",
+            ProviderError::Unreachable { .. } => "unreachable",
+            ProviderError::Transport { .. } => "transport",
+            ProviderError::MalformedResponse { .. } => "malformed_response",
+            ProviderError::Other { .. } => "other",
+        }
+    }
+}
+
+/// A strategy (document source, instruction generator, prompt modifier, evaluator,
+/// retriever) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StrategyError {
+    /// The model call behind the strategy failed.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// The model answered, but not in the shape the strategy asked for.
+    #[error("the model's answer could not be used: {message}")]
+    MalformedOutput {
+        /// What was wrong with it.
+        message: String,
+    },
+    /// A document source has nothing usable.
+    #[error("no usable documents: {message}")]
+    NoDocuments {
+        /// Where we looked, and why nothing qualified.
+        message: String,
+    },
+    /// Reading input files failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Bad settings for the strategy.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl StrategyError {
+    /// The provider error behind this one, if any.
+    pub fn as_provider(&self) -> Option<&ProviderError> {
+        match self {
+            StrategyError::Provider(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// A short, stable name for the kind of failure, for reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StrategyError::Provider(e) => e.kind(),
+            StrategyError::MalformedOutput { .. } => "malformed_output",
+            StrategyError::NoDocuments { .. } => "no_documents",
+            StrategyError::Io { .. } => "io",
+            StrategyError::Config(_) => "config",
+        }
+    }
+}
+
+/// Writing or reading stored rows failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stored row is not valid.
+    #[error("{path}: line {line}: {message}")]
+    Corrupt {
+        /// The file or table.
+        path: String,
+        /// Where (1-based).
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A database or other backend failed.
+    #[error("storage backend: {0}")]
+    Backend(String),
+}

@@ -1,0 +1,221 @@
+//! The strategy traits: what the user asks, what the assistant knows, when a run
+//! stops, where rows go, how dialogs are judged, where documents come from.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::{ConversationRow, Document, Evaluation, Persona, StorageError, StrategyError, Usage};
+
+/// What an [`InstructionGenerator`] is asked for.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct InstructionRequest {
+    /// The simulated user's system prompt (instruction generators use it to pick a
+    /// voice and language).
+    pub correspondent_prompt: String,
+    /// Seed for every random choice of this call (document sampling, personas), so a
+    /// seeded run repeats itself.
+    pub seed: u64,
+}
+
+impl InstructionRequest {
+    /// A request with this correspondent prompt and seed.
+    pub fn new(correspondent_prompt: impl Into<String>, seed: u64) -> Self {
+        InstructionRequest {
+            correspondent_prompt: correspondent_prompt.into(),
+            seed,
+        }
+    }
+}
+
+/// A batch of first user messages, all drawn from the same context.
+#[derive(Debug, Clone, Default)]
+pub struct GeneratedInstructions {
+    /// The questions; each starts one dialog.
+    pub instructions: Vec<String>,
+    /// The documents the questions are about.
+    pub documents: Vec<Document>,
+    /// The merged document text (the row's `instruction_context`).
+    pub context: String,
+    /// The persona asking, when there is one.
+    pub persona: Option<Persona>,
+    /// Extra row metadata (merged into `metadata`).
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One instruction with what it was drawn from: the unit a dialog starts from.
+#[derive(Debug, Clone)]
+pub struct Instruction {
+    /// The first user message.
+    pub text: String,
+    /// The batch it came from (shared by its siblings).
+    pub source: Arc<GeneratedInstructions>,
+}
+
+impl Instruction {
+    /// Splits a batch into one instruction per question.
+    pub fn split(batch: GeneratedInstructions) -> Vec<Instruction> {
+        let texts = batch.instructions.clone();
+        let source = Arc::new(batch);
+        texts
+            .into_iter()
+            .map(|text| Instruction {
+                text,
+                source: Arc::clone(&source),
+            })
+            .collect()
+    }
+
+    /// The ids of the documents it was drawn from.
+    pub fn context_ids(&self) -> Vec<String> {
+        self.source.documents.iter().map(|d| d.id.clone()).collect()
+    }
+}
+
+/// Decides what the simulated user asks first.
+#[async_trait]
+pub trait InstructionGenerator: Send + Sync + std::fmt::Debug {
+    /// Produces a batch of first questions (one or more).
+    async fn generate(
+        &self,
+        request: &InstructionRequest,
+    ) -> Result<GeneratedInstructions, StrategyError>;
+
+    /// A correspondent (simulated user) system prompt of the generator's own, used when
+    /// the caller gave none. `None` lets the engine write one from the respondent prompt.
+    async fn correspondent_prompt(
+        &self,
+        _respondent_prompt: &str,
+    ) -> Result<Option<String>, StrategyError> {
+        Ok(None)
+    }
+}
+
+/// The respondent's system prompt for one dialog, and what it was given to know.
+#[derive(Debug, Clone, Default)]
+pub struct ModifiedPrompt {
+    /// The full system prompt.
+    pub system_prompt: String,
+    /// What the respondent was given (the row's `response_context`).
+    pub response_context: Option<String>,
+    /// Extra row metadata (for example retrieval hits).
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Decides what the assistant knows: rewrites its system prompt for one dialog.
+#[async_trait]
+pub trait RespondentPromptModifier: Send + Sync + std::fmt::Debug {
+    /// Builds the respondent's system prompt for a dialog starting with `instruction`.
+    async fn modify(
+        &self,
+        respondent_prompt: &str,
+        instruction: &Instruction,
+    ) -> Result<ModifiedPrompt, StrategyError>;
+}
+
+/// Where a run stands, as stopping criteria see it.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct RunProgress {
+    /// Rows stored so far.
+    pub rows_written: u64,
+    /// Dialogs that failed so far.
+    pub dialogs_failed: u64,
+    /// Model requests so far (all roles, judge included).
+    pub requests: u64,
+    /// Tokens so far (all roles, judge included).
+    pub usage: Usage,
+    /// Distinct personas among stored rows.
+    pub unique_personas: u64,
+    /// Time since the run started.
+    pub elapsed: Duration,
+}
+
+/// Decides when a run has made enough.
+pub trait StoppingCriterion: Send + Sync + std::fmt::Debug {
+    /// Whether the run should start no new dialogs.
+    fn should_stop(&self, progress: &RunProgress) -> bool;
+
+    /// A hard cap on rows, when the criterion has one. The engine schedules against the
+    /// smallest cap so that it never starts a dialog it would have to throw away.
+    fn max_rows(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// Stops after exactly `n` rows.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedNumber(pub u64);
+
+impl StoppingCriterion for FixedNumber {
+    fn should_stop(&self, progress: &RunProgress) -> bool {
+        progress.rows_written >= self.0
+    }
+
+    fn max_rows(&self) -> Option<u64> {
+        Some(self.0)
+    }
+}
+
+/// Where finished rows go.
+#[async_trait]
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// Stores one finished row durably (a whole row or nothing).
+    async fn write(&self, row: &ConversationRow) -> Result<(), StorageError>;
+
+    /// Ids of rows already stored, so a run can resume without duplicates.
+    async fn existing_ids(&self) -> Result<Vec<String>, StorageError> {
+        Ok(Vec::new())
+    }
+
+    /// Pushes buffered rows to durable storage.
+    async fn flush(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    /// Where the rows go, for messages ("./out.jsonl").
+    fn location(&self) -> String;
+}
+
+/// Judges a finished dialog.
+#[async_trait]
+pub trait Evaluator: Send + Sync + std::fmt::Debug {
+    /// Grades `row`; the engine decides what to do with the verdict.
+    async fn evaluate(&self, row: &ConversationRow) -> Result<Verdict, StrategyError>;
+}
+
+/// An evaluator's answer: the stored evaluation and its overall score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// Per-criterion scores and the grade.
+    pub evaluation: Evaluation,
+    /// The overall score in 0..=1.
+    pub score: f64,
+}
+
+/// Where documents come from.
+#[async_trait]
+pub trait DocumentSource: Send + Sync + std::fmt::Debug {
+    /// Every usable document. An empty result is an error, not an empty vector.
+    async fn load(&self) -> Result<Vec<Document>, StrategyError>;
+}
+
+/// A passage a [`Retriever`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retrieved {
+    /// The document or chunk id.
+    pub id: String,
+    /// The passage.
+    pub text: String,
+    /// Relevance; higher is better.
+    pub score: f64,
+}
+
+/// Finds passages relevant to a query, for RAG.
+#[async_trait]
+pub trait Retriever: Send + Sync + std::fmt::Debug {
+    /// Up to `limit` passages, best first.
+    async fn retrieve(&self, query: &str, limit: usize) -> Result<Vec<Retrieved>, StrategyError>;
+}
