@@ -43,6 +43,10 @@ pub struct GeneratedInstructions {
     pub persona: Option<Persona>,
     /// Extra row metadata (merged into `metadata`).
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// Tokens the generator spent making this batch (for run reports).
+    pub usage: Usage,
+    /// Model requests the generator made for this batch.
+    pub requests: u32,
 }
 
 /// One instruction with what it was drawn from: the unit a dialog starts from.
