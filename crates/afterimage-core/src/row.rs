@@ -16,6 +16,7 @@ pub struct ConversationRow {
     /// The messages, starting with the user's first question and alternating.
     pub conversations: Vec<Message>,
     /// Where the dialog came from.
+    #[serde(default)]
     pub metadata: RowMetadata,
     /// The document text the question was drawn from (`""` when none).
     #[serde(default)]
