@@ -1,0 +1,333 @@
+//! One dialog, from instruction to stored row.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use afterimage_core::{
+    ChatModel, ChatRequest, ChatResponse, ConversationRow, Evaluator, GenerationInfo, Instruction,
+    Message, ModifiedPrompt, RespondentPromptModifier, Role, RowMetadata, Storage, Usage,
+};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+use crate::instructions::InstructionPool;
+use crate::{DialogError, Turns};
+
+/// Everything a dialog needs, shared by all dialogs of a run.
+#[derive(Debug)]
+pub(crate) struct RunContext {
+    pub(crate) run_id: String,
+    pub(crate) seed: u64,
+    pub(crate) turns: Turns,
+    pub(crate) respondent_prompt: String,
+    pub(crate) respondent: Arc<dyn ChatModel>,
+    pub(crate) correspondent: Arc<dyn ChatModel>,
+    /// The correspondent's full system prompt (its persona plus the framing that
+    /// keeps it a human user).
+    pub(crate) correspondent_system: String,
+    /// The correspondent prompt alone, as instruction generators see it.
+    pub(crate) correspondent_prompt: String,
+    pub(crate) temperature: f32,
+    pub(crate) instructions: InstructionPool,
+    pub(crate) modifier: Option<Arc<dyn RespondentPromptModifier>>,
+    pub(crate) evaluator: Option<Arc<dyn Evaluator>>,
+    pub(crate) min_score: f64,
+    pub(crate) max_attempts: u32,
+    pub(crate) storage: Arc<dyn Storage>,
+}
+
+/// What a stored dialog reports back to the scheduler.
+#[derive(Debug)]
+pub(crate) struct DialogOutcome {
+    pub(crate) persona: Option<String>,
+    pub(crate) spent: Spent,
+    pub(crate) regenerations: u32,
+}
+
+/// A failed dialog, with what it cost before failing.
+#[derive(Debug)]
+pub(crate) struct DialogFailure {
+    pub(crate) error: DialogError,
+    pub(crate) spent: Spent,
+}
+
+/// Requests and tokens a dialog used.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Spent {
+    pub(crate) requests: u32,
+    pub(crate) usage: Usage,
+}
+
+impl Spent {
+    fn add(&mut self, response: &ChatResponse) {
+        self.requests += 1;
+        self.usage += response.usage;
+    }
+
+    fn fail(self, error: DialogError) -> DialogFailure {
+        DialogFailure { error, spent: self }
+    }
+}
+
+/// Runs dialog `index` of the run: pick an instruction, modify the respondent prompt,
+/// alternate turns, judge (regenerating a bounded number of times), store.
+pub(crate) async fn run_dialog(
+    run: Arc<RunContext>,
+    index: u64,
+    start_delay: Duration,
+) -> Result<DialogOutcome, DialogFailure> {
+    if !start_delay.is_zero() {
+        tokio::time::sleep(start_delay).await;
+    }
+    let started = Instant::now();
+    let seed = dialog_seed(run.seed, index);
+    let mut spent = Spent::default();
+
+    // 1. What the user asks first.
+    let (instruction, refill) = match run.instructions.next(&run.correspondent_prompt, seed).await {
+        Ok(next) => next,
+        Err(e) => return Err(spent.fail(DialogError::Instruction(e))),
+    };
+    spent.requests += refill.requests;
+    spent.usage += refill.usage;
+
+    // 2. What the assistant knows.
+    let prompt = match &run.modifier {
+        Some(modifier) => match modifier.modify(&run.respondent_prompt, &instruction).await {
+            Ok(prompt) => prompt,
+            Err(e) => return Err(spent.fail(DialogError::Modifier(e))),
+        },
+        None => ModifiedPrompt {
+            system_prompt: run.respondent_prompt.clone(),
+            ..ModifiedPrompt::default()
+        },
+    };
+
+    let turns = pick_turns(run.turns, seed);
+    let mut attempts = 0;
+    let mut best: Option<ConversationRow> = None;
+    let mut row = loop {
+        attempts += 1;
+        // 3. The dialog itself.
+        let conversation = match converse(
+            &run,
+            &instruction.text,
+            &prompt.system_prompt,
+            turns,
+            &mut spent,
+        )
+        .await
+        {
+            Ok(conversation) => conversation,
+            Err(e) => return Err(spent.fail(e)),
+        };
+        let mut row = build_row(&run, index, conversation, &instruction, &prompt);
+
+        // 4. The judge: keep the row if it passes or the attempts are used up.
+        let Some(judge) = &run.evaluator else {
+            break row;
+        };
+        let verdict = match judge.evaluate(&row).await {
+            Ok(verdict) => verdict,
+            Err(e) => return Err(spent.fail(DialogError::Judge(e))),
+        };
+        row.final_score = Some(verdict.score);
+        row.evaluation = Some(verdict.evaluation);
+        if verdict.score >= run.min_score {
+            break row;
+        }
+        if best.as_ref().and_then(|b| b.final_score) < row.final_score {
+            best = Some(row);
+        }
+        if attempts >= run.max_attempts
+            && let Some(best) = best.take()
+        {
+            break best;
+        }
+    };
+
+    row.metadata.generation = Some(GenerationInfo {
+        run_id: run.run_id.clone(),
+        index,
+        respondent_model: run.respondent.model_id().to_owned(),
+        correspondent_model: run.correspondent.model_id().to_owned(),
+        turns,
+        attempts,
+        requests: spent.requests,
+        usage: spent.usage,
+        finished_at_ms: unix_ms(),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        seed,
+    });
+
+    // 5. Store.
+    if let Err(e) = run.storage.write(&row).await {
+        return Err(spent.fail(DialogError::Storage(e)));
+    }
+    Ok(DialogOutcome {
+        persona: row.persona,
+        spent,
+        regenerations: attempts - 1,
+    })
+}
+
+/// Alternates respondent and correspondent for `turns` assistant replies, starting
+/// from the instruction as the first user message.
+async fn converse(
+    run: &RunContext,
+    instruction: &str,
+    respondent_system: &str,
+    turns: u32,
+    spent: &mut Spent,
+) -> Result<Vec<Message>, DialogError> {
+    let mut dialog = vec![Message::user(instruction)];
+    for turn in 1..=turns {
+        let request = respondent_request(respondent_system, &dialog, run.temperature);
+        let reply = run
+            .respondent
+            .chat(request)
+            .await
+            .map_err(DialogError::Respondent)?;
+        spent.add(&reply);
+        if reply.message.content.trim().is_empty() && reply.message.tool_calls.is_empty() {
+            return Err(DialogError::EmptyReply("respondent"));
+        }
+        dialog.push(Message {
+            role: Role::Assistant,
+            ..reply.message
+        });
+        if turn == turns {
+            break;
+        }
+        let request = correspondent_request(&run.correspondent_system, &dialog, run.temperature);
+        let follow_up = run
+            .correspondent
+            .chat(request)
+            .await
+            .map_err(DialogError::Correspondent)?;
+        spent.add(&follow_up);
+        let text = follow_up.message.content.trim();
+        if text.is_empty() {
+            return Err(DialogError::EmptyReply("correspondent"));
+        }
+        dialog.push(Message::user(text));
+    }
+    Ok(dialog)
+}
+
+fn respondent_request(system: &str, dialog: &[Message], temperature: f32) -> ChatRequest {
+    let mut messages = Vec::with_capacity(dialog.len() + 1);
+    messages.push(Message::system(system));
+    messages.extend(dialog.iter().cloned());
+    ChatRequest::new(messages).temperature(temperature)
+}
+
+/// The dialog seen from the simulated user's side: its own messages are `assistant`,
+/// the assistant's replies are `user`. A short opening note comes first because
+/// chat APIs expect a conversation to open with a user turn.
+fn correspondent_request(system: &str, dialog: &[Message], temperature: f32) -> ChatRequest {
+    let mut messages = Vec::with_capacity(dialog.len() + 2);
+    messages.push(Message::system(system));
+    messages.push(Message::user(
+        "[The conversation begins. Write your first message to the assistant.]",
+    ));
+    for message in dialog {
+        let flipped = match message.role {
+            Role::User => Message::assistant(message.content.clone()),
+            _ => Message::user(message.content.clone()),
+        };
+        messages.push(flipped);
+    }
+    ChatRequest::new(messages).temperature(temperature)
+}
+
+fn build_row(
+    run: &RunContext,
+    index: u64,
+    conversations: Vec<Message>,
+    instruction: &Instruction,
+    prompt: &ModifiedPrompt,
+) -> ConversationRow {
+    let source = &instruction.source;
+    let context_ids = instruction.context_ids();
+    let persona = source.persona.as_ref();
+    let mut extra = source.metadata.clone();
+    extra.extend(prompt.metadata.clone());
+    ConversationRow {
+        conversations,
+        metadata: RowMetadata {
+            context_id: context_ids.first().cloned(),
+            context_ids,
+            persona_name: persona.map(|p| p.description.clone()),
+            persona_generation_depth: persona.and_then(|p| p.generation_depth),
+            extra,
+            generation: None,
+        },
+        instruction_context: source.context.clone(),
+        response_context: prompt.response_context.clone(),
+        persona: persona.map(|p| p.description.clone()),
+        evaluation: None,
+        final_score: None,
+        id: row_id(&run.run_id, index),
+    }
+}
+
+/// `<run_id>-<index>`, zero-padded so ids sort in generation order.
+pub(crate) fn row_id(run_id: &str, index: u64) -> String {
+    format!("{run_id}-{index:06}")
+}
+
+fn pick_turns(turns: Turns, seed: u64) -> u32 {
+    match turns {
+        Turns::Exactly(n) => n,
+        Turns::UpTo(max) => StdRng::seed_from_u64(seed).random_range(1..=max.max(1)),
+    }
+}
+
+/// A well-mixed per-dialog seed (splitmix64), so neighbouring indices do not get
+/// correlated random streams.
+pub(crate) fn dialog_seed(run_seed: u64, index: u64) -> u64 {
+    let mut z = run_seed.wrapping_add(index.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turns_stay_in_range_and_vary() {
+        let picks: Vec<u32> = (0..200)
+            .map(|i| pick_turns(Turns::UpTo(3), dialog_seed(7, i)))
+            .collect();
+        assert!(picks.iter().all(|t| (1..=3).contains(t)));
+        for t in 1..=3 {
+            assert!(picks.contains(&t), "turn count {t} never drawn");
+        }
+        assert_eq!(pick_turns(Turns::Exactly(4), 1), 4);
+    }
+
+    #[test]
+    fn correspondent_sees_the_whole_dialog_from_the_user_side() {
+        let dialog = vec![
+            Message::user("first question"),
+            Message::assistant("answer one"),
+        ];
+        let request = correspondent_request("be a user", &dialog, 0.7);
+        let roles: Vec<Role> = request.messages.iter().map(|m| m.role).collect();
+        assert_eq!(
+            roles,
+            [Role::System, Role::User, Role::Assistant, Role::User]
+        );
+        assert_eq!(request.messages[2].content, "first question");
+        assert_eq!(request.messages[3].content, "answer one");
+    }
+}

@@ -1,0 +1,105 @@
+//! What can stop a run.
+
+use afterimage_core::{ProviderError, StorageError, StrategyError};
+
+use crate::RunReport;
+
+/// Why a run could not start or did not finish.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The generator or the options are inconsistent.
+    #[error("invalid settings: {0}")]
+    Config(String),
+    /// Preparing the run (writing the correspondent prompt, resuming) failed.
+    #[error("could not prepare the run: {0}")]
+    Setup(String),
+    /// The run stopped early. Rows written before it stopped are kept.
+    #[error("{cause} ({} rows written to {} are kept)", .report.rows_written, .report.output)]
+    RunFailed {
+        /// What stopped it.
+        cause: String,
+        /// What it did before stopping.
+        report: Box<RunReport>,
+    },
+}
+
+impl EngineError {
+    /// The report of a run that stopped early.
+    pub fn report(&self) -> Option<&RunReport> {
+        match self {
+            EngineError::RunFailed { report, .. } => Some(report),
+            _ => None,
+        }
+    }
+
+    /// Whether the caller's settings are at fault (as opposed to the run).
+    pub fn is_config(&self) -> bool {
+        matches!(self, EngineError::Config(_))
+    }
+}
+
+/// Why one dialog failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DialogError {
+    /// The instruction generator failed.
+    #[error("instruction generator: {0}")]
+    Instruction(StrategyError),
+    /// The respondent prompt modifier failed.
+    #[error("respondent prompt modifier: {0}")]
+    Modifier(StrategyError),
+    /// The respondent model call failed.
+    #[error("respondent: {0}")]
+    Respondent(ProviderError),
+    /// The correspondent model call failed.
+    #[error("correspondent: {0}")]
+    Correspondent(ProviderError),
+    /// A model answered with nothing.
+    #[error("{0}: the model returned an empty message")]
+    EmptyReply(&'static str),
+    /// The judge failed.
+    #[error("judge: {0}")]
+    Judge(StrategyError),
+    /// Storing the row failed.
+    #[error("storage: {0}")]
+    Storage(StorageError),
+}
+
+impl DialogError {
+    /// A short cause for reports: the stage and the kind of failure.
+    pub fn cause(&self) -> String {
+        match self {
+            DialogError::Instruction(e) => format!("instruction: {}", e.kind()),
+            DialogError::Modifier(e) => format!("modifier: {}", e.kind()),
+            DialogError::Respondent(e) => format!("respondent: {}", e.kind()),
+            DialogError::Correspondent(e) => format!("correspondent: {}", e.kind()),
+            DialogError::EmptyReply(role) => format!("{role}: empty_reply"),
+            DialogError::Judge(e) => format!("judge: {}", e.kind()),
+            DialogError::Storage(_) => "storage".to_owned(),
+        }
+    }
+
+    /// The provider error behind this failure, if any.
+    pub fn provider_error(&self) -> Option<&ProviderError> {
+        match self {
+            DialogError::Respondent(e) | DialogError::Correspondent(e) => Some(e),
+            DialogError::Instruction(e) | DialogError::Modifier(e) | DialogError::Judge(e) => {
+                e.as_provider()
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether every later dialog would fail the same way (bad key, unknown model,
+    /// dead server, storage broken, no documents), so the run stops at once.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            DialogError::Storage(_) => true,
+            DialogError::Instruction(StrategyError::NoDocuments { .. })
+            | DialogError::Instruction(StrategyError::Io { .. })
+            | DialogError::Instruction(StrategyError::Config(_)) => true,
+            _ => self.provider_error().is_some_and(ProviderError::is_fatal),
+        }
+    }
+}

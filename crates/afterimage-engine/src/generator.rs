@@ -1,0 +1,268 @@
+//! `ConversationGenerator` and its builder.
+
+use std::sync::Arc;
+
+use afterimage_core::{
+    ChatModel, Evaluator, InstructionGenerator, RespondentPromptModifier, Storage,
+};
+use afterimage_storage::JsonlStorage;
+use afterimage_strategies::{correspondent_follow_up_note, write_correspondent_prompt};
+use tokio::sync::OnceCell;
+
+use crate::dialog::RunContext;
+use crate::instructions::InstructionPool;
+use crate::run::{Plan, execute};
+use crate::{EngineError, GenerateOptions, RunReport};
+
+/// Generates multi-turn dialogs between a simulated user (the correspondent) and the
+/// assistant being trained (the respondent), and streams them to storage.
+///
+/// Build one with [`ConversationGenerator::builder`], then call
+/// [`generate`](ConversationGenerator::generate) as often as you like.
+#[derive(Debug, Clone)]
+pub struct ConversationGenerator {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    respondent_prompt: String,
+    respondent: Arc<dyn ChatModel>,
+    correspondent: Arc<dyn ChatModel>,
+    correspondent_prompt: OnceCell<String>,
+    instructions: Arc<dyn InstructionGenerator>,
+    modifier: Option<Arc<dyn RespondentPromptModifier>>,
+    storage: Arc<dyn Storage>,
+    evaluator: Option<Arc<dyn Evaluator>>,
+    min_score: f64,
+    max_attempts: u32,
+    temperature: f32,
+}
+
+impl ConversationGenerator {
+    /// Starts a builder.
+    pub fn builder() -> ConversationGeneratorBuilder {
+        ConversationGeneratorBuilder::default()
+    }
+
+    /// Runs dialogs until the options' count or criteria are met; returns what the run
+    /// did. Rows are stored as each dialog finishes, so an error still leaves every
+    /// finished row in storage (its report says how many).
+    pub async fn generate(&self, options: GenerateOptions) -> Result<RunReport, EngineError> {
+        let plan = Plan::new(&options)?;
+        let inner = &self.inner;
+        let correspondent_prompt = self.correspondent_prompt().await?;
+        let seed = options.seed.unwrap_or_else(rand::random);
+        let run = Arc::new(RunContext {
+            run_id: options.run_id.clone().unwrap_or_else(new_run_id),
+            seed,
+            turns: options.turns,
+            respondent_prompt: inner.respondent_prompt.clone(),
+            respondent: Arc::clone(&inner.respondent),
+            correspondent: Arc::clone(&inner.correspondent),
+            correspondent_system: format!(
+                "{correspondent_prompt}\n\n{}",
+                correspondent_follow_up_note()
+            ),
+            correspondent_prompt,
+            temperature: inner.temperature,
+            instructions: InstructionPool::new(Arc::clone(&inner.instructions)),
+            modifier: inner.modifier.clone(),
+            evaluator: inner.evaluator.clone(),
+            min_score: inner.min_score,
+            max_attempts: inner.max_attempts,
+            storage: Arc::clone(&inner.storage),
+        });
+        execute(run, plan, &options).await
+    }
+
+    /// The simulated user's system prompt: the one given, else the instruction
+    /// generator's, else one the correspondent model writes from the respondent prompt
+    /// (once; later runs reuse it).
+    pub async fn correspondent_prompt(&self) -> Result<String, EngineError> {
+        let inner = &self.inner;
+        inner
+            .correspondent_prompt
+            .get_or_try_init(|| async {
+                let own = inner
+                    .instructions
+                    .correspondent_prompt(&inner.respondent_prompt)
+                    .await
+                    .map_err(|e| EngineError::Setup(format!("instruction generator: {e}")))?;
+                match own {
+                    Some(prompt) => Ok(prompt),
+                    None => write_correspondent_prompt(
+                        inner.correspondent.as_ref(),
+                        &inner.respondent_prompt,
+                    )
+                    .await
+                    .map_err(|e| {
+                        EngineError::Setup(format!("writing the correspondent prompt: {e}"))
+                    }),
+                }
+            })
+            .await
+            .cloned()
+    }
+
+    /// Where rows go.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.inner.storage
+    }
+}
+
+/// Builds a [`ConversationGenerator`]; the required parts are a respondent prompt, a
+/// model and an instruction generator.
+#[derive(Debug, Default)]
+pub struct ConversationGeneratorBuilder {
+    respondent_prompt: Option<String>,
+    model: Option<Arc<dyn ChatModel>>,
+    correspondent_model: Option<Arc<dyn ChatModel>>,
+    correspondent_prompt: Option<String>,
+    instructions: Option<Arc<dyn InstructionGenerator>>,
+    modifier: Option<Arc<dyn RespondentPromptModifier>>,
+    storage: Option<Arc<dyn Storage>>,
+    auto_improve: bool,
+    evaluator: Option<Arc<dyn Evaluator>>,
+    min_score: Option<f64>,
+    max_attempts: Option<u32>,
+    temperature: Option<f32>,
+}
+
+impl ConversationGeneratorBuilder {
+    /// The assistant's system prompt (what the trained assistant is).
+    pub fn respondent_prompt(mut self, prompt: impl Into<String>) -> Self {
+        self.respondent_prompt = Some(prompt.into());
+        self
+    }
+
+    /// The model for the respondent, and for the correspondent unless one is set.
+    pub fn model(mut self, model: Arc<dyn ChatModel>) -> Self {
+        self.model = Some(model);
+        self
+    }
+
+    /// A separate model to play the user.
+    pub fn correspondent_model(mut self, model: Arc<dyn ChatModel>) -> Self {
+        self.correspondent_model = Some(model);
+        self
+    }
+
+    /// A fixed system prompt for the simulated user (otherwise one is written).
+    pub fn correspondent_prompt(mut self, prompt: impl Into<String>) -> Self {
+        self.correspondent_prompt = Some(prompt.into());
+        self
+    }
+
+    /// What the user asks first.
+    pub fn instruction_generator(mut self, generator: Arc<dyn InstructionGenerator>) -> Self {
+        self.instructions = Some(generator);
+        self
+    }
+
+    /// What the assistant knows (for example the sampled documents).
+    pub fn respondent_prompt_modifier(
+        mut self,
+        modifier: Arc<dyn RespondentPromptModifier>,
+    ) -> Self {
+        self.modifier = Some(modifier);
+        self
+    }
+
+    /// Where rows go (default: a timestamped JSONL file in the current folder).
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// Judge every dialog and regenerate low-scoring ones (needs an evaluator).
+    pub fn auto_improve(mut self, on: bool) -> Self {
+        self.auto_improve = on;
+        self
+    }
+
+    /// The judge used by `auto_improve`.
+    pub fn evaluator(mut self, evaluator: Arc<dyn Evaluator>) -> Self {
+        self.evaluator = Some(evaluator);
+        self
+    }
+
+    /// The score a judged dialog needs to be kept without regeneration (default 0.72,
+    /// the Python library's "good").
+    pub fn min_score(mut self, score: f64) -> Self {
+        self.min_score = Some(score);
+        self
+    }
+
+    /// How many times a dialog may be generated before the best attempt is kept
+    /// (default 3).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// Sampling temperature of both roles (default 0.7).
+    pub fn temperature(mut self, temperature: f32) -> Self {
+        self.temperature = Some(temperature);
+        self
+    }
+
+    /// Checks the parts and builds the generator.
+    pub fn build(self) -> Result<ConversationGenerator, EngineError> {
+        let missing =
+            |what: &str, how: &str| EngineError::Config(format!("{what} is missing: {how}"));
+        let respondent_prompt = self
+            .respondent_prompt
+            .filter(|p| !p.trim().is_empty())
+            .ok_or_else(|| missing("the respondent prompt", "call .respondent_prompt(...)"))?;
+        let respondent = self
+            .model
+            .ok_or_else(|| missing("the model", "call .model(...)"))?;
+        let instructions = self.instructions.ok_or_else(|| {
+            missing(
+                "the instruction generator",
+                "call .instruction_generator(...)",
+            )
+        })?;
+        let evaluator = match (self.auto_improve, self.evaluator) {
+            (true, None) => {
+                return Err(EngineError::Config(
+                    "auto_improve is on but there is no evaluator: pass .evaluator(...)".into(),
+                ));
+            }
+            (true, Some(evaluator)) => Some(evaluator),
+            (false, _) => None,
+        };
+        let max_attempts = self.max_attempts.unwrap_or(3);
+        if max_attempts == 0 {
+            return Err(EngineError::Config(
+                "max_attempts must be at least 1".into(),
+            ));
+        }
+        let correspondent_prompt = OnceCell::new_with(self.correspondent_prompt);
+        Ok(ConversationGenerator {
+            inner: Arc::new(Inner {
+                respondent_prompt,
+                correspondent: self
+                    .correspondent_model
+                    .unwrap_or_else(|| Arc::clone(&respondent)),
+                respondent,
+                correspondent_prompt,
+                instructions,
+                modifier: self.modifier,
+                storage: self
+                    .storage
+                    .unwrap_or_else(|| Arc::new(JsonlStorage::timestamped())),
+                evaluator,
+                min_score: self.min_score.unwrap_or(0.72),
+                max_attempts,
+                temperature: self.temperature.unwrap_or(0.7),
+            }),
+        })
+    }
+}
+
+/// A short random run id (12 hex digits).
+fn new_run_id() -> String {
+    format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}

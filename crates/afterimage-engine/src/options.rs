@@ -1,0 +1,169 @@
+//! The typed options of one `generate` call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use afterimage_core::{RunProgress, StoppingCriterion};
+
+/// A function told about progress after every finished dialog (for progress bars).
+pub type ProgressFn = Arc<dyn Fn(&RunProgress) + Send + Sync>;
+
+/// How many assistant replies a dialog has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turns {
+    /// A number drawn uniformly from `1..=max` per dialog (Python afterimage's rule).
+    UpTo(u32),
+    /// Always this many.
+    Exactly(u32),
+}
+
+impl Turns {
+    /// The upper bound.
+    pub fn max(self) -> u32 {
+        match self {
+            Turns::UpTo(n) | Turns::Exactly(n) => n,
+        }
+    }
+}
+
+/// What one [`generate`](crate::ConversationGenerator::generate) call should make.
+///
+/// ```
+/// use afterimage_engine::GenerateOptions;
+///
+/// let options = GenerateOptions::new().num_dialogs(100).max_turns(3).max_concurrency(16);
+/// assert_eq!(options.requested_rows(), Some(100));
+/// ```
+#[derive(Clone)]
+pub struct GenerateOptions {
+    pub(crate) num_dialogs: Option<u64>,
+    pub(crate) turns: Turns,
+    pub(crate) max_concurrency: usize,
+    pub(crate) stopping_criteria: Vec<Arc<dyn StoppingCriterion>>,
+    pub(crate) seed: Option<u64>,
+    pub(crate) max_failures: Option<u64>,
+    pub(crate) run_id: Option<String>,
+    pub(crate) on_progress: Option<ProgressFn>,
+    pub(crate) failure_backoff: Duration,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            num_dialogs: None,
+            turns: Turns::UpTo(1),
+            max_concurrency: 8,
+            stopping_criteria: Vec::new(),
+            seed: None,
+            max_failures: None,
+            run_id: None,
+            on_progress: None,
+            failure_backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+impl GenerateOptions {
+    /// Defaults: one turn, 8 dialogs at a time, no count (set one).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Write exactly this many rows (adds a `FixedNumber` criterion for the run).
+    pub fn num_dialogs(mut self, n: u64) -> Self {
+        self.num_dialogs = Some(n);
+        self
+    }
+
+    /// Up to this many assistant replies per dialog, drawn per dialog from `1..=n`.
+    pub fn max_turns(mut self, n: u32) -> Self {
+        self.turns = Turns::UpTo(n);
+        self
+    }
+
+    /// Exactly this many assistant replies in every dialog.
+    pub fn fixed_turns(mut self, n: u32) -> Self {
+        self.turns = Turns::Exactly(n);
+        self
+    }
+
+    /// Sets the turn rule.
+    pub fn turns(mut self, turns: Turns) -> Self {
+        self.turns = turns;
+        self
+    }
+
+    /// At most this many dialogs (and so model requests) in flight at once.
+    pub fn max_concurrency(mut self, n: usize) -> Self {
+        self.max_concurrency = n;
+        self
+    }
+
+    /// Adds a stopping criterion (any one that fires stops the run).
+    pub fn stopping_criterion(mut self, criterion: Arc<dyn StoppingCriterion>) -> Self {
+        self.stopping_criteria.push(criterion);
+        self
+    }
+
+    /// Replaces the stopping criteria.
+    pub fn stopping_criteria(mut self, criteria: Vec<Arc<dyn StoppingCriterion>>) -> Self {
+        self.stopping_criteria = criteria;
+        self
+    }
+
+    /// Seeds every random choice of the run (turn counts, sampling).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Failed dialogs tolerated before the run stops (default: 10 plus 10% of the
+    /// requested rows).
+    pub fn max_failures(mut self, n: u64) -> Self {
+        self.max_failures = Some(n);
+        self
+    }
+
+    /// Names the run (row ids are `<run_id>-<index>`); random by default.
+    pub fn run_id(mut self, id: impl Into<String>) -> Self {
+        self.run_id = Some(id.into());
+        self
+    }
+
+    /// The first pause before a replacement dialog starts after a failure; it doubles
+    /// with each consecutive failure up to 30 s (default 100 ms). A server's
+    /// `Retry-After` is honoured when longer.
+    pub fn failure_backoff(mut self, base: Duration) -> Self {
+        self.failure_backoff = base;
+        self
+    }
+
+    /// Calls `f` after every finished dialog.
+    pub fn on_progress(mut self, f: impl Fn(&RunProgress) + Send + Sync + 'static) -> Self {
+        self.on_progress = Some(Arc::new(f));
+        self
+    }
+
+    /// The number of rows the run will write at most, from `num_dialogs` and the
+    /// criteria's caps.
+    pub fn requested_rows(&self) -> Option<u64> {
+        self.num_dialogs
+            .into_iter()
+            .chain(self.stopping_criteria.iter().filter_map(|c| c.max_rows()))
+            .min()
+    }
+}
+
+impl std::fmt::Debug for GenerateOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenerateOptions")
+            .field("num_dialogs", &self.num_dialogs)
+            .field("turns", &self.turns)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("stopping_criteria", &self.stopping_criteria)
+            .field("seed", &self.seed)
+            .field("max_failures", &self.max_failures)
+            .field("run_id", &self.run_id)
+            .finish_non_exhaustive()
+    }
+}

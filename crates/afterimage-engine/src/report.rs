@@ -1,0 +1,44 @@
+//! What a run did, for people and for scripts.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// The result of a run: rows written, failures by cause, requests, tokens, time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RunReport {
+    /// The run's id (row ids are `<run_id>-<index>`).
+    pub run_id: String,
+    /// Rows stored by this run.
+    pub rows_written: u64,
+    /// Rows asked for, when the run had a count.
+    pub rows_requested: Option<u64>,
+    /// Dialogs that failed (and were replaced while the budget allowed).
+    pub dialogs_failed: u64,
+    /// Failed dialogs by cause (`respondent: rate_limited`, ...).
+    pub failures: BTreeMap<String, u64>,
+    /// Dialogs regenerated because the judge scored them low.
+    pub regenerations: u64,
+    /// Model requests made (instructions, both dialog roles, judge).
+    pub requests: u64,
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+    /// Wall time in seconds.
+    pub elapsed_secs: f64,
+    /// Rows written per second.
+    pub dialogs_per_sec: f64,
+    /// Why the run ended.
+    pub stop_reason: String,
+    /// Where the rows went.
+    pub output: String,
+}
+
+impl RunReport {
+    /// The wall time as a `Duration`.
+    pub fn elapsed(&self) -> Duration {
+        Duration::from_secs_f64(self.elapsed_secs)
+    }
+}

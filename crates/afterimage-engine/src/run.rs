@@ -1,0 +1,245 @@
+//! The scheduler: keeps up to `max_concurrency` dialogs in flight, replaces failed
+//! ones within a budget, and never starts a dialog beyond the requested count.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use afterimage_core::{FixedNumber, RunProgress, StoppingCriterion};
+use tokio::task::JoinSet;
+
+use crate::dialog::{DialogFailure, DialogOutcome, RunContext, Spent, run_dialog};
+use crate::{EngineError, GenerateOptions, RunReport};
+
+/// The longest pause before a replacement dialog starts after failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Validated run limits.
+pub(crate) struct Plan {
+    pub(crate) cap: Option<u64>,
+    pub(crate) criteria: Vec<Arc<dyn StoppingCriterion>>,
+    pub(crate) max_concurrency: usize,
+    pub(crate) max_failures: u64,
+    pub(crate) backoff_base: Duration,
+}
+
+impl Plan {
+    pub(crate) fn new(options: &GenerateOptions) -> Result<Plan, EngineError> {
+        if options.num_dialogs == Some(0) {
+            return Err(EngineError::Config(
+                "num_dialogs is 0: ask for at least one dialog".into(),
+            ));
+        }
+        if options.turns.max() == 0 {
+            return Err(EngineError::Config(
+                "max_turns is 0: a dialog needs at least one turn".into(),
+            ));
+        }
+        if options.max_concurrency == 0 {
+            return Err(EngineError::Config(
+                "max_concurrency is 0: allow at least one dialog at a time".into(),
+            ));
+        }
+        // The caller's list stays as it was; the count joins a copy.
+        let mut criteria = options.stopping_criteria.clone();
+        if let Some(n) = options.num_dialogs {
+            criteria.push(Arc::new(FixedNumber(n)));
+        }
+        if criteria.is_empty() {
+            return Err(EngineError::Config(
+                "nothing tells the run when to stop: set num_dialogs or add a stopping criterion"
+                    .into(),
+            ));
+        }
+        let cap = options.requested_rows();
+        let max_failures = options
+            .max_failures
+            .unwrap_or_else(|| 10 + cap.map_or(100, |n| n / 10));
+        Ok(Plan {
+            cap,
+            criteria,
+            max_concurrency: options.max_concurrency,
+            max_failures,
+            backoff_base: options.failure_backoff,
+        })
+    }
+}
+
+/// Runs the plan to its end and reports.
+pub(crate) async fn execute(
+    run: Arc<RunContext>,
+    plan: Plan,
+    options: &GenerateOptions,
+) -> Result<RunReport, EngineError> {
+    let started = Instant::now();
+    let mut state = State::default();
+    let mut tasks: JoinSet<Result<DialogOutcome, DialogFailure>> = JoinSet::new();
+    let mut next_index: u64 = 0;
+
+    loop {
+        while state.stop.is_none()
+            && tasks.len() < plan.max_concurrency
+            && plan
+                .cap
+                .is_none_or(|cap| state.progress.rows_written + (tasks.len() as u64) < cap)
+        {
+            let delay = state.backoff();
+            tasks.spawn(run_dialog(Arc::clone(&run), next_index, delay));
+            next_index += 1;
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        match joined {
+            Ok(Ok(outcome)) => state.record_row(outcome),
+            Ok(Err(failure)) => state.record_failure(failure, &plan),
+            Err(join_error) => state.record_crash(join_error.to_string(), &plan),
+        }
+        state.progress.elapsed = started.elapsed();
+        let count_reached = plan
+            .cap
+            .is_some_and(|cap| state.progress.rows_written >= cap);
+        if state.stop.is_none()
+            && !count_reached
+            && let Some(hit) = plan
+                .criteria
+                .iter()
+                .find(|c| c.should_stop(&state.progress))
+        {
+            state.stop = Some(Stop::Criterion(format!("{hit:?}")));
+        }
+        if let Some(report) = &options.on_progress {
+            report(&state.progress);
+        }
+    }
+
+    let flushed = run.storage.flush().await;
+    let report = state.report(&run, &plan, started.elapsed());
+    if let Err(e) = flushed {
+        return Err(EngineError::RunFailed {
+            cause: format!("flushing {} failed: {e}", run.storage.location()),
+            report: Box::new(report),
+        });
+    }
+    match state.stop {
+        Some(Stop::Failed(cause)) => Err(EngineError::RunFailed {
+            cause,
+            report: Box::new(report),
+        }),
+        _ => Ok(report),
+    }
+}
+
+enum Stop {
+    Criterion(String),
+    Failed(String),
+}
+
+#[derive(Default)]
+struct State {
+    progress: RunProgress,
+    personas: HashSet<String>,
+    failures: BTreeMap<String, u64>,
+    regenerations: u64,
+    consecutive_failures: u32,
+    next_delay: Duration,
+    stop: Option<Stop>,
+}
+
+impl State {
+    fn spend(&mut self, spent: Spent) {
+        self.progress.requests += u64::from(spent.requests);
+        self.progress.usage += spent.usage;
+    }
+
+    fn record_row(&mut self, outcome: DialogOutcome) {
+        self.spend(outcome.spent);
+        self.progress.rows_written += 1;
+        self.regenerations += u64::from(outcome.regenerations);
+        if let Some(persona) = outcome.persona {
+            self.personas.insert(persona);
+            self.progress.unique_personas = self.personas.len() as u64;
+        }
+        self.consecutive_failures = 0;
+        self.next_delay = Duration::ZERO;
+    }
+
+    fn record_failure(&mut self, failure: DialogFailure, plan: &Plan) {
+        self.spend(failure.spent);
+        let error = failure.error;
+        tracing::warn!(cause = %error.cause(), "dialog failed: {error}");
+        *self.failures.entry(error.cause()).or_default() += 1;
+        self.progress.dialogs_failed += 1;
+        self.consecutive_failures += 1;
+        // Back off before the replacement starts, so a struggling server is not
+        // hammered; a Retry-After from the server is the floor.
+        let exponential = plan
+            .backoff_base
+            .saturating_mul(1 << (self.consecutive_failures - 1).min(10))
+            .min(MAX_BACKOFF);
+        let asked = error
+            .provider_error()
+            .and_then(|e| e.retry_after())
+            .unwrap_or_default()
+            .min(MAX_BACKOFF);
+        self.next_delay = exponential.max(asked);
+        if self
+            .stop
+            .as_ref()
+            .is_some_and(|s| matches!(s, Stop::Failed(_)))
+        {
+            return;
+        }
+        if error.is_fatal() {
+            self.stop = Some(Stop::Failed(format!("run stopped: {error}")));
+        } else if self.progress.dialogs_failed > plan.max_failures {
+            self.stop = Some(Stop::Failed(format!(
+                "run stopped: {} dialogs failed, more than the budget of {} (raise it with max_failures); last failure: {error}",
+                self.progress.dialogs_failed, plan.max_failures
+            )));
+        }
+    }
+
+    fn record_crash(&mut self, message: String, plan: &Plan) {
+        *self.failures.entry("crash".into()).or_default() += 1;
+        self.progress.dialogs_failed += 1;
+        tracing::error!("a dialog task crashed: {message}");
+        if self.progress.dialogs_failed > plan.max_failures && self.stop.is_none() {
+            self.stop = Some(Stop::Failed(format!(
+                "run stopped: too many failed dialogs; last: a dialog task crashed: {message}"
+            )));
+        }
+    }
+
+    fn backoff(&self) -> Duration {
+        self.next_delay
+    }
+
+    fn report(&self, run: &RunContext, plan: &Plan, elapsed: Duration) -> RunReport {
+        let rows = self.progress.rows_written;
+        let stop_reason = match &self.stop {
+            Some(Stop::Criterion(c)) => format!("stopping criterion met: {c}"),
+            Some(Stop::Failed(cause)) => cause.clone(),
+            None => format!("wrote the {rows} rows requested"),
+        };
+        RunReport {
+            run_id: run.run_id.clone(),
+            rows_written: rows,
+            rows_requested: plan.cap,
+            dialogs_failed: self.progress.dialogs_failed,
+            failures: self.failures.clone(),
+            regenerations: self.regenerations,
+            requests: self.progress.requests,
+            input_tokens: self.progress.usage.input_tokens,
+            output_tokens: self.progress.usage.output_tokens,
+            elapsed_secs: elapsed.as_secs_f64(),
+            dialogs_per_sec: if elapsed.is_zero() {
+                0.0
+            } else {
+                rows as f64 / elapsed.as_secs_f64()
+            },
+            stop_reason,
+            output: run.storage.location(),
+        }
+    }
+}

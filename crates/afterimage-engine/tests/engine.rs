@@ -1,0 +1,352 @@
+//! The engine with scripted models: exact counts, alternation, concurrency bounds,
+//! failure replacement and run-stopping failures.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use afterimage_core::testing::ScriptedModel;
+use afterimage_core::{
+    ChatResponse, Document, GeneratedInstructions, InstructionGenerator, InstructionRequest,
+    ProviderError, Role, StrategyError, Usage,
+};
+use afterimage_engine::{ConversationGenerator, EngineError, GenerateOptions};
+use afterimage_storage::JsonlStorage;
+use afterimage_strategies::correspondent_follow_up_note;
+
+/// Three numbered questions per call about one of two documents.
+#[derive(Debug, Default)]
+struct Numbered {
+    calls: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl InstructionGenerator for Numbered {
+    async fn generate(
+        &self,
+        _request: &InstructionRequest,
+    ) -> Result<GeneratedInstructions, StrategyError> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        let doc = Document::with_id(format!("doc-{}", call % 2), format!("text {}", call % 2));
+        Ok(GeneratedInstructions {
+            instructions: (0..3).map(|i| format!("question {call}.{i}?")).collect(),
+            context: doc.text.clone(),
+            documents: vec![doc],
+            usage: Usage::new(10, 5),
+            requests: 1,
+            ..Default::default()
+        })
+    }
+}
+
+fn model(latency: Duration) -> Arc<ScriptedModel> {
+    Arc::new(ScriptedModel::new("scripted", move |request| async move {
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        let turn = request.messages.len();
+        Ok(ChatResponse::text(format!("reply at {turn}")).with_usage(Usage::new(3, 2)))
+    }))
+}
+
+fn generator(model: Arc<ScriptedModel>, path: &std::path::Path) -> ConversationGenerator {
+    ConversationGenerator::builder()
+        .respondent_prompt("You are a support agent.")
+        .correspondent_prompt("You are a customer.")
+        .model(model)
+        .instruction_generator(Arc::new(Numbered::default()))
+        .storage(Arc::new(JsonlStorage::new(path)))
+        .build()
+        .unwrap()
+}
+
+fn rows(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_exactly_the_requested_rows_at_any_concurrency() {
+    for (concurrency, n) in [(1, 7), (8, 50), (256, 300)] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let model = model(Duration::from_millis(2));
+        let report = generator(Arc::clone(&model), &path)
+            .generate(
+                GenerateOptions::new()
+                    .num_dialogs(n)
+                    .max_turns(3)
+                    .max_concurrency(concurrency)
+                    .seed(1),
+            )
+            .await
+            .unwrap();
+        let written = rows(&path);
+        assert_eq!(written.len() as u64, n, "concurrency {concurrency}");
+        assert_eq!(report.rows_written, n);
+        assert_eq!(report.dialogs_failed, 0);
+        assert!(
+            model.max_in_flight() <= concurrency,
+            "{} in flight with max_concurrency {concurrency}",
+            model.max_in_flight()
+        );
+        let mut ids: Vec<_> = written
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len() as u64, n, "row ids are unique");
+        // Every model call and every instruction call is in the report.
+        let instruction_calls = report.requests - model.calls() as u64;
+        assert!(instruction_calls >= n.div_ceil(3));
+        assert_eq!(
+            report.input_tokens,
+            model.calls() as u64 * 3 + instruction_calls * 10
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_is_used_but_never_exceeded() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(Duration::from_millis(20));
+    generator(Arc::clone(&model), &dir.path().join("out.jsonl"))
+        .generate(
+            GenerateOptions::new()
+                .num_dialogs(64)
+                .fixed_turns(2)
+                .max_concurrency(16),
+        )
+        .await
+        .unwrap();
+    assert_eq!(model.max_in_flight(), 16);
+}
+
+#[tokio::test]
+async fn turns_alternate_and_rows_carry_their_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let model = model(Duration::ZERO);
+    generator(Arc::clone(&model), &path)
+        .generate(
+            GenerateOptions::new()
+                .num_dialogs(6)
+                .fixed_turns(3)
+                .max_concurrency(1),
+        )
+        .await
+        .unwrap();
+    for row in rows(&path) {
+        let messages = row["conversations"].as_array().unwrap();
+        assert_eq!(messages.len(), 6);
+        for (i, message) in messages.iter().enumerate() {
+            let want = if i % 2 == 0 { "user" } else { "assistant" };
+            assert_eq!(message["role"], want);
+            assert!(!message["content"].as_str().unwrap().is_empty());
+        }
+        assert!(
+            messages[0]["content"]
+                .as_str()
+                .unwrap()
+                .starts_with("question ")
+        );
+        let context_id = row["metadata"]["context_id"].as_str().unwrap();
+        assert!(context_id == "doc-0" || context_id == "doc-1");
+        assert_eq!(row["metadata"]["context_ids"][0], context_id);
+        assert_eq!(
+            row["instruction_context"].as_str().unwrap(),
+            format!("text {}", &context_id[4..])
+        );
+        assert_eq!(row["metadata"]["generation"]["turns"], 3);
+        assert_eq!(
+            row["metadata"]["generation"]["respondent_model"],
+            "scripted"
+        );
+    }
+    // The correspondent saw the whole dialog, with the first question as its own turn.
+    let follow_ups: Vec<_> = model
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.messages[0]
+                .content
+                .contains(correspondent_follow_up_note())
+        })
+        .collect();
+    assert_eq!(follow_ups.len(), 6 * 2);
+    for request in follow_ups {
+        assert_eq!(request.messages[2].role, Role::Assistant);
+        assert!(request.messages[2].content.starts_with("question "));
+        assert_eq!(request.messages.last().unwrap().role, Role::User);
+    }
+}
+
+#[tokio::test]
+async fn the_correspondent_prompt_is_written_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let respondent = model(Duration::ZERO);
+    let correspondent = Arc::new(ScriptedModel::new("user-sim", |request| async move {
+        let writing_prompt = !request.messages[0]
+            .content
+            .contains(correspondent_follow_up_note());
+        Ok(ChatResponse::text(if writing_prompt {
+            "<user_system_prompt>You are a hurried customer.</user_system_prompt>".to_owned()
+        } else {
+            "And then?".to_owned()
+        }))
+    }));
+    let generator = ConversationGenerator::builder()
+        .respondent_prompt("You are a support agent.")
+        .model(Arc::clone(&respondent) as _)
+        .correspondent_model(Arc::clone(&correspondent) as _)
+        .instruction_generator(Arc::new(Numbered::default()))
+        .storage(Arc::new(JsonlStorage::new(dir.path().join("out.jsonl"))))
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        generator
+            .generate(
+                GenerateOptions::new()
+                    .num_dialogs(4)
+                    .fixed_turns(2)
+                    .max_concurrency(4),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        generator.correspondent_prompt().await.unwrap(),
+        "You are a hurried customer."
+    );
+    let writes = correspondent
+        .requests()
+        .iter()
+        .filter(|r| {
+            !r.messages[0]
+                .content
+                .contains(correspondent_follow_up_note())
+        })
+        .count();
+    assert_eq!(writes, 1);
+    // 8 dialogs, one follow-up each, all from the separate correspondent model.
+    assert_eq!(correspondent.calls(), 1 + 8);
+    assert!(correspondent.requests()[1..].iter().all(|r| {
+        r.messages[0]
+            .content
+            .starts_with("You are a hurried customer.")
+    }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_dialogs_are_replaced_until_the_count_is_met() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let failures = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&failures);
+    let model = Arc::new(ScriptedModel::new("flaky", move |_request| {
+        let counter = Arc::clone(&counter);
+        async move {
+            if counter.fetch_add(1, Ordering::SeqCst) < 4 {
+                return Err(ProviderError::Server {
+                    status: 503,
+                    message: "overloaded".into(),
+                });
+            }
+            Ok(ChatResponse::text("fine"))
+        }
+    }));
+    let report = generator(model, &path)
+        .generate(
+            GenerateOptions::new()
+                .num_dialogs(10)
+                .max_concurrency(4)
+                .failure_backoff(Duration::from_millis(1)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows(&path).len(), 10);
+    assert_eq!(report.rows_written, 10);
+    assert_eq!(report.dialogs_failed, 4);
+    assert_eq!(report.failures.get("respondent: server_error"), Some(&4));
+}
+
+#[tokio::test]
+async fn a_persistent_failure_stops_the_run_at_the_budget_and_keeps_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let model = Arc::new(ScriptedModel::new("dying", move |_request| {
+        let counter = Arc::clone(&counter);
+        async move {
+            // Two good dialogs, then the server breaks for good.
+            if counter.fetch_add(1, Ordering::SeqCst) < 2 {
+                return Ok(ChatResponse::text("fine"));
+            }
+            Err(ProviderError::Server {
+                status: 500,
+                message: "boom".into(),
+            })
+        }
+    }));
+    let err = generator(model, &path)
+        .generate(
+            GenerateOptions::new()
+                .num_dialogs(10)
+                .max_concurrency(1)
+                .max_failures(5)
+                .failure_backoff(Duration::from_millis(1)),
+        )
+        .await
+        .unwrap_err();
+    let report = err.report().expect("a failed run has a report").clone();
+    assert_eq!(report.rows_written, 2);
+    assert_eq!(report.dialogs_failed, 6);
+    assert_eq!(rows(&path).len(), 2);
+    let message = err.to_string();
+    assert!(message.contains("budget of 5"), "{message}");
+    assert!(message.contains("HTTP 500"), "{message}");
+    assert!(message.contains("2 rows written"), "{message}");
+}
+
+#[tokio::test]
+async fn an_auth_failure_stops_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Arc::new(ScriptedModel::new("locked", |_request| async {
+        Err::<ChatResponse, _>(ProviderError::Auth {
+            status: 401,
+            message: "invalid key".into(),
+        })
+    }));
+    let err = generator(model, &dir.path().join("out.jsonl"))
+        .generate(GenerateOptions::new().num_dialogs(100).max_concurrency(1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.report().unwrap().dialogs_failed, 1);
+    assert!(err.to_string().contains("authentication failed"), "{err}");
+}
+
+#[tokio::test]
+async fn bad_options_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let generator = generator(model(Duration::ZERO), &dir.path().join("out.jsonl"));
+    for options in [
+        GenerateOptions::new().num_dialogs(0),
+        GenerateOptions::new(),
+        GenerateOptions::new().num_dialogs(1).max_concurrency(0),
+        GenerateOptions::new().num_dialogs(1).max_turns(0),
+    ] {
+        let err = generator.generate(options).await.unwrap_err();
+        assert!(matches!(err, EngineError::Config(_)), "{err}");
+    }
+    let err = ConversationGenerator::builder()
+        .respondent_prompt("x")
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains(".model("), "{err}");
+}
