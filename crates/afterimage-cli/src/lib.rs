@@ -1,1 +1,102 @@
-//! placeholder
+//! The `afterimage` command-line tool.
+//!
+//! `afterimage generate --config run.yaml` reads a YAML config in the Python afterimage
+//! CLI's schema (so existing configs run unchanged; unknown keys are errors naming the
+//! line), builds a [`afterimage_engine::ConversationGenerator`], shows progress and
+//! prints a summary. `afterimage validate --config run.yaml` checks the config, the API
+//! key, the documents, the output and the endpoint without generating.
+//!
+//! The config goes through two stages: [`RawConfig`] is what the file says,
+//! [`Settings`] is the resolved and checked run; only the latter reaches the engine.
+//! Exit codes: 0 done, 2 bad usage or config, 1 the run failed.
+//!
+//! ```
+//! let raw = afterimage_cli::parse_config("respondent: {system_prompt: You help.}\n").unwrap();
+//! assert_eq!(raw.generation.num_dialogs, Some(10));
+//! ```
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use crate::{
+    config::{
+        ConfigError, ContextSection, CorrespondentSection, DocumentsKind, DocumentsSection,
+        Generation, ModelSection, OutputSection, PersonasSection, PromptSection, ProviderKind,
+        QualitySection, RawConfig, StoppingRule, StorageKind, load as load_config,
+        parse as parse_config,
+    },
+    settings::{DocumentsSpec, KeyPolicy, Overrides, Settings},
+};
+
+mod args;
+mod build;
+mod commands;
+mod config;
+mod output;
+mod settings;
+
+/// How a command failed, which decides the exit code.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The user's input is wrong (exit 2).
+    Usage(anyhow::Error),
+    /// The run itself failed (exit 1).
+    Run(anyhow::Error),
+}
+
+/// Runs the CLI with the process's arguments and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = match args::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help and version to stdout and usage errors to stderr.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            args::Command::Generate(args) => commands::generate(args).await,
+            args::Command::Validate(args) => commands::validate(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Run(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `afterimage` binary.
+
+fn main() -> std::process::ExitCode {
+    afterimage_cli::main()
+}

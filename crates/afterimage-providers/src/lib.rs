@@ -1,1 +1,51 @@
-//! placeholder
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+//! LLM provider clients for afterimage, each a [`ChatModel`](afterimage_core::ChatModel).
+//!
+//! - [`OpenAiCompatible`]: OpenAI Chat Completions at any base URL (OpenAI, DeepSeek,
+//!   OpenRouter, vLLM, Ollama, llama.cpp, LiteLLM), built with
+//!   [`OpenAiCompatibleBuilder`]; [`StructuredOutput`] picks how JSON output is asked
+//!   for.
+//! - [`Gemini`]: Google's `generateContent` REST API, built with [`GeminiBuilder`];
+//!   [`GeminiSchemaField`] picks the schema field.
+//! - [`BuildError`]: settings that cannot work (bad base URL, no model).
+//!
+//! Both map the wire formats (system prompts, tools, JSON Schema output, reasoning text)
+//! onto the core types, and HTTP failures onto
+//! [`ProviderError`](afterimage_core::ProviderError) (rate limits with their
+//! retry-after, auth, unknown model, context length, timeouts, unreachable servers).
+//! Each instance owns one pooled `reqwest::Client`, or shares the one it is given.
+//! API keys never appear in errors or `Debug` output.
+//!
+//! ```no_run
+//! use afterimage_core::{ApiKey, ChatModel, ChatRequest, Message};
+//! use afterimage_providers::OpenAiCompatible;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let model = OpenAiCompatible::openai()
+//!     .api_key(ApiKey::new("sk-..."))
+//!     .model("gpt-4o-mini")
+//!     .build()?;
+//! let request = ChatRequest::new(vec![
+//!     Message::system("You answer in one sentence."),
+//!     Message::user("Why is the sky blue?"),
+//! ])
+//! .temperature(0.7);
+//! let reply = model.chat(request).await?;
+//! println!("{} ({} tokens)", reply.message.content, reply.usage.total());
+//! # Ok(())
+//! # }
+//! ```
+
+pub use crate::{
+    error::BuildError,
+    gemini::{GEMINI_BASE_URL, Gemini, GeminiBuilder, GeminiSchemaField},
+    openai::{
+        DEEPSEEK_BASE_URL, LOCAL_BASE_URL, OPENAI_BASE_URL, OPENROUTER_BASE_URL, OpenAiCompatible,
+        OpenAiCompatibleBuilder, StructuredOutput,
+    },
+};
+
+mod error;
+mod gemini;
+mod http;
+mod openai;

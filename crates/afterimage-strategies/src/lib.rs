@@ -1,1 +1,95 @@
-//! placeholder
+//! The strategies of an afterimage run: where documents come from, what the simulated
+//! user asks first, and what the assistant is given to know.
+//!
+//! - Document sources ([`DocumentSource`](afterimage_core::DocumentSource)):
+//!   [`InMemoryDocumentProvider`], [`DirectoryDocumentProvider`] (`.txt`/`.md` files),
+//!   [`JsonlDocumentProvider`].
+//! - [`DocumentSampler`]: usage-aware, seeded sampling of documents, shared by the
+//!   instruction generators; [`merge_contexts`] joins the picks.
+//! - Instruction generators ([`InstructionGenerator`](afterimage_core::InstructionGenerator)):
+//!   [`ContextualInstructionGenerator`] (questions about sampled documents) and
+//!   [`SimpleInstructionGenerator`] (questions from the correspondent prompt alone).
+//! - [`WithContextRespondentPromptModifier`]: puts the question's context into the
+//!   assistant's system prompt.
+//! - The correspondent: [`write_correspondent_prompt`] writes the simulated user's
+//!   system prompt from the assistant's; [`correspondent_follow_up_note`] keeps its
+//!   follow-up turns in a human voice.
+//!
+//! Strategies reach models only through `Arc<dyn ChatModel>`, so any provider works.
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use afterimage_core::{
+//!     ChatModel, ChatRequest, ChatResponse, Instruction, InstructionGenerator,
+//!     InstructionRequest, ProviderError, RespondentPromptModifier,
+//! };
+//! use afterimage_strategies::{
+//!     ContextualInstructionGenerator, InMemoryDocumentProvider,
+//!     WithContextRespondentPromptModifier,
+//! };
+//!
+//! /// Stands in for a real provider: always proposes the same two questions.
+//! #[derive(Debug)]
+//! struct Canned;
+//!
+//! #[async_trait::async_trait]
+//! impl ChatModel for Canned {
+//!     async fn chat(&self, _request: ChatRequest) -> Result<ChatResponse, ProviderError> {
+//!         Ok(ChatResponse::text(
+//!             r#"{"instructions": ["What does error 503 mean?", "How long should I wait?"]}"#,
+//!         ))
+//!     }
+//!     fn model_id(&self) -> &str {
+//!         "canned"
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), afterimage_core::StrategyError> {
+//! let documents = InMemoryDocumentProvider::new([
+//!     "Error 503 means the service is unavailable. Retry after 5 minutes.",
+//! ]);
+//! let generator = ContextualInstructionGenerator::new(Arc::new(Canned), Arc::new(documents))
+//!     .n_instructions(2);
+//! let batch = generator
+//!     .generate(&InstructionRequest::new("You are a customer whose app shows errors.", 7))
+//!     .await?;
+//! assert_eq!(batch.instructions, ["What does error 503 mean?", "How long should I wait?"]);
+//! assert_eq!(batch.context, "Error 503 means the service is unavailable. Retry after 5 minutes.");
+//!
+//! let first = Instruction::split(batch).remove(0);
+//! let prompt = WithContextRespondentPromptModifier::new()
+//!     .modify("You are a Tier 1 support agent.", &first)
+//!     .await?;
+//! assert!(prompt.system_prompt.starts_with("You are a Tier 1 support agent."));
+//! assert!(prompt.system_prompt.contains("Retry after 5 minutes."));
+//! assert_eq!(prompt.response_context.as_deref(), Some(first.source.context.as_str()));
+//! # Ok(())
+//! # }
+//! ```
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub use crate::{
+    contextual::ContextualInstructionGenerator,
+    correspondent::{correspondent_follow_up_note, write_correspondent_prompt},
+    documents::{
+        DirectoryDocumentProvider, InMemoryDocumentProvider, IntoDocument, JsonlDocumentProvider,
+    },
+    modifiers::WithContextRespondentPromptModifier,
+    prompts::{
+        CORRESPONDENT_FOLLOW_UP_NOTE, DEFAULT_CONTEXTUAL_INSTRUCTION_PROMPT,
+        DEFAULT_RESPONDENT_CONTEXT_TEMPLATE, DEFAULT_SIMPLE_INSTRUCTION_PROMPT,
+    },
+    sampling::{CONTEXT_SEPARATOR, DocumentSampler, merge_contexts},
+    simple::SimpleInstructionGenerator,
+};
+
+mod contextual;
+mod correspondent;
+mod documents;
+mod instructions;
+mod modifiers;
+mod prompts;
+mod sampling;
+mod simple;

@@ -1,0 +1,95 @@
+//! Command-line arguments (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::ProviderKind;
+use crate::settings::Overrides;
+
+/// Generate synthetic multi-turn conversations with LLMs.
+#[derive(Debug, Parser)]
+#[command(name = "afterimage", version, about, long_about = None)]
+pub(crate) struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Generate dialogs from a YAML config.
+    Generate(GenerateArgs),
+    /// Check a config, its API key, documents, output and endpoint without generating.
+    Validate(ValidateArgs),
+}
+
+/// `afterimage generate`
+#[derive(Debug, Args)]
+pub(crate) struct GenerateArgs {
+    /// The YAML config (the Python afterimage CLI's schema).
+    #[arg(short, long, value_name = "FILE")]
+    pub(crate) config: PathBuf,
+    /// Print the final report as one JSON object on stdout instead of the table.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Settings that override the config.
+    #[command(flatten)]
+    pub(crate) overrides: OverrideArgs,
+}
+
+/// `afterimage validate`
+#[derive(Debug, Args)]
+pub(crate) struct ValidateArgs {
+    /// The YAML config.
+    #[arg(short, long, value_name = "FILE")]
+    pub(crate) config: PathBuf,
+    /// Settings that override the config.
+    #[command(flatten)]
+    pub(crate) overrides: OverrideArgs,
+}
+
+/// Flags that override the config file.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct OverrideArgs {
+    /// The provider (model.provider).
+    #[arg(long, value_enum)]
+    pub(crate) provider: Option<ProviderKind>,
+    /// The model name (model.model_name).
+    #[arg(long)]
+    pub(crate) model: Option<String>,
+    /// The API base URL (model.base_url).
+    #[arg(long, value_name = "URL")]
+    pub(crate) base_url: Option<String>,
+    /// Rows to write (generation.num_dialogs).
+    #[arg(long, value_name = "N")]
+    pub(crate) num_dialogs: Option<u64>,
+    /// Most assistant replies per dialog (generation.max_turns).
+    #[arg(long, value_name = "N")]
+    pub(crate) max_turns: Option<u32>,
+    /// Dialogs in flight (generation.max_concurrency).
+    #[arg(long, value_name = "N")]
+    pub(crate) max_concurrency: Option<usize>,
+    /// The output file (output.path).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: Option<PathBuf>,
+    /// Seed for reproducible sampling (generation.seed).
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+}
+
+impl From<OverrideArgs> for Overrides {
+    fn from(args: OverrideArgs) -> Self {
+        Overrides {
+            provider: args.provider,
+            model: args.model,
+            base_url: args.base_url,
+            num_dialogs: args.num_dialogs,
+            max_turns: args.max_turns,
+            max_concurrency: args.max_concurrency,
+            out: args.out,
+            seed: args.seed,
+        }
+    }
+}

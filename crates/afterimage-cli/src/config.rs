@@ -1,0 +1,517 @@
+//! The YAML config file, in the Python afterimage CLI's schema (stage one: what the
+//! file says, checked for typos; `settings.rs` turns it into a validated run).
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+/// The whole file. Unknown keys are errors that name the key and its line (the
+/// Python tool silently ignores typos).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// How much to generate.
+    #[serde(default)]
+    pub generation: Generation,
+    /// Which model answers.
+    #[serde(default)]
+    pub model: ModelSection,
+    /// The assistant's system prompt.
+    pub respondent: Option<PromptSection>,
+    /// The simulated user (our addition: a fixed prompt, a separate model).
+    pub correspondent: Option<CorrespondentSection>,
+    /// The knowledge base.
+    pub documents: Option<DocumentsSection>,
+    /// How instructions are drawn from documents.
+    #[serde(default)]
+    pub context: ContextSection,
+    /// Persona-driven instructions.
+    #[serde(default)]
+    pub personas: PersonasSection,
+    /// The judge.
+    #[serde(default)]
+    pub quality: QualitySection,
+    /// Where rows go.
+    #[serde(default)]
+    pub output: OutputSection,
+    /// Upstream's skill injection (not implemented here yet).
+    pub skills: Option<IgnoredAny>,
+    /// Upstream's skill discovery settings (not implemented here yet).
+    pub skill: Option<IgnoredAny>,
+    /// Upstream's analysis report settings (not implemented here yet).
+    pub analytics: Option<IgnoredAny>,
+    /// Upstream's preference-pair generation (not implemented here yet).
+    pub preference: Option<IgnoredAny>,
+}
+
+/// `generation:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Generation {
+    /// Rows to write; `null` leaves the count to `stopping`.
+    #[serde(default = "default_num_dialogs")]
+    pub num_dialogs: Option<u64>,
+    /// Most assistant replies per dialog.
+    #[serde(default = "default_max_turns")]
+    pub max_turns: u32,
+    /// Use exactly `max_turns` in every dialog instead of drawing 1..=max_turns.
+    #[serde(default)]
+    pub fixed_turns: bool,
+    /// Dialogs in flight at once (default by provider).
+    pub max_concurrency: Option<usize>,
+    /// Extra stopping rules (any one stops the run).
+    #[serde(default)]
+    pub stopping: Vec<StoppingRule>,
+    /// Seed for reproducible sampling and turn counts.
+    pub seed: Option<u64>,
+    /// Failed dialogs tolerated before the run stops.
+    pub max_failures: Option<u64>,
+}
+
+impl Default for Generation {
+    fn default() -> Self {
+        Generation {
+            num_dialogs: default_num_dialogs(),
+            max_turns: default_max_turns(),
+            fixed_turns: false,
+            max_concurrency: None,
+            stopping: Vec::new(),
+            seed: None,
+            max_failures: None,
+        }
+    }
+}
+
+fn default_num_dialogs() -> Option<u64> {
+    Some(10)
+}
+
+fn default_max_turns() -> u32 {
+    1
+}
+
+/// One entry of `generation.stopping`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StoppingRule {
+    /// Stop after `n` rows.
+    Fixed {
+        /// Rows.
+        n: u64,
+    },
+    /// Stop when documents were used enough (needs the strategies issue).
+    ContextCoverage {
+        /// Uses per document.
+        #[serde(default = "one")]
+        target_visits: u64,
+        /// Fraction of documents that must reach it.
+        #[serde(default = "full")]
+        coverage_threshold: f64,
+    },
+    /// Stop after this many distinct personas.
+    PersonaUsage {
+        /// Distinct personas.
+        n_personas: u64,
+    },
+    /// Stop when tokens reach a limit.
+    Budget {
+        /// Prompt-token limit.
+        max_prompt_tokens: Option<f64>,
+        /// Completion-token limit.
+        max_completion_tokens: Option<f64>,
+        /// Total-token limit.
+        max_total_tokens: Option<f64>,
+    },
+    /// Stop when too many dialogs fail.
+    RateLimit {
+        /// Failed share of finished dialogs.
+        #[serde(default = "half")]
+        max_error_rate: f64,
+        /// Finished dialogs before the rule applies.
+        #[serde(default = "ten")]
+        min_samples: u64,
+    },
+    /// Stop when all the conditions hold.
+    All {
+        /// The conditions.
+        conditions: Vec<StoppingRule>,
+    },
+}
+
+fn one() -> u64 {
+    1
+}
+fn ten() -> u64 {
+    10
+}
+fn full() -> f64 {
+    1.0
+}
+fn half() -> f64 {
+    0.5
+}
+
+/// The providers the `model.provider` key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Google Gemini (generateContent).
+    #[default]
+    Gemini,
+    /// OpenAI chat completions.
+    Openai,
+    /// DeepSeek (OpenAI-compatible).
+    Deepseek,
+    /// OpenRouter (OpenAI-compatible).
+    Openrouter,
+    /// Any OpenAI-compatible server (vLLM, Ollama, llama.cpp), no key needed.
+    Local,
+    /// Anthropic messages (planned).
+    Anthropic,
+}
+
+impl ProviderKind {
+    /// The name used in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::Openai => "openai",
+            ProviderKind::Deepseek => "deepseek",
+            ProviderKind::Openrouter => "openrouter",
+            ProviderKind::Local => "local",
+            ProviderKind::Anthropic => "anthropic",
+        }
+    }
+
+    /// The environment variable holding the key, unless `api_key_env` says otherwise.
+    pub fn default_key_env(self) -> Option<&'static str> {
+        match self {
+            ProviderKind::Gemini => Some("GEMINI_API_KEY"),
+            ProviderKind::Openai => Some("OPENAI_API_KEY"),
+            ProviderKind::Deepseek => Some("DEEPSEEK_API_KEY"),
+            ProviderKind::Openrouter => Some("OPENROUTER_API_KEY"),
+            ProviderKind::Anthropic => Some("ANTHROPIC_API_KEY"),
+            ProviderKind::Local => None,
+        }
+    }
+
+    /// A sensible model for the provider (the Python tool sends a Gemini model name to
+    /// every provider).
+    pub fn default_model(self) -> &'static str {
+        match self {
+            ProviderKind::Gemini => "gemini-2.0-flash",
+            ProviderKind::Openai => "gpt-4o-mini",
+            ProviderKind::Deepseek => "deepseek-chat",
+            ProviderKind::Openrouter => "openai/gpt-4o-mini",
+            ProviderKind::Local => "default",
+            ProviderKind::Anthropic => "claude-sonnet-4-5",
+        }
+    }
+
+    /// Dialogs in flight when the config does not say (the Python tool's defaults:
+    /// rate-limited hosted APIs 2, DeepSeek 16, local servers 8).
+    pub fn default_concurrency(self) -> usize {
+        match self {
+            ProviderKind::Deepseek => 16,
+            ProviderKind::Local => 8,
+            _ => 2,
+        }
+    }
+}
+
+/// `model:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Which API.
+    #[serde(default)]
+    pub provider: ProviderKind,
+    /// The model name (default by provider).
+    pub model_name: Option<String>,
+    /// The environment variable holding the key.
+    pub api_key_env: Option<String>,
+    /// Another endpoint for the same API.
+    pub base_url: Option<String>,
+    /// Seconds before a request times out (default 120).
+    pub timeout_secs: Option<u64>,
+}
+
+/// `respondent:` (and the prompt part of `correspondent:`)
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptSection {
+    /// The prompt text.
+    pub system_prompt: Option<String>,
+    /// A file holding it, relative to the config file.
+    pub system_prompt_file: Option<String>,
+}
+
+/// `correspondent:` (ours)
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorrespondentSection {
+    /// A fixed system prompt for the simulated user.
+    pub system_prompt: Option<String>,
+    /// A file holding it, relative to the config file.
+    pub system_prompt_file: Option<String>,
+    /// Another model (same provider) to play the user.
+    pub model_name: Option<String>,
+}
+
+/// Document source kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DocumentsKind {
+    /// A folder of `.txt`/`.md` files.
+    #[default]
+    Directory,
+    /// One file (or a glob, later).
+    File,
+    /// A JSON Lines file.
+    Jsonl,
+    /// A Qdrant collection (not supported here).
+    Qdrant,
+    /// Inline texts (`texts:`; upstream documents it but raises).
+    Memory,
+}
+
+/// `documents:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentsSection {
+    /// The source kind.
+    #[serde(default)]
+    pub provider: DocumentsKind,
+    /// Folder or file, relative to the config file.
+    pub path: Option<String>,
+    /// Inline documents (ours, for `provider: memory`).
+    pub texts: Option<Vec<String>>,
+    /// Qdrant collection.
+    pub collection: Option<String>,
+    /// Qdrant URL.
+    pub url: Option<String>,
+    /// The JSONL field holding the text.
+    #[serde(default = "default_content_key")]
+    pub content_key: String,
+    /// Keep JSONL ids.
+    #[serde(default)]
+    pub preserve_ids: bool,
+    /// Keep JSONL metadata.
+    #[serde(default)]
+    pub include_metadata: bool,
+}
+
+fn default_content_key() -> String {
+    "text".into()
+}
+
+/// `context:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContextSection {
+    /// Draw instructions from documents.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Documents per instruction batch.
+    #[serde(default = "two")]
+    pub num_random_contexts: usize,
+    /// Questions per generator call.
+    #[serde(default = "three")]
+    pub n_instructions: usize,
+}
+
+impl Default for ContextSection {
+    fn default() -> Self {
+        ContextSection {
+            enabled: true,
+            num_random_contexts: 2,
+            n_instructions: 3,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn two() -> usize {
+    2
+}
+fn three() -> usize {
+    3
+}
+
+/// `personas:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonasSection {
+    /// Use persona-driven instructions.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Persona layers.
+    pub n_iterations: Option<u32>,
+}
+
+/// `quality:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualitySection {
+    /// Judge and regenerate low-quality dialogs.
+    #[serde(default)]
+    pub auto_improve: bool,
+    /// The judge's model (default: the main model).
+    pub evaluator_model_name: Option<String>,
+}
+
+/// Storage kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// JSON Lines.
+    #[default]
+    Jsonl,
+    /// A SQL database (not supported here yet).
+    Sql,
+}
+
+/// `output:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSection {
+    /// The output file (relative to the working directory, as upstream).
+    #[serde(default = "default_output_path")]
+    pub path: String,
+    /// The storage kind.
+    #[serde(default)]
+    pub storage: StorageKind,
+    /// Upstream's auto-export (not implemented here yet).
+    pub export: Option<IgnoredAny>,
+}
+
+impl Default for OutputSection {
+    fn default() -> Self {
+        OutputSection {
+            path: default_output_path(),
+            storage: StorageKind::Jsonl,
+            export: None,
+        }
+    }
+}
+
+fn default_output_path() -> String {
+    "./afterimage_output.jsonl".into()
+}
+
+/// Why a config file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The YAML does not fit the schema.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// The first line of the parser's message (it names line and column).
+        message: String,
+    },
+}
+
+/// Reads and checks a config file.
+pub fn load(path: &Path) -> Result<RawConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&text).map_err(|message| ConfigError::Invalid {
+        path: path.display().to_string(),
+        message,
+    })
+}
+
+/// Parses config text; the error is one line naming the line, column and problem.
+pub fn parse(text: &str) -> Result<RawConfig, String> {
+    if text.trim().is_empty() {
+        return Ok(RawConfig::default());
+    }
+    serde_saphyr::from_str::<RawConfig>(text).map_err(|e| {
+        let full = e.to_string();
+        let first = full.lines().next().unwrap_or("invalid YAML");
+        first.trim_start_matches("error: ").to_owned()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_python_config_parses() {
+        let config = parse(
+            r#"
+generation:
+  num_dialogs: 25
+  max_turns: 3
+  max_concurrency: null
+  stopping:
+    - {type: fixed, n: 100}
+    - {type: budget, max_total_tokens: 1e6}
+model:
+  provider: openai
+  model_name: gpt-4o-mini
+  api_key_env: MY_KEY
+  base_url: null
+respondent:
+  system_prompt: "You are helpful."
+documents:
+  provider: directory
+  path: ./docs
+context: {enabled: true, num_random_contexts: 1, n_instructions: 3}
+personas: {enabled: false, n_iterations: null}
+quality: {auto_improve: false}
+skills: {enabled: false, path: ./skills, mode: context_id}
+output:
+  path: ./out.jsonl
+  storage: jsonl
+  export: {formats: [], output_dir: null, split: null, shuffle: true, seed: 42}
+analytics: {auto_analyze: false, output_path: null}
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.generation.num_dialogs, Some(25));
+        assert_eq!(config.generation.stopping.len(), 2);
+        assert_eq!(config.model.provider, ProviderKind::Openai);
+        assert_eq!(config.context.num_random_contexts, 1);
+        assert!(config.skills.is_some());
+    }
+
+    #[test]
+    fn defaults_follow_upstream() {
+        let config = parse("respondent: {system_prompt: hi}\n").unwrap();
+        assert_eq!(config.generation.num_dialogs, Some(10));
+        assert_eq!(config.generation.max_turns, 1);
+        assert_eq!(config.model.provider, ProviderKind::Gemini);
+        assert_eq!(config.context.num_random_contexts, 2);
+        assert_eq!(config.output.path, "./afterimage_output.jsonl");
+        let config = parse("generation: {num_dialogs: null}\n").unwrap();
+        assert_eq!(config.generation.num_dialogs, None);
+    }
+
+    #[test]
+    fn a_typo_names_the_key_and_line() {
+        let err = parse("generation:\n  num_dialogs: 3\n  max_turn: 2\n").unwrap_err();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("max_turn"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+        let err = parse("model:\n  provider: gemni\n").unwrap_err();
+        assert!(err.contains("gemni") && err.contains("line 2"), "{err}");
+        let err = parse("generation:\n  stopping:\n    - {type: fixed, count: 3}\n").unwrap_err();
+        assert!(err.contains("count"), "{err}");
+    }
+}

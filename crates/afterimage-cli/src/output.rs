@@ -1,0 +1,100 @@
+//! What the user sees: a progress bar while running, a summary at the end.
+
+use std::time::Duration;
+
+use afterimage_core::RunProgress;
+use afterimage_engine::RunReport;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub(crate) struct Progress {
+    bar: ProgressBar,
+}
+
+impl Progress {
+    /// Starts a bar counting up to `total` rows (a spinner when there is no count).
+    pub(crate) fn start(total: Option<u64>, visible: bool) -> Progress {
+        let bar = match total {
+            Some(n) => ProgressBar::new(n),
+            None => ProgressBar::no_length(),
+        };
+        if visible {
+            bar.set_draw_target(ProgressDrawTarget::stderr());
+            let template = if total.is_some() {
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} dialogs  {per_sec}  ETA {eta}  {msg}"
+            } else {
+                "{spinner} [{elapsed_precise}] {pos} dialogs  {per_sec}  {msg}"
+            };
+            if let Ok(style) = ProgressStyle::with_template(template) {
+                bar.set_style(style);
+            }
+            bar.enable_steady_tick(Duration::from_millis(200));
+        } else {
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        Progress { bar }
+    }
+
+    /// The engine callback that moves the bar.
+    pub(crate) fn callback(&self) -> impl Fn(&RunProgress) + Send + Sync + 'static {
+        let bar = self.bar.clone();
+        move |progress: &RunProgress| {
+            bar.set_position(progress.rows_written);
+            bar.set_message(format!(
+                "{} failed  {} requests",
+                progress.dialogs_failed, progress.requests
+            ));
+        }
+    }
+
+    /// Removes the bar.
+    pub(crate) fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Prints the report as a table, or as one JSON object with `--json`.
+pub(crate) fn print_report(report: &RunReport, json: bool) {
+    if json {
+        println!("{}", crate::commands::report_json(report));
+        return;
+    }
+    println!("{}", table(report));
+}
+
+/// The summary table.
+pub(crate) fn table(report: &RunReport) -> String {
+    let mut rows: Vec<(String, String)> = vec![
+        ("run".into(), report.run_id.clone()),
+        ("output".into(), report.output.clone()),
+        (
+            "rows written".into(),
+            match report.rows_requested {
+                Some(n) => format!("{} of {n}", report.rows_written),
+                None => report.rows_written.to_string(),
+            },
+        ),
+        ("dialogs failed".into(), report.dialogs_failed.to_string()),
+    ];
+    for (cause, count) in &report.failures {
+        rows.push((format!("  {cause}"), count.to_string()));
+    }
+    rows.extend([
+        ("requests".into(), report.requests.to_string()),
+        ("tokens in".into(), report.input_tokens.to_string()),
+        ("tokens out".into(), report.output_tokens.to_string()),
+        (
+            "elapsed".into(),
+            format!(
+                "{:.1} s ({:.2} dialogs/s)",
+                report.elapsed_secs, report.dialogs_per_sec
+            ),
+        ),
+        ("stopped".into(), report.stop_reason.clone()),
+    ]);
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    rows.iter()
+        .map(|(k, v)| format!("{k:<width$}  {v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

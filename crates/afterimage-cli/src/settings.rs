@@ -1,0 +1,514 @@
+//! Stage two: the raw config plus command-line overrides, resolved and checked into
+//! the settings a run is built from. Only these reach the engine.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use afterimage_core::{ApiKey, FixedNumber, StoppingCriterion};
+use afterimage_engine::{AllOf, ErrorRate, PersonaUsage, TokenBudget, Turns};
+
+use crate::config::{DocumentsKind, ProviderKind, RawConfig, StoppingRule, StorageKind};
+
+/// Command-line values that override the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--provider`
+    pub provider: Option<ProviderKind>,
+    /// `--model`
+    pub model: Option<String>,
+    /// `--base-url`
+    pub base_url: Option<String>,
+    /// `--num-dialogs`
+    pub num_dialogs: Option<u64>,
+    /// `--max-turns`
+    pub max_turns: Option<u32>,
+    /// `--max-concurrency`
+    pub max_concurrency: Option<usize>,
+    /// `--out`
+    pub out: Option<PathBuf>,
+    /// `--seed`
+    pub seed: Option<u64>,
+}
+
+/// Where documents come from, with paths resolved against the config file.
+#[derive(Debug, Clone)]
+pub enum DocumentsSpec {
+    /// A folder of `.txt`/`.md` files.
+    Directory(PathBuf),
+    /// One text file.
+    File(PathBuf),
+    /// A JSONL file.
+    Jsonl {
+        /// The file.
+        path: PathBuf,
+        /// The text field.
+        text_field: String,
+        /// Keep ids.
+        preserve_ids: bool,
+        /// Keep metadata.
+        include_metadata: bool,
+    },
+    /// Texts written in the config.
+    Inline(Vec<String>),
+    /// Documents already read (so a run reads its files once).
+    Loaded(Vec<afterimage_core::Document>),
+}
+
+/// A run, fully resolved.
+#[derive(Debug)]
+pub struct Settings {
+    /// The provider.
+    pub provider: ProviderKind,
+    /// The respondent's (and by default the correspondent's) model.
+    pub model_name: String,
+    /// A separate model for the simulated user.
+    pub correspondent_model_name: Option<String>,
+    /// The endpoint, when not the provider's own.
+    pub base_url: Option<String>,
+    /// The key, when the provider needs one.
+    pub api_key: Option<ApiKey>,
+    /// The variable the key came from (for messages).
+    pub key_env: Option<String>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// The assistant's system prompt.
+    pub respondent_prompt: String,
+    /// A fixed simulated-user prompt.
+    pub correspondent_prompt: Option<String>,
+    /// Documents, when instructions are drawn from them.
+    pub documents: Option<DocumentsSpec>,
+    /// Documents per instruction batch.
+    pub num_random_contexts: usize,
+    /// Questions per generator call.
+    pub n_instructions: usize,
+    /// The output file.
+    pub output: PathBuf,
+    /// Rows to write.
+    pub num_dialogs: Option<u64>,
+    /// Turn rule.
+    pub turns: Turns,
+    /// Dialogs in flight.
+    pub max_concurrency: usize,
+    /// Extra stopping criteria.
+    pub criteria: Vec<Arc<dyn StoppingCriterion>>,
+    /// Seed.
+    pub seed: Option<u64>,
+    /// Failure budget.
+    pub max_failures: Option<u64>,
+    /// Things the user should know (parts of the file not implemented here yet).
+    pub warnings: Vec<String>,
+}
+
+/// Whether the API key must be present (validate reports a missing one instead of
+/// failing on it at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyPolicy {
+    /// A missing key is an error.
+    Required,
+    /// A missing key is left `None`.
+    Optional,
+}
+
+impl Settings {
+    /// Resolves `raw` (read from `config_path`) with `overrides`; `env` reads
+    /// environment variables.
+    pub fn resolve(
+        raw: RawConfig,
+        config_path: &Path,
+        overrides: &Overrides,
+        env: impl Fn(&str) -> Option<String>,
+        keys: KeyPolicy,
+    ) -> Result<Settings, String> {
+        let base_dir = config_path.parent().unwrap_or(Path::new("."));
+        let mut warnings = upstream_gaps(&raw);
+
+        let provider = overrides.provider.unwrap_or(raw.model.provider);
+        if provider == ProviderKind::Anthropic {
+            return Err(
+                "model.provider: anthropic is not supported yet; use gemini, openai, deepseek, openrouter or local"
+                    .into(),
+            );
+        }
+        let model_name = overrides
+            .model
+            .clone()
+            .or(raw.model.model_name.clone())
+            .unwrap_or_else(|| provider.default_model().to_owned());
+        let base_url = overrides.base_url.clone().or(raw.model.base_url.clone());
+        let key_env = raw
+            .model
+            .api_key_env
+            .clone()
+            .or_else(|| provider.default_key_env().map(str::to_owned));
+        let api_key = match &key_env {
+            None => None,
+            Some(var) => match env(var).filter(|k| !k.trim().is_empty()) {
+                Some(key) => Some(ApiKey::new(key.trim())),
+                None if keys == KeyPolicy::Required && provider != ProviderKind::Local => {
+                    return Err(format!(
+                        "the API key variable {var} is not set: export {var}=<your key> (or point model.api_key_env at another variable)"
+                    ));
+                }
+                None => None,
+            },
+        };
+
+        let respondent_prompt = read_prompt(
+            raw.respondent.as_ref().and_then(|r| r.system_prompt.clone()),
+            raw.respondent.as_ref().and_then(|r| r.system_prompt_file.clone()),
+            base_dir,
+            "respondent",
+        )?
+        .ok_or("respondent.system_prompt is missing: add `respondent: {system_prompt: \"You are ...\"}` to the config")?;
+        let correspondent = raw.correspondent.as_ref();
+        let correspondent_prompt = read_prompt(
+            correspondent.and_then(|c| c.system_prompt.clone()),
+            correspondent.and_then(|c| c.system_prompt_file.clone()),
+            base_dir,
+            "correspondent",
+        )?;
+        let correspondent_model_name = correspondent.and_then(|c| c.model_name.clone());
+
+        let documents = match (&raw.documents, raw.context.enabled) {
+            (Some(section), true) => Some(documents_spec(section, base_dir)?),
+            (Some(_), false) => {
+                warnings.push(
+                    "documents are configured but context.enabled is false: questions will not be drawn from them"
+                        .into(),
+                );
+                None
+            }
+            (None, _) => None,
+        };
+        if raw.context.num_random_contexts == 0 || raw.context.n_instructions == 0 {
+            return Err(
+                "context.num_random_contexts and context.n_instructions must be at least 1".into(),
+            );
+        }
+
+        if raw.output.storage == StorageKind::Sql {
+            return Err("output.storage: sql is not supported yet; use jsonl (the default)".into());
+        }
+        let output = overrides
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&raw.output.path));
+
+        let generation = &raw.generation;
+        let num_dialogs = overrides.num_dialogs.or(generation.num_dialogs);
+        if num_dialogs == Some(0) {
+            return Err("num_dialogs is 0: ask for at least one dialog".into());
+        }
+        let max_turns = overrides.max_turns.unwrap_or(generation.max_turns);
+        if max_turns == 0 {
+            return Err("generation.max_turns is 0: a dialog needs at least one turn".into());
+        }
+        let turns = if generation.fixed_turns {
+            Turns::Exactly(max_turns)
+        } else {
+            Turns::UpTo(max_turns)
+        };
+        let max_concurrency = overrides
+            .max_concurrency
+            .or(generation.max_concurrency)
+            .unwrap_or_else(|| provider.default_concurrency());
+        if max_concurrency == 0 {
+            return Err("max_concurrency is 0: allow at least one dialog at a time".into());
+        }
+        let mut criteria = Vec::new();
+        for rule in &generation.stopping {
+            if let Some(criterion) = criterion(rule, &mut warnings)? {
+                criteria.push(criterion);
+            }
+        }
+        if num_dialogs.is_none() && criteria.is_empty() {
+            return Err(
+                "nothing tells the run when to stop: set generation.num_dialogs or add a rule to generation.stopping"
+                    .into(),
+            );
+        }
+
+        Ok(Settings {
+            provider,
+            model_name,
+            correspondent_model_name,
+            base_url,
+            api_key,
+            key_env,
+            timeout: Duration::from_secs(raw.model.timeout_secs.unwrap_or(120)),
+            respondent_prompt,
+            correspondent_prompt,
+            documents,
+            num_random_contexts: raw.context.num_random_contexts,
+            n_instructions: raw.context.n_instructions,
+            output,
+            num_dialogs,
+            turns,
+            max_concurrency,
+            criteria,
+            seed: overrides.seed.or(generation.seed),
+            max_failures: generation.max_failures,
+            warnings,
+        })
+    }
+}
+
+/// Upstream features the file asks for that this version does not have yet.
+fn upstream_gaps(raw: &RawConfig) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let mut gap =
+        |what: &str| warnings.push(format!("{what} is not implemented yet and is ignored"));
+    if raw.personas.enabled {
+        gap("personas.enabled (persona-driven questions)");
+    }
+    if raw.quality.auto_improve {
+        gap("quality.auto_improve (the judge)");
+    }
+    if raw.output.export.is_some() {
+        gap("output.export");
+    }
+    for (present, name) in [
+        (raw.skills.is_some(), "the `skills` section"),
+        (raw.skill.is_some(), "the `skill` section"),
+        (raw.analytics.is_some(), "the `analytics` section"),
+        (raw.preference.is_some(), "the `preference` section"),
+    ] {
+        if present {
+            gap(name);
+        }
+    }
+    warnings
+}
+
+fn read_prompt(
+    text: Option<String>,
+    file: Option<String>,
+    base_dir: &Path,
+    section: &str,
+) -> Result<Option<String>, String> {
+    match (text, file) {
+        (Some(_), Some(_)) => Err(format!(
+            "{section}: give either system_prompt or system_prompt_file, not both"
+        )),
+        (Some(text), None) if text.trim().is_empty() => {
+            Err(format!("{section}.system_prompt is empty"))
+        }
+        (Some(text), None) => Ok(Some(text)),
+        (None, Some(file)) => {
+            let path = base_dir.join(&file);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                format!(
+                    "{section}.system_prompt_file: cannot read {}: {e}",
+                    path.display()
+                )
+            })?;
+            if text.trim().is_empty() {
+                return Err(format!(
+                    "{section}.system_prompt_file {} is empty",
+                    path.display()
+                ));
+            }
+            Ok(Some(text))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn documents_spec(
+    section: &crate::config::DocumentsSection,
+    base_dir: &Path,
+) -> Result<DocumentsSpec, String> {
+    let path = || {
+        section
+            .path
+            .as_ref()
+            .map(|p| base_dir.join(p))
+            .ok_or_else(|| "documents.path is missing: name the folder or file to read".to_owned())
+    };
+    match section.provider {
+        DocumentsKind::Directory => Ok(DocumentsSpec::Directory(path()?)),
+        DocumentsKind::File => {
+            let path = path()?;
+            if path.to_string_lossy().contains(['*', '?', '[']) {
+                return Err(format!(
+                    "documents.path {}: glob patterns are not supported yet; name one file, or use provider: directory",
+                    path.display()
+                ));
+            }
+            Ok(DocumentsSpec::File(path))
+        }
+        DocumentsKind::Jsonl => Ok(DocumentsSpec::Jsonl {
+            path: path()?,
+            text_field: section.content_key.clone(),
+            preserve_ids: section.preserve_ids,
+            include_metadata: section.include_metadata,
+        }),
+        DocumentsKind::Memory => match &section.texts {
+            Some(texts) if !texts.is_empty() => Ok(DocumentsSpec::Inline(texts.clone())),
+            _ => Err(
+                "documents.provider is memory but documents.texts is empty: list the texts".into(),
+            ),
+        },
+        DocumentsKind::Qdrant => Err(
+            "documents.provider: qdrant is not supported yet; use directory, file, jsonl or memory"
+                .into(),
+        ),
+    }
+}
+
+fn criterion(
+    rule: &StoppingRule,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Arc<dyn StoppingCriterion>>, String> {
+    let tokens = |v: Option<f64>| v.map(|t| t.max(0.0) as u64);
+    Ok(match rule {
+        StoppingRule::Fixed { n } => {
+            if *n == 0 {
+                return Err("generation.stopping: a fixed rule needs n of at least 1".into());
+            }
+            Some(Arc::new(FixedNumber(*n)))
+        }
+        StoppingRule::Budget {
+            max_prompt_tokens,
+            max_completion_tokens,
+            max_total_tokens,
+        } => {
+            if max_prompt_tokens.is_none()
+                && max_completion_tokens.is_none()
+                && max_total_tokens.is_none()
+            {
+                return Err("generation.stopping: a budget rule needs at least one limit".into());
+            }
+            Some(Arc::new(TokenBudget {
+                max_input_tokens: tokens(*max_prompt_tokens),
+                max_output_tokens: tokens(*max_completion_tokens),
+                max_total_tokens: tokens(*max_total_tokens),
+            }))
+        }
+        StoppingRule::PersonaUsage { n_personas } => Some(Arc::new(PersonaUsage(*n_personas))),
+        StoppingRule::RateLimit {
+            max_error_rate,
+            min_samples,
+        } => Some(Arc::new(ErrorRate {
+            max_error_rate: *max_error_rate,
+            min_samples: *min_samples,
+        })),
+        StoppingRule::All { conditions } => {
+            let mut inner = Vec::new();
+            for rule in conditions {
+                match criterion(rule, warnings)? {
+                    Some(c) => inner.push(c),
+                    // An AND with an unknown part could never be decided; drop it whole.
+                    None => return Ok(None),
+                }
+            }
+            Some(Arc::new(AllOf(inner)))
+        }
+        StoppingRule::ContextCoverage { .. } => {
+            warnings.push(
+                "generation.stopping: context_coverage is not implemented yet and is ignored"
+                    .into(),
+            );
+            None
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    fn resolve(yaml: &str, env: &[(&str, &str)]) -> Result<Settings, String> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::resolve(
+            parse(yaml)?,
+            Path::new("/configs/run.yaml"),
+            &Overrides::default(),
+            |name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+            KeyPolicy::Required,
+        )
+    }
+
+    #[test]
+    fn a_missing_key_names_the_variable() {
+        let err = resolve("respondent: {system_prompt: hi}\n", &[]).unwrap_err();
+        assert!(err.contains("GEMINI_API_KEY"), "{err}");
+        let err = resolve(
+            "model: {provider: openai, api_key_env: TEAM_KEY}\nrespondent: {system_prompt: hi}\n",
+            &[("OPENAI_API_KEY", "x")],
+        )
+        .unwrap_err();
+        assert!(err.contains("TEAM_KEY"), "{err}");
+        let ok = resolve(
+            "model: {provider: local}\nrespondent: {system_prompt: hi}\n",
+            &[],
+        )
+        .unwrap();
+        assert!(ok.api_key.is_none());
+        assert_eq!(ok.model_name, "default");
+        assert_eq!(ok.max_concurrency, 8);
+    }
+
+    #[test]
+    fn paths_resolve_against_the_config_file() {
+        let settings = resolve(
+            "respondent: {system_prompt: hi}\ndocuments: {provider: directory, path: docs}\n",
+            &[("GEMINI_API_KEY", "k")],
+        )
+        .unwrap();
+        match settings.documents {
+            Some(DocumentsSpec::Directory(path)) => assert_eq!(path, Path::new("/configs/docs")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let key = [("GEMINI_API_KEY", "k")];
+        for (yaml, needle) in [
+            (
+                "generation: {num_dialogs: 0}\nrespondent: {system_prompt: hi}\n",
+                "num_dialogs is 0",
+            ),
+            (
+                "generation: {num_dialogs: null}\nrespondent: {system_prompt: hi}\n",
+                "nothing tells the run",
+            ),
+            (
+                "model: {provider: anthropic}\nrespondent: {system_prompt: hi}\n",
+                "anthropic",
+            ),
+            (
+                "generation: {num_dialogs: 1}\n",
+                "respondent.system_prompt is missing",
+            ),
+            (
+                "respondent: {system_prompt: hi}\noutput: {storage: sql}\n",
+                "sql",
+            ),
+            (
+                "respondent: {system_prompt: hi}\ndocuments: {provider: directory}\n",
+                "documents.path",
+            ),
+        ] {
+            let err = resolve(yaml, &key).unwrap_err();
+            assert!(err.contains(needle), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn unimplemented_upstream_sections_warn() {
+        let settings = resolve(
+            "respondent: {system_prompt: hi}\npersonas: {enabled: true}\nanalytics: {auto_analyze: true}\ngeneration: {stopping: [{type: context_coverage}]}\n",
+            &[("GEMINI_API_KEY", "k")],
+        )
+        .unwrap();
+        assert_eq!(settings.warnings.len(), 3, "{:?}", settings.warnings);
+        assert!(settings.criteria.is_empty());
+    }
+}

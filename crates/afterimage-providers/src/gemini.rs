@@ -1,0 +1,637 @@
+//! Google's Gemini API (`generateContent` REST).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use afterimage_core::{
+    ApiKey, ChatModel, ChatRequest, ChatResponse, FinishReason, Message, ProviderError, Role,
+    ToolCall, ToolSpec, Usage,
+};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::BuildError;
+use crate::http::{Auth, Http, HttpSettings};
+
+/// The Gemini Developer API.
+pub const GEMINI_BASE_URL: &str = "https://generativelanguage.googleapis.com/v1beta";
+
+/// Documented by Google for replaying function calls whose thought signature was not
+/// kept: Gemini 3 rejects a replayed `functionCall` part without one.
+const SKIP_THOUGHT_SIGNATURE: &str = "skip_thought_signature_validator";
+
+/// Which `generationConfig` field carries a request's JSON Schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum GeminiSchemaField {
+    /// `responseJsonSchema`: full JSON Schema (`$ref`, `anyOf`, `additionalProperties`,
+    /// ...), so the schemas written for OpenAI work unchanged (Gemini 2.5 and later).
+    #[default]
+    ResponseJsonSchema,
+    /// `responseSchema`: Google's OpenAPI subset, for older models. Keywords it
+    /// rejects (`$schema`, `additionalProperties`) are removed first.
+    ResponseSchema,
+}
+
+/// A client for the Gemini `generateContent` API.
+///
+/// Cloning is cheap and shares the connection pool.
+#[derive(Clone)]
+pub struct Gemini {
+    http: Http,
+    model: String,
+    schema_field: GeminiSchemaField,
+    include_thoughts: bool,
+}
+
+impl std::fmt::Debug for Gemini {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gemini")
+            .field("model", &self.model)
+            .field("http", &self.http)
+            .field("schema_field", &self.schema_field)
+            .finish()
+    }
+}
+
+/// Settings for a [`Gemini`] client.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct GeminiBuilder {
+    http: HttpSettings,
+    model: Option<String>,
+    schema_field: GeminiSchemaField,
+    include_thoughts: bool,
+}
+
+impl Gemini {
+    /// A builder for the Gemini API at [`GEMINI_BASE_URL`].
+    pub fn builder() -> GeminiBuilder {
+        GeminiBuilder {
+            http: HttpSettings::new(GEMINI_BASE_URL),
+            model: None,
+            schema_field: GeminiSchemaField::ResponseJsonSchema,
+            include_thoughts: false,
+        }
+    }
+
+    /// The base URL requests go to.
+    pub fn base_url(&self) -> &str {
+        self.http.base_url()
+    }
+
+    fn body<'a>(&self, request: &'a ChatRequest) -> Result<Body<'a>, ProviderError> {
+        let mut config = GenerationConfig {
+            temperature: request.temperature,
+            max_output_tokens: request.max_tokens,
+            thinking_config: self.include_thoughts.then_some(ThinkingConfig {
+                include_thoughts: true,
+            }),
+            ..GenerationConfig::default()
+        };
+        if let Some(schema) = &request.response_schema {
+            config.response_mime_type = Some("application/json");
+            match self.schema_field {
+                GeminiSchemaField::ResponseJsonSchema => {
+                    config.response_json_schema = Some(&schema.schema);
+                }
+                GeminiSchemaField::ResponseSchema => {
+                    config.response_schema = Some(openapi_subset(&schema.schema));
+                }
+            }
+        }
+        let tools = if request.tools.is_empty() {
+            Vec::new()
+        } else {
+            vec![Tools {
+                function_declarations: request.tools.iter().map(Declaration::from).collect(),
+            }]
+        };
+        Ok(Body {
+            system_instruction: request.system_text().map(|text| SystemInstruction {
+                parts: vec![Part::text(text)],
+            }),
+            contents: contents(&request.messages)?,
+            generation_config: (!config.is_empty()).then_some(config),
+            tools,
+        })
+    }
+
+    fn response(
+        &self,
+        reply: GenerateResponse,
+        model: &str,
+        body: &str,
+    ) -> Result<ChatResponse, ProviderError> {
+        let usage = reply
+            .usage_metadata
+            .map(|u| {
+                // Thinking tokens are billed as output.
+                let output =
+                    u.candidates_token_count.unwrap_or(0) + u.thoughts_token_count.unwrap_or(0);
+                Usage::new(u.prompt_token_count.unwrap_or(0), output)
+            })
+            .unwrap_or_default();
+        let Some(candidate) = reply.candidates.into_iter().next() else {
+            let block = reply.prompt_feedback.and_then(|f| f.block_reason);
+            return Err(match block {
+                // Not retryable: the same prompt is blocked again.
+                Some(reason) => ProviderError::BadRequest {
+                    status: 200,
+                    message: self.http.redact(&format!(
+                        "Gemini blocked the prompt (blockReason {reason}); rephrase it or relax the safety settings"
+                    )),
+                },
+                None => self.http.malformed("the response has no candidates", body),
+            });
+        };
+        let mut content = String::new();
+        let mut reasoning = String::new();
+        let mut tool_calls = Vec::new();
+        let parts = candidate.content.map(|c| c.parts).unwrap_or_default();
+        for part in parts {
+            if let Some(call) = part.function_call {
+                let id = call
+                    .id
+                    .filter(|id| !id.is_empty())
+                    .unwrap_or_else(|| format!("call_{}", tool_calls.len()));
+                let arguments = match call.args {
+                    Value::Null => "{}".to_owned(),
+                    args => args.to_string(),
+                };
+                tool_calls.push(ToolCall::function(id, call.name, arguments));
+            } else if let Some(text) = part.text {
+                if part.thought {
+                    reasoning.push_str(&text);
+                } else {
+                    content.push_str(&text);
+                }
+            }
+        }
+        let finish_reason = candidate.finish_reason.as_deref().map(|reason| {
+            match finish_reason(reason) {
+                // Gemini says STOP after a function call; callers look for ToolCalls,
+                // as OpenAI reports it.
+                FinishReason::Stop if !tool_calls.is_empty() => FinishReason::ToolCalls,
+                other => other,
+            }
+        });
+        let message = Message {
+            content,
+            reasoning: (!reasoning.is_empty()).then_some(reasoning),
+            tool_calls,
+            ..Message::assistant("")
+        };
+        Ok(ChatResponse {
+            message,
+            usage,
+            finish_reason,
+            model: reply
+                .model_version
+                .filter(|m| !m.is_empty())
+                .unwrap_or_else(|| model.to_owned()),
+        })
+    }
+}
+
+impl GeminiBuilder {
+    /// The API key, sent in the `x-goog-api-key` header (never in the URL).
+    pub fn api_key(mut self, key: impl Into<ApiKey>) -> Self {
+        self.http.key = Some(key.into());
+        self
+    }
+
+    /// Another base URL (a proxy, a mock server); the default is [`GEMINI_BASE_URL`].
+    pub fn base_url(mut self, base_url: impl Into<String>) -> Self {
+        self.http.base_url = base_url.into();
+        self
+    }
+
+    /// The model used when a request names none (required), e.g. `gemini-2.5-flash`.
+    pub fn model(mut self, model: impl Into<String>) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+
+    /// The whole-request deadline (default 600 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.http.timeout = timeout;
+        self
+    }
+
+    /// How long to wait for a connection (default 10 s; ignored with [`client`](Self::client)).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.http.connect_timeout = timeout;
+        self
+    }
+
+    /// Which field carries a request's JSON Schema (default `responseJsonSchema`).
+    pub fn schema_field(mut self, field: GeminiSchemaField) -> Self {
+        self.schema_field = field;
+        self
+    }
+
+    /// Asks thinking models for their thought summaries (`thinkingConfig.includeThoughts`),
+    /// which land in [`Message::reasoning`]. Models without thinking reject it.
+    pub fn include_thoughts(mut self, yes: bool) -> Self {
+        self.include_thoughts = yes;
+        self
+    }
+
+    /// Uses this client (and its connection pool) instead of building one.
+    pub fn client(mut self, client: reqwest::Client) -> Self {
+        self.http.client = Some(client);
+        self
+    }
+
+    /// Checks the settings and builds the client.
+    pub fn build(self) -> Result<Gemini, BuildError> {
+        // Google's endpoint always needs a key; a proxy or mock server may not.
+        if self.http.key.is_none() && self.http.base_url.trim_end_matches('/') == GEMINI_BASE_URL {
+            return Err(BuildError::MissingApiKey { provider: "Gemini" });
+        }
+        let model = self
+            .model
+            .map(|m| model_name(&m).to_owned())
+            .filter(|m| !m.trim().is_empty())
+            .ok_or(BuildError::MissingModel)?;
+        Ok(Gemini {
+            http: self.http.build(Auth::Header("x-goog-api-key"))?,
+            model,
+            schema_field: self.schema_field,
+            include_thoughts: self.include_thoughts,
+        })
+    }
+}
+
+#[async_trait]
+impl ChatModel for Gemini {
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let model = request
+            .model
+            .as_deref()
+            .map_or(self.model.as_str(), model_name);
+        let body = self.body(&request)?;
+        let path = format!("/models/{model}:generateContent");
+        let text = self.http.post_json(&path, &body, model).await?;
+        let reply: GenerateResponse = self.http.parse_json(&text, "a generateContent response")?;
+        self.response(reply, model, &text)
+    }
+
+    fn model_id(&self) -> &str {
+        &self.model
+    }
+
+    async fn probe(&self) -> Result<(), ProviderError> {
+        let path = format!("/models/{}", self.model);
+        self.http.get(&path, &self.model).await.map(|_| ())
+    }
+}
+
+/// Accepts both `gemini-2.5-flash` and the resource name `models/gemini-2.5-flash`.
+fn model_name(model: &str) -> &str {
+    model.strip_prefix("models/").unwrap_or(model)
+}
+
+fn finish_reason(reason: &str) -> FinishReason {
+    match reason {
+        "STOP" => FinishReason::Stop,
+        "MAX_TOKENS" => FinishReason::Length,
+        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY" => {
+            FinishReason::ContentFilter
+        }
+        other => FinishReason::Other(other.to_owned()),
+    }
+}
+
+/// The messages as Gemini `contents`: system messages left out (they go to
+/// `systemInstruction`), consecutive turns of one role merged, because parallel tool
+/// results must arrive as one turn.
+fn contents(messages: &[Message]) -> Result<Vec<Content>, ProviderError> {
+    let mut contents: Vec<Content> = Vec::new();
+    // Gemini answers a function by name; our tool messages carry only the call id.
+    let mut call_names: HashMap<&str, &str> = HashMap::new();
+    for message in messages {
+        let (role, parts) = match message.role {
+            Role::System => continue,
+            Role::User => ("user", vec![Part::text(message.content.clone())]),
+            Role::Assistant => {
+                let mut parts = Vec::new();
+                if !message.content.is_empty() {
+                    parts.push(Part::text(message.content.clone()));
+                }
+                for (i, call) in message.tool_calls.iter().enumerate() {
+                    call_names.insert(&call.id, &call.function.name);
+                    parts.push(Part::FunctionCall {
+                        function_call: FunctionCall {
+                            name: call.function.name.clone(),
+                            args: call_arguments(call)?,
+                        },
+                        // Only the first call of a turn carries a signature, as the
+                        // model itself sends them.
+                        thought_signature: (i == 0).then_some(SKIP_THOUGHT_SIGNATURE),
+                    });
+                }
+                if parts.is_empty() {
+                    parts.push(Part::text(String::new()));
+                }
+                ("model", parts)
+            }
+            Role::Tool => {
+                let id = message.tool_call_id.as_deref().unwrap_or_default();
+                let name = call_names.get(id).copied().unwrap_or(id);
+                let part = Part::FunctionResponse {
+                    function_response: FunctionResponse {
+                        name: name.to_owned(),
+                        response: tool_response(&message.content),
+                    },
+                };
+                ("user", vec![part])
+            }
+        };
+        match contents.last_mut() {
+            Some(last) if last.role == role => last.parts.extend(parts),
+            _ => contents.push(Content { role, parts }),
+        }
+    }
+    Ok(contents)
+}
+
+/// Gemini wants the arguments as an object, not as the JSON text OpenAI uses.
+fn call_arguments(call: &ToolCall) -> Result<Value, ProviderError> {
+    let text = call.function.arguments.trim();
+    if text.is_empty() {
+        return Ok(Value::Object(Map::new()));
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(args @ Value::Object(_)) => Ok(args),
+        _ => Err(ProviderError::Other {
+            message: format!(
+                "tool call `{}` ({}) has arguments that are not a JSON object, which Gemini requires",
+                call.function.name, call.id
+            ),
+            retryable: false,
+        }),
+    }
+}
+
+/// A tool result as Gemini's `response` object: a JSON object as is, anything else
+/// under `output` (the key Google documents for a function's output).
+fn tool_response(content: &str) -> Value {
+    match serde_json::from_str::<Value>(content) {
+        Ok(object @ Value::Object(_)) => object,
+        Ok(other) => serde_json::json!({ "output": other }),
+        Err(_) => serde_json::json!({ "output": content }),
+    }
+}
+
+/// The schema without the keywords the OpenAPI-subset `responseSchema` rejects.
+fn openapi_subset(schema: &Value) -> Value {
+    match schema {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(key, _)| !matches!(key.as_str(), "$schema" | "additionalProperties"))
+                .map(|(key, value)| (key.clone(), openapi_subset(value)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(openapi_subset).collect()),
+        other => other.clone(),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Body<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_instruction: Option<SystemInstruction>,
+    contents: Vec<Content>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    generation_config: Option<GenerationConfig<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<Tools<'a>>,
+}
+
+#[derive(Serialize)]
+struct SystemInstruction {
+    parts: Vec<Part>,
+}
+
+#[derive(Serialize)]
+struct Content {
+    role: &'static str,
+    parts: Vec<Part>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Part {
+    Text {
+        text: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    FunctionCall {
+        function_call: FunctionCall,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        thought_signature: Option<&'static str>,
+    },
+    #[serde(rename_all = "camelCase")]
+    FunctionResponse {
+        function_response: FunctionResponse,
+    },
+}
+
+impl Part {
+    fn text(text: String) -> Self {
+        Part::Text { text }
+    }
+}
+
+#[derive(Serialize)]
+struct FunctionCall {
+    name: String,
+    args: Value,
+}
+
+#[derive(Serialize)]
+struct FunctionResponse {
+    name: String,
+    response: Value,
+}
+
+// `responseJsonSchema` rather than `responseSchema`: the latter takes only Google's
+// OpenAPI subset (no `$ref`, no `additionalProperties`, limited `anyOf`), so a schema
+// written for OpenAI's strict mode is often rejected there, while `responseJsonSchema`
+// takes standard JSON Schema. `GeminiSchemaField::ResponseSchema` is for older models.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct GenerationConfig<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_output_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_mime_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_json_schema: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_schema: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking_config: Option<ThinkingConfig>,
+}
+
+impl GenerationConfig<'_> {
+    fn is_empty(&self) -> bool {
+        self.temperature.is_none()
+            && self.max_output_tokens.is_none()
+            && self.response_mime_type.is_none()
+            && self.thinking_config.is_none()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ThinkingConfig {
+    include_thoughts: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Tools<'a> {
+    function_declarations: Vec<Declaration<'a>>,
+}
+
+#[derive(Serialize)]
+struct Declaration<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    description: &'a str,
+    parameters: &'a Value,
+}
+
+impl<'a> From<&'a ToolSpec> for Declaration<'a> {
+    fn from(tool: &'a ToolSpec) -> Self {
+        Declaration {
+            name: &tool.name,
+            description: &tool.description,
+            parameters: &tool.parameters,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GenerateResponse {
+    #[serde(default)]
+    candidates: Vec<Candidate>,
+    #[serde(default)]
+    prompt_feedback: Option<PromptFeedback>,
+    #[serde(default)]
+    usage_metadata: Option<UsageMetadata>,
+    #[serde(default)]
+    model_version: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Candidate {
+    #[serde(default)]
+    content: Option<CandidateContent>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CandidateContent {
+    #[serde(default)]
+    parts: Vec<ResponsePart>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponsePart {
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    thought: bool,
+    #[serde(default)]
+    function_call: Option<ResponseCall>,
+}
+
+#[derive(Deserialize)]
+struct ResponseCall {
+    #[serde(default)]
+    id: Option<String>,
+    name: String,
+    #[serde(default)]
+    args: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PromptFeedback {
+    #[serde(default)]
+    block_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UsageMetadata {
+    #[serde(default)]
+    prompt_token_count: Option<u64>,
+    #[serde(default)]
+    candidates_token_count: Option<u64>,
+    #[serde(default)]
+    thoughts_token_count: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_subset_drops_rejected_keywords_everywhere() {
+        let schema = serde_json::json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {"items": {"type": "array", "items": {"type": "object", "additionalProperties": false}}}
+        });
+        assert_eq!(
+            openapi_subset(&schema),
+            serde_json::json!({
+                "type": "object",
+                "properties": {"items": {"type": "array", "items": {"type": "object"}}}
+            })
+        );
+    }
+
+    #[test]
+    fn tool_results_become_objects() {
+        assert_eq!(
+            tool_response(r#"{"temp": 21}"#),
+            serde_json::json!({"temp": 21})
+        );
+        assert_eq!(
+            tool_response("[1, 2]"),
+            serde_json::json!({"output": [1, 2]})
+        );
+        assert_eq!(
+            tool_response("sunny"),
+            serde_json::json!({"output": "sunny"})
+        );
+    }
+
+    #[test]
+    fn arguments_must_be_objects() {
+        let bad = ToolCall::function("c1", "f", "[1]");
+        assert!(
+            call_arguments(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("`f`")
+        );
+        let empty = ToolCall::function("c1", "f", "");
+        assert_eq!(call_arguments(&empty).unwrap(), serde_json::json!({}));
+    }
+}
