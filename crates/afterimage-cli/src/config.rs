@@ -92,8 +92,12 @@ fn default_max_turns() -> u32 {
 }
 
 /// One entry of `generation.stopping`.
+///
+/// Read through [`RawRule`], a flat struct, rather than an internally tagged enum:
+/// serde buffers tagged enums untyped, and a YAML 1.1 reader then takes the key `n`
+/// of `{type: fixed, n: 100}` for the boolean `false`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(try_from = "RawRule")]
 pub enum StoppingRule {
     /// Stop after `n` rows.
     Fixed {
@@ -103,10 +107,8 @@ pub enum StoppingRule {
     /// Stop when documents were used enough (needs the strategies issue).
     ContextCoverage {
         /// Uses per document.
-        #[serde(default = "one")]
         target_visits: u64,
         /// Fraction of documents that must reach it.
-        #[serde(default = "full")]
         coverage_threshold: f64,
     },
     /// Stop after this many distinct personas.
@@ -126,10 +128,8 @@ pub enum StoppingRule {
     /// Stop when too many dialogs fail.
     RateLimit {
         /// Failed share of finished dialogs.
-        #[serde(default = "half")]
         max_error_rate: f64,
         /// Finished dialogs before the rule applies.
-        #[serde(default = "ten")]
         min_samples: u64,
     },
     /// Stop when all the conditions hold.
@@ -139,18 +139,92 @@ pub enum StoppingRule {
     },
 }
 
-fn one() -> u64 {
-    1
+/// Every key any stopping rule may have; [`StoppingRule`] checks that a rule uses only
+/// its own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRule {
+    #[serde(rename = "type")]
+    kind: String,
+    n: Option<u64>,
+    target_visits: Option<u64>,
+    coverage_threshold: Option<f64>,
+    n_personas: Option<u64>,
+    max_prompt_tokens: Option<f64>,
+    max_completion_tokens: Option<f64>,
+    max_total_tokens: Option<f64>,
+    max_error_rate: Option<f64>,
+    min_samples: Option<u64>,
+    conditions: Option<Vec<StoppingRule>>,
 }
-fn ten() -> u64 {
-    10
+
+impl TryFrom<RawRule> for StoppingRule {
+    type Error = String;
+
+    fn try_from(raw: RawRule) -> Result<Self, String> {
+        let set: Vec<&str> = [
+            ("n", raw.n.is_some()),
+            ("target_visits", raw.target_visits.is_some()),
+            ("coverage_threshold", raw.coverage_threshold.is_some()),
+            ("n_personas", raw.n_personas.is_some()),
+            ("max_prompt_tokens", raw.max_prompt_tokens.is_some()),
+            ("max_completion_tokens", raw.max_completion_tokens.is_some()),
+            ("max_total_tokens", raw.max_total_tokens.is_some()),
+            ("max_error_rate", raw.max_error_rate.is_some()),
+            ("min_samples", raw.min_samples.is_some()),
+            ("conditions", raw.conditions.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, present)| present.then_some(key))
+        .collect();
+        let allowed: &[&str] = match raw.kind.as_str() {
+            "fixed" => &["n"],
+            "context_coverage" => &["target_visits", "coverage_threshold"],
+            "persona_usage" => &["n_personas"],
+            "budget" => &["max_prompt_tokens", "max_completion_tokens", "max_total_tokens"],
+            "rate_limit" => &["max_error_rate", "min_samples"],
+            "all" => &["conditions"],
+            other => {
+                return Err(format!(
+                    "unknown stopping rule type `{other}`, expected one of fixed, context_coverage, persona_usage, budget, rate_limit, all"
+                ));
+            }
+        };
+        if let Some(stray) = set.iter().find(|key| !allowed.contains(key)) {
+            return Err(format!(
+                "a `{}` stopping rule has no key `{stray}` (it takes {})",
+                raw.kind,
+                allowed.join(", ")
+            ));
+        }
+        let need = |value: Option<u64>, key: &str| {
+            value.ok_or_else(|| format!("a `{}` stopping rule needs `{key}`", raw.kind))
+        };
+        Ok(match raw.kind.as_str() {
+            "fixed" => StoppingRule::Fixed { n: need(raw.n, "n")? },
+            "context_coverage" => StoppingRule::ContextCoverage {
+                target_visits: raw.target_visits.unwrap_or(1),
+                coverage_threshold: raw.coverage_threshold.unwrap_or(1.0),
+            },
+            "persona_usage" => StoppingRule::PersonaUsage {
+                n_personas: need(raw.n_personas, "n_personas")?,
+            },
+            "budget" => StoppingRule::Budget {
+                max_prompt_tokens: raw.max_prompt_tokens,
+                max_completion_tokens: raw.max_completion_tokens,
+                max_total_tokens: raw.max_total_tokens,
+            },
+            "rate_limit" => StoppingRule::RateLimit {
+                max_error_rate: raw.max_error_rate.unwrap_or(0.5),
+                min_samples: raw.min_samples.unwrap_or(10),
+            },
+            _ => StoppingRule::All {
+                conditions: raw.conditions.unwrap_or_default(),
+            },
+        })
+    }
 }
-fn full() -> f64 {
-    1.0
-}
-fn half() -> f64 {
-    0.5
-}
+
 
 /// The providers the `model.provider` key names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -512,6 +586,10 @@ analytics: {auto_analyze: false, output_path: null}
         let err = parse("model:\n  provider: gemni\n").unwrap_err();
         assert!(err.contains("gemni") && err.contains("line 2"), "{err}");
         let err = parse("generation:\n  stopping:\n    - {type: fixed, count: 3}\n").unwrap_err();
-        assert!(err.contains("count"), "{err}");
+        assert!(err.contains("count") && err.contains("line 3"), "{err}");
+        let err = parse("generation:\n  stopping:\n    - {type: fixed, n_personas: 3}\n").unwrap_err();
+        assert!(err.contains("n_personas") && err.contains("line 3"), "{err}");
+        let err = parse("generation:\n  stopping:\n    - {type: fixd, n: 3}\n").unwrap_err();
+        assert!(err.contains("fixd"), "{err}");
     }
 }
