@@ -181,7 +181,11 @@ impl TryFrom<RawRule> for StoppingRule {
             "fixed" => &["n"],
             "context_coverage" => &["target_visits", "coverage_threshold"],
             "persona_usage" => &["n_personas"],
-            "budget" => &["max_prompt_tokens", "max_completion_tokens", "max_total_tokens"],
+            "budget" => &[
+                "max_prompt_tokens",
+                "max_completion_tokens",
+                "max_total_tokens",
+            ],
             "rate_limit" => &["max_error_rate", "min_samples"],
             "all" => &["conditions"],
             other => {
@@ -201,7 +205,9 @@ impl TryFrom<RawRule> for StoppingRule {
             value.ok_or_else(|| format!("a `{}` stopping rule needs `{key}`", raw.kind))
         };
         Ok(match raw.kind.as_str() {
-            "fixed" => StoppingRule::Fixed { n: need(raw.n, "n")? },
+            "fixed" => StoppingRule::Fixed {
+                n: need(raw.n, "n")?,
+            },
             "context_coverage" => StoppingRule::ContextCoverage {
                 target_visits: raw.target_visits.unwrap_or(1),
                 coverage_threshold: raw.coverage_threshold.unwrap_or(1.0),
@@ -224,7 +230,6 @@ impl TryFrom<RawRule> for StoppingRule {
         })
     }
 }
-
 
 /// The providers the `model.provider` key names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -587,8 +592,12 @@ analytics: {auto_analyze: false, output_path: null}
         assert!(err.contains("gemni") && err.contains("line 2"), "{err}");
         let err = parse("generation:\n  stopping:\n    - {type: fixed, count: 3}\n").unwrap_err();
         assert!(err.contains("count") && err.contains("line 3"), "{err}");
-        let err = parse("generation:\n  stopping:\n    - {type: fixed, n_personas: 3}\n").unwrap_err();
-        assert!(err.contains("n_personas") && err.contains("line 3"), "{err}");
+        let err =
+            parse("generation:\n  stopping:\n    - {type: fixed, n_personas: 3}\n").unwrap_err();
+        assert!(
+            err.contains("n_personas") && err.contains("line 3"),
+            "{err}"
+        );
         let err = parse("generation:\n  stopping:\n    - {type: fixd, n: 3}\n").unwrap_err();
         assert!(err.contains("fixd"), "{err}");
     }

@@ -58,13 +58,52 @@ pub(crate) struct Spent {
 }
 
 impl Spent {
-    fn add(&mut self, response: &ChatResponse) {
+    pub(crate) fn add(&mut self, response: &ChatResponse) {
         self.requests += 1;
         self.usage += response.usage;
     }
 
     fn fail(self, error: DialogError) -> DialogFailure {
         DialogFailure { error, spent: self }
+    }
+}
+
+/// A borrowed model that counts what passes through it, for calls made outside a
+/// dialog (writing the correspondent prompt) so the report still includes them.
+#[derive(Debug)]
+pub(crate) struct Tally<'a> {
+    model: &'a dyn ChatModel,
+    spent: std::sync::Mutex<Spent>,
+}
+
+impl<'a> Tally<'a> {
+    pub(crate) fn new(model: &'a dyn ChatModel) -> Self {
+        Tally {
+            model,
+            spent: std::sync::Mutex::new(Spent::default()),
+        }
+    }
+
+    pub(crate) fn spent(&self) -> Spent {
+        self.spent.lock().map(|s| *s).unwrap_or_default()
+    }
+}
+
+#[async_trait::async_trait]
+impl ChatModel for Tally<'_> {
+    async fn chat(
+        &self,
+        request: ChatRequest,
+    ) -> Result<ChatResponse, afterimage_core::ProviderError> {
+        let response = self.model.chat(request).await?;
+        if let Ok(mut spent) = self.spent.lock() {
+            spent.add(&response);
+        }
+        Ok(response)
+    }
+
+    fn model_id(&self) -> &str {
+        self.model.model_id()
     }
 }
 

@@ -9,7 +9,7 @@ use afterimage_storage::JsonlStorage;
 use afterimage_strategies::{correspondent_follow_up_note, write_correspondent_prompt};
 use tokio::sync::OnceCell;
 
-use crate::dialog::RunContext;
+use crate::dialog::{RunContext, Spent, Tally};
 use crate::instructions::InstructionPool;
 use crate::run::{Plan, execute};
 use crate::{EngineError, GenerateOptions, RunReport};
@@ -51,7 +51,7 @@ impl ConversationGenerator {
     pub async fn generate(&self, options: GenerateOptions) -> Result<RunReport, EngineError> {
         let plan = Plan::new(&options)?;
         let inner = &self.inner;
-        let correspondent_prompt = self.correspondent_prompt().await?;
+        let (correspondent_prompt, setup) = self.prepare_correspondent_prompt().await?;
         let seed = options.seed.unwrap_or_else(rand::random);
         let run = Arc::new(RunContext {
             run_id: options.run_id.clone().unwrap_or_else(new_run_id),
@@ -73,15 +73,23 @@ impl ConversationGenerator {
             max_attempts: inner.max_attempts,
             storage: Arc::clone(&inner.storage),
         });
-        execute(run, plan, &options).await
+        execute(run, plan, &options, setup).await
     }
 
     /// The simulated user's system prompt: the one given, else the instruction
     /// generator's, else one the correspondent model writes from the respondent prompt
     /// (once; later runs reuse it).
     pub async fn correspondent_prompt(&self) -> Result<String, EngineError> {
+        self.prepare_correspondent_prompt()
+            .await
+            .map(|(prompt, _)| prompt)
+    }
+
+    /// The correspondent prompt and what producing it cost (nothing when cached).
+    async fn prepare_correspondent_prompt(&self) -> Result<(String, Spent), EngineError> {
         let inner = &self.inner;
-        inner
+        let tally = Tally::new(inner.correspondent.as_ref());
+        let prompt = inner
             .correspondent_prompt
             .get_or_try_init(|| async {
                 let own = inner
@@ -91,18 +99,16 @@ impl ConversationGenerator {
                     .map_err(|e| EngineError::Setup(format!("instruction generator: {e}")))?;
                 match own {
                     Some(prompt) => Ok(prompt),
-                    None => write_correspondent_prompt(
-                        inner.correspondent.as_ref(),
-                        &inner.respondent_prompt,
-                    )
-                    .await
-                    .map_err(|e| {
-                        EngineError::Setup(format!("writing the correspondent prompt: {e}"))
-                    }),
+                    None => write_correspondent_prompt(&tally, &inner.respondent_prompt)
+                        .await
+                        .map_err(|e| {
+                            EngineError::Setup(format!("writing the correspondent prompt: {e}"))
+                        }),
                 }
             })
-            .await
-            .cloned()
+            .await?
+            .clone();
+        Ok((prompt, tally.spent()))
     }
 
     /// Where rows go.

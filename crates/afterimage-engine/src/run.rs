@@ -70,9 +70,11 @@ pub(crate) async fn execute(
     run: Arc<RunContext>,
     plan: Plan,
     options: &GenerateOptions,
+    setup: Spent,
 ) -> Result<RunReport, EngineError> {
     let started = Instant::now();
     let mut state = State::default();
+    state.spend(setup);
     let mut tasks: JoinSet<Result<DialogOutcome, DialogFailure>> = JoinSet::new();
     let mut next_index: u64 = 0;
 
@@ -173,16 +175,18 @@ impl State {
         self.consecutive_failures += 1;
         // Back off before the replacement starts, so a struggling server is not
         // hammered; a Retry-After from the server is the floor.
-        let exponential = plan
-            .backoff_base
-            .saturating_mul(1 << (self.consecutive_failures - 1).min(10))
-            .min(MAX_BACKOFF);
-        let asked = error
-            .provider_error()
-            .and_then(|e| e.retry_after())
-            .unwrap_or_default()
-            .min(MAX_BACKOFF);
-        self.next_delay = exponential.max(asked);
+        // Only failures that waiting can cure (rate limits, overload, timeouts) delay
+        // the replacement; a model answering garbage is not helped by a pause.
+        self.next_delay = match error.provider_error() {
+            Some(e) if e.is_retryable() => {
+                let exponential = plan
+                    .backoff_base
+                    .saturating_mul(1 << (self.consecutive_failures - 1).min(10))
+                    .min(MAX_BACKOFF);
+                exponential.max(e.retry_after().unwrap_or_default().min(MAX_BACKOFF))
+            }
+            _ => Duration::ZERO,
+        };
         if self
             .stop
             .as_ref()

@@ -1,0 +1,360 @@
+//! The `afterimage` binary end to end, against the project's mock LLM server over
+//! real HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use afterimage_mock::{MockConfig, MockServer};
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn afterimage(args: Vec<String>, env: Vec<(&'static str, String)>) -> Run {
+    let output: Output = tokio::task::spawn_blocking(move || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_afterimage"));
+        command.args(&args);
+        for var in [
+            "GEMINI_API_KEY",
+            "OPENAI_API_KEY",
+            "DEEPSEEK_API_KEY",
+            "OPENROUTER_API_KEY",
+            "RUST_LOG",
+        ] {
+            command.env_remove(var);
+        }
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        command.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let run = Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    assert!(
+        !run.stderr.contains("panicked") && !run.stderr.contains("RUST_BACKTRACE"),
+        "the CLI panicked:\n{}",
+        run.stderr
+    );
+    run
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// A folder with a config and two support documents.
+fn project(config: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("docs")).unwrap();
+    std::fs::write(
+        dir.path().join("docs/errors.txt"),
+        "Error 503 means the service is unavailable. Retry after 5 minutes.",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("docs/password.md"),
+        "To reset your password, click 'Forgot Password' on the login screen.",
+    )
+    .unwrap();
+    let path = dir.path().join("run.yaml");
+    std::fs::write(&path, config).unwrap();
+    (dir, path)
+}
+
+const LOCAL: &str = r#"
+generation:
+  num_dialogs: 12
+  max_turns: 3
+  max_concurrency: 4
+model:
+  provider: local
+  model_name: mock-model
+respondent:
+  system_prompt: You are a Tier 1 Technical Support agent.
+documents:
+  provider: directory
+  path: docs
+context:
+  enabled: true
+  num_random_contexts: 1
+  n_instructions: 3
+"#;
+
+fn read_rows(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+fn assert_dialog(row: &serde_json::Value) {
+    let messages = row["conversations"].as_array().unwrap();
+    assert!(!messages.is_empty() && messages.len() % 2 == 0, "{row}");
+    for (i, message) in messages.iter().enumerate() {
+        let want = if i % 2 == 0 { "user" } else { "assistant" };
+        assert_eq!(message["role"], want, "{row}");
+        assert!(!message["content"].as_str().unwrap().trim().is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_writes_exactly_n_alternating_rows_over_http() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let (dir, config) = project(LOCAL);
+    let out = dir.path().join("out/rows.jsonl");
+    let run = afterimage(
+        args(&[
+            "generate",
+            "--config",
+            config.to_str().unwrap(),
+            "--base-url",
+            &server.openai_base_url(),
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ]),
+        vec![],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(report["rows_written"], 12);
+    assert_eq!(report["rows_requested"], 12);
+    let rows = read_rows(&out);
+    assert_eq!(rows.len(), 12);
+    for row in &rows {
+        assert_dialog(row);
+        let context = row["instruction_context"].as_str().unwrap();
+        assert!(context.contains("Error 503") || context.contains("reset your password"));
+        assert_eq!(row["response_context"].as_str().unwrap(), context);
+        assert!(
+            row["metadata"]["context_id"]
+                .as_str()
+                .unwrap()
+                .ends_with(".txt")
+                || row["metadata"]["context_id"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(".md")
+        );
+    }
+    // Every model request the mock saw is in the report.
+    assert_eq!(report["requests"], server.stats().chat_completions);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_provider_over_http_with_flag_overrides() {
+    let server = MockServer::start(MockConfig::default().with_require_key("gem-key"))
+        .await
+        .unwrap();
+    let (dir, config) = project(LOCAL);
+    let out = dir.path().join("gemini.jsonl");
+    let run = afterimage(
+        args(&[
+            "generate",
+            "--config",
+            config.to_str().unwrap(),
+            "--provider",
+            "gemini",
+            "--model",
+            "gemini-2.0-flash",
+            "--base-url",
+            &server.gemini_base_url(),
+            "--num-dialogs",
+            "5",
+            "--max-turns",
+            "2",
+            "--max-concurrency",
+            "2",
+            "--seed",
+            "7",
+            "--out",
+            out.to_str().unwrap(),
+        ]),
+        vec![("GEMINI_API_KEY", "gem-key".into())],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("rows written"), "{}", run.stdout);
+    assert!(run.stdout.contains("5 of 5"), "{}", run.stdout);
+    let rows = read_rows(&out);
+    assert_eq!(rows.len(), 5);
+    rows.iter().for_each(assert_dialog);
+    assert!(
+        rows.iter()
+            .all(|r| r["conversations"].as_array().unwrap().len() <= 4)
+    );
+    assert_eq!(server.stats().chat_completions, 0);
+    assert!(!run.stdout.contains("gem-key") && !run.stderr.contains("gem-key"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_checks_everything_without_generating() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let (dir, config) = project(LOCAL);
+    let out = dir.path().join("never.jsonl");
+    let run = afterimage(
+        args(&[
+            "validate",
+            "--config",
+            config.to_str().unwrap(),
+            "--base-url",
+            &server.openai_base_url(),
+            "--out",
+            out.to_str().unwrap(),
+        ]),
+        vec![],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("2 documents"), "{}", run.stdout);
+    assert!(run.stdout.contains("endpoint answers"), "{}", run.stdout);
+    assert!(!out.exists());
+    assert_eq!(server.stats().chat_completions, 0);
+}
+
+/// Runs `generate` on `config` and expects a one-line error and exit `code`.
+async fn expect_error(config: &str, extra: &[&str], code: i32, needles: &[&str]) {
+    let (dir, path) = project(config);
+    let out = dir.path().join("out.jsonl");
+    let mut list = vec![
+        "generate",
+        "--config",
+        path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    list.extend_from_slice(extra);
+    let run = afterimage(args(&list), vec![]).await;
+    assert_eq!(run.code, code, "stderr: {}", run.stderr);
+    let error_lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error"))
+        .collect();
+    assert_eq!(error_lines.len(), 1, "one error line: {}", run.stderr);
+    for needle in needles {
+        assert!(
+            error_lines[0].contains(needle),
+            "{needle:?} not in {}",
+            error_lines[0]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_errors_exit_2_with_a_clear_line() {
+    // Missing key: names the variable.
+    expect_error(
+        "model: {provider: openai}\nrespondent: {system_prompt: hi}\n",
+        &[],
+        2,
+        &["OPENAI_API_KEY"],
+    )
+    .await;
+    // Unknown provider: names it and the line.
+    expect_error(
+        "model:\n  provider: claude\nrespondent: {system_prompt: hi}\n",
+        &[],
+        2,
+        &["claude", "line 2"],
+    )
+    .await;
+    // A typo: the key and the line.
+    expect_error(
+        "generation:\n  num_dialog: 3\nrespondent: {system_prompt: hi}\n",
+        &[],
+        2,
+        &["num_dialog", "line 2"],
+    )
+    .await;
+    // num_dialogs 0.
+    expect_error(LOCAL, &["--num-dialogs", "0"], 2, &["num_dialogs is 0"]).await;
+    // An empty document folder.
+    expect_error(
+        &LOCAL.replace("path: docs", "path: empty"),
+        &["--base-url", "http://127.0.0.1:9/v1"],
+        2,
+        &["empty"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_document_folder_names_the_folder() {
+    let (dir, path) = project(&LOCAL.replace("path: docs", "path: nothing-here"));
+    std::fs::create_dir(dir.path().join("nothing-here")).unwrap();
+    let run = afterimage(
+        args(&["generate", "--config", path.to_str().unwrap()]),
+        vec![],
+    )
+    .await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("nothing-here"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_fails_fast_and_names_the_url() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}/v1");
+    let started = Instant::now();
+    let (_dir, path) = project(LOCAL);
+    let run = afterimage(
+        args(&[
+            "generate",
+            "--config",
+            path.to_str().unwrap(),
+            "--base-url",
+            &url,
+        ]),
+        vec![],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        run.stderr
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prose_instead_of_json_stops_the_run_with_the_cause() {
+    let server = MockServer::start(MockConfig::default().with_prose_instead_of_json(true))
+        .await
+        .unwrap();
+    let (dir, path) = project(LOCAL);
+    let out = dir.path().join("out.jsonl");
+    let run = afterimage(
+        args(&[
+            "generate",
+            "--config",
+            path.to_str().unwrap(),
+            "--base-url",
+            &server.openai_base_url(),
+            "--out",
+            out.to_str().unwrap(),
+        ]),
+        vec![],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let error = run.stderr.lines().find(|l| l.starts_with("error")).unwrap();
+    assert!(error.contains("instruction generator"), "{error}");
+    assert!(error.contains("JSON"), "{error}");
+    assert!(error.contains("0 rows written"), "{error}");
+}
