@@ -42,17 +42,21 @@ pub use afterimage_storage as storage;
 pub use afterimage_strategies as strategies;
 
 pub use afterimage_core::{
-    ChatModel, ChatRequest, ChatResponse, ConversationRow, Document, Message, ProviderError,
-    Role,
+    ChatModel, ChatRequest, ChatResponse, ConversationRow, Document, Message, ProviderError, Role,
 };
 pub use afterimage_engine::{ConversationGenerator, EngineError, GenerateOptions, RunReport};
+
+/// The README's Rust examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 /// The names most programs need, in one import.
 pub mod prelude {
     pub use afterimage_core::{
         ApiKey, ChatModel, ChatRequest, ChatResponse, ConversationRow, Document, DocumentSource,
-        FixedNumber, InstructionGenerator, Message, ProviderError, RespondentPromptModifier,
-        Role, StoppingCriterion, Storage,
+        FixedNumber, InstructionGenerator, Message, ProviderError, RespondentPromptModifier, Role,
+        StoppingCriterion, Storage,
     };
     pub use afterimage_engine::{
         ConversationGenerator, EngineError, GenerateOptions, RunReport, Turns,

@@ -37,6 +37,10 @@
 //! ```
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+/// The attribute for implementing the async traits here (`#[afterimage_core::async_trait]`),
+/// so provider crates need no direct `async-trait` dependency.
+pub use async_trait::async_trait;
+
 pub use crate::{
     chat::{ChatModel, ChatRequest, ChatResponse, Embedder, FinishReason, JsonSchema},
     document::{Document, Persona, content_id, fnv1a},
