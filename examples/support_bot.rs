@@ -47,6 +47,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .instruction_generator(Arc::new(instructions))
         .respondent_prompt_modifier(Arc::new(modifier))
         .storage(Arc::new(JsonlStorage::new("support_bot.jsonl")))
+        // Judge every dialog; regenerate weak ones, at most three attempts each.
+        .auto_improve(true)
         .build()?;
 
     // 5. Run.

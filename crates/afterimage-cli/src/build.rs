@@ -115,6 +115,12 @@ pub(crate) fn generator(
     if let Some(name) = &settings.correspondent_model_name {
         builder = builder.correspondent_model(model(settings, name, &client)?);
     }
+    if settings.auto_improve {
+        builder = builder.auto_improve(true);
+        if let Some(name) = &settings.evaluator_model_name {
+            builder = builder.evaluator_model_name(name.clone());
+        }
+    }
     if let Some(prompt) = &settings.correspondent_prompt {
         builder = builder.correspondent_prompt(prompt.clone());
     }

@@ -96,6 +96,10 @@ pub struct Settings {
     pub seed: Option<u64>,
     /// Failure budget.
     pub max_failures: Option<u64>,
+    /// Judge dialogs and regenerate low-scoring ones.
+    pub auto_improve: bool,
+    /// The judge's model name.
+    pub evaluator_model_name: Option<String>,
     /// Things the user should know (parts of the file not implemented here yet).
     pub warnings: Vec<String>,
 }
@@ -249,6 +253,8 @@ impl Settings {
             criteria,
             seed: overrides.seed.or(generation.seed),
             max_failures: generation.max_failures,
+            auto_improve: raw.quality.auto_improve,
+            evaluator_model_name: raw.quality.evaluator_model_name.clone(),
             warnings,
         })
     }
@@ -261,9 +267,6 @@ fn upstream_gaps(raw: &RawConfig) -> Vec<String> {
         |what: &str| warnings.push(format!("{what} is not implemented yet and is ignored"));
     if raw.personas.enabled {
         gap("personas.enabled (persona-driven questions)");
-    }
-    if raw.quality.auto_improve {
-        gap("quality.auto_improve (the judge)");
     }
     if raw.output.export.is_some() {
         gap("output.export");
@@ -504,7 +507,7 @@ mod tests {
     #[test]
     fn unimplemented_upstream_sections_warn() {
         let settings = resolve(
-            "respondent: {system_prompt: hi}\npersonas: {enabled: true}\nanalytics: {auto_analyze: true}\ngeneration: {stopping: [{type: context_coverage}]}\n",
+            "respondent: {system_prompt: hi}\npersonas: {enabled: true}\nanalytics: {auto_analyze: true}\nquality: {auto_improve: true}\ngeneration: {stopping: [{type: context_coverage}]}\n",
             &[("GEMINI_API_KEY", "k")],
         )
         .unwrap();

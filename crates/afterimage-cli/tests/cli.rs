@@ -358,3 +358,42 @@ async fn prose_instead_of_json_stops_the_run_with_the_cause() {
     assert!(error.contains("JSON"), "{error}");
     assert!(error.contains("0 rows written"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_improve_judges_every_row() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let (dir, config) = project(&format!("{LOCAL}quality:\n  auto_improve: true\n"));
+    let out = dir.path().join("judged.jsonl");
+    let run = afterimage(
+        args(&[
+            "generate",
+            "--config",
+            config.to_str().unwrap(),
+            "--base-url",
+            &server.openai_base_url(),
+            "--num-dialogs",
+            "4",
+            "--out",
+            out.to_str().unwrap(),
+        ]),
+        vec![],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let rows = read_rows(&out);
+    assert_eq!(rows.len(), 4);
+    for row in rows {
+        let score = row["final_score"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&score), "{row}");
+        for criterion in [
+            "coherence",
+            "factuality",
+            "grounding",
+            "helpfulness",
+            "relevance",
+        ] {
+            assert!(row["evaluation"][criterion]["score"].is_number(), "{row}");
+        }
+        assert!(row["evaluation"]["overall_grade"].is_string());
+    }
+}

@@ -197,6 +197,10 @@ pub struct Verdict {
     pub evaluation: Evaluation,
     /// The overall score in 0..=1.
     pub score: f64,
+    /// Tokens the judge spent (for run reports and budgets).
+    pub usage: Usage,
+    /// Model requests the judge made.
+    pub requests: u32,
 }
 
 /// Where documents come from.

@@ -169,6 +169,8 @@ pub(crate) async fn run_dialog(
             Ok(verdict) => verdict,
             Err(e) => return Err(spent.fail(DialogError::Judge(e))),
         };
+        spent.requests += verdict.requests;
+        spent.usage += verdict.usage;
         row.final_score = Some(verdict.score);
         row.evaluation = Some(verdict.evaluation);
         if verdict.score >= run.min_score {

@@ -6,7 +6,7 @@ use afterimage_core::{
     ChatModel, Evaluator, InstructionGenerator, RespondentPromptModifier, Storage,
 };
 use afterimage_storage::JsonlStorage;
-use afterimage_strategies::{correspondent_follow_up_note, write_correspondent_prompt};
+use afterimage_strategies::{LlmJudge, correspondent_follow_up_note, write_correspondent_prompt};
 use tokio::sync::OnceCell;
 
 use crate::dialog::{RunContext, Spent, Tally};
@@ -130,6 +130,7 @@ pub struct ConversationGeneratorBuilder {
     storage: Option<Arc<dyn Storage>>,
     auto_improve: bool,
     evaluator: Option<Arc<dyn Evaluator>>,
+    evaluator_model_name: Option<String>,
     min_score: Option<f64>,
     max_attempts: Option<u32>,
     temperature: Option<f32>,
@@ -181,9 +182,17 @@ impl ConversationGeneratorBuilder {
         self
     }
 
-    /// Judge every dialog and regenerate low-scoring ones (needs an evaluator).
+    /// Judge every dialog and regenerate low-scoring ones, a bounded number of times
+    /// (`max_attempts`); the best attempt is kept. Without an explicit
+    /// [`evaluator`](Self::evaluator), an [`LlmJudge`] on the respondent's model judges.
     pub fn auto_improve(mut self, on: bool) -> Self {
         self.auto_improve = on;
+        self
+    }
+
+    /// The model name the default judge asks for (same client as the respondent).
+    pub fn evaluator_model_name(mut self, name: impl Into<String>) -> Self {
+        self.evaluator_model_name = Some(name.into());
         self
     }
 
@@ -231,12 +240,10 @@ impl ConversationGeneratorBuilder {
             )
         })?;
         let evaluator = match (self.auto_improve, self.evaluator) {
-            (true, None) => {
-                return Err(EngineError::Config(
-                    "auto_improve is on but there is no evaluator: pass .evaluator(...)".into(),
-                ));
-            }
             (true, Some(evaluator)) => Some(evaluator),
+            (true, None) => Some(Arc::new(
+                LlmJudge::new(Arc::clone(&respondent)).model_name(self.evaluator_model_name),
+            ) as Arc<dyn Evaluator>),
             (false, _) => None,
         };
         let max_attempts = self.max_attempts.unwrap_or(3);

@@ -350,3 +350,85 @@ async fn bad_options_are_config_errors() {
         .unwrap_err();
     assert!(err.to_string().contains(".model("), "{err}");
 }
+
+/// Scores the n-th evaluation from a list, then repeats the last score.
+#[derive(Debug)]
+struct ScoreList {
+    scores: Vec<f64>,
+    calls: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl afterimage_core::Evaluator for ScoreList {
+    async fn evaluate(
+        &self,
+        _row: &afterimage_core::ConversationRow,
+    ) -> Result<afterimage_core::Verdict, StrategyError> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        let score = self.scores[call.min(self.scores.len() - 1)];
+        let mut criteria = std::collections::BTreeMap::new();
+        criteria.insert(
+            "coherence".to_owned(),
+            afterimage_core::CriterionScore {
+                feedback: format!("attempt {call}"),
+                score,
+            },
+        );
+        Ok(afterimage_core::Verdict {
+            evaluation: afterimage_core::Evaluation {
+                criteria,
+                overall_grade: afterimage_core::Grade::from_score(score),
+            },
+            score,
+            usage: Usage::new(100, 10),
+            requests: 1,
+        })
+    }
+}
+
+async fn judged_run(scores: Vec<f64>) -> (afterimage_engine::RunReport, serde_json::Value, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let judge = Arc::new(ScoreList {
+        scores,
+        calls: AtomicUsize::new(0),
+    });
+    let report = ConversationGenerator::builder()
+        .respondent_prompt("You are a support agent.")
+        .correspondent_prompt("You are a customer.")
+        .model(model(Duration::ZERO))
+        .instruction_generator(Arc::new(Numbered::default()))
+        .storage(Arc::new(JsonlStorage::new(&path)))
+        .auto_improve(true)
+        .evaluator(Arc::clone(&judge) as _)
+        .max_attempts(3)
+        .build()
+        .unwrap()
+        .generate(GenerateOptions::new().num_dialogs(1).max_concurrency(1))
+        .await
+        .unwrap();
+    let row = rows(&path).remove(0);
+    (report, row, judge.calls.load(Ordering::SeqCst))
+}
+
+#[tokio::test]
+async fn a_low_score_regenerates_until_the_dialog_passes() {
+    let (report, row, judged) = judged_run(vec![0.3, 0.9]).await;
+    assert_eq!(judged, 2);
+    assert_eq!(report.regenerations, 1);
+    assert_eq!(row["final_score"], 0.9);
+    assert_eq!(row["evaluation"]["overall_grade"], "perfect");
+    assert_eq!(row["metadata"]["generation"]["attempts"], 2);
+    // The judge's tokens are in the report: 2 verdicts of 100 input tokens.
+    assert!(report.input_tokens >= 200);
+}
+
+#[tokio::test]
+async fn regeneration_is_bounded_and_keeps_the_best_attempt() {
+    let (report, row, judged) = judged_run(vec![0.5, 0.6, 0.4]).await;
+    assert_eq!(judged, 3);
+    assert_eq!(report.regenerations, 2);
+    assert_eq!(row["final_score"], 0.6);
+    assert_eq!(row["evaluation"]["coherence"]["feedback"], "attempt 1");
+    assert_eq!(row["metadata"]["generation"]["attempts"], 3);
+}

@@ -14,6 +14,8 @@
 //! - The correspondent: [`write_correspondent_prompt`] writes the simulated user's
 //!   system prompt from the assistant's; [`correspondent_follow_up_note`] keeps its
 //!   follow-up turns in a human voice.
+//! - [`LlmJudge`] ([`Evaluator`](afterimage_core::Evaluator)): scores a finished dialog
+//!   on [`DEFAULT_JUDGE_CRITERIA`] with one structured-JSON model call.
 //!
 //! Strategies reach models only through `Arc<dyn ChatModel>`, so any provider works.
 //!
@@ -76,10 +78,12 @@ pub use crate::{
     documents::{
         DirectoryDocumentProvider, InMemoryDocumentProvider, IntoDocument, JsonlDocumentProvider,
     },
+    judge::LlmJudge,
     modifiers::WithContextRespondentPromptModifier,
     prompts::{
         CORRESPONDENT_FOLLOW_UP_NOTE, DEFAULT_CONTEXTUAL_INSTRUCTION_PROMPT,
-        DEFAULT_RESPONDENT_CONTEXT_TEMPLATE, DEFAULT_SIMPLE_INSTRUCTION_PROMPT,
+        DEFAULT_JUDGE_CRITERIA, DEFAULT_JUDGE_PROMPT, DEFAULT_RESPONDENT_CONTEXT_TEMPLATE,
+        DEFAULT_SIMPLE_INSTRUCTION_PROMPT,
     },
     sampling::{CONTEXT_SEPARATOR, DocumentSampler, merge_contexts},
     simple::SimpleInstructionGenerator,
@@ -89,6 +93,7 @@ mod contextual;
 mod correspondent;
 mod documents;
 mod instructions;
+mod judge;
 mod modifiers;
 mod prompts;
 mod sampling;

@@ -1,0 +1,520 @@
+//! An LLM judge: one structured-JSON model call scores a finished dialog on several
+//! criteria.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use afterimage_core::{
+    ChatModel, ChatRequest, ConversationRow, CriterionScore, Evaluation, Evaluator, Grade,
+    JsonSchema, Message, Role, StrategyError, Usage, Verdict, parse_lenient, snippet,
+};
+use async_trait::async_trait;
+use serde::de::{Deserialize, Deserializer, Error as _};
+use serde_json::{Map, Value, json};
+
+use crate::prompts::{
+    DEFAULT_JUDGE_CRITERIA, DEFAULT_JUDGE_PROMPT, JUDGE_CORRECTION, JUDGE_CRITERION_DESCRIPTIONS,
+    fill,
+};
+
+/// Scores a dialog with one model call: a score in 0..=1 and a short feedback per
+/// criterion, and their mean as the overall score.
+///
+/// The default criteria are [`DEFAULT_JUDGE_CRITERIA`]. The model sees the row's
+/// `instruction_context` and `response_context` (when present) and the dialog as a
+/// numbered transcript, and must answer with JSON matching a strict schema. An answer
+/// that lacks a criterion or a numeric score gets one more chance; then the judge
+/// fails with [`StrategyError::MalformedOutput`].
+///
+/// The [`Verdict`] carries the tokens and requests the judge spent, retry included.
+pub struct LlmJudge {
+    model: Arc<dyn ChatModel>,
+    model_name: Option<String>,
+    temperature: f32,
+    criteria: Vec<String>,
+    system_prompt: String,
+}
+
+impl LlmJudge {
+    /// A judge asking `model` with its default model name, at temperature 0.2, on the
+    /// default criteria.
+    pub fn new(model: Arc<dyn ChatModel>) -> Self {
+        LlmJudge {
+            model,
+            model_name: None,
+            temperature: 0.2,
+            criteria: DEFAULT_JUDGE_CRITERIA.map(str::to_owned).to_vec(),
+            system_prompt: DEFAULT_JUDGE_PROMPT.to_owned(),
+        }
+    }
+
+    /// The model name sent with each request (`None`: the client's default), so one
+    /// client can judge with another model than it generates with.
+    pub fn model_name(mut self, model_name: Option<String>) -> Self {
+        self.model_name = model_name;
+        self
+    }
+
+    /// Sampling temperature (default 0.2).
+    pub fn temperature(mut self, temperature: f32) -> Self {
+        self.temperature = temperature;
+        self
+    }
+
+    /// Replaces the criteria (trimmed; blanks and case-insensitive repeats dropped).
+    ///
+    /// The default criteria keep their built-in explanations; any other name is shown
+    /// to the model as is, to be judged in its usual sense. At least one is needed.
+    pub fn criteria<I, S>(mut self, criteria: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut kept: Vec<String> = Vec::new();
+        for name in criteria {
+            let name: String = name.into();
+            let name = name.trim();
+            if !name.is_empty() && !kept.iter().any(|k| k.eq_ignore_ascii_case(name)) {
+                kept.push(name.to_owned());
+            }
+        }
+        self.criteria = kept;
+        self
+    }
+
+    /// Replaces the system prompt; `{criteria}` in it becomes one line per criterion
+    /// and `{shape}` the JSON answer expected.
+    pub fn system_prompt_template(mut self, template: impl Into<String>) -> Self {
+        self.system_prompt = template.into();
+        self
+    }
+
+    /// The criteria scored, in the order the model sees them.
+    pub fn criteria_names(&self) -> &[String] {
+        &self.criteria
+    }
+
+    fn request(&self, messages: Vec<Message>) -> ChatRequest {
+        let mut request = ChatRequest::new(messages)
+            .temperature(self.temperature)
+            .json_schema(judge_schema(&self.criteria));
+        request.model = self.model_name.clone();
+        request
+    }
+
+    fn system_message(&self) -> String {
+        let criteria: String = self
+            .criteria
+            .iter()
+            .map(|name| format!("- {name}: {}", describe(name)))
+            .collect::<Vec<_>>()
+            .join("\n");
+        fill(
+            &self.system_prompt,
+            &[
+                ("criteria", &criteria),
+                ("shape", &answer_shape(&self.criteria)),
+            ],
+        )
+    }
+}
+
+impl std::fmt::Debug for LlmJudge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not derived: the system prompt is long, and a `Debug` line should stay short.
+        f.debug_struct("LlmJudge")
+            .field("model", &self.model.model_id())
+            .field("model_name", &self.model_name)
+            .field("temperature", &self.temperature)
+            .field("criteria", &self.criteria)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Evaluator for LlmJudge {
+    async fn evaluate(&self, row: &ConversationRow) -> Result<Verdict, StrategyError> {
+        if self.criteria.is_empty() {
+            return Err(StrategyError::Config(
+                "the judge needs at least one criterion".to_owned(),
+            ));
+        }
+        let mut messages = vec![
+            Message::system(self.system_message()),
+            Message::user(judge_user_message(row)),
+        ];
+        let first = self.model.chat(self.request(messages.clone())).await?;
+        let mut usage = first.usage;
+        let answer = first.message.content;
+        let problem = match read_scores(&answer, &self.criteria) {
+            Ok(criteria) => return Ok(verdict(criteria, usage, 1)),
+            Err(problem) => problem,
+        };
+        tracing::debug!(
+            %problem,
+            answer = %snippet(&answer, 200),
+            "judge answer unusable; asking once more"
+        );
+        messages.push(Message::assistant(answer));
+        messages.push(Message::user(fill(
+            JUDGE_CORRECTION,
+            &[
+                ("problem", &problem),
+                ("names", &self.criteria.join(", ")),
+                ("shape", &answer_shape(&self.criteria)),
+            ],
+        )));
+        let second = self.model.chat(self.request(messages)).await?;
+        usage += second.usage;
+        let answer = second.message.content;
+        match read_scores(&answer, &self.criteria) {
+            Ok(criteria) => Ok(verdict(criteria, usage, 2)),
+            Err(problem) => Err(StrategyError::MalformedOutput {
+                message: format!(
+                    "asked twice for scores on {}, but {problem}; the answer starts: {}",
+                    self.criteria.join(", "),
+                    snippet(answer.trim(), 200)
+                ),
+            }),
+        }
+    }
+}
+
+/// The built-in explanation of a default criterion, or a generic one.
+fn describe(name: &str) -> String {
+    JUDGE_CRITERION_DESCRIPTIONS
+        .iter()
+        .find(|(known, _)| known.eq_ignore_ascii_case(name))
+        .map(|(_, description)| (*description).to_owned())
+        .unwrap_or_else(|| format!("judge the conversation on {name}, in the usual sense."))
+}
+
+/// The structured-output schema: one required `{feedback, score}` object per criterion.
+fn judge_schema(criteria: &[String]) -> JsonSchema {
+    // Feedback comes before the score so that a model writing in order reasons first.
+    let entry = json!({
+        "type": "object",
+        "properties": {
+            "feedback": {"type": "string"},
+            "score": {"type": "number", "minimum": 0, "maximum": 1}
+        },
+        "required": ["feedback", "score"],
+        "additionalProperties": false
+    });
+    let properties: Map<String, Value> = criteria
+        .iter()
+        .map(|name| (name.clone(), entry.clone()))
+        .collect();
+    JsonSchema::new(
+        "dialog_evaluation",
+        json!({
+            "type": "object",
+            "properties": properties,
+            "required": criteria,
+            "additionalProperties": false
+        }),
+    )
+}
+
+/// The answer's shape as the prompts show it, one criterion per line.
+fn answer_shape(criteria: &[String]) -> String {
+    let lines: Vec<String> = criteria
+        .iter()
+        .map(|name| {
+            // Through serde_json so that a custom name with quotes stays a valid key. The
+            // score is a placeholder, not a number, so that no model copies it as a score.
+            let key = Value::String(name.clone());
+            format!(
+                "  {key}: {{\"feedback\": \"one or two sentences\", \"score\": <number from 0 to 1>}}"
+            )
+        })
+        .collect();
+    format!("{{\n{}\n}}", lines.join(",\n"))
+}
+
+/// The judge's user message: the contexts that exist, then the numbered transcript.
+fn judge_user_message(row: &ConversationRow) -> String {
+    let instruction = row.instruction_context.trim();
+    let response = row.response_context.as_deref().map(str::trim).unwrap_or("");
+    let mut out = String::new();
+    if !instruction.is_empty() && instruction == response {
+        // The usual case (a context modifier passes the question's documents on):
+        // showing the same text twice would double the prompt for nothing.
+        out.push_str(
+            "# Material\nThe user's questions were drawn from this material, and the assistant was given it to answer from.\n<context>\n",
+        );
+        out.push_str(instruction);
+        out.push_str("\n</context>\n\n");
+    } else {
+        if !instruction.is_empty() {
+            out.push_str(
+                "# Material the user's questions were drawn from\n<instruction_context>\n",
+            );
+            out.push_str(instruction);
+            out.push_str("\n</instruction_context>\n\n");
+        }
+        if response.is_empty() {
+            out.push_str(
+                "# Material the assistant was given\nNone: the assistant answered from its own knowledge. Judge grounding as explained for that case.\n\n",
+            );
+        } else {
+            out.push_str("# Material the assistant was given\n<response_context>\n");
+            out.push_str(response);
+            out.push_str("\n</response_context>\n\n");
+        }
+    }
+    out.push_str("# Conversation\n");
+    out.push_str(&transcript(&row.conversations));
+    out
+}
+
+/// The dialog as numbered `User:` / `Assistant:` lines, blank-line separated.
+///
+/// Reasoning text is left out: the user never saw it, and it is not what is graded.
+fn transcript(messages: &[Message]) -> String {
+    if messages.is_empty() {
+        return "(no messages)".to_owned();
+    }
+    let mut out = String::new();
+    for (i, message) in messages.iter().enumerate() {
+        if i > 0 {
+            out.push_str("\n\n");
+        }
+        let label = match message.role {
+            Role::User => "User",
+            Role::Assistant => "Assistant",
+            Role::Tool => "Tool result",
+            Role::System => "System",
+        };
+        let content = message.content.trim();
+        let _ = write!(out, "{}. {label}:", i + 1);
+        if !content.is_empty() {
+            let _ = write!(out, " {content}");
+        }
+        for call in &message.tool_calls {
+            let _ = write!(
+                out,
+                " [calls tool `{}` with {}]",
+                call.function.name, call.function.arguments
+            );
+        }
+        if content.is_empty() && message.tool_calls.is_empty() {
+            out.push_str(" (empty message)");
+        }
+    }
+    out
+}
+
+/// An object that looks like a judge answer: at least one value is an object with a
+/// `score`.
+///
+/// Deserializing rejects every other value, so [`parse_lenient`] moves past a stray
+/// `{}` in prose, or a wrapper such as `{"evaluation": {...}}`, to the scores inside.
+#[derive(Debug)]
+struct ScoreObject(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for ScoreObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        match value {
+            Value::Object(map)
+                if map
+                    .values()
+                    .any(|v| v.as_object().is_some_and(|o| o.contains_key("score"))) =>
+            {
+                Ok(ScoreObject(map))
+            }
+            _ => Err(D::Error::custom("not an object of criterion scores")),
+        }
+    }
+}
+
+/// A finite number, or a string holding one (some models quote numbers).
+fn number(value: &Value) -> Option<f64> {
+    let n = match value {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    n.is_finite().then_some(n)
+}
+
+/// One score per criterion (clamped to 0..=1), or what is wrong with the answer.
+fn read_scores(
+    answer: &str,
+    criteria: &[String],
+) -> Result<BTreeMap<String, CriterionScore>, String> {
+    let ScoreObject(map) = parse_lenient::<ScoreObject>(answer)
+        .map_err(|_| "it holds no JSON object of criterion scores".to_owned())?;
+    let mut scores = BTreeMap::new();
+    let mut missing = Vec::new();
+    let mut not_numbers = Vec::new();
+    for name in criteria {
+        // Keys are matched without regard to case: "Coherence" is still coherence.
+        let entry = map
+            .get(name)
+            .or_else(|| {
+                map.iter()
+                    .find(|(key, _)| key.trim().eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v)
+            })
+            .and_then(Value::as_object);
+        let Some(entry) = entry else {
+            missing.push(name.as_str());
+            continue;
+        };
+        let Some(score) = entry.get("score").and_then(number) else {
+            not_numbers.push(name.as_str());
+            continue;
+        };
+        let feedback = entry
+            .get("feedback")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        scores.insert(
+            name.clone(),
+            CriterionScore {
+                feedback,
+                score: score.clamp(0.0, 1.0),
+            },
+        );
+    }
+    let mut problems = Vec::new();
+    if !missing.is_empty() {
+        problems.push(format!("it has no entry for {}", missing.join(", ")));
+    }
+    if !not_numbers.is_empty() {
+        problems.push(format!(
+            "the score of {} is not a number",
+            not_numbers.join(", ")
+        ));
+    }
+    if problems.is_empty() {
+        Ok(scores)
+    } else {
+        Err(problems.join(", and "))
+    }
+}
+
+/// The verdict: the criteria, their mean as the score, and the mean's grade.
+fn verdict(criteria: BTreeMap<String, CriterionScore>, usage: Usage, requests: u32) -> Verdict {
+    // `read_scores` only succeeds with one entry per criterion, and there is at least
+    // one criterion, so the division is never by zero.
+    let mean = criteria.values().map(|c| c.score).sum::<f64>() / criteria.len() as f64;
+    // Summing floats drifts in the last bits (three 0.7s average to 0.6999999999999998),
+    // which could drop a dialog scored exactly on a band's edge into the band below.
+    let score = (mean * 1e9).round() / 1e9;
+    Verdict {
+        evaluation: Evaluation {
+            criteria,
+            overall_grade: Grade::from_score(score),
+        },
+        score,
+        usage,
+        requests,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn scores_are_read_clamped_and_matched_without_case() {
+        let got = read_scores(
+            r#"{"evaluation": {"Coherence": {"feedback": " ok ", "score": 1.4}, "grounding": {"score": "-0.2"}}}"#,
+            &names(&["coherence", "grounding"]),
+        )
+        .unwrap();
+        assert_eq!(got["coherence"].score, 1.0);
+        assert_eq!(got["coherence"].feedback, "ok");
+        assert_eq!(got["grounding"].score, 0.0);
+        assert_eq!(got["grounding"].feedback, "");
+    }
+
+    #[test]
+    fn problems_name_the_criteria() {
+        let criteria = names(&["coherence", "factuality", "grounding"]);
+        assert_eq!(
+            read_scores(
+                r#"{"coherence": {"feedback": "", "score": "high"}, "factuality": {"score": null}}"#,
+                &criteria
+            )
+            .unwrap_err(),
+            "it has no entry for grounding, and the score of coherence, factuality is not a number"
+        );
+        assert_eq!(
+            read_scores("Looks fine {} to me.", &criteria).unwrap_err(),
+            "it holds no JSON object of criterion scores"
+        );
+    }
+
+    #[test]
+    fn the_mean_is_exact_on_band_edges() {
+        let of = |scores: &[f64]| {
+            verdict(
+                scores
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &score)| {
+                        let feedback = String::new();
+                        (i.to_string(), CriterionScore { feedback, score })
+                    })
+                    .collect(),
+                Usage::default(),
+                1,
+            )
+        };
+        assert_eq!(of(&[0.7; 3]).score, 0.7);
+        let edge = of(&[0.72; 6]);
+        assert_eq!(edge.score, 0.72);
+        assert_eq!(edge.evaluation.overall_grade, Grade::Good);
+        assert_eq!(of(&[0.88; 5]).score, 0.88);
+        assert_eq!(of(&[1.0, 0.0, 0.0]).score, 0.333333333);
+    }
+
+    #[test]
+    fn transcript_numbers_messages_and_shows_tool_calls() {
+        let call = afterimage_core::ToolCall::function("c1", "lookup", r#"{"q":"x"}"#);
+        let mut asks = Message::assistant("");
+        asks.tool_calls.push(call);
+        let messages = vec![
+            Message::user(" Hi? "),
+            asks,
+            Message::tool("c1", "found"),
+            Message::assistant("Yes.").with_reasoning("hidden"),
+        ];
+        assert_eq!(
+            transcript(&messages),
+            "1. User: Hi?\n\n2. Assistant: [calls tool `lookup` with {\"q\":\"x\"}]\n\n3. Tool result: found\n\n4. Assistant: Yes."
+        );
+        assert_eq!(transcript(&[]), "(no messages)");
+    }
+
+    #[test]
+    fn shape_and_prompt_list_every_criterion() {
+        let judge = LlmJudge::new(Arc::new(afterimage_core::testing::ScriptedModel::new(
+            "m",
+            |_| async { Ok(afterimage_core::ChatResponse::text("")) },
+        )))
+        .criteria(["coherence", " Politeness ", "COHERENCE", ""]);
+        assert_eq!(judge.criteria_names(), ["coherence", "Politeness"]);
+        assert_eq!(
+            answer_shape(judge.criteria_names()),
+            "{\n  \"coherence\": {\"feedback\": \"one or two sentences\", \"score\": <number from 0 to 1>},\n  \"Politeness\": {\"feedback\": \"one or two sentences\", \"score\": <number from 0 to 1>}\n}"
+        );
+        let system = judge.system_message();
+        assert!(system.contains("\n- coherence: the conversation hangs together."));
+        assert!(system.contains(
+            "\n- Politeness: judge the conversation on Politeness, in the usual sense.\n"
+        ));
+        assert!(!system.contains("{criteria}") && !system.contains("{shape}"));
+    }
+}
