@@ -20,7 +20,12 @@ async fn run(model: Arc<dyn ChatModel>, path: &std::path::Path, n: u64) -> RunRe
         .storage(Arc::new(JsonlStorage::new(path)))
         .build()
         .unwrap()
-        .generate(GenerateOptions::new().num_dialogs(n).max_turns(3).max_concurrency(8))
+        .generate(
+            GenerateOptions::new()
+                .num_dialogs(n)
+                .max_turns(3)
+                .max_concurrency(8),
+        )
         .await
         .unwrap()
 }
@@ -31,11 +36,18 @@ fn check_rows(path: &std::path::Path, n: usize) {
     for row in rows {
         assert!(row.conversations.len() >= 2 && row.conversations.len() <= 6);
         for (i, message) in row.conversations.iter().enumerate() {
-            let want = if i % 2 == 0 { Role::User } else { Role::Assistant };
+            let want = if i % 2 == 0 {
+                Role::User
+            } else {
+                Role::Assistant
+            };
             assert_eq!(message.role, want);
         }
         assert_eq!(row.metadata.context_ids.len(), 1);
-        assert_eq!(row.response_context.as_deref(), Some(row.instruction_context.as_str()));
+        assert_eq!(
+            row.response_context.as_deref(),
+            Some(row.instruction_context.as_str())
+        );
         let generation = row.metadata.generation.unwrap();
         assert_eq!(generation.turns as usize * 2, row.conversations.len());
     }

@@ -1,1 +1,225 @@
-fn main() {}
+//! `cargo xtask`: project automation for afterimage.
+//!
+//! Each subcommand is one function taking its own arguments; `main` only dispatches.
+//! Flags are parsed by hand ([`Flags`]) to keep this crate's dependencies minimal.
+
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+Usage: cargo xtask <command> [options]
+
+Commands:
+  mock    Run the mock LLM server in the foreground (OpenAI and Gemini formats)
+  help    Show this help
+
+Run `cargo xtask <command> --help` for a command's options.";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match dispatch(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn dispatch(args: &[String]) -> Result<()> {
+    let Some((command, rest)) = args.split_first() else {
+        println!("{USAGE}");
+        return Ok(());
+    };
+    match command.as_str() {
+        "mock" => mock(rest),
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command `{other}`\n\n{USAGE}"),
+    }
+}
+
+const MOCK_USAGE: &str = "\
+Usage: cargo xtask mock [options]
+
+Serves http://127.0.0.1:PORT/v1 (OpenAI) and http://127.0.0.1:PORT/v1beta (Gemini)
+until Ctrl-C.
+
+Options:
+  --port P               Port on 127.0.0.1 (0 picks a free one) [default: 8080]
+  --latency-ms L         Delay before each model answer [default: 0]
+  --jitter-ms J          Each delay is latency +/- up to J [default: 0]
+  --error-rate R         Fraction of model requests answered 500 [default: 0]
+  --rate-limit-rate R    Fraction answered 429 with Retry-After [default: 0]
+  --retry-after-secs S   Retry-After of those 429s [default: 1]
+  --require-key KEY      Answer 401 unless this API key is sent
+  --prose                Answer JSON-schema requests with prose
+  --seed N               Seed for faults, jitter and text [default: 0]";
+
+/// `cargo xtask mock`: the mock LLM server in the foreground.
+fn mock(args: &[String]) -> Result<()> {
+    let flags = Flags::parse(
+        args,
+        &[
+            "--port",
+            "--latency-ms",
+            "--jitter-ms",
+            "--error-rate",
+            "--rate-limit-rate",
+            "--retry-after-secs",
+            "--require-key",
+            "--seed",
+        ],
+        &["--prose"],
+    )?;
+    if flags.help {
+        println!("{MOCK_USAGE}");
+        return Ok(());
+    }
+    let port: u16 = flags.value("--port")?.unwrap_or(8080);
+    let mut config = afterimage_mock::MockConfig::default()
+        .with_latency(Duration::from_millis(
+            flags.value("--latency-ms")?.unwrap_or(0),
+        ))
+        .with_jitter(Duration::from_millis(
+            flags.value("--jitter-ms")?.unwrap_or(0),
+        ))
+        .with_error_rate(rate(&flags, "--error-rate")?)
+        .with_rate_limit_rate(rate(&flags, "--rate-limit-rate")?)
+        .with_prose_instead_of_json(flags.switch("--prose"))
+        .with_seed(flags.value("--seed")?.unwrap_or(0));
+    if let Some(secs) = flags.value("--retry-after-secs")? {
+        config = config.with_retry_after_secs(secs);
+    }
+    if let Some(key) = flags.value::<String>("--require-key")? {
+        config = config.with_require_key(key);
+    }
+    if config.error_rate + config.rate_limit_rate > 1.0 {
+        bail!("--error-rate plus --rate-limit-rate must not exceed 1");
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime
+        .block_on(afterimage_mock::run(port, config))
+        .with_context(|| format!("serving the mock on 127.0.0.1:{port}"))
+}
+
+/// A fraction flag, checked to lie in `0..=1`.
+fn rate(flags: &Flags, name: &str) -> Result<f64> {
+    let value: f64 = flags.value(name)?.unwrap_or(0.0);
+    if !(0.0..=1.0).contains(&value) {
+        bail!("{name} must be between 0 and 1, got {value}");
+    }
+    Ok(value)
+}
+
+/// Parsed `--name value`, `--name=value` and `--switch` flags of one subcommand.
+///
+/// Unknown flags and stray positional arguments are errors, so typos do not go unnoticed.
+#[derive(Debug, Default)]
+struct Flags {
+    values: Vec<(String, String)>,
+    switches: Vec<String>,
+    help: bool,
+}
+
+impl Flags {
+    /// Parses `args` given the flags that take a value and the boolean switches.
+    fn parse(args: &[String], valued: &[&str], switches: &[&str]) -> Result<Flags> {
+        let mut flags = Flags::default();
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            if arg == "-h" || arg == "--help" {
+                flags.help = true;
+                continue;
+            }
+            let (name, inline) = match arg.split_once('=') {
+                Some((name, value)) => (name, Some(value)),
+                None => (arg.as_str(), None),
+            };
+            if valued.contains(&name) {
+                let value = match inline {
+                    Some(v) => v.to_string(),
+                    None => args
+                        .next()
+                        .with_context(|| format!("{name} needs a value"))?
+                        .clone(),
+                };
+                flags.values.retain(|(n, _)| n != name);
+                flags.values.push((name.to_string(), value));
+            } else if switches.contains(&name) && inline.is_none() {
+                flags.switches.push(name.to_string());
+            } else {
+                bail!("unexpected argument `{arg}` (see --help)");
+            }
+        }
+        Ok(flags)
+    }
+
+    /// The value of `name` parsed as `T`, if given.
+    fn value<T>(&self, name: &str) -> Result<Option<T>>
+    where
+        T: FromStr,
+        T::Err: std::fmt::Display,
+    {
+        let Some((_, raw)) = self.values.iter().find(|(n, _)| n == name) else {
+            return Ok(None);
+        };
+        raw.parse()
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("{name} {raw:?}: {e}"))
+    }
+
+    /// Whether switch `name` was given.
+    fn switch(&self, name: &str) -> bool {
+        self.switches.iter().any(|s| s == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn flags_take_separate_and_inline_values() {
+        let flags = Flags::parse(
+            &args(&["--port", "9000", "--error-rate=0.25", "--prose"]),
+            &["--port", "--error-rate"],
+            &["--prose"],
+        )
+        .unwrap();
+        assert_eq!(flags.value::<u16>("--port").unwrap(), Some(9000));
+        assert_eq!(flags.value::<f64>("--error-rate").unwrap(), Some(0.25));
+        assert!(flags.switch("--prose"));
+        assert_eq!(flags.value::<u16>("--seed").unwrap(), None);
+    }
+
+    #[test]
+    fn flags_reject_unknown_missing_and_malformed_values() {
+        assert!(Flags::parse(&args(&["--nope"]), &["--port"], &[]).is_err());
+        assert!(Flags::parse(&args(&["--port"]), &["--port"], &[]).is_err());
+        assert!(Flags::parse(&args(&["stray"]), &["--port"], &[]).is_err());
+        let flags = Flags::parse(&args(&["--port", "x"]), &["--port"], &[]).unwrap();
+        assert!(flags.value::<u16>("--port").is_err());
+    }
+
+    #[test]
+    fn rates_outside_zero_to_one_are_rejected() {
+        let flags = Flags::parse(&args(&["--error-rate", "1.5"]), &["--error-rate"], &[]).unwrap();
+        assert!(rate(&flags, "--error-rate").is_err());
+    }
+}

@@ -99,7 +99,7 @@ fn read_rows(path: &Path) -> Vec<serde_json::Value> {
 
 fn assert_dialog(row: &serde_json::Value) {
     let messages = row["conversations"].as_array().unwrap();
-    assert!(!messages.is_empty() && messages.len() % 2 == 0, "{row}");
+    assert!(!messages.is_empty() && messages.len().is_multiple_of(2), "{row}");
     for (i, message) in messages.iter().enumerate() {
         let want = if i % 2 == 0 { "user" } else { "assistant" };
         assert_eq!(message["role"], want, "{row}");

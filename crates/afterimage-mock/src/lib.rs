@@ -1,1 +1,59 @@
-//! placeholder
+//! A mock LLM server for afterimage's end-to-end tests, `cargo xtask demo` and benchmarks.
+//!
+//! [`MockServer`] is a real HTTP/1.1 server on `127.0.0.1` (hyper) speaking the OpenAI
+//! Chat Completions and Gemini `generateContent` wire formats, so the real provider
+//! clients run against it unchanged. [`MockConfig`] adds latency with jitter, injected
+//! 500s and 429s (with `Retry-After`), an API key requirement, and prose where JSON was
+//! asked for; [`MockStats`] counts what was served, including the peak concurrency.
+//!
+//! Answers need no model but look the part: structured-output requests get JSON that
+//! validates against the requested schema (arrays of `questions` are distinct questions
+//! built from words of the prompt), a system prompt casting the model as the user gets a
+//! follow-up question, anything else an assistant answer quoting the user. Every reply
+//! differs from the previous one, so generated datasets are not all identical.
+//!
+//! ```
+//! use afterimage_mock::{MockConfig, MockServer};
+//! use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = MockConfig::default().with_latency(Duration::from_millis(5));
+//! let server = MockServer::start(config).await?;
+//!
+//! let reply: serde_json::Value = reqwest::Client::new()
+//!     .post(format!("{}/chat/completions", server.openai_base_url()))
+//!     .json(&serde_json::json!({
+//!         "model": "mock-model",
+//!         "messages": [{"role": "user", "content": "How do refunds work?"}],
+//!     }))
+//!     .send()
+//!     .await?
+//!     .json()
+//!     .await?;
+//! let content = reply["choices"][0]["message"]["content"].as_str().unwrap_or_default();
+//! assert!(content.contains("How do refunds work?"));
+//! assert_eq!(server.stats().chat_completions, 1);
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! For a server in a terminal, `cargo xtask mock --port 8080 --latency-ms 200` calls
+//! [`run`].
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub use crate::{
+    config::MockConfig,
+    server::{MockServer, run},
+    stats::MockStats,
+};
+
+mod config;
+mod gemini;
+mod openai;
+mod reply;
+mod schema_fill;
+mod server;
+mod stats;
+mod text;
