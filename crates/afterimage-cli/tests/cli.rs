@@ -99,7 +99,10 @@ fn read_rows(path: &Path) -> Vec<serde_json::Value> {
 
 fn assert_dialog(row: &serde_json::Value) {
     let messages = row["conversations"].as_array().unwrap();
-    assert!(!messages.is_empty() && messages.len().is_multiple_of(2), "{row}");
+    assert!(
+        !messages.is_empty() && messages.len().is_multiple_of(2),
+        "{row}"
+    );
     for (i, message) in messages.iter().enumerate() {
         let want = if i % 2 == 0 { "user" } else { "assistant" };
         assert_eq!(message["role"], want, "{row}");
@@ -148,6 +151,25 @@ async fn generate_writes_exactly_n_alternating_rows_over_http() {
                     .ends_with(".md")
         );
     }
+    // The simulated user's follow-ups went out framed as the user's turn: the mock
+    // answers such requests with a question, and an assistant-framed one with an answer.
+    let follow_ups: Vec<&str> = rows
+        .iter()
+        .flat_map(|r| {
+            r["conversations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .skip(2)
+                .step_by(2)
+        })
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert!(!follow_ups.is_empty());
+    assert!(
+        follow_ups.iter().all(|m| m.trim_end().ends_with('?')),
+        "{follow_ups:?}"
+    );
     // Every model request the mock saw is in the report.
     assert_eq!(report["requests"], server.stats().chat_completions);
 }

@@ -66,7 +66,7 @@ For example, for an assistant whose system prompt is "You are a bicycle mechanic
 /// The engine shows the correspondent the dialog from the user's side: its own earlier
 /// messages as `assistant` messages and the respondent's replies as `user` messages.
 /// This note says so, and asks for one new message in the same language and persona.
-pub const CORRESPONDENT_FOLLOW_UP_NOTE: &str = "You are still the same person as in your earlier messages in this chat: the messages you wrote are yours, and the ones you received are the assistant's replies. Write your next message to the assistant.\n\
+pub const CORRESPONDENT_FOLLOW_UP_NOTE: &str = "You are the user in this chat, a human talking to an AI assistant, and still the same person as in your earlier messages: the messages you wrote are yours, and the ones you received are the assistant's replies. Write your next message to the assistant.\n\
 - Use the same language as your earlier messages.\n\
 - React to the assistant's last reply as that person would: ask a follow-up question, ask for a clarification, push back, or share a detail the assistant asked for.\n\
 - Stay in your situation; do not switch to an unrelated subject, job or story.\n\
