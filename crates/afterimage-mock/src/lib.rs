@@ -9,8 +9,10 @@
 //! Answers need no model but look the part: structured-output requests get JSON that
 //! validates against the requested schema (arrays of `questions` are distinct questions
 //! built from words of the prompt), a system prompt casting the model as the user gets a
-//! follow-up question, anything else an assistant answer quoting the user. Every reply
-//! differs from the previous one, so generated datasets are not all identical.
+//! follow-up question, one asking to write a system prompt gets a user persona's, anything
+//! else an assistant answer quoting the user. Offered tools are called (arguments valid
+//! against their parameters), `stream: true` is answered with SSE. Every reply differs
+//! from the previous one, so generated datasets are not all identical.
 //!
 //! ```
 //! use afterimage_mock::{MockConfig, MockServer};

@@ -1,0 +1,99 @@
+//! How the mock behaves: latency, injected faults, auth and output quirks.
+
+use std::time::Duration;
+
+/// How a [`MockServer`](crate::MockServer) behaves; `Default` is instant, faultless and open.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct MockConfig {
+    /// Base delay before every model answer (and injected 500).
+    pub latency: Duration,
+    /// Each delay is drawn uniformly from `latency ± jitter` (never below zero).
+    pub jitter: Duration,
+    /// Fraction of model requests answered 500, in `0.0..=1.0`.
+    pub error_rate: f64,
+    /// Fraction of model requests answered 429 with `Retry-After`, in `0.0..=1.0`.
+    pub rate_limit_rate: f64,
+    /// The `Retry-After` seconds sent with injected 429s.
+    pub retry_after_secs: u64,
+    /// When set, requests without this key (Bearer, `x-goog-api-key`, `x-api-key` or
+    /// `?key=`) are answered 401.
+    pub require_key: Option<String>,
+    /// Answer structured-output requests with prose, to exercise clients' parse failures.
+    pub prose_instead_of_json: bool,
+    /// Seed of the per-request random streams (faults, jitter, text choices).
+    pub seed: u64,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        MockConfig {
+            latency: Duration::ZERO,
+            jitter: Duration::ZERO,
+            error_rate: 0.0,
+            rate_limit_rate: 0.0,
+            retry_after_secs: 1,
+            require_key: None,
+            prose_instead_of_json: false,
+            seed: 0,
+        }
+    }
+}
+
+impl MockConfig {
+    /// Sets the base latency of every model answer.
+    pub fn with_latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    /// Sets the jitter around the latency.
+    pub fn with_jitter(mut self, jitter: Duration) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Sets the fraction of model requests answered 500 (clamped to `0.0..=1.0`).
+    pub fn with_error_rate(mut self, rate: f64) -> Self {
+        self.error_rate = clamp_rate(rate);
+        self
+    }
+
+    /// Sets the fraction of model requests answered 429 (clamped to `0.0..=1.0`).
+    pub fn with_rate_limit_rate(mut self, rate: f64) -> Self {
+        self.rate_limit_rate = clamp_rate(rate);
+        self
+    }
+
+    /// Sets the `Retry-After` seconds of injected 429s.
+    pub fn with_retry_after_secs(mut self, secs: u64) -> Self {
+        self.retry_after_secs = secs;
+        self
+    }
+
+    /// Requires this API key on every request.
+    pub fn with_require_key(mut self, key: impl Into<String>) -> Self {
+        self.require_key = Some(key.into());
+        self
+    }
+
+    /// Answers structured-output requests with prose instead of JSON.
+    pub fn with_prose_instead_of_json(mut self, prose: bool) -> Self {
+        self.prose_instead_of_json = prose;
+        self
+    }
+
+    /// Sets the random seed.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+}
+
+fn clamp_rate(rate: f64) -> f64 {
+    if rate.is_nan() {
+        0.0
+    } else {
+        rate.clamp(0.0, 1.0)
+    }
+}

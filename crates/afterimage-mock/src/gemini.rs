@@ -1,0 +1,245 @@
+//! The Gemini `generateContent` REST wire format (`v1beta`).
+
+use hyper::StatusCode;
+use serde_json::{Value, json};
+
+use crate::reply::{Ask, Prompt, Reply, Role, ToolPick, Want, answer};
+use crate::server::{Answer, Call, Sse};
+use crate::text::{Rng, approx_tokens, pieces, word_count};
+
+/// The model listed by `GET /v1beta/models`.
+const DEFAULT_MODEL: &str = "mock-model";
+
+/// Gemini accepts both the proto JSON (camelCase) and original (snake_case) field names.
+fn field<'a>(value: &'a Value, camel: &str, snake: &str) -> Option<&'a Value> {
+    value.get(camel).or_else(|| value.get(snake))
+}
+
+/// `POST /v1beta/models/{model}:generateContent` (or `:streamGenerateContent`, as SSE
+/// with `alt=sse`, else as a JSON array of chunks).
+pub(crate) fn generate(
+    model: &str,
+    body: &Value,
+    call: Call,
+    stream: Option<bool>,
+) -> Result<Answer, String> {
+    let Call { n, mut rng, prose } = call;
+    let contents = body
+        .get("contents")
+        .and_then(Value::as_array)
+        .ok_or("'contents' is required and must be an array")?;
+
+    let mut prompt = Prompt::default();
+    if let Some(parts) =
+        field(body, "systemInstruction", "system_instruction").and_then(|s| s.get("parts"))
+    {
+        for text in parts.as_array().into_iter().flatten().filter_map(text_of) {
+            prompt.push(Role::System, text);
+        }
+    }
+    for content in contents {
+        let role = match content.get("role").and_then(Value::as_str) {
+            Some("model") => Role::Assistant,
+            Some("function" | "tool") => Role::Tool,
+            _ => Role::User,
+        };
+        let parts = content.get("parts").and_then(Value::as_array);
+        prompt.saw(role);
+        for part in parts.into_iter().flatten() {
+            if field(part, "functionResponse", "function_response").is_some() {
+                prompt.saw(Role::Tool);
+            }
+            if let Some(text) = text_of(part) {
+                prompt.push(role, text);
+            }
+        }
+    }
+
+    let config = field(body, "generationConfig", "generation_config");
+    let get = |camel, snake| config.and_then(|c| field(c, camel, snake));
+    let want = if let Some(schema) = get("responseJsonSchema", "response_json_schema")
+        .or_else(|| get("responseSchema", "response_schema"))
+    {
+        Want::Schema(schema)
+    } else if get("responseMimeType", "response_mime_type").and_then(Value::as_str)
+        == Some("application/json")
+    {
+        Want::AnyJson
+    } else {
+        Want::Text
+    };
+    let thinking = get("thinkingConfig", "thinking_config")
+        .and_then(|t| field(t, "includeThoughts", "include_thoughts"))
+        .and_then(Value::as_bool)
+        == Some(true);
+
+    let ask = Ask {
+        prompt: &prompt,
+        want,
+        tool: pick_tool(body, &prompt, &mut rng),
+        thinking,
+        prose_instead_of_json: prose,
+    };
+    let reply = answer(&ask, rng, n);
+
+    let prompt_tokens = approx_tokens(prompt.word_count());
+    let (parts, candidates_tokens, thoughts_tokens) = match reply {
+        Reply::Text { content, reasoning } => {
+            let thoughts = reasoning.as_deref().map_or(0, word_count);
+            let mut parts = Vec::with_capacity(2);
+            if let Some(r) = reasoning {
+                parts.push(json!({"text": r, "thought": true}));
+            }
+            let tokens = approx_tokens(word_count(&content));
+            parts.push(json!({"text": content}));
+            (parts, tokens, approx_tokens(thoughts))
+        }
+        Reply::ToolCall { name, arguments } => {
+            let tokens = approx_tokens(word_count(&arguments.to_string()));
+            let part = json!({"functionCall": {"name": name, "args": arguments}});
+            (vec![part], tokens, 0)
+        }
+    };
+    let mut usage = json!({
+        "promptTokenCount": prompt_tokens,
+        "candidatesTokenCount": candidates_tokens,
+        "totalTokenCount": prompt_tokens + candidates_tokens + thoughts_tokens,
+    });
+    if thoughts_tokens > 0 {
+        usage["thoughtsTokenCount"] = json!(thoughts_tokens);
+    }
+    let response_id = format!("mock-{n}");
+    let response = |parts: Vec<Value>, finish: bool| {
+        let mut candidate = json!({"content": {"role": "model", "parts": parts}, "index": 0});
+        if finish {
+            candidate["finishReason"] = json!("STOP");
+        }
+        json!({
+            "candidates": [candidate],
+            "usageMetadata": usage,
+            "modelVersion": model,
+            "responseId": response_id,
+        })
+    };
+
+    let Some(sse) = stream else {
+        return Ok(Answer::json(StatusCode::OK, &response(parts, true)));
+    };
+    // Streams send text in pieces; thoughts and function calls go whole.
+    let mut chunks = Vec::new();
+    for part in parts {
+        match part.get("text").and_then(Value::as_str) {
+            Some(text) if part.get("thought").is_none() => {
+                chunks.extend(pieces(text, 6).into_iter().map(|p| json!({"text": p})));
+            }
+            _ => chunks.push(part),
+        }
+    }
+    let last = chunks.len().saturating_sub(1);
+    let events = chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, part)| response(vec![part], i == last));
+    if sse {
+        let mut out = Sse::default();
+        events.for_each(|e| out.event(&e));
+        Ok(out.into_answer())
+    } else {
+        Ok(Answer::json(
+            StatusCode::OK,
+            &Value::Array(events.collect()),
+        ))
+    }
+}
+
+fn text_of(part: &Value) -> Option<&str> {
+    part.get("text").and_then(Value::as_str)
+}
+
+/// Calls a declared function unless the mode is `NONE` or the last turn was a function
+/// response; `allowedFunctionNames` narrows the choice.
+fn pick_tool<'a>(body: &'a Value, prompt: &Prompt<'_>, rng: &mut Rng) -> Option<ToolPick<'a>> {
+    let declarations: Vec<&Value> = body
+        .get("tools")?
+        .as_array()?
+        .iter()
+        .filter_map(|t| field(t, "functionDeclarations", "function_declarations"))
+        .filter_map(Value::as_array)
+        .flatten()
+        .collect();
+    let calling = field(body, "toolConfig", "tool_config")
+        .and_then(|c| field(c, "functionCallingConfig", "function_calling_config"));
+    let mode = calling.and_then(|c| c.get("mode")).and_then(Value::as_str);
+    if declarations.is_empty()
+        || mode.is_some_and(|m| m.eq_ignore_ascii_case("none"))
+        || prompt.last_role == Some(Role::Tool)
+    {
+        return None;
+    }
+    let allowed = calling
+        .and_then(|c| field(c, "allowedFunctionNames", "allowed_function_names"))
+        .and_then(Value::as_array)
+        .and_then(|names| names.first())
+        .and_then(Value::as_str);
+    let declaration = allowed
+        .and_then(|name| {
+            declarations
+                .iter()
+                .find(|d| d.get("name").and_then(Value::as_str) == Some(name))
+        })
+        .or_else(|| declarations.get(rng.below(declarations.len())))?;
+    Some(ToolPick {
+        name: declaration.get("name")?.as_str()?,
+        parameters: field(
+            declaration,
+            "parametersJsonSchema",
+            "parameters_json_schema",
+        )
+        .or_else(|| declaration.get("parameters")),
+    })
+}
+
+/// `GET /v1beta/models`.
+pub(crate) fn models() -> Answer {
+    Answer::json(
+        StatusCode::OK,
+        &json!({"models": [model_object(DEFAULT_MODEL)]}),
+    )
+}
+
+/// `GET /v1beta/models/{model}`: every model exists.
+pub(crate) fn model(model: &str) -> Answer {
+    Answer::json(StatusCode::OK, &model_object(model))
+}
+
+fn model_object(model: &str) -> Value {
+    json!({
+        "name": format!("models/{model}"),
+        "baseModelId": model,
+        "version": "001",
+        "displayName": model,
+        "description": "A mock model served by afterimage-mock.",
+        "inputTokenLimit": 1_048_576,
+        "outputTokenLimit": 65_536,
+        "supportedGenerationMethods": ["generateContent", "streamGenerateContent"],
+    })
+}
+
+/// An error body in Gemini's (Google RPC) shape.
+pub(crate) fn error(status: StatusCode, message: &str, retry_after_secs: u64) -> Value {
+    let rpc_status = match status.as_u16() {
+        400 | 413 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        404 => "NOT_FOUND",
+        429 => "RESOURCE_EXHAUSTED",
+        _ => "INTERNAL",
+    };
+    let mut error = json!({"code": status.as_u16(), "message": message, "status": rpc_status});
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        error["details"] = json!([{
+            "@type": "type.googleapis.com/google.rpc.RetryInfo",
+            "retryDelay": format!("{retry_after_secs}s"),
+        }]);
+    }
+    json!({"error": error})
+}

@@ -1,0 +1,231 @@
+//! The OpenAI Chat Completions wire format (also spoken by DeepSeek, vLLM, Ollama, ...).
+
+use hyper::StatusCode;
+use serde_json::{Value, json};
+
+use crate::reply::{Ask, Prompt, Reply, Role, ToolPick, Want, answer, is_thinking_model};
+use crate::server::{Answer, Call, Sse, unix_now};
+use crate::text::{Rng, approx_tokens, pieces};
+
+/// The model id reported when a request names none, and listed by `GET /v1/models`.
+pub(crate) const DEFAULT_MODEL: &str = "mock-model";
+
+/// `POST /v1/chat/completions`: a completion, or an SSE stream when `stream` is true.
+pub(crate) fn chat(body: &Value, call: Call) -> Result<Answer, String> {
+    let Call { n, mut rng, prose } = call;
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or(DEFAULT_MODEL);
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or("'messages' is required and must be an array")?;
+
+    let mut prompt = Prompt::default();
+    for message in messages {
+        let role = match message.get("role").and_then(Value::as_str) {
+            Some("system" | "developer") => Role::System,
+            Some("assistant") => Role::Assistant,
+            Some("tool" | "function") => Role::Tool,
+            _ => Role::User,
+        };
+        prompt.saw(role);
+        prompt.push_content(role, message.get("content"));
+    }
+
+    let format = body.get("response_format");
+    let want = match format.and_then(|f| f.get("type")).and_then(Value::as_str) {
+        Some("json_schema") => format
+            .and_then(|f| f.get("json_schema"))
+            .and_then(|j| j.get("schema"))
+            .map_or(Want::AnyJson, Want::Schema),
+        Some("json_object") => Want::AnyJson,
+        _ => Want::Text,
+    };
+    let ask = Ask {
+        prompt: &prompt,
+        want,
+        tool: pick_tool(body, &prompt, &mut rng),
+        thinking: is_thinking_model(model),
+        prose_instead_of_json: prose,
+    };
+    let reply = answer(&ask, rng, n);
+
+    let prompt_tokens = approx_tokens(prompt.word_count());
+    let completion_tokens = approx_tokens(reply.word_count());
+    let usage = json!({
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    });
+    let id = format!("chatcmpl-mock-{n}");
+    let created = unix_now();
+
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        let include_usage = body
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            == Some(true);
+        let usage = include_usage.then_some(usage);
+        return Ok(stream(&id, created, model, n, reply, usage));
+    }
+
+    let (message, finish_reason) = match reply {
+        Reply::Text { content, reasoning } => {
+            let mut message = json!({"role": "assistant", "content": content, "refusal": null});
+            if let Some(r) = reasoning {
+                message["reasoning_content"] = Value::String(r);
+            }
+            (message, "stop")
+        }
+        Reply::ToolCall { name, arguments } => (
+            json!({
+                "role": "assistant",
+                "content": null,
+                "tool_calls": [tool_call(n, &name, &arguments)],
+            }),
+            "tool_calls",
+        ),
+    };
+    Ok(Answer::json(
+        StatusCode::OK,
+        &json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "system_fingerprint": "fp_afterimage_mock",
+            "choices": [{
+                "index": 0,
+                "message": message,
+                "logprobs": null,
+                "finish_reason": finish_reason,
+            }],
+            "usage": usage,
+        }),
+    ))
+}
+
+/// Calls a tool when tools are offered, `tool_choice` is not `"none"`, and the last
+/// message is not already a tool result (so a dialog goes call -> result -> answer).
+fn pick_tool<'a>(body: &'a Value, prompt: &Prompt<'_>, rng: &mut Rng) -> Option<ToolPick<'a>> {
+    let functions: Vec<&Value> = body
+        .get("tools")?
+        .as_array()?
+        .iter()
+        .filter_map(|t| t.get("function"))
+        .collect();
+    let choice = body.get("tool_choice");
+    if functions.is_empty()
+        || choice.and_then(Value::as_str) == Some("none")
+        || prompt.last_role == Some(Role::Tool)
+    {
+        return None;
+    }
+    let forced = choice
+        .and_then(|c| c.pointer("/function/name"))
+        .and_then(Value::as_str);
+    let function = forced
+        .and_then(|name| {
+            functions
+                .iter()
+                .find(|f| f.get("name").and_then(Value::as_str) == Some(name))
+        })
+        .or_else(|| functions.get(rng.below(functions.len())))?;
+    Some(ToolPick {
+        name: function.get("name")?.as_str()?,
+        parameters: function.get("parameters"),
+    })
+}
+
+fn tool_call(n: u64, name: &str, arguments: &Value) -> Value {
+    json!({
+        "id": format!("call_mock_{n}"),
+        "type": "function",
+        "function": {"name": name, "arguments": arguments.to_string()},
+    })
+}
+
+/// The same answer as Server-Sent Events, all chunks in one body.
+fn stream(
+    id: &str,
+    created: u64,
+    model: &str,
+    n: u64,
+    reply: Reply,
+    usage: Option<Value>,
+) -> Answer {
+    let chunk = |delta: Value, finish: Option<&str>| {
+        json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        })
+    };
+    let mut sse = Sse::default();
+    let finish = match reply {
+        Reply::Text { content, reasoning } => {
+            sse.event(&chunk(json!({"role": "assistant", "content": ""}), None));
+            if let Some(r) = reasoning {
+                sse.event(&chunk(json!({"reasoning_content": r}), None));
+            }
+            for piece in pieces(&content, 6) {
+                sse.event(&chunk(json!({"content": piece}), None));
+            }
+            "stop"
+        }
+        Reply::ToolCall { name, arguments } => {
+            let mut call = tool_call(n, &name, &arguments);
+            call["index"] = json!(0);
+            sse.event(&chunk(
+                json!({"role": "assistant", "content": null, "tool_calls": [call]}),
+                None,
+            ));
+            "tool_calls"
+        }
+    };
+    sse.event(&chunk(json!({}), Some(finish)));
+    if let Some(usage) = usage {
+        sse.event(&json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": usage,
+        }));
+    }
+    sse.done();
+    sse.into_answer()
+}
+
+/// `GET /v1/models`.
+pub(crate) fn models() -> Answer {
+    Answer::json(
+        StatusCode::OK,
+        &json!({"object": "list", "data": [model_object(DEFAULT_MODEL)]}),
+    )
+}
+
+/// `GET /v1/models/{id}`: every id exists.
+pub(crate) fn model(id: &str) -> Answer {
+    Answer::json(StatusCode::OK, &model_object(id))
+}
+
+fn model_object(id: &str) -> Value {
+    json!({"id": id, "object": "model", "created": 0, "owned_by": "afterimage-mock"})
+}
+
+/// An error body in OpenAI's shape.
+pub(crate) fn error(status: StatusCode, message: &str) -> Value {
+    let (kind, code) = match status.as_u16() {
+        401 => ("invalid_request_error", json!("invalid_api_key")),
+        429 => ("rate_limit_error", json!("rate_limit_exceeded")),
+        500..=599 => ("server_error", Value::Null),
+        _ => ("invalid_request_error", Value::Null),
+    };
+    json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+}

@@ -1,0 +1,237 @@
+//! What to answer, independent of the wire format: the conversation as (role, text)
+//! pairs in, a text or a tool call out.
+
+use serde_json::{Value, json};
+
+use crate::schema_fill::{embedded_object, fill, fill_like, is_schema_like};
+use crate::text::{
+    Rng, TextGen, collect_keywords, contains_ci, plays_user, requested_tag, word_count,
+    writes_prompt,
+};
+
+/// Who wrote a piece of the conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    System,
+    User,
+    Assistant,
+    Tool,
+}
+
+/// The conversation as text pieces borrowed from the parsed request body.
+#[derive(Debug, Default)]
+pub(crate) struct Prompt<'a> {
+    parts: Vec<(Role, &'a str)>,
+    /// Role of the last non-system message, even when it carried no text (a tool call).
+    pub(crate) last_role: Option<Role>,
+}
+
+impl<'a> Prompt<'a> {
+    /// Records a piece of text said by `role`.
+    pub(crate) fn push(&mut self, role: Role, text: &'a str) {
+        self.parts.push((role, text));
+    }
+
+    /// Records that a message by `role` happened (text or not).
+    pub(crate) fn saw(&mut self, role: Role) {
+        if role != Role::System {
+            self.last_role = Some(role);
+        }
+    }
+
+    /// Records an OpenAI-style `content`: a string or an array of `{type, text}` parts.
+    pub(crate) fn push_content(&mut self, role: Role, content: Option<&'a Value>) {
+        match content {
+            Some(Value::String(s)) => self.push(role, s),
+            Some(Value::Array(parts)) => {
+                for text in parts.iter().filter_map(|p| p.get("text")?.as_str()) {
+                    self.push(role, text);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn texts(&self, role: Role) -> impl DoubleEndedIterator<Item = &'a str> + '_ {
+        self.parts
+            .iter()
+            .filter(move |(r, _)| *r == role)
+            .map(|(_, t)| *t)
+    }
+
+    fn last_text(&self, role: Role) -> Option<&'a str> {
+        self.texts(role).rev().find(|t| !t.trim().is_empty())
+    }
+
+    fn last_turn_text(&self) -> Option<&'a str> {
+        self.parts
+            .iter()
+            .rev()
+            .find(|(r, t)| *r != Role::System && !t.trim().is_empty())
+            .map(|(_, t)| *t)
+    }
+
+    /// Whitespace-separated words across the whole prompt.
+    pub(crate) fn word_count(&self) -> usize {
+        self.parts.iter().map(|(_, t)| word_count(t)).sum()
+    }
+
+    /// Keywords to build text from. With a `focus` text that offers a few, only those
+    /// (an answer should be about the question); otherwise the turns newest first, then
+    /// the system prompt. Longest first: long words are more often the topic's nouns.
+    fn keywords(&self, focus: Option<&'a str>) -> Vec<&'a str> {
+        const ENOUGH: usize = 3;
+        const KEEP: usize = 24;
+        let mut out = Vec::new();
+        if let Some(text) = focus {
+            collect_keywords(text, &mut out);
+        }
+        if out.len() < ENOUGH {
+            for (role, text) in self.parts.iter().rev() {
+                if *role != Role::System {
+                    collect_keywords(text, &mut out);
+                }
+            }
+            for text in self.texts(Role::System) {
+                collect_keywords(text, &mut out);
+            }
+        }
+        out.sort_by_key(|w| std::cmp::Reverse(w.len()));
+        out.truncate(KEEP);
+        out
+    }
+}
+
+/// The kind of content the request asks for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Want<'a> {
+    /// Free text.
+    Text,
+    /// JSON valid against this schema.
+    Schema(&'a Value),
+    /// Some JSON object, shape unspecified by the API (OpenAI `json_object`).
+    AnyJson,
+}
+
+/// A tool the mock decided to call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ToolPick<'a> {
+    /// The function's name.
+    pub(crate) name: &'a str,
+    /// Its parameters' JSON Schema, when declared.
+    pub(crate) parameters: Option<&'a Value>,
+}
+
+/// The mock's answer, before it is put into a wire format.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// A message.
+    Text {
+        content: String,
+        reasoning: Option<String>,
+    },
+    /// A function call with JSON arguments.
+    ToolCall { name: String, arguments: Value },
+}
+
+impl Reply {
+    /// Whitespace-separated words the model "wrote" (for token counts).
+    pub(crate) fn word_count(&self) -> usize {
+        match self {
+            Reply::Text { content, reasoning } => {
+                word_count(content) + reasoning.as_deref().map_or(0, word_count)
+            }
+            Reply::ToolCall { arguments, .. } => word_count(&arguments.to_string()),
+        }
+    }
+}
+
+/// Everything that shapes one answer.
+#[derive(Debug)]
+pub(crate) struct Ask<'a> {
+    pub(crate) prompt: &'a Prompt<'a>,
+    pub(crate) want: Want<'a>,
+    pub(crate) tool: Option<ToolPick<'a>>,
+    pub(crate) thinking: bool,
+    pub(crate) prose_instead_of_json: bool,
+}
+
+/// Reasoning models by name, as served by DeepSeek and friends.
+pub(crate) fn is_thinking_model(model: &str) -> bool {
+    ["reasoner", "thinking", "r1"]
+        .iter()
+        .any(|p| contains_ci(model, p))
+}
+
+/// Answers `ask`, varied by request number `n` and its random stream `rng`.
+pub(crate) fn answer(ask: &Ask<'_>, rng: Rng, n: u64) -> Reply {
+    let prompt = ask.prompt;
+    let plays_user = plays_user(prompt.texts(Role::System));
+    let last_user = prompt.last_text(Role::User);
+    // A simulated user reacts to whatever was said last; an assistant to the user.
+    let focus = if plays_user {
+        prompt.last_turn_text()
+    } else {
+        last_user
+    };
+    // Structured output (questions about a document, judge feedback) draws on the whole
+    // prompt; free text on the message it answers.
+    let structured =
+        ask.tool.is_some() || (!ask.prose_instead_of_json && !matches!(ask.want, Want::Text));
+    let keywords = prompt.keywords(if structured { None } else { focus });
+    let mut text = TextGen::new(keywords, rng, n);
+
+    if let Some(tool) = ask.tool {
+        let arguments = tool
+            .parameters
+            .map_or_else(|| json!({}), |schema| fill(schema, &mut text));
+        return Reply::ToolCall {
+            name: tool.name.to_string(),
+            arguments,
+        };
+    }
+
+    let json = if ask.prose_instead_of_json {
+        None
+    } else {
+        match ask.want {
+            Want::Text => None,
+            Want::Schema(schema) => Some(fill(schema, &mut text)),
+            Want::AnyJson => Some(any_json(prompt, &mut text, last_user)),
+        }
+    };
+    let content = match json {
+        Some(value) => value.to_string(),
+        None => {
+            let reply = if writes_prompt(prompt.texts(Role::System)) {
+                text.user_system_prompt()
+            } else if plays_user {
+                text.follow_up()
+            } else {
+                text.answer(last_user)
+            };
+            match prompt.texts(Role::System).find_map(requested_tag) {
+                Some(tag) => format!("<{tag}>{reply}</{tag}>"),
+                None => reply,
+            }
+        }
+    };
+    Reply::Text {
+        content,
+        reasoning: ask.thinking.then(|| text.reasoning()),
+    }
+}
+
+/// JSON without an API-level schema: follow a schema or example written into the
+/// prompt (system messages first, then user messages newest first), else a generic object.
+fn any_json(prompt: &Prompt<'_>, text: &mut TextGen<'_>, last_user: Option<&str>) -> Value {
+    let found = prompt
+        .texts(Role::System)
+        .chain(prompt.texts(Role::User).rev())
+        .find_map(embedded_object);
+    match found {
+        Some(schema) if is_schema_like(&schema) => fill(&schema, text),
+        Some(example) => fill_like(&example, text),
+        None => json!({ "response": text.answer(last_user) }),
+    }
+}

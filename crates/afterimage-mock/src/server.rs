@@ -1,0 +1,611 @@
+//! The HTTP server: accept loop, routing, auth, fault injection and latency.
+
+use std::convert::Infallible;
+use std::io::{self, Write as _};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::http::request::Parts;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::config::MockConfig;
+use crate::stats::{Counters, MockStats, bump};
+use crate::text::Rng;
+use crate::{gemini, openai};
+
+/// Pending connections the kernel may queue; thousands of clients connect at once.
+const BACKLOG: u32 = 4096;
+/// Largest request body accepted (413 beyond).
+const MAX_BODY: usize = 32 * 1024 * 1024;
+
+/// A response ready to send.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    status: StatusCode,
+    content_type: &'static str,
+    body: Vec<u8>,
+    retry_after: Option<u64>,
+}
+
+impl Answer {
+    /// `value` as a JSON response.
+    pub(crate) fn json(status: StatusCode, value: &Value) -> Self {
+        Answer {
+            status,
+            content_type: "application/json",
+            // Serializing a `Value` to memory cannot fail.
+            body: serde_json::to_vec(value).unwrap_or_default(),
+            retry_after: None,
+        }
+    }
+
+    fn into_response(self) -> Response<Full<Bytes>> {
+        let mut response = Response::new(Full::new(Bytes::from(self.body)));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(self.content_type),
+        );
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// A Server-Sent Events body built in memory.
+#[derive(Debug, Default)]
+pub(crate) struct Sse(Vec<u8>);
+
+impl Sse {
+    /// Appends `data: <json>` and a blank line.
+    pub(crate) fn event(&mut self, value: &Value) {
+        self.0.extend_from_slice(b"data: ");
+        // Writing a `Value` into a `Vec` cannot fail.
+        let _ = serde_json::to_writer(&mut self.0, value);
+        self.0.extend_from_slice(b"\n\n");
+    }
+
+    /// Appends OpenAI's end-of-stream marker.
+    pub(crate) fn done(&mut self) {
+        self.0.extend_from_slice(b"data: [DONE]\n\n");
+    }
+
+    pub(crate) fn into_answer(self) -> Answer {
+        Answer {
+            status: StatusCode::OK,
+            content_type: "text/event-stream",
+            body: self.0,
+            retry_after: None,
+        }
+    }
+}
+
+/// What a format handler needs to answer one model request.
+#[derive(Debug)]
+pub(crate) struct Call {
+    /// The request number (drives variety and ids).
+    pub(crate) n: u64,
+    /// The request's random stream.
+    pub(crate) rng: Rng,
+    /// [`MockConfig::prose_instead_of_json`].
+    pub(crate) prose: bool,
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: MockConfig,
+    stats: Counters,
+    next_request: AtomicU64,
+}
+
+/// A running mock LLM server on `127.0.0.1`.
+///
+/// Dropping it stops accepting connections and closes each open one after its in-flight
+/// request; [`MockServer::shutdown`] does the same and waits for it.
+#[derive(Debug)]
+pub struct MockServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    // Dropping the sender is the shutdown signal; `send(true)` is the explicit one.
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl MockServer {
+    /// Starts a server on a free port of `127.0.0.1` (needs a tokio runtime).
+    pub async fn start(config: MockConfig) -> io::Result<MockServer> {
+        MockServer::start_on(0, config).await
+    }
+
+    /// Starts a server on `127.0.0.1:port` (`0` picks a free port).
+    pub async fn start_on(port: u16, config: MockConfig) -> io::Result<MockServer> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
+        let socket = TcpSocket::new_v4()?;
+        // Lets `cargo xtask mock` restart on the same port while old sockets linger.
+        socket.set_reuseaddr(true)?;
+        socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
+        let listener = socket.listen(BACKLOG)?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            config,
+            stats: Counters::default(),
+            next_request: AtomicU64::new(0),
+        });
+        let (shutdown, signal) = watch::channel(false);
+        let task = runtime.spawn(accept_loop(listener, Arc::clone(&shared), signal));
+        tracing::debug!(%addr, "afterimage-mock listening");
+        Ok(MockServer {
+            addr,
+            shared,
+            shutdown,
+            task,
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The OpenAI-compatible base URL, `http://127.0.0.1:PORT/v1`.
+    pub fn openai_base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// The Gemini base URL, `http://127.0.0.1:PORT/v1beta`.
+    pub fn gemini_base_url(&self) -> String {
+        format!("http://{}/v1beta", self.addr)
+    }
+
+    /// The configuration the server runs with.
+    pub fn config(&self) -> &MockConfig {
+        &self.shared.config
+    }
+
+    /// A snapshot of the request counters.
+    pub fn stats(&self) -> MockStats {
+        self.shared.stats.snapshot()
+    }
+
+    /// Zeroes the counters (e.g. after a benchmark's warm-up).
+    pub fn reset_stats(&self) {
+        self.shared.stats.reset();
+    }
+
+    /// Stops accepting, lets in-flight requests finish, and waits until all is closed.
+    pub async fn shutdown(self) {
+        let MockServer { shutdown, task, .. } = self;
+        let _ = shutdown.send(true);
+        if let Err(e) = task.await {
+            tracing::warn!(error = %e, "afterimage-mock accept loop ended abnormally");
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut signal: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            // Fires on `send(true)` and when the `MockServer` is dropped.
+            _ = signal.changed() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    connections.spawn(serve(stream, Arc::clone(&shared), signal.clone()));
+                }
+                Err(e) => {
+                    // Usually out of file descriptors under a connection storm: back off
+                    // briefly instead of spinning, and keep serving.
+                    tracing::debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+async fn serve(stream: TcpStream, shared: Arc<Shared>, mut signal: watch::Receiver<bool>) {
+    // Small request/response pairs: Nagle would add delay for nothing.
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |req| {
+        let shared = Arc::clone(&shared);
+        async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = signal.changed() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::trace!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Which wire format an error should be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    OpenAi,
+    Gemini,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route<'a> {
+    OpenAiChat,
+    OpenAiModels,
+    OpenAiModel(&'a str),
+    /// `stream`: `None` for `generateContent`, `Some(sse)` for `streamGenerateContent`.
+    GeminiGenerate {
+        model: &'a str,
+        stream: Option<bool>,
+    },
+    GeminiModels,
+    GeminiModel(&'a str),
+    NotFound(Dialect),
+}
+
+impl<'a> Route<'a> {
+    fn parse(method: &Method, path: &'a str, query: Option<&str>) -> Route<'a> {
+        if let Some(rest) = path.strip_prefix("/v1beta") {
+            return Route::gemini(method, rest, query);
+        }
+        // OpenAI clients are configured with or without the `/v1` suffix.
+        let rest = path.strip_prefix("/v1").unwrap_or(path);
+        match (method, rest) {
+            (&Method::POST, "/chat/completions") => Route::OpenAiChat,
+            (&Method::GET, "/models") => Route::OpenAiModels,
+            (&Method::GET, r) => match r.strip_prefix("/models/") {
+                Some(id) if !id.is_empty() && !id.contains('/') => Route::OpenAiModel(id),
+                _ => Route::NotFound(Dialect::OpenAi),
+            },
+            _ => Route::NotFound(Dialect::OpenAi),
+        }
+    }
+
+    fn gemini(method: &Method, rest: &'a str, query: Option<&str>) -> Route<'a> {
+        let not_found = Route::NotFound(Dialect::Gemini);
+        if method == Method::GET && rest == "/models" {
+            return Route::GeminiModels;
+        }
+        let Some(name) = rest.strip_prefix("/models/").filter(|n| !n.contains('/')) else {
+            return not_found;
+        };
+        match (method, name.split_once(':')) {
+            (&Method::GET, None) if !name.is_empty() => Route::GeminiModel(name),
+            (&Method::POST, Some((model, action))) if !model.is_empty() => match action {
+                "generateContent" => Route::GeminiGenerate {
+                    model,
+                    stream: None,
+                },
+                "streamGenerateContent" => Route::GeminiGenerate {
+                    model,
+                    stream: Some(query.is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"))),
+                },
+                _ => not_found,
+            },
+            _ => not_found,
+        }
+    }
+
+    fn dialect(self) -> Dialect {
+        match self {
+            Route::GeminiGenerate { .. } | Route::GeminiModels | Route::GeminiModel(_) => {
+                Dialect::Gemini
+            }
+            Route::NotFound(d) => d,
+            _ => Dialect::OpenAi,
+        }
+    }
+}
+
+async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let stats = &shared.stats;
+    let _in_flight = stats.enter();
+    let config = &shared.config;
+    let (parts, body) = req.into_parts();
+    let route = Route::parse(&parts.method, parts.uri.path(), parts.uri.query());
+    let fail = |status: StatusCode, message: &str| {
+        error_answer(route.dialect(), status, message, config.retry_after_secs).into_response()
+    };
+
+    if matches!(route, Route::NotFound(_)) {
+        bump(&stats.not_found);
+        let message = format!("Invalid URL ({} {})", parts.method, parts.uri.path());
+        return fail(StatusCode::NOT_FOUND, &message);
+    }
+    if let Some(key) = &config.require_key
+        && !authorized(&parts, key)
+    {
+        bump(&stats.unauthorized);
+        return fail(
+            StatusCode::UNAUTHORIZED,
+            "Incorrect API key provided (afterimage-mock requires a key).",
+        );
+    }
+    let answer = match route {
+        Route::OpenAiModels => openai::models(),
+        Route::OpenAiModel(id) => openai::model(id),
+        Route::GeminiModels => gemini::models(),
+        Route::GeminiModel(model) => gemini::model(model),
+        Route::OpenAiChat | Route::GeminiGenerate { .. } => {
+            return model_call(shared, route, body)
+                .await
+                .unwrap_or_else(|(status, message)| {
+                    if status == StatusCode::BAD_REQUEST || status == StatusCode::PAYLOAD_TOO_LARGE
+                    {
+                        bump(&stats.bad_requests);
+                    }
+                    fail(status, &message)
+                });
+        }
+        Route::NotFound(_) => return fail(StatusCode::NOT_FOUND, "Not found"),
+    };
+    bump(&stats.models);
+    answer.into_response()
+}
+
+/// A chat/generate request: faults, then the answer, then the latency.
+async fn model_call(
+    shared: &Shared,
+    route: Route<'_>,
+    body: Incoming,
+) -> Result<Response<Full<Bytes>>, (StatusCode, String)> {
+    let (stats, config) = (&shared.stats, &shared.config);
+    bump(if route == Route::OpenAiChat {
+        &stats.chat_completions
+    } else {
+        &stats.generate_content
+    });
+    let value = read_json(body).await?;
+    if !value.is_object() {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "The request body must be a JSON object.".to_string(),
+        ));
+    }
+
+    let n = shared.next_request.fetch_add(1, Relaxed);
+    let mut rng = Rng::for_request(config.seed, n);
+    // One draw decides both faults so their rates add up exactly.
+    let draw = rng.next_f64();
+    if draw < config.rate_limit_rate {
+        bump(&stats.rate_limited);
+        return Err((
+            StatusCode::TOO_MANY_REQUESTS,
+            "Rate limit reached".to_string(),
+        ));
+    }
+    let delay = delay(config, &mut rng);
+    if draw < config.rate_limit_rate + config.error_rate {
+        sleep(delay).await;
+        bump(&stats.errors_injected);
+        return Err((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The server had an error while processing your request (injected by afterimage-mock)."
+                .to_string(),
+        ));
+    }
+
+    // Answer first so malformed requests fail at once, as real APIs reject them early.
+    let call = Call {
+        n,
+        rng,
+        prose: config.prose_instead_of_json,
+    };
+    let answer = match route {
+        Route::GeminiGenerate { model, stream } => gemini::generate(model, &value, call, stream),
+        _ => openai::chat(&value, call),
+    }
+    .map_err(|message| (StatusCode::BAD_REQUEST, message))?;
+    sleep(delay).await;
+    Ok(answer.into_response())
+}
+
+async fn sleep(delay: Duration) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// `latency ± jitter`, uniform, floored at zero.
+fn delay(config: &MockConfig, rng: &mut Rng) -> Duration {
+    if config.jitter.is_zero() {
+        return config.latency;
+    }
+    let offset = config.jitter.as_secs_f64() * (2.0 * rng.next_f64() - 1.0);
+    Duration::try_from_secs_f64((config.latency.as_secs_f64() + offset).max(0.0))
+        .unwrap_or(config.latency)
+}
+
+async fn read_json(body: Incoming) -> Result<Value, (StatusCode, String)> {
+    let bytes = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            let message = format!("The request body is larger than {MAX_BODY} bytes.");
+            return Err((StatusCode::PAYLOAD_TOO_LARGE, message));
+        }
+        Err(e) => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("Could not read the body: {e}"),
+            ));
+        }
+    };
+    serde_json::from_slice(&bytes).map_err(|e| {
+        let message = format!("We could not parse the JSON body of your request: {e}");
+        (StatusCode::BAD_REQUEST, message)
+    })
+}
+
+/// The key may come as `Authorization: Bearer`, `x-goog-api-key`, `x-api-key` or `?key=`.
+fn authorized(parts: &Parts, key: &str) -> bool {
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    header(header::AUTHORIZATION.as_str())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|v| v.trim() == key)
+        || header("x-goog-api-key") == Some(key)
+        || header("x-api-key") == Some(key)
+        || parts
+            .uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv.strip_prefix("key=") == Some(key)))
+}
+
+fn error_answer(dialect: Dialect, status: StatusCode, message: &str, retry_after: u64) -> Answer {
+    let body = match dialect {
+        Dialect::OpenAi => openai::error(status, message),
+        Dialect::Gemini => gemini::error(status, message, retry_after),
+    };
+    let mut answer = Answer::json(status, &body);
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        answer.retry_after = Some(retry_after);
+    }
+    answer
+}
+
+/// Serves on `127.0.0.1:port` in the foreground, printing the URLs and a stats line
+/// every few seconds while requests come in, until Ctrl-C.
+pub async fn run(port: u16, config: MockConfig) -> io::Result<()> {
+    let server = MockServer::start_on(port, config).await?;
+    say(format_args!(
+        "afterimage-mock listening on {}\n  OpenAI base URL: {}  (POST /chat/completions, GET /models)\n  \
+         Gemini base URL: {}  (POST /models/{{model}}:generateContent, GET /models)\nPress Ctrl-C to stop.",
+        server.base_url(),
+        server.openai_base_url(),
+        server.gemini_base_url(),
+    ));
+    let mut ticker = tokio::time::interval(Duration::from_secs(5));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reported = 0;
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut ctrl_c = std::pin::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            result = &mut ctrl_c => {
+                result?;
+                break;
+            }
+            _ = ticker.tick() => {
+                let stats = server.stats();
+                if stats.requests != reported {
+                    reported = stats.requests;
+                    say(format_args!("{stats}"));
+                }
+            }
+        }
+    }
+    let stats = server.stats();
+    // Ctrl-C is ours now, so a second one would not kill a shutdown stuck behind a long
+    // latency: bound the wait instead.
+    let _ = tokio::time::timeout(Duration::from_secs(2), server.shutdown()).await;
+    say(format_args!("stopped; {stats}"));
+    Ok(())
+}
+
+/// Prints a line, ignoring a closed stdout (e.g. piped into `head`).
+fn say(args: std::fmt::Arguments<'_>) {
+    let _ = writeln!(io::stdout().lock(), "{args}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let post = Method::POST;
+        let get = Method::GET;
+        assert_eq!(
+            Route::parse(&post, "/v1/chat/completions", None),
+            Route::OpenAiChat
+        );
+        assert_eq!(
+            Route::parse(&post, "/chat/completions", None),
+            Route::OpenAiChat
+        );
+        assert_eq!(Route::parse(&get, "/models", None), Route::OpenAiModels);
+        assert_eq!(
+            Route::parse(&get, "/v1/models/gpt-x", None),
+            Route::OpenAiModel("gpt-x")
+        );
+        assert_eq!(
+            Route::parse(&post, "/v1beta/models/gemini-x:generateContent", None),
+            Route::GeminiGenerate {
+                model: "gemini-x",
+                stream: None
+            }
+        );
+        assert_eq!(
+            Route::parse(
+                &post,
+                "/v1beta/models/g:streamGenerateContent",
+                Some("key=k&alt=sse")
+            ),
+            Route::GeminiGenerate {
+                model: "g",
+                stream: Some(true)
+            }
+        );
+        assert_eq!(
+            Route::parse(&get, "/v1beta/models/g", None),
+            Route::GeminiModel("g")
+        );
+        assert_eq!(
+            Route::parse(&get, "/v1/chat/completions", None),
+            Route::NotFound(Dialect::OpenAi)
+        );
+        assert_eq!(
+            Route::parse(&post, "/v1beta/models/g:countTokens", None),
+            Route::NotFound(Dialect::Gemini)
+        );
+    }
+
+    #[test]
+    fn jitter_stays_within_bounds() {
+        let config = MockConfig::default()
+            .with_latency(Duration::from_millis(10))
+            .with_jitter(Duration::from_millis(20));
+        let mut rng = Rng::for_request(0, 0);
+        for _ in 0..1000 {
+            assert!(delay(&config, &mut rng) <= Duration::from_millis(30));
+        }
+    }
+}
