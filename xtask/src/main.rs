@@ -9,11 +9,16 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+mod tidy;
+
 const USAGE: &str = "\
 Usage: cargo xtask <command> [options]
 
 Commands:
+  demo    Generate a dataset offline: the CLI runs examples/support-bot.yaml against the mock
   mock    Run the mock LLM server in the foreground (OpenAI and Gemini formats)
+  tidy    Check the crate layering and module docs
+  ci      What CI runs: fmt --check, clippy -D warnings, tests
   help    Show this help
 
 Run `cargo xtask <command> --help` for a command's options.";
@@ -35,7 +40,10 @@ fn dispatch(args: &[String]) -> Result<()> {
         return Ok(());
     };
     match command.as_str() {
+        "demo" => demo(rest),
         "mock" => mock(rest),
+        "tidy" => tidy::tidy(&workspace_root()),
+        "ci" => ci(),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
@@ -110,6 +118,129 @@ fn mock(args: &[String]) -> Result<()> {
     runtime
         .block_on(afterimage_mock::run(port, config))
         .with_context(|| format!("serving the mock on 127.0.0.1:{port}"))
+}
+
+const DEMO_USAGE: &str = "\
+Usage: cargo xtask demo [options]
+
+Starts the mock LLM server on a free port and runs
+  afterimage generate --config examples/support-bot.yaml --provider local --base-url <mock>
+writing target/demo/support-bot.jsonl. No API key and no network needed.
+
+Options:
+  --num-dialogs N        Dialogs to generate [default: 24]
+  --latency-ms L         Mock latency per request [default: 150]";
+
+/// `cargo xtask demo`: the real CLI, over real HTTP, against the mock server.
+fn demo(args: &[String]) -> Result<()> {
+    let flags = Flags::parse(args, &["--num-dialogs", "--latency-ms"], &[])?;
+    if flags.help {
+        println!("{DEMO_USAGE}");
+        return Ok(());
+    }
+    let dialogs: u64 = flags.value("--num-dialogs")?.unwrap_or(24);
+    let latency: u64 = flags.value("--latency-ms")?.unwrap_or(150);
+    let root = workspace_root();
+    let out = root.join("target/demo/support-bot.jsonl");
+    // A fresh file each time, so the demo shows one run's rows.
+    let _ = std::fs::remove_file(&out);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let config = afterimage_mock::MockConfig::default()
+        .with_latency(Duration::from_millis(latency))
+        .with_jitter(Duration::from_millis(latency / 2));
+    let server = runtime
+        .block_on(afterimage_mock::MockServer::start(config))
+        .context("starting the mock server")?;
+    println!(
+        "mock LLM server at {} ({latency} ms latency)",
+        server.base_url()
+    );
+
+    let status = std::process::Command::new(cargo())
+        .current_dir(&root)
+        .args([
+            "run",
+            "--quiet",
+            "--package",
+            "afterimage-cli",
+            "--",
+            "generate",
+        ])
+        .args([
+            "--config",
+            "examples/support-bot.yaml",
+            "--provider",
+            "local",
+            "--model",
+            "mock-model",
+        ])
+        .args(["--base-url", &server.openai_base_url()])
+        .args([
+            "--num-dialogs",
+            &dialogs.to_string(),
+            "--max-concurrency",
+            "8",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .context("running the afterimage CLI")?;
+    println!("{}", server.stats());
+    runtime.block_on(server.shutdown());
+    if !status.success() {
+        bail!("the CLI failed ({status})");
+    }
+
+    let rows =
+        std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
+    // The row exactly as stored: Python afterimage's keys, in its order.
+    if let Some(first) = rows.lines().next() {
+        println!("\nthe first row of {}:\n{first}", out.display());
+    }
+    Ok(())
+}
+
+/// `cargo xtask ci`: the checks `.ci/run` makes, in the same order.
+fn ci() -> Result<()> {
+    let root = workspace_root();
+    for args in [
+        &["fmt", "--all", "--check"][..],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &["test", "--workspace"],
+    ] {
+        println!("== cargo {}", args.join(" "));
+        let status = std::process::Command::new(cargo())
+            .current_dir(&root)
+            .args(args)
+            .status()
+            .with_context(|| format!("running cargo {}", args.join(" ")))?;
+        if !status.success() {
+            bail!("cargo {} failed", args.join(" "));
+        }
+    }
+    Ok(())
+}
+
+/// The workspace root (this crate's parent folder).
+fn workspace_root() -> std::path::PathBuf {
+    let xtask = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask.parent().unwrap_or(xtask).to_path_buf()
+}
+
+/// The cargo that runs us, so toolchain overrides carry over.
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
 /// A fraction flag, checked to lie in `0..=1`.

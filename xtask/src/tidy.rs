@@ -54,13 +54,20 @@ pub(crate) fn tidy(root: &Path) -> Result<()> {
         let lib = std::fs::read_to_string(dir.join("src/lib.rs"))
             .with_context(|| format!("reading {krate}/src/lib.rs"))?;
         if !lib.trim_start().starts_with("//!") {
-            problems.push(format!("{krate}/src/lib.rs does not start with a `//!` crate doc"));
+            problems.push(format!(
+                "{krate}/src/lib.rs does not start with a `//!` crate doc"
+            ));
         }
     }
     for file in rust_files(&root.join("crates"))? {
         let text = std::fs::read_to_string(&file)?;
-        let is_module = file.parent().and_then(Path::file_name).is_some_and(|d| d == "src")
-            && file.file_name().is_some_and(|f| f != "main.rs");
+        let is_module = file
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|d| d == "src")
+            && file
+                .file_name()
+                .is_some_and(|f| f != "main.rs" && f != "lib.rs");
         if is_module && !text.trim_start().starts_with("//!") {
             problems.push(format!("{} has no `//!` module doc", file.display()));
         }
@@ -68,7 +75,11 @@ pub(crate) fn tidy(root: &Path) -> Result<()> {
     if problems.is_empty() {
         Ok(())
     } else {
-        bail!("tidy found {} problem(s):\n  {}", problems.len(), problems.join("\n  "))
+        bail!(
+            "tidy found {} problem(s):\n  {}",
+            problems.len(),
+            problems.join("\n  ")
+        )
     }
 }
 
@@ -122,7 +133,13 @@ mod tests {
     #[test]
     fn upward_dependencies_are_found() {
         let manifest = "[dependencies]\nafterimage-engine.workspace = true\nserde = \"1\"\n\n[dev-dependencies]\nafterimage-mock.workspace = true\n";
-        assert_eq!(workspace_deps(manifest, "dependencies"), ["afterimage-engine"]);
-        assert_eq!(workspace_deps(manifest, "dev-dependencies"), ["afterimage-mock"]);
+        assert_eq!(
+            workspace_deps(manifest, "dependencies"),
+            ["afterimage-engine"]
+        );
+        assert_eq!(
+            workspace_deps(manifest, "dev-dependencies"),
+            ["afterimage-mock"]
+        );
     }
 }

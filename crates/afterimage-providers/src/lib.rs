@@ -1,4 +1,3 @@
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 //! LLM provider clients for afterimage, each a [`ChatModel`](afterimage_core::ChatModel).
 //!
 //! - [`OpenAiCompatible`]: OpenAI Chat Completions at any base URL (OpenAI, DeepSeek,
@@ -35,6 +34,7 @@
 //! # Ok(())
 //! # }
 //! ```
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub use crate::{
     error::BuildError,
