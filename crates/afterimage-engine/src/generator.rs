@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use afterimage_core::{
-    ChatModel, Evaluator, InstructionGenerator, RespondentPromptModifier, Storage,
+    ApiKey, ChatModel, Evaluator, InstructionGenerator, RespondentPromptModifier, Storage,
 };
+use afterimage_providers::Gemini;
 use afterimage_storage::JsonlStorage;
 use afterimage_strategies::{LlmJudge, correspondent_follow_up_note, write_correspondent_prompt};
 use tokio::sync::OnceCell;
@@ -123,6 +124,8 @@ impl ConversationGenerator {
 pub struct ConversationGeneratorBuilder {
     respondent_prompt: Option<String>,
     model: Option<Arc<dyn ChatModel>>,
+    api_key: Option<ApiKey>,
+    model_name: Option<String>,
     correspondent_model: Option<Arc<dyn ChatModel>>,
     correspondent_prompt: Option<String>,
     instructions: Option<Arc<dyn InstructionGenerator>>,
@@ -146,6 +149,21 @@ impl ConversationGeneratorBuilder {
     /// The model for the respondent, and for the correspondent unless one is set.
     pub fn model(mut self, model: Arc<dyn ChatModel>) -> Self {
         self.model = Some(model);
+        self
+    }
+
+    /// The seed's shorthand: with an API key (and optionally
+    /// [`model_name`](Self::model_name)) and no [`model`](Self::model), the generator
+    /// talks to Gemini, the Python library's default provider.
+    pub fn api_key(mut self, key: impl Into<ApiKey>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// The Gemini model for the [`api_key`](Self::api_key) shorthand (default
+    /// `gemini-2.0-flash`).
+    pub fn model_name(mut self, name: impl Into<String>) -> Self {
+        self.model_name = Some(name.into());
         self
     }
 
@@ -230,9 +248,24 @@ impl ConversationGeneratorBuilder {
             .respondent_prompt
             .filter(|p| !p.trim().is_empty())
             .ok_or_else(|| missing("the respondent prompt", "call .respondent_prompt(...)"))?;
-        let respondent = self
-            .model
-            .ok_or_else(|| missing("the model", "call .model(...)"))?;
+        let respondent = match (self.model, self.api_key) {
+            (Some(model), _) => model,
+            (None, Some(key)) => {
+                let name = self.model_name.as_deref().unwrap_or("gemini-2.0-flash");
+                let gemini = Gemini::builder()
+                    .api_key(key)
+                    .model(name)
+                    .build()
+                    .map_err(|e| EngineError::Config(format!("the Gemini client: {e}")))?;
+                Arc::new(gemini) as Arc<dyn ChatModel>
+            }
+            (None, None) => {
+                return Err(missing(
+                    "the model",
+                    "call .model(...), or .api_key(...) for Gemini",
+                ));
+            }
+        };
         let instructions = self.instructions.ok_or_else(|| {
             missing(
                 "the instruction generator",
