@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use afterimage_core::{Document, DocumentSource};
-use afterimage_engine::{EngineError, RunReport};
+use afterimage_engine::EngineError;
 use anyhow::{Context, anyhow};
 
 use crate::Failure;
 use crate::args::{GenerateArgs, ValidateArgs};
 use crate::build;
-use crate::config;
+use crate::config::{self, ProviderKind};
 use crate::output::{Progress, print_report};
 use crate::settings::{DocumentsSpec, KeyPolicy, Overrides, Settings};
 
@@ -61,15 +61,9 @@ pub(crate) async fn validate(args: ValidateArgs) -> Result<(), Failure> {
 
     match (&settings.key_env, &settings.api_key) {
         (Some(var), Some(_)) => println!("ok    API key in {var}"),
-        (Some(var), None)
-            if settings.base_url.is_none() || settings.provider.default_key_env().is_some() =>
-        {
-            if settings.provider == crate::config::ProviderKind::Local {
-                println!("ok    no API key needed ({var} is not set)");
-            } else {
-                println!("fail  API key: {var} is not set (export {var}=<your key>)");
-                usage_problems += 1;
-            }
+        (Some(var), None) if settings.provider != ProviderKind::Local => {
+            println!("fail  API key: {var} is not set (export {var}=<your key>)");
+            usage_problems += 1;
         }
         _ => println!("ok    no API key needed"),
     }
@@ -179,9 +173,4 @@ fn check_writable(output: &Path) -> anyhow::Result<()> {
         anyhow::bail!("{} is a folder, not a file", output.display());
     }
     Ok(())
-}
-
-/// For `--json` consumers and tests: the report of a run as JSON.
-pub(crate) fn report_json(report: &RunReport) -> String {
-    serde_json::to_string(report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }

@@ -56,7 +56,10 @@ impl Progress {
 /// Prints the report as a table, or as one JSON object with `--json`.
 pub(crate) fn print_report(report: &RunReport, json: bool) {
     if json {
-        println!("{}", crate::commands::report_json(report));
+        match serde_json::to_string(report) {
+            Ok(line) => println!("{line}"),
+            Err(e) => eprintln!("error: the report could not be encoded as JSON: {e}"),
+        }
         return;
     }
     println!("{}", table(report));
