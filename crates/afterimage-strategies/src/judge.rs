@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use afterimage_core::{
-    ChatModel, ChatRequest, ConversationRow, CriterionScore, Evaluation, Evaluator, Grade,
-    JsonSchema, Message, Role, StrategyError, Usage, Verdict, parse_lenient, snippet,
+    ChatModel, ChatRequest, ConversationRow, CriterionScore, Embedder, Evaluation, Evaluator,
+    Grade, JsonSchema, Message, Role, StrategyError, Usage, Verdict, parse_lenient, snippet,
 };
 use async_trait::async_trait;
 use serde::de::{Deserialize, Deserializer, Error as _};
@@ -27,13 +27,35 @@ use crate::prompts::{
 /// that lacks a criterion or a numeric score gets one more chance; then the judge
 /// fails with [`StrategyError::MalformedOutput`].
 ///
+/// A criterion that does not apply is left out rather than scored: `grounding` when the
+/// assistant was given no context. With an [`Embedder`](Self::embedder), three cosine
+/// similarities join the criteria (`embedding_coherence`: question and answer;
+/// `embedding_grounding`: context and answer; `embedding_relevance`: context and
+/// question; the last two only with a context).
+///
 /// The [`Verdict`] carries the tokens and requests the judge spent, retry included.
 pub struct LlmJudge {
     model: Arc<dyn ChatModel>,
     model_name: Option<String>,
     temperature: f32,
     criteria: Vec<String>,
+    descriptions: BTreeMap<String, String>,
+    weights: BTreeMap<String, f64>,
+    aggregation: Aggregation,
+    embedder: Option<Arc<dyn Embedder>>,
     system_prompt: String,
+}
+
+/// How criterion scores combine into the overall score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Aggregation {
+    /// The plain mean (the Python library's default).
+    #[default]
+    Mean,
+    /// The lowest score: one bad criterion fails the dialog.
+    Min,
+    /// The mean weighted by [`LlmJudge::weight`] (1 for criteria without a weight).
+    WeightedMean,
 }
 
 impl LlmJudge {
@@ -45,8 +67,46 @@ impl LlmJudge {
             model_name: None,
             temperature: 0.2,
             criteria: DEFAULT_JUDGE_CRITERIA.map(str::to_owned).to_vec(),
+            descriptions: BTreeMap::new(),
+            weights: BTreeMap::new(),
+            aggregation: Aggregation::Mean,
+            embedder: None,
             system_prompt: DEFAULT_JUDGE_PROMPT.to_owned(),
         }
+    }
+
+    /// Adds a criterion of the user's own, with the explanation the judge is given
+    /// (or replaces the explanation of an existing one).
+    pub fn criterion(mut self, name: impl Into<String>, description: impl Into<String>) -> Self {
+        let name = name.into().trim().to_owned();
+        if name.is_empty() {
+            return self;
+        }
+        if !self.criteria.iter().any(|c| c.eq_ignore_ascii_case(&name)) {
+            self.criteria.push(name.clone());
+        }
+        self.descriptions
+            .insert(name.to_lowercase(), description.into());
+        self
+    }
+
+    /// The weight of a criterion in [`Aggregation::WeightedMean`] (default 1).
+    pub fn weight(mut self, name: impl Into<String>, weight: f64) -> Self {
+        self.weights
+            .insert(name.into().to_lowercase(), weight.max(0.0));
+        self
+    }
+
+    /// How scores combine (default: the mean).
+    pub fn aggregation(mut self, aggregation: Aggregation) -> Self {
+        self.aggregation = aggregation;
+        self
+    }
+
+    /// Adds the embedding similarities to the scores.
+    pub fn embedder(mut self, embedder: Arc<dyn Embedder>) -> Self {
+        self.embedder = Some(embedder);
+        self
     }
 
     /// The model name sent with each request (`None`: the client's default), so one
@@ -95,28 +155,125 @@ impl LlmJudge {
         &self.criteria
     }
 
-    fn request(&self, messages: Vec<Message>) -> ChatRequest {
+    fn request(&self, messages: Vec<Message>, criteria: &[String]) -> ChatRequest {
         let mut request = ChatRequest::new(messages)
             .temperature(self.temperature)
-            .json_schema(judge_schema(&self.criteria));
+            .json_schema(judge_schema(criteria));
         request.model = self.model_name.clone();
         request
     }
 
-    fn system_message(&self) -> String {
-        let criteria: String = self
-            .criteria
+    fn system_message(&self, criteria: &[String]) -> String {
+        let lines: String = criteria
             .iter()
-            .map(|name| format!("- {name}: {}", describe(name)))
+            .map(|name| format!("- {name}: {}", self.describe(name)))
             .collect::<Vec<_>>()
             .join("\n");
         fill(
             &self.system_prompt,
-            &[
-                ("criteria", &criteria),
-                ("shape", &answer_shape(&self.criteria)),
-            ],
+            &[("criteria", &lines), ("shape", &answer_shape(criteria))],
         )
+    }
+
+    /// The user's explanation of a criterion, the built-in one, or a generic one.
+    fn describe(&self, name: &str) -> String {
+        self.descriptions
+            .get(&name.to_lowercase())
+            .cloned()
+            .unwrap_or_else(|| describe(name))
+    }
+
+    /// The criteria that apply to `row`: grounding needs a context to be grounded in.
+    fn applicable(&self, row: &ConversationRow) -> Vec<String> {
+        let has_context = row
+            .response_context
+            .as_deref()
+            .is_some_and(|c| !c.trim().is_empty());
+        self.criteria
+            .iter()
+            .filter(|name| has_context || !name.eq_ignore_ascii_case("grounding"))
+            .cloned()
+            .collect()
+    }
+
+    /// The embedding similarities of `row`, as extra criteria.
+    async fn embedding_scores(
+        &self,
+        embedder: &dyn Embedder,
+        row: &ConversationRow,
+    ) -> Result<BTreeMap<String, CriterionScore>, StrategyError> {
+        let questions: Vec<&str> = by_role(row, Role::User);
+        let answers: Vec<&str> = by_role(row, Role::Assistant);
+        let context = row.response_context.as_deref().map(str::trim).unwrap_or("");
+        let mut texts: Vec<String> = Vec::new();
+        texts.extend(questions.iter().map(|t| t.to_string()));
+        texts.extend(answers.iter().map(|t| t.to_string()));
+        if !context.is_empty() {
+            texts.push(context.to_owned());
+        }
+        let vectors = embedder.embed(&texts).await?;
+        if vectors.len() != texts.len() {
+            return Err(StrategyError::MalformedOutput {
+                message: format!(
+                    "the embedder returned {} vectors for {} texts",
+                    vectors.len(),
+                    texts.len()
+                ),
+            });
+        }
+        let (q, rest) = vectors.split_at(questions.len());
+        let (a, c) = rest.split_at(answers.len());
+        let mut out = BTreeMap::new();
+        let mut put = |name: &str, what: &str, pairs: Vec<f64>| {
+            if !pairs.is_empty() {
+                let score = (pairs.iter().sum::<f64>() / pairs.len() as f64).clamp(0.0, 1.0);
+                out.insert(
+                    name.to_owned(),
+                    CriterionScore {
+                        feedback: format!("mean cosine similarity of {what}"),
+                        score,
+                    },
+                );
+            }
+        };
+        put(
+            "embedding_coherence",
+            "each question and its answer",
+            q.iter().zip(a).map(|(q, a)| cosine(q, a)).collect(),
+        );
+        if let Some(context) = c.first() {
+            put(
+                "embedding_grounding",
+                "the context and each answer",
+                a.iter().map(|a| cosine(context, a)).collect(),
+            );
+            put(
+                "embedding_relevance",
+                "the context and each question",
+                q.iter().map(|q| cosine(context, q)).collect(),
+            );
+        }
+        Ok(out)
+    }
+
+    fn verdict(
+        &self,
+        mut criteria: BTreeMap<String, CriterionScore>,
+        extra: BTreeMap<String, CriterionScore>,
+        usage: Usage,
+        requests: u32,
+    ) -> Verdict {
+        criteria.extend(extra);
+        let score = aggregate(self.aggregation, &self.weights, &criteria);
+        Verdict {
+            evaluation: Evaluation {
+                criteria,
+                overall_grade: Grade::from_score(score),
+            },
+            score,
+            usage,
+            requests,
+        }
     }
 }
 
@@ -135,20 +292,28 @@ impl std::fmt::Debug for LlmJudge {
 #[async_trait]
 impl Evaluator for LlmJudge {
     async fn evaluate(&self, row: &ConversationRow) -> Result<Verdict, StrategyError> {
-        if self.criteria.is_empty() {
+        let criteria = self.applicable(row);
+        if criteria.is_empty() {
             return Err(StrategyError::Config(
-                "the judge needs at least one criterion".to_owned(),
+                "the judge has no criterion that applies to this dialog".to_owned(),
             ));
         }
+        let extra = match &self.embedder {
+            Some(embedder) => self.embedding_scores(embedder.as_ref(), row).await?,
+            None => BTreeMap::new(),
+        };
         let mut messages = vec![
-            Message::system(self.system_message()),
+            Message::system(self.system_message(&criteria)),
             Message::user(judge_user_message(row)),
         ];
-        let first = self.model.chat(self.request(messages.clone())).await?;
+        let first = self
+            .model
+            .chat(self.request(messages.clone(), &criteria))
+            .await?;
         let mut usage = first.usage;
         let answer = first.message.content;
-        let problem = match read_scores(&answer, &self.criteria) {
-            Ok(criteria) => return Ok(verdict(criteria, usage, 1)),
+        let problem = match read_scores(&answer, &criteria) {
+            Ok(scores) => return Ok(self.verdict(scores, extra, usage, 1)),
             Err(problem) => problem,
         };
         tracing::debug!(
@@ -161,23 +326,79 @@ impl Evaluator for LlmJudge {
             JUDGE_CORRECTION,
             &[
                 ("problem", &problem),
-                ("names", &self.criteria.join(", ")),
-                ("shape", &answer_shape(&self.criteria)),
+                ("names", &criteria.join(", ")),
+                ("shape", &answer_shape(&criteria)),
             ],
         )));
-        let second = self.model.chat(self.request(messages)).await?;
+        let second = self.model.chat(self.request(messages, &criteria)).await?;
         usage += second.usage;
         let answer = second.message.content;
-        match read_scores(&answer, &self.criteria) {
-            Ok(criteria) => Ok(verdict(criteria, usage, 2)),
+        match read_scores(&answer, &criteria) {
+            Ok(scores) => Ok(self.verdict(scores, extra, usage, 2)),
             Err(problem) => Err(StrategyError::MalformedOutput {
                 message: format!(
                     "asked twice for scores on {}, but {problem}; the answer starts: {}",
-                    self.criteria.join(", "),
+                    criteria.join(", "),
                     snippet(answer.trim(), 200)
                 ),
             }),
         }
+    }
+}
+
+/// The overall score of `criteria` under `aggregation` (`weights` by lowercase name).
+fn aggregate(
+    aggregation: Aggregation,
+    weights: &BTreeMap<String, f64>,
+    criteria: &BTreeMap<String, CriterionScore>,
+) -> f64 {
+    let scores = || criteria.values().map(|c| c.score);
+    let value = match aggregation {
+        Aggregation::Mean => scores().sum::<f64>() / criteria.len().max(1) as f64,
+        Aggregation::Min => scores().fold(1.0, f64::min),
+        Aggregation::WeightedMean => {
+            let weight = |name: &String| weights.get(&name.to_lowercase()).copied().unwrap_or(1.0);
+            let total: f64 = criteria.keys().map(weight).sum();
+            if total <= 0.0 {
+                0.0
+            } else {
+                criteria
+                    .iter()
+                    .map(|(name, c)| c.score * weight(name))
+                    .sum::<f64>()
+                    / total
+            }
+        }
+    };
+    // Summing floats drifts in the last bits (three 0.7s average to 0.6999999999999998),
+    // which could drop a dialog scored exactly on a band's edge into the band below.
+    (value * 1e9).round() / 1e9
+}
+
+fn by_role(row: &ConversationRow, role: Role) -> Vec<&str> {
+    row.conversations
+        .iter()
+        .filter(|m| m.role == role && !m.content.trim().is_empty())
+        .map(|m| m.content.as_str())
+        .collect()
+}
+
+/// Cosine similarity, 0 for a zero vector or mismatched lengths.
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    if a.len() != b.len() || a.is_empty() {
+        return 0.0;
+    }
+    let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(*x), f64::from(*y));
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na.sqrt() * nb.sqrt())
     }
 }
 
@@ -256,7 +477,7 @@ fn judge_user_message(row: &ConversationRow) -> String {
         }
         if response.is_empty() {
             out.push_str(
-                "# Material the assistant was given\nNone: the assistant answered from its own knowledge. Judge grounding as explained for that case.\n\n",
+                "# Material the assistant was given\nNone: the assistant answered from its own knowledge.\n\n",
             );
         } else {
             out.push_str("# Material the assistant was given\n<response_context>\n");
@@ -399,25 +620,6 @@ fn read_scores(
     }
 }
 
-/// The verdict: the criteria, their mean as the score, and the mean's grade.
-fn verdict(criteria: BTreeMap<String, CriterionScore>, usage: Usage, requests: u32) -> Verdict {
-    // `read_scores` only succeeds with one entry per criterion, and there is at least
-    // one criterion, so the division is never by zero.
-    let mean = criteria.values().map(|c| c.score).sum::<f64>() / criteria.len() as f64;
-    // Summing floats drifts in the last bits (three 0.7s average to 0.6999999999999998),
-    // which could drop a dialog scored exactly on a band's edge into the band below.
-    let score = (mean * 1e9).round() / 1e9;
-    Verdict {
-        evaluation: Evaluation {
-            criteria,
-            overall_grade: Grade::from_score(score),
-        },
-        score,
-        usage,
-        requests,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,27 +659,42 @@ mod tests {
     }
 
     #[test]
-    fn the_mean_is_exact_on_band_edges() {
-        let of = |scores: &[f64]| {
-            verdict(
-                scores
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &score)| {
-                        let feedback = String::new();
-                        (i.to_string(), CriterionScore { feedback, score })
-                    })
-                    .collect(),
-                Usage::default(),
-                1,
-            )
+    fn aggregation_is_exact_on_band_edges() {
+        let scores = |values: &[f64]| -> BTreeMap<String, CriterionScore> {
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, &score)| {
+                    let feedback = String::new();
+                    (format!("c{i}"), CriterionScore { feedback, score })
+                })
+                .collect()
         };
-        assert_eq!(of(&[0.7; 3]).score, 0.7);
-        let edge = of(&[0.72; 6]);
-        assert_eq!(edge.score, 0.72);
-        assert_eq!(edge.evaluation.overall_grade, Grade::Good);
-        assert_eq!(of(&[0.88; 5]).score, 0.88);
-        assert_eq!(of(&[1.0, 0.0, 0.0]).score, 0.333333333);
+        let none = BTreeMap::new();
+        let mean = |values: &[f64]| aggregate(Aggregation::Mean, &none, &scores(values));
+        assert_eq!(mean(&[0.7; 3]), 0.7);
+        assert_eq!(mean(&[0.72; 6]), 0.72);
+        assert_eq!(Grade::from_score(mean(&[0.72; 6])), Grade::Good);
+        assert_eq!(mean(&[0.88; 5]), 0.88);
+        assert_eq!(mean(&[1.0, 0.0, 0.0]), 0.333333333);
+        assert_eq!(
+            aggregate(Aggregation::Min, &none, &scores(&[0.9, 0.4, 1.0])),
+            0.4
+        );
+        let weights = BTreeMap::from([("c0".to_owned(), 3.0)]);
+        // (3 * 1.0 + 0.0) / 4
+        assert_eq!(
+            aggregate(Aggregation::WeightedMean, &weights, &scores(&[1.0, 0.0])),
+            0.75
+        );
+    }
+
+    #[test]
+    fn cosine_handles_zero_and_mismatched_vectors() {
+        assert_eq!(cosine(&[1.0, 0.0], &[1.0, 0.0]), 1.0);
+        assert_eq!(cosine(&[1.0, 0.0], &[0.0, 1.0]), 0.0);
+        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 0.0]), 0.0);
+        assert_eq!(cosine(&[1.0], &[1.0, 0.0]), 0.0);
     }
 
     #[test]
@@ -510,7 +727,7 @@ mod tests {
             answer_shape(judge.criteria_names()),
             "{\n  \"coherence\": {\"feedback\": \"one or two sentences\", \"score\": <number from 0 to 1>},\n  \"Politeness\": {\"feedback\": \"one or two sentences\", \"score\": <number from 0 to 1>}\n}"
         );
-        let system = judge.system_message();
+        let system = judge.system_message(judge.criteria_names());
         assert!(system.contains("\n- coherence: the conversation hangs together."));
         assert!(system.contains(
             "\n- Politeness: judge the conversation on Politeness, in the usual sense.\n"

@@ -14,7 +14,7 @@
 //! - The correspondent: [`write_correspondent_prompt`] writes the simulated user's
 //!   system prompt from the assistant's; [`correspondent_follow_up_note`] keeps its
 //!   follow-up turns in a human voice.
-//! - [`LlmJudge`] ([`Evaluator`](afterimage_core::Evaluator)): scores a finished dialog
+//! - [`LlmJudge, Aggregation`] ([`Evaluator`](afterimage_core::Evaluator)): scores a finished dialog
 //!   on [`DEFAULT_JUDGE_CRITERIA`] with one structured-JSON model call.
 //!
 //! Strategies reach models only through `Arc<dyn ChatModel>`, so any provider works.
@@ -73,12 +73,14 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub use crate::{
+    checks::{Rejection, check_dialog},
     contextual::ContextualInstructionGenerator,
     correspondent::{correspondent_follow_up_note, write_correspondent_prompt},
+    dedup::NearDuplicates,
     documents::{
         DirectoryDocumentProvider, InMemoryDocumentProvider, IntoDocument, JsonlDocumentProvider,
     },
-    judge::LlmJudge,
+    judge::{Aggregation, LlmJudge},
     modifiers::WithContextRespondentPromptModifier,
     prompts::{
         CORRESPONDENT_FOLLOW_UP_NOTE, DEFAULT_CONTEXTUAL_INSTRUCTION_PROMPT,
@@ -89,8 +91,10 @@ pub use crate::{
     simple::SimpleInstructionGenerator,
 };
 
+mod checks;
 mod contextual;
 mod correspondent;
+mod dedup;
 mod documents;
 mod instructions;
 mod judge;

@@ -166,20 +166,113 @@ async fn one_shared_context_is_shown_once() {
 }
 
 #[tokio::test]
-async fn without_context_the_message_says_so() {
+async fn without_context_grounding_is_left_out_not_scored() {
     for response_context in [None, Some(""), Some("  \n")] {
-        let model = answering(&[&answer([1.0; 5])]);
-        LlmJudge::new(model.clone())
+        // The model scores all five; only four are asked for and kept.
+        let model = answering(&[&answer([1.0, 1.0, 0.0, 0.5, 0.5])]);
+        let verdict = LlmJudge::new(model.clone())
             .evaluate(&row("", response_context))
             .await
             .unwrap();
+        let request = &model.requests()[0];
         assert_eq!(
-            model.requests()[0].messages[1].content,
+            request.messages[1].content,
             format!(
-                "# Material the assistant was given\nNone: the assistant answered from its own knowledge. Judge grounding as explained for that case.\n\n{TRANSCRIPT}"
+                "# Material the assistant was given\nNone: the assistant answered from its own knowledge.\n\n{TRANSCRIPT}"
             )
         );
+        let schema = &request.response_schema.as_ref().unwrap().schema;
+        assert_eq!(
+            schema["required"],
+            json!(["coherence", "factuality", "helpfulness", "relevance"])
+        );
+        assert!(!request.messages[0].content.contains("- grounding:"));
+        assert!(!verdict.evaluation.criteria.contains_key("grounding"));
+        assert_eq!(verdict.score, 0.75);
     }
+}
+
+#[tokio::test]
+async fn a_user_criterion_weights_and_min_aggregation() {
+    let scores = json!({
+        "coherence": {"feedback": "ok", "score": 1.0},
+        "factuality": {"feedback": "ok", "score": 1.0},
+        "grounding": {"feedback": "ok", "score": 1.0},
+        "helpfulness": {"feedback": "ok", "score": 1.0},
+        "relevance": {"feedback": "ok", "score": 1.0},
+        "brevity": {"feedback": "long", "score": 0.2}
+    })
+    .to_string();
+    let model = answering(&[&scores]);
+    let judge = LlmJudge::new(model.clone())
+        .criterion("brevity", "answers are short and to the point.")
+        .weight("brevity", 5.0)
+        .aggregation(afterimage_strategies::Aggregation::WeightedMean);
+    let verdict = judge.evaluate(&row("ctx", Some("ctx"))).await.unwrap();
+    assert!(
+        model.requests()[0].messages[0]
+            .content
+            .contains("\n- brevity: answers are short and to the point.")
+    );
+    // (5 * 1.0 + 5 * 0.2) / 10
+    assert_eq!(verdict.score, 0.6);
+    let model = answering(&[&scores]);
+    let verdict = LlmJudge::new(model)
+        .criterion("brevity", "answers are short.")
+        .aggregation(afterimage_strategies::Aggregation::Min)
+        .evaluate(&row("ctx", Some("ctx")))
+        .await
+        .unwrap();
+    assert_eq!(verdict.score, 0.2);
+    assert_eq!(verdict.evaluation.overall_grade, Grade::NotAcceptable);
+}
+
+/// Embeds every text as the same vector, so every similarity is 1.
+#[derive(Debug)]
+struct LengthEmbedder;
+
+#[async_trait::async_trait]
+impl afterimage_core::Embedder for LengthEmbedder {
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
+        Ok(texts.iter().map(|_| vec![1.0, 0.0]).collect())
+    }
+}
+
+#[tokio::test]
+async fn an_embedder_adds_the_similarity_metrics() {
+    let model = answering(&[&answer([1.0; 5])]);
+    let verdict = LlmJudge::new(model)
+        .embedder(Arc::new(LengthEmbedder))
+        .evaluate(&row("ctx", Some("ctx")))
+        .await
+        .unwrap();
+    for name in [
+        "embedding_coherence",
+        "embedding_grounding",
+        "embedding_relevance",
+    ] {
+        assert_eq!(verdict.evaluation.criteria[name].score, 1.0, "{name}");
+    }
+    assert_eq!(verdict.evaluation.criteria.len(), 8);
+    // Without a context only the question/answer similarity applies.
+    let model = answering(&[&answer([1.0; 5])]);
+    let verdict = LlmJudge::new(model)
+        .embedder(Arc::new(LengthEmbedder))
+        .evaluate(&row("", None))
+        .await
+        .unwrap();
+    assert!(
+        verdict
+            .evaluation
+            .criteria
+            .contains_key("embedding_coherence")
+    );
+    assert!(
+        !verdict
+            .evaluation
+            .criteria
+            .contains_key("embedding_grounding")
+    );
 }
 
 #[tokio::test]
@@ -382,6 +475,6 @@ async fn no_criteria_is_a_config_error_without_a_call() {
     assert_eq!(model.calls(), 0);
     assert_eq!(
         err.to_string(),
-        "invalid configuration: the judge needs at least one criterion"
+        "invalid configuration: the judge has no criterion that applies to this dialog"
     );
 }

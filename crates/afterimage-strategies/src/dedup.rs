@@ -1,0 +1,147 @@
+//! Near-duplicate detection for first questions (MinHash with banded LSH).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use afterimage_core::fnv1a;
+
+use crate::checks::words;
+
+/// Hash functions per signature: 16 bands of 4 rows find pairs above about 0.5
+/// Jaccard with high probability; the exact threshold is then checked on the
+/// signatures.
+const HASHES: usize = 64;
+const ROWS: usize = 4;
+
+/// Remembers every question it accepts and rejects new ones that are near
+/// duplicates (estimated Jaccard similarity of word 3-grams at or above a threshold).
+///
+/// Hashes are FNV-1a mixed with splitmix64, stable across builds, so the same texts
+/// are always judged the same way.
+#[derive(Debug)]
+pub struct NearDuplicates {
+    threshold: f64,
+    index: Mutex<Index>,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    signatures: Vec<[u64; HASHES]>,
+    buckets: HashMap<(usize, u64), Vec<usize>>,
+}
+
+impl NearDuplicates {
+    /// A filter rejecting texts at or above `threshold` similarity (0.8 is a good
+    /// start: rewordings are caught, questions about other details are not).
+    pub fn new(threshold: f64) -> Self {
+        NearDuplicates {
+            threshold: threshold.clamp(0.0, 1.0),
+            index: Mutex::new(Index::default()),
+        }
+    }
+
+    /// Whether `text` is new; a new text is remembered.
+    pub fn insert(&self, text: &str) -> bool {
+        let signature = signature(text);
+        let Ok(mut index) = self.index.lock() else {
+            return true;
+        };
+        let mut seen = HashSet::new();
+        for band in 0..HASHES / ROWS {
+            let key = (band, band_hash(&signature, band));
+            for &candidate in index.buckets.get(&key).into_iter().flatten() {
+                if seen.insert(candidate)
+                    && similarity(&index.signatures[candidate], &signature) >= self.threshold
+                {
+                    return false;
+                }
+            }
+        }
+        let id = index.signatures.len();
+        index.signatures.push(signature);
+        for band in 0..HASHES / ROWS {
+            let key = (band, band_hash(&signature, band));
+            index.buckets.entry(key).or_default().push(id);
+        }
+        true
+    }
+
+    /// How many texts were accepted.
+    pub fn len(&self) -> usize {
+        self.index.lock().map(|i| i.signatures.len()).unwrap_or(0)
+    }
+
+    /// Whether nothing was accepted yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn signature(text: &str) -> [u64; HASHES] {
+    let words = words(text);
+    let shingles: Vec<u64> = if words.len() < 3 {
+        vec![fnv1a(words.join(" ").as_bytes())]
+    } else {
+        words
+            .windows(3)
+            .map(|w| fnv1a(w.join(" ").as_bytes()))
+            .collect()
+    };
+    let mut signature = [u64::MAX; HASHES];
+    for shingle in shingles {
+        for (i, slot) in signature.iter_mut().enumerate() {
+            let h = splitmix(shingle ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            *slot = (*slot).min(h);
+        }
+    }
+    signature
+}
+
+fn band_hash(signature: &[u64; HASHES], band: usize) -> u64 {
+    signature[band * ROWS..(band + 1) * ROWS]
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |acc, v| splitmix(acc ^ v))
+}
+
+fn similarity(a: &[u64; HASHES], b: &[u64; HASHES]) -> f64 {
+    a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / HASHES as f64
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewordings_are_caught_and_new_questions_pass() {
+        let filter = NearDuplicates::new(0.8);
+        assert!(filter.insert("How do I reset my password on the mobile app?"));
+        assert!(!filter.insert("how do I reset my password on the mobile app"));
+        assert!(!filter.insert("How do I reset my password on the mobile app? "));
+        assert!(filter.insert("What does error 503 mean when I open the dashboard?"));
+        assert!(filter.insert("How do I reset my password on the desktop website instead?"));
+        assert!(filter.insert("Why?"));
+        assert!(!filter.insert("why"));
+        assert_eq!(filter.len(), 4);
+    }
+
+    #[test]
+    fn many_distinct_questions_are_all_kept() {
+        let filter = NearDuplicates::new(0.8);
+        let kept = (0..2000)
+            .filter(|i| {
+                filter.insert(&format!(
+                    "What happens to order {i} if shipment {} is late?",
+                    i * 7
+                ))
+            })
+            .count();
+        assert_eq!(kept, 2000);
+    }
+}
