@@ -8,13 +8,14 @@ use afterimage_engine::{ConversationGenerator, GenerateOptions};
 use afterimage_providers::{Gemini, OpenAiCompatible};
 use afterimage_storage::JsonlStorage;
 use afterimage_strategies::{
-    ContextualInstructionGenerator, DirectoryDocumentProvider, InMemoryDocumentProvider,
-    JsonlDocumentProvider, SimpleInstructionGenerator, WithContextRespondentPromptModifier,
+    Aggregation, ContextualInstructionGenerator, DirectoryDocumentProvider,
+    InMemoryDocumentProvider, JsonlDocumentProvider, LlmJudge, SimpleInstructionGenerator,
+    WithContextRespondentPromptModifier,
 };
 use anyhow::Context;
 
-use crate::config::ProviderKind;
-use crate::settings::{DocumentsSpec, Settings};
+use crate::config::{AggregationKind, OnFailure, ProviderKind};
+use crate::settings::{DocumentsSpec, Endpoint, Settings};
 
 /// A chat model for `model_name` on the configured provider. `client` is shared so
 /// the respondent and correspondent pool the same connections.
@@ -23,16 +24,33 @@ pub(crate) fn model(
     model_name: &str,
     client: &reqwest::Client,
 ) -> anyhow::Result<Arc<dyn ChatModel>> {
-    let model: Arc<dyn ChatModel> = match settings.provider {
+    endpoint_model(
+        &Endpoint {
+            provider: settings.provider,
+            model_name: model_name.to_owned(),
+            base_url: settings.base_url.clone(),
+            api_key: settings.api_key.clone(),
+            timeout: settings.timeout,
+        },
+        client,
+    )
+}
+
+/// A chat model for an endpoint.
+pub(crate) fn endpoint_model(
+    endpoint: &Endpoint,
+    client: &reqwest::Client,
+) -> anyhow::Result<Arc<dyn ChatModel>> {
+    let model: Arc<dyn ChatModel> = match endpoint.provider {
         ProviderKind::Gemini => {
             let mut builder = Gemini::builder()
-                .model(model_name)
-                .timeout(settings.timeout)
+                .model(&endpoint.model_name)
+                .timeout(endpoint.timeout)
                 .client(client.clone());
-            if let Some(url) = &settings.base_url {
+            if let Some(url) = &endpoint.base_url {
                 builder = builder.base_url(url);
             }
-            if let Some(key) = &settings.api_key {
+            if let Some(key) = &endpoint.api_key {
                 builder = builder.api_key(key.clone());
             }
             Arc::new(builder.build().context("model settings")?)
@@ -44,19 +62,46 @@ pub(crate) fn model(
                 ProviderKind::Openrouter => OpenAiCompatible::openrouter(),
                 _ => OpenAiCompatible::local(),
             }
-            .model(model_name)
-            .timeout(settings.timeout)
+            .model(&endpoint.model_name)
+            .timeout(endpoint.timeout)
             .client(client.clone());
-            if let Some(url) = &settings.base_url {
+            if let Some(url) = &endpoint.base_url {
                 builder = builder.base_url(url);
             }
-            if let Some(key) = &settings.api_key {
+            if let Some(key) = &endpoint.api_key {
                 builder = builder.api_key(key.clone());
             }
             Arc::new(builder.build().context("model settings")?)
         }
     };
     Ok(model)
+}
+
+/// The judge `quality` describes, on its own endpoint or the respondent's model.
+fn judge(
+    settings: &Settings,
+    respondent: &Arc<dyn ChatModel>,
+    client: &reqwest::Client,
+) -> anyhow::Result<LlmJudge> {
+    let quality = &settings.quality;
+    let model = match &settings.evaluator {
+        Some(endpoint) => endpoint_model(endpoint, client)?,
+        None => Arc::clone(respondent),
+    };
+    let mut judge = LlmJudge::new(model)
+        .model_name(settings.evaluator_model_name.clone())
+        .aggregation(match quality.aggregation {
+            AggregationKind::Mean => Aggregation::Mean,
+            AggregationKind::Min => Aggregation::Min,
+            AggregationKind::WeightedMean => Aggregation::WeightedMean,
+        });
+    for criterion in &quality.criteria {
+        judge = judge.criterion(&criterion.name, &criterion.description);
+    }
+    for (name, weight) in &quality.weights {
+        judge = judge.weight(name, *weight);
+    }
+    Ok(judge)
 }
 
 /// One HTTP client for the run, with a connection pool as large as the concurrency so
@@ -116,10 +161,15 @@ pub(crate) fn generator(
         builder = builder.correspondent_model(model(settings, name, &client)?);
     }
     if settings.auto_improve {
-        builder = builder.auto_improve(true);
-        if let Some(name) = &settings.evaluator_model_name {
-            builder = builder.evaluator_model_name(name.clone());
-        }
+        let quality = &settings.quality;
+        builder = builder
+            .auto_improve(true)
+            .evaluator(Arc::new(judge(settings, &respondent, &client)?))
+            .min_score(quality.min_score)
+            .max_regenerations(quality.max_regenerations)
+            .keep_best(quality.on_failure == OnFailure::KeepBest)
+            .quality_checks(quality.checks)
+            .dedup_questions(quality.dedup);
     }
     if let Some(prompt) = &settings.correspondent_prompt {
         builder = builder.correspondent_prompt(prompt.clone());

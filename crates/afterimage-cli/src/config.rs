@@ -431,15 +431,101 @@ pub struct PersonasSection {
     pub n_iterations: Option<u32>,
 }
 
-/// `quality:`
-#[derive(Debug, Default, Deserialize)]
+/// `quality:` (upstream has `auto_improve`; the rest is ours)
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QualitySection {
     /// Judge and regenerate low-quality dialogs.
     #[serde(default)]
     pub auto_improve: bool,
-    /// The judge's model (default: the main model).
+    /// The judge's model name (default: the main model).
     pub evaluator_model_name: Option<String>,
+    /// A judge on another provider or endpoint.
+    pub evaluator: Option<ModelSection>,
+    /// The score a dialog needs (default 0.72, upstream's "good").
+    #[serde(default = "default_min_score")]
+    pub min_score: f64,
+    /// Regenerations of a rejected dialog (default 2).
+    #[serde(default = "two_u32")]
+    pub max_regenerations: u32,
+    /// When no attempt passes: keep the best one, or drop the dialog and make another.
+    #[serde(default)]
+    pub on_failure: OnFailure,
+    /// How criterion scores combine.
+    #[serde(default)]
+    pub aggregation: AggregationKind,
+    /// Weights for `aggregation: weighted_mean` (criterion name to weight).
+    #[serde(default)]
+    pub weights: std::collections::BTreeMap<String, f64>,
+    /// Criteria of your own, each with the explanation the judge gets.
+    #[serde(default)]
+    pub criteria: Vec<CriterionEntry>,
+    /// Reject broken dialogs before the judge (default: on).
+    #[serde(default = "yes")]
+    pub checks: bool,
+    /// Skip first questions that nearly repeat earlier ones (default: on).
+    #[serde(default = "yes")]
+    pub dedup: bool,
+}
+
+impl Default for QualitySection {
+    fn default() -> Self {
+        QualitySection {
+            auto_improve: false,
+            evaluator_model_name: None,
+            evaluator: None,
+            min_score: default_min_score(),
+            max_regenerations: 2,
+            on_failure: OnFailure::KeepBest,
+            aggregation: AggregationKind::Mean,
+            weights: Default::default(),
+            criteria: Vec::new(),
+            checks: true,
+            dedup: true,
+        }
+    }
+}
+
+fn default_min_score() -> f64 {
+    0.72
+}
+
+fn two_u32() -> u32 {
+    2
+}
+
+/// What to do with a dialog none of whose attempts passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Keep the best attempt.
+    #[default]
+    KeepBest,
+    /// Drop it; another dialog takes its place.
+    Drop,
+}
+
+/// How the judge combines criterion scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AggregationKind {
+    /// The mean.
+    #[default]
+    Mean,
+    /// The lowest score.
+    Min,
+    /// The mean weighted by `weights`.
+    WeightedMean,
+}
+
+/// One user criterion of the judge.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CriterionEntry {
+    /// Its name (the key in `evaluation`).
+    pub name: String,
+    /// What the judge should look for.
+    pub description: String,
 }
 
 /// Storage kinds.

@@ -22,12 +22,12 @@ use clap::Parser;
 
 pub use crate::{
     config::{
-        ConfigError, ContextSection, CorrespondentSection, DocumentsKind, DocumentsSection,
-        Generation, ModelSection, OutputSection, PersonasSection, PromptSection, ProviderKind,
-        QualitySection, RawConfig, StoppingRule, StorageKind, load as load_config,
-        parse as parse_config,
+        AggregationKind, ConfigError, ContextSection, CorrespondentSection, CriterionEntry,
+        DocumentsKind, DocumentsSection, Generation, ModelSection, OnFailure, OutputSection,
+        PersonasSection, PromptSection, ProviderKind, QualitySection, RawConfig, StoppingRule,
+        StorageKind, load as load_config, parse as parse_config,
     },
-    settings::{DocumentsSpec, KeyPolicy, Overrides, Settings},
+    settings::{DocumentsSpec, Endpoint, KeyPolicy, Overrides, Settings},
 };
 
 mod args;

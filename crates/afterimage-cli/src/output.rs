@@ -82,6 +82,15 @@ pub(crate) fn table(report: &RunReport) -> String {
     for (cause, count) in &report.failures {
         rows.push((format!("  {cause}"), count.to_string()));
     }
+    if report.regenerations > 0 || !report.rejections.is_empty() || report.unjudged > 0 {
+        rows.push(("regenerations".into(), report.regenerations.to_string()));
+        for (cause, count) in &report.rejections {
+            rows.push((format!("  rejected: {cause}"), count.to_string()));
+        }
+        if report.unjudged > 0 {
+            rows.push(("  unjudged".into(), report.unjudged.to_string()));
+        }
+    }
     rows.extend([
         ("requests".into(), report.requests.to_string()),
         ("tokens in".into(), report.input_tokens.to_string()),

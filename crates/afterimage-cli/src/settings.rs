@@ -55,6 +55,21 @@ pub enum DocumentsSpec {
     Loaded(Vec<afterimage_core::Document>),
 }
 
+/// A model endpoint other than the main one (the judge's).
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// The provider.
+    pub provider: ProviderKind,
+    /// The model.
+    pub model_name: String,
+    /// The endpoint, when not the provider's own.
+    pub base_url: Option<String>,
+    /// The key, when the provider needs one.
+    pub api_key: Option<ApiKey>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
 /// A run, fully resolved.
 #[derive(Debug)]
 pub struct Settings {
@@ -100,6 +115,10 @@ pub struct Settings {
     pub auto_improve: bool,
     /// The judge's model name.
     pub evaluator_model_name: Option<String>,
+    /// The judge's own endpoint, when not the main one.
+    pub evaluator: Option<Endpoint>,
+    /// The judge's and the checks' settings.
+    pub quality: crate::config::QualitySection,
     /// Things the user should know (parts of the file not implemented here yet).
     pub warnings: Vec<String>,
 }
@@ -233,6 +252,48 @@ impl Settings {
             );
         }
 
+        if !(0.0..=1.0).contains(&raw.quality.min_score) {
+            return Err(format!(
+                "quality.min_score is {}: it must lie between 0 and 1",
+                raw.quality.min_score
+            ));
+        }
+        let evaluator = match &raw.quality.evaluator {
+            None => None,
+            Some(section) => {
+                let provider = section.provider;
+                if provider == ProviderKind::Anthropic {
+                    return Err("quality.evaluator.provider: anthropic is not supported yet".into());
+                }
+                let key_env = section
+                    .api_key_env
+                    .clone()
+                    .or_else(|| provider.default_key_env().map(str::to_owned));
+                let api_key = match &key_env {
+                    Some(var) => match env(var).filter(|k| !k.trim().is_empty()) {
+                        Some(key) => Some(ApiKey::new(key.trim())),
+                        None if keys == KeyPolicy::Required && provider != ProviderKind::Local => {
+                            return Err(format!(
+                                "the judge's API key variable {var} is not set: export {var}=<your key> (or set quality.evaluator.api_key_env)"
+                            ));
+                        }
+                        None => None,
+                    },
+                    None => None,
+                };
+                Some(Endpoint {
+                    provider,
+                    model_name: section
+                        .model_name
+                        .clone()
+                        .unwrap_or_else(|| provider.default_model().to_owned()),
+                    base_url: section.base_url.clone(),
+                    api_key,
+                    timeout: Duration::from_secs(section.timeout_secs.unwrap_or(120)),
+                })
+            }
+        };
+
         Ok(Settings {
             provider,
             model_name,
@@ -254,7 +315,14 @@ impl Settings {
             seed: overrides.seed.or(generation.seed),
             max_failures: generation.max_failures,
             auto_improve: raw.quality.auto_improve,
-            evaluator_model_name: raw.quality.evaluator_model_name.clone(),
+            evaluator_model_name: raw.quality.evaluator_model_name.clone().or_else(|| {
+                raw.quality
+                    .evaluator
+                    .as_ref()
+                    .and_then(|e| e.model_name.clone())
+            }),
+            evaluator,
+            quality: raw.quality,
             warnings,
         })
     }

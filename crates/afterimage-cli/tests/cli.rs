@@ -419,3 +419,105 @@ async fn auto_improve_judges_every_row() {
         assert!(row["evaluation"]["overall_grade"].is_string());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_score_is_bounded_and_reported() {
+    // The mock's judge scores land in 0.8..0.95: 0.99 is never reached.
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let quality = "quality:\n  auto_improve: true\n  min_score: 0.99\n  max_regenerations: 1\n";
+    let (dir, config) = project(&format!("{LOCAL}{quality}"));
+    let out = dir.path().join("bounded.jsonl");
+    let run = afterimage(
+        args(&[
+            "generate",
+            "--config",
+            config.to_str().unwrap(),
+            "--base-url",
+            &server.openai_base_url(),
+            "--num-dialogs",
+            "3",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ]),
+        vec![],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(report["rows_written"], 3);
+    assert_eq!(report["regenerations"], 3);
+    for row in read_rows(&out) {
+        assert_eq!(
+            row["metadata"]["generation"]["attempts"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(row["final_score"].as_f64().unwrap() < 0.99);
+    }
+
+    // With `on_failure: drop` nothing passes, so the run stops on its failure budget
+    // with the cause, instead of looping.
+    let quality = "quality:\n  auto_improve: true\n  min_score: 0.99\n  max_regenerations: 1\n  on_failure: drop\n";
+    let (dir, config) = project(&format!("{LOCAL}{quality}"));
+    let out = dir.path().join("dropped.jsonl");
+    let run = afterimage(
+        args(&[
+            "generate",
+            "--config",
+            config.to_str().unwrap(),
+            "--base-url",
+            &server.openai_base_url(),
+            "--num-dialogs",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ]),
+        vec![],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let error = run.stderr.lines().find(|l| l.starts_with("error")).unwrap();
+    assert!(error.contains("no attempt of 2 passed"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_example_config_parses_and_validates() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let out = tempfile::tempdir().unwrap();
+        let run = afterimage(
+            args(&[
+                "validate",
+                "--config",
+                path.to_str().unwrap(),
+                "--provider",
+                "local",
+                "--base-url",
+                &server.openai_base_url(),
+                "--out",
+                out.path().join("x.jsonl").to_str().unwrap(),
+            ]),
+            vec![],
+        )
+        .await;
+        assert_eq!(
+            run.code,
+            0,
+            "{}: {}\n{}",
+            path.display(),
+            run.stdout,
+            run.stderr
+        );
+        checked += 1;
+    }
+    assert!(checked >= 2);
+}

@@ -47,7 +47,10 @@ pub use crate::{
     error::{ProviderError, StorageError, StrategyError},
     json::{parse_lenient, snippet},
     message::{FunctionCall, Message, Role, ToolCall, ToolSpec},
-    row::{ConversationRow, CriterionScore, Evaluation, GenerationInfo, Grade, RowMetadata},
+    row::{
+        AttemptInfo, ConversationRow, CriterionScore, Evaluation, GenerationInfo, Grade,
+        RowMetadata,
+    },
     secret::ApiKey,
     strategy::{
         DocumentSource, Evaluator, FixedNumber, GeneratedInstructions, Instruction,

@@ -74,9 +74,10 @@ pub struct GenerationInfo {
     pub correspondent_model: String,
     /// Assistant replies in the dialog.
     pub turns: u32,
-    /// How many times the dialog was generated (more than 1 after failures or
-    /// quality regeneration).
-    pub attempts: u32,
+    /// Every generation of the dialog, in order: the last kept one is the row (or
+    /// the best one, when none passed the judge).
+    #[serde(default)]
+    pub attempts: Vec<AttemptInfo>,
     /// Model requests spent on this dialog (instruction share included).
     pub requests: u32,
     /// Tokens spent on this dialog.
@@ -87,6 +88,28 @@ pub struct GenerationInfo {
     pub elapsed_ms: u64,
     /// The seed that drove this dialog's random choices.
     pub seed: u64,
+}
+
+/// One generation attempt of a dialog: what the checks and the judge said, and what it
+/// cost.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AttemptInfo {
+    /// The judge's overall score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// The grade of that score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grade: Option<Grade>,
+    /// Tokens the attempt spent (dialog and judge).
+    pub usage: Usage,
+    /// Model requests the attempt made.
+    pub requests: u32,
+    /// The cheap check that rejected it, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
+    /// Why the judge could not grade it, if it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge_error: Option<String>,
 }
 
 /// A judge's verdict on a dialog, as Python afterimage stores it:

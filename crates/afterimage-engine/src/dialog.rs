@@ -4,9 +4,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use afterimage_core::{
-    ChatModel, ChatRequest, ChatResponse, ConversationRow, Evaluator, GenerationInfo, Instruction,
-    Message, ModifiedPrompt, RespondentPromptModifier, Role, RowMetadata, Storage, Usage,
+    AttemptInfo, ChatModel, ChatRequest, ChatResponse, ConversationRow, CriterionScore, Evaluator,
+    FinishReason, GenerationInfo, Instruction, Message, ModifiedPrompt, RespondentPromptModifier,
+    Role, RowMetadata, Storage, Usage, Verdict,
 };
+use afterimage_strategies::{NearDuplicates, check_dialog};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use crate::instructions::InstructionPool;
@@ -29,10 +31,40 @@ pub(crate) struct RunContext {
     pub(crate) temperature: f32,
     pub(crate) instructions: InstructionPool,
     pub(crate) modifier: Option<Arc<dyn RespondentPromptModifier>>,
-    pub(crate) evaluator: Option<Arc<dyn Evaluator>>,
-    pub(crate) min_score: f64,
-    pub(crate) max_attempts: u32,
+    pub(crate) quality: Quality,
     pub(crate) storage: Arc<dyn Storage>,
+}
+
+/// What decides whether a dialog is good enough, and what happens when it is not.
+#[derive(Debug)]
+pub(crate) struct Quality {
+    /// The judge (with `auto_improve`).
+    pub(crate) evaluator: Option<Arc<dyn Evaluator>>,
+    /// The score a judged dialog needs.
+    pub(crate) min_score: f64,
+    /// Generations per dialog (1 + regenerations).
+    pub(crate) max_attempts: u32,
+    /// Run the cheap checks before the judge.
+    pub(crate) checks: bool,
+    /// Reject first questions that nearly repeat earlier ones.
+    pub(crate) dedup: Option<NearDuplicates>,
+    /// When no attempt passes: keep the best one (else drop the dialog and let the
+    /// scheduler make another).
+    pub(crate) keep_best: bool,
+}
+
+/// Most instructions a dialog draws looking for one that is not a near duplicate.
+const MAX_DUPLICATE_DRAWS: u32 = 8;
+
+/// Quality events of one dialog, for the run report.
+#[derive(Debug, Default)]
+pub(crate) struct QualityCounts {
+    /// Cheap-check causes of rejected attempts.
+    pub(crate) rejections: Vec<&'static str>,
+    /// Attempts the judge could not grade.
+    pub(crate) unjudged: u32,
+    /// Near-duplicate first questions skipped.
+    pub(crate) duplicates: u32,
 }
 
 /// What a stored dialog reports back to the scheduler.
@@ -41,6 +73,7 @@ pub(crate) struct DialogOutcome {
     pub(crate) persona: Option<String>,
     pub(crate) spent: Spent,
     pub(crate) regenerations: u32,
+    pub(crate) quality: QualityCounts,
 }
 
 /// A failed dialog, with what it cost before failing.
@@ -48,6 +81,7 @@ pub(crate) struct DialogOutcome {
 pub(crate) struct DialogFailure {
     pub(crate) error: DialogError,
     pub(crate) spent: Spent,
+    pub(crate) quality: QualityCounts,
 }
 
 /// Requests and tokens a dialog used.
@@ -63,8 +97,14 @@ impl Spent {
         self.usage += response.usage;
     }
 
-    fn fail(self, error: DialogError) -> DialogFailure {
-        DialogFailure { error, spent: self }
+    fn minus(self, earlier: Spent) -> Spent {
+        Spent {
+            requests: self.requests - earlier.requests,
+            usage: Usage::new(
+                self.usage.input_tokens - earlier.usage.input_tokens,
+                self.usage.output_tokens - earlier.usage.output_tokens,
+            ),
+        }
     }
 }
 
@@ -108,7 +148,7 @@ impl ChatModel for Tally<'_> {
 }
 
 /// Runs dialog `index` of the run: pick an instruction, modify the respondent prompt,
-/// alternate turns, judge (regenerating a bounded number of times), store.
+/// alternate turns, check and judge (regenerating a bounded number of times), store.
 pub(crate) async fn run_dialog(
     run: Arc<RunContext>,
     index: u64,
@@ -120,20 +160,46 @@ pub(crate) async fn run_dialog(
     let started = Instant::now();
     let seed = dialog_seed(run.seed, index);
     let mut spent = Spent::default();
+    let mut counts = QualityCounts::default();
+    macro_rules! fail {
+        ($error:expr) => {
+            return Err(DialogFailure {
+                error: $error,
+                spent,
+                quality: counts,
+            })
+        };
+    }
 
-    // 1. What the user asks first.
-    let (instruction, refill) = match run.instructions.next(&run.correspondent_prompt, seed).await {
-        Ok(next) => next,
-        Err(e) => return Err(spent.fail(DialogError::Instruction(e))),
+    // 1. What the user asks first: not a near duplicate of an earlier question.
+    let instruction = loop {
+        let draw_seed = seed.wrapping_add(u64::from(counts.duplicates));
+        let (instruction, refill) = match run
+            .instructions
+            .next(&run.correspondent_prompt, draw_seed)
+            .await
+        {
+            Ok(next) => next,
+            Err(e) => fail!(DialogError::Instruction(e)),
+        };
+        spent.requests += refill.requests;
+        spent.usage += refill.usage;
+        match &run.quality.dedup {
+            Some(seen) if !seen.insert(&instruction.text) => {
+                counts.duplicates += 1;
+                if counts.duplicates >= MAX_DUPLICATE_DRAWS {
+                    fail!(DialogError::Duplicates(counts.duplicates));
+                }
+            }
+            _ => break instruction,
+        }
     };
-    spent.requests += refill.requests;
-    spent.usage += refill.usage;
 
     // 2. What the assistant knows.
     let prompt = match &run.modifier {
         Some(modifier) => match modifier.modify(&run.respondent_prompt, &instruction).await {
             Ok(prompt) => prompt,
-            Err(e) => return Err(spent.fail(DialogError::Modifier(e))),
+            Err(e) => fail!(DialogError::Modifier(e)),
         },
         None => ModifiedPrompt {
             system_prompt: run.respondent_prompt.clone(),
@@ -142,50 +208,86 @@ pub(crate) async fn run_dialog(
     };
 
     let turns = pick_turns(run.turns, seed);
-    let mut attempts = 0;
+    let quality = &run.quality;
+    let mut attempts: Vec<AttemptInfo> = Vec::new();
     let mut best: Option<ConversationRow> = None;
-    let mut row = loop {
-        attempts += 1;
-        // 3. The dialog itself.
-        let conversation = match converse(
-            &run,
-            &instruction.text,
-            &prompt.system_prompt,
-            turns,
-            &mut spent,
-        )
-        .await
-        {
-            Ok(conversation) => conversation,
-            Err(e) => return Err(spent.fail(e)),
-        };
+    let mut unjudged: Option<ConversationRow> = None;
+    let mut feedback = String::new();
+    let kept = loop {
+        let before = spent;
+        // 3. The dialog itself; a regeneration's respondent is told what to fix.
+        let system = format!("{}{feedback}", prompt.system_prompt);
+        let (conversation, truncated) =
+            match converse(&run, &instruction.text, &system, turns, &mut spent).await {
+                Ok(dialog) => dialog,
+                Err(e) => fail!(e),
+            };
         let mut row = build_row(&run, index, conversation, &instruction, &prompt);
+        let mut attempt = AttemptInfo::default();
 
-        // 4. The judge: keep the row if it passes or the attempts are used up.
-        let Some(judge) = &run.evaluator else {
-            break row;
-        };
-        let verdict = match judge.evaluate(&row).await {
-            Ok(verdict) => verdict,
-            Err(e) => return Err(spent.fail(DialogError::Judge(e))),
-        };
-        spent.requests += verdict.requests;
-        spent.usage += verdict.usage;
-        row.final_score = Some(verdict.score);
-        row.evaluation = Some(verdict.evaluation);
-        if verdict.score >= run.min_score {
-            break row;
-        }
-        if best.as_ref().and_then(|b| b.final_score) < row.final_score {
-            best = Some(row);
-        }
-        if attempts >= run.max_attempts
-            && let Some(best) = best.take()
+        // 4. Cheap checks first, then the judge.
+        let passed = if let Some(rejection) = quality
+            .checks
+            .then(|| check_dialog(&row.conversations, truncated).err())
+            .flatten()
         {
-            break best;
+            tracing::debug!(%rejection, "dialog rejected by the cheap checks");
+            counts.rejections.push(rejection.cause);
+            attempt.rejected = Some(rejection.to_string());
+            false
+        } else if let Some(judge) = &quality.evaluator {
+            match judge.evaluate(&row).await {
+                Ok(verdict) => {
+                    spent.requests += verdict.requests;
+                    spent.usage += verdict.usage;
+                    attempt.score = Some(verdict.score);
+                    attempt.grade = Some(verdict.evaluation.overall_grade);
+                    feedback = feedback_note(&verdict, quality.min_score);
+                    row.final_score = Some(verdict.score);
+                    row.evaluation = Some(verdict.evaluation);
+                    let passed = verdict.score >= quality.min_score;
+                    if !passed && best.as_ref().and_then(|b| b.final_score) < row.final_score {
+                        best = Some(row.clone());
+                    }
+                    passed
+                }
+                Err(e) if e.as_provider().is_some_and(|p| p.is_fatal()) => {
+                    fail!(DialogError::Judge(e))
+                }
+                // An answer the judge could not grade never counts as a pass.
+                Err(e) => {
+                    counts.unjudged += 1;
+                    attempt.judge_error = Some(e.to_string());
+                    unjudged = Some(row.clone());
+                    false
+                }
+            }
+        } else {
+            true
+        };
+        let cost = spent.minus(before);
+        attempt.usage = cost.usage;
+        attempt.requests = cost.requests;
+        attempts.push(attempt);
+        if passed {
+            break row;
+        }
+        if attempts.len() as u32 >= quality.max_attempts {
+            match (quality.keep_best, best.take().or(unjudged.take())) {
+                (true, Some(row)) => break row,
+                _ => fail!(DialogError::Rejected {
+                    attempts: attempts.len() as u32,
+                    last: attempts
+                        .last()
+                        .and_then(|a| a.rejected.clone().or(a.judge_error.clone()))
+                        .unwrap_or_else(|| "below the minimum score".to_owned()),
+                }),
+            }
         }
     };
 
+    let mut row = kept;
+    let regenerations = attempts.len() as u32 - 1;
     row.metadata.generation = Some(GenerationInfo {
         run_id: run.run_id.clone(),
         index,
@@ -202,13 +304,36 @@ pub(crate) async fn run_dialog(
 
     // 5. Store.
     if let Err(e) = run.storage.write(&row).await {
-        return Err(spent.fail(DialogError::Storage(e)));
+        fail!(DialogError::Storage(e));
     }
     Ok(DialogOutcome {
         persona: row.persona,
         spent,
-        regenerations: attempts - 1,
+        regenerations,
+        quality: counts,
     })
+}
+
+/// The judge's low-scoring points, as a note for the respondent's next attempt.
+fn feedback_note(verdict: &Verdict, min_score: f64) -> String {
+    let mut weak: Vec<(&String, &CriterionScore)> = verdict
+        .evaluation
+        .criteria
+        .iter()
+        .filter(|(_, c)| c.score < min_score && !c.feedback.trim().is_empty())
+        .collect();
+    if weak.is_empty() {
+        return String::new();
+    }
+    weak.sort_by(|a, b| a.1.score.total_cmp(&b.1.score));
+    let points: Vec<String> = weak
+        .iter()
+        .map(|(name, c)| format!("- {name}: {}", c.feedback.trim()))
+        .collect();
+    format!(
+        "\n\nA reviewer read an earlier version of this conversation and found these problems. Avoid them in your answers:\n{}",
+        points.join("\n")
+    )
 }
 
 /// Alternates respondent and correspondent for `turns` assistant replies, starting
@@ -219,8 +344,9 @@ async fn converse(
     respondent_system: &str,
     turns: u32,
     spent: &mut Spent,
-) -> Result<Vec<Message>, DialogError> {
+) -> Result<(Vec<Message>, bool), DialogError> {
     let mut dialog = vec![Message::user(instruction)];
+    let mut truncated = false;
     for turn in 1..=turns {
         let request = respondent_request(respondent_system, &dialog, run.temperature);
         let reply = run
@@ -232,6 +358,7 @@ async fn converse(
         if reply.message.content.trim().is_empty() && reply.message.tool_calls.is_empty() {
             return Err(DialogError::EmptyReply("respondent"));
         }
+        truncated |= reply.finish_reason == Some(FinishReason::Length);
         dialog.push(Message {
             role: Role::Assistant,
             ..reply.message
@@ -252,7 +379,7 @@ async fn converse(
         }
         dialog.push(Message::user(text));
     }
-    Ok(dialog)
+    Ok((dialog, truncated))
 }
 
 fn respondent_request(system: &str, dialog: &[Message], temperature: f32) -> ChatRequest {

@@ -64,6 +64,19 @@ pub enum DialogError {
     /// Storing the row failed.
     #[error("storage: {0}")]
     Storage(StorageError),
+    /// No attempt was good enough and the policy is to drop such dialogs.
+    #[error("no attempt of {attempts} passed the quality checks; the last: {last}")]
+    Rejected {
+        /// Attempts made.
+        attempts: u32,
+        /// Why the last one failed.
+        last: String,
+    },
+    /// The instruction generator kept producing near duplicates of earlier questions.
+    #[error(
+        "instruction generator: {0} questions in a row were near duplicates of earlier ones (the documents may be too few for this many dialogs)"
+    )]
+    Duplicates(u32),
 }
 
 impl DialogError {
@@ -77,6 +90,8 @@ impl DialogError {
             DialogError::EmptyReply(role) => format!("{role}: empty_reply"),
             DialogError::Judge(e) => format!("judge: {}", e.kind()),
             DialogError::Storage(_) => "storage".to_owned(),
+            DialogError::Rejected { .. } => "quality: rejected".to_owned(),
+            DialogError::Duplicates(_) => "instruction: duplicates".to_owned(),
         }
     }
 

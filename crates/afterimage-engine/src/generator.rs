@@ -7,10 +7,12 @@ use afterimage_core::{
 };
 use afterimage_providers::Gemini;
 use afterimage_storage::JsonlStorage;
-use afterimage_strategies::{LlmJudge, correspondent_follow_up_note, write_correspondent_prompt};
+use afterimage_strategies::{
+    LlmJudge, NearDuplicates, correspondent_follow_up_note, write_correspondent_prompt,
+};
 use tokio::sync::OnceCell;
 
-use crate::dialog::{RunContext, Spent, Tally};
+use crate::dialog::{Quality, RunContext, Spent, Tally};
 use crate::instructions::InstructionPool;
 use crate::run::{Plan, execute};
 use crate::{EngineError, GenerateOptions, RunReport};
@@ -37,6 +39,9 @@ struct Inner {
     evaluator: Option<Arc<dyn Evaluator>>,
     min_score: f64,
     max_attempts: u32,
+    keep_best: bool,
+    checks: bool,
+    dedup: bool,
     temperature: f32,
 }
 
@@ -69,9 +74,14 @@ impl ConversationGenerator {
             temperature: inner.temperature,
             instructions: InstructionPool::new(Arc::clone(&inner.instructions)),
             modifier: inner.modifier.clone(),
-            evaluator: inner.evaluator.clone(),
-            min_score: inner.min_score,
-            max_attempts: inner.max_attempts,
+            quality: Quality {
+                evaluator: inner.evaluator.clone(),
+                min_score: inner.min_score,
+                max_attempts: inner.max_attempts,
+                checks: inner.checks,
+                dedup: inner.dedup.then(|| NearDuplicates::new(0.8)),
+                keep_best: inner.keep_best,
+            },
             storage: Arc::clone(&inner.storage),
         });
         execute(run, plan, &options, setup).await
@@ -135,7 +145,10 @@ pub struct ConversationGeneratorBuilder {
     evaluator: Option<Arc<dyn Evaluator>>,
     evaluator_model_name: Option<String>,
     min_score: Option<f64>,
-    max_attempts: Option<u32>,
+    max_regenerations: Option<u32>,
+    keep_best: Option<bool>,
+    checks: Option<bool>,
+    dedup: Option<bool>,
     temperature: Option<f32>,
 }
 
@@ -201,7 +214,8 @@ impl ConversationGeneratorBuilder {
     }
 
     /// Judge every dialog and regenerate low-scoring ones, a bounded number of times
-    /// (`max_attempts`); the best attempt is kept. Without an explicit
+    /// (`max_regenerations`), telling each new attempt what the judge found; by
+    /// default the best attempt is kept when none passes. Without an explicit
     /// [`evaluator`](Self::evaluator), an [`LlmJudge`] on the respondent's model judges.
     pub fn auto_improve(mut self, on: bool) -> Self {
         self.auto_improve = on;
@@ -227,10 +241,32 @@ impl ConversationGeneratorBuilder {
         self
     }
 
-    /// How many times a dialog may be generated before the best attempt is kept
-    /// (default 3).
-    pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.max_attempts = Some(attempts);
+    /// How many times a rejected dialog is generated again (default 2, so at most
+    /// three attempts); each new attempt is told the judge's feedback.
+    pub fn max_regenerations(mut self, n: u32) -> Self {
+        self.max_regenerations = Some(n);
+        self
+    }
+
+    /// When no attempt passes: keep the best one (`true`, the default), or drop the
+    /// dialog so the scheduler makes another one in its place.
+    pub fn keep_best(mut self, keep: bool) -> Self {
+        self.keep_best = Some(keep);
+        self
+    }
+
+    /// Reject broken dialogs (empty or truncated replies, a user speaking as the
+    /// assistant or an AI, a language switch, a refusal, a repeated user turn) before
+    /// the judge (default: on with `auto_improve`).
+    pub fn quality_checks(mut self, on: bool) -> Self {
+        self.checks = Some(on);
+        self
+    }
+
+    /// Skip first questions that nearly repeat an earlier one of the run (default: on
+    /// with `auto_improve`).
+    pub fn dedup_questions(mut self, on: bool) -> Self {
+        self.dedup = Some(on);
         self
     }
 
@@ -279,11 +315,12 @@ impl ConversationGeneratorBuilder {
             ) as Arc<dyn Evaluator>),
             (false, _) => None,
         };
-        let max_attempts = self.max_attempts.unwrap_or(3);
-        if max_attempts == 0 {
-            return Err(EngineError::Config(
-                "max_attempts must be at least 1".into(),
-            ));
+        let max_attempts = self.max_regenerations.unwrap_or(2).saturating_add(1);
+        let min_score = self.min_score.unwrap_or(0.72);
+        if !(0.0..=1.0).contains(&min_score) {
+            return Err(EngineError::Config(format!(
+                "min_score is {min_score}: it must lie between 0 and 1"
+            )));
         }
         let correspondent_prompt = OnceCell::new_with(self.correspondent_prompt);
         Ok(ConversationGenerator {
@@ -300,8 +337,11 @@ impl ConversationGeneratorBuilder {
                     .storage
                     .unwrap_or_else(|| Arc::new(JsonlStorage::timestamped())),
                 evaluator,
-                min_score: self.min_score.unwrap_or(0.72),
+                min_score,
                 max_attempts,
+                keep_best: self.keep_best.unwrap_or(true),
+                checks: self.checks.unwrap_or(self.auto_improve),
+                dedup: self.dedup.unwrap_or(self.auto_improve),
                 temperature: self.temperature.unwrap_or(0.7),
             }),
         })

@@ -18,8 +18,13 @@ pub struct RunReport {
     pub dialogs_failed: u64,
     /// Failed dialogs by cause (`respondent: rate_limited`, ...).
     pub failures: BTreeMap<String, u64>,
-    /// Dialogs regenerated because the judge scored them low.
+    /// Dialogs regenerated because the checks or the judge rejected them.
     pub regenerations: u64,
+    /// Rejected attempts by cause (the cheap checks' causes, and `duplicate_question`
+    /// for first questions skipped as near duplicates).
+    pub rejections: BTreeMap<String, u64>,
+    /// Attempts the judge could not grade (never counted as passing).
+    pub unjudged: u64,
     /// Model requests made (instructions, both dialog roles, judge).
     pub requests: u64,
     /// Prompt tokens.

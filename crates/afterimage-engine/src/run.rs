@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use afterimage_core::{FixedNumber, RunProgress, StoppingCriterion};
 use tokio::task::JoinSet;
 
-use crate::dialog::{DialogFailure, DialogOutcome, RunContext, Spent, run_dialog};
+use crate::dialog::{DialogFailure, DialogOutcome, QualityCounts, RunContext, Spent, run_dialog};
 use crate::{EngineError, GenerateOptions, RunReport};
 
 /// The longest pause before a replacement dialog starts after failures.
@@ -142,6 +142,8 @@ struct State {
     progress: RunProgress,
     personas: HashSet<String>,
     failures: BTreeMap<String, u64>,
+    rejections: BTreeMap<String, u64>,
+    unjudged: u64,
     regenerations: u64,
     consecutive_failures: u32,
     next_delay: Duration,
@@ -154,8 +156,22 @@ impl State {
         self.progress.usage += spent.usage;
     }
 
+    fn count_quality(&mut self, counts: QualityCounts) {
+        for cause in counts.rejections {
+            *self.rejections.entry(cause.to_owned()).or_default() += 1;
+        }
+        if counts.duplicates > 0 {
+            *self
+                .rejections
+                .entry("duplicate_question".to_owned())
+                .or_default() += u64::from(counts.duplicates);
+        }
+        self.unjudged += u64::from(counts.unjudged);
+    }
+
     fn record_row(&mut self, outcome: DialogOutcome) {
         self.spend(outcome.spent);
+        self.count_quality(outcome.quality);
         self.progress.rows_written += 1;
         self.regenerations += u64::from(outcome.regenerations);
         if let Some(persona) = outcome.persona {
@@ -168,6 +184,7 @@ impl State {
 
     fn record_failure(&mut self, failure: DialogFailure, plan: &Plan) {
         self.spend(failure.spent);
+        self.count_quality(failure.quality);
         let error = failure.error;
         tracing::warn!(cause = %error.cause(), "dialog failed: {error}");
         *self.failures.entry(error.cause()).or_default() += 1;
@@ -233,6 +250,8 @@ impl State {
             dialogs_failed: self.progress.dialogs_failed,
             failures: self.failures.clone(),
             regenerations: self.regenerations,
+            rejections: self.rejections.clone(),
+            unjudged: self.unjudged,
             requests: self.progress.requests,
             input_tokens: self.progress.usage.input_tokens,
             output_tokens: self.progress.usage.output_tokens,

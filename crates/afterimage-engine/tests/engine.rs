@@ -351,10 +351,11 @@ async fn bad_options_are_config_errors() {
     assert!(err.to_string().contains(".model("), "{err}");
 }
 
-/// Scores the n-th evaluation from a list, then repeats the last score.
+/// Scores the n-th evaluation from a list (`None`: a malformed answer), then repeats
+/// the last one.
 #[derive(Debug)]
 struct ScoreList {
-    scores: Vec<f64>,
+    scores: Vec<Option<f64>>,
     calls: AtomicUsize,
 }
 
@@ -365,12 +366,16 @@ impl afterimage_core::Evaluator for ScoreList {
         _row: &afterimage_core::ConversationRow,
     ) -> Result<afterimage_core::Verdict, StrategyError> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
-        let score = self.scores[call.min(self.scores.len() - 1)];
+        let Some(score) = self.scores[call.min(self.scores.len() - 1)] else {
+            return Err(StrategyError::MalformedOutput {
+                message: "asked twice for scores, but it holds no JSON".into(),
+            });
+        };
         let mut criteria = std::collections::BTreeMap::new();
         criteria.insert(
             "coherence".to_owned(),
             afterimage_core::CriterionScore {
-                feedback: format!("attempt {call}"),
+                feedback: format!("attempt {call} rambles"),
                 score,
             },
         );
@@ -386,49 +391,258 @@ impl afterimage_core::Evaluator for ScoreList {
     }
 }
 
-async fn judged_run(scores: Vec<f64>) -> (afterimage_engine::RunReport, serde_json::Value, usize) {
+struct Judged {
+    report: afterimage_engine::RunReport,
+    rows: Vec<serde_json::Value>,
+    judged: usize,
+    model: Arc<ScriptedModel>,
+}
+
+async fn judged_run(
+    scores: Vec<Option<f64>>,
+    keep_best: bool,
+    n: u64,
+) -> Result<Judged, EngineError> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out.jsonl");
     let judge = Arc::new(ScoreList {
         scores,
         calls: AtomicUsize::new(0),
     });
+    let model = model(Duration::ZERO);
     let report = ConversationGenerator::builder()
         .respondent_prompt("You are a support agent.")
         .correspondent_prompt("You are a customer.")
-        .model(model(Duration::ZERO))
+        .model(Arc::clone(&model) as _)
         .instruction_generator(Arc::new(Numbered::default()))
         .storage(Arc::new(JsonlStorage::new(&path)))
         .auto_improve(true)
         .evaluator(Arc::clone(&judge) as _)
-        .max_attempts(3)
+        .max_regenerations(2)
+        .keep_best(keep_best)
         .build()
         .unwrap()
-        .generate(GenerateOptions::new().num_dialogs(1).max_concurrency(1))
+        .generate(
+            GenerateOptions::new()
+                .num_dialogs(n)
+                .max_concurrency(1)
+                .failure_backoff(Duration::from_millis(1)),
+        )
+        .await?;
+    Ok(Judged {
+        report,
+        rows: rows(&path),
+        judged: judge.calls.load(Ordering::SeqCst),
+        model,
+    })
+}
+
+#[tokio::test]
+async fn two_failed_attempts_then_a_pass_with_the_feedback_passed_on() {
+    let run = judged_run(vec![Some(0.3), Some(0.5), Some(0.9)], true, 1)
         .await
         .unwrap();
-    let row = rows(&path).remove(0);
-    (report, row, judge.calls.load(Ordering::SeqCst))
-}
-
-#[tokio::test]
-async fn a_low_score_regenerates_until_the_dialog_passes() {
-    let (report, row, judged) = judged_run(vec![0.3, 0.9]).await;
-    assert_eq!(judged, 2);
-    assert_eq!(report.regenerations, 1);
+    assert_eq!(run.judged, 3);
+    assert_eq!(run.report.regenerations, 2);
+    let row = &run.rows[0];
     assert_eq!(row["final_score"], 0.9);
     assert_eq!(row["evaluation"]["overall_grade"], "perfect");
-    assert_eq!(row["metadata"]["generation"]["attempts"], 2);
-    // The judge's tokens are in the report: 2 verdicts of 100 input tokens.
-    assert!(report.input_tokens >= 200);
+    let attempts = row["metadata"]["generation"]["attempts"]
+        .as_array()
+        .unwrap();
+    let scores: Vec<f64> = attempts
+        .iter()
+        .map(|a| a["score"].as_f64().unwrap())
+        .collect();
+    assert_eq!(scores, [0.3, 0.5, 0.9]);
+    assert_eq!(attempts[0]["grade"], "not_acceptable");
+    assert_eq!(attempts[0]["usage"]["input_tokens"], 103);
+    // Attempts 2 and 3 were told what the judge found in the one before.
+    let systems: Vec<String> = run
+        .model
+        .requests()
+        .iter()
+        .map(|r| r.messages[0].content.clone())
+        .filter(|s| s.starts_with("You are a support agent."))
+        .collect();
+    assert_eq!(systems.len(), 3);
+    assert!(!systems[0].contains("reviewer"));
+    assert!(
+        systems[1].contains("- coherence: attempt 0 rambles"),
+        "{}",
+        systems[1]
+    );
+    assert!(systems[2].contains("- coherence: attempt 1 rambles"));
+    // The judge's tokens are in the report: 3 verdicts of 100 input tokens.
+    assert!(run.report.input_tokens >= 300);
 }
 
 #[tokio::test]
-async fn regeneration_is_bounded_and_keeps_the_best_attempt() {
-    let (report, row, judged) = judged_run(vec![0.5, 0.6, 0.4]).await;
-    assert_eq!(judged, 3);
-    assert_eq!(report.regenerations, 2);
-    assert_eq!(row["final_score"], 0.6);
-    assert_eq!(row["evaluation"]["coherence"]["feedback"], "attempt 1");
-    assert_eq!(row["metadata"]["generation"]["attempts"], 3);
+async fn never_passing_keeps_the_best_attempt_within_the_bound() {
+    let run = judged_run(vec![Some(0.5), Some(0.6), Some(0.4)], true, 3)
+        .await
+        .unwrap();
+    assert_eq!(run.judged, 9);
+    assert_eq!(run.rows.len(), 3);
+    assert_eq!(run.report.regenerations, 6);
+    assert_eq!(run.rows[0]["final_score"], 0.6);
+    assert_eq!(
+        run.rows[0]["evaluation"]["coherence"]["feedback"],
+        "attempt 1 rambles"
+    );
+    assert_eq!(
+        run.rows[0]["metadata"]["generation"]["attempts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn never_passing_with_drop_makes_other_dialogs_until_the_count_holds() {
+    // The first dialog never passes and is dropped; later ones pass at once.
+    let run = judged_run(vec![Some(0.1), Some(0.1), Some(0.1), Some(0.95)], false, 2)
+        .await
+        .unwrap();
+    assert_eq!(run.rows.len(), 2);
+    assert_eq!(run.report.rows_written, 2);
+    assert_eq!(run.report.failures.get("quality: rejected"), Some(&1));
+    assert_eq!(run.judged, 5);
+    assert!(run.rows.iter().all(|r| r["final_score"] == 0.95));
+}
+
+#[tokio::test]
+async fn a_malformed_verdict_is_unjudged_and_never_a_pass() {
+    // Unjudged, then unjudged, then a low score: the low score is the best judged
+    // attempt and is kept; two attempts are counted unjudged.
+    let run = judged_run(vec![None, None, Some(0.4)], true, 1)
+        .await
+        .unwrap();
+    assert_eq!(run.report.unjudged, 2);
+    assert_eq!(run.rows[0]["final_score"], 0.4);
+    let attempts = run.rows[0]["metadata"]["generation"]["attempts"]
+        .as_array()
+        .unwrap();
+    assert!(
+        attempts[0]["judge_error"]
+            .as_str()
+            .unwrap()
+            .contains("no JSON")
+    );
+    // Never judged at all: with drop, the dialog is never stored as a pass.
+    let err = judged_run(vec![None], false, 1).await.err();
+    assert!(err.is_none() || err.unwrap().report().unwrap().rows_written == 0);
+}
+
+#[tokio::test]
+async fn cheap_checks_reject_before_the_judge() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let replies = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&replies);
+    // The first respondent reply refuses; every later one answers.
+    let model = Arc::new(ScriptedModel::new("refusing", move |request| {
+        let counter = Arc::clone(&counter);
+        async move {
+            let respondent = request.messages[0]
+                .content
+                .starts_with("You are a support agent.");
+            if respondent && counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Ok(ChatResponse::text("I'm sorry, but I can't help with that."));
+            }
+            Ok(ChatResponse::text("Here is how it works."))
+        }
+    }));
+    let judge = Arc::new(ScoreList {
+        scores: vec![Some(0.9)],
+        calls: AtomicUsize::new(0),
+    });
+    let report = ConversationGenerator::builder()
+        .respondent_prompt("You are a support agent.")
+        .correspondent_prompt("You are a customer.")
+        .model(model)
+        .instruction_generator(Arc::new(Numbered::default()))
+        .storage(Arc::new(JsonlStorage::new(&path)))
+        .auto_improve(true)
+        .evaluator(Arc::clone(&judge) as _)
+        .build()
+        .unwrap()
+        .generate(
+            GenerateOptions::new()
+                .num_dialogs(1)
+                .fixed_turns(1)
+                .max_concurrency(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.rejections.get("refusal"), Some(&1));
+    assert_eq!(
+        judge.calls.load(Ordering::SeqCst),
+        1,
+        "the refusal was never judged"
+    );
+    let row = &rows(&path)[0];
+    assert_eq!(row["conversations"][1]["content"], "Here is how it works.");
+    let attempts = row["metadata"]["generation"]["attempts"]
+        .as_array()
+        .unwrap();
+    assert!(
+        attempts[0]["rejected"]
+            .as_str()
+            .unwrap()
+            .starts_with("refusal")
+    );
+}
+
+/// Batches whose questions repeat: calls 2k and 2k+1 ask the same three questions.
+#[derive(Debug, Default)]
+struct Repeating {
+    calls: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl InstructionGenerator for Repeating {
+    async fn generate(
+        &self,
+        _request: &InstructionRequest,
+    ) -> Result<GeneratedInstructions, StrategyError> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst) / 2;
+        Ok(GeneratedInstructions {
+            instructions: (0..3)
+                .map(|i| format!("What does setting number {call}{i} change in the app?"))
+                .collect(),
+            ..Default::default()
+        })
+    }
+}
+
+#[tokio::test]
+async fn near_duplicate_questions_are_skipped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let report = ConversationGenerator::builder()
+        .respondent_prompt("You are a support agent.")
+        .correspondent_prompt("You are a customer.")
+        .model(model(Duration::ZERO))
+        .instruction_generator(Arc::new(Repeating::default()))
+        .storage(Arc::new(JsonlStorage::new(&path)))
+        .dedup_questions(true)
+        .build()
+        .unwrap()
+        .generate(GenerateOptions::new().num_dialogs(6).max_concurrency(1))
+        .await
+        .unwrap();
+    let firsts: std::collections::HashSet<String> = rows(&path)
+        .iter()
+        .map(|r| {
+            r["conversations"][0]["content"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(firsts.len(), 6);
+    // The second batch repeats the first word for word: all three are skipped.
+    assert_eq!(report.rejections.get("duplicate_question"), Some(&3));
 }
