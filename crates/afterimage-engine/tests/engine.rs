@@ -180,6 +180,15 @@ async fn turns_alternate_and_rows_carry_their_context() {
         .collect();
     assert_eq!(follow_ups.len(), 6 * 2);
     for request in follow_ups {
+        // The framing that keeps the simulated user a human user, pinned.
+        let system = &request.messages[0].content;
+        assert!(system.starts_with("You are a customer.\n\n"), "{system}");
+        assert!(
+            system.contains("You are the user in this chat, a human talking to an AI assistant")
+        );
+        assert!(system.contains("Never write as the assistant"));
+        assert!(system.contains("Use the same language as your earlier messages."));
+        assert_eq!(request.messages[1].role, Role::User);
         assert_eq!(request.messages[2].role, Role::Assistant);
         assert!(request.messages[2].content.starts_with("question "));
         assert_eq!(request.messages.last().unwrap().role, Role::User);

@@ -24,8 +24,48 @@ pub async fn write_correspondent_prompt(
         )),
     ])
     .temperature(0.7);
-    let answer = model.chat(request).await?.message.content;
-    extract_user_prompt(&answer)
+    let answer = model.chat(request.clone()).await?.message.content;
+    let problem = match extract_user_prompt(&answer).and_then(validate_user_prompt) {
+        Ok(prompt) => return Ok(prompt),
+        Err(problem) => problem,
+    };
+    // One more try, showing the model what was wrong with its answer.
+    let mut retry = request;
+    retry.messages.push(Message::assistant(answer));
+    retry.messages.push(Message::user(format!(
+        "That cannot be used: {problem}. Write the system prompt for the simulated human user (the person asking for help, not the assistant), between <user_system_prompt> and </user_system_prompt>."
+    )));
+    let answer = model.chat(retry).await?.message.content;
+    extract_user_prompt(&answer).and_then(validate_user_prompt)
+}
+
+/// Phrases that cast the reader as the assistant: a prompt with them would make the
+/// simulated user answer instead of ask.
+const ASSISTANT_CASTING: &[&str] = &[
+    "you are a helpful assistant",
+    "you are an ai assistant",
+    "you are an assistant",
+    "you are a support agent",
+    "as an ai assistant",
+    "your role is to assist",
+    "your job is to help users",
+    "your job is to answer",
+    "you answer the user's questions",
+    "respond to the user's questions",
+];
+
+/// Rejects a correspondent prompt that is really an assistant prompt.
+fn validate_user_prompt(prompt: String) -> Result<String, StrategyError> {
+    let lower = prompt.to_lowercase();
+    match ASSISTANT_CASTING.iter().find(|p| lower.contains(*p)) {
+        Some(phrase) => Err(StrategyError::MalformedOutput {
+            message: format!(
+                "the written correspondent prompt casts the model as the assistant (\"{phrase}\"): {}",
+                snippet(&prompt, 160)
+            ),
+        }),
+        None => Ok(prompt),
+    }
 }
 
 /// The note the engine appends to the dialog before each correspondent follow-up:

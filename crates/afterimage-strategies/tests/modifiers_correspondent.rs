@@ -145,6 +145,40 @@ async fn empty_correspondent_prompt_is_malformed() {
 }
 
 #[tokio::test]
+async fn an_assistant_prompt_is_refused_then_rewritten() {
+    let answers = Arc::new(std::sync::Mutex::new(vec![
+        "<user_system_prompt>You are a pet owner whose cat stopped eating.</user_system_prompt>",
+        "<user_system_prompt>You are a helpful assistant for pet owners.</user_system_prompt>",
+    ]));
+    let model = ScriptedModel::new("writer", move |_request| {
+        let answer = answers.lock().unwrap().pop().unwrap_or("");
+        async move { Ok(ChatResponse::text(answer)) }
+    });
+    let prompt = write_correspondent_prompt(&model, "You are a vet.")
+        .await
+        .unwrap();
+    assert_eq!(prompt, "You are a pet owner whose cat stopped eating.");
+    let requests = model.requests();
+    assert_eq!(requests.len(), 2);
+    assert!(
+        requests[1].messages[3]
+            .content
+            .contains("casts the model as the assistant")
+    );
+
+    // Twice an assistant prompt: an error that quotes it.
+    let model = answering("<user_system_prompt>You are a helpful assistant.</user_system_prompt>");
+    let err = write_correspondent_prompt(&model, "You are a vet.")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("you are a helpful assistant"),
+        "{err}"
+    );
+    assert_eq!(model.calls(), 2);
+}
+
+#[tokio::test]
 async fn provider_errors_pass_through() {
     let model = ScriptedModel::new("down", |_request| async {
         Err(ProviderError::Server {
