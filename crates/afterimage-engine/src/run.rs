@@ -186,8 +186,15 @@ impl State {
         self.spend(failure.spent);
         self.count_quality(failure.quality);
         let error = failure.error;
-        tracing::warn!(cause = %error.cause(), "dialog failed: {error}");
-        *self.failures.entry(error.cause()).or_default() += 1;
+        let seen = self.failures.entry(error.cause()).or_default();
+        // The first failure of each kind is worth a line; the rest are counted (the
+        // progress bar and the report show them), not repeated.
+        if *seen == 0 {
+            tracing::warn!(cause = %error.cause(), "dialog failed (more like it are only counted): {error}");
+        } else {
+            tracing::debug!(cause = %error.cause(), "dialog failed: {error}");
+        }
+        *seen += 1;
         self.progress.dialogs_failed += 1;
         self.consecutive_failures += 1;
         // Back off before the replacement starts, so a struggling server is not
