@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use afterimage_core::{ChatModel, Document, DocumentSource, InstructionGenerator};
+use afterimage_core::{ApiKey, ChatModel, Document, DocumentSource, InstructionGenerator};
 use afterimage_engine::{ConversationGenerator, GenerateOptions};
-use afterimage_providers::{Gemini, OpenAiCompatible};
+use afterimage_providers::{Gemini, KeyPool, OpenAiCompatible, Retry, RetryPolicy};
 use afterimage_storage::JsonlStorage;
 use afterimage_strategies::{
     Aggregation, ContextualInstructionGenerator, DirectoryDocumentProvider,
@@ -18,27 +18,62 @@ use crate::config::{AggregationKind, OnFailure, ProviderKind};
 use crate::settings::{DocumentsSpec, Endpoint, Settings};
 
 /// A chat model for `model_name` on the configured provider. `client` is shared so
-/// the respondent and correspondent pool the same connections.
+/// the respondent and correspondent pool the same connections; `pools` collects the
+/// key pools built, for their per-key report.
 pub(crate) fn model(
     settings: &Settings,
     model_name: &str,
     client: &reqwest::Client,
+    pools: &mut Vec<Arc<KeyPool>>,
 ) -> anyhow::Result<Arc<dyn ChatModel>> {
     endpoint_model(
         &Endpoint {
             provider: settings.provider,
             model_name: model_name.to_owned(),
             base_url: settings.base_url.clone(),
-            api_key: settings.api_key.clone(),
+            api_keys: settings.api_keys.clone(),
+            max_retries: settings.max_retries,
             timeout: settings.timeout,
         },
         client,
+        pools,
     )
 }
 
-/// A chat model for an endpoint.
+/// A chat model for an endpoint: one client per key (a [`KeyPool`] when there are
+/// several), behind the retry middleware.
 pub(crate) fn endpoint_model(
     endpoint: &Endpoint,
+    client: &reqwest::Client,
+    pools: &mut Vec<Arc<KeyPool>>,
+) -> anyhow::Result<Arc<dyn ChatModel>> {
+    let base: Arc<dyn ChatModel> = match endpoint.api_keys.as_slice() {
+        [] => provider_client(endpoint, None, client)?,
+        [key] => provider_client(endpoint, Some(key), client)?,
+        keys => {
+            let clients = keys
+                .iter()
+                .map(|key| Ok((key.clone(), provider_client(endpoint, Some(key), client)?)))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let pool = Arc::new(KeyPool::new(clients));
+            pools.push(Arc::clone(&pool));
+            pool
+        }
+    };
+    if endpoint.max_retries == 0 {
+        return Ok(base);
+    }
+    let policy = RetryPolicy {
+        max_retries: endpoint.max_retries,
+        ..RetryPolicy::default()
+    };
+    Ok(Arc::new(Retry::new(base, policy)))
+}
+
+/// The provider's client for one key.
+fn provider_client(
+    endpoint: &Endpoint,
+    key: Option<&ApiKey>,
     client: &reqwest::Client,
 ) -> anyhow::Result<Arc<dyn ChatModel>> {
     let model: Arc<dyn ChatModel> = match endpoint.provider {
@@ -50,7 +85,7 @@ pub(crate) fn endpoint_model(
             if let Some(url) = &endpoint.base_url {
                 builder = builder.base_url(url);
             }
-            if let Some(key) = &endpoint.api_key {
+            if let Some(key) = key {
                 builder = builder.api_key(key.clone());
             }
             Arc::new(builder.build().context("model settings")?)
@@ -68,7 +103,7 @@ pub(crate) fn endpoint_model(
             if let Some(url) = &endpoint.base_url {
                 builder = builder.base_url(url);
             }
-            if let Some(key) = &endpoint.api_key {
+            if let Some(key) = key {
                 builder = builder.api_key(key.clone());
             }
             Arc::new(builder.build().context("model settings")?)
@@ -82,10 +117,11 @@ fn judge(
     settings: &Settings,
     respondent: &Arc<dyn ChatModel>,
     client: &reqwest::Client,
+    pools: &mut Vec<Arc<KeyPool>>,
 ) -> anyhow::Result<LlmJudge> {
     let quality = &settings.quality;
     let model = match &settings.evaluator {
-        Some(endpoint) => endpoint_model(endpoint, client)?,
+        Some(endpoint) => endpoint_model(endpoint, client, pools)?,
         None => Arc::clone(respondent),
     };
     let mut judge = LlmJudge::new(model)
@@ -150,21 +186,22 @@ pub(crate) fn documents(spec: &DocumentsSpec) -> anyhow::Result<Arc<dyn Document
 /// The generator and options for a run.
 pub(crate) fn generator(
     settings: &Settings,
-) -> anyhow::Result<(ConversationGenerator, GenerateOptions)> {
+) -> anyhow::Result<(ConversationGenerator, GenerateOptions, Vec<Arc<KeyPool>>)> {
     let client = http_client(settings)?;
-    let respondent = model(settings, &settings.model_name, &client)?;
+    let mut pools = Vec::new();
+    let respondent = model(settings, &settings.model_name, &client, &mut pools)?;
     let mut builder = ConversationGenerator::builder()
         .respondent_prompt(settings.respondent_prompt.clone())
         .model(Arc::clone(&respondent))
         .storage(Arc::new(JsonlStorage::new(&settings.output)));
     if let Some(name) = &settings.correspondent_model_name {
-        builder = builder.correspondent_model(model(settings, name, &client)?);
+        builder = builder.correspondent_model(model(settings, name, &client, &mut pools)?);
     }
     if settings.auto_improve {
         let quality = &settings.quality;
         builder = builder
             .auto_improve(true)
-            .evaluator(Arc::new(judge(settings, &respondent, &client)?))
+            .evaluator(Arc::new(judge(settings, &respondent, &client, &mut pools)?))
             .min_score(quality.min_score)
             .max_regenerations(quality.max_regenerations)
             .keep_best(quality.on_failure == OnFailure::KeepBest)
@@ -204,5 +241,5 @@ pub(crate) fn generator(
     if let Some(n) = settings.max_failures {
         options = options.max_failures(n);
     }
-    Ok((generator, options))
+    Ok((generator, options, pools))
 }

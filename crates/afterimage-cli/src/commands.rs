@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use afterimage_core::{Document, DocumentSource};
 use afterimage_engine::EngineError;
+use afterimage_providers::KeyStats;
 use anyhow::{Context, anyhow};
 
 use crate::Failure;
@@ -21,7 +22,7 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
     let settings = settings(&args.config, args.overrides.into(), KeyPolicy::Required)?;
     // Documents are read once, here, so an empty folder fails before any request.
     let settings = preload_documents(settings).await?;
-    let (generator, options) = build::generator(&settings).map_err(Failure::Usage)?;
+    let (generator, options, pools) = build::generator(&settings).map_err(Failure::Usage)?;
 
     let progress = Progress::start(
         settings.num_dialogs,
@@ -31,13 +32,14 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
     let result = generator.generate(options).await;
     progress.finish();
 
+    let keys: Vec<KeyStats> = pools.iter().flat_map(|p| p.stats()).collect();
     match result {
         Ok(report) => {
-            print_report(&report, args.json);
+            print_report(&report, &keys, args.json);
             Ok(())
         }
         Err(EngineError::RunFailed { cause, report }) => {
-            print_report(&report, args.json);
+            print_report(&report, &keys, args.json);
             Err(Failure::Run(anyhow!(
                 "{cause} ({} rows written to {} are kept)",
                 report.rows_written,
@@ -59,9 +61,10 @@ pub(crate) async fn validate(args: ValidateArgs) -> Result<(), Failure> {
     let mut usage_problems = 0;
     let mut run_problems = 0;
 
-    match (&settings.key_env, &settings.api_key) {
-        (Some(var), Some(_)) => println!("ok    API key in {var}"),
-        (Some(var), None) if settings.provider != ProviderKind::Local => {
+    match (&settings.key_env, settings.api_keys.len()) {
+        (Some(var), 1) => println!("ok    API key in {var}"),
+        (Some(var), n) if n > 1 => println!("ok    {n} API keys in {var} (they rotate)"),
+        (Some(var), _) if settings.provider != ProviderKind::Local => {
             println!("fail  API key: {var} is not set (export {var}=<your key>)");
             usage_problems += 1;
         }
@@ -89,7 +92,7 @@ pub(crate) async fn validate(args: ValidateArgs) -> Result<(), Failure> {
 
     let endpoint = async {
         let client = build::http_client(&settings)?;
-        let model = build::model(&settings, &settings.model_name, &client)?;
+        let model = build::model(&settings, &settings.model_name, &client, &mut Vec::new())?;
         tokio::time::timeout(Duration::from_secs(10), model.probe())
             .await
             .map_err(|_| anyhow!("no answer within 10 s"))??;

@@ -308,12 +308,17 @@ pub struct ModelSection {
     pub provider: ProviderKind,
     /// The model name (default by provider).
     pub model_name: Option<String>,
-    /// The environment variable holding the key.
+    /// The environment variable holding the key (several keys: comma-separated).
     pub api_key_env: Option<String>,
+    /// (ours) Several variables, each holding one or more keys; the keys rotate.
+    #[serde(default)]
+    pub api_key_envs: Vec<String>,
     /// Another endpoint for the same API.
     pub base_url: Option<String>,
     /// Seconds before a request times out (default 120).
     pub timeout_secs: Option<u64>,
+    /// (ours) Retries of a request that failed in a way that may pass (default 5).
+    pub max_retries: Option<u32>,
 }
 
 /// `respondent:` (and the prompt part of `correspondent:`)

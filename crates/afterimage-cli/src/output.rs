@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use afterimage_core::RunProgress;
 use afterimage_engine::RunReport;
+use afterimage_providers::KeyStats;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).
@@ -53,16 +54,38 @@ impl Progress {
     }
 }
 
-/// Prints the report as a table, or as one JSON object with `--json`.
-pub(crate) fn print_report(report: &RunReport, json: bool) {
+/// Prints the report as a table, or as one JSON object with `--json` (with a `keys`
+/// list when several API keys rotated).
+pub(crate) fn print_report(report: &RunReport, keys: &[KeyStats], json: bool) {
     if json {
-        match serde_json::to_string(report) {
-            Ok(line) => println!("{line}"),
-            Err(e) => eprintln!("error: the report could not be encoded as JSON: {e}"),
+        let mut value = serde_json::to_value(report).unwrap_or_default();
+        if !keys.is_empty()
+            && let Some(object) = value.as_object_mut()
+        {
+            object.insert(
+                "keys".into(),
+                serde_json::to_value(keys).unwrap_or_default(),
+            );
         }
+        println!("{value}");
         return;
     }
     println!("{}", table(report));
+    for key in keys {
+        println!(
+            "{}  {} requests, {} rate limited, {} tokens in, {} out{}",
+            key.key,
+            key.requests,
+            key.rate_limited,
+            key.input_tokens,
+            key.output_tokens,
+            if key.retired {
+                ", retired (refused)"
+            } else {
+                ""
+            }
+        );
+    }
 }
 
 /// The summary table.

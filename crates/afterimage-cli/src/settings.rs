@@ -64,8 +64,10 @@ pub struct Endpoint {
     pub model_name: String,
     /// The endpoint, when not the provider's own.
     pub base_url: Option<String>,
-    /// The key, when the provider needs one.
-    pub api_key: Option<ApiKey>,
+    /// The keys (several rotate through a key pool).
+    pub api_keys: Vec<ApiKey>,
+    /// Retries of a request that failed in a way that may pass.
+    pub max_retries: u32,
     /// Per-request timeout.
     pub timeout: Duration,
 }
@@ -81,10 +83,12 @@ pub struct Settings {
     pub correspondent_model_name: Option<String>,
     /// The endpoint, when not the provider's own.
     pub base_url: Option<String>,
-    /// The key, when the provider needs one.
-    pub api_key: Option<ApiKey>,
-    /// The variable the key came from (for messages).
+    /// The keys (several rotate through a key pool); empty when none is needed.
+    pub api_keys: Vec<ApiKey>,
+    /// The variable(s) the keys came from (for messages).
     pub key_env: Option<String>,
+    /// Retries of a request that failed in a way that may pass.
+    pub max_retries: u32,
     /// Per-request timeout.
     pub timeout: Duration,
     /// The assistant's system prompt.
@@ -159,23 +163,7 @@ impl Settings {
             .or(raw.model.model_name.clone())
             .unwrap_or_else(|| provider.default_model().to_owned());
         let base_url = overrides.base_url.clone().or(raw.model.base_url.clone());
-        let key_env = raw
-            .model
-            .api_key_env
-            .clone()
-            .or_else(|| provider.default_key_env().map(str::to_owned));
-        let api_key = match &key_env {
-            None => None,
-            Some(var) => match env(var).filter(|k| !k.trim().is_empty()) {
-                Some(key) => Some(ApiKey::new(key.trim())),
-                None if keys == KeyPolicy::Required && provider != ProviderKind::Local => {
-                    return Err(format!(
-                        "the API key variable {var} is not set: export {var}=<your key> (or point model.api_key_env at another variable)"
-                    ));
-                }
-                None => None,
-            },
-        };
+        let (key_env, api_keys) = resolve_keys(&raw.model, provider, &env, keys, "model")?;
 
         let respondent_prompt = read_prompt(
             raw.respondent.as_ref().and_then(|r| r.system_prompt.clone()),
@@ -265,22 +253,8 @@ impl Settings {
                 if provider == ProviderKind::Anthropic {
                     return Err("quality.evaluator.provider: anthropic is not supported yet".into());
                 }
-                let key_env = section
-                    .api_key_env
-                    .clone()
-                    .or_else(|| provider.default_key_env().map(str::to_owned));
-                let api_key = match &key_env {
-                    Some(var) => match env(var).filter(|k| !k.trim().is_empty()) {
-                        Some(key) => Some(ApiKey::new(key.trim())),
-                        None if keys == KeyPolicy::Required && provider != ProviderKind::Local => {
-                            return Err(format!(
-                                "the judge's API key variable {var} is not set: export {var}=<your key> (or set quality.evaluator.api_key_env)"
-                            ));
-                        }
-                        None => None,
-                    },
-                    None => None,
-                };
+                let (_, api_keys) =
+                    resolve_keys(section, provider, &env, keys, "quality.evaluator")?;
                 Some(Endpoint {
                     provider,
                     model_name: section
@@ -288,7 +262,8 @@ impl Settings {
                         .clone()
                         .unwrap_or_else(|| provider.default_model().to_owned()),
                     base_url: section.base_url.clone(),
-                    api_key,
+                    api_keys,
+                    max_retries: section.max_retries.unwrap_or(5),
                     timeout: Duration::from_secs(section.timeout_secs.unwrap_or(120)),
                 })
             }
@@ -299,8 +274,9 @@ impl Settings {
             model_name,
             correspondent_model_name,
             base_url,
-            api_key,
+            api_keys,
             key_env,
+            max_retries: raw.model.max_retries.unwrap_or(5),
             timeout: Duration::from_secs(raw.model.timeout_secs.unwrap_or(120)),
             respondent_prompt,
             correspondent_prompt,
@@ -326,6 +302,45 @@ impl Settings {
             warnings,
         })
     }
+}
+
+/// The key variables of a `model` section and the keys they hold (a variable may hold
+/// several, comma-separated).
+fn resolve_keys(
+    section: &crate::config::ModelSection,
+    provider: ProviderKind,
+    env: &impl Fn(&str) -> Option<String>,
+    policy: KeyPolicy,
+    name: &str,
+) -> Result<(Option<String>, Vec<ApiKey>), String> {
+    let vars: Vec<String> = if section.api_key_envs.is_empty() {
+        section
+            .api_key_env
+            .clone()
+            .or_else(|| provider.default_key_env().map(str::to_owned))
+            .into_iter()
+            .collect()
+    } else {
+        section.api_key_envs.clone()
+    };
+    let mut keys = Vec::new();
+    for var in &vars {
+        let found: Vec<ApiKey> = env(var)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(ApiKey::new)
+            .collect();
+        if found.is_empty() && policy == KeyPolicy::Required && provider != ProviderKind::Local {
+            return Err(format!(
+                "the API key variable {var} is not set: export {var}=<your key> (or point {name}.api_key_env at another variable)"
+            ));
+        }
+        keys.extend(found);
+    }
+    let shown = (!vars.is_empty()).then(|| vars.join(", "));
+    Ok((shown, keys))
 }
 
 /// Upstream features the file asks for that this version does not have yet.
@@ -520,7 +535,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert!(ok.api_key.is_none());
+        assert!(ok.api_keys.is_empty());
         assert_eq!(ok.model_name, "default");
         assert_eq!(ok.max_concurrency, 8);
     }

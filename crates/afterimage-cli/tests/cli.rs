@@ -521,3 +521,58 @@ async fn every_example_config_parses_and_validates() {
     }
     assert!(checked >= 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_among_several_is_retired_and_never_shown() {
+    let server =
+        MockServer::start(MockConfig::default().with_require_key("sk-good-0000111122223333"))
+            .await
+            .unwrap();
+    let config = LOCAL.replace(
+        "  provider: local\n",
+        "  provider: openai\n  api_key_env: TEAM_KEYS\n",
+    );
+    let (dir, path) = project(&config);
+    let out = dir.path().join("keys.jsonl");
+    let run = afterimage(
+        args(&[
+            "generate",
+            "--config",
+            path.to_str().unwrap(),
+            "--base-url",
+            &server.openai_base_url(),
+            "--num-dialogs",
+            "6",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ]),
+        vec![
+            (
+                "TEAM_KEYS",
+                "sk-revoked-9999888877776666, sk-good-0000111122223333".into(),
+            ),
+            ("RUST_LOG", "trace".into()),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report: serde_json::Value =
+        serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(report["rows_written"], 6);
+    let keys = report["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys.iter().filter(|k| k["retired"] == true).count(), 1);
+    // Neither key appears anywhere: not in the report, the trace log, or the rows.
+    let rows = std::fs::read_to_string(&out).unwrap();
+    for secret in [
+        "sk-revoked-9999888877776666",
+        "sk-good-0000111122223333",
+        "9999888877776666",
+    ] {
+        assert!(!run.stdout.contains(secret), "key in stdout");
+        assert!(!run.stderr.contains(secret), "key in the trace log");
+        assert!(!rows.contains(secret), "key in the rows");
+    }
+    assert!(run.stderr.contains("retired"), "the retirement is logged");
+}

@@ -39,13 +39,17 @@
 pub use crate::{
     error::BuildError,
     gemini::{GEMINI_BASE_URL, Gemini, GeminiBuilder, GeminiSchemaField},
+    keypool::{KeyPool, KeyStats, key_fingerprint},
     openai::{
         DEEPSEEK_BASE_URL, LOCAL_BASE_URL, OPENAI_BASE_URL, OPENROUTER_BASE_URL, OpenAiCompatible,
         OpenAiCompatibleBuilder, StructuredOutput,
     },
+    retry::{Retry, RetryPolicy},
 };
 
 mod error;
 mod gemini;
 mod http;
+mod keypool;
 mod openai;
+mod retry;

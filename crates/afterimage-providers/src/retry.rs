@@ -1,0 +1,144 @@
+//! Retries with jittered exponential backoff that honours `Retry-After`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use afterimage_core::{ChatModel, ChatRequest, ChatResponse, ProviderError};
+use async_trait::async_trait;
+use rand::Rng;
+
+/// When and how long to wait before trying a failed request again.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (default 5).
+    pub max_retries: u32,
+    /// The first backoff (default 500 ms); it doubles each retry.
+    pub base: Duration,
+    /// The longest backoff (default 30 s).
+    pub cap: Duration,
+    /// The longest wait a server's `Retry-After` may ask for (default 120 s): a
+    /// hostile or mistaken `Retry-After: 999999` must not park a run.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 5,
+            base: Duration::from_millis(500),
+            cap: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(120),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `retry` (0-based): a random point in the upper
+    /// half of the exponential step, so many clients do not retry in lockstep, and
+    /// never less than what the server asked for (up to `max_retry_after`).
+    pub fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
+        let step = self
+            .base
+            .saturating_mul(1u32 << retry.min(16))
+            .min(self.cap);
+        let jittered = step.mul_f64(rand::rng().random_range(0.5..=1.0));
+        match retry_after {
+            Some(asked) => jittered.max(asked.min(self.max_retry_after)),
+            None => jittered,
+        }
+    }
+}
+
+/// A [`ChatModel`] that retries the requests of another on errors that may pass
+/// (429, 5xx, 529, timeouts, dropped connections, garbled bodies), never on those that
+/// cannot (400, 401/403, an unknown model, no quota).
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use afterimage_providers::{OpenAiCompatible, Retry, RetryPolicy};
+///
+/// # fn demo() -> Result<(), afterimage_providers::BuildError> {
+/// let client = OpenAiCompatible::local().model("llama3").build()?;
+/// let model = Retry::new(Arc::new(client), RetryPolicy::default());
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Retry {
+    inner: Arc<dyn ChatModel>,
+    policy: RetryPolicy,
+    retries: AtomicU64,
+}
+
+impl Retry {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn ChatModel>, policy: RetryPolicy) -> Self {
+        Retry {
+            inner,
+            policy,
+            retries: AtomicU64::new(0),
+        }
+    }
+
+    /// Retries made so far.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl ChatModel for Retry {
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let mut retry = 0;
+        loop {
+            match self.inner.chat(request.clone()).await {
+                Err(e) if e.is_retryable() && retry < self.policy.max_retries => {
+                    let delay = self.policy.delay(retry, e.retry_after());
+                    tracing::debug!(kind = e.kind(), ?delay, retry, "retrying: {e}");
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    retry += 1;
+                    tokio::time::sleep(delay).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn model_id(&self) -> &str {
+        self.inner.model_id()
+    }
+
+    async fn probe(&self) -> Result<(), ProviderError> {
+        self.inner.probe().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_are_capped_and_honour_retry_after() {
+        let policy = RetryPolicy {
+            max_retries: 5,
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(1),
+            max_retry_after: Duration::from_secs(10),
+        };
+        for _ in 0..50 {
+            let first = policy.delay(0, None);
+            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+            let third = policy.delay(2, None);
+            assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400));
+            assert!(policy.delay(30, None) <= Duration::from_secs(1));
+            assert_eq!(
+                policy.delay(0, Some(Duration::from_secs(7))),
+                Duration::from_secs(7)
+            );
+            assert_eq!(
+                policy.delay(0, Some(Duration::from_secs(999_999))),
+                Duration::from_secs(10)
+            );
+        }
+    }
+}
