@@ -34,6 +34,10 @@ pub(crate) struct GenerateArgs {
     /// Print the final report as one JSON object on stdout instead of the table.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Stop starting dialogs before the run's cost would pass this amount (needs
+    /// model.price in the config).
+    #[arg(long, value_name = "AMOUNT")]
+    pub(crate) max_cost: Option<f64>,
     /// Settings that override the config.
     #[command(flatten)]
     pub(crate) overrides: OverrideArgs,

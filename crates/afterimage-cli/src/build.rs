@@ -241,5 +241,8 @@ pub(crate) fn generator(
     if let Some(n) = settings.max_failures {
         options = options.max_failures(n);
     }
+    if let Some(price) = settings.price {
+        options = options.price(price);
+    }
     Ok((generator, options, pools))
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use afterimage_core::{Document, DocumentSource};
-use afterimage_engine::EngineError;
+use afterimage_engine::{CostBudget, EngineError, StopHandle};
 use afterimage_providers::KeyStats;
 use anyhow::{Context, anyhow};
 
@@ -24,8 +24,22 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
     let settings = preload_documents(settings).await?;
     let (generator, options, pools) = build::generator(&settings).map_err(Failure::Usage)?;
 
+    let mut options = options;
+    if let Some(max_cost) = args.max_cost {
+        let Some(price) = settings.price else {
+            return Err(Failure::Usage(anyhow!(
+                "--max-cost needs token prices: add model.price: {{input_per_million: ..., output_per_million: ...}} to the config"
+            )));
+        };
+        options = options.stopping_criterion(Arc::new(CostBudget { max_cost, price }));
+    }
+    let stop = StopHandle::new();
+    options = options.stop_handle(stop.clone());
+    watch_ctrl_c(stop);
+
     let progress = Progress::start(
         settings.num_dialogs,
+        settings.price,
         !args.json && std::io::stderr().is_terminal(),
     );
     let options = options.on_progress(progress.callback());
@@ -34,6 +48,14 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
 
     let keys: Vec<KeyStats> = pools.iter().flat_map(|p| p.stats()).collect();
     match result {
+        Ok(report) if report.interrupted => {
+            print_report(&report, &keys, args.json);
+            Err(Failure::Interrupted(anyhow!(
+                "interrupted: {} rows written to {} are kept; run the same command again to make the rest",
+                report.rows_written,
+                report.output
+            )))
+        }
         Ok(report) => {
             print_report(&report, &keys, args.json);
             Ok(())
@@ -49,6 +71,22 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
         Err(e @ EngineError::Config(_)) => Err(Failure::Usage(e.into())),
         Err(e) => Err(Failure::Run(e.into())),
     }
+}
+
+/// First Ctrl-C: start no new dialogs, let those in flight finish and be stored.
+/// Second: stop at once (rows already written are whole lines).
+fn watch_ctrl_c(stop: StopHandle) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        stop.stop();
+        eprintln!("\nstopping: finishing the dialogs in flight (Ctrl-C again to quit at once)");
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("quitting; rows already written are kept");
+            std::process::exit(130);
+        }
+    });
 }
 
 /// Runs `validate`: every check is reported; the worst outcome sets the exit code.

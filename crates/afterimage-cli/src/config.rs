@@ -319,6 +319,18 @@ pub struct ModelSection {
     pub timeout_secs: Option<u64>,
     /// (ours) Retries of a request that failed in a way that may pass (default 5).
     pub max_retries: Option<u32>,
+    /// (ours) Token prices, for the cost in the report and `--max-cost`.
+    pub price: Option<PriceSection>,
+}
+
+/// `model.price:` per million tokens.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceSection {
+    /// Per million prompt tokens.
+    pub input_per_million: f64,
+    /// Per million completion tokens.
+    pub output_per_million: f64,
 }
 
 /// `respondent:` (and the prompt part of `correspondent:`)

@@ -44,6 +44,8 @@ pub(crate) enum Failure {
     Usage(anyhow::Error),
     /// The run itself failed (exit 1).
     Run(anyhow::Error),
+    /// The user stopped the run; finished rows are kept (exit 130).
+    Interrupted(anyhow::Error),
 }
 
 /// Runs the CLI with the process's arguments and returns its exit code.
@@ -86,6 +88,10 @@ pub fn main() -> ExitCode {
         Err(Failure::Run(e)) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
+        }
+        Err(Failure::Interrupted(e)) => {
+            eprintln!("{e:#}");
+            ExitCode::from(130)
         }
     }
 }

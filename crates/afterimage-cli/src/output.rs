@@ -3,18 +3,19 @@
 use std::time::Duration;
 
 use afterimage_core::RunProgress;
-use afterimage_engine::RunReport;
+use afterimage_engine::{Price, RunReport};
 use afterimage_providers::KeyStats;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).
 pub(crate) struct Progress {
     bar: ProgressBar,
+    price: Option<Price>,
 }
 
 impl Progress {
     /// Starts a bar counting up to `total` rows (a spinner when there is no count).
-    pub(crate) fn start(total: Option<u64>, visible: bool) -> Progress {
+    pub(crate) fn start(total: Option<u64>, price: Option<Price>, visible: bool) -> Progress {
         let bar = match total {
             Some(n) => ProgressBar::new(n),
             None => ProgressBar::no_length(),
@@ -33,16 +34,20 @@ impl Progress {
         } else {
             bar.set_draw_target(ProgressDrawTarget::hidden());
         }
-        Progress { bar }
+        Progress { bar, price }
     }
 
     /// The engine callback that moves the bar.
     pub(crate) fn callback(&self) -> impl Fn(&RunProgress) + Send + Sync + 'static {
         let bar = self.bar.clone();
+        let price = self.price;
         move |progress: &RunProgress| {
             bar.set_position(progress.rows_written);
+            let cost = price
+                .map(|p| format!("  cost {:.4}", p.cost(progress.usage)))
+                .unwrap_or_default();
             bar.set_message(format!(
-                "{} failed  {} requests",
+                "{} failed  {} requests{cost}",
                 progress.dialogs_failed, progress.requests
             ));
         }
@@ -127,6 +132,9 @@ pub(crate) fn table(report: &RunReport) -> String {
         ),
         ("stopped".into(), report.stop_reason.clone()),
     ]);
+    if let Some(cost) = report.cost {
+        rows.push(("cost".into(), format!("{cost:.4}")));
+    }
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     rows.iter()
         .map(|(k, v)| format!("{k:<width$}  {v}"))

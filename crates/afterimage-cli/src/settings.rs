@@ -91,6 +91,8 @@ pub struct Settings {
     pub max_retries: u32,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Token prices, when given.
+    pub price: Option<afterimage_engine::Price>,
     /// The assistant's system prompt.
     pub respondent_prompt: String,
     /// A fixed simulated-user prompt.
@@ -277,6 +279,10 @@ impl Settings {
             api_keys,
             key_env,
             max_retries: raw.model.max_retries.unwrap_or(5),
+            price: raw.model.price.map(|p| afterimage_engine::Price {
+                input_per_million: p.input_per_million,
+                output_per_million: p.output_per_million,
+            }),
             timeout: Duration::from_secs(raw.model.timeout_secs.unwrap_or(120)),
             respondent_prompt,
             correspondent_prompt,

@@ -576,3 +576,107 @@ async fn a_revoked_key_among_several_is_retired_and_never_shown() {
     }
     assert!(run.stderr.contains("retired"), "the retirement is logged");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_finishes_the_dialogs_in_flight_and_keeps_them() {
+    let server = MockServer::start(MockConfig::default().with_latency(Duration::from_millis(50)))
+        .await
+        .unwrap();
+    let (dir, path) = project(LOCAL);
+    let out = dir.path().join("interrupted.jsonl");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_afterimage"))
+        .args([
+            "generate",
+            "--config",
+            path.to_str().unwrap(),
+            "--base-url",
+            &server.openai_base_url(),
+            "--num-dialogs",
+            "500",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&out).map_or(0, |t| t.lines().count()) < 3 {
+        assert!(Instant::now() < deadline, "no rows appeared");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.ends_with('\n'));
+    let rows = read_rows(&out);
+    assert!(rows.len() >= 3 && rows.len() < 500, "{}", rows.len());
+    rows.iter().for_each(assert_dialog);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_cost_stops_the_run_under_its_budget() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let priced = LOCAL.replace(
+        "  model_name: mock-model\n",
+        "  model_name: mock-model\n  price: {input_per_million: 1.0, output_per_million: 4.0}\n",
+    );
+    let (dir, path) = project(&priced);
+    let out = dir.path().join("budget.jsonl");
+    let run = afterimage(
+        args(&[
+            "generate",
+            "--config",
+            path.to_str().unwrap(),
+            "--base-url",
+            &server.openai_base_url(),
+            "--num-dialogs",
+            "400",
+            "--max-cost",
+            "0.01",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ]),
+        vec![],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    let cost = report["cost"].as_f64().unwrap();
+    assert!(cost > 0.0 && cost <= 0.01, "cost {cost}");
+    let rows = report["rows_written"].as_u64().unwrap();
+    assert!(rows > 0 && rows < 400, "{rows}");
+    assert!(
+        report["stop_reason"]
+            .as_str()
+            .unwrap()
+            .contains("CostBudget")
+    );
+
+    // Without prices the flag cannot work: a usage error, before any request.
+    let (_dir, path) = project(LOCAL);
+    let run = afterimage(
+        args(&[
+            "generate",
+            "--config",
+            path.to_str().unwrap(),
+            "--max-cost",
+            "1",
+        ]),
+        vec![],
+    )
+    .await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("model.price"), "{}", run.stderr);
+}

@@ -133,6 +133,8 @@ pub struct RunProgress {
     pub usage: Usage,
     /// Distinct personas among stored rows.
     pub unique_personas: u64,
+    /// Dialogs running now (for criteria that project what they will cost).
+    pub in_flight: u64,
     /// Time since the run started.
     pub elapsed: Duration,
 }
@@ -146,6 +148,13 @@ pub trait StoppingCriterion: Send + Sync + std::fmt::Debug {
     /// smallest cap so that it never starts a dialog it would have to throw away.
     fn max_rows(&self) -> Option<u64> {
         None
+    }
+
+    /// Whether one more dialog may start now (`progress.in_flight` counts those
+    /// running). A budget uses it to hold back dialogs that could push the run past
+    /// its limit; when nothing runs and nothing may start, the run ends.
+    fn may_start(&self, _progress: &RunProgress) -> bool {
+        true
     }
 }
 

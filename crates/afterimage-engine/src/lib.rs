@@ -43,9 +43,9 @@
 pub use crate::{
     error::{DialogError, EngineError},
     generator::{ConversationGenerator, ConversationGeneratorBuilder},
-    options::{GenerateOptions, ProgressFn, Turns},
+    options::{GenerateOptions, Price, ProgressFn, StopHandle, Turns},
     report::RunReport,
-    stopping::{AllOf, ErrorRate, PersonaUsage, TokenBudget},
+    stopping::{AllOf, CostBudget, ErrorRate, PersonaUsage, TokenBudget},
 };
 
 mod dialog;

@@ -1,6 +1,7 @@
 //! The typed options of one `generate` call.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use afterimage_core::{RunProgress, StoppingCriterion};
@@ -45,6 +46,48 @@ pub struct GenerateOptions {
     pub(crate) run_id: Option<String>,
     pub(crate) on_progress: Option<ProgressFn>,
     pub(crate) failure_backoff: Duration,
+    pub(crate) stop: Option<StopHandle>,
+    pub(crate) price: Option<Price>,
+}
+
+/// Asks a running `generate` to stop starting dialogs; the ones in flight finish and
+/// are stored. Clone it into a Ctrl-C handler.
+#[derive(Debug, Clone, Default)]
+pub struct StopHandle(Arc<AtomicBool>);
+
+impl StopHandle {
+    /// A handle not yet triggered.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stops the run from starting new dialogs.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`stop`](Self::stop) was called.
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// What a model's tokens cost, in your currency per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Price {
+    /// Per million prompt tokens.
+    pub input_per_million: f64,
+    /// Per million completion tokens.
+    pub output_per_million: f64,
+}
+
+impl Price {
+    /// The cost of `usage`.
+    pub fn cost(&self, usage: afterimage_core::Usage) -> f64 {
+        (usage.input_tokens as f64 * self.input_per_million
+            + usage.output_tokens as f64 * self.output_per_million)
+            / 1e6
+    }
 }
 
 impl Default for GenerateOptions {
@@ -59,6 +102,8 @@ impl Default for GenerateOptions {
             run_id: None,
             on_progress: None,
             failure_backoff: Duration::from_millis(100),
+            stop: None,
+            price: None,
         }
     }
 }
@@ -135,6 +180,18 @@ impl GenerateOptions {
     /// `Retry-After` is honoured when longer.
     pub fn failure_backoff(mut self, base: Duration) -> Self {
         self.failure_backoff = base;
+        self
+    }
+
+    /// A handle that stops the run gracefully (for Ctrl-C).
+    pub fn stop_handle(mut self, handle: StopHandle) -> Self {
+        self.stop = Some(handle);
+        self
+    }
+
+    /// Token prices, so the report shows what the run cost.
+    pub fn price(mut self, price: Price) -> Self {
+        self.price = Some(price);
         self
     }
 

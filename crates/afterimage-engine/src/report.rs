@@ -35,6 +35,10 @@ pub struct RunReport {
     pub elapsed_secs: f64,
     /// Rows written per second.
     pub dialogs_per_sec: f64,
+    /// What the tokens cost, when prices were given.
+    pub cost: Option<f64>,
+    /// Whether the run was stopped by its stop handle (Ctrl-C) before its count.
+    pub interrupted: bool,
     /// Why the run ended.
     pub stop_reason: String,
     /// Where the rows went.

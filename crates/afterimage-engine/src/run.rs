@@ -9,7 +9,7 @@ use afterimage_core::{FixedNumber, RunProgress, StoppingCriterion};
 use tokio::task::JoinSet;
 
 use crate::dialog::{DialogFailure, DialogOutcome, QualityCounts, RunContext, Spent, run_dialog};
-use crate::{EngineError, GenerateOptions, RunReport};
+use crate::{EngineError, GenerateOptions, Price, RunReport, StopHandle};
 
 /// The longest pause before a replacement dialog starts after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -79,12 +79,24 @@ pub(crate) async fn execute(
     let mut next_index: u64 = 0;
 
     loop {
+        if state.stop.is_none() && options.stop.as_ref().is_some_and(StopHandle::is_stopped) {
+            state.stop = Some(Stop::Interrupted);
+        }
         while state.stop.is_none()
             && tasks.len() < plan.max_concurrency
             && plan
                 .cap
                 .is_none_or(|cap| state.progress.rows_written + (tasks.len() as u64) < cap)
         {
+            state.progress.in_flight = tasks.len() as u64;
+            if let Some(gate) = plan.criteria.iter().find(|c| !c.may_start(&state.progress)) {
+                if tasks.is_empty() {
+                    state.stop = Some(Stop::Criterion(format!(
+                        "{gate:?} allows no further dialog"
+                    )));
+                }
+                break;
+            }
             let delay = state.backoff();
             tasks.spawn(run_dialog(Arc::clone(&run), next_index, delay));
             next_index += 1;
@@ -98,6 +110,7 @@ pub(crate) async fn execute(
             Err(join_error) => state.record_crash(join_error.to_string(), &plan),
         }
         state.progress.elapsed = started.elapsed();
+        state.progress.in_flight = tasks.len() as u64;
         let count_reached = plan
             .cap
             .is_some_and(|cap| state.progress.rows_written >= cap);
@@ -116,7 +129,7 @@ pub(crate) async fn execute(
     }
 
     let flushed = run.storage.flush().await;
-    let report = state.report(&run, &plan, started.elapsed());
+    let report = state.report(&run, &plan, started.elapsed(), options.price);
     if let Err(e) = flushed {
         return Err(EngineError::RunFailed {
             cause: format!("flushing {} failed: {e}", run.storage.location()),
@@ -134,6 +147,7 @@ pub(crate) async fn execute(
 
 enum Stop {
     Criterion(String),
+    Interrupted,
     Failed(String),
 }
 
@@ -243,10 +257,20 @@ impl State {
         self.next_delay
     }
 
-    fn report(&self, run: &RunContext, plan: &Plan, elapsed: Duration) -> RunReport {
+    fn report(
+        &self,
+        run: &RunContext,
+        plan: &Plan,
+        elapsed: Duration,
+        price: Option<Price>,
+    ) -> RunReport {
         let rows = self.progress.rows_written;
         let stop_reason = match &self.stop {
             Some(Stop::Criterion(c)) => format!("stopping criterion met: {c}"),
+            Some(Stop::Interrupted) => {
+                "interrupted: no new dialogs were started and those in flight were finished"
+                    .to_owned()
+            }
             Some(Stop::Failed(cause)) => cause.clone(),
             None => format!("wrote the {rows} rows requested"),
         };
@@ -268,6 +292,8 @@ impl State {
             } else {
                 rows as f64 / elapsed.as_secs_f64()
             },
+            cost: price.map(|p| p.cost(self.progress.usage)),
+            interrupted: matches!(self.stop, Some(Stop::Interrupted)),
             stop_reason,
             output: run.storage.location(),
         }

@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use afterimage_core::{RunProgress, StoppingCriterion};
 
+use crate::Price;
+
 /// Stops when the run's tokens (judge included) reach a limit.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TokenBudget {
@@ -22,6 +24,43 @@ impl StoppingCriterion for TokenBudget {
         over(self.max_input_tokens, usage.input_tokens)
             || over(self.max_output_tokens, usage.output_tokens)
             || over(self.max_total_tokens, usage.total())
+    }
+}
+
+/// Keeps the run's cost under `max_cost`: a dialog starts only if the money spent
+/// plus the dialogs in flight and the new one, each estimated at twice the average
+/// cost so far (dialogs vary in turns and regenerations), stays within the budget.
+/// Until the first dialog's cost is known, dialogs start one at a time.
+#[derive(Debug, Clone, Copy)]
+pub struct CostBudget {
+    /// The most the run may cost.
+    pub max_cost: f64,
+    /// The model's prices.
+    pub price: Price,
+}
+
+impl CostBudget {
+    fn projected(&self, progress: &RunProgress, starting: u64) -> Option<f64> {
+        let spent = self.price.cost(progress.usage);
+        let finished = progress.rows_written + progress.dialogs_failed;
+        if finished == 0 {
+            return None;
+        }
+        let per_dialog = 2.0 * spent / finished as f64;
+        Some(spent + per_dialog * (progress.in_flight + starting) as f64)
+    }
+}
+
+impl StoppingCriterion for CostBudget {
+    fn should_stop(&self, progress: &RunProgress) -> bool {
+        self.price.cost(progress.usage) >= self.max_cost
+    }
+
+    fn may_start(&self, progress: &RunProgress) -> bool {
+        match self.projected(progress, 1) {
+            Some(projected) => projected <= self.max_cost,
+            None => progress.in_flight == 0 && self.price.cost(progress.usage) < self.max_cost,
+        }
     }
 }
 
@@ -60,6 +99,11 @@ pub struct AllOf(pub Vec<Arc<dyn StoppingCriterion>>);
 impl StoppingCriterion for AllOf {
     fn should_stop(&self, progress: &RunProgress) -> bool {
         !self.0.is_empty() && self.0.iter().all(|c| c.should_stop(progress))
+    }
+
+    fn may_start(&self, progress: &RunProgress) -> bool {
+        // The group stops only when all agree, so each holds back only on its own.
+        self.0.iter().any(|c| c.may_start(progress)) || self.0.is_empty()
     }
 
     fn max_rows(&self) -> Option<u64> {
@@ -105,5 +149,33 @@ mod tests {
         assert_eq!(all.max_rows(), None);
         let all = AllOf(vec![Arc::new(FixedNumber(3)), Arc::new(FixedNumber(5))]);
         assert_eq!(all.max_rows(), Some(5));
+    }
+
+    #[test]
+    fn cost_budget_holds_back_dialogs_that_could_pass_it() {
+        // $1 per million tokens each way: 10 dialogs cost 20_000 tokens = $0.02,
+        // estimated at 2 x $0.002 = $0.004 a dialog.
+        let budget = CostBudget {
+            max_cost: 0.04,
+            price: Price {
+                input_per_million: 1.0,
+                output_per_million: 1.0,
+            },
+        };
+        let mut p = progress(10, 0, 10_000);
+        p.in_flight = 3;
+        // 0.02 + 4 x 0.004 = 0.036: one more may start.
+        assert!(budget.may_start(&p));
+        p.in_flight = 4;
+        // 0.02 + 5 x 0.004 = 0.04: still within.
+        assert!(budget.may_start(&p));
+        p.in_flight = 5;
+        assert!(!budget.may_start(&p));
+        assert!(!budget.should_stop(&p));
+        // Nothing known yet: one at a time.
+        let mut start = progress(0, 0, 0);
+        assert!(budget.may_start(&start));
+        start.in_flight = 1;
+        assert!(!budget.may_start(&start));
     }
 }

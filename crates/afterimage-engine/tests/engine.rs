@@ -655,3 +655,39 @@ async fn near_duplicate_questions_are_skipped_and_counted() {
     // The second batch repeats the first word for word: all three are skipped.
     assert_eq!(report.rejections.get("duplicate_question"), Some(&3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_handle_lets_in_flight_dialogs_finish_and_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let handle = afterimage_engine::StopHandle::new();
+    let trigger = handle.clone();
+    let report = generator(model(Duration::from_millis(10)), &path)
+        .generate(
+            GenerateOptions::new()
+                .num_dialogs(1000)
+                .max_concurrency(4)
+                .stop_handle(handle)
+                .on_progress(move |p| {
+                    if p.rows_written >= 5 {
+                        trigger.stop();
+                    }
+                }),
+        )
+        .await
+        .unwrap();
+    assert!(report.interrupted);
+    assert!(
+        report.stop_reason.starts_with("interrupted"),
+        "{}",
+        report.stop_reason
+    );
+    // The 5th row stopped new starts; at most the 3 others in flight were added.
+    assert!(
+        (5..=8).contains(&report.rows_written),
+        "{}",
+        report.rows_written
+    );
+    assert_eq!(rows(&path).len() as u64, report.rows_written);
+    assert_eq!(report.dialogs_failed, 0);
+}
