@@ -584,7 +584,7 @@ async fn ctrl_c_finishes_the_dialogs_in_flight_and_keeps_them() {
         .unwrap();
     let (dir, path) = project(LOCAL);
     let out = dir.path().join("interrupted.jsonl");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_afterimage"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_afterimage"))
         .args([
             "generate",
             "--config",
