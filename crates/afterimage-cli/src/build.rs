@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use afterimage_core::{ApiKey, ChatModel, Document, DocumentSource, InstructionGenerator};
 use afterimage_engine::{ConversationGenerator, GenerateOptions};
-use afterimage_providers::{Gemini, KeyPool, OpenAiCompatible, Retry, RetryPolicy};
+use afterimage_providers::{Gemini, KeyPool, OpenAiCompatible, Retry, RetryPolicy, Throttle};
 use afterimage_storage::JsonlStorage;
 use afterimage_strategies::{
     Aggregation, ContextualInstructionGenerator, DirectoryDocumentProvider,
@@ -17,6 +17,15 @@ use anyhow::Context;
 use crate::config::{AggregationKind, OnFailure, ProviderKind};
 use crate::settings::{DocumentsSpec, Endpoint, Settings};
 
+/// The middleware whose counters go into the run's report.
+#[derive(Debug, Default)]
+pub(crate) struct Meters {
+    /// Key pools (one per endpoint with several keys).
+    pub(crate) keys: Vec<Arc<KeyPool>>,
+    /// Throttles (one per endpoint).
+    pub(crate) throttles: Vec<Arc<Throttle>>,
+}
+
 /// A chat model for `model_name` on the configured provider. `client` is shared so
 /// the respondent and correspondent pool the same connections; `pools` collects the
 /// key pools built, for their per-key report.
@@ -24,7 +33,7 @@ pub(crate) fn model(
     settings: &Settings,
     model_name: &str,
     client: &reqwest::Client,
-    pools: &mut Vec<Arc<KeyPool>>,
+    pools: &mut Meters,
 ) -> anyhow::Result<Arc<dyn ChatModel>> {
     endpoint_model(
         &Endpoint {
@@ -34,6 +43,7 @@ pub(crate) fn model(
             api_keys: settings.api_keys.clone(),
             max_retries: settings.max_retries,
             timeout: settings.timeout,
+            pacing: settings.pacing,
         },
         client,
         pools,
@@ -41,11 +51,11 @@ pub(crate) fn model(
 }
 
 /// A chat model for an endpoint: one client per key (a [`KeyPool`] when there are
-/// several), behind the retry middleware.
+/// several), paced by a [`Throttle`], behind the retry middleware.
 pub(crate) fn endpoint_model(
     endpoint: &Endpoint,
     client: &reqwest::Client,
-    pools: &mut Vec<Arc<KeyPool>>,
+    pools: &mut Meters,
 ) -> anyhow::Result<Arc<dyn ChatModel>> {
     let base: Arc<dyn ChatModel> = match endpoint.api_keys.as_slice() {
         [] => provider_client(endpoint, None, client)?,
@@ -56,10 +66,13 @@ pub(crate) fn endpoint_model(
                 .map(|key| Ok((key.clone(), provider_client(endpoint, Some(key), client)?)))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let pool = Arc::new(KeyPool::new(clients));
-            pools.push(Arc::clone(&pool));
+            pools.keys.push(Arc::clone(&pool));
             pool
         }
     };
+    let throttle = Arc::new(Throttle::new(base, endpoint.pacing));
+    pools.throttles.push(Arc::clone(&throttle));
+    let base: Arc<dyn ChatModel> = throttle;
     if endpoint.max_retries == 0 {
         return Ok(base);
     }
@@ -117,7 +130,7 @@ fn judge(
     settings: &Settings,
     respondent: &Arc<dyn ChatModel>,
     client: &reqwest::Client,
-    pools: &mut Vec<Arc<KeyPool>>,
+    pools: &mut Meters,
 ) -> anyhow::Result<LlmJudge> {
     let quality = &settings.quality;
     let model = match &settings.evaluator {
@@ -186,9 +199,9 @@ pub(crate) fn documents(spec: &DocumentsSpec) -> anyhow::Result<Arc<dyn Document
 /// The generator and options for a run.
 pub(crate) fn generator(
     settings: &Settings,
-) -> anyhow::Result<(ConversationGenerator, GenerateOptions, Vec<Arc<KeyPool>>)> {
+) -> anyhow::Result<(ConversationGenerator, GenerateOptions, Meters)> {
     let client = http_client(settings)?;
-    let mut pools = Vec::new();
+    let mut pools = Meters::default();
     let respondent = model(settings, &settings.model_name, &client, &mut pools)?;
     let mut builder = ConversationGenerator::builder()
         .respondent_prompt(settings.respondent_prompt.clone())

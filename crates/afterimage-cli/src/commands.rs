@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use afterimage_core::{Document, DocumentSource};
 use afterimage_engine::{CostBudget, EngineError, StopHandle};
-use afterimage_providers::KeyStats;
+use afterimage_providers::{KeyStats, ThrottleStats};
 use anyhow::{Context, anyhow};
 
 use crate::Failure;
@@ -46,10 +46,11 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
     let result = generator.generate(options).await;
     progress.finish();
 
-    let keys: Vec<KeyStats> = pools.iter().flat_map(|p| p.stats()).collect();
+    let keys: Vec<KeyStats> = pools.keys.iter().flat_map(|p| p.stats()).collect();
+    let pacing: Vec<ThrottleStats> = pools.throttles.iter().map(|t| t.stats()).collect();
     match result {
         Ok(report) if report.interrupted => {
-            print_report(&report, &keys, args.json);
+            print_report(&report, &keys, &pacing, args.json);
             Err(Failure::Interrupted(anyhow!(
                 "interrupted: {} rows written to {} are kept; run the same command again to make the rest",
                 report.rows_written,
@@ -57,11 +58,11 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
             )))
         }
         Ok(report) => {
-            print_report(&report, &keys, args.json);
+            print_report(&report, &keys, &pacing, args.json);
             Ok(())
         }
         Err(EngineError::RunFailed { cause, report }) => {
-            print_report(&report, &keys, args.json);
+            print_report(&report, &keys, &pacing, args.json);
             Err(Failure::Run(anyhow!(
                 "{cause} ({} rows written to {} are kept)",
                 report.rows_written,
@@ -130,7 +131,12 @@ pub(crate) async fn validate(args: ValidateArgs) -> Result<(), Failure> {
 
     let endpoint = async {
         let client = build::http_client(&settings)?;
-        let model = build::model(&settings, &settings.model_name, &client, &mut Vec::new())?;
+        let model = build::model(
+            &settings,
+            &settings.model_name,
+            &client,
+            &mut build::Meters::default(),
+        )?;
         tokio::time::timeout(Duration::from_secs(10), model.probe())
             .await
             .map_err(|_| anyhow!("no answer within 10 s"))??;

@@ -321,6 +321,13 @@ pub struct ModelSection {
     pub max_retries: Option<u32>,
     /// (ours) Token prices, for the cost in the report and `--max-cost`.
     pub price: Option<PriceSection>,
+    /// (ours) The provider's request limit per minute.
+    pub requests_per_minute: Option<u32>,
+    /// (ours) The provider's token limit per minute.
+    pub tokens_per_minute: Option<u64>,
+    /// (ours) Stop the run when only failures came back for this long (default 300;
+    /// 0 turns the breaker off).
+    pub breaker_after_secs: Option<u64>,
 }
 
 /// `model.price:` per million tokens.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use afterimage_core::RunProgress;
 use afterimage_engine::{Price, RunReport};
-use afterimage_providers::KeyStats;
+use afterimage_providers::{KeyStats, ThrottleStats};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).
@@ -60,22 +60,37 @@ impl Progress {
 }
 
 /// Prints the report as a table, or as one JSON object with `--json` (with a `keys`
-/// list when several API keys rotated).
-pub(crate) fn print_report(report: &RunReport, keys: &[KeyStats], json: bool) {
+/// list when several API keys rotated, and how the pacing moved).
+pub(crate) fn print_report(
+    report: &RunReport,
+    keys: &[KeyStats],
+    pacing: &[ThrottleStats],
+    json: bool,
+) {
     if json {
         let mut value = serde_json::to_value(report).unwrap_or_default();
-        if !keys.is_empty()
-            && let Some(object) = value.as_object_mut()
-        {
+        if let Some(object) = value.as_object_mut() {
+            if !keys.is_empty() {
+                object.insert(
+                    "keys".into(),
+                    serde_json::to_value(keys).unwrap_or_default(),
+                );
+            }
             object.insert(
-                "keys".into(),
-                serde_json::to_value(keys).unwrap_or_default(),
+                "pacing".into(),
+                serde_json::to_value(pacing).unwrap_or_default(),
             );
         }
         println!("{value}");
         return;
     }
     println!("{}", table(report));
+    for p in pacing.iter().filter(|p| p.decreases > 0 || p.paced > 0) {
+        println!(
+            "pacing: limit {} in flight (lowest {}, lowered {} times), {} requests waited for rate limits",
+            p.concurrency_limit, p.lowest_limit, p.decreases, p.paced
+        );
+    }
     for key in keys {
         println!(
             "{}  {} requests, {} rate limited, {} tokens in, {} out{}",

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use afterimage_core::{ApiKey, FixedNumber, StoppingCriterion};
 use afterimage_engine::{AllOf, ErrorRate, PersonaUsage, TokenBudget, Turns};
+use afterimage_providers::ThrottleConfig;
 
 use crate::config::{DocumentsKind, ProviderKind, RawConfig, StoppingRule, StorageKind};
 
@@ -70,6 +71,8 @@ pub struct Endpoint {
     pub max_retries: u32,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Rate limits, adaptive concurrency and the circuit breaker.
+    pub pacing: ThrottleConfig,
 }
 
 /// A run, fully resolved.
@@ -91,6 +94,8 @@ pub struct Settings {
     pub max_retries: u32,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Rate limits, adaptive concurrency and the circuit breaker.
+    pub pacing: ThrottleConfig,
     /// Token prices, when given.
     pub price: Option<afterimage_engine::Price>,
     /// The assistant's system prompt.
@@ -266,6 +271,7 @@ impl Settings {
                     base_url: section.base_url.clone(),
                     api_keys,
                     max_retries: section.max_retries.unwrap_or(5),
+                    pacing: pacing(section, max_concurrency),
                     timeout: Duration::from_secs(section.timeout_secs.unwrap_or(120)),
                 })
             }
@@ -279,6 +285,7 @@ impl Settings {
             api_keys,
             key_env,
             max_retries: raw.model.max_retries.unwrap_or(5),
+            pacing: pacing(&raw.model, max_concurrency),
             price: raw.model.price.map(|p| afterimage_engine::Price {
                 input_per_million: p.input_per_million,
                 output_per_million: p.output_per_million,
@@ -307,6 +314,20 @@ impl Settings {
             quality: raw.quality,
             warnings,
         })
+    }
+}
+
+/// A model section's pacing: its limits, the run's concurrency as the ceiling.
+fn pacing(section: &crate::config::ModelSection, max_concurrency: usize) -> ThrottleConfig {
+    ThrottleConfig {
+        max_concurrency,
+        requests_per_minute: section.requests_per_minute,
+        tokens_per_minute: section.tokens_per_minute,
+        breaker_after: match section.breaker_after_secs {
+            Some(0) => None,
+            Some(secs) => Some(Duration::from_secs(secs)),
+            None => Some(Duration::from_secs(300)),
+        },
     }
 }
 

@@ -680,3 +680,44 @@ async fn max_cost_stops_the_run_under_its_budget() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("model.price"), "{}", run.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_are_absorbed_by_retries_and_pacing_without_losing_dialogs() {
+    let server = MockServer::start(
+        MockConfig::default()
+            .with_rate_limit_rate(0.2)
+            .with_retry_after_secs(1)
+            .with_seed(3),
+    )
+    .await
+    .unwrap();
+    let (dir, path) = project(LOCAL);
+    let out = dir.path().join("limited.jsonl");
+    let run = afterimage(
+        args(&[
+            "generate",
+            "--config",
+            path.to_str().unwrap(),
+            "--base-url",
+            &server.openai_base_url(),
+            "--num-dialogs",
+            "10",
+            "--max-concurrency",
+            "8",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ]),
+        vec![],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(report["rows_written"], 10);
+    assert_eq!(report["dialogs_failed"], 0, "{report}");
+    assert!(server.stats().rate_limited > 0);
+    let pacing = &report["pacing"][0];
+    assert!(pacing["decreases"].as_u64().unwrap() >= 1, "{report}");
+    assert!(pacing["lowest_limit"].as_u64().unwrap() < 8, "{report}");
+    assert_eq!(read_rows(&out).len(), 10);
+}

@@ -90,6 +90,13 @@ pub enum ProviderError {
         /// The first bytes of the body.
         snippet: String,
     },
+    /// Nothing but failures came back for too long: the run should stop rather than
+    /// stall (a circuit breaker opened).
+    #[error("{message}")]
+    CircuitOpen {
+        /// What was seen, and for how long.
+        message: String,
+    },
     /// A failure of a middleware or custom model that fits nowhere else.
     #[error("{message}")]
     Other {
@@ -153,6 +160,7 @@ impl ProviderError {
                 | ProviderError::ModelNotFound { .. }
                 | ProviderError::QuotaExhausted { .. }
                 | ProviderError::Unreachable { .. }
+                | ProviderError::CircuitOpen { .. }
         )
     }
 
@@ -170,6 +178,7 @@ impl ProviderError {
             ProviderError::Unreachable { .. } => "unreachable",
             ProviderError::Transport { .. } => "transport",
             ProviderError::MalformedResponse { .. } => "malformed_response",
+            ProviderError::CircuitOpen { .. } => "circuit_open",
             ProviderError::Other { .. } => "other",
         }
     }

@@ -45,6 +45,7 @@ pub use crate::{
         OpenAiCompatibleBuilder, StructuredOutput,
     },
     retry::{Retry, RetryPolicy},
+    throttle::{Throttle, ThrottleConfig, ThrottleStats},
 };
 
 mod error;
@@ -53,3 +54,4 @@ mod http;
 mod keypool;
 mod openai;
 mod retry;
+mod throttle;

@@ -259,3 +259,117 @@ async fn when_every_key_cools_down_requests_wait_for_the_first() {
     assert!(err.is_rate_limited(), "{err}");
     assert!(err.retry_after().unwrap() > Duration::from_secs(50));
 }
+
+fn throttled(
+    server: &MockServer,
+    config: afterimage_providers::ThrottleConfig,
+) -> Arc<afterimage_providers::Throttle> {
+    Arc::new(afterimage_providers::Throttle::new(
+        client(server, "k1"),
+        config,
+    ))
+}
+
+#[tokio::test]
+async fn a_burst_of_429s_halves_the_requests_in_flight_then_recovers() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(429).set_body_json(error_body("slow down")))
+        .up_to_n_times(6)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(ok_body("ok"))
+                .set_delay(Duration::from_millis(20)),
+        )
+        .mount(&server)
+        .await;
+    let throttle = throttled(
+        &server,
+        afterimage_providers::ThrottleConfig {
+            max_concurrency: 8,
+            ..Default::default()
+        },
+    );
+    let model = Arc::new(Retry::new(throttle.clone(), fast()));
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let model = Arc::clone(&model);
+        tasks.push(tokio::spawn(async move { model.chat(ask()).await }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap().message.content, "ok");
+    }
+    let stats = throttle.stats();
+    assert!(stats.decreases >= 1, "{stats:?}");
+    assert!(stats.lowest_limit <= 4, "{stats:?}");
+    assert!(
+        stats.concurrency_limit > stats.lowest_limit,
+        "it climbs back: {stats:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_circuit_opens_when_only_failures_come_back() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503).set_body_json(error_body("down")))
+        .mount(&server)
+        .await;
+    let throttle = throttled(
+        &server,
+        afterimage_providers::ThrottleConfig {
+            max_concurrency: 4,
+            breaker_after: Some(Duration::from_millis(150)),
+            ..Default::default()
+        },
+    );
+    let model = Retry::new(
+        throttle,
+        RetryPolicy {
+            max_retries: 100,
+            base: Duration::from_millis(20),
+            cap: Duration::from_millis(40),
+            max_retry_after: Duration::from_secs(1),
+        },
+    );
+    let started = Instant::now();
+    let err = model.chat(ask()).await.unwrap_err();
+    assert!(matches!(err, ProviderError::CircuitOpen { .. }), "{err}");
+    assert!(err.is_fatal());
+    assert!(
+        err.to_string().contains("stopping instead of stalling"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_requests_per_minute_limit_paces_after_the_burst() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(ok_body("ok")))
+        .mount(&server)
+        .await;
+    let throttle = throttled(
+        &server,
+        afterimage_providers::ThrottleConfig {
+            max_concurrency: 4,
+            requests_per_minute: Some(60),
+            ..Default::default()
+        },
+    );
+    let started = Instant::now();
+    for _ in 0..62 {
+        throttle.chat(ask()).await.unwrap();
+    }
+    // A minute's worth goes at once; the next two wait about a second each.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(throttle.stats().paced, 2);
+}

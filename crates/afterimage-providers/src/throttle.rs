@@ -1,0 +1,282 @@
+//! Client-side pacing: request and token rate limits, adaptive concurrency, and a
+//! circuit breaker.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use afterimage_core::{ChatModel, ChatRequest, ChatResponse, ProviderError};
+use async_trait::async_trait;
+use serde::Serialize;
+use tokio::sync::Notify;
+
+/// How a [`Throttle`] paces requests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ThrottleConfig {
+    /// The most requests in flight (the adaptive limit never goes above it).
+    pub max_concurrency: usize,
+    /// Requests per minute, when the provider's plan has a limit.
+    pub requests_per_minute: Option<u32>,
+    /// Tokens per minute (prompt estimate plus completion), when limited.
+    pub tokens_per_minute: Option<u64>,
+    /// Open the circuit when nothing but failures came back for this long.
+    pub breaker_after: Option<Duration>,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig {
+            max_concurrency: 64,
+            requests_per_minute: None,
+            tokens_per_minute: None,
+            breaker_after: Some(Duration::from_secs(300)),
+        }
+    }
+}
+
+/// How the adaptive limit moved during the run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ThrottleStats {
+    /// The limit now.
+    pub concurrency_limit: usize,
+    /// The lowest it went.
+    pub lowest_limit: usize,
+    /// Times it was halved after 429s or overloads.
+    pub decreases: u64,
+    /// Requests that waited for the rate limits.
+    pub paced: u64,
+}
+
+/// A [`ChatModel`] that paces another: it keeps requests within per-minute request
+/// and token limits (token buckets that allow a burst of one minute's worth), keeps
+/// at most an adaptive number in flight (halved on 429 or overload, raised by one
+/// after a run of clean answers: additive increase, multiplicative decrease), and
+/// opens a circuit breaker, a fatal error, when only failures have come back for
+/// `breaker_after`, so a run stops with that reason instead of stalling.
+#[derive(Debug)]
+pub struct Throttle {
+    inner: Arc<dyn ChatModel>,
+    config: ThrottleConfig,
+    state: Mutex<State>,
+    freed: Notify,
+}
+
+#[derive(Debug)]
+struct State {
+    limit: usize,
+    lowest: usize,
+    in_flight: usize,
+    clean_streak: usize,
+    decreases: u64,
+    last_decrease: Option<Instant>,
+    failing_since: Option<Instant>,
+    requests: Bucket,
+    tokens: Bucket,
+    paced: u64,
+}
+
+/// A token bucket that may go into debt, so one large request is never refused;
+/// later ones wait until the debt is paid.
+#[derive(Debug)]
+struct Bucket {
+    per_minute: Option<f64>,
+    level: f64,
+    updated: Instant,
+}
+
+impl Bucket {
+    fn new(per_minute: Option<f64>) -> Self {
+        Bucket {
+            per_minute,
+            level: per_minute.unwrap_or(0.0),
+            updated: Instant::now(),
+        }
+    }
+
+    /// Takes `amount`; returns how long the caller must wait first.
+    fn take(&mut self, amount: f64, now: Instant) -> Duration {
+        let Some(rate) = self.per_minute else {
+            return Duration::ZERO;
+        };
+        let refill = now.duration_since(self.updated).as_secs_f64() * rate / 60.0;
+        self.level = (self.level + refill).min(rate);
+        self.updated = now;
+        self.level -= amount;
+        if self.level >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.level * 60.0 / rate)
+        }
+    }
+}
+
+impl Throttle {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn ChatModel>, config: ThrottleConfig) -> Self {
+        let max = config.max_concurrency.max(1);
+        Throttle {
+            inner,
+            config,
+            state: Mutex::new(State {
+                limit: max,
+                lowest: max,
+                in_flight: 0,
+                clean_streak: 0,
+                decreases: 0,
+                last_decrease: None,
+                failing_since: None,
+                requests: Bucket::new(config.requests_per_minute.map(f64::from)),
+                tokens: Bucket::new(config.tokens_per_minute.map(|t| t as f64)),
+                paced: 0,
+            }),
+            freed: Notify::new(),
+        }
+    }
+
+    /// How the limit moved.
+    pub fn stats(&self) -> ThrottleStats {
+        let state = self.lock();
+        ThrottleStats {
+            concurrency_limit: state.limit,
+            lowest_limit: state.lowest,
+            decreases: state.decreases,
+            paced: state.paced,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the counters inconsistent in a
+        // way that matters more than stopping the run would.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn breaker(&self) -> Result<(), ProviderError> {
+        let (Some(after), Some(since)) = (self.config.breaker_after, self.lock().failing_since)
+        else {
+            return Ok(());
+        };
+        if since.elapsed() >= after {
+            return Err(ProviderError::CircuitOpen {
+                message: format!(
+                    "only rate limits and server errors came back for {}s; stopping instead of stalling (check the provider's status and your quota)",
+                    since.elapsed().as_secs()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits for a slot under the adaptive limit, then for the rate limits.
+    async fn acquire(&self, estimated_tokens: u64) {
+        loop {
+            let freed = self.freed.notified();
+            {
+                let mut state = self.lock();
+                if state.in_flight < state.limit {
+                    state.in_flight += 1;
+                    break;
+                }
+            }
+            freed.await;
+        }
+        let wait = {
+            let mut state = self.lock();
+            let now = Instant::now();
+            let wait = state
+                .requests
+                .take(1.0, now)
+                .max(state.tokens.take(estimated_tokens as f64, now));
+            if !wait.is_zero() {
+                state.paced += 1;
+            }
+            wait
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn release(&self, outcome: &Result<ChatResponse, ProviderError>) {
+        let mut state = self.lock();
+        state.in_flight = state.in_flight.saturating_sub(1);
+        let now = Instant::now();
+        match outcome {
+            Ok(_) => {
+                state.failing_since = None;
+                state.clean_streak += 1;
+                if state.clean_streak >= state.limit && state.limit < self.config.max_concurrency {
+                    state.limit += 1;
+                    state.clean_streak = 0;
+                }
+            }
+            Err(e) if e.is_rate_limited() || matches!(e, ProviderError::Server { .. }) => {
+                state.failing_since.get_or_insert(now);
+                state.clean_streak = 0;
+                // One burst of 429s from requests already in flight halves the
+                // limit once, not once per request.
+                let recent = state
+                    .last_decrease
+                    .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1));
+                if !recent && state.limit > 1 {
+                    state.limit = (state.limit / 2).max(1);
+                    state.lowest = state.lowest.min(state.limit);
+                    state.decreases += 1;
+                    state.last_decrease = Some(now);
+                    tracing::info!(
+                        limit = state.limit,
+                        "rate limited: fewer requests in flight"
+                    );
+                }
+            }
+            Err(_) => {}
+        }
+        drop(state);
+        self.freed.notify_waiters();
+    }
+}
+
+/// A cheap guess of a request's tokens: characters / 4, plus the completion limit or
+/// a typical reply.
+fn estimate_tokens(request: &ChatRequest) -> u64 {
+    let chars: usize = request.messages.iter().map(|m| m.content.len()).sum();
+    chars as u64 / 4 + u64::from(request.max_tokens.unwrap_or(256))
+}
+
+#[async_trait]
+impl ChatModel for Throttle {
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
+        self.breaker()?;
+        self.acquire(estimate_tokens(&request)).await;
+        let outcome = self.inner.chat(request).await;
+        self.release(&outcome);
+        outcome
+    }
+
+    fn model_id(&self) -> &str {
+        self.inner.model_id()
+    }
+
+    async fn probe(&self) -> Result<(), ProviderError> {
+        self.inner.probe().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_allow_a_burst_then_pace() {
+        let start = Instant::now();
+        let mut bucket = Bucket::new(Some(60.0));
+        bucket.updated = start;
+        for _ in 0..60 {
+            assert_eq!(bucket.take(1.0, start), Duration::ZERO);
+        }
+        // The 61st waits a second (60 a minute).
+        assert_eq!(bucket.take(1.0, start), Duration::from_secs(1));
+        // Unlimited never waits.
+        assert_eq!(Bucket::new(None).take(1e9, start), Duration::ZERO);
+    }
+}
