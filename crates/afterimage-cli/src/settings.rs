@@ -147,12 +147,6 @@ impl Settings {
         let mut warnings = upstream_gaps(&raw);
 
         let provider = overrides.provider.unwrap_or(raw.model.provider);
-        if provider == ProviderKind::Anthropic {
-            return Err(
-                "model.provider: anthropic is not supported yet; use gemini, openai, deepseek, openrouter or local"
-                    .into(),
-            );
-        }
         let model_name = overrides
             .model
             .clone()
@@ -262,9 +256,6 @@ impl Settings {
             None => None,
             Some(section) => {
                 let provider = section.provider;
-                if provider == ProviderKind::Anthropic {
-                    return Err("quality.evaluator.provider: anthropic is not supported yet".into());
-                }
                 let key_env = section
                     .api_key_env
                     .clone()
@@ -552,7 +543,7 @@ mod tests {
             ),
             (
                 "model: {provider: anthropic}\nrespondent: {system_prompt: hi}\n",
-                "anthropic",
+                "ANTHROPIC_API_KEY",
             ),
             (
                 "generation: {num_dialogs: 1}\n",
