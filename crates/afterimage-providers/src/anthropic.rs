@@ -498,6 +498,35 @@ mod tests {
     }
 
     #[test]
+    fn tool_results_open_their_user_turn_and_empty_turns_vanish() {
+        let wire = messages(&[
+            Message::system("ignored here"),
+            Message::user("first"),
+            Message {
+                tool_calls: vec![ToolCall::function("t1", "f", "{}")],
+                ..Message::assistant("")
+            },
+            Message::user("   "),
+            Message::user("note"),
+            Message::tool("t1", "done"),
+        ])
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(&wire).unwrap(),
+            serde_json::json!([
+                {"role": "user", "content": [{"type": "text", "text": "first"}]},
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": "t1", "name": "f", "input": {}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "t1", "content": "done"},
+                    {"type": "text", "text": "note"}
+                ]}
+            ])
+        );
+    }
+
+    #[test]
     fn tool_inputs_must_be_objects() {
         let bad = ToolCall::function("c1", "f", "[1]");
         assert!(call_input(&bad).unwrap_err().to_string().contains("`f`"));

@@ -629,3 +629,19 @@ fn build_errors() {
             .is_ok()
     );
 }
+
+#[tokio::test]
+async fn a_schema_answered_with_text_keeps_the_text() {
+    let server = MockServer::start().await;
+    let body = reply(
+        json!([{"type": "text", "text": "{\"answer\": \"7\"}"}]),
+        "end_turn",
+    );
+    answer(&server, ResponseTemplate::new(200).set_body_json(body)).await;
+    let reply = client(&server)
+        .chat(ChatRequest::new(vec![Message::user("Go.")]).json_schema(schema()))
+        .await
+        .unwrap();
+    assert_eq!(reply.message.content, "{\"answer\": \"7\"}");
+    assert_eq!(reply.finish_reason, Some(FinishReason::Stop));
+}
