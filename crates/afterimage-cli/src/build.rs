@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use afterimage_core::{ApiKey, ChatModel, Document, DocumentSource, InstructionGenerator};
 use afterimage_engine::{ConversationGenerator, GenerateOptions};
-use afterimage_providers::{Gemini, KeyPool, OpenAiCompatible, Retry, RetryPolicy, Throttle};
+use afterimage_providers::{
+    Anthropic, Gemini, KeyPool, OpenAiCompatible, Retry, RetryPolicy, Throttle,
+};
 use afterimage_storage::JsonlStorage;
 use afterimage_strategies::{
     Aggregation, ContextualInstructionGenerator, DirectoryDocumentProvider,
@@ -92,6 +94,19 @@ fn provider_client(
     let model: Arc<dyn ChatModel> = match endpoint.provider {
         ProviderKind::Gemini => {
             let mut builder = Gemini::builder()
+                .model(&endpoint.model_name)
+                .timeout(endpoint.timeout)
+                .client(client.clone());
+            if let Some(url) = &endpoint.base_url {
+                builder = builder.base_url(url);
+            }
+            if let Some(key) = key {
+                builder = builder.api_key(key.clone());
+            }
+            Arc::new(builder.build().context("model settings")?)
+        }
+        ProviderKind::Anthropic => {
+            let mut builder = Anthropic::builder()
                 .model(&endpoint.model_name)
                 .timeout(endpoint.timeout)
                 .client(client.clone());

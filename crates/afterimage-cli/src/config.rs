@@ -246,7 +246,7 @@ pub enum ProviderKind {
     Openrouter,
     /// Any OpenAI-compatible server (vLLM, Ollama, llama.cpp), no key needed.
     Local,
-    /// Anthropic messages (planned).
+    /// Anthropic Messages API.
     Anthropic,
 }
 

@@ -158,12 +158,6 @@ impl Settings {
         let mut warnings = upstream_gaps(&raw);
 
         let provider = overrides.provider.unwrap_or(raw.model.provider);
-        if provider == ProviderKind::Anthropic {
-            return Err(
-                "model.provider: anthropic is not supported yet; use gemini, openai, deepseek, openrouter or local"
-                    .into(),
-            );
-        }
         let model_name = overrides
             .model
             .clone()
@@ -257,9 +251,6 @@ impl Settings {
             None => None,
             Some(section) => {
                 let provider = section.provider;
-                if provider == ProviderKind::Anthropic {
-                    return Err("quality.evaluator.provider: anthropic is not supported yet".into());
-                }
                 let (_, api_keys) =
                     resolve_keys(section, provider, &env, keys, "quality.evaluator")?;
                 Some(Endpoint {
@@ -594,7 +585,7 @@ mod tests {
             ),
             (
                 "model: {provider: anthropic}\nrespondent: {system_prompt: hi}\n",
-                "anthropic",
+                "ANTHROPIC_API_KEY",
             ),
             (
                 "generation: {num_dialogs: 1}\n",

@@ -23,6 +23,7 @@ async fn afterimage(args: Vec<String>, env: Vec<(&'static str, String)>) -> Run 
             "OPENAI_API_KEY",
             "DEEPSEEK_API_KEY",
             "OPENROUTER_API_KEY",
+            "ANTHROPIC_API_KEY",
             "RUST_LOG",
         ] {
             command.env_remove(var);
@@ -218,6 +219,56 @@ async fn gemini_provider_over_http_with_flag_overrides() {
     );
     assert_eq!(server.stats().chat_completions, 0);
     assert!(!run.stdout.contains("gem-key") && !run.stderr.contains("gem-key"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_provider_over_http() {
+    let server = MockServer::start(MockConfig::default().with_require_key("ant-key"))
+        .await
+        .unwrap();
+    let (dir, config) = project(LOCAL);
+    let out = dir.path().join("anthropic.jsonl");
+    let run = afterimage(
+        args(&[
+            "generate",
+            "--config",
+            config.to_str().unwrap(),
+            "--provider",
+            "anthropic",
+            "--model",
+            "claude-sonnet-4-5",
+            "--base-url",
+            &server.anthropic_base_url(),
+            "--num-dialogs",
+            "4",
+            "--max-turns",
+            "2",
+            "--max-concurrency",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ]),
+        vec![("ANTHROPIC_API_KEY", "ant-key".into())],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(report["rows_written"], 4);
+    let rows = read_rows(&out);
+    assert_eq!(rows.len(), 4);
+    for row in &rows {
+        assert_dialog(row);
+        assert!(row["conversations"].as_array().unwrap().len() <= 4);
+        let context = row["instruction_context"].as_str().unwrap();
+        assert!(context.contains("Error 503") || context.contains("reset your password"));
+    }
+    let stats = server.stats();
+    assert!(stats.messages > 0, "{stats}");
+    assert_eq!(stats.chat_completions + stats.generate_content, 0);
+    assert_eq!(stats.unauthorized, 0);
+    assert_eq!(report["requests"], stats.messages);
+    assert!(!run.stdout.contains("ant-key") && !run.stderr.contains("ant-key"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
 //! A mock LLM server for afterimage's end-to-end tests, `cargo xtask demo` and benchmarks.
 //!
 //! [`MockServer`] is a real HTTP/1.1 server on `127.0.0.1` (hyper) speaking the OpenAI
-//! Chat Completions and Gemini `generateContent` wire formats, so the real provider
+//! Chat Completions, Gemini `generateContent` and Anthropic Messages wire formats (the
+//! last at `POST /v1/messages`, a schema asked for as a forced tool), so the real provider
 //! clients run against it unchanged. [`MockConfig`] adds latency with jitter, injected
 //! 500s and 429s (with `Retry-After`), an API key requirement, and prose where JSON was
 //! asked for; [`MockStats`] counts what was served, including the peak concurrency.
@@ -51,6 +52,7 @@ pub use crate::{
     stats::MockStats,
 };
 
+mod anthropic;
 mod config;
 mod gemini;
 mod openai;

@@ -23,7 +23,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::config::MockConfig;
 use crate::stats::{Counters, MockStats, bump};
 use crate::text::Rng;
-use crate::{gemini, openai};
+use crate::{anthropic, gemini, openai};
 
 /// Pending connections the kernel may queue; thousands of clients connect at once.
 const BACKLOG: u32 = 4096;
@@ -183,6 +183,11 @@ impl MockServer {
         format!("http://{}/v1beta", self.addr)
     }
 
+    /// The Anthropic base URL, `http://127.0.0.1:PORT/v1` (the OpenAI one: the paths differ).
+    pub fn anthropic_base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
     /// The configuration the server runs with.
     pub fn config(&self) -> &MockConfig {
         &self.shared.config
@@ -265,6 +270,7 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>, mut signal: watch::Receiv
 enum Dialect {
     OpenAi,
     Gemini,
+    Anthropic,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,6 +285,7 @@ enum Route<'a> {
     },
     GeminiModels,
     GeminiModel(&'a str),
+    AnthropicMessages,
     NotFound(Dialect),
 }
 
@@ -291,6 +298,7 @@ impl<'a> Route<'a> {
         let rest = path.strip_prefix("/v1").unwrap_or(path);
         match (method, rest) {
             (&Method::POST, "/chat/completions") => Route::OpenAiChat,
+            (&Method::POST, "/messages") => Route::AnthropicMessages,
             (&Method::GET, "/models") => Route::OpenAiModels,
             (&Method::GET, r) => match r.strip_prefix("/models/") {
                 Some(id) if !id.is_empty() && !id.contains('/') => Route::OpenAiModel(id),
@@ -330,6 +338,7 @@ impl<'a> Route<'a> {
             Route::GeminiGenerate { .. } | Route::GeminiModels | Route::GeminiModel(_) => {
                 Dialect::Gemini
             }
+            Route::AnthropicMessages => Dialect::Anthropic,
             Route::NotFound(d) => d,
             _ => Dialect::OpenAi,
         }
@@ -342,8 +351,14 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
     let config = &shared.config;
     let (parts, body) = req.into_parts();
     let route = Route::parse(&parts.method, parts.uri.path(), parts.uri.query());
+    // Anthropic shares `/v1/models` with OpenAI; its clients say who they are.
+    let anthropic_client = parts.headers.contains_key("anthropic-version");
+    let dialect = match route.dialect() {
+        Dialect::OpenAi if anthropic_client => Dialect::Anthropic,
+        dialect => dialect,
+    };
     let fail = |status: StatusCode, message: &str| {
-        error_answer(route.dialect(), status, message, config.retry_after_secs).into_response()
+        error_answer(dialect, status, message, config.retry_after_secs).into_response()
     };
 
     if matches!(route, Route::NotFound(_)) {
@@ -361,11 +376,13 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
         );
     }
     let answer = match route {
+        Route::OpenAiModels if anthropic_client => anthropic::models(),
+        Route::OpenAiModel(id) if anthropic_client => anthropic::model(id),
         Route::OpenAiModels => openai::models(),
         Route::OpenAiModel(id) => openai::model(id),
         Route::GeminiModels => gemini::models(),
         Route::GeminiModel(model) => gemini::model(model),
-        Route::OpenAiChat | Route::GeminiGenerate { .. } => {
+        Route::OpenAiChat | Route::GeminiGenerate { .. } | Route::AnthropicMessages => {
             return model_call(shared, route, body)
                 .await
                 .unwrap_or_else(|(status, message)| {
@@ -389,10 +406,10 @@ async fn model_call(
     body: Incoming,
 ) -> Result<Response<Full<Bytes>>, (StatusCode, String)> {
     let (stats, config) = (&shared.stats, &shared.config);
-    bump(if route == Route::OpenAiChat {
-        &stats.chat_completions
-    } else {
-        &stats.generate_content
+    bump(match route {
+        Route::OpenAiChat => &stats.chat_completions,
+        Route::AnthropicMessages => &stats.messages,
+        _ => &stats.generate_content,
     });
     let value = read_json(body).await?;
     if !value.is_object() {
@@ -432,6 +449,7 @@ async fn model_call(
     };
     let answer = match route {
         Route::GeminiGenerate { model, stream } => gemini::generate(model, &value, call, stream),
+        Route::AnthropicMessages => anthropic::messages(&value, call),
         _ => openai::chat(&value, call),
     }
     .map_err(|message| (StatusCode::BAD_REQUEST, message))?;
@@ -493,6 +511,7 @@ fn error_answer(dialect: Dialect, status: StatusCode, message: &str, retry_after
     let body = match dialect {
         Dialect::OpenAi => openai::error(status, message),
         Dialect::Gemini => gemini::error(status, message, retry_after),
+        Dialect::Anthropic => anthropic::error(status, message),
     };
     let mut answer = Answer::json(status, &body);
     if status == StatusCode::TOO_MANY_REQUESTS {
@@ -507,10 +526,12 @@ pub async fn run(port: u16, config: MockConfig) -> io::Result<()> {
     let server = MockServer::start_on(port, config).await?;
     say(format_args!(
         "afterimage-mock listening on {}\n  OpenAI base URL: {}  (POST /chat/completions, GET /models)\n  \
-         Gemini base URL: {}  (POST /models/{{model}}:generateContent, GET /models)\nPress Ctrl-C to stop.",
+         Gemini base URL: {}  (POST /models/{{model}}:generateContent, GET /models)\n  \
+         Anthropic base URL: {}  (POST /messages, GET /models)\nPress Ctrl-C to stop.",
         server.base_url(),
         server.openai_base_url(),
         server.gemini_base_url(),
+        server.anthropic_base_url(),
     ));
     let mut ticker = tokio::time::interval(Duration::from_secs(5));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -587,6 +608,10 @@ mod tests {
         assert_eq!(
             Route::parse(&get, "/v1beta/models/g", None),
             Route::GeminiModel("g")
+        );
+        assert_eq!(
+            Route::parse(&post, "/v1/messages", None),
+            Route::AnthropicMessages
         );
         assert_eq!(
             Route::parse(&get, "/v1/chat/completions", None),

@@ -15,6 +15,8 @@ pub struct MockStats {
     pub chat_completions: u64,
     /// Requests to Gemini `generateContent` / `streamGenerateContent`.
     pub generate_content: u64,
+    /// Requests to Anthropic `messages`.
+    pub messages: u64,
     /// Requests to the model listing / lookup endpoints (both formats).
     pub models: u64,
     /// Requests answered 404 (unknown path or method).
@@ -34,15 +36,17 @@ pub struct MockStats {
 }
 
 impl std::fmt::Display for MockStats {
-    /// One line for logs: `requests N (chat N, gemini N, models N), max in flight N, ...`.
+    /// One line for logs: `requests N (chat N, gemini N, anthropic N, models N), max in
+    /// flight N, ...`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "requests {} (chat {}, gemini {}, models {}), max in flight {}, \
+            "requests {} (chat {}, gemini {}, anthropic {}, models {}), max in flight {}, \
              injected 500s {}, 429s {}, 401s {}, 400s {}, 404s {}",
             self.requests,
             self.chat_completions,
             self.generate_content,
+            self.messages,
             self.models,
             self.max_in_flight,
             self.errors_injected,
@@ -60,6 +64,7 @@ pub(crate) struct Counters {
     pub(crate) requests: AtomicU64,
     pub(crate) chat_completions: AtomicU64,
     pub(crate) generate_content: AtomicU64,
+    pub(crate) messages: AtomicU64,
     pub(crate) models: AtomicU64,
     pub(crate) not_found: AtomicU64,
     pub(crate) unauthorized: AtomicU64,
@@ -90,6 +95,7 @@ impl Counters {
             requests: self.requests.load(Relaxed),
             chat_completions: self.chat_completions.load(Relaxed),
             generate_content: self.generate_content.load(Relaxed),
+            messages: self.messages.load(Relaxed),
             models: self.models.load(Relaxed),
             not_found: self.not_found.load(Relaxed),
             unauthorized: self.unauthorized.load(Relaxed),
@@ -107,6 +113,7 @@ impl Counters {
             &self.requests,
             &self.chat_completions,
             &self.generate_content,
+            &self.messages,
             &self.models,
             &self.not_found,
             &self.unauthorized,

@@ -26,6 +26,14 @@ pub enum BuildError {
     /// The API key cannot travel in an HTTP header (control or non-ASCII characters).
     #[error("the API key contains characters that cannot be sent in an HTTP header")]
     InvalidApiKey,
+    /// A header value (such as Anthropic's API version) cannot be sent in HTTP.
+    #[error("invalid value for the `{name}` header: {value:?}")]
+    InvalidHeader {
+        /// The header.
+        name: &'static str,
+        /// The value given.
+        value: String,
+    },
     /// The HTTP client could not be created (for example no TLS backend).
     #[error("cannot build the HTTP client: {message}")]
     Client {

@@ -40,6 +40,8 @@ pub(crate) struct HttpSettings {
     pub(crate) timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) client: Option<reqwest::Client>,
+    /// Headers sent with every request besides the key (Anthropic's `anthropic-version`).
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl std::fmt::Debug for HttpSettings {
@@ -62,6 +64,7 @@ impl HttpSettings {
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             client: None,
+            headers: Vec::new(),
         }
     }
 
@@ -93,6 +96,7 @@ impl HttpSettings {
             base_url,
             key: self.key,
             auth,
+            headers: self.headers,
             timeout: self.timeout,
             connect_timeout,
         })
@@ -147,6 +151,7 @@ pub(crate) struct Http {
     base_url: String,
     key: Option<ApiKey>,
     auth: Option<(HeaderName, HeaderValue)>,
+    headers: Vec<(HeaderName, HeaderValue)>,
     timeout: Duration,
     connect_timeout: Option<Duration>,
 }
@@ -195,6 +200,9 @@ impl Http {
         // Per request, so that the timeout holds with a shared client too.
         let mut request = request.timeout(self.timeout);
         if let Some((name, value)) = &self.auth {
+            request = request.header(name.clone(), value.clone());
+        }
+        for (name, value) in &self.headers {
             request = request.header(name.clone(), value.clone());
         }
         let response = request

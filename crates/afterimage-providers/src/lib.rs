@@ -6,9 +6,11 @@
 //!   for.
 //! - [`Gemini`]: Google's `generateContent` REST API, built with [`GeminiBuilder`];
 //!   [`GeminiSchemaField`] picks the schema field.
+//! - [`Anthropic`]: Anthropic's Messages API, built with [`AnthropicBuilder`]; a JSON
+//!   Schema is asked for with a forced tool.
 //! - [`BuildError`]: settings that cannot work (bad base URL, no model).
 //!
-//! Both map the wire formats (system prompts, tools, JSON Schema output, reasoning text)
+//! All map the wire formats (system prompts, tools, JSON Schema output, reasoning text)
 //! onto the core types, and HTTP failures onto
 //! [`ProviderError`](afterimage_core::ProviderError) (rate limits with their
 //! retry-after, auth, unknown model, context length, timeouts, unreachable servers).
@@ -37,6 +39,10 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub use crate::{
+    anthropic::{
+        ANTHROPIC_BASE_URL, ANTHROPIC_DEFAULT_MAX_TOKENS, ANTHROPIC_VERSION, Anthropic,
+        AnthropicBuilder,
+    },
     error::BuildError,
     gemini::{GEMINI_BASE_URL, Gemini, GeminiBuilder, GeminiSchemaField},
     keypool::{KeyPool, KeyStats, key_fingerprint},
@@ -48,6 +54,7 @@ pub use crate::{
     throttle::{Throttle, ThrottleConfig, ThrottleStats},
 };
 
+mod anthropic;
 mod error;
 mod gemini;
 mod http;
