@@ -212,3 +212,41 @@ fn rand_u64() -> u64 {
     );
     hasher.finish()
 }
+
+#[tokio::test]
+async fn stats_names_a_malformed_line_and_goes_on_unless_strict() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rows.jsonl");
+    let good = |id: &str| {
+        format!(
+            r#"{{"conversations":[{{"role":"user","content":"q"}},{{"role":"assistant","content":"a"}}],"persona":"p","final_score":0.9,"id":"{id}"}}"#
+        )
+    };
+    std::fs::write(
+        &path,
+        format!("{}\nnot json\n{}\n", good("r-000000"), good("r-000001")),
+    )
+    .unwrap();
+    let run = |strict: bool| {
+        let mut args = vec!["stats", path.to_str().unwrap(), "--json"];
+        if strict {
+            args.push("--strict");
+        }
+        command(&args).output().unwrap()
+    };
+    let lenient = run(false);
+    assert_eq!(lenient.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&lenient.stderr).contains("line 2"));
+    let stats: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&lenient.stdout).trim()).unwrap();
+    assert_eq!(
+        (stats["rows"].as_u64(), stats["distinct_ids"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(stats["malformed"], 1);
+    assert_eq!(stats["personas"], 1);
+    assert_eq!(stats["scores"]["grades"]["perfect"], 2);
+    let strict = run(true);
+    assert_eq!(strict.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&strict.stderr).contains("line 2"));
+}
