@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+mod bench_storage;
 mod tidy;
 
 const USAGE: &str = "\
@@ -18,6 +19,7 @@ Commands:
   demo    Generate a dataset offline: the CLI runs examples/support-bot.yaml against the mock
   mock    Run the mock LLM server in the foreground (OpenAI and Gemini formats)
   tidy    Check the crate layering and module docs
+  bench-storage  Rows/s written by each storage backend and resume's scan time
   ci      What CI runs: fmt --check, clippy -D warnings, tests
   help    Show this help
 
@@ -43,6 +45,7 @@ fn dispatch(args: &[String]) -> Result<()> {
         "demo" => demo(rest),
         "mock" => mock(rest),
         "tidy" => tidy::tidy(&workspace_root()),
+        "bench-storage" => bench_storage::run(rest),
         "ci" => ci(),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");

@@ -23,6 +23,22 @@ pub(crate) enum Command {
     Generate(GenerateArgs),
     /// Check a config, its API key, documents, output and endpoint without generating.
     Validate(ValidateArgs),
+    /// Summarise stored rows (a JSONL file, sqlite:FILE or postgres://...).
+    Stats(StatsArgs),
+}
+
+/// `afterimage stats`
+#[derive(Debug, Args)]
+pub(crate) struct StatsArgs {
+    /// Where the rows are: FILE.jsonl, sqlite:FILE or postgres://...
+    #[arg(value_name = "IN")]
+    pub(crate) input: String,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Stop at the first malformed row instead of reporting it and going on.
+    #[arg(long)]
+    pub(crate) strict: bool,
 }
 
 /// `afterimage generate`
@@ -38,6 +54,10 @@ pub(crate) struct GenerateArgs {
     /// model.price in the config).
     #[arg(long, value_name = "AMOUNT")]
     pub(crate) max_cost: Option<f64>,
+    /// Finish the run already in the output: same run id and seed, only the missing
+    /// dialogs (an empty output starts a new run).
+    #[arg(long)]
+    pub(crate) resume: bool,
     /// Settings that override the config.
     #[command(flatten)]
     pub(crate) overrides: OverrideArgs,
@@ -75,9 +95,9 @@ pub(crate) struct OverrideArgs {
     /// Dialogs in flight (generation.max_concurrency).
     #[arg(long, value_name = "N")]
     pub(crate) max_concurrency: Option<usize>,
-    /// The output file (output.path).
-    #[arg(long, value_name = "FILE")]
-    pub(crate) out: Option<PathBuf>,
+    /// Where rows go (output.path): FILE.jsonl, sqlite:FILE or postgres://...
+    #[arg(long, value_name = "OUT")]
+    pub(crate) out: Option<String>,
     /// Seed for reproducible sampling (generation.seed).
     #[arg(long)]
     pub(crate) seed: Option<u64>,

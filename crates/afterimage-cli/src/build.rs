@@ -3,12 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use afterimage_core::{ApiKey, ChatModel, Document, DocumentSource, InstructionGenerator};
+use afterimage_core::{ApiKey, ChatModel, Document, DocumentSource, InstructionGenerator, Storage};
 use afterimage_engine::{ConversationGenerator, GenerateOptions};
 use afterimage_providers::{
     Anthropic, Gemini, KeyPool, OpenAiCompatible, Retry, RetryPolicy, Throttle,
 };
-use afterimage_storage::JsonlStorage;
 use afterimage_strategies::{
     Aggregation, ContextualInstructionGenerator, DirectoryDocumentProvider,
     InMemoryDocumentProvider, JsonlDocumentProvider, LlmJudge, SimpleInstructionGenerator,
@@ -211,9 +210,10 @@ pub(crate) fn documents(spec: &DocumentsSpec) -> anyhow::Result<Arc<dyn Document
     })
 }
 
-/// The generator and options for a run.
+/// The generator and options for a run writing to `storage`.
 pub(crate) fn generator(
     settings: &Settings,
+    storage: Arc<dyn Storage>,
 ) -> anyhow::Result<(ConversationGenerator, GenerateOptions, Meters)> {
     let client = http_client(settings)?;
     let mut pools = Meters::default();
@@ -221,7 +221,7 @@ pub(crate) fn generator(
     let mut builder = ConversationGenerator::builder()
         .respondent_prompt(settings.respondent_prompt.clone())
         .model(Arc::clone(&respondent))
-        .storage(Arc::new(JsonlStorage::new(&settings.output)));
+        .storage(storage);
     if let Some(name) = &settings.correspondent_model_name {
         builder = builder.correspondent_model(model(settings, name, &client, &mut pools)?);
     }
@@ -256,7 +256,19 @@ pub(crate) fn generator(
     };
     let generator = builder.instruction_generator(instructions).build()?;
 
+    // Kept in the run record for people reading the store; no keys.
+    let run_config = serde_json::json!({
+        "provider": settings.provider.name(),
+        "model_name": settings.model_name,
+        "num_dialogs": settings.num_dialogs,
+        "turns": format!("{:?}", settings.turns),
+        "max_concurrency": settings.max_concurrency,
+        "seed": settings.seed,
+        "auto_improve": settings.auto_improve,
+        "output": settings.output.to_string(),
+    });
     let mut options = GenerateOptions::new()
+        .run_config(run_config)
         .turns(settings.turns)
         .max_concurrency(settings.max_concurrency)
         .stopping_criteria(settings.criteria.clone());

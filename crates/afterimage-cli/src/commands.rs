@@ -1,20 +1,21 @@
-//! `afterimage generate` and `afterimage validate`.
+//! `afterimage generate`, `afterimage validate` and `afterimage stats`.
 
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use afterimage_core::{Document, DocumentSource};
+use afterimage_core::{Document, DocumentSource, Storage};
 use afterimage_engine::{CostBudget, EngineError, StopHandle};
 use afterimage_providers::{KeyStats, ThrottleStats};
+use afterimage_storage::StorageSpec;
 use anyhow::{Context, anyhow};
 
 use crate::Failure;
-use crate::args::{GenerateArgs, ValidateArgs};
+use crate::args::{GenerateArgs, StatsArgs, ValidateArgs};
 use crate::build;
 use crate::config::{self, ProviderKind};
-use crate::output::{Progress, print_report};
+use crate::output::{Progress, print_report, print_stats};
 use crate::settings::{DocumentsSpec, KeyPolicy, Overrides, Settings};
 
 /// Runs `generate`.
@@ -22,9 +23,18 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
     let settings = settings(&args.config, args.overrides.into(), KeyPolicy::Required)?;
     // Documents are read once, here, so an empty folder fails before any request.
     let settings = preload_documents(settings).await?;
-    let (generator, options, pools) = build::generator(&settings).map_err(Failure::Usage)?;
+    let storage: Arc<dyn Storage> = Arc::new(
+        settings
+            .output
+            .open()
+            .await
+            .with_context(|| format!("opening the output {}", settings.output))
+            .map_err(Failure::Usage)?,
+    );
+    let (generator, options, pools) =
+        build::generator(&settings, storage).map_err(Failure::Usage)?;
 
-    let mut options = options;
+    let mut options = options.resume(args.resume);
     if let Some(max_cost) = args.max_cost {
         let Some(price) = settings.price else {
             return Err(Failure::Usage(anyhow!(
@@ -121,8 +131,8 @@ pub(crate) async fn validate(args: ValidateArgs) -> Result<(), Failure> {
         },
     }
 
-    match check_writable(&settings.output) {
-        Ok(()) => println!("ok    output {} is writable", settings.output.display()),
+    match check_output(&settings.output).await {
+        Ok(()) => println!("ok    output {} is writable", settings.output),
         Err(e) => {
             println!("fail  output: {e:#}");
             usage_problems += 1;
@@ -203,6 +213,40 @@ fn describe(spec: &DocumentsSpec) -> String {
         DocumentsSpec::Jsonl { path, .. } => path.display().to_string(),
         DocumentsSpec::Inline(texts) => format!("{} inline texts", texts.len()),
         DocumentsSpec::Loaded(docs) => format!("{} loaded documents", docs.len()),
+    }
+}
+
+/// Runs `stats`: reads every row of any backend and summarises them.
+pub(crate) async fn stats(args: StatsArgs) -> Result<(), Failure> {
+    let spec = StorageSpec::parse(&args.input);
+    if let StorageSpec::Jsonl(path) | StorageSpec::Sqlite(path) = &spec
+        && !path.exists()
+    {
+        return Err(Failure::Usage(anyhow!("{} does not exist", path.display())));
+    }
+    let storage = spec
+        .open()
+        .await
+        .with_context(|| format!("opening {spec}"))
+        .map_err(Failure::Usage)?;
+    let read = storage
+        .read_report(args.strict)
+        .await
+        .with_context(|| format!("reading {spec}"))
+        .map_err(Failure::Run)?;
+    for problem in &read.problems {
+        eprintln!("warning: skipped a malformed row: {problem}");
+    }
+    print_stats(&crate::output::Stats::of(&read), args.json);
+    Ok(())
+}
+
+/// Checks that the output can be written: a probe file next to a file output, a
+/// connection (and schema) for a database.
+async fn check_output(output: &StorageSpec) -> anyhow::Result<()> {
+    match output {
+        StorageSpec::Jsonl(path) | StorageSpec::Sqlite(path) => check_writable(path),
+        StorageSpec::Postgres(_) => output.open().await.map(|_| ()).map_err(Into::into),
     }
 }
 

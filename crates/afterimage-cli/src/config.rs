@@ -559,7 +559,12 @@ pub enum StorageKind {
     /// JSON Lines.
     #[default]
     Jsonl,
-    /// A SQL database (not supported here yet).
+    /// A SQLite file (`output.path` is the file).
+    Sqlite,
+    /// A PostgreSQL server (`output.path` is a `postgres://` URL).
+    Postgres,
+    /// Upstream's SQLAlchemy storage: `output.path` is a URL (`postgresql://...` or
+    /// `sqlite:///FILE`).
     Sql,
 }
 

@@ -4,7 +4,8 @@
 //! CLI's schema (so existing configs run unchanged; unknown keys are errors naming the
 //! line), builds a [`afterimage_engine::ConversationGenerator`], shows progress and
 //! prints a summary. `afterimage validate --config run.yaml` checks the config, the API
-//! key, the documents, the output and the endpoint without generating.
+//! key, the documents, the output and the endpoint without generating. `--resume`
+//! finishes a killed run; `afterimage stats IN` summarises the rows of any backend.
 //!
 //! The config goes through two stages: [`RawConfig`] is what the file says,
 //! [`Settings`] is the resolved and checked run; only the latter reaches the engine.
@@ -77,6 +78,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             args::Command::Generate(args) => commands::generate(args).await,
             args::Command::Validate(args) => commands::validate(args).await,
+            args::Command::Stats(args) => commands::stats(args).await,
         }
     });
     match result {

@@ -120,6 +120,7 @@ pub(crate) fn table(report: &RunReport) -> String {
                 None => report.rows_written.to_string(),
             },
         ),
+        ("rows resumed".into(), report.rows_resumed.to_string()),
         ("dialogs failed".into(), report.dialogs_failed.to_string()),
     ];
     for (cause, count) in &report.failures {
@@ -155,4 +156,153 @@ pub(crate) fn table(report: &RunReport) -> String {
         .map(|(k, v)| format!("{k:<width$}  {v}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// What `afterimage stats` reports about stored rows.
+#[derive(Debug, Default, serde::Serialize)]
+pub(crate) struct Stats {
+    /// Rows read (malformed ones excluded).
+    pub(crate) rows: u64,
+    /// Distinct row ids (rows without an id are not counted).
+    pub(crate) distinct_ids: u64,
+    /// Rows whose id appeared earlier.
+    pub(crate) duplicate_ids: u64,
+    /// Malformed rows skipped.
+    pub(crate) malformed: u64,
+    /// Distinct run ids.
+    pub(crate) runs: u64,
+    /// Rows by number of assistant replies.
+    pub(crate) turns: std::collections::BTreeMap<usize, u64>,
+    /// Distinct personas.
+    pub(crate) personas: u64,
+    /// Distinct documents the questions were drawn from.
+    pub(crate) documents: u64,
+    /// Judged rows and their scores.
+    pub(crate) scores: ScoreStats,
+    /// Prompt tokens recorded in the rows.
+    pub(crate) input_tokens: u64,
+    /// Completion tokens recorded in the rows.
+    pub(crate) output_tokens: u64,
+}
+
+/// The distribution of `final_score`.
+#[derive(Debug, Default, serde::Serialize)]
+pub(crate) struct ScoreStats {
+    /// Rows with a score.
+    pub(crate) judged: u64,
+    /// Lowest score.
+    pub(crate) min: Option<f64>,
+    /// Mean score.
+    pub(crate) mean: Option<f64>,
+    /// Highest score.
+    pub(crate) max: Option<f64>,
+    /// Rows per grade band (`perfect`, `good`, ...).
+    pub(crate) grades: std::collections::BTreeMap<String, u64>,
+}
+
+impl Stats {
+    /// Summarises what was read.
+    pub(crate) fn of(read: &afterimage_storage::ReadReport) -> Stats {
+        use std::collections::HashSet;
+        let mut stats = Stats {
+            malformed: read.problems.len() as u64,
+            ..Stats::default()
+        };
+        let (mut ids, mut runs, mut personas, mut documents) = (
+            HashSet::new(),
+            HashSet::new(),
+            HashSet::new(),
+            HashSet::new(),
+        );
+        let mut score_sum = 0.0;
+        for row in &read.rows {
+            stats.rows += 1;
+            if !row.id.is_empty() && !ids.insert(row.id.as_str()) {
+                stats.duplicate_ids += 1;
+            }
+            let replies = row
+                .conversations
+                .iter()
+                .filter(|m| m.role == afterimage_core::Role::Assistant)
+                .count();
+            *stats.turns.entry(replies).or_default() += 1;
+            if let Some(persona) = row.persona.as_ref().or(row.metadata.persona_name.as_ref()) {
+                personas.insert(persona.as_str());
+            }
+            documents.extend(row.metadata.context_ids.iter().map(String::as_str));
+            if let Some(generation) = &row.metadata.generation {
+                runs.insert(generation.run_id.as_str());
+                stats.input_tokens += generation.usage.input_tokens;
+                stats.output_tokens += generation.usage.output_tokens;
+            }
+            if let Some(score) = row.final_score {
+                let scores = &mut stats.scores;
+                scores.judged += 1;
+                score_sum += score;
+                scores.min = Some(scores.min.map_or(score, |m| m.min(score)));
+                scores.max = Some(scores.max.map_or(score, |m| m.max(score)));
+                let grade = serde_json::to_value(afterimage_core::Grade::from_score(score))
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                *scores.grades.entry(grade).or_default() += 1;
+            }
+        }
+        if stats.scores.judged > 0 {
+            stats.scores.mean = Some(score_sum / stats.scores.judged as f64);
+        }
+        stats.distinct_ids = ids.len() as u64;
+        stats.runs = runs.len() as u64;
+        stats.personas = personas.len() as u64;
+        stats.documents = documents.len() as u64;
+        stats
+    }
+}
+
+/// Prints stats as a table, or as one JSON object with `--json`.
+pub(crate) fn print_stats(stats: &Stats, json: bool) {
+    if json {
+        match serde_json::to_string(stats) {
+            Ok(line) => println!("{line}"),
+            Err(e) => eprintln!("error: the stats could not be encoded as JSON: {e}"),
+        }
+        return;
+    }
+    let turns = stats
+        .turns
+        .iter()
+        .map(|(turns, rows)| format!("{turns}: {rows}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let scores = &stats.scores;
+    let score_line = match (scores.min, scores.mean, scores.max) {
+        (Some(min), Some(mean), Some(max)) => format!(
+            "{} judged, min {min:.2}, mean {mean:.2}, max {max:.2} ({})",
+            scores.judged,
+            scores
+                .grades
+                .iter()
+                .map(|(grade, n)| format!("{grade}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => "none judged".into(),
+    };
+    let rows: Vec<(&str, String)> = vec![
+        ("rows", stats.rows.to_string()),
+        ("distinct ids", stats.distinct_ids.to_string()),
+        ("duplicate ids", stats.duplicate_ids.to_string()),
+        ("malformed rows", stats.malformed.to_string()),
+        ("runs", stats.runs.to_string()),
+        ("turns (replies: rows)", turns),
+        ("personas", stats.personas.to_string()),
+        ("documents", stats.documents.to_string()),
+        ("scores", score_line),
+        ("tokens in", stats.input_tokens.to_string()),
+        ("tokens out", stats.output_tokens.to_string()),
+    ];
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in rows {
+        println!("{k:<width$}  {v}");
+    }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use afterimage_core::{ApiKey, FixedNumber, StoppingCriterion};
 use afterimage_engine::{AllOf, ErrorRate, PersonaUsage, TokenBudget, Turns};
 use afterimage_providers::ThrottleConfig;
+use afterimage_storage::StorageSpec;
 
 use crate::config::{DocumentsKind, ProviderKind, RawConfig, StoppingRule, StorageKind};
 
@@ -26,8 +27,8 @@ pub struct Overrides {
     pub max_turns: Option<u32>,
     /// `--max-concurrency`
     pub max_concurrency: Option<usize>,
-    /// `--out`
-    pub out: Option<PathBuf>,
+    /// `--out` (`FILE.jsonl`, `sqlite:FILE`, `postgres://...`)
+    pub out: Option<String>,
     /// `--seed`
     pub seed: Option<u64>,
 }
@@ -108,8 +109,8 @@ pub struct Settings {
     pub num_random_contexts: usize,
     /// Questions per generator call.
     pub n_instructions: usize,
-    /// The output file.
-    pub output: PathBuf,
+    /// Where rows go.
+    pub output: StorageSpec,
     /// Rows to write.
     pub num_dialogs: Option<u64>,
     /// Turn rule.
@@ -199,13 +200,10 @@ impl Settings {
             );
         }
 
-        if raw.output.storage == StorageKind::Sql {
-            return Err("output.storage: sql is not supported yet; use jsonl (the default)".into());
-        }
-        let output = overrides
-            .out
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(&raw.output.path));
+        let output = match &overrides.out {
+            Some(out) => StorageSpec::parse(out),
+            None => output_spec(raw.output.storage, &raw.output.path)?,
+        };
 
         let generation = &raw.generation;
         let num_dialogs = overrides.num_dialogs.or(generation.num_dialogs);
@@ -519,6 +517,34 @@ fn criterion(
     })
 }
 
+/// Where `output.storage` and `output.path` send rows.
+fn output_spec(kind: StorageKind, path: &str) -> Result<StorageSpec, String> {
+    let parsed = StorageSpec::parse(path);
+    match kind {
+        StorageKind::Jsonl => Ok(parsed),
+        StorageKind::Sqlite => Ok(match parsed {
+            StorageSpec::Sqlite(file) => StorageSpec::Sqlite(file),
+            _ => StorageSpec::Sqlite(PathBuf::from(path)),
+        }),
+        StorageKind::Postgres => match parsed {
+            spec @ StorageSpec::Postgres(_) => Ok(spec),
+            _ => Err(format!(
+                "output.storage is postgres, so output.path must be a postgres:// URL, not {path:?}"
+            )),
+        },
+        StorageKind::Sql => match parsed {
+            spec @ StorageSpec::Postgres(_) => Ok(spec),
+            // SQLAlchemy spells a SQLite file `sqlite:///FILE`.
+            StorageSpec::Sqlite(file) => Ok(StorageSpec::Sqlite(PathBuf::from(
+                file.to_string_lossy().trim_start_matches('/').to_owned(),
+            ))),
+            _ => Err(format!(
+                "output.storage is sql, so output.path must be a database URL (postgres://... or sqlite:///FILE), not {path:?}"
+            )),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -559,6 +585,40 @@ mod tests {
     }
 
     #[test]
+    fn output_storage_and_path_pick_the_backend() {
+        let key = [("GEMINI_API_KEY", "k")];
+        for (output, expected) in [
+            ("{path: a.jsonl}", StorageSpec::Jsonl("a.jsonl".into())),
+            (
+                "{path: a.db, storage: sqlite}",
+                StorageSpec::Sqlite("a.db".into()),
+            ),
+            ("{path: 'sqlite:a.db'}", StorageSpec::Sqlite("a.db".into())),
+            (
+                "{path: 'sqlite:///a.db', storage: sql}",
+                StorageSpec::Sqlite("a.db".into()),
+            ),
+            (
+                "{path: 'postgres://u@h/db', storage: postgres}",
+                StorageSpec::Postgres("postgres://u@h/db".into()),
+            ),
+            (
+                "{path: 'postgresql://u@h/db', storage: sql}",
+                StorageSpec::Postgres("postgresql://u@h/db".into()),
+            ),
+        ] {
+            let yaml = format!("respondent: {{system_prompt: hi}}\noutput: {output}\n");
+            assert_eq!(resolve(&yaml, &key).unwrap().output, expected, "{output}");
+        }
+        let err = resolve(
+            "respondent: {system_prompt: hi}\noutput: {path: x.db, storage: postgres}\n",
+            &key,
+        )
+        .unwrap_err();
+        assert!(err.contains("postgres:// URL"), "{err}");
+    }
+
+    #[test]
     fn paths_resolve_against_the_config_file() {
         let settings = resolve(
             "respondent: {system_prompt: hi}\ndocuments: {provider: directory, path: docs}\n",
@@ -593,7 +653,7 @@ mod tests {
             ),
             (
                 "respondent: {system_prompt: hi}\noutput: {storage: sql}\n",
-                "sql",
+                "must be a database URL",
             ),
             (
                 "respondent: {system_prompt: hi}\ndocuments: {provider: directory}\n",

@@ -5,7 +5,8 @@
 //! - the model seam: [`ChatModel`] (one async method), [`ChatRequest`],
 //!   [`ChatResponse`], [`ProviderError`], and [`Embedder`];
 //! - the data: [`Message`], [`Role`], [`ToolSpec`], [`Document`], [`Persona`],
-//!   [`Usage`], and the stored [`ConversationRow`];
+//!   [`Usage`], the stored [`ConversationRow`] and the [`RunRecord`] that makes a run
+//!   resumable;
 //! - the strategy traits: [`InstructionGenerator`], [`RespondentPromptModifier`],
 //!   [`StoppingCriterion`], [`Storage`], [`Evaluator`], [`DocumentSource`],
 //!   [`Retriever`].
@@ -51,6 +52,7 @@ pub use crate::{
         AttemptInfo, ConversationRow, CriterionScore, Evaluation, GenerationInfo, Grade,
         RowMetadata,
     },
+    run::{RunRecord, RunStatus, split_row_id, unix_ms},
     secret::ApiKey,
     strategy::{
         DocumentSource, Evaluator, FixedNumber, GeneratedInstructions, Instruction,
@@ -66,6 +68,7 @@ mod error;
 mod json;
 mod message;
 mod row;
+mod run;
 mod secret;
 mod strategy;
 #[cfg(feature = "testing")]

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::{ConversationRow, Document, Evaluation, Persona, StorageError, StrategyError, Usage};
+use crate::{
+    ConversationRow, Document, Evaluation, Persona, RunRecord, StorageError, StrategyError, Usage,
+};
 
 /// What an [`InstructionGenerator`] is asked for.
 #[derive(Debug, Clone)]
@@ -185,6 +187,18 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 
     /// Pushes buffered rows to durable storage.
     async fn flush(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    /// The record of the run these rows belong to, if one was saved (resume reads it
+    /// to reuse the run id, seed and correspondent prompt).
+    async fn load_run(&self) -> Result<Option<RunRecord>, StorageError> {
+        Ok(None)
+    }
+
+    /// Saves the run record (replacing an earlier save of the same run). Storages that
+    /// cannot keep one ignore it, and then cannot be resumed.
+    async fn save_run(&self, _run: &RunRecord) -> Result<(), StorageError> {
         Ok(())
     }
 

@@ -2,8 +2,11 @@
 
 use std::sync::Arc;
 
+use std::collections::HashSet;
+
 use afterimage_core::{
-    ApiKey, ChatModel, Evaluator, InstructionGenerator, RespondentPromptModifier, Storage,
+    ApiKey, ChatModel, Evaluator, InstructionGenerator, RespondentPromptModifier, RunRecord,
+    RunStatus, Storage, split_row_id, unix_ms,
 };
 use afterimage_providers::Gemini;
 use afterimage_storage::JsonlStorage;
@@ -54,14 +57,41 @@ impl ConversationGenerator {
     /// Runs dialogs until the options' count or criteria are met; returns what the run
     /// did. Rows are stored as each dialog finishes, so an error still leaves every
     /// finished row in storage (its report says how many).
+    ///
+    /// With [`GenerateOptions::resume`], the run recorded in storage is finished
+    /// instead: same run id, seed and correspondent prompt, only the missing dialogs.
     pub async fn generate(&self, options: GenerateOptions) -> Result<RunReport, EngineError> {
-        let plan = Plan::new(&options)?;
+        let mut plan = Plan::new(&options)?;
         let inner = &self.inner;
-        let (correspondent_prompt, setup) = self.prepare_correspondent_prompt().await?;
-        let seed = options.seed.unwrap_or_else(rand::random);
+        let resumed = self.resumable_run(&options).await?;
+        let (mut record, setup) = match resumed {
+            Some((record, done)) => {
+                plan.done = done;
+                (record, Spent::default())
+            }
+            None => {
+                let (prompt, setup) = self.prepare_correspondent_prompt().await?;
+                let run_id = options.run_id.clone().unwrap_or_else(new_run_id);
+                let seed = options.seed.unwrap_or_else(rand::random);
+                (RunRecord::new(run_id, seed, prompt), setup)
+            }
+        };
+        record.status = RunStatus::Running;
+        record.rows_requested = plan.cap;
+        record.rows_written = plan.done.len() as u64;
+        if !options.run_config.is_null() {
+            record.config = options.run_config.clone();
+        }
+        self.save_run(&mut record).await.map_err(|e| {
+            EngineError::Setup(format!(
+                "saving the run record in {}: {e}",
+                inner.storage.location()
+            ))
+        })?;
+        let correspondent_prompt = record.correspondent_prompt.clone();
         let run = Arc::new(RunContext {
-            run_id: options.run_id.clone().unwrap_or_else(new_run_id),
-            seed,
+            run_id: record.run_id.clone(),
+            seed: record.seed,
             turns: options.turns,
             respondent_prompt: inner.respondent_prompt.clone(),
             respondent: Arc::clone(&inner.respondent),
@@ -84,7 +114,95 @@ impl ConversationGenerator {
             },
             storage: Arc::clone(&inner.storage),
         });
-        execute(run, plan, &options, setup).await
+        let result = execute(run, plan, &options, setup).await;
+        // The final status is for people reading the store; the rows are what resume
+        // trusts, so failing to save it only warns.
+        let (status, report) = match &result {
+            Ok(report) => (RunStatus::Done, Some(report)),
+            Err(e) => (RunStatus::Failed, e.report()),
+        };
+        record.status = status;
+        if let Some(report) = report {
+            record.rows_written = report.rows_resumed + report.rows_written;
+        }
+        if let Err(e) = self.save_run(&mut record).await {
+            tracing::warn!(
+                "could not save the run record in {}: {e}",
+                inner.storage.location()
+            );
+        }
+        result
+    }
+
+    /// With `resume`, the stored run and the indices it already wrote; `None` when a
+    /// new run starts. Without `resume`, an output holding rows is an error.
+    async fn resumable_run(
+        &self,
+        options: &GenerateOptions,
+    ) -> Result<Option<(RunRecord, HashSet<u64>)>, EngineError> {
+        let storage = &self.inner.storage;
+        let location = storage.location();
+        let setup = |what: &str, e: afterimage_core::StorageError| {
+            EngineError::Setup(format!("{what} {location}: {e}"))
+        };
+        let ids = storage
+            .existing_ids()
+            .await
+            .map_err(|e| setup("reading the ids in", e))?;
+        if !options.resume {
+            if ids.is_empty() {
+                return Ok(None);
+            }
+            return Err(EngineError::Config(format!(
+                "{location} already holds {} rows of an earlier run: pass --resume (GenerateOptions::resume) to finish that run, or choose another output",
+                ids.len()
+            )));
+        }
+        let record = storage
+            .load_run()
+            .await
+            .map_err(|e| setup("reading the run record in", e))?;
+        let Some(record) = record else {
+            if ids.is_empty() {
+                return Ok(None);
+            }
+            return Err(EngineError::Config(format!(
+                "{location} holds {} rows but no afterimage run record (written by another tool or an older version), so the run cannot be resumed: choose another output",
+                ids.len()
+            )));
+        };
+        let mut done = HashSet::with_capacity(ids.len());
+        for id in &ids {
+            match split_row_id(id) {
+                Some((run, index)) if run == record.run_id => {
+                    done.insert(index);
+                }
+                _ => {
+                    return Err(EngineError::Config(format!(
+                        "{location} holds row {id:?}, which is not from run {}: resume needs an output holding one run; choose another output",
+                        record.run_id
+                    )));
+                }
+            }
+        }
+        if let Some(seed) = options.seed.filter(|s| *s != record.seed) {
+            tracing::warn!(
+                "resuming run {} with its stored seed {}, not {seed}",
+                record.run_id,
+                record.seed
+            );
+        }
+        tracing::info!(
+            run_id = %record.run_id,
+            stored = done.len(),
+            "resuming: the stored dialogs are skipped"
+        );
+        Ok(Some((record, done)))
+    }
+
+    async fn save_run(&self, record: &mut RunRecord) -> Result<(), afterimage_core::StorageError> {
+        record.updated_at_ms = unix_ms();
+        self.inner.storage.save_run(record).await
     }
 
     /// The simulated user's system prompt: the one given, else the instruction

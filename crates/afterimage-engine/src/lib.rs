@@ -12,6 +12,11 @@
 //! and stops at once on failures that would repeat (bad key, unknown model, dead
 //! server).
 //!
+//! Runs are resumable: the run record (run id, seed, correspondent prompt) is saved in
+//! storage before the first dialog, and [`GenerateOptions::resume`] finishes a killed
+//! run by making only the dialogs whose ids (`<run_id>-<index>`) are missing, each with
+//! the seed it would have had. Without it, an output that already holds rows is refused.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use afterimage_engine::{ConversationGenerator, GenerateOptions};

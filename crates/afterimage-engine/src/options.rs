@@ -48,6 +48,8 @@ pub struct GenerateOptions {
     pub(crate) failure_backoff: Duration,
     pub(crate) stop: Option<StopHandle>,
     pub(crate) price: Option<Price>,
+    pub(crate) resume: bool,
+    pub(crate) run_config: serde_json::Value,
 }
 
 /// Asks a running `generate` to stop starting dialogs; the ones in flight finish and
@@ -104,6 +106,8 @@ impl Default for GenerateOptions {
             failure_backoff: Duration::from_millis(100),
             stop: None,
             price: None,
+            resume: false,
+            run_config: serde_json::Value::Null,
         }
     }
 }
@@ -195,6 +199,23 @@ impl GenerateOptions {
         self
     }
 
+    /// Finishes the run already in storage instead of starting one: reuses its run id,
+    /// seed and correspondent prompt, skips the dialogs it stored and writes only the
+    /// missing ones, so the output ends with exactly `num_dialogs` distinct ids. On an
+    /// empty output it starts a run as usual. Without it, an output that already holds
+    /// rows is an error (never a silent append).
+    pub fn resume(mut self, on: bool) -> Self {
+        self.resume = on;
+        self
+    }
+
+    /// The settings to keep in the run record, for people reading the store later.
+    /// Never put API keys here.
+    pub fn run_config(mut self, config: serde_json::Value) -> Self {
+        self.run_config = config;
+        self
+    }
+
     /// Calls `f` after every finished dialog.
     pub fn on_progress(mut self, f: impl Fn(&RunProgress) + Send + Sync + 'static) -> Self {
         self.on_progress = Some(Arc::new(f));
@@ -221,6 +242,7 @@ impl std::fmt::Debug for GenerateOptions {
             .field("seed", &self.seed)
             .field("max_failures", &self.max_failures)
             .field("run_id", &self.run_id)
+            .field("resume", &self.resume)
             .finish_non_exhaustive()
     }
 }

@@ -10,8 +10,10 @@ use serde::Serialize;
 pub struct RunReport {
     /// The run's id (row ids are `<run_id>-<index>`).
     pub run_id: String,
-    /// Rows stored by this run.
+    /// Rows stored by this call.
     pub rows_written: u64,
+    /// Rows a resumed run found already stored (and kept).
+    pub rows_resumed: u64,
     /// Rows asked for, when the run had a count.
     pub rows_requested: Option<u64>,
     /// Dialogs that failed (and were replaced while the budget allowed).

@@ -21,6 +21,9 @@ pub(crate) struct Plan {
     pub(crate) max_concurrency: usize,
     pub(crate) max_failures: u64,
     pub(crate) backoff_base: Duration,
+    /// Indices a resumed run already stored: they count towards the cap and are
+    /// never scheduled again.
+    pub(crate) done: HashSet<u64>,
 }
 
 impl Plan {
@@ -61,6 +64,7 @@ impl Plan {
             max_concurrency: options.max_concurrency,
             max_failures,
             backoff_base: options.failure_backoff,
+            done: HashSet::new(),
         })
     }
 }
@@ -73,7 +77,11 @@ pub(crate) async fn execute(
     setup: Spent,
 ) -> Result<RunReport, EngineError> {
     let started = Instant::now();
-    let mut state = State::default();
+    let mut state = State {
+        resumed: plan.done.len() as u64,
+        ..State::default()
+    };
+    state.progress.rows_written = state.resumed;
     state.spend(setup);
     let mut tasks: JoinSet<Result<DialogOutcome, DialogFailure>> = JoinSet::new();
     let mut next_index: u64 = 0;
@@ -96,6 +104,9 @@ pub(crate) async fn execute(
                     )));
                 }
                 break;
+            }
+            while plan.done.contains(&next_index) {
+                next_index += 1;
             }
             let delay = state.backoff();
             tasks.spawn(run_dialog(Arc::clone(&run), next_index, delay));
@@ -162,6 +173,7 @@ struct State {
     consecutive_failures: u32,
     next_delay: Duration,
     stop: Option<Stop>,
+    resumed: u64,
 }
 
 impl State {
@@ -264,7 +276,7 @@ impl State {
         elapsed: Duration,
         price: Option<Price>,
     ) -> RunReport {
-        let rows = self.progress.rows_written;
+        let rows = self.progress.rows_written - self.resumed;
         let stop_reason = match &self.stop {
             Some(Stop::Criterion(c)) => format!("stopping criterion met: {c}"),
             Some(Stop::Interrupted) => {
@@ -272,11 +284,16 @@ impl State {
                     .to_owned()
             }
             Some(Stop::Failed(cause)) => cause.clone(),
+            None if self.resumed > 0 => format!(
+                "wrote the {rows} missing rows ({} were already stored)",
+                self.resumed
+            ),
             None => format!("wrote the {rows} rows requested"),
         };
         RunReport {
             run_id: run.run_id.clone(),
             rows_written: rows,
+            rows_resumed: self.resumed,
             rows_requested: plan.cap,
             dialogs_failed: self.progress.dialogs_failed,
             failures: self.failures.clone(),

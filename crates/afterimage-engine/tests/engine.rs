@@ -217,13 +217,16 @@ async fn the_correspondent_prompt_is_written_once() {
         .storage(Arc::new(JsonlStorage::new(dir.path().join("out.jsonl"))))
         .build()
         .unwrap();
-    for _ in 0..2 {
+    // The second call extends the first run (an output never takes a second run's
+    // rows); either way the prompt is written once.
+    for (n, resume) in [(4, false), (8, true)] {
         generator
             .generate(
                 GenerateOptions::new()
-                    .num_dialogs(4)
+                    .num_dialogs(n)
                     .fixed_turns(2)
-                    .max_concurrency(4),
+                    .max_concurrency(4)
+                    .resume(resume),
             )
             .await
             .unwrap();
@@ -690,4 +693,85 @@ async fn a_stop_handle_lets_in_flight_dialogs_finish_and_keeps_them() {
     );
     assert_eq!(rows(&path).len() as u64, report.rows_written);
     assert_eq!(report.dialogs_failed, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_writes_only_the_missing_dialogs_with_the_same_seeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full.jsonl");
+    let path = dir.path().join("out.jsonl");
+    let options = || {
+        GenerateOptions::new()
+            .num_dialogs(10)
+            .max_turns(3)
+            .seed(7)
+            .run_id("r")
+            .max_concurrency(3)
+    };
+    generator(model(Duration::ZERO), &full)
+        .generate(options())
+        .await
+        .unwrap();
+    generator(model(Duration::ZERO), &path)
+        .generate(options())
+        .await
+        .unwrap();
+    // Simulate a kill: keep rows 0, 3 and 7 only (and the run record).
+    let kept: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            ["r-000000", "r-000003", "r-000007"]
+                .iter()
+                .any(|id| l.contains(id))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(kept.len(), 3);
+    std::fs::write(&path, kept.concat()).unwrap();
+
+    // Without resume: refused, nothing appended.
+    let err = generator(model(Duration::ZERO), &path)
+        .generate(options())
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_config() && err.to_string().contains("--resume"),
+        "{err}"
+    );
+    assert_eq!(rows(&path).len(), 3);
+
+    // A resumed run with another seed and id still finishes the stored run.
+    let report = generator(model(Duration::ZERO), &path)
+        .generate(options().seed(99).run_id("other").resume(true))
+        .await
+        .unwrap();
+    assert_eq!((report.rows_resumed, report.rows_written), (3, 7));
+    assert_eq!(report.run_id, "r");
+    let mut resumed = rows(&path);
+    assert_eq!(resumed.len(), 10);
+    let mut original = rows(&full);
+    let key = |r: &serde_json::Value| r["id"].as_str().unwrap().to_owned();
+    resumed.sort_by_key(key);
+    original.sort_by_key(key);
+    for (a, b) in resumed.iter().zip(&original) {
+        assert_eq!(a["id"], b["id"]);
+        // Same per-dialog seed, hence the same turn count.
+        assert_eq!(
+            a["metadata"]["generation"]["seed"],
+            b["metadata"]["generation"]["seed"]
+        );
+        assert_eq!(
+            a["metadata"]["generation"]["turns"],
+            b["metadata"]["generation"]["turns"]
+        );
+    }
+
+    // Resuming a finished run writes nothing.
+    let report = generator(model(Duration::ZERO), &path)
+        .generate(options().resume(true))
+        .await
+        .unwrap();
+    assert_eq!((report.rows_resumed, report.rows_written), (10, 0));
+    assert_eq!(rows(&path).len(), 10);
 }

@@ -4,20 +4,61 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use afterimage_core::{ConversationRow, Storage, StorageError};
+use afterimage_core::{ConversationRow, RunRecord, Storage, StorageError};
 use async_trait::async_trait;
+
+use crate::ReadReport;
+
+/// When a [`JsonlStorage`] hands rows to the operating system and forces them to disk.
+///
+/// A row handed to the OS survives the process being killed (SIGKILL, a panic, Ctrl-C);
+/// only `fsync` makes it survive a power cut or kernel crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushPolicy {
+    /// Hand rows to the OS once this many are buffered (1 = every row at once).
+    pub rows: usize,
+    /// ... or once the oldest buffered row is this old (checked as rows arrive;
+    /// `flush` writes the rest).
+    pub interval: Duration,
+    /// Also `fsync` the file each time rows are handed over (slower, power-safe).
+    pub fsync: bool,
+}
+
+impl Default for FlushPolicy {
+    /// Every row is written at once, no fsync (the engine's final flush fsyncs).
+    fn default() -> Self {
+        FlushPolicy {
+            rows: 1,
+            interval: Duration::ZERO,
+            fsync: false,
+        }
+    }
+}
 
 /// Appends rows to a JSON Lines file, one compact JSON object per line.
 ///
-/// Each row is serialised in full before a single `write_all` on a file opened in
-/// append mode, so concurrent writers in this process never interleave and a
-/// crash can at worst leave one unfinished last line. Opening the file repairs that:
-/// an unterminated tail is cut off (with a warning) before anything is appended.
+/// Each row is serialised in full and written with one `write_all` (of the row, or of
+/// a batch of whole rows under a batching [`FlushPolicy`]) on a file opened in append
+/// mode, so concurrent writers in this process never interleave and a crash can at
+/// worst leave one unfinished last line. Opening the file repairs that: an
+/// unterminated tail is cut off (with a warning) before anything is appended. The run
+/// record lives next to the file in `<file>.run.json`, replaced atomically (written to
+/// a temporary file, then renamed); no lock files are used.
 #[derive(Debug)]
 pub struct JsonlStorage {
     path: PathBuf,
-    file: Mutex<Option<File>>,
+    policy: FlushPolicy,
+    writer: Mutex<Writer>,
+}
+
+#[derive(Debug, Default)]
+struct Writer {
+    file: Option<File>,
+    buffer: Vec<u8>,
+    pending: usize,
+    oldest: Option<Instant>,
 }
 
 impl JsonlStorage {
@@ -25,7 +66,8 @@ impl JsonlStorage {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         JsonlStorage {
             path: path.into(),
-            file: Mutex::new(None),
+            policy: FlushPolicy::default(),
+            writer: Mutex::new(Writer::default()),
         }
     }
 
@@ -35,21 +77,43 @@ impl JsonlStorage {
         Self::new(format!("conversations_{}.jsonl", utc_timestamp()))
     }
 
+    /// Sets when rows reach the OS and the disk (default: every row, no fsync).
+    pub fn flush_policy(mut self, policy: FlushPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
     /// The file rows go to.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Reads every row back, in file order.
+    /// The run record's file: `<file>.run.json`.
+    pub fn run_record_path(&self) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".run.json");
+        PathBuf::from(name)
+    }
+
+    /// Reads every row back, in file order; a malformed line is an error naming it.
     pub fn read_all(&self) -> Result<Vec<ConversationRow>, StorageError> {
         read_rows(&self.path)
     }
 
+    /// Reads every row back; malformed lines are reported with their line number and
+    /// skipped, or stop the read when `strict`.
+    pub fn read_report(&self, strict: bool) -> Result<ReadReport, StorageError> {
+        read_report(&self.path, strict)
+    }
+
     fn io_error(&self, source: std::io::Error) -> StorageError {
-        StorageError::Io {
-            path: self.path.display().to_string(),
-            source,
-        }
+        io_error(&self.path, source)
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Writer>, StorageError> {
+        self.writer
+            .lock()
+            .map_err(|_| StorageError::Backend("JSONL writer lock poisoned".into()))
     }
 
     fn open(&self) -> Result<File, StorageError> {
@@ -65,6 +129,26 @@ impl JsonlStorage {
         repair_torn_tail(&mut file, &self.path).map_err(|e| self.io_error(e))?;
         Ok(file)
     }
+
+    /// Hands the buffered rows to the OS in one write (and fsyncs under the policy).
+    fn drain(&self, writer: &mut Writer, fsync: bool) -> Result<(), StorageError> {
+        if writer.file.is_none() {
+            writer.file = Some(self.open()?);
+        }
+        if let Some(file) = writer.file.as_mut() {
+            if !writer.buffer.is_empty() {
+                file.write_all(&writer.buffer)
+                    .map_err(|e| io_error(&self.path, e))?;
+                writer.buffer.clear();
+            }
+            if fsync {
+                file.sync_data().map_err(|e| io_error(&self.path, e))?;
+            }
+        }
+        writer.pending = 0;
+        writer.oldest = None;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -78,15 +162,12 @@ impl Storage for JsonlStorage {
         line.push(b'\n');
         // A row is a few KB going to the page cache: a plain write under a short lock
         // costs microseconds, less than handing it to a blocking thread.
-        let mut guard = self
-            .file
-            .lock()
-            .map_err(|_| StorageError::Backend("JSONL writer lock poisoned".into()))?;
-        if guard.is_none() {
-            *guard = Some(self.open()?);
-        }
-        if let Some(file) = guard.as_mut() {
-            file.write_all(&line).map_err(|e| self.io_error(e))?;
+        let mut writer = self.lock()?;
+        writer.buffer.extend_from_slice(&line);
+        writer.pending += 1;
+        let oldest = *writer.oldest.get_or_insert_with(Instant::now);
+        if writer.pending >= self.policy.rows.max(1) || oldest.elapsed() >= self.policy.interval {
+            self.drain(&mut writer, self.policy.fsync)?;
         }
         Ok(())
     }
@@ -95,26 +176,73 @@ impl Storage for JsonlStorage {
         if !self.path.exists() {
             return Ok(Vec::new());
         }
-        Ok(read_rows(&self.path)?
-            .into_iter()
-            .map(|row| row.id)
-            .filter(|id| !id.is_empty())
-            .collect())
+        // Opening repairs a torn tail first, so resume never counts or keeps half a row.
+        {
+            let mut writer = self.lock()?;
+            if writer.file.is_none() {
+                writer.file = Some(self.open()?);
+            }
+        }
+        read_ids(&self.path)
     }
 
     async fn flush(&self) -> Result<(), StorageError> {
-        let guard = self
-            .file
-            .lock()
-            .map_err(|_| StorageError::Backend("JSONL writer lock poisoned".into()))?;
-        if let Some(file) = guard.as_ref() {
-            file.sync_data().map_err(|e| self.io_error(e))?;
+        let mut writer = self.lock()?;
+        if writer.file.is_none() && writer.buffer.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        self.drain(&mut writer, true)
+    }
+
+    async fn load_run(&self) -> Result<Option<RunRecord>, StorageError> {
+        let path = self.run_record_path();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error(&path, e)),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| StorageError::Corrupt {
+                path: path.display().to_string(),
+                line: e.line(),
+                message: e.to_string(),
+            })
+    }
+
+    async fn save_run(&self, run: &RunRecord) -> Result<(), StorageError> {
+        let path = self.run_record_path();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
+        }
+        let text = serde_json::to_vec_pretty(run)
+            .map_err(|e| StorageError::Backend(format!("run record: {e}")))?;
+        // Write a temporary file and rename it over the record: a crash leaves the old
+        // record or the new one, never half of one.
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let result = (|| {
+            let mut file = File::create(&tmp)?;
+            file.write_all(&text)?;
+            file.sync_data()?;
+            std::fs::rename(&tmp, &path)
+        })();
+        result.map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io_error(&path, e)
+        })
     }
 
     fn location(&self) -> String {
         self.path.display().to_string()
+    }
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> StorageError {
+    StorageError::Io {
+        path: path.display().to_string(),
+        source,
     }
 }
 
@@ -156,28 +284,75 @@ fn repair_torn_tail(file: &mut File, path: &Path) -> std::io::Result<()> {
 
 /// Reads every row of a JSONL file; a line that is not a row is an error naming it.
 pub fn read_rows(path: &Path) -> Result<Vec<ConversationRow>, StorageError> {
-    let display = || path.display().to_string();
-    let file = File::open(path).map_err(|source| StorageError::Io {
-        path: display(),
-        source,
-    })?;
-    let mut rows = Vec::new();
-    for (index, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|source| StorageError::Io {
-            path: display(),
-            source,
-        })?;
-        if line.trim().is_empty() {
-            continue;
+    read_report(path, true).map(|report| report.rows)
+}
+
+/// Reads every row of a JSONL file. A malformed line is reported (file and line
+/// number) and skipped, or, when `strict`, is the error.
+pub fn read_report(path: &Path, strict: bool) -> Result<ReadReport, StorageError> {
+    let mut report = ReadReport::default();
+    for_each_line(path, |number, line| {
+        match serde_json::from_str(line) {
+            Ok(row) => report.rows.push(row),
+            Err(e) => {
+                let problem = StorageError::Corrupt {
+                    path: path.display().to_string(),
+                    line: number,
+                    message: e.to_string(),
+                };
+                if strict {
+                    return Err(problem);
+                }
+                report.problems.push(problem.to_string());
+            }
         }
-        let row = serde_json::from_str(&line).map_err(|e| StorageError::Corrupt {
-            path: display(),
-            line: index + 1,
+        Ok(())
+    })?;
+    Ok(report)
+}
+
+/// The `id` of every row, parsing only that field (resume scans 100,000s of rows).
+fn read_ids(path: &Path) -> Result<Vec<String>, StorageError> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        #[serde(default)]
+        id: String,
+    }
+    let mut ids = Vec::new();
+    for_each_line(path, |number, line| {
+        let row: IdOnly = serde_json::from_str(line).map_err(|e| StorageError::Corrupt {
+            path: path.display().to_string(),
+            line: number,
             message: e.to_string(),
         })?;
-        rows.push(row);
+        if !row.id.is_empty() {
+            ids.push(row.id);
+        }
+        Ok(())
+    })?;
+    Ok(ids)
+}
+
+/// Calls `f` with every non-blank line and its 1-based number.
+fn for_each_line(
+    path: &Path,
+    mut f: impl FnMut(usize, &str) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    let file = File::open(path).map_err(|e| io_error(path, e))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut line = String::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).map_err(|e| io_error(path, e))?;
+        if n == 0 {
+            return Ok(());
+        }
+        number += 1;
+        if !line.trim().is_empty() {
+            f(number, &line)?;
+        }
     }
-    Ok(rows)
 }
 
 /// `YYYYmmdd_HHMMSS` in UTC, without a date-time dependency.

@@ -1,15 +1,23 @@
-//! Where afterimage's conversation rows go.
+//! Where afterimage's conversation rows go, and how a run is resumed from them.
 //!
-//! [`JsonlStorage`] (the default) appends one JSON object per line, in the Python
-//! afterimage row format, and reads rows back so a run can resume. Every backend
-//! implements [`afterimage_core::Storage`].
+//! Three backends implement [`afterimage_core::Storage`], each keeping the rows and the
+//! run's [`RunRecord`](afterimage_core::RunRecord) (run id, seed, correspondent prompt,
+//! personas) so a killed run can be resumed exactly:
+//!
+//! - [`JsonlStorage`] (the default): one JSON object per line, in the Python afterimage
+//!   row format; the run record in `<file>.run.json`.
+//! - [`SqliteStorage`]: one file, WAL mode, batched transactions.
+//! - [`PostgresStorage`]: a server by URL, rows as `jsonb`, batched inserts.
+//!
+//! [`StorageSpec`] parses the CLI's output strings (`FILE.jsonl`, `sqlite:FILE`,
+//! `postgres://...`) and [`StorageSpec::open`] gives an [`AnyStorage`].
 //!
 //! ```no_run
 //! use afterimage_core::Storage;
-//! use afterimage_storage::JsonlStorage;
+//! use afterimage_storage::StorageSpec;
 //!
 //! # async fn demo() -> Result<(), afterimage_core::StorageError> {
-//! let storage = JsonlStorage::new("out/dialogs.jsonl");
+//! let storage = StorageSpec::parse("sqlite:out/dialogs.db").open().await?;
 //! let done = storage.existing_ids().await?;
 //! println!("{} rows already in {}", done.len(), storage.location());
 //! # Ok(())
@@ -17,6 +25,16 @@
 //! ```
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-pub use crate::jsonl::{JsonlStorage, read_rows};
+pub use crate::{
+    any::{AnyStorage, ReadReport, StorageSpec},
+    jsonl::{FlushPolicy, JsonlStorage, read_report, read_rows},
+    postgres::PostgresStorage,
+    sqlite::SqliteStorage,
+};
 
+pub(crate) use crate::any::RowFields;
+
+mod any;
 mod jsonl;
+mod postgres;
+mod sqlite;

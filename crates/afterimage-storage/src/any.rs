@@ -1,0 +1,184 @@
+//! Choosing a backend from a string, and the backend-agnostic handle.
+
+use std::path::PathBuf;
+
+use afterimage_core::{ConversationRow, RunRecord, Storage, StorageError, split_row_id};
+use async_trait::async_trait;
+
+use crate::{JsonlStorage, PostgresStorage, SqliteStorage};
+
+/// Which backend and where: parsed from `FILE.jsonl`, `sqlite:FILE` or `postgres://...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageSpec {
+    /// A JSON Lines file.
+    Jsonl(PathBuf),
+    /// A SQLite database file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL (`postgres://` or `postgresql://`, optional `?schema=NAME`).
+    Postgres(String),
+}
+
+impl StorageSpec {
+    /// `sqlite:FILE` is SQLite, `postgres://...` / `postgresql://...` is PostgreSQL,
+    /// anything else is a JSONL path.
+    pub fn parse(text: &str) -> StorageSpec {
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            StorageSpec::Postgres(text.to_owned())
+        } else if let Some(path) = text.strip_prefix("sqlite:") {
+            StorageSpec::Sqlite(PathBuf::from(path.strip_prefix("//").unwrap_or(path)))
+        } else {
+            StorageSpec::Jsonl(PathBuf::from(text))
+        }
+    }
+
+    /// Opens the backend (connecting and creating the schema for databases).
+    pub async fn open(&self) -> Result<AnyStorage, StorageError> {
+        Ok(match self {
+            StorageSpec::Jsonl(path) => AnyStorage::Jsonl(JsonlStorage::new(path)),
+            StorageSpec::Sqlite(path) => AnyStorage::Sqlite(SqliteStorage::open(path)?),
+            StorageSpec::Postgres(url) => {
+                AnyStorage::Postgres(PostgresStorage::connect(url).await?)
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for StorageSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageSpec::Jsonl(path) => write!(f, "{}", path.display()),
+            StorageSpec::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            // The password never reaches a message or a run record.
+            StorageSpec::Postgres(url) => f.write_str(&crate::postgres::redact(url)),
+        }
+    }
+}
+
+/// Any of the built-in backends, for code that picks one at run time.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AnyStorage {
+    /// JSON Lines.
+    Jsonl(JsonlStorage),
+    /// SQLite.
+    Sqlite(SqliteStorage),
+    /// PostgreSQL.
+    Postgres(PostgresStorage),
+}
+
+impl AnyStorage {
+    /// Every row back, in write order; malformed rows are reported and skipped, or
+    /// stop the read when `strict`.
+    pub async fn read_report(&self, strict: bool) -> Result<ReadReport, StorageError> {
+        match self {
+            AnyStorage::Jsonl(s) => s.read_report(strict),
+            AnyStorage::Sqlite(s) => s.read_report(strict).await,
+            AnyStorage::Postgres(s) => s.read_report(strict).await,
+        }
+    }
+
+    fn inner(&self) -> &dyn Storage {
+        match self {
+            AnyStorage::Jsonl(s) => s,
+            AnyStorage::Sqlite(s) => s,
+            AnyStorage::Postgres(s) => s,
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for AnyStorage {
+    async fn write(&self, row: &ConversationRow) -> Result<(), StorageError> {
+        self.inner().write(row).await
+    }
+
+    async fn existing_ids(&self) -> Result<Vec<String>, StorageError> {
+        self.inner().existing_ids().await
+    }
+
+    async fn flush(&self) -> Result<(), StorageError> {
+        self.inner().flush().await
+    }
+
+    async fn load_run(&self) -> Result<Option<RunRecord>, StorageError> {
+        self.inner().load_run().await
+    }
+
+    async fn save_run(&self, run: &RunRecord) -> Result<(), StorageError> {
+        self.inner().save_run(run).await
+    }
+
+    fn location(&self) -> String {
+        self.inner().location()
+    }
+}
+
+/// Rows read back from a storage, and the malformed ones skipped.
+#[derive(Debug, Default)]
+pub struct ReadReport {
+    /// The rows that parsed, in write order.
+    pub rows: Vec<ConversationRow>,
+    /// One message per malformed row (where it is and what is wrong).
+    pub problems: Vec<String>,
+}
+
+/// The columns the database backends store next to the row's JSON.
+#[derive(Debug)]
+pub(crate) struct RowFields {
+    pub(crate) id: String,
+    pub(crate) run_id: String,
+    pub(crate) json: String,
+    pub(crate) score: Option<f64>,
+    pub(crate) persona: Option<String>,
+}
+
+impl RowFields {
+    pub(crate) fn of(row: &ConversationRow) -> Result<RowFields, StorageError> {
+        let json = serde_json::to_string(row).map_err(|e| {
+            StorageError::Backend(format!("row {} cannot be serialised: {e}", row.id))
+        })?;
+        let run_id = match &row.metadata.generation {
+            Some(generation) => generation.run_id.clone(),
+            None => split_row_id(&row.id)
+                .map(|(run, _)| run.to_owned())
+                .unwrap_or_default(),
+        };
+        Ok(RowFields {
+            id: row.id.clone(),
+            run_id,
+            json,
+            score: row.final_score,
+            persona: row.persona.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse() {
+        assert_eq!(
+            StorageSpec::parse("out.jsonl"),
+            StorageSpec::Jsonl("out.jsonl".into())
+        );
+        assert_eq!(
+            StorageSpec::parse("sqlite:a/b.db"),
+            StorageSpec::Sqlite("a/b.db".into())
+        );
+        assert_eq!(
+            StorageSpec::parse("sqlite://b.db"),
+            StorageSpec::Sqlite("b.db".into())
+        );
+        assert_eq!(
+            StorageSpec::parse("postgres://u@h/db"),
+            StorageSpec::Postgres("postgres://u@h/db".into())
+        );
+        assert_eq!(StorageSpec::parse("sqlite:x.db").to_string(), "sqlite:x.db");
+        assert_eq!(
+            StorageSpec::parse("postgres://u:pw@h/db").to_string(),
+            "postgres://u:***@h/db"
+        );
+    }
+}
