@@ -34,6 +34,7 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
     match result {
         Ok(report) => {
             print_report(&report, args.json);
+            crate::datasets::after_generate(&settings, &report.failures).await;
             Ok(())
         }
         Err(EngineError::RunFailed { cause, report }) => {

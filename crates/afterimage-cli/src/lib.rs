@@ -5,6 +5,9 @@
 //! line), builds a [`afterimage_engine::ConversationGenerator`], shows progress and
 //! prints a summary. `afterimage validate --config run.yaml` checks the config, the API
 //! key, the documents, the output and the endpoint without generating.
+//! `afterimage export IN --format F` writes training files for fine-tuning tools and
+//! `afterimage analyze IN --html OUT.html` an HTML report (both via
+//! [`afterimage_datasets`]).
 //!
 //! The config goes through two stages: [`RawConfig`] is what the file says,
 //! [`Settings`] is the resolved and checked run; only the latter reaches the engine.
@@ -22,18 +25,19 @@ use clap::Parser;
 
 pub use crate::{
     config::{
-        ConfigError, ContextSection, CorrespondentSection, DocumentsKind, DocumentsSection,
-        Generation, ModelSection, OutputSection, PersonasSection, PromptSection, ProviderKind,
-        QualitySection, RawConfig, StoppingRule, StorageKind, load as load_config,
-        parse as parse_config,
+        AnalyticsSection, ConfigError, ContextSection, CorrespondentSection, DocumentsKind,
+        DocumentsSection, ExportSection, Generation, ModelSection, OutputSection, PersonasSection,
+        PromptSection, ProviderKind, QualitySection, RawConfig, StoppingRule, StorageKind,
+        load as load_config, parse as parse_config,
     },
-    settings::{DocumentsSpec, KeyPolicy, Overrides, Settings},
+    settings::{AfterRun, AutoExport, DocumentsSpec, KeyPolicy, Overrides, Settings},
 };
 
 mod args;
 mod build;
 mod commands;
 mod config;
+mod datasets;
 mod output;
 mod settings;
 
@@ -75,6 +79,8 @@ pub fn main() -> ExitCode {
         match cli.command {
             args::Command::Generate(args) => commands::generate(args).await,
             args::Command::Validate(args) => commands::validate(args).await,
+            args::Command::Export(args) => datasets::run_export(args),
+            args::Command::Analyze(args) => datasets::run_analyze(args).await,
         }
     });
     match result {

@@ -8,6 +8,8 @@ use std::time::Duration;
 use afterimage_core::{ApiKey, FixedNumber, StoppingCriterion};
 use afterimage_engine::{AllOf, ErrorRate, PersonaUsage, TokenBudget, Turns};
 
+use afterimage_datasets::{ExportFormat, ExportOptions};
+
 use crate::config::{DocumentsKind, ProviderKind, RawConfig, StoppingRule, StorageKind};
 
 /// Command-line values that override the file.
@@ -100,8 +102,28 @@ pub struct Settings {
     pub auto_improve: bool,
     /// The judge's model name.
     pub evaluator_model_name: Option<String>,
+    /// The export and report to write after a successful run.
+    pub after_run: AfterRun,
     /// Things the user should know (parts of the file not implemented here yet).
     pub warnings: Vec<String>,
+}
+
+/// What `generate` writes after a successful run (`output.export`, `analytics`).
+#[derive(Debug, Clone, Default)]
+pub struct AfterRun {
+    /// Export formats and options, when `output.export.formats` names any.
+    pub export: Option<AutoExport>,
+    /// The HTML report's path, when `analytics.auto_analyze` is on.
+    pub analyze: Option<PathBuf>,
+}
+
+/// `output.export`, resolved.
+#[derive(Debug, Clone)]
+pub struct AutoExport {
+    /// Formats, filters (none), shuffle and split.
+    pub options: ExportOptions,
+    /// Where the files go (`None`: the output file's folder).
+    pub out_dir: Option<PathBuf>,
 }
 
 /// Whether the API key must be present (validate reports a missing one instead of
@@ -233,6 +255,8 @@ impl Settings {
             );
         }
 
+        let after_run = after_run(&raw, &output)?;
+
         Ok(Settings {
             provider,
             model_name,
@@ -255,9 +279,51 @@ impl Settings {
             max_failures: generation.max_failures,
             auto_improve: raw.quality.auto_improve,
             evaluator_model_name: raw.quality.evaluator_model_name.clone(),
+            after_run,
             warnings,
         })
     }
+}
+
+/// Checks `output.export` and `analytics` before the run, so a typo in a format name
+/// fails at once instead of after an hour of generation.
+fn after_run(raw: &RawConfig, output: &Path) -> Result<AfterRun, String> {
+    let export = match &raw.output.export {
+        Some(section) if !section.formats.is_empty() => {
+            let formats = section
+                .formats
+                .iter()
+                .map(|f| f.parse::<ExportFormat>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("output.export.formats: {e}"))?;
+            if let Some(split) = section.split
+                && !(split > 0.0 && split < 1.0)
+            {
+                return Err(format!(
+                    "output.export.split must be between 0 and 1 (exclusive), got {split}"
+                ));
+            }
+            Some(AutoExport {
+                options: ExportOptions {
+                    formats,
+                    shuffle: section.shuffle,
+                    seed: section.seed,
+                    split: section.split,
+                    ..ExportOptions::default()
+                },
+                // Relative to the working directory, like output.path.
+                out_dir: section.output_dir.as_ref().map(PathBuf::from),
+            })
+        }
+        _ => None,
+    };
+    let analyze = raw.analytics.auto_analyze.then(|| {
+        raw.analytics
+            .output_path
+            .as_ref()
+            .map_or_else(|| output.with_extension("html"), PathBuf::from)
+    });
+    Ok(AfterRun { export, analyze })
 }
 
 /// Upstream features the file asks for that this version does not have yet.
@@ -268,13 +334,9 @@ fn upstream_gaps(raw: &RawConfig) -> Vec<String> {
     if raw.personas.enabled {
         gap("personas.enabled (persona-driven questions)");
     }
-    if raw.output.export.is_some() {
-        gap("output.export");
-    }
     for (present, name) in [
         (raw.skills.is_some(), "the `skills` section"),
         (raw.skill.is_some(), "the `skill` section"),
-        (raw.analytics.is_some(), "the `analytics` section"),
         (raw.preference.is_some(), "the `preference` section"),
     ] {
         if present {
@@ -511,7 +573,47 @@ mod tests {
             &[("GEMINI_API_KEY", "k")],
         )
         .unwrap();
-        assert_eq!(settings.warnings.len(), 3, "{:?}", settings.warnings);
+        assert_eq!(settings.warnings.len(), 2, "{:?}", settings.warnings);
         assert!(settings.criteria.is_empty());
+        assert_eq!(
+            settings.after_run.analyze.as_deref(),
+            Some(Path::new("./afterimage_output.html"))
+        );
+    }
+
+    #[test]
+    fn export_and_analytics_are_checked_before_the_run() {
+        let settings = resolve(
+            "respondent: {system_prompt: hi}\noutput: {path: out/a.jsonl, export: {formats: [openai, sharegpt], split: 0.1, seed: 7}}\nanalytics: {auto_analyze: true, output_path: r.html}\n",
+            &[("GEMINI_API_KEY", "k")],
+        )
+        .unwrap();
+        let export = settings.after_run.export.unwrap();
+        assert_eq!(
+            export.options.formats,
+            [ExportFormat::OpenAi, ExportFormat::ShareGpt]
+        );
+        assert_eq!((export.options.split, export.options.seed), (Some(0.1), 7));
+        assert_eq!(
+            settings.after_run.analyze.as_deref(),
+            Some(Path::new("r.html"))
+        );
+        for (yaml, needle) in [
+            ("output: {export: {formats: [opnai]}}", "opnai"),
+            ("output: {export: {formats: [raw], split: 2}}", "split"),
+        ] {
+            let err = resolve(
+                &format!("respondent: {{system_prompt: hi}}\n{yaml}\n"),
+                &[("GEMINI_API_KEY", "k")],
+            )
+            .unwrap_err();
+            assert!(err.contains(needle), "{err}");
+        }
+        let settings = resolve(
+            "respondent: {system_prompt: hi}\n",
+            &[("GEMINI_API_KEY", "k")],
+        )
+        .unwrap();
+        assert!(settings.after_run.export.is_none() && settings.after_run.analyze.is_none());
     }
 }

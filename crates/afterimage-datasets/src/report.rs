@@ -47,7 +47,7 @@ h1{font-size:26px;margin:0 0 4px}h2{font-size:19px;border-bottom:2px solid #dde3
 .grid{display:grid;grid-template-columns:1fr 1fr;gap:20px}.dialog{border:1px solid #dde3ec;border-radius:8px;padding:10px 14px;margin:12px 0}
 .msg{margin:6px 0;padding:6px 10px;border-radius:6px;white-space:pre-wrap;word-wrap:break-word}.user{background:#eef4ff}.assistant{background:#f1f8ee}
 .tool{background:#fff6e5}.system{background:#f4f0fa}.role{font-weight:600;font-size:12px;text-transform:uppercase;color:#5b6678;display:block}
-svg text{font:12px system-ui,sans-serif;fill:#1d2430}";
+svg{max-width:100%;height:auto}svg text{font:12px system-ui,sans-serif;fill:#1d2430}";
 
 /// Renders the whole page for `analysis` of the dataset named `title`.
 pub fn render_html(analysis: &Analysis, title: &str) -> String {
@@ -355,11 +355,17 @@ fn bar_chart(h: &mut String, bars: &[Bucket]) {
         return;
     }
     const ROW: usize = 22;
-    const LABEL_W: usize = 300;
     const BAR_W: usize = 360;
     let max = bars.iter().map(|b| b.count).max().unwrap_or(0).max(1);
+    // Room for the longest (cut) label at about 7 px a character.
+    let longest = bars
+        .iter()
+        .map(|b| b.label.chars().count().min(48))
+        .max()
+        .unwrap_or(0);
+    let label_w = (longest * 7 + 12).clamp(40, 340);
     let height = bars.len() * ROW + 4;
-    let width = LABEL_W + BAR_W + 60;
+    let width = label_w + BAR_W + 60;
     let _ = write!(
         h,
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\">"
@@ -374,13 +380,13 @@ fn bar_chart(h: &mut String, bars: &[Bucket]) {
         };
         let _ = write!(
             h,
-            "<text x=\"{lx}\" y=\"{ty}\" text-anchor=\"end\"><title>{full}</title>{label}</text><rect x=\"{LABEL_W}\" y=\"{y}\" width=\"{w}\" height=\"{bh}\" fill=\"#4f7cc9\" rx=\"2\"/><text x=\"{cx}\" y=\"{ty}\">{count}</text>",
-            lx = LABEL_W - 6,
+            "<text x=\"{lx}\" y=\"{ty}\" text-anchor=\"end\"><title>{full}</title>{label}</text><rect x=\"{label_w}\" y=\"{y}\" width=\"{w}\" height=\"{bh}\" fill=\"#4f7cc9\" rx=\"2\"/><text x=\"{cx}\" y=\"{ty}\">{count}</text>",
+            lx = label_w - 6,
             ty = y + 14,
             full = escape(&b.label),
             label = escape(&label),
             bh = ROW - 6,
-            cx = LABEL_W + w + 6,
+            cx = label_w + w + 6,
             count = b.count
         );
     }

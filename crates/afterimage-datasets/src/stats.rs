@@ -271,7 +271,8 @@ fn lengths(rows: &[ConversationRow], role: Role) -> LengthStats {
     let mut lens: Vec<u64> = rows
         .iter()
         .flat_map(|r| &r.conversations)
-        .filter(|m| m.role == role)
+        // A message that only calls a tool has no text to measure.
+        .filter(|m| m.role == role && (!m.content.is_empty() || m.tool_calls.is_empty()))
         .map(|m| m.content.chars().count() as u64)
         .collect();
     lens.sort_unstable();
