@@ -224,29 +224,40 @@ fn write_part(
     options: &FormatOptions,
     skipped: &mut BTreeMap<SkipReason, u64>,
 ) -> Result<u64, DatasetError> {
-    let write_error = |source| DatasetError::Write {
-        path: path.display().to_string(),
-        source,
-    };
     let tmp = path.with_extension("jsonl.tmp");
-    let file = std::fs::File::create(&tmp).map_err(write_error)?;
-    let mut out = std::io::BufWriter::new(file);
+    let written = write_records(&tmp, rows, format, options, skipped)
+        .and_then(|records| std::fs::rename(&tmp, path).map(|()| records));
+    written.map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        DatasetError::Write {
+            path: path.display().to_string(),
+            source,
+        }
+    })
+}
+
+fn write_records(
+    tmp: &Path,
+    rows: &[&ConversationRow],
+    format: ExportFormat,
+    options: &FormatOptions,
+    skipped: &mut BTreeMap<SkipReason, u64>,
+) -> std::io::Result<u64> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(tmp)?);
     let mut records = 0;
     for row in rows {
         match convert(format, row, options) {
             Ok(lines) => {
                 for line in lines {
-                    out.write_all(line.as_bytes()).map_err(write_error)?;
-                    out.write_all(b"\n").map_err(write_error)?;
+                    out.write_all(line.as_bytes())?;
+                    out.write_all(b"\n")?;
                     records += 1;
                 }
             }
             Err(reason) => *skipped.entry(reason).or_default() += 1,
         }
     }
-    out.flush().map_err(write_error)?;
-    drop(out);
-    std::fs::rename(&tmp, path).map_err(write_error)?;
+    out.flush()?;
     Ok(records)
 }
 
@@ -270,6 +281,24 @@ fn shuffle<T>(items: &mut [T], seed: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_write_leaves_no_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A folder where the output file should go makes the final rename fail.
+        std::fs::create_dir(dir.path().join("x_raw.jsonl")).unwrap();
+        let row: ConversationRow = serde_json::from_str(
+            r#"{"conversations":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}]}"#,
+        )
+        .unwrap();
+        let options = ExportOptions {
+            formats: vec![ExportFormat::Raw],
+            ..Default::default()
+        };
+        let err = export(&[row], dir.path(), "x", &options).unwrap_err();
+        assert!(err.is_io(), "{err}");
+        assert!(!dir.path().join("x_raw.jsonl.tmp").exists());
+    }
 
     #[test]
     fn shuffle_is_seeded_and_a_permutation() {

@@ -16,7 +16,8 @@ use crate::DatasetError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum ExportFormat {
-    /// OpenAI chat fine-tuning: `{messages}`, tool calls and tool messages kept.
+    /// OpenAI chat fine-tuning: `{messages}`, tool calls and tool messages kept
+    /// (`reasoning_content` is left out: the fine-tuning API does not take it).
     OpenAi,
     /// ShareGPT as axolotl and LLaMA-Factory read it: `{conversations: [{from, value}]}`.
     ShareGpt,
