@@ -16,6 +16,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("afterimage-strategies", &["afterimage-core"]),
     ("afterimage-storage", &["afterimage-core"]),
     (
+        "afterimage-datasets",
+        &["afterimage-core", "afterimage-storage"],
+    ),
+    (
         "afterimage-engine",
         &[
             "afterimage-core",
@@ -32,6 +36,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "afterimage-strategies",
             "afterimage-storage",
             "afterimage-engine",
+            "afterimage-datasets",
         ],
     ),
     ("afterimage-mock", &[]),

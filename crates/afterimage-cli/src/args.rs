@@ -23,6 +23,10 @@ pub(crate) enum Command {
     Generate(GenerateArgs),
     /// Check a config, its API key, documents, output and endpoint without generating.
     Validate(ValidateArgs),
+    /// Write a dataset in the formats fine-tuning tools read.
+    Export(crate::datasets::ExportArgs),
+    /// Write an HTML report (or the figures as JSON) about a dataset.
+    Analyze(crate::datasets::AnalyzeArgs),
     /// Summarise stored rows (a JSONL file, sqlite:FILE or postgres://...).
     Stats(StatsArgs),
 }

@@ -69,6 +69,7 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
         }
         Ok(report) => {
             print_report(&report, &keys, &pacing, args.json);
+            crate::datasets::after_generate(&settings, &report.failures).await;
             Ok(())
         }
         Err(EngineError::RunFailed { cause, report }) => {

@@ -39,8 +39,9 @@ pub struct RawConfig {
     pub skills: Option<IgnoredAny>,
     /// Upstream's skill discovery settings (not implemented here yet).
     pub skill: Option<IgnoredAny>,
-    /// Upstream's analysis report settings (not implemented here yet).
-    pub analytics: Option<IgnoredAny>,
+    /// The analysis report written after a run.
+    #[serde(default)]
+    pub analytics: AnalyticsSection,
     /// Upstream's preference-pair generation (not implemented here yet).
     pub preference: Option<IgnoredAny>,
 }
@@ -578,8 +579,42 @@ pub struct OutputSection {
     /// The storage kind.
     #[serde(default)]
     pub storage: StorageKind,
-    /// Upstream's auto-export (not implemented here yet).
-    pub export: Option<IgnoredAny>,
+    /// Export to training formats after a run.
+    pub export: Option<ExportSection>,
+}
+
+/// `output.export:` (upstream's keys): formats written after a successful run.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportSection {
+    /// Format names (`openai`, `sharegpt`, `alpaca`, `llama_factory`, `raw`).
+    #[serde(default)]
+    pub formats: Vec<String>,
+    /// Where the files go (default: the output file's folder).
+    pub output_dir: Option<String>,
+    /// The share of rows for `_val` files; `null` writes one file per format.
+    pub split: Option<f64>,
+    /// Shuffle before writing.
+    #[serde(default = "yes")]
+    pub shuffle: bool,
+    /// The shuffle's seed.
+    #[serde(default = "default_export_seed")]
+    pub seed: u64,
+}
+
+fn default_export_seed() -> u64 {
+    42
+}
+
+/// `analytics:` (upstream's keys): the HTML report written after a run.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsSection {
+    /// Write the report after a successful run.
+    #[serde(default)]
+    pub auto_analyze: bool,
+    /// Where (default: the output file with `.html`).
+    pub output_path: Option<String>,
 }
 
 impl Default for OutputSection {
@@ -683,6 +718,10 @@ analytics: {auto_analyze: false, output_path: null}
         assert_eq!(config.model.provider, ProviderKind::Openai);
         assert_eq!(config.context.num_random_contexts, 1);
         assert!(config.skills.is_some());
+        let export = config.output.export.unwrap();
+        assert!(export.formats.is_empty() && export.shuffle && export.seed == 42);
+        assert!(!config.analytics.auto_analyze);
+        assert!(parse("analytics: {auto_analyze: true, output_pth: x}\n").is_err());
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! prints a summary. `afterimage validate --config run.yaml` checks the config, the API
 //! key, the documents, the output and the endpoint without generating. `--resume`
 //! finishes a killed run; `afterimage stats IN` summarises the rows of any backend.
+//! `afterimage export IN --format F` writes training files for fine-tuning tools and
+//! `afterimage analyze IN --html OUT.html` an HTML report (both via
+//! [`afterimage_datasets`]).
 //!
 //! The config goes through two stages: [`RawConfig`] is what the file says,
 //! [`Settings`] is the resolved and checked run; only the latter reaches the engine.
@@ -23,18 +26,19 @@ use clap::Parser;
 
 pub use crate::{
     config::{
-        AggregationKind, ConfigError, ContextSection, CorrespondentSection, CriterionEntry,
-        DocumentsKind, DocumentsSection, Generation, ModelSection, OnFailure, OutputSection,
-        PersonasSection, PromptSection, ProviderKind, QualitySection, RawConfig, StoppingRule,
-        StorageKind, load as load_config, parse as parse_config,
+        AggregationKind, AnalyticsSection, ConfigError, ContextSection, CorrespondentSection,
+        CriterionEntry, DocumentsKind, DocumentsSection, ExportSection, Generation, ModelSection,
+        OnFailure, OutputSection, PersonasSection, PromptSection, ProviderKind, QualitySection,
+        RawConfig, StoppingRule, StorageKind, load as load_config, parse as parse_config,
     },
-    settings::{DocumentsSpec, Endpoint, KeyPolicy, Overrides, Settings},
+    settings::{AfterRun, AutoExport, DocumentsSpec, Endpoint, KeyPolicy, Overrides, Settings},
 };
 
 mod args;
 mod build;
 mod commands;
 mod config;
+mod datasets;
 mod output;
 mod settings;
 
@@ -79,6 +83,8 @@ pub fn main() -> ExitCode {
             args::Command::Generate(args) => commands::generate(args).await,
             args::Command::Validate(args) => commands::validate(args).await,
             args::Command::Stats(args) => commands::stats(args).await,
+            args::Command::Export(args) => datasets::run_export(args),
+            args::Command::Analyze(args) => datasets::run_analyze(args).await,
         }
     });
     match result {

@@ -10,6 +10,8 @@ use afterimage_engine::{AllOf, ErrorRate, PersonaUsage, TokenBudget, Turns};
 use afterimage_providers::ThrottleConfig;
 use afterimage_storage::StorageSpec;
 
+use afterimage_datasets::{ExportFormat, ExportOptions};
+
 use crate::config::{DocumentsKind, ProviderKind, RawConfig, StoppingRule, StorageKind};
 
 /// Command-line values that override the file.
@@ -131,8 +133,28 @@ pub struct Settings {
     pub evaluator: Option<Endpoint>,
     /// The judge's and the checks' settings.
     pub quality: crate::config::QualitySection,
+    /// The export and report to write after a successful run.
+    pub after_run: AfterRun,
     /// Things the user should know (parts of the file not implemented here yet).
     pub warnings: Vec<String>,
+}
+
+/// What `generate` writes after a successful run (`output.export`, `analytics`).
+#[derive(Debug, Clone, Default)]
+pub struct AfterRun {
+    /// Export formats and options, when `output.export.formats` names any.
+    pub export: Option<AutoExport>,
+    /// The HTML report's path, when `analytics.auto_analyze` is on.
+    pub analyze: Option<PathBuf>,
+}
+
+/// `output.export`, resolved.
+#[derive(Debug, Clone)]
+pub struct AutoExport {
+    /// Formats, filters (none), shuffle and split.
+    pub options: ExportOptions,
+    /// Where the files go (`None`: the output file's folder).
+    pub out_dir: Option<PathBuf>,
 }
 
 /// Whether the API key must be present (validate reports a missing one instead of
@@ -265,6 +287,7 @@ impl Settings {
                 })
             }
         };
+        let after_run = after_run(&raw, &output)?;
 
         Ok(Settings {
             provider,
@@ -300,6 +323,7 @@ impl Settings {
                     .and_then(|e| e.model_name.clone())
             }),
             evaluator,
+            after_run,
             quality: raw.quality,
             warnings,
         })
@@ -359,6 +383,50 @@ fn resolve_keys(
     Ok((shown, keys))
 }
 
+/// Checks `output.export` and `analytics` before the run, so a typo in a format name
+/// fails at once instead of after an hour of generation.
+fn after_run(raw: &RawConfig, output: &StorageSpec) -> Result<AfterRun, String> {
+    let export = match &raw.output.export {
+        Some(section) if !section.formats.is_empty() => {
+            let formats = section
+                .formats
+                .iter()
+                .map(|f| f.parse::<ExportFormat>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("output.export.formats: {e}"))?;
+            if let Some(split) = section.split
+                && !(split > 0.0 && split < 1.0)
+            {
+                return Err(format!(
+                    "output.export.split must be between 0 and 1 (exclusive), got {split}"
+                ));
+            }
+            Some(AutoExport {
+                options: ExportOptions {
+                    formats,
+                    shuffle: section.shuffle,
+                    seed: section.seed,
+                    split: section.split,
+                    ..ExportOptions::default()
+                },
+                // Relative to the working directory, like output.path.
+                out_dir: section.output_dir.as_ref().map(PathBuf::from),
+            })
+        }
+        _ => None,
+    };
+    let analyze = raw.analytics.auto_analyze.then(|| {
+        raw.analytics.output_path.as_ref().map_or_else(
+            || match output {
+                StorageSpec::Jsonl(path) => path.with_extension("html"),
+                _ => PathBuf::from("afterimage_report.html"),
+            },
+            PathBuf::from,
+        )
+    });
+    Ok(AfterRun { export, analyze })
+}
+
 /// Upstream features the file asks for that this version does not have yet.
 fn upstream_gaps(raw: &RawConfig) -> Vec<String> {
     let mut warnings = Vec::new();
@@ -367,13 +435,9 @@ fn upstream_gaps(raw: &RawConfig) -> Vec<String> {
     if raw.personas.enabled {
         gap("personas.enabled (persona-driven questions)");
     }
-    if raw.output.export.is_some() {
-        gap("output.export");
-    }
     for (present, name) in [
         (raw.skills.is_some(), "the `skills` section"),
         (raw.skill.is_some(), "the `skill` section"),
-        (raw.analytics.is_some(), "the `analytics` section"),
         (raw.preference.is_some(), "the `preference` section"),
     ] {
         if present {
@@ -672,7 +736,47 @@ mod tests {
             &[("GEMINI_API_KEY", "k")],
         )
         .unwrap();
-        assert_eq!(settings.warnings.len(), 3, "{:?}", settings.warnings);
+        assert_eq!(settings.warnings.len(), 2, "{:?}", settings.warnings);
         assert!(settings.criteria.is_empty());
+        assert_eq!(
+            settings.after_run.analyze.as_deref(),
+            Some(Path::new("./afterimage_output.html"))
+        );
+    }
+
+    #[test]
+    fn export_and_analytics_are_checked_before_the_run() {
+        let settings = resolve(
+            "respondent: {system_prompt: hi}\noutput: {path: out/a.jsonl, export: {formats: [openai, sharegpt], split: 0.1, seed: 7}}\nanalytics: {auto_analyze: true, output_path: r.html}\n",
+            &[("GEMINI_API_KEY", "k")],
+        )
+        .unwrap();
+        let export = settings.after_run.export.unwrap();
+        assert_eq!(
+            export.options.formats,
+            [ExportFormat::OpenAi, ExportFormat::ShareGpt]
+        );
+        assert_eq!((export.options.split, export.options.seed), (Some(0.1), 7));
+        assert_eq!(
+            settings.after_run.analyze.as_deref(),
+            Some(Path::new("r.html"))
+        );
+        for (yaml, needle) in [
+            ("output: {export: {formats: [opnai]}}", "opnai"),
+            ("output: {export: {formats: [raw], split: 2}}", "split"),
+        ] {
+            let err = resolve(
+                &format!("respondent: {{system_prompt: hi}}\n{yaml}\n"),
+                &[("GEMINI_API_KEY", "k")],
+            )
+            .unwrap_err();
+            assert!(err.contains(needle), "{err}");
+        }
+        let settings = resolve(
+            "respondent: {system_prompt: hi}\n",
+            &[("GEMINI_API_KEY", "k")],
+        )
+        .unwrap();
+        assert!(settings.after_run.export.is_none() && settings.after_run.analyze.is_none());
     }
 }

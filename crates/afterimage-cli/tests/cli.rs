@@ -772,3 +772,318 @@ async fn rate_limits_are_absorbed_by_retries_and_pacing_without_losing_dialogs()
     assert!(pacing["lowest_limit"].as_u64().unwrap() < 8, "{report}");
     assert_eq!(read_rows(&out).len(), 10);
 }
+
+/// A judged dataset whose run also exports and writes the report (`output.export`,
+/// `analytics.auto_analyze`).
+async fn generate_dataset(server: &MockServer, dir: &Path, config: &Path) -> PathBuf {
+    let out = dir.join("data/rows.jsonl");
+    let run = afterimage(
+        args(&[
+            "generate",
+            "--config",
+            config.to_str().unwrap(),
+            "--base-url",
+            &server.openai_base_url(),
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ]),
+        vec![],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // stdout stays the run report alone; the export and report speak on stderr.
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(report["rows_written"], 12);
+    assert!(run.stderr.contains("report written to"), "{}", run.stderr);
+    out
+}
+
+const DATASET: &str = "quality:\n  auto_improve: true\noutput:\n  export: {formats: [openai, sharegpt], split: 0.25, seed: 7}\nanalytics: {auto_analyze: true}\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_then_export_and_analyze() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let (dir, config) = project(&format!("{LOCAL}{DATASET}"));
+    let out = generate_dataset(&server, dir.path(), &config).await;
+    let data = dir.path().join("data");
+
+    // The end-of-run export: 12 rows, 3 to validate, both formats.
+    for (name, lines) in [
+        ("rows_openai_train.jsonl", 9),
+        ("rows_openai_val.jsonl", 3),
+        ("rows_sharegpt_train.jsonl", 9),
+        ("rows_sharegpt_val.jsonl", 3),
+    ] {
+        let text = std::fs::read_to_string(data.join(name)).unwrap();
+        assert_eq!(text.lines().count(), lines, "{name}");
+    }
+    let auto_report = std::fs::read_to_string(data.join("rows.html")).unwrap();
+    assert!(auto_report.contains("<section id=\"lowest\">"));
+
+    // `export` by hand: every record is a whole dialog in the format's shape.
+    let exported = dir.path().join("exported");
+    let run = afterimage(
+        args(&[
+            "export",
+            out.to_str().unwrap(),
+            "--format",
+            "alpaca",
+            "--format",
+            "llama_factory",
+            "--split-turns",
+            "--min-score",
+            "0",
+            "--out-dir",
+            exported.to_str().unwrap(),
+            "--json",
+        ]),
+        vec![],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(report["rows_read"], 12);
+    assert_eq!(report["rows_filtered_out"], 0);
+    let alpaca = std::fs::read_to_string(exported.join("rows_alpaca.jsonl")).unwrap();
+    let turns: usize = read_rows(&out)
+        .iter()
+        .map(|r| r["conversations"].as_array().unwrap().len() / 2)
+        .sum();
+    assert_eq!(alpaca.lines().count(), turns);
+    for line in alpaca.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(!record["output"].as_str().unwrap().is_empty());
+    }
+    let llama = std::fs::read_to_string(exported.join("rows_llama_factory.jsonl")).unwrap();
+    assert_eq!(llama.lines().count(), 12);
+
+    // `analyze`: the JSON figures and the page, with never-used documents known.
+    let html = dir.path().join("report/r.html");
+    let run = afterimage(
+        args(&[
+            "analyze",
+            out.to_str().unwrap(),
+            "--html",
+            html.to_str().unwrap(),
+            "--documents",
+            dir.path().join("docs").to_str().unwrap(),
+            "--json",
+        ]),
+        vec![],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let figures: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(figures["summary"]["rows"], 12);
+    assert_eq!(figures["documents"]["known"], 2);
+    assert_eq!(figures["judge"]["scored_rows"], 12);
+    assert_eq!(figures["lowest"].as_array().unwrap().len(), 5);
+    let page = std::fs::read_to_string(&html).unwrap();
+    for id in afterimage_datasets::SECTIONS {
+        assert!(page.contains(&format!("<section id=\"{id}\">")), "{id}");
+    }
+
+    // Usage errors exit 2 with one readable line.
+    for (list, needle) in [
+        (
+            vec!["export", out.to_str().unwrap(), "-f", "csv"],
+            "unknown export format",
+        ),
+        (
+            vec!["export", "sqlite:runs.db", "-f", "raw"],
+            "need the storage backends",
+        ),
+        (vec!["export", out.to_str().unwrap()], "no format given"),
+        (
+            vec!["analyze", "postgres://u@h/db"],
+            "need the storage backends",
+        ),
+        (vec!["analyze", "missing.jsonl"], "missing.jsonl"),
+    ] {
+        let run = afterimage(args(&list), vec![]).await;
+        assert_eq!(run.code, 2, "{list:?}: {}", run.stderr);
+        assert!(run.stderr.contains(needle), "{list:?}: {}", run.stderr);
+    }
+    let run = afterimage(args(&["export", "--list-formats"]), vec![]).await;
+    assert_eq!(run.code, 0);
+    assert_eq!(run.stdout.lines().count(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_export_format_in_the_config_fails_before_generating() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let (dir, config) = project(&format!(
+        "{LOCAL}output:\n  export: {{formats: [openai, csv]}}\n"
+    ));
+    let out = dir.path().join("rows.jsonl");
+    let run = afterimage(
+        args(&[
+            "generate",
+            "--config",
+            config.to_str().unwrap(),
+            "--base-url",
+            &server.openai_base_url(),
+            "--out",
+            out.to_str().unwrap(),
+        ]),
+        vec![],
+    )
+    .await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("csv"), "{}", run.stderr);
+    assert_eq!(server.stats().chat_completions, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_export_after_generate_keeps_the_rows_and_exit_0() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let (dir, config) = project(&format!(
+        "{LOCAL}output:\n  export: {{formats: [openai], output_dir: blocked}}\n"
+    ));
+    // A file where the export folder should be.
+    let blocked = dir.path().join("blocked");
+    std::fs::write(&blocked, "not a folder").unwrap();
+    let out = dir.path().join("rows.jsonl");
+    let run = tokio::task::spawn_blocking({
+        let config = config.clone();
+        let out = out.clone();
+        let url = server.openai_base_url();
+        let cwd = dir.path().to_path_buf();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_afterimage"))
+                .args([
+                    "generate",
+                    "--config",
+                    config.to_str().unwrap(),
+                    "--base-url",
+                    &url,
+                    "--out",
+                    out.to_str().unwrap(),
+                ])
+                .current_dir(cwd)
+                .env_remove("RUST_LOG")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("output.export failed"), "{stderr}");
+    assert_eq!(read_rows(&out).len(), 12);
+}
+
+/// `chromium`, if installed.
+fn find_chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| ["chromium", "chromium-browser"].map(|name| dir.join(name)))
+        .find(|p| p.is_file())
+}
+
+/// Renders `html` with headless Chromium and returns the PNG's path.
+fn screenshot(chromium: &Path, html: &Path, work: &Path, name: &str) -> PathBuf {
+    let png = work.join(format!("{name}.png"));
+    let profile = work.join(format!("{name}-profile"));
+    let mut child = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--window-size=1280,2000")
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", html.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("chromium did not finish within 90 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(png.is_file(), "chromium wrote no screenshot");
+    png
+}
+
+/// The share of pixels that differ from the most common colour, and the number of
+/// distinct colours: a blank page has (0, 1).
+fn ink(png_path: &Path) -> (f64, usize) {
+    let mut decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(png_path).unwrap(),
+    ));
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let bytes = &buf[..info.buffer_size()];
+    let per_pixel = info.line_size / info.width as usize;
+    let mut counts: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+    for pixel in bytes.chunks_exact(per_pixel) {
+        *counts.entry(pixel).or_default() += 1;
+    }
+    let total = bytes.len() / per_pixel;
+    let background = counts.values().copied().max().unwrap_or(0);
+    (1.0 - background as f64 / total as f64, counts.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_renders_in_headless_chromium() {
+    let Some(chromium) = find_chromium() else {
+        // .ci/run installs chromium and sets this, so CI cannot skip the check.
+        assert!(
+            std::env::var_os("AFTERIMAGE_REQUIRE_CHROMIUM").is_none(),
+            "AFTERIMAGE_REQUIRE_CHROMIUM is set but chromium is not on PATH"
+        );
+        eprintln!("skipped: chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let (dir, config) = project(&format!("{LOCAL}{DATASET}"));
+    generate_dataset(&server, dir.path(), &config).await;
+    let html = dir.path().join("data/rows.html");
+    let page = std::fs::read_to_string(&html).unwrap();
+    for id in afterimage_datasets::SECTIONS {
+        assert!(page.contains(&format!("<section id=\"{id}\">")), "{id}");
+    }
+
+    let work = dir.path().to_path_buf();
+    let blank_html = work.join("blank.html");
+    std::fs::write(&blank_html, "<!DOCTYPE html><html><body></body></html>").unwrap();
+    let (report_png, blank_png) = tokio::task::spawn_blocking(move || {
+        (
+            screenshot(&chromium, &html, &work, "report"),
+            screenshot(&chromium, &blank_html, &work, "blank"),
+        )
+    })
+    .await
+    .unwrap();
+    // The check itself can fail: a blank page is one colour.
+    let (blank_ink, blank_colours) = ink(&blank_png);
+    assert!(
+        blank_ink < 0.001 && blank_colours <= 2,
+        "{blank_ink} {blank_colours}"
+    );
+    let (report_ink, report_colours) = ink(&report_png);
+    assert!(
+        report_ink > 0.02 && report_colours > 16,
+        "the report looks blank: {:.4} of pixels inked, {report_colours} colours",
+        report_ink
+    );
+}

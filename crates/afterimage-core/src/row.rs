@@ -76,7 +76,7 @@ pub struct GenerationInfo {
     pub turns: u32,
     /// Every generation of the dialog, in order: the last kept one is the row (or
     /// the best one, when none passed the judge).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "attempts_or_count")]
     pub attempts: Vec<AttemptInfo>,
     /// Model requests spent on this dialog (instruction share included).
     pub requests: u32,
@@ -88,6 +88,22 @@ pub struct GenerationInfo {
     pub elapsed_ms: u64,
     /// The seed that drove this dialog's random choices.
     pub seed: u64,
+}
+
+/// Reads `attempts` as a list, or as the plain count earlier versions wrote.
+fn attempts_or_count<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<AttemptInfo>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Attempts {
+        List(Vec<AttemptInfo>),
+        Count(u32),
+    }
+    Ok(match Attempts::deserialize(deserializer)? {
+        Attempts::List(list) => list,
+        Attempts::Count(n) => vec![AttemptInfo::default(); n as usize],
+    })
 }
 
 /// One generation attempt of a dialog: what the checks and the judge said, and what it

@@ -1,0 +1,325 @@
+//! `afterimage export` and `afterimage analyze`, and the export and report that
+//! `generate` runs at the end when the config asks for them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use afterimage_core::{ConversationRow, DocumentSource};
+use afterimage_datasets::{
+    AnalyzeOptions, DatasetError, ExportFormat, ExportOptions, ExportReport, FormatOptions, Input,
+    RowFilter, analyze, export, read_input, render_html,
+};
+use afterimage_strategies::DirectoryDocumentProvider;
+use anyhow::{Context, anyhow};
+use clap::Args;
+
+use crate::Failure;
+use crate::settings::{AfterRun, DocumentsSpec, Settings};
+
+/// `afterimage export`
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    /// The rows: a JSONL path (`sqlite:FILE` and `postgres://...` need the storage backends).
+    #[arg(value_name = "IN", required_unless_present = "list_formats")]
+    pub(crate) input: Option<String>,
+    /// A format to write (repeatable): openai, sharegpt, alpaca, llama_factory, raw.
+    #[arg(short, long = "format", value_name = "F")]
+    pub(crate) formats: Vec<String>,
+    /// Write every format.
+    #[arg(long)]
+    pub(crate) all: bool,
+    /// Where the files go (default: the input's folder).
+    #[arg(short, long, value_name = "DIR")]
+    pub(crate) out_dir: Option<PathBuf>,
+    /// List the formats with one line each, and exit.
+    #[arg(long)]
+    pub(crate) list_formats: bool,
+    /// A system message to put first in every record (openai, sharegpt, llama_factory).
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) system_prompt: Option<String>,
+    /// Alpaca: one record per exchange instead of the first exchange only.
+    #[arg(long)]
+    pub(crate) split_turns: bool,
+    /// Keep rows whose judge score is at least this (unscored rows are dropped).
+    #[arg(long, value_name = "SCORE")]
+    pub(crate) min_score: Option<f64>,
+    /// Keep rows whose persona contains this text (case-insensitive).
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) persona: Option<String>,
+    /// Keep rows with at most this many exchanges.
+    #[arg(long, value_name = "N")]
+    pub(crate) max_turns: Option<u32>,
+    /// Keep only rows with tool calls.
+    #[arg(long)]
+    pub(crate) with_tools: bool,
+    /// Write `_train` and `_val` files, this share of rows in `_val` (for example 0.1).
+    #[arg(long, value_name = "RATIO")]
+    pub(crate) split: Option<f64>,
+    /// The shuffle's seed.
+    #[arg(long, default_value_t = 42)]
+    pub(crate) seed: u64,
+    /// Keep the stored order.
+    #[arg(long)]
+    pub(crate) no_shuffle: bool,
+    /// Print what was written as one JSON object on stdout.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `afterimage analyze`
+#[derive(Debug, Args)]
+pub(crate) struct AnalyzeArgs {
+    /// The rows: a JSONL path (`sqlite:FILE` and `postgres://...` need the storage backends).
+    #[arg(value_name = "IN")]
+    pub(crate) input: String,
+    /// Write the HTML report here (default: next to the input, `<name>.html`, unless
+    /// `--json` is given).
+    #[arg(long, value_name = "OUT.html")]
+    pub(crate) html: Option<PathBuf>,
+    /// Print the figures as one JSON object on stdout.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// The document folder the run drew from, to list documents never used.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) documents: Option<PathBuf>,
+}
+
+/// Reading the input is the user's input being wrong (exit 2); writing is the run
+/// failing (exit 1).
+fn read(input: &str) -> Result<Vec<ConversationRow>, Failure> {
+    read_input(input).map_err(|e| Failure::Usage(message(&e)))
+}
+
+fn classify(e: DatasetError) -> Failure {
+    if e.is_invalid() {
+        Failure::Usage(message(&e))
+    } else {
+        Failure::Run(message(&e))
+    }
+}
+
+/// The error's own line: its Display already names the file and the OS error, and
+/// the `{:#}` chain the CLI prints would repeat them.
+fn message(e: &DatasetError) -> anyhow::Error {
+    anyhow::Error::msg(e.to_string())
+}
+
+/// Prints to stdout, ignoring a closed pipe (`afterimage analyze IN --json | head`).
+fn print_stdout(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// Runs `export`.
+pub(crate) fn run_export(args: ExportArgs) -> Result<(), Failure> {
+    if args.list_formats {
+        for format in ExportFormat::ALL {
+            println!("{:<14} {}", format.name(), format.description());
+        }
+        return Ok(());
+    }
+    let input = args
+        .input
+        .ok_or_else(|| Failure::Usage(anyhow!("give the input (IN)")))?;
+    let formats: Vec<ExportFormat> = if args.all {
+        ExportFormat::ALL.to_vec()
+    } else {
+        args.formats
+            .iter()
+            .flat_map(|f| f.split(','))
+            .map(str::parse)
+            .collect::<Result<_, DatasetError>>()
+            .map_err(classify)?
+    };
+    if formats.is_empty() {
+        return Err(Failure::Usage(anyhow!(
+            "no format given: add --format F (see --list-formats) or --all"
+        )));
+    }
+    let options = ExportOptions {
+        formats,
+        format: FormatOptions {
+            system_prompt: args.system_prompt,
+            split_turns: args.split_turns,
+        },
+        filter: RowFilter {
+            min_score: args.min_score,
+            persona: args.persona,
+            max_turns: args.max_turns,
+            with_tools: args.with_tools,
+        },
+        shuffle: !args.no_shuffle,
+        seed: args.seed,
+        split: args.split,
+    };
+    // Options are checked before the input is read, so a typo costs no read.
+    if let Some(split) = options.split
+        && !(split > 0.0 && split < 1.0)
+    {
+        return Err(Failure::Usage(anyhow!(
+            "--split must be between 0 and 1 (exclusive), got {split}"
+        )));
+    }
+    let rows = read(&input)?;
+    let out_dir = args.out_dir.unwrap_or_else(|| input_dir(&input));
+    let report =
+        export(&rows, &out_dir, &Input::parse(&input).stem(), &options).map_err(classify)?;
+    if args.json {
+        let json = serde_json::to_string(&report).map_err(|e| Failure::Run(e.into()))?;
+        print_stdout(&format!("{json}\n"));
+    } else {
+        print_stdout(&export_summary(&report));
+    }
+    Ok(())
+}
+
+/// The folder of a JSONL input (`.` for a database or a bare file name).
+fn input_dir(input: &str) -> PathBuf {
+    match Input::parse(input) {
+        Input::Jsonl(path) => path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// One line per file, then the skipped rows per format.
+fn export_summary(report: &ExportReport) -> String {
+    let mut out = format!(
+        "{} rows read, {} filtered out, {} to train{}\n",
+        report.rows_read,
+        report.rows_filtered_out,
+        report.rows_train,
+        if report.rows_val > 0 {
+            format!(", {} to validate", report.rows_val)
+        } else {
+            String::new()
+        }
+    );
+    for format in &report.formats {
+        for file in &format.files {
+            out.push_str(&format!(
+                "{:<14} {:>6} records  {}\n",
+                format.format,
+                file.records,
+                file.path.display()
+            ));
+        }
+        for (reason, count) in &format.skipped {
+            out.push_str(&format!(
+                "{:<14} {count:>6} rows skipped: {}\n",
+                "",
+                reason.as_str()
+            ));
+        }
+    }
+    out
+}
+
+/// Runs `analyze`.
+pub(crate) async fn run_analyze(args: AnalyzeArgs) -> Result<(), Failure> {
+    let documents = match &args.documents {
+        Some(dir) => Some(document_ids(dir).await.map_err(Failure::Usage)?),
+        None => None,
+    };
+    let rows = read(&args.input)?;
+    let analysis = analyze(
+        &rows,
+        &AnalyzeOptions {
+            documents,
+            run_failures: None,
+        },
+    );
+    let html = match (&args.html, args.json) {
+        (Some(path), _) => Some(path.clone()),
+        (None, false) => {
+            Some(input_dir(&args.input).join(format!("{}.html", Input::parse(&args.input).stem())))
+        }
+        (None, true) => None,
+    };
+    if let Some(path) = &html {
+        write_html(path, &render_html(&analysis, &args.input)).map_err(Failure::Run)?;
+    }
+    if args.json {
+        let json = serde_json::to_string(&analysis).map_err(|e| Failure::Run(e.into()))?;
+        print_stdout(&format!("{json}\n"));
+    } else if let Some(path) = &html {
+        println!(
+            "report of {} rows written to {}",
+            analysis.summary.rows,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+async fn document_ids(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let docs = DirectoryDocumentProvider::new(dir)
+        .load()
+        .await
+        .with_context(|| format!("reading documents from {}", dir.display()))?;
+    Ok(docs.into_iter().map(|d| d.id).collect())
+}
+
+fn write_html(path: &Path, html: &str) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    std::fs::write(path, html).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The export and report `output.export` and `analytics.auto_analyze` ask for after a
+/// successful `generate`. A failure here is a warning: the rows are already stored and
+/// the run succeeded, so the exit code stays 0. Messages go to stderr, so `--json`
+/// keeps stdout to the run report.
+pub(crate) async fn after_generate(settings: &Settings, failures: &BTreeMap<String, u64>) {
+    let AfterRun {
+        export: wanted,
+        analyze: report_path,
+    } = &settings.after_run;
+    if wanted.is_none() && report_path.is_none() {
+        return;
+    }
+    let input = settings.output.to_string();
+    let rows = match read_input(&input) {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!("export and analysis skipped: {e:#}");
+            return;
+        }
+    };
+    if let Some(wanted) = wanted {
+        let out_dir = wanted.out_dir.clone().unwrap_or_else(|| input_dir(&input));
+        match export(
+            &rows,
+            &out_dir,
+            &Input::parse(&input).stem(),
+            &wanted.options,
+        ) {
+            Ok(report) => eprint!("{}", export_summary(&report)),
+            Err(e) => tracing::warn!("output.export failed (the generated rows are kept): {e:#}"),
+        }
+    }
+    if let Some(path) = report_path {
+        let documents = match &settings.documents {
+            Some(DocumentsSpec::Loaded(docs)) => Some(docs.iter().map(|d| d.id.clone()).collect()),
+            _ => None,
+        };
+        let analysis = analyze(
+            &rows,
+            &AnalyzeOptions {
+                documents,
+                run_failures: Some(failures.clone()),
+            },
+        );
+        match write_html(path, &render_html(&analysis, &input)) {
+            Ok(()) => eprintln!("report written to {}", path.display()),
+            Err(e) => {
+                tracing::warn!("analytics report failed (the generated rows are kept): {e:#}")
+            }
+        }
+    }
+}

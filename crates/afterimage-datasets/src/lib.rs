@@ -1,0 +1,48 @@
+//! Datasets out of afterimage runs: export for fine-tuning tools, and an analysis
+//! report people can look at.
+//!
+//! - [`read_input`] reads the stored rows (a JSONL path today; `sqlite:` and
+//!   `postgres://` inputs once the storage backends land).
+//! - [`export`] filters ([`RowFilter`]), shuffles, splits and writes rows in each
+//!   [`ExportFormat`] (`openai`, `sharegpt`, `alpaca`, `llama_factory`, `raw`); a row a
+//!   format cannot express is skipped and counted ([`SkipReason`]), never written half.
+//! - [`analyze`] computes the figures ([`Analysis`], serialisable as JSON) and
+//!   [`render_html`] turns them into one self-contained HTML page with inline SVG.
+//!
+//! ```
+//! use afterimage_core::{ConversationRow, Message};
+//! use afterimage_datasets::{ExportFormat, FormatOptions, convert, AnalyzeOptions, analyze, render_html};
+//!
+//! let row: ConversationRow = serde_json::from_str(
+//!     r#"{"conversations":[{"role":"user","content":"Hi?"},{"role":"assistant","content":"Hello."}]}"#,
+//! ).unwrap();
+//! let records = convert(ExportFormat::Alpaca, &row, &FormatOptions::default()).unwrap();
+//! assert_eq!(records[0], r#"{"instruction":"Hi?","input":"","output":"Hello."}"#);
+//!
+//! let analysis = analyze(&[row], &AnalyzeOptions::default());
+//! assert_eq!(analysis.summary.rows, 1);
+//! assert!(render_html(&analysis, "demo").contains("id=\"diversity\""));
+//! ```
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub use crate::{
+    error::DatasetError,
+    export::{
+        ExportOptions, ExportReport, FormatReport, RowFilter, WrittenFile, export, has_tool_calls,
+        turns,
+    },
+    format::{ExportFormat, FormatOptions, SkipReason, convert},
+    input::{Input, read_input},
+    report::{SECTIONS, escape, render_html},
+    stats::{
+        Analysis, AnalyzeOptions, Bucket, Coverage, CriterionStats, Diversity, Judge, LengthStats,
+        Lengths, LowDialog, Personas, Summary, TextDiversity, analyze,
+    },
+};
+
+mod error;
+mod export;
+mod format;
+mod input;
+mod report;
+mod stats;
