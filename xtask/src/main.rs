@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+mod bench;
 mod bench_storage;
 mod tidy;
 
@@ -17,6 +18,7 @@ Usage: cargo xtask <command> [options]
 
 Commands:
   demo    Generate a dataset offline: the CLI runs examples/support-bot.yaml against the mock
+  bench   Measure the release CLI against the mock: dialogs/s vs the limit, CPU, peak RSS
   mock    Run the mock LLM server in the foreground (OpenAI and Gemini formats)
   tidy    Check the crate layering and module docs
   bench-storage  Rows/s written by each storage backend and resume's scan time
@@ -43,6 +45,9 @@ fn dispatch(args: &[String]) -> Result<()> {
     };
     match command.as_str() {
         "demo" => demo(rest),
+        "bench" => bench::bench(rest),
+        // Internal: the mock in its own process, for `bench` to measure apart.
+        "bench-server" => bench::server(rest),
         "mock" => mock(rest),
         "tidy" => tidy::tidy(&workspace_root()),
         "bench-storage" => bench_storage::run(rest),
@@ -68,31 +73,44 @@ Options:
   --error-rate R         Fraction of model requests answered 500 [default: 0]
   --rate-limit-rate R    Fraction answered 429 with Retry-After [default: 0]
   --retry-after-secs S   Retry-After of those 429s [default: 1]
+  --rpm-limit N          Hard limit of model requests per minute per key (429 beyond) [default: none]
   --require-key KEY      Answer 401 unless this API key is sent
   --prose                Answer JSON-schema requests with prose
   --seed N               Seed for faults, jitter and text [default: 0]";
 
 /// `cargo xtask mock`: the mock LLM server in the foreground.
 fn mock(args: &[String]) -> Result<()> {
-    let flags = Flags::parse(
-        args,
-        &[
-            "--port",
-            "--latency-ms",
-            "--jitter-ms",
-            "--error-rate",
-            "--rate-limit-rate",
-            "--retry-after-secs",
-            "--require-key",
-            "--seed",
-        ],
-        &["--prose"],
-    )?;
+    let flags = Flags::parse(args, MOCK_FLAGS, &["--prose"])?;
     if flags.help {
         println!("{MOCK_USAGE}");
         return Ok(());
     }
     let port: u16 = flags.value("--port")?.unwrap_or(8080);
+    let config = mock_config(&flags)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime
+        .block_on(afterimage_mock::run(port, config))
+        .with_context(|| format!("serving the mock on 127.0.0.1:{port}"))
+}
+
+/// The valued flags of `cargo xtask mock` (and of `bench-server`).
+const MOCK_FLAGS: &[&str] = &[
+    "--port",
+    "--latency-ms",
+    "--jitter-ms",
+    "--error-rate",
+    "--rate-limit-rate",
+    "--retry-after-secs",
+    "--rpm-limit",
+    "--require-key",
+    "--seed",
+];
+
+/// The mock's configuration from [`MOCK_FLAGS`] and `--prose`.
+fn mock_config(flags: &Flags) -> Result<afterimage_mock::MockConfig> {
     let mut config = afterimage_mock::MockConfig::default()
         .with_latency(Duration::from_millis(
             flags.value("--latency-ms")?.unwrap_or(0),
@@ -100,8 +118,8 @@ fn mock(args: &[String]) -> Result<()> {
         .with_jitter(Duration::from_millis(
             flags.value("--jitter-ms")?.unwrap_or(0),
         ))
-        .with_error_rate(rate(&flags, "--error-rate")?)
-        .with_rate_limit_rate(rate(&flags, "--rate-limit-rate")?)
+        .with_error_rate(rate(flags, "--error-rate")?)
+        .with_rate_limit_rate(rate(flags, "--rate-limit-rate")?)
         .with_prose_instead_of_json(flags.switch("--prose"))
         .with_seed(flags.value("--seed")?.unwrap_or(0));
     if let Some(secs) = flags.value("--retry-after-secs")? {
@@ -110,17 +128,13 @@ fn mock(args: &[String]) -> Result<()> {
     if let Some(key) = flags.value::<String>("--require-key")? {
         config = config.with_require_key(key);
     }
+    if let Some(rpm) = flags.value("--rpm-limit")? {
+        config = config.with_rpm_limit(rpm);
+    }
     if config.error_rate + config.rate_limit_rate > 1.0 {
         bail!("--error-rate plus --rate-limit-rate must not exceed 1");
     }
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
-    runtime
-        .block_on(afterimage_mock::run(port, config))
-        .with_context(|| format!("serving the mock on 127.0.0.1:{port}"))
+    Ok(config)
 }
 
 const DEMO_USAGE: &str = "\

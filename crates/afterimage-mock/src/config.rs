@@ -23,6 +23,10 @@ pub struct MockConfig {
     pub prose_instead_of_json: bool,
     /// Seed of the per-request random streams (faults, jitter, text choices).
     pub seed: u64,
+    /// A hard limit of model requests per minute per API key (requests without a key
+    /// share one budget): beyond it, 429 with `Retry-After` until the minute's window
+    /// ends. `None` is unlimited.
+    pub rpm_limit: Option<u32>,
 }
 
 impl Default for MockConfig {
@@ -36,6 +40,7 @@ impl Default for MockConfig {
             require_key: None,
             prose_instead_of_json: false,
             seed: 0,
+            rpm_limit: None,
         }
     }
 }
@@ -80,6 +85,12 @@ impl MockConfig {
     /// Answers structured-output requests with prose instead of JSON.
     pub fn with_prose_instead_of_json(mut self, prose: bool) -> Self {
         self.prose_instead_of_json = prose;
+        self
+    }
+
+    /// Limits model requests per minute per API key (`0` is unlimited).
+    pub fn with_rpm_limit(mut self, rpm: u32) -> Self {
+        self.rpm_limit = (rpm > 0).then_some(rpm);
         self
     }
 

@@ -1,11 +1,12 @@
 //! The HTTP server: accept loop, routing, auth, fault injection and latency.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::{self, Write as _};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -117,6 +118,31 @@ struct Shared {
     config: MockConfig,
     stats: Counters,
     next_request: AtomicU64,
+    /// Per API key: the start of its current one-minute window and the requests in it.
+    rpm_windows: Mutex<HashMap<String, (Instant, u32)>>,
+}
+
+/// The length of a [`MockConfig::rpm_limit`] window.
+const RPM_WINDOW: Duration = Duration::from_secs(60);
+
+impl Shared {
+    /// Counts a model request against `key`'s per-minute budget: `Some(retry_after_secs)`
+    /// when it is over the limit.
+    fn over_rpm_limit(&self, key: &str, now: Instant) -> Option<u64> {
+        let limit = self.config.rpm_limit?;
+        // A poisoned lock only means another request panicked mid-count; keep counting.
+        let mut windows = self.rpm_windows.lock().unwrap_or_else(|e| e.into_inner());
+        let (start, count) = windows.entry(key.to_string()).or_insert((now, 0));
+        if now.duration_since(*start) >= RPM_WINDOW {
+            (*start, *count) = (now, 0);
+        }
+        if *count >= limit {
+            let left = RPM_WINDOW.saturating_sub(now.duration_since(*start));
+            return Some(left.as_secs_f64().ceil().max(1.0) as u64);
+        }
+        *count += 1;
+        None
+    }
 }
 
 /// A running mock LLM server on `127.0.0.1`.
@@ -151,6 +177,7 @@ impl MockServer {
             config,
             stats: Counters::default(),
             next_request: AtomicU64::new(0),
+            rpm_windows: Mutex::new(HashMap::new()),
         });
         let (shutdown, signal) = watch::channel(false);
         let task = runtime.spawn(accept_loop(listener, Arc::clone(&shared), signal));
@@ -383,7 +410,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
         Route::GeminiModels => gemini::models(),
         Route::GeminiModel(model) => gemini::model(model),
         Route::OpenAiChat | Route::GeminiGenerate { .. } | Route::AnthropicMessages => {
-            return model_call(shared, route, body)
+            return model_call(shared, route, &parts, body)
                 .await
                 .unwrap_or_else(|(status, message)| {
                     if status == StatusCode::BAD_REQUEST || status == StatusCode::PAYLOAD_TOO_LARGE
@@ -403,6 +430,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
 async fn model_call(
     shared: &Shared,
     route: Route<'_>,
+    parts: &Parts,
     body: Incoming,
 ) -> Result<Response<Full<Bytes>>, (StatusCode, String)> {
     let (stats, config) = (&shared.stats, &shared.config);
@@ -411,6 +439,17 @@ async fn model_call(
         Route::AnthropicMessages => &stats.messages,
         _ => &stats.generate_content,
     });
+    if let Some(retry_after) = shared.over_rpm_limit(request_key(parts), Instant::now()) {
+        bump(&stats.rate_limited);
+        let message = "Rate limit reached: requests per minute (afterimage-mock rpm_limit).";
+        let answer = error_answer(
+            route.dialect(),
+            StatusCode::TOO_MANY_REQUESTS,
+            message,
+            retry_after,
+        );
+        return Ok(answer.into_response());
+    }
     let value = read_json(body).await?;
     if !value.is_object() {
         return Err((
@@ -491,6 +530,24 @@ async fn read_json(body: Incoming) -> Result<Value, (StatusCode, String)> {
         let message = format!("We could not parse the JSON body of your request: {e}");
         (StatusCode::BAD_REQUEST, message)
     })
+}
+
+/// The API key a request carries (see [`authorized`]), or `""` without one.
+fn request_key(parts: &Parts) -> &str {
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    header(header::AUTHORIZATION.as_str())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .or_else(|| header("x-goog-api-key"))
+        .or_else(|| header("x-api-key"))
+        .or_else(|| {
+            parts
+                .uri
+                .query()?
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("key="))
+        })
+        .unwrap_or("")
 }
 
 /// The key may come as `Authorization: Bearer`, `x-goog-api-key`, `x-api-key` or `?key=`.
@@ -621,6 +678,29 @@ mod tests {
             Route::parse(&post, "/v1beta/models/g:countTokens", None),
             Route::NotFound(Dialect::Gemini)
         );
+    }
+
+    #[test]
+    fn rpm_limit_counts_per_key_and_resets_each_minute() {
+        let shared = Shared {
+            config: MockConfig::default().with_rpm_limit(2),
+            stats: Counters::default(),
+            next_request: AtomicU64::new(0),
+            rpm_windows: Mutex::new(HashMap::new()),
+        };
+        let t0 = Instant::now();
+        assert_eq!(shared.over_rpm_limit("a", t0), None);
+        assert_eq!(shared.over_rpm_limit("a", t0), None);
+        // The third in the same minute waits for the window to end.
+        assert_eq!(shared.over_rpm_limit("a", t0), Some(60));
+        assert_eq!(
+            shared.over_rpm_limit("a", t0 + Duration::from_millis(59_500)),
+            Some(1)
+        );
+        // Another key has its own budget.
+        assert_eq!(shared.over_rpm_limit("b", t0), None);
+        // A new minute, a new budget.
+        assert_eq!(shared.over_rpm_limit("a", t0 + RPM_WINDOW), None);
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub struct MockStats {
     pub bad_requests: u64,
     /// Injected 500s.
     pub errors_injected: u64,
-    /// Injected 429s.
+    /// 429s: injected ones and those over [`MockConfig::rpm_limit`](crate::MockConfig::rpm_limit).
     pub rate_limited: u64,
     /// Requests being handled right now.
     pub in_flight: u64,

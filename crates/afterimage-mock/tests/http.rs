@@ -529,6 +529,34 @@ async fn rate_limit_rate_one_answers_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn rpm_limit_answers_429_per_key_once_the_minute_is_used_up() {
+    let server = server(MockConfig::default().with_rpm_limit(2)).await;
+    let client = reqwest::Client::new();
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    let send = |key: &'static str| {
+        client
+            .post(chat_url(&server))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+    };
+    assert_eq!(send("a").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(send("a").await.unwrap().status(), StatusCode::OK);
+    let over = send("a").await.unwrap();
+    assert_eq!(over.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = over.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    // Each key has its own budget.
+    assert_eq!(send("b").await.unwrap().status(), StatusCode::OK);
+    let stats = server.stats();
+    assert_eq!((stats.chat_completions, stats.rate_limited), (4, 1));
+}
+
+#[tokio::test]
 async fn fractional_fault_rates_mix_faults_and_successes() {
     let config = MockConfig::default()
         .with_error_rate(0.3)
