@@ -1,7 +1,6 @@
 //! Turns validated settings into models, strategies, storage and a generator.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use afterimage_core::{ApiKey, ChatModel, Document, DocumentSource, InstructionGenerator, Storage};
 use afterimage_engine::{ConversationGenerator, GenerateOptions};
@@ -172,7 +171,7 @@ fn judge(
 pub(crate) fn http_client(settings: &Settings) -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
         .pool_max_idle_per_host(settings.max_concurrency.max(16))
-        .connect_timeout(Duration::from_secs(10))
+        .connect_timeout(settings.connect_timeout)
         .timeout(settings.timeout)
         .build()
         .context("cannot set up the HTTP client")

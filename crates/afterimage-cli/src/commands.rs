@@ -62,7 +62,7 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
         Ok(report) if report.interrupted => {
             print_report(&report, &keys, &pacing, args.json);
             Err(Failure::Interrupted(anyhow!(
-                "interrupted: {} rows written to {} are kept; run the same command again to make the rest",
+                "interrupted: {} rows written to {} are kept; run the same command with --resume to make the rest",
                 report.rows_written,
                 report.output
             )))

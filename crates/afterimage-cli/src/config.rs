@@ -318,6 +318,8 @@ pub struct ModelSection {
     pub base_url: Option<String>,
     /// Seconds before a request times out (default 120).
     pub timeout_secs: Option<u64>,
+    /// (ours) Seconds to wait for a connection (default 10).
+    pub connect_timeout_secs: Option<u64>,
     /// (ours) Retries of a request that failed in a way that may pass (default 5).
     pub max_retries: Option<u32>,
     /// (ours) Token prices, for the cost in the report and `--max-cost`.

@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub(crate) struct Progress {
     bar: ProgressBar,
     price: Option<Price>,
+    total: Option<u64>,
 }
 
 impl Progress {
@@ -34,17 +35,29 @@ impl Progress {
         } else {
             bar.set_draw_target(ProgressDrawTarget::hidden());
         }
-        Progress { bar, price }
+        Progress { bar, price, total }
     }
 
     /// The engine callback that moves the bar.
     pub(crate) fn callback(&self) -> impl Fn(&RunProgress) + Send + Sync + 'static {
         let bar = self.bar.clone();
         let price = self.price;
+        let total = self.total;
         move |progress: &RunProgress| {
             bar.set_position(progress.rows_written);
             let cost = price
-                .map(|p| format!("  cost {:.4}", p.cost(progress.usage)))
+                .map(|p| {
+                    let spent = p.cost(progress.usage);
+                    // The whole run at the cost per row so far.
+                    let projected = match total {
+                        Some(n) if progress.rows_written > 0 => format!(
+                            " (run ~{:.4})",
+                            spent / progress.rows_written as f64 * n as f64
+                        ),
+                        _ => String::new(),
+                    };
+                    format!("  cost {spent:.4}{projected}")
+                })
                 .unwrap_or_default();
             bar.set_message(format!(
                 "{} failed  {} requests{cost}",

@@ -99,6 +99,8 @@ pub struct Settings {
     pub timeout: Duration,
     /// Rate limits, adaptive concurrency and the circuit breaker.
     pub pacing: ThrottleConfig,
+    /// How long to wait for a connection.
+    pub connect_timeout: Duration,
     /// Token prices, when given.
     pub price: Option<afterimage_engine::Price>,
     /// The assistant's system prompt.
@@ -298,6 +300,7 @@ impl Settings {
             key_env,
             max_retries: raw.model.max_retries.unwrap_or(5),
             pacing: pacing(&raw.model, max_concurrency),
+            connect_timeout: Duration::from_secs(raw.model.connect_timeout_secs.unwrap_or(10)),
             price: raw.model.price.map(|p| afterimage_engine::Price {
                 input_per_million: p.input_per_million,
                 output_per_million: p.output_per_million,

@@ -119,6 +119,22 @@ pub struct ChatResponse {
     pub finish_reason: Option<FinishReason>,
     /// The model that answered.
     pub model: String,
+    /// What the server's rate-limit headers said, when it sent them.
+    pub rate_limit: Option<RateLimitHint>,
+}
+
+/// A server's account of the rate limit after a request (OpenAI's and many gateways'
+/// `x-ratelimit-*` headers), so client-side pacing can slow down before a 429.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RateLimitHint {
+    /// Requests left in the current window.
+    pub remaining_requests: Option<u64>,
+    /// When the request window resets.
+    pub reset_requests: Option<std::time::Duration>,
+    /// Tokens left in the current window.
+    pub remaining_tokens: Option<u64>,
+    /// When the token window resets.
+    pub reset_tokens: Option<std::time::Duration>,
 }
 
 impl ChatResponse {
@@ -129,6 +145,7 @@ impl ChatResponse {
             usage: Usage::default(),
             finish_reason: Some(FinishReason::Stop),
             model: String::new(),
+            rate_limit: None,
         }
     }
 

@@ -43,7 +43,9 @@
 pub use async_trait::async_trait;
 
 pub use crate::{
-    chat::{ChatModel, ChatRequest, ChatResponse, Embedder, FinishReason, JsonSchema},
+    chat::{
+        ChatModel, ChatRequest, ChatResponse, Embedder, FinishReason, JsonSchema, RateLimitHint,
+    },
     document::{Document, Persona, content_id, fnv1a},
     error::{ProviderError, StorageError, StrategyError},
     json::{parse_lenient, snippet},

@@ -164,6 +164,7 @@ impl Anthropic {
                 .model
                 .filter(|m| !m.is_empty())
                 .unwrap_or_else(|| model.to_owned()),
+            rate_limit: None,
         }
     }
 }

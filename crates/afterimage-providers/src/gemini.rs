@@ -191,6 +191,7 @@ impl Gemini {
                 .model_version
                 .filter(|m| !m.is_empty())
                 .unwrap_or_else(|| model.to_owned()),
+            rate_limit: None,
         })
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use afterimage_core::{ApiKey, ProviderError, snippet};
+use afterimage_core::{ApiKey, ProviderError, RateLimitHint, snippet};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{RequestBuilder, Url};
 use serde::Serialize;
@@ -178,9 +178,21 @@ impl Http {
         body: &T,
         model: &str,
     ) -> Result<String, ProviderError> {
+        self.post_json_hinted(path, body, model)
+            .await
+            .map(|(text, _)| text)
+    }
+
+    /// Like [`post_json`](Self::post_json), with what the rate-limit headers said.
+    pub(crate) async fn post_json_hinted<T: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &T,
+        model: &str,
+    ) -> Result<(String, Option<RateLimitHint>), ProviderError> {
         let url = format!("{}{path}", self.base_url);
         tracing::debug!(%url, model, "POST");
-        self.execute(self.client.post(&url).json(body), &url, model)
+        self.execute_hinted(self.client.post(&url).json(body), &url, model)
             .await
     }
 
@@ -197,6 +209,17 @@ impl Http {
         url: &str,
         model: &str,
     ) -> Result<String, ProviderError> {
+        self.execute_hinted(request, url, model)
+            .await
+            .map(|(text, _)| text)
+    }
+
+    async fn execute_hinted(
+        &self,
+        request: RequestBuilder,
+        url: &str,
+        model: &str,
+    ) -> Result<(String, Option<RateLimitHint>), ProviderError> {
         // Per request, so that the timeout holds with a shared client too.
         let mut request = request.timeout(self.timeout);
         if let Some((name, value)) = &self.auth {
@@ -217,7 +240,7 @@ impl Http {
             .map_err(|e| self.transport_error(&e, url))?;
         let body = String::from_utf8_lossy(&bytes);
         if status.is_success() {
-            return Ok(body.into_owned());
+            return Ok((body.into_owned(), rate_limit_hint(&headers)));
         }
         // Servers echo keys back in error bodies ("Incorrect API key provided: sk-...").
         let body = self.redact(&body);
@@ -383,6 +406,47 @@ fn parse_proto_duration(text: &str) -> Option<Duration> {
 
 /// The wait a 429 asks for: `retry-after-ms` (OpenAI), then `retry-after` in seconds
 /// or as an HTTP date.
+/// The `x-ratelimit-*` headers OpenAI and many compatible servers send, if any.
+pub(crate) fn rate_limit_hint(headers: &HeaderMap) -> Option<RateLimitHint> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let number = |name: &str| text(name).and_then(|v| v.parse::<u64>().ok());
+    let hint = RateLimitHint {
+        remaining_requests: number("x-ratelimit-remaining-requests"),
+        reset_requests: text("x-ratelimit-reset-requests").and_then(go_duration),
+        remaining_tokens: number("x-ratelimit-remaining-tokens"),
+        reset_tokens: text("x-ratelimit-reset-tokens").and_then(go_duration),
+    };
+    (hint != RateLimitHint::default()).then_some(hint)
+}
+
+/// Durations as OpenAI writes them: `1s`, `6m0s`, `20ms`, `1h2m3.5s`.
+fn go_duration(text: &str) -> Option<Duration> {
+    let mut total = 0.0f64;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let split = rest.find(|c: char| c.is_ascii_alphabetic())?;
+        let value: f64 = rest[..split].parse().ok()?;
+        let unit_end = rest[split..]
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .map_or(rest.len(), |i| split + i);
+        total += value
+            * match &rest[split..unit_end] {
+                "h" => 3600.0,
+                "m" => 60.0,
+                "s" => 1.0,
+                "ms" => 0.001,
+                _ => return None,
+            };
+        rest = &rest[unit_end..];
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
 fn retry_after_header(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let header = |name: &str| {
         headers
@@ -488,6 +552,24 @@ mod tests {
     }
 
     const URL: &str = "http://localhost/v1/chat/completions";
+
+    #[test]
+    fn rate_limit_headers_are_read() {
+        let hint = rate_limit_hint(&headers(&[
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "6m0.5s"),
+            ("x-ratelimit-remaining-tokens", "1200"),
+            ("x-ratelimit-reset-tokens", "20ms"),
+        ]))
+        .unwrap();
+        assert_eq!(hint.remaining_requests, Some(0));
+        assert_eq!(hint.reset_requests, Some(Duration::from_millis(360_500)));
+        assert_eq!(hint.remaining_tokens, Some(1200));
+        assert_eq!(hint.reset_tokens, Some(Duration::from_millis(20)));
+        assert_eq!(rate_limit_hint(&headers(&[])), None);
+        assert_eq!(go_duration("1h2m3s"), Some(Duration::from_secs(3723)));
+        assert_eq!(go_duration("soon"), None);
+    }
 
     #[test]
     fn retry_after_prefers_milliseconds_then_seconds_then_dates() {

@@ -190,6 +190,7 @@ impl OpenAiCompatible {
                 .model
                 .filter(|m| !m.is_empty())
                 .unwrap_or_else(|| model.to_owned()),
+            rate_limit: None,
         })
     }
 }
@@ -275,12 +276,14 @@ impl ChatModel for OpenAiCompatible {
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
         let model = request.model.as_deref().unwrap_or(&self.model);
         let body = self.body(&request, model);
-        let text = self
+        let (text, hint) = self
             .http
-            .post_json("/chat/completions", &body, model)
+            .post_json_hinted("/chat/completions", &body, model)
             .await?;
         let completion: Completion = self.http.parse_json(&text, "a chat completion")?;
-        self.response(completion, model, &text)
+        let mut response = self.response(completion, model, &text)?;
+        response.rate_limit = hint;
+        Ok(response)
     }
 
     fn model_id(&self) -> &str {

@@ -50,7 +50,8 @@ pub struct ThrottleStats {
 /// and token limits (token buckets that allow a burst of one minute's worth), keeps
 /// at most an adaptive number in flight (halved on 429 or overload, raised by one
 /// after a run of clean answers: additive increase, multiplicative decrease), and
-/// opens a circuit breaker, a fatal error, when only failures have come back for
+/// waits out a window the server's `x-ratelimit-*` headers say is spent, and opens a
+/// circuit breaker, a fatal error, when only failures have come back for
 /// `breaker_after`, so a run stops with that reason instead of stalling.
 #[derive(Debug)]
 pub struct Throttle {
@@ -72,6 +73,8 @@ struct State {
     requests: Bucket,
     tokens: Bucket,
     paced: u64,
+    /// The server said its window is spent: no request before this.
+    paused_until: Option<Instant>,
 }
 
 /// A token bucket that may go into debt, so one large request is never refused;
@@ -127,6 +130,7 @@ impl Throttle {
                 requests: Bucket::new(config.requests_per_minute.map(f64::from)),
                 tokens: Bucket::new(config.tokens_per_minute.map(|t| t as f64)),
                 paced: 0,
+                paused_until: None,
             }),
             freed: Notify::new(),
         }
@@ -183,10 +187,14 @@ impl Throttle {
         let wait = {
             let mut state = self.lock();
             let now = Instant::now();
+            let paused = state
+                .paused_until
+                .map_or(Duration::ZERO, |until| until.saturating_duration_since(now));
             let wait = state
                 .requests
                 .take(1.0, now)
-                .max(state.tokens.take(estimated_tokens as f64, now));
+                .max(state.tokens.take(estimated_tokens as f64, now))
+                .max(paused);
             if !wait.is_zero() {
                 state.paced += 1;
             }
@@ -202,7 +210,21 @@ impl Throttle {
         state.in_flight = state.in_flight.saturating_sub(1);
         let now = Instant::now();
         match outcome {
-            Ok(_) => {
+            Ok(response) => {
+                // The server's own count: when it says the window is spent, wait for
+                // its reset instead of walking into a 429.
+                if let Some(hint) = response.rate_limit {
+                    let spent = |left: Option<u64>, reset: Option<Duration>| {
+                        (left == Some(0)).then_some(reset).flatten()
+                    };
+                    let pause = spent(hint.remaining_requests, hint.reset_requests)
+                        .max(spent(hint.remaining_tokens, hint.reset_tokens));
+                    if let Some(pause) = pause {
+                        let until = now + pause.min(Duration::from_secs(60));
+                        state.paused_until =
+                            Some(state.paused_until.map_or(until, |u| u.max(until)));
+                    }
+                }
                 state.failing_since = None;
                 state.clean_streak += 1;
                 if state.clean_streak >= state.limit && state.limit < self.config.max_concurrency {

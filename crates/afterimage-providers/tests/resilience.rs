@@ -373,3 +373,30 @@ async fn a_requests_per_minute_limit_paces_after_the_burst() {
     );
     assert_eq!(throttle.stats().paced, 2);
 }
+
+#[tokio::test]
+async fn a_spent_window_in_the_rate_limit_headers_pauses_the_next_request() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(ok_body("ok"))
+                .insert_header("x-ratelimit-remaining-requests", "0")
+                .insert_header("x-ratelimit-reset-requests", "400ms"),
+        )
+        .mount(&server)
+        .await;
+    let throttle = throttled(&server, afterimage_providers::ThrottleConfig::default());
+    let first = throttle.chat(ask()).await.unwrap();
+    let hint = first.rate_limit.unwrap();
+    assert_eq!(hint.remaining_requests, Some(0));
+    assert_eq!(hint.reset_requests, Some(Duration::from_millis(400)));
+    let started = Instant::now();
+    throttle.chat(ask()).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(380),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(throttle.stats().paced, 1);
+}
