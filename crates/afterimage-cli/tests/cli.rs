@@ -736,13 +736,17 @@ async fn max_cost_stops_the_run_under_its_budget() {
 async fn rate_limits_are_absorbed_by_retries_and_pacing_without_losing_dialogs() {
     let server = MockServer::start(
         MockConfig::default()
-            .with_rate_limit_rate(0.2)
+            .with_rate_limit_rate(0.4)
             .with_retry_after_secs(1)
             .with_seed(3),
     )
     .await
     .unwrap();
-    let (dir, path) = project(LOCAL);
+    // Enough retries that no request can plausibly fail 13 times in a row.
+    let (dir, path) = project(&LOCAL.replace(
+        "  model_name: mock-model\n",
+        "  model_name: mock-model\n  max_retries: 12\n",
+    ));
     let out = dir.path().join("limited.jsonl");
     let run = afterimage(
         args(&[

@@ -48,8 +48,9 @@ pub struct ThrottleStats {
 
 /// A [`ChatModel`] that paces another: it keeps requests within per-minute request
 /// and token limits (token buckets that allow a burst of one minute's worth), keeps
-/// at most an adaptive number in flight (halved on 429 or overload, raised by one
-/// after a run of clean answers: additive increase, multiplicative decrease), and
+/// at most an adaptive number in flight (halved on a burst of 429s or overloads, a
+/// quarter of the last 32 answers; raised by one after a run of clean answers:
+/// additive increase, multiplicative decrease), and
 /// waits out a window the server's `x-ratelimit-*` headers say is spent, and opens a
 /// circuit breaker, a fatal error, when only failures have come back for
 /// `breaker_after`, so a run stops with that reason instead of stalling.
@@ -75,7 +76,14 @@ struct State {
     paced: u64,
     /// The server said its window is spent: no request before this.
     paused_until: Option<Instant>,
+    /// The last outcomes (true: rate limited or overloaded), newest last.
+    recent: std::collections::VecDeque<bool>,
 }
+
+/// Outcomes looked at to tell a burst of 429s from the odd one.
+const WINDOW: usize = 32;
+/// Rate-limited outcomes in the window that make a burst.
+const BURST: usize = 8;
 
 /// A token bucket that may go into debt, so one large request is never refused;
 /// later ones wait until the debt is paid.
@@ -131,6 +139,7 @@ impl Throttle {
                 tokens: Bucket::new(config.tokens_per_minute.map(|t| t as f64)),
                 paced: 0,
                 paused_until: None,
+                recent: std::collections::VecDeque::with_capacity(WINDOW),
             }),
             freed: Notify::new(),
         }
@@ -226,6 +235,7 @@ impl Throttle {
                     }
                 }
                 state.failing_since = None;
+                push_outcome(&mut state.recent, false);
                 state.clean_streak += 1;
                 if state.clean_streak >= state.limit && state.limit < self.config.max_concurrency {
                     state.limit += 1;
@@ -235,16 +245,20 @@ impl Throttle {
             Err(e) if e.is_rate_limited() || matches!(e, ProviderError::Server { .. }) => {
                 state.failing_since.get_or_insert(now);
                 state.clean_streak = 0;
-                // One burst of 429s from requests already in flight halves the
-                // limit once, not once per request.
+                push_outcome(&mut state.recent, true);
+                // An odd 429 is the server's business (the retry waits it out); a
+                // burst, a quarter of the recent answers, means we ask too fast. One
+                // burst halves the limit once, not once per request in flight.
+                let burst = state.recent.iter().filter(|r| **r).count() >= BURST;
                 let recent = state
                     .last_decrease
                     .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1));
-                if !recent && state.limit > 1 {
+                if burst && !recent && state.limit > 1 {
                     state.limit = (state.limit / 2).max(1);
                     state.lowest = state.lowest.min(state.limit);
                     state.decreases += 1;
                     state.last_decrease = Some(now);
+                    state.recent.clear();
                     tracing::info!(
                         limit = state.limit,
                         "rate limited: fewer requests in flight"
@@ -256,6 +270,13 @@ impl Throttle {
         drop(state);
         self.freed.notify_waiters();
     }
+}
+
+fn push_outcome(recent: &mut std::collections::VecDeque<bool>, limited: bool) {
+    if recent.len() == WINDOW {
+        recent.pop_front();
+    }
+    recent.push_back(limited);
 }
 
 /// A cheap guess of a request's tokens: characters / 4, plus the completion limit or

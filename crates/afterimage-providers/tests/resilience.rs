@@ -275,7 +275,7 @@ async fn a_burst_of_429s_halves_the_requests_in_flight_then_recovers() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(429).set_body_json(error_body("slow down")))
-        .up_to_n_times(6)
+        .up_to_n_times(12)
         .mount(&server)
         .await;
     Mock::given(method("POST"))
@@ -399,4 +399,32 @@ async fn a_spent_window_in_the_rate_limit_headers_pauses_the_next_request() {
         started.elapsed()
     );
     assert_eq!(throttle.stats().paced, 1);
+}
+
+#[tokio::test]
+async fn an_odd_429_does_not_lower_the_limit() {
+    let server = MockServer::start().await;
+    // One 429 in the first answers, then clean ones: the retry absorbs it.
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(429).set_body_json(error_body("slow down")))
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(ok_body("ok")))
+        .mount(&server)
+        .await;
+    let throttle = throttled(
+        &server,
+        afterimage_providers::ThrottleConfig {
+            max_concurrency: 8,
+            ..Default::default()
+        },
+    );
+    let model = Retry::new(throttle.clone(), fast());
+    for _ in 0..20 {
+        model.chat(ask()).await.unwrap();
+    }
+    assert_eq!(throttle.stats().decreases, 0);
+    assert_eq!(throttle.stats().concurrency_limit, 8);
 }
