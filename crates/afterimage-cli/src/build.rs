@@ -44,6 +44,7 @@ pub(crate) fn model(
             max_retries: settings.max_retries,
             timeout: settings.timeout,
             pacing: settings.pacing,
+            per_key: settings.per_key,
         },
         client,
         pools,
@@ -63,7 +64,16 @@ pub(crate) fn endpoint_model(
         keys => {
             let clients = keys
                 .iter()
-                .map(|key| Ok((key.clone(), provider_client(endpoint, Some(key), client)?)))
+                .map(|key| {
+                    let mut one = provider_client(endpoint, Some(key), client)?;
+                    // A key's own plan limits, when the config gives them.
+                    if endpoint.per_key.requests_per_minute.is_some()
+                        || endpoint.per_key.tokens_per_minute.is_some()
+                    {
+                        one = Arc::new(Throttle::new(one, endpoint.per_key));
+                    }
+                    Ok((key.clone(), one))
+                })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let pool = Arc::new(KeyPool::new(clients));
             pools.keys.push(Arc::clone(&pool));

@@ -328,6 +328,10 @@ pub struct ModelSection {
     pub requests_per_minute: Option<u32>,
     /// (ours) The provider's token limit per minute.
     pub tokens_per_minute: Option<u64>,
+    /// (ours) Each key's request limit per minute, with several keys.
+    pub requests_per_minute_per_key: Option<u32>,
+    /// (ours) Each key's token limit per minute, with several keys.
+    pub tokens_per_minute_per_key: Option<u64>,
     /// (ours) Stop the run when only failures came back for this long (default 300;
     /// 0 turns the breaker off).
     pub breaker_after_secs: Option<u64>,

@@ -76,6 +76,8 @@ pub struct Endpoint {
     pub timeout: Duration,
     /// Rate limits, adaptive concurrency and the circuit breaker.
     pub pacing: ThrottleConfig,
+    /// Each key's own rate limits (with several keys).
+    pub per_key: ThrottleConfig,
 }
 
 /// A run, fully resolved.
@@ -99,6 +101,8 @@ pub struct Settings {
     pub timeout: Duration,
     /// Rate limits, adaptive concurrency and the circuit breaker.
     pub pacing: ThrottleConfig,
+    /// Each key's own rate limits (with several keys).
+    pub per_key: ThrottleConfig,
     /// How long to wait for a connection.
     pub connect_timeout: Duration,
     /// Token prices, when given.
@@ -285,6 +289,7 @@ impl Settings {
                     api_keys,
                     max_retries: section.max_retries.unwrap_or(5),
                     pacing: pacing(section, max_concurrency),
+                    per_key: per_key(section, max_concurrency),
                     timeout: Duration::from_secs(section.timeout_secs.unwrap_or(120)),
                 })
             }
@@ -300,6 +305,7 @@ impl Settings {
             key_env,
             max_retries: raw.model.max_retries.unwrap_or(5),
             pacing: pacing(&raw.model, max_concurrency),
+            per_key: per_key(&raw.model, max_concurrency),
             connect_timeout: Duration::from_secs(raw.model.connect_timeout_secs.unwrap_or(10)),
             price: raw.model.price.map(|p| afterimage_engine::Price {
                 input_per_million: p.input_per_million,
@@ -344,6 +350,17 @@ fn pacing(section: &crate::config::ModelSection, max_concurrency: usize) -> Thro
             Some(secs) => Some(Duration::from_secs(secs)),
             None => Some(Duration::from_secs(300)),
         },
+    }
+}
+
+/// Limits each key has on its own plan (no adaptive limit or breaker: the shared
+/// throttle does that).
+fn per_key(section: &crate::config::ModelSection, max_concurrency: usize) -> ThrottleConfig {
+    ThrottleConfig {
+        max_concurrency,
+        requests_per_minute: section.requests_per_minute_per_key,
+        tokens_per_minute: section.tokens_per_minute_per_key,
+        breaker_after: None,
     }
 }
 
