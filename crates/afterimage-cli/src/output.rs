@@ -1,5 +1,14 @@
 //! What the user sees: a progress bar while running, a summary at the end.
 
+/// Like `println!`, but a closed stdout (`afterimage ... | head`) is not a panic: the
+/// reader has what it wanted, and the rows are already stored.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 use std::time::Duration;
 
 use afterimage_core::RunProgress;
@@ -94,18 +103,21 @@ pub(crate) fn print_report(
                 serde_json::to_value(pacing).unwrap_or_default(),
             );
         }
-        println!("{value}");
+        out!("{value}");
         return;
     }
-    println!("{}", table(report));
+    out!("{}", table(report));
     for p in pacing.iter().filter(|p| p.decreases > 0 || p.paced > 0) {
-        println!(
+        out!(
             "pacing: limit {} in flight (lowest {}, lowered {} times), {} requests waited for rate limits",
-            p.concurrency_limit, p.lowest_limit, p.decreases, p.paced
+            p.concurrency_limit,
+            p.lowest_limit,
+            p.decreases,
+            p.paced
         );
     }
     for key in keys {
-        println!(
+        out!(
             "{}  {} requests, {} rate limited, {} tokens in, {} out{}",
             key.key,
             key.requests,
@@ -276,7 +288,7 @@ impl Stats {
 pub(crate) fn print_stats(stats: &Stats, json: bool) {
     if json {
         match serde_json::to_string(stats) {
-            Ok(line) => println!("{line}"),
+            Ok(line) => out!("{line}"),
             Err(e) => eprintln!("error: the stats could not be encoded as JSON: {e}"),
         }
         return;
@@ -316,6 +328,6 @@ pub(crate) fn print_stats(stats: &Stats, json: bool) {
     ];
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in rows {
-        println!("{k:<width$}  {v}");
+        out!("{k:<width$}  {v}");
     }
 }

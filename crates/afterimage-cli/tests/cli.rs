@@ -1091,3 +1091,36 @@ async fn the_report_renders_in_headless_chromium() {
         report_ink
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_is_not_a_panic() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let (dir, path) = project(LOCAL);
+    let out = dir.path().join("piped.jsonl");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_afterimage"))
+        .args([
+            "generate",
+            "--config",
+            path.to_str().unwrap(),
+            "--base-url",
+            &server.openai_base_url(),
+            "--num-dialogs",
+            "3",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before the summary is printed.
+    drop(child.stdout.take());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(read_rows(&out).len(), 3);
+}
