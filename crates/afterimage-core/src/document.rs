@@ -61,6 +61,39 @@ pub struct Persona {
     pub generation_depth: Option<u32>,
 }
 
+/// A document with the personas generated for it, in the shape Python afterimage's
+/// documents file uses (`{id, text, personas: [{descriptions, metadata:
+/// {generation_depth}}], metadata}`), so a run's personas can be saved and reused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersonaDocument {
+    /// The document's id.
+    pub id: String,
+    /// The document's text.
+    pub text: String,
+    /// One entry per generated layer (or per generating call), shallowest first.
+    #[serde(default)]
+    pub personas: Vec<PersonaLayer>,
+    /// The document's metadata.
+    #[serde(default)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Personas generated together, all at one depth.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersonaLayer {
+    /// The persona descriptions.
+    pub descriptions: Vec<String>,
+    /// Where in the persona tree they sit.
+    pub metadata: PersonaLayerInfo,
+}
+
+/// The metadata of a [`PersonaLayer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonaLayerInfo {
+    /// 0 for personas drawn from the document, k+1 for personas derived from layer k.
+    pub generation_depth: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -216,6 +216,23 @@ pub enum StrategyError {
     /// Bad settings for the strategy.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The strategy has nothing left to give (every document reached its
+    /// `target_visits`, every scenario was used). The engine ends the run cleanly
+    /// instead of counting it as a failure.
+    #[error("exhausted: {message}")]
+    Exhausted {
+        /// What ran out.
+        message: String,
+    },
+    /// A tool call the respondent made cannot be answered (unknown tool, arguments
+    /// that break its schema, a handler that failed).
+    #[error("tool call `{tool}`: {message}")]
+    Tool {
+        /// The tool's name as the model called it.
+        tool: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 impl StrategyError {
@@ -227,6 +244,11 @@ impl StrategyError {
         }
     }
 
+    /// Whether the strategy ran out of material (see [`StrategyError::Exhausted`]).
+    pub fn is_exhausted(&self) -> bool {
+        matches!(self, StrategyError::Exhausted { .. })
+    }
+
     /// A short, stable name for the kind of failure, for reports.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -235,6 +257,8 @@ impl StrategyError {
             StrategyError::NoDocuments { .. } => "no_documents",
             StrategyError::Io { .. } => "io",
             StrategyError::Config(_) => "config",
+            StrategyError::Exhausted { .. } => "exhausted",
+            StrategyError::Tool { .. } => "tool",
         }
     }
 }

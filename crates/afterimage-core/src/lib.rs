@@ -46,7 +46,9 @@ pub use crate::{
     chat::{
         ChatModel, ChatRequest, ChatResponse, Embedder, FinishReason, JsonSchema, RateLimitHint,
     },
-    document::{Document, Persona, content_id, fnv1a},
+    document::{
+        Document, Persona, PersonaDocument, PersonaLayer, PersonaLayerInfo, content_id, fnv1a,
+    },
     error::{ProviderError, StorageError, StrategyError},
     json::{parse_lenient, snippet},
     message::{FunctionCall, Message, Role, ToolCall, ToolSpec},
@@ -58,8 +60,9 @@ pub use crate::{
     secret::ApiKey,
     strategy::{
         DocumentSource, Evaluator, FixedNumber, GeneratedInstructions, Instruction,
-        InstructionGenerator, InstructionRequest, ModifiedPrompt, RespondentPromptModifier,
-        Retrieved, Retriever, RunProgress, StoppingCriterion, Storage, Verdict,
+        InstructionGenerator, InstructionRequest, ModifiedPrompt, PersonaPick, PersonaSource,
+        RespondentPromptModifier, Retrieved, Retriever, RunProgress, StoppingCriterion, Storage,
+        ToolExecutor, ToolOutput, Verdict,
     },
     usage::Usage,
 };

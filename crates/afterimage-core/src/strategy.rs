@@ -7,7 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::{
-    ConversationRow, Document, Evaluation, Persona, RunRecord, StorageError, StrategyError, Usage,
+    ConversationRow, Document, Evaluation, Message, Persona, PersonaDocument, RunRecord,
+    StorageError, StrategyError, ToolCall, ToolSpec, Usage,
 };
 
 /// What an [`InstructionGenerator`] is asked for.
@@ -119,6 +120,70 @@ pub trait RespondentPromptModifier: Send + Sync + std::fmt::Debug {
         respondent_prompt: &str,
         instruction: &Instruction,
     ) -> Result<ModifiedPrompt, StrategyError>;
+
+    /// Rewrites the prompt again before the assistant answers a follow-up `question`
+    /// (a retriever looking up each turn's question). `current` is the prompt the
+    /// assistant had so far; the answer replaces it whole, so a modifier that gathers
+    /// context over turns merges `current`'s `response_context` and metadata itself.
+    /// `None`, the default, keeps `current`.
+    async fn follow_up(
+        &self,
+        _respondent_prompt: &str,
+        _instruction: &Instruction,
+        _current: &ModifiedPrompt,
+        _question: &str,
+    ) -> Result<Option<ModifiedPrompt>, StrategyError> {
+        Ok(None)
+    }
+}
+
+/// A persona picked for a document, and what picking it cost.
+#[derive(Debug, Clone, Default)]
+pub struct PersonaPick {
+    /// The persona, or `None` when the document has none (the caller falls back to a
+    /// generic user).
+    pub persona: Option<Persona>,
+    /// Tokens spent generating personas for this pick (zero when they existed).
+    pub usage: Usage,
+    /// Model requests made for this pick.
+    pub requests: u32,
+}
+
+/// Supplies personas for documents, so any instruction generator can ask in a
+/// persona's voice.
+#[async_trait]
+pub trait PersonaSource: Send + Sync + std::fmt::Debug {
+    /// A persona who would ask about `document`, chosen with `seed`.
+    async fn persona_for(
+        &self,
+        document: &Document,
+        seed: u64,
+    ) -> Result<PersonaPick, StrategyError>;
+}
+
+/// What a tool returned, and what producing it cost.
+#[derive(Debug, Clone, Default)]
+pub struct ToolOutput {
+    /// The result as the `tool` message's content (JSON text, usually).
+    pub content: String,
+    /// Tokens spent (a simulated tool is a model call).
+    pub usage: Usage,
+    /// Model requests made.
+    pub requests: u32,
+}
+
+/// Answers the respondent's tool calls: a real handler, or a model playing the tool.
+#[async_trait]
+pub trait ToolExecutor: Send + Sync + std::fmt::Debug {
+    /// Runs `call` of `tool` (its arguments already checked against the schema);
+    /// `dialog` is the conversation so far, for simulators that keep answers
+    /// consistent with it.
+    async fn execute(
+        &self,
+        tool: &ToolSpec,
+        call: &ToolCall,
+        dialog: &[Message],
+    ) -> Result<ToolOutput, StrategyError>;
 }
 
 /// Where a run stands, as stopping criteria see it.
@@ -139,6 +204,8 @@ pub struct RunProgress {
     pub in_flight: u64,
     /// Time since the run started.
     pub elapsed: Duration,
+    /// How many stored rows used each document (by id), for coverage criteria.
+    pub context_visits: Arc<std::collections::HashMap<String, u64>>,
 }
 
 /// Decides when a run has made enough.
@@ -200,6 +267,19 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// cannot keep one ignore it, and then cannot be resumed.
     async fn save_run(&self, _run: &RunRecord) -> Result<(), StorageError> {
         Ok(())
+    }
+
+    /// Saves documents with their generated personas (replacing earlier saves of the
+    /// same ids), so a resumed run does not generate them again. Storages that cannot
+    /// keep them ignore it.
+    async fn save_documents(&self, _documents: &[PersonaDocument]) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    /// Documents saved with [`save_documents`](Self::save_documents), latest save of
+    /// each id.
+    async fn load_documents(&self) -> Result<Vec<PersonaDocument>, StorageError> {
+        Ok(Vec::new())
     }
 
     /// Where the rows go, for messages ("./out.jsonl").
