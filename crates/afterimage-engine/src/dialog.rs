@@ -71,6 +71,8 @@ pub(crate) struct QualityCounts {
 #[derive(Debug)]
 pub(crate) struct DialogOutcome {
     pub(crate) persona: Option<String>,
+    /// The documents the row was about, for coverage counting.
+    pub(crate) context_ids: Vec<String>,
     pub(crate) spent: Spent,
     pub(crate) regenerations: u32,
     pub(crate) quality: QualityCounts,
@@ -308,6 +310,7 @@ pub(crate) async fn run_dialog(
     }
     Ok(DialogOutcome {
         persona: row.persona,
+        context_ids: row.metadata.context_ids,
         spent,
         regenerations,
         quality: counts,

@@ -48,9 +48,9 @@
 pub use crate::{
     error::{DialogError, EngineError},
     generator::{ConversationGenerator, ConversationGeneratorBuilder},
-    options::{GenerateOptions, Price, ProgressFn, StopHandle, Turns},
+    options::{GenerateOptions, InFlight, Price, ProgressFn, StopHandle, Turns},
     report::RunReport,
-    stopping::{AllOf, CostBudget, ErrorRate, PersonaUsage, TokenBudget},
+    stopping::{AllOf, AnyOf, ContextCoverage, CostBudget, ErrorRate, PersonaUsage, TokenBudget},
 };
 
 mod dialog;

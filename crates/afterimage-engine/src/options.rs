@@ -50,6 +50,17 @@ pub struct GenerateOptions {
     pub(crate) price: Option<Price>,
     pub(crate) resume: bool,
     pub(crate) run_config: serde_json::Value,
+    pub(crate) in_flight: InFlight,
+}
+
+/// What happens to dialogs still running when a stopping criterion fires.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum InFlight {
+    /// Let them finish and keep their rows (the default): nothing paid for is lost.
+    #[default]
+    Finish,
+    /// Cancel them at once; their partial work is dropped, never stored.
+    Cancel,
 }
 
 /// Asks a running `generate` to stop starting dialogs; the ones in flight finish and
@@ -108,6 +119,7 @@ impl Default for GenerateOptions {
             price: None,
             resume: false,
             run_config: serde_json::Value::Null,
+            in_flight: InFlight::Finish,
         }
     }
 }
@@ -213,6 +225,14 @@ impl GenerateOptions {
     /// Never put API keys here.
     pub fn run_config(mut self, config: serde_json::Value) -> Self {
         self.run_config = config;
+        self
+    }
+
+    /// What a stopping criterion does to the dialogs in flight when it fires
+    /// ([`InFlight::Finish`] by default). The requested count is never overshot
+    /// either way: the scheduler never starts a dialog beyond it.
+    pub fn on_stop(mut self, policy: InFlight) -> Self {
+        self.in_flight = policy;
         self
     }
 

@@ -9,7 +9,7 @@ use afterimage_core::{FixedNumber, RunProgress, StoppingCriterion};
 use tokio::task::JoinSet;
 
 use crate::dialog::{DialogFailure, DialogOutcome, QualityCounts, RunContext, Spent, run_dialog};
-use crate::{EngineError, GenerateOptions, Price, RunReport, StopHandle};
+use crate::{DialogError, EngineError, GenerateOptions, InFlight, Price, RunReport, StopHandle};
 
 /// The longest pause before a replacement dialog starts after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -134,6 +134,23 @@ pub(crate) async fn execute(
         {
             state.stop = Some(Stop::Criterion(format!("{hit:?}")));
         }
+        if options.in_flight == InFlight::Cancel
+            && matches!(state.stop, Some(Stop::Criterion(_) | Stop::Exhausted(_)))
+            && !tasks.is_empty()
+        {
+            // Cancelled dialogs never reach storage; their spend so far is lost to the
+            // report, which is the price of stopping at once.
+            tasks.abort_all();
+            while let Some(joined) = tasks.join_next().await {
+                match joined {
+                    // Finished before the abort reached it: the row is stored, so count it.
+                    Ok(Ok(outcome)) => state.record_row(outcome),
+                    Ok(Err(failure)) => state.record_failure(failure, &plan),
+                    Err(_) => state.cancelled += 1,
+                }
+            }
+            state.progress.in_flight = 0;
+        }
         if let Some(report) = &options.on_progress {
             report(&state.progress);
         }
@@ -158,6 +175,8 @@ pub(crate) async fn execute(
 
 enum Stop {
     Criterion(String),
+    /// The instruction generator ran out of material (documents at their target).
+    Exhausted(String),
     Interrupted,
     Failed(String),
 }
@@ -174,6 +193,7 @@ struct State {
     next_delay: Duration,
     stop: Option<Stop>,
     resumed: u64,
+    cancelled: u64,
 }
 
 impl State {
@@ -204,6 +224,12 @@ impl State {
             self.personas.insert(persona);
             self.progress.unique_personas = self.personas.len() as u64;
         }
+        if !outcome.context_ids.is_empty() {
+            let visits = Arc::make_mut(&mut self.progress.context_visits);
+            for id in outcome.context_ids {
+                *visits.entry(id).or_default() += 1;
+            }
+        }
         self.consecutive_failures = 0;
         self.next_delay = Duration::ZERO;
     }
@@ -212,6 +238,15 @@ impl State {
         self.spend(failure.spent);
         self.count_quality(failure.quality);
         let error = failure.error;
+        // Running out of documents is how a coverage run ends, not a failure.
+        if let DialogError::Instruction(e) = &error
+            && e.is_exhausted()
+        {
+            if self.stop.is_none() {
+                self.stop = Some(Stop::Exhausted(e.to_string()));
+            }
+            return;
+        }
         let seen = self.failures.entry(error.cause()).or_default();
         // The first failure of each kind is worth a line; the rest are counted (the
         // progress bar and the report show them), not repeated.
@@ -279,6 +314,7 @@ impl State {
         let rows = self.progress.rows_written - self.resumed;
         let stop_reason = match &self.stop {
             Some(Stop::Criterion(c)) => format!("stopping criterion met: {c}"),
+            Some(Stop::Exhausted(what)) => format!("instruction generator {what}"),
             Some(Stop::Interrupted) => {
                 "interrupted: no new dialogs were started and those in flight were finished"
                     .to_owned()
@@ -289,6 +325,14 @@ impl State {
                 self.resumed
             ),
             None => format!("wrote the {rows} rows requested"),
+        };
+        let stop_reason = if self.cancelled > 0 {
+            format!(
+                "{stop_reason}; {} dialogs in flight were cancelled",
+                self.cancelled
+            )
+        } else {
+            stop_reason
         };
         RunReport {
             run_id: run.run_id.clone(),

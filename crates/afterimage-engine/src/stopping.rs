@@ -116,6 +116,63 @@ impl StoppingCriterion for AllOf {
     }
 }
 
+/// Stops when any inner criterion would (a stopping list already works this way;
+/// this is for nesting inside [`AllOf`]).
+#[derive(Debug, Clone)]
+pub struct AnyOf(pub Vec<Arc<dyn StoppingCriterion>>);
+
+impl StoppingCriterion for AnyOf {
+    fn should_stop(&self, progress: &RunProgress) -> bool {
+        self.0.iter().any(|c| c.should_stop(progress))
+    }
+
+    fn may_start(&self, progress: &RunProgress) -> bool {
+        self.0.iter().all(|c| c.may_start(progress))
+    }
+
+    fn max_rows(&self) -> Option<u64> {
+        self.0.iter().filter_map(|c| c.max_rows()).min()
+    }
+}
+
+/// Stops once a share of the documents has each been the context of at least
+/// `target_visits` stored rows.
+///
+/// `documents` is how many documents the run samples from. An instruction generator
+/// given the same `target_visits` stops picking documents that reached it, so the run
+/// spreads over all of them before this fires.
+#[derive(Debug, Clone, Copy)]
+pub struct ContextCoverage {
+    /// Documents in the source.
+    pub documents: usize,
+    /// Stored rows each document needs to count as covered.
+    pub target_visits: u64,
+    /// The covered share (0..=1) at which the run stops.
+    pub coverage_threshold: f64,
+}
+
+impl ContextCoverage {
+    /// The share of documents covered so far.
+    pub fn coverage(&self, progress: &RunProgress) -> f64 {
+        if self.documents == 0 {
+            return 1.0;
+        }
+        let target = self.target_visits.max(1);
+        let covered = progress
+            .context_visits
+            .values()
+            .filter(|visits| **visits >= target)
+            .count();
+        covered.min(self.documents) as f64 / self.documents as f64
+    }
+}
+
+impl StoppingCriterion for ContextCoverage {
+    fn should_stop(&self, progress: &RunProgress) -> bool {
+        self.coverage(progress) >= self.coverage_threshold
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +206,50 @@ mod tests {
         assert_eq!(all.max_rows(), None);
         let all = AllOf(vec![Arc::new(FixedNumber(3)), Arc::new(FixedNumber(5))]);
         assert_eq!(all.max_rows(), Some(5));
+    }
+
+    #[test]
+    fn any_of_fires_on_the_first_and_caps_at_the_smallest() {
+        let budget = TokenBudget {
+            max_total_tokens: Some(100),
+            ..Default::default()
+        };
+        let any = AnyOf(vec![Arc::new(FixedNumber(5)), Arc::new(budget)]);
+        assert!(!any.should_stop(&progress(4, 0, 10)));
+        assert!(any.should_stop(&progress(5, 0, 10)));
+        assert!(any.should_stop(&progress(1, 0, 50)));
+        assert_eq!(any.max_rows(), Some(5));
+        let nested = AllOf(vec![Arc::new(any), Arc::new(FixedNumber(2))]);
+        assert!(!nested.should_stop(&progress(1, 0, 50)));
+        assert!(nested.should_stop(&progress(2, 0, 50)));
+    }
+
+    #[test]
+    fn context_coverage_counts_documents_at_the_target() {
+        let coverage = ContextCoverage {
+            documents: 4,
+            target_visits: 2,
+            coverage_threshold: 0.75,
+        };
+        let mut p = progress(0, 0, 0);
+        assert!(!coverage.should_stop(&p));
+        p.context_visits = Arc::new(
+            [("a", 2), ("b", 5), ("c", 1), ("d", 0)]
+                .into_iter()
+                .map(|(id, n)| (id.to_owned(), n))
+                .collect(),
+        );
+        assert_eq!(coverage.coverage(&p), 0.5);
+        assert!(!coverage.should_stop(&p));
+        Arc::make_mut(&mut p.context_visits).insert("c".to_owned(), 2);
+        assert_eq!(coverage.coverage(&p), 0.75);
+        assert!(coverage.should_stop(&p));
+        // An empty source is covered from the start.
+        let empty = ContextCoverage {
+            documents: 0,
+            ..coverage
+        };
+        assert!(empty.should_stop(&progress(0, 0, 0)));
     }
 
     #[test]

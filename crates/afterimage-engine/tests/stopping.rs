@@ -1,0 +1,198 @@
+//! Stopping: coverage of documents, a generator running out of documents, and
+//! cancelling dialogs in flight when a criterion fires.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use afterimage_core::testing::ScriptedModel;
+use afterimage_core::{
+    ChatResponse, Document, GeneratedInstructions, InstructionGenerator, InstructionRequest,
+    RunProgress, StoppingCriterion, StrategyError, Usage,
+};
+use afterimage_engine::{ContextCoverage, ConversationGenerator, GenerateOptions, InFlight};
+use afterimage_storage::JsonlStorage;
+
+/// One question per call, about documents `doc-0..doc-{n}` in turn; after `limit`
+/// calls it reports that it ran out.
+#[derive(Debug)]
+struct RoundRobin {
+    documents: usize,
+    limit: usize,
+    calls: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl InstructionGenerator for RoundRobin {
+    async fn generate(
+        &self,
+        _request: &InstructionRequest,
+    ) -> Result<GeneratedInstructions, StrategyError> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        if call >= self.limit {
+            return Err(StrategyError::Exhausted {
+                message: "every document reached target_visits = 2".to_owned(),
+            });
+        }
+        let doc = Document::with_id(
+            format!("doc-{}", call % self.documents),
+            format!("text {call}"),
+        );
+        Ok(GeneratedInstructions {
+            instructions: vec![format!("question {call}?")],
+            context: doc.text.clone(),
+            documents: vec![doc],
+            usage: Usage::new(1, 1),
+            requests: 1,
+            ..Default::default()
+        })
+    }
+}
+
+fn generator(
+    model: Arc<ScriptedModel>,
+    instructions: RoundRobin,
+    path: &std::path::Path,
+) -> ConversationGenerator {
+    ConversationGenerator::builder()
+        .respondent_prompt("You are a support agent.")
+        .correspondent_prompt("You are a customer.")
+        .model(model)
+        .instruction_generator(Arc::new(instructions))
+        .storage(Arc::new(JsonlStorage::new(path)))
+        .build()
+        .unwrap()
+}
+
+fn quick_model() -> Arc<ScriptedModel> {
+    Arc::new(ScriptedModel::new("scripted", |_request| async move {
+        Ok(ChatResponse::text("an answer"))
+    }))
+}
+
+fn visits(path: &std::path::Path) -> HashMap<String, u64> {
+    let mut visits = HashMap::new();
+    for line in std::fs::read_to_string(path).unwrap().lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        *visits
+            .entry(row["metadata"]["context_id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    visits
+}
+
+#[tokio::test]
+async fn context_coverage_stops_once_every_document_reached_its_visits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let instructions = RoundRobin {
+        documents: 4,
+        limit: usize::MAX,
+        calls: AtomicUsize::new(0),
+    };
+    let report = generator(quick_model(), instructions, &path)
+        .generate(
+            GenerateOptions::new()
+                .max_concurrency(1)
+                .stopping_criterion(Arc::new(ContextCoverage {
+                    documents: 4,
+                    target_visits: 3,
+                    coverage_threshold: 1.0,
+                })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.rows_written, 12, "{}", report.stop_reason);
+    assert!(report.stop_reason.contains("ContextCoverage"));
+    let visits = visits(&path);
+    assert_eq!(visits.len(), 4);
+    assert!(visits.values().all(|v| *v == 3), "{visits:?}");
+}
+
+#[tokio::test]
+async fn a_generator_that_runs_out_ends_the_run_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let instructions = RoundRobin {
+        documents: 3,
+        limit: 6,
+        calls: AtomicUsize::new(0),
+    };
+    let report = generator(quick_model(), instructions, &path)
+        .generate(GenerateOptions::new().num_dialogs(100).max_concurrency(2))
+        .await
+        .unwrap();
+    assert_eq!(report.rows_written, 6);
+    assert_eq!(report.dialogs_failed, 0);
+    assert!(
+        report.stop_reason.contains("target_visits"),
+        "{}",
+        report.stop_reason
+    );
+    assert_eq!(visits(&path).values().sum::<u64>(), 6);
+}
+
+/// Stops after three rows.
+#[derive(Debug)]
+struct ThreeRows;
+
+impl StoppingCriterion for ThreeRows {
+    fn should_stop(&self, progress: &RunProgress) -> bool {
+        progress.rows_written >= 3
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_drops_dialogs_in_flight_and_finish_keeps_them() {
+    // Dialogs take 10, 110, 210, ... ms, so when the third row lands the rest are
+    // still running.
+    let slow_model = || {
+        let calls = Arc::new(AtomicUsize::new(0));
+        Arc::new(ScriptedModel::new("scripted", move |_request| {
+            let call = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(Duration::from_millis(10 + 100 * (call as u64 % 8))).await;
+                Ok(ChatResponse::text("an answer"))
+            }
+        }))
+    };
+    let instructions = || RoundRobin {
+        documents: 2,
+        limit: usize::MAX,
+        calls: AtomicUsize::new(0),
+    };
+    let options = || {
+        GenerateOptions::new()
+            .num_dialogs(50)
+            .fixed_turns(1)
+            .max_concurrency(8)
+            .stopping_criterion(Arc::new(ThreeRows))
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let cancelled_path = dir.path().join("cancel.jsonl");
+    let cancelled = generator(slow_model(), instructions(), &cancelled_path)
+        .generate(options().on_stop(InFlight::Cancel))
+        .await
+        .unwrap();
+    let finished_path = dir.path().join("finish.jsonl");
+    let finished = generator(slow_model(), instructions(), &finished_path)
+        .generate(options())
+        .await
+        .unwrap();
+
+    let stored = |path: &std::path::Path| visits(path).values().sum::<u64>();
+    assert_eq!(stored(&cancelled_path), cancelled.rows_written);
+    assert_eq!(stored(&finished_path), finished.rows_written);
+    assert!(
+        cancelled.stop_reason.contains("cancelled"),
+        "{}",
+        cancelled.stop_reason
+    );
+    assert!(cancelled.rows_written < 6, "{}", cancelled.rows_written);
+    // Finishing keeps at least the whole first wave of eight.
+    assert!(finished.rows_written >= 8, "{}", finished.rows_written);
+    assert!(!finished.stop_reason.contains("cancelled"));
+}
