@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use afterimage_core::{ApiKey, ChatModel, Document, DocumentSource, InstructionGenerator, Storage};
-use afterimage_engine::{ConversationGenerator, GenerateOptions};
+use afterimage_engine::{ConversationGenerator, GenerateOptions, InFlight};
 use afterimage_providers::{
     Anthropic, Gemini, KeyPool, OpenAiCompatible, Retry, RetryPolicy, Throttle,
 };
@@ -214,6 +214,7 @@ pub(crate) fn documents(spec: &DocumentsSpec) -> anyhow::Result<Arc<dyn Document
                 text,
             )]))
         }
+        DocumentsSpec::Glob(pattern) => anyhow::bail!("glob {pattern}: not wired yet"),
         DocumentsSpec::Inline(texts) => Arc::new(InMemoryDocumentProvider::new(texts.clone())),
         DocumentsSpec::Loaded(docs) => Arc::new(InMemoryDocumentProvider::new(docs.clone())),
     })
@@ -276,11 +277,21 @@ pub(crate) fn generator(
         "auto_improve": settings.auto_improve,
         "output": settings.output.to_string(),
     });
+    let document_count = match &settings.documents {
+        Some(DocumentsSpec::Loaded(docs)) => Some(docs.len()),
+        _ => None,
+    };
+    let criteria = crate::settings::criteria(&settings.stopping, document_count)
+        .map_err(anyhow::Error::msg)?;
     let mut options = GenerateOptions::new()
         .run_config(run_config)
         .turns(settings.turns)
         .max_concurrency(settings.max_concurrency)
-        .stopping_criteria(settings.criteria.clone());
+        .stopping_criteria(criteria)
+        .on_stop(match settings.on_stop {
+            crate::config::OnStop::Finish => InFlight::Finish,
+            crate::config::OnStop::Cancel => InFlight::Cancel,
+        });
     if let Some(n) = settings.num_dialogs {
         options = options.num_dialogs(n);
     }

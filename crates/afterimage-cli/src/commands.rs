@@ -212,6 +212,7 @@ fn describe(spec: &DocumentsSpec) -> String {
     match spec {
         DocumentsSpec::Directory(path) | DocumentsSpec::File(path) => path.display().to_string(),
         DocumentsSpec::Jsonl { path, .. } => path.display().to_string(),
+        DocumentsSpec::Glob(pattern) => pattern.clone(),
         DocumentsSpec::Inline(texts) => format!("{} inline texts", texts.len()),
         DocumentsSpec::Loaded(docs) => format!("{} loaded documents", docs.len()),
     }

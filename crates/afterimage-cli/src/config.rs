@@ -29,6 +29,10 @@ pub struct RawConfig {
     /// Persona-driven instructions.
     #[serde(default)]
     pub personas: PersonasSection,
+    /// (ours) Tools the assistant may call, for tool-calling dialogs.
+    pub tools: Option<ToolsSection>,
+    /// (ours) Retrieval: the assistant sees chunks found for the question (RAG).
+    pub retrieval: Option<RetrievalSection>,
     /// The judge.
     #[serde(default)]
     pub quality: QualitySection,
@@ -68,6 +72,21 @@ pub struct Generation {
     pub seed: Option<u64>,
     /// Failed dialogs tolerated before the run stops.
     pub max_failures: Option<u64>,
+    /// (ours) What a stopping rule does to dialogs in flight: `finish` (keep them) or
+    /// `cancel`.
+    #[serde(default)]
+    pub on_stop: OnStop,
+}
+
+/// `generation.on_stop`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStop {
+    /// Let dialogs in flight finish and keep them.
+    #[default]
+    Finish,
+    /// Cancel dialogs in flight.
+    Cancel,
 }
 
 impl Default for Generation {
@@ -80,6 +99,7 @@ impl Default for Generation {
             stopping: Vec::new(),
             seed: None,
             max_failures: None,
+            on_stop: OnStop::Finish,
         }
     }
 }
@@ -410,6 +430,10 @@ pub struct DocumentsSection {
     /// Keep JSONL metadata.
     #[serde(default)]
     pub include_metadata: bool,
+    /// (ours) Skip documents shorter than this many characters.
+    pub min_length: Option<usize>,
+    /// (ours) The JSONL field holding a document's sampling weight.
+    pub weight_key: Option<String>,
 }
 
 fn default_content_key() -> String {
@@ -429,6 +453,9 @@ pub struct ContextSection {
     /// Questions per generator call.
     #[serde(default = "three")]
     pub n_instructions: usize,
+    /// (ours) Uses after which a document is no longer sampled (default: the largest
+    /// `target_visits` of the `context_coverage` rules, as upstream infers it).
+    pub target_visits: Option<u64>,
 }
 
 impl Default for ContextSection {
@@ -437,6 +464,7 @@ impl Default for ContextSection {
             enabled: true,
             num_random_contexts: 2,
             n_instructions: 3,
+            target_visits: None,
         }
     }
 }
@@ -458,8 +486,100 @@ pub struct PersonasSection {
     /// Use persona-driven instructions.
     #[serde(default)]
     pub enabled: bool,
-    /// Persona layers.
+    /// The deepest persona layer (0: only personas drawn from the documents); `null`
+    /// picks it from the dialogs each document must serve.
     pub n_iterations: Option<u32>,
+    /// (ours) Documents whose personas are generated at once (default: the run's
+    /// concurrency).
+    pub max_concurrency: Option<usize>,
+}
+
+/// `tools:` (ours)
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolsSection {
+    /// OpenAI-style function specs, inline (`{type: function, function: {...}}` or
+    /// `{name, description, parameters}`).
+    pub specs: Option<serde_json::Value>,
+    /// A JSON (or YAML) file holding the specs, relative to the config file.
+    pub file: Option<String>,
+    /// Tools offered to each batch of questions (default 2).
+    #[serde(default = "two")]
+    pub num_tools_to_sample: usize,
+    /// Tool rounds per assistant turn before the dialog is rejected (default 4).
+    #[serde(default = "four")]
+    pub max_tool_rounds: u32,
+}
+
+fn four() -> u32 {
+    4
+}
+
+/// `retrieval:` (ours)
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrievalSection {
+    /// Turn retrieval on (default true when the section is present).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `bm25` (default: no server, no model) or `embedding`.
+    #[serde(default)]
+    pub retriever: RetrieverKind,
+    /// Chunks put in the prompt per question (default 3).
+    #[serde(default = "three")]
+    pub top_k: usize,
+    /// Chunks scoring below this are left out.
+    pub min_score: Option<f64>,
+    /// Retrieve for every user turn, not only the first question.
+    #[serde(default)]
+    pub per_turn: bool,
+    /// Also give the assistant the document the question was drawn from.
+    #[serde(default)]
+    pub include_document: bool,
+    /// Characters per chunk (default 1000).
+    #[serde(default = "default_chunk_size")]
+    pub chunk_size: usize,
+    /// Characters repeated between neighbouring chunks (default 150).
+    #[serde(default = "default_chunk_overlap")]
+    pub chunk_overlap: usize,
+    /// The embedding model, for `retriever: embedding`.
+    pub embedding: Option<EmbeddingSection>,
+}
+
+fn default_chunk_size() -> usize {
+    1000
+}
+
+fn default_chunk_overlap() -> usize {
+    150
+}
+
+/// `retrieval.retriever`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetrieverKind {
+    /// Built-in BM25 keyword ranking.
+    #[default]
+    Bm25,
+    /// Cosine similarity of embeddings.
+    Embedding,
+}
+
+/// `retrieval.embedding:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingSection {
+    /// `openai`, `local`, `deepseek`, `openrouter` (OpenAI-compatible `/embeddings`) or
+    /// `gemini` (default: the model section's provider).
+    pub provider: Option<ProviderKind>,
+    /// The embedding model.
+    pub model_name: Option<String>,
+    /// The variable holding the key (default: the provider's).
+    pub api_key_env: Option<String>,
+    /// Another endpoint (default: the model section's, for the same provider).
+    pub base_url: Option<String>,
+    /// Texts per request.
+    pub batch_size: Option<usize>,
 }
 
 /// `quality:` (upstream has `auto_improve`; the rest is ours)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use afterimage_core::{ApiKey, FixedNumber, StoppingCriterion};
-use afterimage_engine::{AllOf, ErrorRate, PersonaUsage, TokenBudget, Turns};
+use afterimage_engine::{AllOf, ContextCoverage, ErrorRate, PersonaUsage, TokenBudget, Turns};
 use afterimage_providers::ThrottleConfig;
 use afterimage_storage::StorageSpec;
 
@@ -42,6 +42,8 @@ pub enum DocumentsSpec {
     Directory(PathBuf),
     /// One text file.
     File(PathBuf),
+    /// Text files matching a glob pattern.
+    Glob(String),
     /// A JSONL file.
     Jsonl {
         /// The file.
@@ -57,6 +59,64 @@ pub enum DocumentsSpec {
     Inline(Vec<String>),
     /// Documents already read (so a run reads its files once).
     Loaded(Vec<afterimage_core::Document>),
+}
+
+/// `personas:`, resolved.
+#[derive(Debug, Clone, Copy)]
+pub struct PersonaSettings {
+    /// The deepest layer, when the file fixes it.
+    pub max_depth: Option<u32>,
+    /// Documents whose personas are generated at once.
+    pub concurrency: usize,
+}
+
+/// `tools:`, resolved.
+#[derive(Debug, Clone)]
+pub struct ToolSettings {
+    /// The tools, as the file gave them (checked when the run is built).
+    pub specs: serde_json::Value,
+    /// Where they came from, for messages.
+    pub origin: String,
+    /// Tools offered to each batch of questions.
+    pub num_tools_to_sample: usize,
+    /// Tool rounds per assistant turn.
+    pub max_tool_rounds: u32,
+}
+
+/// `retrieval:`, resolved.
+#[derive(Debug, Clone)]
+pub struct RetrievalSettings {
+    /// BM25 or embeddings.
+    pub retriever: crate::config::RetrieverKind,
+    /// Chunks per question.
+    pub top_k: usize,
+    /// The lowest score kept.
+    pub min_score: Option<f64>,
+    /// Retrieve for every user turn.
+    pub per_turn: bool,
+    /// Also show the sampled document.
+    pub include_document: bool,
+    /// Characters per chunk.
+    pub chunk_size: usize,
+    /// Characters shared by neighbouring chunks.
+    pub chunk_overlap: usize,
+    /// The embedding endpoint (for `retriever: embedding`).
+    pub embedding: Option<EmbeddingEndpoint>,
+}
+
+/// The embedding model's endpoint.
+#[derive(Debug, Clone)]
+pub struct EmbeddingEndpoint {
+    /// OpenAI-compatible or Gemini.
+    pub provider: ProviderKind,
+    /// The model.
+    pub model_name: String,
+    /// The endpoint, when not the provider's own.
+    pub base_url: Option<String>,
+    /// The key, when the provider needs one.
+    pub api_key: Option<ApiKey>,
+    /// Texts per request.
+    pub batch_size: Option<usize>,
 }
 
 /// A model endpoint other than the main one (the judge's).
@@ -117,6 +177,18 @@ pub struct Settings {
     pub num_random_contexts: usize,
     /// Questions per generator call.
     pub n_instructions: usize,
+    /// Uses after which a document is no longer sampled.
+    pub target_visits: Option<u64>,
+    /// Persona-driven questions.
+    pub personas: Option<PersonaSettings>,
+    /// Tool-calling dialogs.
+    pub tools: Option<ToolSettings>,
+    /// RAG.
+    pub retrieval: Option<RetrievalSettings>,
+    /// The stopping rules, kept to build once the documents are counted.
+    pub stopping: Vec<StoppingRule>,
+    /// What a stopping rule does to dialogs in flight.
+    pub on_stop: crate::config::OnStop,
     /// Where rows go.
     pub output: StorageSpec,
     /// Rows to write.
@@ -125,8 +197,6 @@ pub struct Settings {
     pub turns: Turns,
     /// Dialogs in flight.
     pub max_concurrency: usize,
-    /// Extra stopping criteria.
-    pub criteria: Vec<Arc<dyn StoppingCriterion>>,
     /// Seed.
     pub seed: Option<u64>,
     /// Failure budget.
@@ -254,11 +324,19 @@ impl Settings {
         if max_concurrency == 0 {
             return Err("max_concurrency is 0: allow at least one dialog at a time".into());
         }
+        // Checked here with a stand-in document count; built for real once the
+        // documents are read (coverage needs their number).
         let mut criteria = Vec::new();
         for rule in &generation.stopping {
-            if let Some(criterion) = criterion(rule, &mut warnings)? {
+            if let Some(criterion) = criterion(rule, Some(1), &mut warnings)? {
                 criteria.push(criterion);
             }
+        }
+        if documents.is_none() && rules_need_documents(&generation.stopping) {
+            return Err(
+                "generation.stopping: a context_coverage rule needs documents (add a `documents` section with context.enabled)"
+                    .into(),
+            );
         }
         if num_dialogs.is_none() && criteria.is_empty() {
             return Err(
@@ -296,6 +374,48 @@ impl Settings {
         };
         let after_run = after_run(&raw, &output)?;
 
+        let personas = if raw.personas.enabled {
+            if documents.is_none() {
+                return Err(
+                    "personas.enabled needs documents: personas are drawn from them (add a `documents` section with context.enabled)"
+                        .into(),
+                );
+            }
+            Some(PersonaSettings {
+                max_depth: raw.personas.n_iterations,
+                concurrency: raw
+                    .personas
+                    .max_concurrency
+                    .unwrap_or(max_concurrency)
+                    .max(1),
+            })
+        } else {
+            None
+        };
+        let tools = match &raw.tools {
+            None => None,
+            Some(section) => Some(tool_settings(section, base_dir)?),
+        };
+        let retrieval = match &raw.retrieval {
+            Some(section) if section.enabled => {
+                if documents.is_none() {
+                    return Err(
+                        "retrieval needs documents to search: add a `documents` section (with context.enabled)"
+                            .into(),
+                    );
+                }
+                Some(retrieval_settings(section, &raw.model, &env, keys)?)
+            }
+            _ => None,
+        };
+        let target_visits = raw
+            .context
+            .target_visits
+            .or_else(|| coverage_target(&generation.stopping));
+        if target_visits == Some(0) {
+            return Err("context.target_visits is 0: a document needs at least one visit".into());
+        }
+
         Ok(Settings {
             provider,
             model_name,
@@ -317,11 +437,16 @@ impl Settings {
             documents,
             num_random_contexts: raw.context.num_random_contexts,
             n_instructions: raw.context.n_instructions,
+            target_visits,
+            personas,
+            tools,
+            retrieval,
+            stopping: generation.stopping.clone(),
+            on_stop: generation.on_stop,
             output,
             num_dialogs,
             turns,
             max_concurrency,
-            criteria,
             seed: overrides.seed.or(generation.seed),
             max_failures: generation.max_failures,
             auto_improve: raw.quality.auto_improve,
@@ -452,9 +577,6 @@ fn upstream_gaps(raw: &RawConfig) -> Vec<String> {
     let mut warnings = Vec::new();
     let mut gap =
         |what: &str| warnings.push(format!("{what} is not implemented yet and is ignored"));
-    if raw.personas.enabled {
-        gap("personas.enabled (persona-driven questions)");
-    }
     for (present, name) in [
         (raw.skills.is_some(), "the `skills` section"),
         (raw.skill.is_some(), "the `skill` section"),
@@ -516,11 +638,9 @@ fn documents_spec(
         DocumentsKind::Directory => Ok(DocumentsSpec::Directory(path()?)),
         DocumentsKind::File => {
             let path = path()?;
-            if path.to_string_lossy().contains(['*', '?', '[']) {
-                return Err(format!(
-                    "documents.path {}: glob patterns are not supported yet; name one file, or use provider: directory",
-                    path.display()
-                ));
+            let text = path.to_string_lossy();
+            if text.contains(['*', '?', '[']) {
+                return Ok(DocumentsSpec::Glob(text.into_owned()));
             }
             Ok(DocumentsSpec::File(path))
         }
@@ -543,8 +663,172 @@ fn documents_spec(
     }
 }
 
+/// Whether any rule (nested ones included) counts documents.
+fn rules_need_documents(rules: &[StoppingRule]) -> bool {
+    rules.iter().any(|rule| match rule {
+        StoppingRule::ContextCoverage { .. } => true,
+        StoppingRule::All { conditions } => rules_need_documents(conditions),
+        _ => false,
+    })
+}
+
+/// The largest `target_visits` of the coverage rules, nested ones included: how
+/// upstream infers the sampling target.
+fn coverage_target(rules: &[StoppingRule]) -> Option<u64> {
+    rules
+        .iter()
+        .filter_map(|rule| match rule {
+            StoppingRule::ContextCoverage { target_visits, .. } => Some(*target_visits),
+            StoppingRule::All { conditions } => coverage_target(conditions),
+            _ => None,
+        })
+        .max()
+}
+
+/// The criteria of `rules`, for a run over `documents` documents.
+pub(crate) fn criteria(
+    rules: &[StoppingRule],
+    documents: Option<usize>,
+) -> Result<Vec<Arc<dyn StoppingCriterion>>, String> {
+    let mut warnings = Vec::new();
+    let mut out = Vec::new();
+    for rule in rules {
+        if let Some(criterion) = criterion(rule, documents, &mut warnings)? {
+            out.push(criterion);
+        }
+    }
+    Ok(out)
+}
+
+fn tool_settings(
+    section: &crate::config::ToolsSection,
+    base_dir: &Path,
+) -> Result<ToolSettings, String> {
+    let (specs, origin) = match (&section.specs, &section.file) {
+        (Some(_), Some(_)) => {
+            return Err("tools: give either specs or file, not both".into());
+        }
+        (Some(specs), None) => (specs.clone(), "tools.specs".to_owned()),
+        (None, Some(file)) => {
+            let path = base_dir.join(file);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("tools.file: cannot read {}: {e}", path.display()))?;
+            let specs: serde_json::Value = serde_json::from_str(&text)
+                .or_else(|_| serde_saphyr::from_str(&text).map_err(|e| e.to_string()))
+                .map_err(|e| {
+                    format!("tools.file {}: neither JSON nor YAML: {e}", path.display())
+                })?;
+            (specs, path.display().to_string())
+        }
+        (None, None) => {
+            return Err(
+                "tools: list the tools under `specs` (OpenAI function specs) or name a `file` holding them"
+                    .into(),
+            );
+        }
+    };
+    if section.num_tools_to_sample == 0 {
+        return Err("tools.num_tools_to_sample is 0: offer at least one tool".into());
+    }
+    if section.max_tool_rounds == 0 {
+        return Err("tools.max_tool_rounds is 0: allow at least one round of tool calls".into());
+    }
+    Ok(ToolSettings {
+        specs,
+        origin,
+        num_tools_to_sample: section.num_tools_to_sample,
+        max_tool_rounds: section.max_tool_rounds,
+    })
+}
+
+fn retrieval_settings(
+    section: &crate::config::RetrievalSection,
+    model: &crate::config::ModelSection,
+    env: &impl Fn(&str) -> Option<String>,
+    keys: KeyPolicy,
+) -> Result<RetrievalSettings, String> {
+    use crate::config::RetrieverKind;
+    if section.top_k == 0 {
+        return Err("retrieval.top_k is 0: retrieve at least one chunk".into());
+    }
+    if section.chunk_size == 0 || section.chunk_overlap >= section.chunk_size {
+        return Err(format!(
+            "retrieval: chunk_overlap ({}) must be smaller than chunk_size ({}), and chunk_size at least 1",
+            section.chunk_overlap, section.chunk_size
+        ));
+    }
+    let embedding = match (section.retriever, &section.embedding) {
+        (RetrieverKind::Bm25, Some(_)) => {
+            return Err(
+                "retrieval.embedding is set but retrieval.retriever is bm25: set `retriever: embedding` or drop the embedding section"
+                    .into(),
+            );
+        }
+        (RetrieverKind::Bm25, None) => None,
+        (RetrieverKind::Embedding, embedding) => {
+            let default = crate::config::EmbeddingSection::default();
+            let e = embedding.as_ref().unwrap_or(&default);
+            let provider = e.provider.unwrap_or(model.provider);
+            if provider == ProviderKind::Anthropic {
+                return Err(
+                    "retrieval.embedding.provider: anthropic has no embeddings API; use openai, gemini or local"
+                        .into(),
+                );
+            }
+            let model_name = e.model_name.clone().ok_or(
+                "retrieval.embedding.model_name is missing: name the embedding model (for example text-embedding-3-small or gemini-embedding-001)",
+            )?;
+            let var = e
+                .api_key_env
+                .clone()
+                .or_else(|| provider.default_key_env().map(str::to_owned));
+            let api_key = match var {
+                Some(var) => match env(&var) {
+                    Some(key) if !key.trim().is_empty() => Some(ApiKey::new(
+                        key.split(',').next().unwrap_or_default().trim(),
+                    )),
+                    _ if keys == KeyPolicy::Required && provider != ProviderKind::Local => {
+                        return Err(format!(
+                            "retrieval.embedding: the API key variable {var} is not set (export {var}=<your key>)"
+                        ));
+                    }
+                    _ => None,
+                },
+                None => None,
+            };
+            let base_url = e.base_url.clone().or_else(|| {
+                // The chat endpoint serves embeddings too when the provider is the same.
+                (provider == model.provider)
+                    .then(|| model.base_url.clone())
+                    .flatten()
+            });
+            if e.batch_size == Some(0) {
+                return Err("retrieval.embedding.batch_size is 0".into());
+            }
+            Some(EmbeddingEndpoint {
+                provider,
+                model_name,
+                base_url,
+                api_key,
+                batch_size: e.batch_size,
+            })
+        }
+    };
+    Ok(RetrievalSettings {
+        retriever: section.retriever,
+        top_k: section.top_k,
+        min_score: section.min_score,
+        per_turn: section.per_turn,
+        include_document: section.include_document,
+        chunk_size: section.chunk_size,
+        chunk_overlap: section.chunk_overlap,
+        embedding,
+    })
+}
+
 fn criterion(
     rule: &StoppingRule,
+    documents: Option<usize>,
     warnings: &mut Vec<String>,
 ) -> Result<Option<Arc<dyn StoppingCriterion>>, String> {
     let tokens = |v: Option<f64>| v.map(|t| t.max(0.0) as u64);
@@ -583,7 +867,7 @@ fn criterion(
         StoppingRule::All { conditions } => {
             let mut inner = Vec::new();
             for rule in conditions {
-                match criterion(rule, warnings)? {
+                match criterion(rule, documents, warnings)? {
                     Some(c) => inner.push(c),
                     // An AND with an unknown part could never be decided; drop it whole.
                     None => return Ok(None),
@@ -591,12 +875,23 @@ fn criterion(
             }
             Some(Arc::new(AllOf(inner)))
         }
-        StoppingRule::ContextCoverage { .. } => {
-            warnings.push(
-                "generation.stopping: context_coverage is not implemented yet and is ignored"
-                    .into(),
-            );
-            None
+        StoppingRule::ContextCoverage {
+            target_visits,
+            coverage_threshold,
+        } => {
+            if *target_visits == 0 || !(0.0..=1.0).contains(coverage_threshold) {
+                return Err(format!(
+                    "generation.stopping: context_coverage needs target_visits of at least 1 and a coverage_threshold between 0 and 1 (got {target_visits} and {coverage_threshold})"
+                ));
+            }
+            match documents {
+                Some(documents) => Some(Arc::new(ContextCoverage {
+                    documents,
+                    target_visits: *target_visits,
+                    coverage_threshold: *coverage_threshold,
+                })),
+                None => None,
+            }
         }
     })
 }
@@ -750,14 +1045,39 @@ mod tests {
     }
 
     #[test]
-    fn unimplemented_upstream_sections_warn() {
+    fn strategy_sections_need_documents_and_resolve_with_them() {
+        let key = [("GEMINI_API_KEY", "k")];
+        for (yaml, needle) in [
+            (
+                "personas: {enabled: true}\n",
+                "personas.enabled needs documents",
+            ),
+            (
+                "generation: {stopping: [{type: context_coverage}]}\n",
+                "context_coverage rule needs documents",
+            ),
+            ("retrieval: {top_k: 2}\n", "retrieval needs documents"),
+            ("tools: {num_tools_to_sample: 1}\n", "tools: list the tools"),
+        ] {
+            let err =
+                resolve(&format!("respondent: {{system_prompt: hi}}\n{yaml}"), &key).unwrap_err();
+            assert!(err.contains(needle), "{yaml}: {err}");
+        }
         let settings = resolve(
-            "respondent: {system_prompt: hi}\npersonas: {enabled: true}\nanalytics: {auto_analyze: true}\nquality: {auto_improve: true}\ngeneration: {stopping: [{type: context_coverage}]}\n",
-            &[("GEMINI_API_KEY", "k")],
+            "respondent: {system_prompt: hi}\ndocuments: {provider: file, path: 'docs/*.md'}\npersonas: {enabled: true, n_iterations: 1}\nanalytics: {auto_analyze: true}\ngeneration: {num_dialogs: null, stopping: [{type: all, conditions: [{type: context_coverage, target_visits: 2}, {type: fixed, n: 3}]}]}\nretrieval: {per_turn: true, chunk_size: 400, chunk_overlap: 50}\ntools: {specs: [{name: lookup, description: finds, parameters: {type: object}}]}\n",
+            &key,
         )
         .unwrap();
-        assert_eq!(settings.warnings.len(), 2, "{:?}", settings.warnings);
-        assert!(settings.criteria.is_empty());
+        assert!(settings.warnings.is_empty(), "{:?}", settings.warnings);
+        assert!(
+            matches!(settings.documents, Some(DocumentsSpec::Glob(ref p)) if p.ends_with("docs/*.md"))
+        );
+        assert_eq!(settings.personas.map(|p| p.max_depth), Some(Some(1)));
+        assert_eq!(settings.target_visits, Some(2));
+        let retrieval = settings.retrieval.as_ref().unwrap();
+        assert!(retrieval.per_turn && retrieval.chunk_size == 400);
+        assert_eq!(settings.tools.as_ref().unwrap().num_tools_to_sample, 2);
+        assert_eq!(criteria(&settings.stopping, Some(4)).unwrap().len(), 1);
         assert_eq!(
             settings.after_run.analyze.as_deref(),
             Some(Path::new("./afterimage_output.html"))
