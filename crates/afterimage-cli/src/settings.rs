@@ -328,7 +328,7 @@ impl Settings {
         // documents are read (coverage needs their number).
         let mut criteria = Vec::new();
         for rule in &generation.stopping {
-            if let Some(criterion) = criterion(rule, Some(1), &mut warnings)? {
+            if let Some(criterion) = criterion(rule, Some(1))? {
                 criteria.push(criterion);
             }
         }
@@ -690,10 +690,9 @@ pub(crate) fn criteria(
     rules: &[StoppingRule],
     documents: Option<usize>,
 ) -> Result<Vec<Arc<dyn StoppingCriterion>>, String> {
-    let mut warnings = Vec::new();
     let mut out = Vec::new();
     for rule in rules {
-        if let Some(criterion) = criterion(rule, documents, &mut warnings)? {
+        if let Some(criterion) = criterion(rule, documents)? {
             out.push(criterion);
         }
     }
@@ -829,7 +828,6 @@ fn retrieval_settings(
 fn criterion(
     rule: &StoppingRule,
     documents: Option<usize>,
-    warnings: &mut Vec<String>,
 ) -> Result<Option<Arc<dyn StoppingCriterion>>, String> {
     let tokens = |v: Option<f64>| v.map(|t| t.max(0.0) as u64);
     Ok(match rule {
@@ -867,7 +865,7 @@ fn criterion(
         StoppingRule::All { conditions } => {
             let mut inner = Vec::new();
             for rule in conditions {
-                match criterion(rule, documents, warnings)? {
+                match criterion(rule, documents)? {
                     Some(c) => inner.push(c),
                     // An AND with an unknown part could never be decided; drop it whole.
                     None => return Ok(None),
