@@ -47,7 +47,10 @@ async fn contract(spec: &str) {
     let mut a1 = document("a", &[&["a nurse", "a porter"], &["a ward sister"]]);
     a1.metadata
         .insert("source".into(), serde_json::json!("ward.md"));
-    storage.save_documents(&[a1.clone()]).await.unwrap();
+    storage
+        .save_documents(std::slice::from_ref(&a1))
+        .await
+        .unwrap();
     // The same id twice in one save: the last one wins.
     let b1 = document("b", &[&["a pastry chef"]]);
     storage
@@ -93,7 +96,10 @@ async fn jsonl_documents_ignore_a_torn_last_line_and_repair_it_on_save() {
     let loaded = storage.load_documents().await.unwrap();
     assert_eq!(loaded, [document("a", &[&["a nurse"]])]);
     let b = document("b", &[&["a baker"]]);
-    storage.save_documents(&[b.clone()]).await.unwrap();
+    storage
+        .save_documents(std::slice::from_ref(&b))
+        .await
+        .unwrap();
     let loaded = storage.load_documents().await.unwrap();
     assert_eq!(loaded, [document("a", &[&["a nurse"]]), b]);
     assert_eq!(
