@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use afterimage_core::{ConversationRow, RunRecord, Storage, StorageError, split_row_id};
+use afterimage_core::{
+    ConversationRow, PersonaDocument, RunRecord, Storage, StorageError, split_row_id,
+};
 use async_trait::async_trait;
 
 use crate::{JsonlStorage, PostgresStorage, SqliteStorage};
@@ -106,6 +108,14 @@ impl Storage for AnyStorage {
 
     async fn save_run(&self, run: &RunRecord) -> Result<(), StorageError> {
         self.inner().save_run(run).await
+    }
+
+    async fn save_documents(&self, documents: &[PersonaDocument]) -> Result<(), StorageError> {
+        self.inner().save_documents(documents).await
+    }
+
+    async fn load_documents(&self) -> Result<Vec<PersonaDocument>, StorageError> {
+        self.inner().load_documents().await
     }
 
     fn location(&self) -> String {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use afterimage_core::{ConversationRow, RunRecord, Storage, StorageError};
+use afterimage_core::{ConversationRow, PersonaDocument, RunRecord, Storage, StorageError};
 use async_trait::async_trait;
 
 use crate::ReadReport;
@@ -45,12 +45,15 @@ impl Default for FlushPolicy {
 /// worst leave one unfinished last line. Opening the file repairs that: an
 /// unterminated tail is cut off (with a warning) before anything is appended. The run
 /// record lives next to the file in `<file>.run.json`, replaced atomically (written to
-/// a temporary file, then renamed); no lock files are used.
+/// a temporary file, then renamed); no lock files are used. Documents with their
+/// personas go to `<file>.documents.jsonl`, one line per save of a document in Python
+/// afterimage's documents-file shape; the last line of an id wins.
 #[derive(Debug)]
 pub struct JsonlStorage {
     path: PathBuf,
     policy: FlushPolicy,
     writer: Mutex<Writer>,
+    documents: Mutex<()>,
 }
 
 #[derive(Debug, Default)]
@@ -68,6 +71,7 @@ impl JsonlStorage {
             path: path.into(),
             policy: FlushPolicy::default(),
             writer: Mutex::new(Writer::default()),
+            documents: Mutex::new(()),
         }
     }
 
@@ -92,6 +96,13 @@ impl JsonlStorage {
     pub fn run_record_path(&self) -> PathBuf {
         let mut name = self.path.as_os_str().to_owned();
         name.push(".run.json");
+        PathBuf::from(name)
+    }
+
+    /// The documents file: `<file>.documents.jsonl`.
+    pub fn documents_path(&self) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".documents.jsonl");
         PathBuf::from(name)
     }
 
@@ -234,9 +245,100 @@ impl Storage for JsonlStorage {
         })
     }
 
+    async fn save_documents(&self, documents: &[PersonaDocument]) -> Result<(), StorageError> {
+        if documents.is_empty() {
+            return Ok(());
+        }
+        let path = self.documents_path();
+        let mut lines = Vec::new();
+        for document in documents {
+            serde_json::to_writer(&mut lines, document).map_err(|e| {
+                StorageError::Backend(format!(
+                    "document {} cannot be serialised: {e}",
+                    document.id
+                ))
+            })?;
+            lines.push(b'\n');
+        }
+        let _guard = self
+            .documents
+            .lock()
+            .map_err(|_| StorageError::Backend("JSONL documents lock poisoned".into()))?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
+        }
+        // Saves are rare (one per persona layer of a document), so the file is opened
+        // for each; a torn tail left by a crash is cut first, as for rows.
+        let result = (|| {
+            let mut file = OpenOptions::new()
+                .create(true)
+                .read(true)
+                .append(true)
+                .open(&path)?;
+            repair_torn_tail(&mut file, &path)?;
+            file.write_all(&lines)?;
+            file.sync_data()
+        })();
+        result.map_err(|e| io_error(&path, e))
+    }
+
+    async fn load_documents(&self) -> Result<Vec<PersonaDocument>, StorageError> {
+        let path = self.documents_path();
+        let _guard = self
+            .documents
+            .lock()
+            .map_err(|_| StorageError::Backend("JSONL documents lock poisoned".into()))?;
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error(&path, e)),
+        };
+        read_documents(&text, &path)
+    }
+
     fn location(&self) -> String {
         self.path.display().to_string()
     }
+}
+
+/// The documents in a documents file, the last line of each id winning, in the order
+/// ids first appear. An unfinished last line (a crash mid-save) is ignored; any other
+/// malformed line is an error naming it.
+fn read_documents(text: &str, path: &Path) -> Result<Vec<PersonaDocument>, StorageError> {
+    let mut documents: Vec<PersonaDocument> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let torn = !text.is_empty() && !text.ends_with('\n');
+    let lines: Vec<&str> = text.lines().collect();
+    for (number, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let document: PersonaDocument = match serde_json::from_str(line) {
+            Ok(document) => document,
+            Err(_) if torn && number + 1 == lines.len() => {
+                tracing::warn!(
+                    path = %path.display(),
+                    "the last documents line was unfinished (an earlier run stopped mid-write); ignoring it"
+                );
+                break;
+            }
+            Err(e) => {
+                return Err(StorageError::Corrupt {
+                    path: path.display().to_string(),
+                    line: number + 1,
+                    message: e.to_string(),
+                });
+            }
+        };
+        match index.get(&document.id) {
+            Some(&at) => documents[at] = document,
+            None => {
+                index.insert(document.id.clone(), documents.len());
+                documents.push(document);
+            }
+        }
+    }
+    Ok(documents)
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> StorageError {

@@ -9,6 +9,11 @@
 //! - [`SqliteStorage`]: one file, WAL mode, batched transactions.
 //! - [`PostgresStorage`]: a server by URL, rows as `jsonb`, batched inserts.
 //!
+//! Each also keeps the run's documents with their generated personas
+//! ([`save_documents`](afterimage_core::Storage::save_documents)): JSONL in
+//! `<file>.documents.jsonl` (Python afterimage's documents-file shape), the databases
+//! in a `documents` table upserted by id.
+//!
 //! [`StorageSpec`] parses the CLI's output strings (`FILE.jsonl`, `sqlite:FILE`,
 //! `postgres://...`) and [`StorageSpec::open`] gives an [`AnyStorage`].
 //!

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use afterimage_core::{ConversationRow, RunRecord, Storage, StorageError};
+use afterimage_core::{ConversationRow, PersonaDocument, RunRecord, Storage, StorageError};
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, NoTls};
@@ -40,9 +40,15 @@ CREATE TABLE IF NOT EXISTS conversations (
 );
 CREATE INDEX IF NOT EXISTS conversations_run_id ON conversations (run_id);
 CREATE INDEX IF NOT EXISTS conversations_score ON conversations (score);
+CREATE TABLE IF NOT EXISTS documents (
+    id text PRIMARY KEY,
+    body jsonb NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
 ";
 
-/// Stores rows in a PostgreSQL database (tables `runs` and `conversations`).
+/// Stores rows in a PostgreSQL database (tables `runs` and `conversations`; documents
+/// with their personas in `documents`, one `jsonb` body per id).
 ///
 /// The URL is a libpq-style `postgres://user@host:port/db`; an extra `schema=NAME`
 /// query parameter puts the tables in that schema (created if missing). A writer task
@@ -187,6 +193,60 @@ impl Storage for PostgresStorage {
             .await
             .map_err(backend)?;
         Ok(())
+    }
+
+    async fn save_documents(&self, documents: &[PersonaDocument]) -> Result<(), StorageError> {
+        if documents.is_empty() {
+            return Ok(());
+        }
+        // PostgreSQL's upsert refuses to touch one id twice in a statement: the last
+        // save of a repeated id wins, as in the other backends.
+        let mut latest: Vec<&PersonaDocument> = Vec::with_capacity(documents.len());
+        for document in documents {
+            match latest.iter_mut().find(|d| d.id == document.id) {
+                Some(slot) => *slot = document,
+                None => latest.push(document),
+            }
+        }
+        let ids: Vec<&str> = latest.iter().map(|d| d.id.as_str()).collect();
+        let bodies = latest
+            .iter()
+            .map(|d| {
+                serde_json::to_string(d)
+                    .map_err(|e| StorageError::Backend(format!("document {}: {e}", d.id)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // One statement is one transaction: the whole save lands or none of it.
+        self.client
+            .execute(
+                "INSERT INTO documents (id, body)
+                 SELECT id, body::jsonb FROM unnest($1::text[], $2::text[]) AS t (id, body)
+                 ON CONFLICT (id) DO UPDATE SET body = excluded.body, updated_at = now()",
+                &[&ids, &bodies],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn load_documents(&self) -> Result<Vec<PersonaDocument>, StorageError> {
+        let rows = self
+            .client
+            .query("SELECT id, body::text FROM documents ORDER BY id", &[])
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .enumerate()
+            .map(|(number, row)| {
+                let id: String = row.get(0);
+                let text: String = row.get(1);
+                serde_json::from_str(&text).map_err(|e| StorageError::Corrupt {
+                    path: format!("{} (document {id})", self.location),
+                    line: number + 1,
+                    message: e.to_string(),
+                })
+            })
+            .collect()
     }
 
     fn location(&self) -> String {

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 
-use afterimage_core::{ConversationRow, RunRecord, Storage, StorageError, unix_ms};
+use afterimage_core::{
+    ConversationRow, PersonaDocument, RunRecord, Storage, StorageError, unix_ms,
+};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
@@ -38,9 +40,14 @@ CREATE TABLE IF NOT EXISTS conversations (
 );
 CREATE INDEX IF NOT EXISTS conversations_run_id ON conversations (run_id);
 CREATE INDEX IF NOT EXISTS conversations_score ON conversations (score);
+CREATE TABLE IF NOT EXISTS documents (
+    id TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
 ";
 
-/// Stores rows in one SQLite file (tables `runs` and `conversations`).
+/// Stores rows in one SQLite file (tables `runs` and `conversations`; documents with
+/// their personas in `documents`, one JSON body per id).
 ///
 /// A dedicated writer thread owns the writing connection. Rows that arrive while it
 /// commits are gathered into the next transaction (group commit), and
@@ -223,6 +230,60 @@ impl Storage for SqliteStorage {
             )
             .map_err(backend)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn save_documents(&self, documents: &[PersonaDocument]) -> Result<(), StorageError> {
+        let bodies = documents
+            .iter()
+            .map(|d| {
+                serde_json::to_string(d)
+                    .map(|body| (d.id.clone(), body))
+                    .map_err(|e| StorageError::Backend(format!("document {}: {e}", d.id)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if bodies.is_empty() {
+            return Ok(());
+        }
+        self.with_reader(move |conn| {
+            let tx = conn.unchecked_transaction().map_err(backend)?;
+            {
+                let mut upsert = tx
+                    .prepare_cached(
+                        "INSERT INTO documents (id, body) VALUES (?1, ?2)
+                         ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+                    )
+                    .map_err(backend)?;
+                for (id, body) in &bodies {
+                    upsert.execute(params![id, body]).map_err(backend)?;
+                }
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn load_documents(&self) -> Result<Vec<PersonaDocument>, StorageError> {
+        let path = self.location();
+        self.with_reader(move |conn| {
+            let mut statement = conn
+                .prepare("SELECT rowid, body FROM documents ORDER BY rowid")
+                .map_err(backend)?;
+            let mut rows = statement.query([]).map_err(backend)?;
+            let mut documents = Vec::new();
+            while let Some(row) = rows.next().map_err(backend)? {
+                let rowid: i64 = row.get(0).map_err(backend)?;
+                let body: String = row.get(1).map_err(backend)?;
+                documents.push(
+                    serde_json::from_str(&body).map_err(|e| StorageError::Corrupt {
+                        path: format!("{path} (documents)"),
+                        line: rowid as usize,
+                        message: e.to_string(),
+                    })?,
+                );
+            }
+            Ok(documents)
         })
         .await
     }

@@ -9,6 +9,11 @@
 //! - Instruction generators ([`InstructionGenerator`](afterimage_core::InstructionGenerator)):
 //!   [`ContextualInstructionGenerator`] (questions about sampled documents) and
 //!   [`SimpleInstructionGenerator`] (questions from the correspondent prompt alone).
+//! - Personas: [`PersonaGenerator`] ([`PersonaSource`](afterimage_core::PersonaSource))
+//!   generates personas per document in depth layers (5, 25, 125, ...), only as deep
+//!   as the run needs, saves them with the run, and picks one per dialog (pruning deep
+//!   layers when supply exceeds demand, reusing with depth weights when it falls
+//!   short); [`PersonaInstructionGenerator`] asks questions in a picked persona's voice.
 //! - [`WithContextRespondentPromptModifier`]: puts the question's context into the
 //!   assistant's system prompt.
 //! - The correspondent: [`write_correspondent_prompt`] writes the simulated user's
@@ -82,10 +87,15 @@ pub use crate::{
     },
     judge::{Aggregation, LlmJudge},
     modifiers::WithContextRespondentPromptModifier,
+    persona_instructions::PersonaInstructionGenerator,
+    personas::{
+        PersonaFailure, PersonaGenerator, PersonaReport, expected_persona_count, persona_depth_for,
+    },
     prompts::{
         CORRESPONDENT_FOLLOW_UP_NOTE, DEFAULT_CONTEXTUAL_INSTRUCTION_PROMPT,
-        DEFAULT_JUDGE_CRITERIA, DEFAULT_JUDGE_PROMPT, DEFAULT_RESPONDENT_CONTEXT_TEMPLATE,
-        DEFAULT_SIMPLE_INSTRUCTION_PROMPT,
+        DEFAULT_JUDGE_CRITERIA, DEFAULT_JUDGE_PROMPT, DEFAULT_PERSONA_FROM_PERSONA_PROMPT,
+        DEFAULT_PERSONA_FROM_TEXT_PROMPT, DEFAULT_PERSONA_INSTRUCTION_PROMPT,
+        DEFAULT_RESPONDENT_CONTEXT_TEMPLATE, DEFAULT_SIMPLE_INSTRUCTION_PROMPT,
     },
     sampling::{CONTEXT_SEPARATOR, DocumentSampler, merge_contexts},
     simple::SimpleInstructionGenerator,
@@ -99,6 +109,8 @@ mod documents;
 mod instructions;
 mod judge;
 mod modifiers;
+mod persona_instructions;
+mod personas;
 mod prompts;
 mod sampling;
 mod simple;

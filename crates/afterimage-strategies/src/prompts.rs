@@ -78,6 +78,81 @@ pub(crate) const USER_PROMPT_OPEN: &str = "<user_system_prompt>";
 /// Closing tag of the correspondent prompt in the writer's answer.
 pub(crate) const USER_PROMPT_CLOSE: &str = "</user_system_prompt>";
 
+/// System prompt of [`PersonaGenerator`](crate::PersonaGenerator) for the first
+/// persona layer; the user message holds the document.
+pub const DEFAULT_PERSONA_FROM_TEXT_PROMPT: &str = r#"You imagine the people who would come to an AI assistant with questions about a piece of knowledge.
+
+The next message gives the knowledge between <document> tags. Describe exactly five different people who would realistically ask an assistant about what it covers.
+
+Rules:
+- Each description is one or two sentences of at most 40 words: who the person is (role, situation, level of expertise) and what brings them to this subject.
+- Make the five people clearly different from one another: different roles, needs, backgrounds and levels of expertise, from beginners to specialists.
+- Describe types of people, not individuals: no names, email addresses, phone numbers, street addresses or other personal data, and no real private persons.
+- Write the descriptions in the language of the document.
+
+Reply with JSON only, in exactly this shape, holding five strings:
+{"personas": ["first description", "second description"]}"#;
+
+/// System prompt of [`PersonaGenerator`](crate::PersonaGenerator) for deeper persona
+/// layers; the user message holds one persona of the layer above and the document's
+/// subject.
+pub const DEFAULT_PERSONA_FROM_PERSONA_PROMPT: &str = r#"You imagine the people around a given person who would also come to an AI assistant with questions about the same subject.
+
+The next message describes one person (under "Person") and the subject they ask about (under "Subject"). Describe exactly five other people connected to them: colleagues, clients, managers, students, suppliers, family members who are affected, or people in a more specific version of their situation. Each one must have their own reason to ask an assistant about the subject.
+
+Rules:
+- Each description is one or two sentences of at most 40 words: who the person is, how they relate to the given person, and what brings them to the subject.
+- Make the five people clearly different from one another and from the given person.
+- Describe types of people, not individuals: no names, email addresses, phone numbers, street addresses or other personal data, and no real private persons.
+- Write the descriptions in the language of the given person's description.
+
+Reply with JSON only, in exactly this shape, holding five strings:
+{"personas": ["first description", "second description"]}"#;
+
+/// System prompt of [`PersonaInstructionGenerator`](crate::PersonaInstructionGenerator);
+/// `{n_instructions}` is replaced by the number of questions asked for and `{persona}`
+/// by the persona's description.
+pub const DEFAULT_PERSONA_INSTRUCTION_PROMPT: &str = r#"You write the first message that a particular person sends to an AI assistant when they open a new chat.
+
+The person is: {persona}
+
+The next message may add how this person talks to assistants (under "Who is writing") and gives a piece of knowledge (under "Context"). Write exactly {n_instructions} different opening messages this person could send, each one about something the context covers and each one shaped by who they are: their situation, their goals, what they already know and what they do not.
+
+Rules:
+- Write what this person would actually type: natural, concrete, in their own voice and at their level of expertise. Mix short and longer messages, and mix kinds of message: questions, requests for help, problems to solve, situations to advise on.
+- Each message must make sense on its own. The person has never seen the context, so never mention "the document", "the text", "the passage", "the article" or "the context"; name the specific things it talks about instead.
+- Each message must be answerable with the knowledge in the context.
+- Never introduce the person by a description of themselves such as "As a nurse, ..." unless they really would; let their situation show in what they ask.
+- Language: write in the language of the context. If the context has no clear language, use the language of the person's description. If that is unclear too, use English.
+- Write only the person's message: no answer, no numbering, no labels such as "User:", no quotation marks around it.
+
+Reply with JSON only, in exactly this shape, holding {n_instructions} strings:
+{"instructions": ["first message", "second message"]}"#;
+
+/// Sent after an answer that held no usable persona list.
+pub(crate) const PERSONAS_CORRECTION: &str = r#"That answer could not be used. Reply again with JSON only, in exactly this shape, holding five descriptions of at most 40 words each and no personal data: {"personas": ["first description", "second description"]}"#;
+
+/// The fallback persona when a document has none.
+pub(crate) const FALLBACK_PERSONA: &str = "A curious user";
+
+/// The most characters of a document shown when deriving personas from personas:
+/// enough to name the subject, without paying for the whole text 25 or 125 times.
+pub(crate) const SUBJECT_EXCERPT_CHARS: usize = 1500;
+
+/// The user message asking for the first persona layer of `document`.
+pub(crate) fn persona_from_text_message(document: &str) -> String {
+    format!("<document>\n{}\n</document>", document.trim())
+}
+
+/// The user message asking for personas around `persona`, about `document`.
+pub(crate) fn persona_from_persona_message(persona: &str, document: &str) -> String {
+    let excerpt = afterimage_core::snippet(document.trim(), SUBJECT_EXCERPT_CHARS);
+    format!(
+        "# Person\n{}\n\n# Subject\n<document>\n{excerpt}\n</document>",
+        persona.trim()
+    )
+}
+
 /// Sent after an answer that held no usable instruction list.
 pub(crate) const INSTRUCTIONS_CORRECTION: &str = r#"That answer could not be read. Reply again with JSON only, in exactly this shape: {"instructions": ["first message", "second message"]}"#;
 
