@@ -554,22 +554,21 @@ impl JsonlDocumentProvider {
             self.load_file(path, &mut documents)?;
         }
         if documents.is_empty() {
-            let source = if files.len() == 1 {
-                self.path.display().to_string()
+            let wanted = format!(
+                "line with a string `{}` field of at least {} character(s)",
+                self.text_field,
+                self.min_length.max(1)
+            );
+            let message = if files.len() == 1 {
+                format!("{} has no {wanted}", self.path.display())
             } else {
                 format!(
-                    "none of the {} files matching {}",
+                    "none of the {} files matching {} has a {wanted}",
                     files.len(),
                     self.path.display()
                 )
             };
-            return Err(StrategyError::NoDocuments {
-                message: format!(
-                    "{source} has no line with a string `{}` field of at least {} character(s)",
-                    self.text_field,
-                    self.min_length.max(1)
-                ),
-            });
+            return Err(StrategyError::NoDocuments { message });
         }
         Ok(documents)
     }
