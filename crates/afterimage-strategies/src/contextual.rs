@@ -151,15 +151,7 @@ impl InstructionGenerator for ContextualInstructionGenerator {
         let sampler = self.sampler().await?;
         let documents = sampler.take(self.num_random_contexts, request.seed);
         if documents.is_empty() {
-            return Err(match sampler.target() {
-                Some(target) if sampler.covered(target) > 0 => StrategyError::Exhausted {
-                    message: format!(
-                        "every document reached target_visits = {target} ({} document(s))",
-                        sampler.len()
-                    ),
-                },
-                _ => StrategyError::Config("no document has a positive sampling weight".to_owned()),
-            });
+            return Err(nothing_to_pick(sampler));
         }
         let context = merge_contexts(&documents);
         let n = self.n_instructions;
@@ -180,5 +172,28 @@ impl InstructionGenerator for ContextualInstructionGenerator {
             usage: asked.usage,
             requests: asked.requests,
         })
+    }
+}
+
+/// Why a sampler picked nothing: every document reached its target visits (which ends
+/// a run cleanly), or none has a positive weight (a configuration mistake).
+fn nothing_to_pick(sampler: &DocumentSampler) -> StrategyError {
+    let total = sampler.len();
+    match sampler.target() {
+        Some(target) if sampler.covered(target) > 0 => {
+            let covered = sampler.covered(target);
+            let message = if covered == total {
+                format!("every document reached target_visits = {target} ({total} document(s))")
+            } else {
+                format!(
+                    "every document with a positive weight reached target_visits = {target} \
+                     ({covered} of {total} document(s))"
+                )
+            };
+            StrategyError::Exhausted { message }
+        }
+        _ => StrategyError::Config(format!(
+            "none of the {total} document(s) has a positive sampling weight"
+        )),
     }
 }

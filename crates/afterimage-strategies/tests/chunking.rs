@@ -190,7 +190,7 @@ fn short_text_is_one_trimmed_chunk_and_blank_is_none() {
     );
     assert!(chunk_text(" \n\t", &options).is_empty());
     let exact = "x".repeat(1000);
-    assert_eq!(chunk_text(&exact, &options), [exact.clone()]);
+    assert_eq!(chunk_text(&exact, &options), vec![exact]);
 }
 
 #[test]
