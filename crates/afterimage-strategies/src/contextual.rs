@@ -1,5 +1,6 @@
 //! Questions drawn from sampled documents.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use afterimage_core::{
@@ -17,8 +18,11 @@ use crate::sampling::{DocumentSampler, merge_contexts};
 /// about them.
 ///
 /// Documents are loaded once, on first use. Each call picks
-/// [`num_random_contexts`](Self::num_random_contexts) documents, preferring the least
-/// used, and records that it used them.
+/// [`num_random_contexts`](Self::num_random_contexts) documents, the least used first
+/// (in proportion to [`weights`](Self::weights)), and records that it used them. With
+/// [`target_visits`](Self::target_visits), once every document was used that often,
+/// [`generate`](InstructionGenerator::generate) fails with
+/// [`StrategyError::Exhausted`], which ends a run cleanly.
 pub struct ContextualInstructionGenerator {
     model: Arc<dyn ChatModel>,
     source: Arc<dyn DocumentSource>,
@@ -27,6 +31,8 @@ pub struct ContextualInstructionGenerator {
     num_random_contexts: usize,
     temperature: f32,
     system_prompt: String,
+    target_visits: Option<u64>,
+    weights: Option<HashMap<String, f64>>,
 }
 
 impl ContextualInstructionGenerator {
@@ -41,6 +47,8 @@ impl ContextualInstructionGenerator {
             num_random_contexts: 1,
             temperature: 0.7,
             system_prompt: DEFAULT_CONTEXTUAL_INSTRUCTION_PROMPT.to_owned(),
+            target_visits: None,
+            weights: None,
         }
     }
 
@@ -68,6 +76,20 @@ impl ContextualInstructionGenerator {
         self
     }
 
+    /// Uses each document at most this many times (default: no limit); see
+    /// [`DocumentSampler::target_visits`].
+    pub fn target_visits(mut self, target: Option<u64>) -> Self {
+        self.target_visits = target;
+        self
+    }
+
+    /// Sampling weights by document id, replacing those in the documents' metadata;
+    /// see [`DocumentSampler::weights`].
+    pub fn weights(mut self, weights: HashMap<String, f64>) -> Self {
+        self.weights = Some(weights);
+        self
+    }
+
     /// The sampler over the loaded documents, loading them if this is the first use.
     pub async fn sampler(&self) -> Result<&DocumentSampler, StrategyError> {
         self.sampler
@@ -80,7 +102,11 @@ impl ContextualInstructionGenerator {
                         message: "the document source returned an empty list".to_owned(),
                     });
                 }
-                Ok(DocumentSampler::new(documents))
+                let mut sampler = DocumentSampler::new(documents).target_visits(self.target_visits);
+                if let Some(weights) = &self.weights {
+                    sampler = sampler.weights(weights.clone());
+                }
+                Ok(sampler)
             })
             .await
     }
@@ -110,6 +136,7 @@ impl std::fmt::Debug for ContextualInstructionGenerator {
             .field("n_instructions", &self.n_instructions)
             .field("num_random_contexts", &self.num_random_contexts)
             .field("temperature", &self.temperature)
+            .field("target_visits", &self.target_visits)
             .finish_non_exhaustive()
     }
 }
@@ -121,10 +148,11 @@ impl InstructionGenerator for ContextualInstructionGenerator {
         request: &InstructionRequest,
     ) -> Result<GeneratedInstructions, StrategyError> {
         self.check()?;
-        let documents = self
-            .sampler()
-            .await?
-            .take(self.num_random_contexts, request.seed);
+        let sampler = self.sampler().await?;
+        let documents = sampler.take(self.num_random_contexts, request.seed);
+        if documents.is_empty() {
+            return Err(nothing_to_pick(sampler));
+        }
         let context = merge_contexts(&documents);
         let n = self.n_instructions;
         let asked = ask_for_instructions(
@@ -144,5 +172,28 @@ impl InstructionGenerator for ContextualInstructionGenerator {
             usage: asked.usage,
             requests: asked.requests,
         })
+    }
+}
+
+/// Why a sampler picked nothing: every document reached its target visits (which ends
+/// a run cleanly), or none has a positive weight (a configuration mistake).
+fn nothing_to_pick(sampler: &DocumentSampler) -> StrategyError {
+    let total = sampler.len();
+    match sampler.target() {
+        Some(target) if sampler.covered(target) > 0 => {
+            let covered = sampler.covered(target);
+            let message = if covered == total {
+                format!("every document reached target_visits = {target} ({total} document(s))")
+            } else {
+                format!(
+                    "every document with a positive weight reached target_visits = {target} \
+                     ({covered} of {total} document(s))"
+                )
+            };
+            StrategyError::Exhausted { message }
+        }
+        _ => StrategyError::Config(format!(
+            "none of the {total} document(s) has a positive sampling weight"
+        )),
     }
 }

@@ -1,4 +1,5 @@
-//! Document sources: a list in memory, a folder of text files, a JSONL file.
+//! Document sources: a list in memory, a folder of text files, files matching a glob,
+//! JSONL files.
 
 use std::path::{Path, PathBuf};
 
@@ -48,6 +49,84 @@ fn io_error(path: &Path, source: std::io::Error) -> StrategyError {
     StrategyError::Io {
         path: path.display().to_string(),
         source,
+    }
+}
+
+/// The text files at `files` (absolute paths) as documents whose ids are the paths;
+/// unreadable, non-UTF-8, empty and too short files are skipped with a warning naming
+/// the file.
+fn read_text_files(files: &[PathBuf], min_length: usize) -> Vec<Document> {
+    let mut documents = Vec::with_capacity(files.len());
+    for path in files {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "skipping unreadable file");
+                continue;
+            }
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            tracing::warn!(file = %path.display(), "skipping file that is not UTF-8");
+            continue;
+        };
+        if !long_enough(&text, min_length) {
+            tracing::warn!(
+                file = %path.display(),
+                min_length,
+                "skipping file: empty or too short"
+            );
+            continue;
+        }
+        documents.push(Document::with_id(path.to_string_lossy(), text));
+    }
+    documents
+}
+
+/// Whether `pattern` holds a glob metacharacter (`*`, `?` or `[`).
+fn is_glob(pattern: &str) -> bool {
+    pattern.contains(['*', '?', '['])
+}
+
+/// The files (not folders) matching the shell glob `pattern`, as absolute paths in
+/// sorted order. `*` and `?` stop at `/` and skip names starting with a dot, as in a
+/// shell; `**` crosses folders.
+fn expand_glob(pattern: &str) -> Result<Vec<PathBuf>, StrategyError> {
+    let options = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: true,
+    };
+    let paths = glob::glob_with(pattern, options)
+        .map_err(|e| StrategyError::Config(format!("invalid glob pattern `{pattern}`: {e}")))?;
+    let mut files = Vec::new();
+    for entry in paths {
+        match entry {
+            Ok(path) if path.is_file() => match std::path::absolute(&path) {
+                Ok(path) => files.push(path),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "skipping file");
+                }
+            },
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(path = %e.path().display(), error = %e.error(), "skipping unreadable path");
+            }
+        }
+    }
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+/// How to fix a pattern that matched nothing: where a relative pattern is looked up.
+fn pattern_hint(pattern: &str) -> String {
+    if Path::new(pattern).is_absolute() {
+        "check the path".to_owned()
+    } else {
+        let cwd = std::env::current_dir()
+            .map(|dir| dir.display().to_string())
+            .unwrap_or_else(|_| "unknown".to_owned());
+        format!("check the path; a relative pattern is relative to the current directory ({cwd})")
     }
 }
 
@@ -211,29 +290,7 @@ impl DirectoryDocumentProvider {
         self.collect(&root, &mut files)
             .map_err(|e| io_error(&self.root, e))?;
         files.sort();
-        let mut documents = Vec::with_capacity(files.len());
-        for path in files {
-            let bytes = match std::fs::read(&path) {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    tracing::warn!(file = %path.display(), error = %e, "skipping unreadable file");
-                    continue;
-                }
-            };
-            let Ok(text) = String::from_utf8(bytes) else {
-                tracing::warn!(file = %path.display(), "skipping file that is not UTF-8");
-                continue;
-            };
-            if !long_enough(&text, self.min_length) {
-                tracing::warn!(
-                    file = %path.display(),
-                    min_length = self.min_length,
-                    "skipping file: empty or too short"
-                );
-                continue;
-            }
-            documents.push(Document::with_id(path.to_string_lossy(), text));
-        }
+        let documents = read_text_files(&files, self.min_length);
         if documents.is_empty() {
             let patterns: Vec<String> = self.extensions.iter().map(|e| format!("*.{e}")).collect();
             return Err(StrategyError::NoDocuments {
@@ -262,24 +319,97 @@ impl DocumentSource for DirectoryDocumentProvider {
     }
 }
 
-/// Documents from a JSONL file, one JSON object per line.
+/// Text files matching a shell glob (`docs/**/*.md`, `notes/*.txt`), in path order;
+/// each document's id is the file's absolute path.
+///
+/// A relative pattern is relative to the current directory. Files that are not UTF-8,
+/// empty or shorter than [`min_length`](Self::min_length) are skipped with a warning.
+#[derive(Debug, Clone)]
+pub struct FileGlobDocumentProvider {
+    pattern: String,
+    min_length: usize,
+}
+
+impl FileGlobDocumentProvider {
+    /// Every file matching `pattern`.
+    pub fn new(pattern: impl Into<String>) -> Self {
+        FileGlobDocumentProvider {
+            pattern: pattern.into(),
+            min_length: 1,
+        }
+    }
+
+    /// Skips files shorter than this many characters after trimming (default 1).
+    pub fn min_length(mut self, min_length: usize) -> Self {
+        self.min_length = min_length;
+        self
+    }
+
+    fn load_blocking(&self) -> Result<Vec<Document>, StrategyError> {
+        let files = expand_glob(&self.pattern)?;
+        let documents = read_text_files(&files, self.min_length);
+        if documents.is_empty() {
+            let found = if files.is_empty() {
+                "matches no file".to_owned()
+            } else {
+                format!(
+                    "matches {} file(s), none with at least {} character(s) of UTF-8 text",
+                    files.len(),
+                    self.min_length.max(1)
+                )
+            };
+            return Err(StrategyError::NoDocuments {
+                message: format!(
+                    "the pattern `{}` {found}; {}",
+                    self.pattern,
+                    pattern_hint(&self.pattern)
+                ),
+            });
+        }
+        Ok(documents)
+    }
+}
+
+#[async_trait]
+impl DocumentSource for FileGlobDocumentProvider {
+    async fn load(&self) -> Result<Vec<Document>, StrategyError> {
+        let this = self.clone();
+        blocking(Path::new(&self.pattern), move || this.load_blocking()).await
+    }
+}
+
+/// Documents from JSONL files, one JSON object per line.
+///
+/// The path may be a glob (`data/*.jsonl`) when no file has that exact name; the
+/// matching files are read in path order. Lines that are not a JSON object with a
+/// string text field of [`min_length`](Self::min_length) characters are skipped with a
+/// warning naming the file and line.
+///
+/// A sampling weight for the document, when given, lands in
+/// `Document::metadata["weight"]` (read by
+/// [`DocumentSampler`](crate::DocumentSampler)): from the field named by
+/// [`weight_field`](Self::weight_field), else from `metadata.weight`. It must be a
+/// positive number; anything else is ignored with a warning.
 #[derive(Debug, Clone)]
 pub struct JsonlDocumentProvider {
     path: PathBuf,
     text_field: String,
     preserve_ids: bool,
     include_metadata: bool,
+    weight_field: Option<String>,
     min_length: usize,
 }
 
 impl JsonlDocumentProvider {
-    /// The documents of the JSONL file at `path`, text in the `text` field.
+    /// The documents of the JSONL file at `path` (or of the files matching the glob
+    /// `path`), text in the `text` field.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         JsonlDocumentProvider {
             path: path.into(),
             text_field: "text".to_owned(),
             preserve_ids: false,
             include_metadata: false,
+            weight_field: None,
             min_length: 1,
         }
     }
@@ -304,13 +434,34 @@ impl JsonlDocumentProvider {
         self
     }
 
+    /// The field holding the document's sampling weight, at the top level of the line
+    /// or inside its `metadata` object (default: `metadata.weight` only).
+    pub fn weight_field(mut self, field: impl Into<String>) -> Self {
+        self.weight_field = Some(field.into());
+        self
+    }
+
     /// Skips documents shorter than this many characters after trimming (default 1).
     pub fn min_length(mut self, min_length: usize) -> Self {
         self.min_length = min_length;
         self
     }
 
-    fn document(&self, line: &[u8]) -> Result<Document, String> {
+    /// The line's weight value, if it has one.
+    fn weight_value<'a>(&self, object: &'a Map<String, Value>) -> Option<(&'a Value, String)> {
+        let nested = object.get("metadata").and_then(Value::as_object);
+        match &self.weight_field {
+            Some(field) => object
+                .get(field)
+                .or_else(|| nested.and_then(|m| m.get(field)))
+                .map(|value| (value, field.clone())),
+            None => nested
+                .and_then(|m| m.get("weight"))
+                .map(|value| (value, "metadata.weight".to_owned())),
+        }
+    }
+
+    fn document(&self, line: &[u8], file: &Path, line_number: usize) -> Result<Document, String> {
         let line = std::str::from_utf8(line).map_err(|_| "not UTF-8".to_owned())?;
         let value: Value =
             serde_json::from_str(line).map_err(|e| format!("not valid JSON ({e})"))?;
@@ -334,40 +485,90 @@ impl JsonlDocumentProvider {
         } else {
             None
         };
+        let weight = match self.weight_value(&object) {
+            Some((value, _)) if value.as_f64().is_some_and(|w| w.is_finite() && w > 0.0) => {
+                Some(value.clone())
+            }
+            Some((value, field)) => {
+                tracing::warn!(
+                    file = %file.display(),
+                    line = line_number,
+                    "ignoring weight `{field}` = {value}: not a positive number"
+                );
+                None
+            }
+            None => None,
+        };
         let id = id.unwrap_or_else(|| content_id(&text));
         let mut document = Document::with_id(id, text);
         if self.include_metadata {
             document.metadata = flatten_metadata(object);
         }
+        if let Some(weight) = weight {
+            document.metadata.insert("weight".to_owned(), weight);
+        }
         Ok(document)
     }
 
-    fn load_blocking(&self) -> Result<Vec<Document>, StrategyError> {
-        let bytes = std::fs::read(&self.path).map_err(|e| io_error(&self.path, e))?;
-        let mut documents = Vec::new();
+    /// The files to read: the path itself, or the files its glob matches.
+    fn files(&self) -> Result<Vec<PathBuf>, StrategyError> {
+        let pattern = self.path.to_string_lossy();
+        if !is_glob(&pattern) || self.path.exists() {
+            return Ok(vec![self.path.clone()]);
+        }
+        let files = expand_glob(&pattern)?;
+        if files.is_empty() {
+            return Err(StrategyError::NoDocuments {
+                message: format!(
+                    "the pattern `{pattern}` matches no file; {}",
+                    pattern_hint(&pattern)
+                ),
+            });
+        }
+        Ok(files)
+    }
+
+    fn load_file(&self, path: &Path, documents: &mut Vec<Document>) -> Result<(), StrategyError> {
+        let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
         for (index, line) in bytes.split(|b| *b == b'\n').enumerate() {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            match self.document(line) {
+            match self.document(line, path, index + 1) {
                 Ok(document) => documents.push(document),
                 Err(reason) => tracing::warn!(
-                    file = %self.path.display(),
+                    file = %path.display(),
                     line = index + 1,
                     "skipping JSONL line: {reason}"
                 ),
             }
         }
+        Ok(())
+    }
+
+    fn load_blocking(&self) -> Result<Vec<Document>, StrategyError> {
+        let files = self.files()?;
+        let mut documents = Vec::new();
+        for path in &files {
+            self.load_file(path, &mut documents)?;
+        }
         if documents.is_empty() {
-            return Err(StrategyError::NoDocuments {
-                message: format!(
-                    "{} has no line with a string `{}` field of at least {} character(s)",
-                    self.path.display(),
-                    self.text_field,
-                    self.min_length.max(1)
-                ),
-            });
+            let wanted = format!(
+                "line with a string `{}` field of at least {} character(s)",
+                self.text_field,
+                self.min_length.max(1)
+            );
+            let message = if files.len() == 1 {
+                format!("{} has no {wanted}", self.path.display())
+            } else {
+                format!(
+                    "none of the {} files matching {} has a {wanted}",
+                    files.len(),
+                    self.path.display()
+                )
+            };
+            return Err(StrategyError::NoDocuments { message });
         }
         Ok(documents)
     }

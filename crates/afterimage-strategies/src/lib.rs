@@ -3,9 +3,13 @@
 //!
 //! - Document sources ([`DocumentSource`](afterimage_core::DocumentSource)):
 //!   [`InMemoryDocumentProvider`], [`DirectoryDocumentProvider`] (`.txt`/`.md` files),
-//!   [`JsonlDocumentProvider`].
-//! - [`DocumentSampler`]: usage-aware, seeded sampling of documents, shared by the
-//!   instruction generators; [`merge_contexts`] joins the picks.
+//!   [`FileGlobDocumentProvider`] (files matching a shell glob),
+//!   [`JsonlDocumentProvider`] (a JSONL file or a glob of them).
+//! - Chunking: [`chunk_documents`] and [`chunk_text`] split long documents on
+//!   paragraph, sentence and word boundaries, as [`ChunkOptions`] say.
+//! - [`DocumentSampler`]: balanced, optionally weighted, seeded sampling of documents
+//!   with per-document visit targets, shared by the instruction generators;
+//!   [`merge_contexts`] joins the picks.
 //! - Instruction generators ([`InstructionGenerator`](afterimage_core::InstructionGenerator)):
 //!   [`ContextualInstructionGenerator`] (questions about sampled documents) and
 //!   [`SimpleInstructionGenerator`] (questions from the correspondent prompt alone).
@@ -79,11 +83,13 @@
 
 pub use crate::{
     checks::{Rejection, check_dialog},
+    chunking::{ChunkOptions, chunk_documents, chunk_text},
     contextual::ContextualInstructionGenerator,
     correspondent::{correspondent_follow_up_note, write_correspondent_prompt},
     dedup::NearDuplicates,
     documents::{
-        DirectoryDocumentProvider, InMemoryDocumentProvider, IntoDocument, JsonlDocumentProvider,
+        DirectoryDocumentProvider, FileGlobDocumentProvider, InMemoryDocumentProvider,
+        IntoDocument, JsonlDocumentProvider,
     },
     judge::{Aggregation, LlmJudge},
     modifiers::WithContextRespondentPromptModifier,
@@ -102,6 +108,7 @@ pub use crate::{
 };
 
 mod checks;
+mod chunking;
 mod contextual;
 mod correspondent;
 mod dedup;

@@ -1,4 +1,4 @@
-//! Usage-aware document sampling shared by the instruction generators.
+//! Balanced, weighted, seeded document sampling shared by the instruction generators.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -6,6 +6,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use afterimage_core::Document;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde_json::Value;
 
 /// The separator between merged documents: a newline, 80 dashes and a blank line, as
 /// Python afterimage writes it, so `instruction_context` reads the same in both.
@@ -19,24 +20,78 @@ pub fn merge_contexts(documents: &[Document]) -> String {
     texts.join(CONTEXT_SEPARATOR)
 }
 
-/// Loaded documents and how often each was used; picks rarely used documents first.
+/// Loaded documents and how often each was used; spreads uses evenly, or in proportion
+/// to per-document weights.
 ///
-/// A document's weight is `1 / (uses + 1)`, so over a run every document gets asked
-/// about, not only the lucky ones. Counts are kept per document id (documents sharing
-/// an id share a count). The lock is never held across an await.
+/// Picks follow stride scheduling: the next pick is among the documents with the
+/// smallest `(uses + 1) / weight`, ties broken by the seeded RNG. With equal weights no
+/// document is used an (n+1)-th time while another is still at fewer than n uses; a
+/// document of weight 3 is due three times as often as one of weight 1.
+///
+/// Weights come from [`weights`](Self::weights) (by document id, missing ids weigh 1),
+/// else from each document's `metadata["weight"]` when it is a positive number, else 1.
+/// A weight that is zero, negative or not finite means the document is never picked.
+/// With [`target_visits`](Self::target_visits), documents used that often are no
+/// longer picked, and once all are, [`take`](Self::take) returns nothing.
+///
+/// Counts are kept per document id (documents sharing an id share a count). The lock
+/// is never held across an await.
 #[derive(Debug)]
 pub struct DocumentSampler {
     documents: Vec<Document>,
+    weights: Vec<f64>,
+    target: Option<u64>,
     uses: Mutex<HashMap<String, u64>>,
 }
 
 impl DocumentSampler {
-    /// A sampler over `documents`, none used yet.
+    /// A sampler over `documents`, none used yet, weighted by their
+    /// `metadata["weight"]` where that is a positive number.
     pub fn new(documents: Vec<Document>) -> Self {
+        let weights = documents
+            .iter()
+            .map(
+                |doc| match doc.metadata.get("weight").and_then(Value::as_f64) {
+                    Some(weight) if weight.is_finite() && weight > 0.0 => weight,
+                    _ => 1.0,
+                },
+            )
+            .collect();
         DocumentSampler {
             documents,
+            weights,
+            target: None,
             uses: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Weights by document id, replacing those from metadata; ids not in the map weigh
+    /// 1, and a weight that is not a positive finite number excludes the document.
+    pub fn weights(mut self, weights: HashMap<String, f64>) -> Self {
+        self.weights = self
+            .documents
+            .iter()
+            .map(|doc| {
+                let weight = weights.get(&doc.id).copied().unwrap_or(1.0);
+                if weight.is_finite() && weight > 0.0 {
+                    weight
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        self
+    }
+
+    /// Stops picking a document once it was used `target` times (default: no limit).
+    pub fn target_visits(mut self, target: Option<u64>) -> Self {
+        self.target = target;
+        self
+    }
+
+    /// The target set by [`target_visits`](Self::target_visits).
+    pub fn target(&self) -> Option<u64> {
+        self.target
     }
 
     /// The documents, in load order.
@@ -59,8 +114,24 @@ impl DocumentSampler {
         self.counts().get(id).copied().unwrap_or(0)
     }
 
-    /// Picks `k` distinct documents (all of them when there are fewer), weighted by
-    /// `1 / (uses + 1)`; the same seed and the same use counts give the same picks.
+    /// How many documents were used at least `target` times.
+    pub fn covered(&self, target: u64) -> usize {
+        let counts = self.counts();
+        self.documents
+            .iter()
+            .filter(|doc| counts.get(&doc.id).copied().unwrap_or(0) >= target)
+            .count()
+    }
+
+    /// Whether no document can be picked any more: each reached the target visits or
+    /// has no positive weight.
+    pub fn exhausted(&self) -> bool {
+        let counts = self.counts();
+        (0..self.documents.len()).all(|index| !self.available(&counts, index))
+    }
+
+    /// Picks up to `k` distinct documents, the most overdue first (see the type's
+    /// docs); the same seed and the same use counts give the same picks.
     pub fn sample(&self, k: usize, seed: u64) -> Vec<Document> {
         let counts = self.counts();
         self.pick(&counts, k, seed)
@@ -79,7 +150,8 @@ impl DocumentSampler {
     }
 
     /// [`sample`](Self::sample) and [`record_use`](Self::record_use) in one step, so
-    /// that concurrent callers see each other's picks and spread out.
+    /// that concurrent callers see each other's picks and spread out. Empty when every
+    /// document reached its target visits.
     pub fn take(&self, k: usize, seed: u64) -> Vec<Document> {
         let mut counts = self.counts();
         let picked = self.pick(&counts, k, seed);
@@ -94,34 +166,41 @@ impl DocumentSampler {
         self.uses.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Weighted sampling without replacement: one weighted draw at a time, each drawn
-    /// document leaving the pool.
+    /// Whether the document at `index` may be picked.
+    fn available(&self, counts: &HashMap<String, u64>, index: usize) -> bool {
+        let uses = counts.get(&self.documents[index].id).copied().unwrap_or(0);
+        self.weights[index] > 0.0 && self.target.is_none_or(|target| uses < target)
+    }
+
+    /// Stride scheduling without replacement: repeatedly the available document with
+    /// the smallest `(uses + 1) / weight`, ties drawn with the seeded RNG.
     fn pick(&self, counts: &HashMap<String, u64>, k: usize, seed: u64) -> Vec<Document> {
-        let mut pool: Vec<(usize, f64)> = self
-            .documents
-            .iter()
-            .enumerate()
-            .map(|(index, doc)| {
-                let uses = counts.get(&doc.id).copied().unwrap_or(0);
-                let weight = 1.0 / (uses as f64 + 1.0);
-                (index, weight)
+        let mut pool: Vec<(usize, f64)> = (0..self.documents.len())
+            .filter(|&index| self.available(counts, index))
+            .map(|index| {
+                let uses = counts.get(&self.documents[index].id).copied().unwrap_or(0);
+                (index, (uses as f64 + 1.0) / self.weights[index])
             })
             .collect();
         let mut rng = StdRng::seed_from_u64(seed);
         let mut picked = Vec::with_capacity(k.min(pool.len()));
+        let mut tied = Vec::new();
         while picked.len() < k && !pool.is_empty() {
-            let total: f64 = pool.iter().map(|(_, w)| w).sum();
-            let mut target = rng.random::<f64>() * total;
-            // Rounding can leave `target` just past the last weight; the last one wins then.
-            let mut chosen = pool.len() - 1;
-            for (slot, (_, weight)) in pool.iter().enumerate() {
-                if target < *weight {
-                    chosen = slot;
-                    break;
-                }
-                target -= weight;
-            }
-            let (index, _) = pool.remove(chosen);
+            let least = pool
+                .iter()
+                .map(|(_, due)| *due)
+                .fold(f64::INFINITY, f64::min);
+            // A relative tolerance, so that 3 × (1/3) ties with 1.
+            let limit = least + least.abs() * 1e-9;
+            tied.clear();
+            tied.extend(
+                pool.iter()
+                    .enumerate()
+                    .filter(|(_, (_, due))| *due <= limit)
+                    .map(|(slot, _)| slot),
+            );
+            let slot = tied[rng.random_range(0..tied.len())];
+            let (index, _) = pool.swap_remove(slot);
             picked.push(self.documents[index].clone());
         }
         picked
@@ -194,31 +273,25 @@ mod tests {
     #[test]
     fn rarely_used_documents_come_first() {
         let s = sampler(3);
-        for _ in 0..100_000 {
+        for _ in 0..1000 {
             s.record_use(["d0", "d1"]);
         }
-        assert_eq!(s.uses("d0"), 100_000);
+        assert_eq!(s.uses("d0"), 1000);
         assert_eq!(s.uses("d2"), 0);
-        let unused = (0..200)
-            .filter(|seed| ids(&s.sample(1, *seed)) == ["d2"])
-            .count();
-        assert_eq!(unused, 200);
+        for seed in 0..200 {
+            assert_eq!(ids(&s.sample(1, seed)), ["d2"]);
+        }
     }
 
     #[test]
-    fn picks_follow_the_weights() {
-        // Weights 1, 1/2, 1/4: shares 4/7, 2/7, 1/7.
-        let s = sampler(3);
-        s.record_use(["d1", "d2", "d2", "d2"]);
-        let mut hits = [0u32; 3];
-        for seed in 0..7000 {
-            let picked = s.sample(1, seed);
-            let index: usize = picked[0].id[1..].parse().unwrap();
-            hits[index] += 1;
-        }
-        for (got, want) in hits.iter().zip([4000.0, 2000.0, 1000.0]) {
-            assert!((f64::from(*got) - want).abs() < want * 0.1, "{hits:?}");
-        }
+    fn ties_are_broken_by_the_seed() {
+        let s = sampler(4);
+        let mut firsts: Vec<String> = (0..100)
+            .map(|seed| s.sample(1, seed)[0].id.clone())
+            .collect();
+        firsts.sort();
+        firsts.dedup();
+        assert_eq!(firsts, ["d0", "d1", "d2", "d3"]);
     }
 
     #[test]
@@ -226,12 +299,43 @@ mod tests {
         let s = sampler(2);
         let first = s.take(1, 9);
         assert_eq!(s.uses(&first[0].id), 1);
-        // Two documents, one used once: over many takes both end up used equally often.
         for seed in 0..999 {
             s.take(1, seed);
         }
-        let (a, b) = (s.uses("d0"), s.uses("d1"));
-        assert_eq!(a + b, 1000);
-        assert!(a.abs_diff(b) <= 50, "{a} vs {b}");
+        assert_eq!((s.uses("d0"), s.uses("d1")), (500, 500));
+    }
+
+    #[test]
+    fn metadata_weights_count_unless_replaced() {
+        let mut heavy = Document::with_id("heavy", "h");
+        heavy.metadata.insert("weight".to_owned(), 2.0.into());
+        let mut odd = Document::with_id("odd", "o");
+        odd.metadata.insert("weight".to_owned(), "much".into());
+        let docs = vec![heavy, odd, Document::with_id("plain", "p")];
+        let s = DocumentSampler::new(docs.clone());
+        for seed in 0..400 {
+            s.take(1, seed);
+        }
+        assert_eq!(
+            (s.uses("heavy"), s.uses("odd"), s.uses("plain")),
+            (200, 100, 100)
+        );
+
+        let s = DocumentSampler::new(docs).weights(HashMap::from([
+            ("odd".to_owned(), 0.0),
+            ("plain".to_owned(), f64::NAN),
+        ]));
+        assert_eq!(ids(&s.sample(3, 1)), ["heavy"]);
+        assert!(!s.exhausted());
+    }
+
+    #[test]
+    fn zero_weights_everywhere_is_exhausted() {
+        let s = sampler(2).weights(HashMap::from([
+            ("d0".to_owned(), 0.0),
+            ("d1".to_owned(), -1.0),
+        ]));
+        assert!(s.exhausted());
+        assert!(s.take(1, 1).is_empty());
     }
 }
