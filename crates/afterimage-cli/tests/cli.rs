@@ -534,20 +534,33 @@ async fn an_unreachable_score_is_bounded_and_reported() {
     assert!(error.contains("no attempt of 2 passed"), "{error}");
 }
 
+/// Reads a JSONL file into values.
+fn jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_example_config_parses_and_validates() {
+async fn every_example_config_validates_and_generates_against_the_mock() {
     let server = MockServer::start(MockConfig::default()).await.unwrap();
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
-    let mut checked = 0;
-    for entry in std::fs::read_dir(&examples).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "yaml") {
-            continue;
-        }
-        let out = tempfile::tempdir().unwrap();
-        let run = afterimage(
+    let mut checked = Vec::new();
+    let mut configs: Vec<PathBuf> = std::fs::read_dir(&examples)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    configs.sort();
+    for path in configs {
+        let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        let out_dir = tempfile::tempdir().unwrap();
+        let out = out_dir.path().join(format!("{name}.jsonl"));
+        let common = |command: &str| {
             args(&[
-                "validate",
+                command,
                 "--config",
                 path.to_str().unwrap(),
                 "--provider",
@@ -555,22 +568,112 @@ async fn every_example_config_parses_and_validates() {
                 "--base-url",
                 &server.openai_base_url(),
                 "--out",
-                out.path().join("x.jsonl").to_str().unwrap(),
-            ]),
-            vec![],
-        )
-        .await;
+                out.to_str().unwrap(),
+            ])
+        };
+        let run = afterimage(common("validate"), vec![]).await;
+        assert_eq!(run.code, 0, "{name}: {}\n{}", run.stdout, run.stderr);
+        let mut generate = common("generate");
+        generate.push("--json".into());
+        let run = afterimage(generate, vec![]).await;
+        assert_eq!(run.code, 0, "{name}: {}\n{}", run.stdout, run.stderr);
+        let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        let rows = jsonl(&out);
+        assert!(!rows.is_empty(), "{name}: no rows");
         assert_eq!(
-            run.code,
-            0,
-            "{}: {}\n{}",
-            path.display(),
-            run.stdout,
-            run.stderr
+            report["rows_written"].as_u64(),
+            Some(rows.len() as u64),
+            "{name}"
         );
-        checked += 1;
+        match name.as_str() {
+            "persona" => {
+                assert_eq!(rows.len(), 12);
+                for row in &rows {
+                    let persona = row["persona"].as_str().unwrap_or_default();
+                    assert!(!persona.is_empty(), "{name}: a row without a persona");
+                    assert_eq!(row["metadata"]["persona_name"], row["persona"]);
+                    assert!(
+                        row["metadata"]["persona_generation_depth"].is_u64(),
+                        "{name}: {row}"
+                    );
+                }
+                // The personas are saved with the run, in upstream's documents shape.
+                let documents = jsonl(&out_dir.path().join("persona.jsonl.documents.jsonl"));
+                assert!(!documents.is_empty());
+                assert!(
+                    documents
+                        .iter()
+                        .all(|d| d["personas"][0]["metadata"]["generation_depth"].is_u64())
+                );
+            }
+            "rag" => {
+                let mut visits = std::collections::HashMap::new();
+                for row in &rows {
+                    let hits = row["metadata"]["retrieval"]["hits"].as_array().unwrap();
+                    assert!(!hits.is_empty(), "{name}: no retrieval hits: {row}");
+                    let context = row["response_context"].as_str().unwrap();
+                    assert!(!context.is_empty());
+                    *visits
+                        .entry(row["metadata"]["context_id"].as_str().unwrap().to_owned())
+                        .or_insert(0) += 1;
+                }
+                // Five documents, each the source of at least two stored dialogs.
+                assert_eq!(visits.len(), 5, "{visits:?}");
+                assert!(visits.values().all(|v| *v >= 2), "{visits:?}");
+            }
+            "tool-calling" => {
+                assert_eq!(rows.len(), 8);
+                let known = [
+                    "get_device_status",
+                    "set_temperature",
+                    "schedule_technician",
+                    "start_warranty_claim",
+                ];
+                let mut calls = 0;
+                for row in &rows {
+                    let messages = row["conversations"].as_array().unwrap();
+                    for (i, message) in messages.iter().enumerate() {
+                        let Some(tool_calls) = message["tool_calls"].as_array() else {
+                            continue;
+                        };
+                        for call in tool_calls {
+                            calls += 1;
+                            let tool = call["function"]["name"].as_str().unwrap();
+                            assert!(known.contains(&tool), "{name}: unknown tool {tool}");
+                            // Each call is answered by a tool message with its id.
+                            assert!(
+                                messages[i + 1..].iter().any(|m| m["role"] == "tool"
+                                    && m["tool_call_id"] == call["id"]),
+                                "{name}: unanswered call in {row}"
+                            );
+                        }
+                    }
+                    // Every dialog ends with the assistant speaking in text.
+                    let last = messages.last().unwrap();
+                    assert_eq!(last["role"], "assistant");
+                    assert!(!last["content"].as_str().unwrap_or_default().is_empty());
+                }
+                assert!(calls > 0, "{name}: no tool calls were stored");
+            }
+            "auto-improve" => {
+                assert!(rows.iter().all(|r| r["final_score"].is_number()));
+            }
+            _ => {}
+        }
+        checked.push(name);
     }
-    assert!(checked >= 2);
+    for expected in [
+        "persona",
+        "rag",
+        "tool-calling",
+        "support-bot",
+        "auto-improve",
+    ] {
+        assert!(
+            checked.iter().any(|c| c == expected),
+            "examples/{expected}.yaml was not run: {checked:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

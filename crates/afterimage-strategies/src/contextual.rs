@@ -8,11 +8,10 @@ use afterimage_core::{
     StrategyError,
 };
 use async_trait::async_trait;
-use tokio::sync::OnceCell;
 
 use crate::instructions::ask_for_instructions;
 use crate::prompts::{DEFAULT_CONTEXTUAL_INSTRUCTION_PROMPT, fill, instruction_user_message};
-use crate::sampling::{DocumentSampler, merge_contexts};
+use crate::sampling::{DocumentPool, DocumentSampler, merge_contexts};
 
 /// Samples documents and asks the model for first questions a real user would send
 /// about them.
@@ -25,14 +24,11 @@ use crate::sampling::{DocumentSampler, merge_contexts};
 /// [`StrategyError::Exhausted`], which ends a run cleanly.
 pub struct ContextualInstructionGenerator {
     model: Arc<dyn ChatModel>,
-    source: Arc<dyn DocumentSource>,
-    sampler: OnceCell<DocumentSampler>,
+    documents: DocumentPool,
     n_instructions: usize,
     num_random_contexts: usize,
     temperature: f32,
     system_prompt: String,
-    target_visits: Option<u64>,
-    weights: Option<HashMap<String, f64>>,
 }
 
 impl ContextualInstructionGenerator {
@@ -41,14 +37,11 @@ impl ContextualInstructionGenerator {
     pub fn new(model: Arc<dyn ChatModel>, source: Arc<dyn DocumentSource>) -> Self {
         ContextualInstructionGenerator {
             model,
-            source,
-            sampler: OnceCell::new(),
+            documents: DocumentPool::new(source),
             n_instructions: 3,
             num_random_contexts: 1,
             temperature: 0.7,
             system_prompt: DEFAULT_CONTEXTUAL_INSTRUCTION_PROMPT.to_owned(),
-            target_visits: None,
-            weights: None,
         }
     }
 
@@ -79,36 +72,20 @@ impl ContextualInstructionGenerator {
     /// Uses each document at most this many times (default: no limit); see
     /// [`DocumentSampler::target_visits`].
     pub fn target_visits(mut self, target: Option<u64>) -> Self {
-        self.target_visits = target;
+        self.documents = self.documents.target_visits(target);
         self
     }
 
     /// Sampling weights by document id, replacing those in the documents' metadata;
     /// see [`DocumentSampler::weights`].
     pub fn weights(mut self, weights: HashMap<String, f64>) -> Self {
-        self.weights = Some(weights);
+        self.documents = self.documents.weights(weights);
         self
     }
 
     /// The sampler over the loaded documents, loading them if this is the first use.
     pub async fn sampler(&self) -> Result<&DocumentSampler, StrategyError> {
-        self.sampler
-            .get_or_try_init(|| async {
-                let documents = self.source.load().await?;
-                if documents.is_empty() {
-                    // The trait asks sources for an error instead, but a custom source
-                    // may not comply; sampling nothing would silently drop the context.
-                    return Err(StrategyError::NoDocuments {
-                        message: "the document source returned an empty list".to_owned(),
-                    });
-                }
-                let mut sampler = DocumentSampler::new(documents).target_visits(self.target_visits);
-                if let Some(weights) = &self.weights {
-                    sampler = sampler.weights(weights.clone());
-                }
-                Ok(sampler)
-            })
-            .await
+        self.documents.sampler().await
     }
 
     fn check(&self) -> Result<(), StrategyError> {
@@ -131,12 +108,10 @@ impl std::fmt::Debug for ContextualInstructionGenerator {
         // Not derived: the documents can be large, and a `Debug` line should stay short.
         f.debug_struct("ContextualInstructionGenerator")
             .field("model", &self.model.model_id())
-            .field("source", &self.source)
-            .field("documents", &self.sampler.get().map(DocumentSampler::len))
+            .field("documents", &self.documents)
             .field("n_instructions", &self.n_instructions)
             .field("num_random_contexts", &self.num_random_contexts)
             .field("temperature", &self.temperature)
-            .field("target_visits", &self.target_visits)
             .finish_non_exhaustive()
     }
 }
@@ -148,11 +123,10 @@ impl InstructionGenerator for ContextualInstructionGenerator {
         request: &InstructionRequest,
     ) -> Result<GeneratedInstructions, StrategyError> {
         self.check()?;
-        let sampler = self.sampler().await?;
-        let documents = sampler.take(self.num_random_contexts, request.seed);
-        if documents.is_empty() {
-            return Err(nothing_to_pick(sampler));
-        }
+        let documents = self
+            .documents
+            .take(self.num_random_contexts, request.seed)
+            .await?;
         let context = merge_contexts(&documents);
         let n = self.n_instructions;
         let asked = ask_for_instructions(
@@ -172,28 +146,5 @@ impl InstructionGenerator for ContextualInstructionGenerator {
             usage: asked.usage,
             requests: asked.requests,
         })
-    }
-}
-
-/// Why a sampler picked nothing: every document reached its target visits (which ends
-/// a run cleanly), or none has a positive weight (a configuration mistake).
-fn nothing_to_pick(sampler: &DocumentSampler) -> StrategyError {
-    let total = sampler.len();
-    match sampler.target() {
-        Some(target) if sampler.covered(target) > 0 => {
-            let covered = sampler.covered(target);
-            let message = if covered == total {
-                format!("every document reached target_visits = {target} ({total} document(s))")
-            } else {
-                format!(
-                    "every document with a positive weight reached target_visits = {target} \
-                     ({covered} of {total} document(s))"
-                )
-            };
-            StrategyError::Exhausted { message }
-        }
-        _ => StrategyError::Config(format!(
-            "none of the {total} document(s) has a positive sampling weight"
-        )),
     }
 }

@@ -103,7 +103,7 @@ pub use crate::{
         DEFAULT_PERSONA_FROM_TEXT_PROMPT, DEFAULT_PERSONA_INSTRUCTION_PROMPT,
         DEFAULT_RESPONDENT_CONTEXT_TEMPLATE, DEFAULT_SIMPLE_INSTRUCTION_PROMPT,
     },
-    sampling::{CONTEXT_SEPARATOR, DocumentSampler, merge_contexts},
+    sampling::{CONTEXT_SEPARATOR, DocumentPool, DocumentSampler, merge_contexts},
     simple::SimpleInstructionGenerator,
 };
 

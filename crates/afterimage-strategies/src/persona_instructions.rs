@@ -1,21 +1,21 @@
 //! Questions drawn from sampled documents, asked in the voice of a persona generated
 //! for them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use afterimage_core::{
-    ChatModel, DocumentSource, GeneratedInstructions, InstructionGenerator, InstructionRequest,
-    Persona, PersonaSource, StrategyError, Usage,
+    ChatModel, Document, DocumentSource, GeneratedInstructions, InstructionGenerator,
+    InstructionRequest, Persona, PersonaSource, StrategyError, Usage,
 };
 use async_trait::async_trait;
-use tokio::sync::OnceCell;
 
 use crate::PersonaGenerator;
 use crate::instructions::ask_for_instructions;
 use crate::prompts::{
     DEFAULT_PERSONA_INSTRUCTION_PROMPT, FALLBACK_PERSONA, fill, instruction_user_message,
 };
-use crate::sampling::{DocumentSampler, merge_contexts};
+use crate::sampling::{DocumentPool, DocumentSampler, merge_contexts};
 
 /// Samples documents, picks a persona for them from a [`PersonaGenerator`], and asks
 /// the model for first questions that persona would send about them.
@@ -25,9 +25,8 @@ use crate::sampling::{DocumentSampler, merge_contexts};
 /// from a generic user ("A curious user", with no generation depth).
 pub struct PersonaInstructionGenerator {
     model: Arc<dyn ChatModel>,
-    source: Arc<dyn DocumentSource>,
+    documents: DocumentPool,
     personas: Arc<PersonaGenerator>,
-    sampler: OnceCell<DocumentSampler>,
     n_instructions: usize,
     num_random_contexts: usize,
     temperature: f32,
@@ -45,9 +44,8 @@ impl PersonaInstructionGenerator {
     ) -> Self {
         PersonaInstructionGenerator {
             model,
-            source,
+            documents: DocumentPool::new(source),
             personas,
-            sampler: OnceCell::new(),
             n_instructions: 3,
             num_random_contexts: 1,
             temperature: 0.7,
@@ -85,19 +83,22 @@ impl PersonaInstructionGenerator {
         &self.personas
     }
 
+    /// Uses each document at most this many times (default: no limit); see
+    /// [`DocumentSampler::target_visits`].
+    pub fn target_visits(mut self, target: Option<u64>) -> Self {
+        self.documents = self.documents.target_visits(target);
+        self
+    }
+
+    /// Sampling weights by document id; see [`DocumentSampler::weights`].
+    pub fn weights(mut self, weights: HashMap<String, f64>) -> Self {
+        self.documents = self.documents.weights(weights);
+        self
+    }
+
     /// The sampler over the loaded documents, loading them if this is the first use.
     pub async fn sampler(&self) -> Result<&DocumentSampler, StrategyError> {
-        self.sampler
-            .get_or_try_init(|| async {
-                let documents = self.source.load().await?;
-                if documents.is_empty() {
-                    return Err(StrategyError::NoDocuments {
-                        message: "the document source returned an empty list".to_owned(),
-                    });
-                }
-                Ok(DocumentSampler::new(documents))
-            })
-            .await
+        self.documents.sampler().await
     }
 
     fn check(&self) -> Result<(), StrategyError> {
@@ -119,9 +120,8 @@ impl std::fmt::Debug for PersonaInstructionGenerator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PersonaInstructionGenerator")
             .field("model", &self.model.model_id())
-            .field("source", &self.source)
+            .field("documents", &self.documents)
             .field("personas", &self.personas)
-            .field("documents", &self.sampler.get().map(DocumentSampler::len))
             .field("n_instructions", &self.n_instructions)
             .field("num_random_contexts", &self.num_random_contexts)
             .field("temperature", &self.temperature)
@@ -137,29 +137,11 @@ impl InstructionGenerator for PersonaInstructionGenerator {
     ) -> Result<GeneratedInstructions, StrategyError> {
         self.check()?;
         let documents = self
-            .sampler()
-            .await?
-            .take(self.num_random_contexts, request.seed);
-        let mut usage = Usage::default();
-        let mut requests = 0;
-        let mut persona = None;
-        if !documents.is_empty() {
-            let start = (request.seed % documents.len() as u64) as usize;
-            for offset in 0..documents.len() {
-                let document = &documents[(start + offset) % documents.len()];
-                let pick = self.personas.persona_for(document, request.seed).await?;
-                usage += pick.usage;
-                requests += pick.requests;
-                if pick.persona.is_some() {
-                    persona = pick.persona;
-                    break;
-                }
-            }
-        }
-        let persona = persona.unwrap_or_else(|| Persona {
-            description: FALLBACK_PERSONA.to_owned(),
-            generation_depth: None,
-        });
+            .documents
+            .take(self.num_random_contexts, request.seed)
+            .await?;
+        let picked = pick_persona(self.personas.as_ref(), &documents, request.seed).await?;
+        let (persona, usage, requests) = (picked.persona, picked.usage, picked.requests);
         let context = merge_contexts(&documents);
         let n = self.n_instructions;
         let asked = ask_for_instructions(
@@ -186,4 +168,47 @@ impl InstructionGenerator for PersonaInstructionGenerator {
             requests: requests + asked.requests,
         })
     }
+}
+
+/// A persona for a batch drawn from `documents`, and what generating it cost.
+#[derive(Debug)]
+pub(crate) struct PickedPersona {
+    pub(crate) persona: Persona,
+    pub(crate) usage: Usage,
+    pub(crate) requests: u32,
+}
+
+/// Asks `source` for a persona for the documents in a seed-chosen order; the first
+/// that has one gives it, else a generic user ("A curious user", no depth).
+pub(crate) async fn pick_persona(
+    source: &dyn PersonaSource,
+    documents: &[Document],
+    seed: u64,
+) -> Result<PickedPersona, StrategyError> {
+    let mut usage = Usage::default();
+    let mut requests = 0;
+    if !documents.is_empty() {
+        let start = (seed % documents.len() as u64) as usize;
+        for offset in 0..documents.len() {
+            let document = &documents[(start + offset) % documents.len()];
+            let pick = source.persona_for(document, seed).await?;
+            usage += pick.usage;
+            requests += pick.requests;
+            if let Some(persona) = pick.persona {
+                return Ok(PickedPersona {
+                    persona,
+                    usage,
+                    requests,
+                });
+            }
+        }
+    }
+    Ok(PickedPersona {
+        persona: Persona {
+            description: FALLBACK_PERSONA.to_owned(),
+            generation_depth: None,
+        },
+        usage,
+        requests,
+    })
 }

@@ -1,12 +1,13 @@
 //! Balanced, weighted, seeded document sampling shared by the instruction generators.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use afterimage_core::Document;
+use afterimage_core::{Document, DocumentSource, StrategyError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
+use tokio::sync::OnceCell;
 
 /// The separator between merged documents: a newline, 80 dashes and a blank line, as
 /// Python afterimage writes it, so `instruction_context` reads the same in both.
@@ -204,6 +205,111 @@ impl DocumentSampler {
             picked.push(self.documents[index].clone());
         }
         picked
+    }
+}
+
+/// A document source loaded once, on first use, into a [`DocumentSampler`] with the
+/// run's sampling settings: what every generator that draws documents holds.
+pub struct DocumentPool {
+    source: Arc<dyn DocumentSource>,
+    sampler: OnceCell<DocumentSampler>,
+    target_visits: Option<u64>,
+    weights: Option<HashMap<String, f64>>,
+}
+
+impl DocumentPool {
+    /// A pool over `source`, nothing loaded yet.
+    pub fn new(source: Arc<dyn DocumentSource>) -> Self {
+        DocumentPool {
+            source,
+            sampler: OnceCell::new(),
+            target_visits: None,
+            weights: None,
+        }
+    }
+
+    /// See [`DocumentSampler::target_visits`].
+    pub fn target_visits(mut self, target: Option<u64>) -> Self {
+        self.target_visits = target;
+        self
+    }
+
+    /// See [`DocumentSampler::weights`].
+    pub fn weights(mut self, weights: HashMap<String, f64>) -> Self {
+        self.weights = Some(weights);
+        self
+    }
+
+    /// The sampler over the loaded documents, loading them if this is the first use.
+    pub async fn sampler(&self) -> Result<&DocumentSampler, StrategyError> {
+        self.sampler
+            .get_or_try_init(|| async {
+                let documents = self.source.load().await?;
+                if documents.is_empty() {
+                    // The trait asks sources for an error instead, but a custom source
+                    // may not comply; sampling nothing would silently drop the context.
+                    return Err(StrategyError::NoDocuments {
+                        message: "the document source returned an empty list".to_owned(),
+                    });
+                }
+                let mut sampler = DocumentSampler::new(documents).target_visits(self.target_visits);
+                if let Some(weights) = &self.weights {
+                    sampler = sampler.weights(weights.clone());
+                }
+                Ok(sampler)
+            })
+            .await
+    }
+
+    /// [`DocumentSampler::take`] on the loaded documents; an empty pick becomes
+    /// [`StrategyError::Exhausted`] when every document reached its target (which ends
+    /// a run cleanly), or a configuration error when none has a positive weight.
+    pub async fn take(&self, k: usize, seed: u64) -> Result<Vec<Document>, StrategyError> {
+        let sampler = self.sampler().await?;
+        let documents = sampler.take(k, seed);
+        if documents.is_empty() {
+            return Err(nothing_to_pick(sampler));
+        }
+        Ok(documents)
+    }
+
+    /// How many documents were loaded (`None` before the first use).
+    pub fn loaded(&self) -> Option<usize> {
+        self.sampler.get().map(DocumentSampler::len)
+    }
+}
+
+impl std::fmt::Debug for DocumentPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not derived: the documents can be large, and a `Debug` line should stay short.
+        f.debug_struct("DocumentPool")
+            .field("source", &self.source)
+            .field("documents", &self.loaded())
+            .field("target_visits", &self.target_visits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a sampler picked nothing: every document reached its target visits, or none
+/// has a positive weight.
+fn nothing_to_pick(sampler: &DocumentSampler) -> StrategyError {
+    let total = sampler.len();
+    match sampler.target() {
+        Some(target) if sampler.covered(target) > 0 => {
+            let covered = sampler.covered(target);
+            let message = if covered == total {
+                format!("every document reached target_visits = {target} ({total} document(s))")
+            } else {
+                format!(
+                    "every document with a positive weight reached target_visits = {target} \
+                     ({covered} of {total} document(s))"
+                )
+            };
+            StrategyError::Exhausted { message }
+        }
+        _ => StrategyError::Config(format!(
+            "none of the {total} document(s) has a positive sampling weight"
+        )),
     }
 }
 
