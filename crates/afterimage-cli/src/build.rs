@@ -9,13 +9,14 @@ use afterimage_providers::{
 };
 use afterimage_strategies::{
     Aggregation, ContextualInstructionGenerator, DirectoryDocumentProvider,
-    InMemoryDocumentProvider, JsonlDocumentProvider, LlmJudge, SimpleInstructionGenerator,
+    FileGlobDocumentProvider, InMemoryDocumentProvider, JsonlDocumentProvider, LlmJudge,
+    PersonaGenerator, PersonaInstructionGenerator, SimpleInstructionGenerator,
     WithContextRespondentPromptModifier,
 };
 use anyhow::Context;
 
 use crate::config::{AggregationKind, OnFailure, ProviderKind};
-use crate::settings::{DocumentsSpec, Endpoint, Settings};
+use crate::settings::{DocumentsSpec, Endpoint, PersonaSettings, Settings};
 
 /// The middleware whose counters go into the run's report.
 #[derive(Debug, Default)]
@@ -187,26 +188,44 @@ pub(crate) fn http_client(settings: &Settings) -> anyhow::Result<reqwest::Client
         .context("cannot set up the HTTP client")
 }
 
-/// The configured document source.
-pub(crate) fn documents(spec: &DocumentsSpec) -> anyhow::Result<Arc<dyn DocumentSource>> {
+/// The configured document source; documents shorter than `min_length` characters
+/// are skipped with a warning.
+pub(crate) fn documents(
+    spec: &DocumentsSpec,
+    min_length: usize,
+) -> anyhow::Result<Arc<dyn DocumentSource>> {
     Ok(match spec {
-        DocumentsSpec::Directory(path) => Arc::new(DirectoryDocumentProvider::new(path)),
+        DocumentsSpec::Directory(path) => {
+            Arc::new(DirectoryDocumentProvider::new(path).min_length(min_length))
+        }
+        DocumentsSpec::Glob(pattern) => {
+            Arc::new(FileGlobDocumentProvider::new(pattern.clone()).min_length(min_length))
+        }
         DocumentsSpec::Jsonl {
             path,
             text_field,
             preserve_ids,
             include_metadata,
-        } => Arc::new(
-            JsonlDocumentProvider::new(path)
+            weight_field,
+        } => {
+            let mut provider = JsonlDocumentProvider::new(path)
                 .text_field(text_field)
                 .preserve_ids(*preserve_ids)
-                .include_metadata(*include_metadata),
-        ),
+                .include_metadata(*include_metadata)
+                .min_length(min_length);
+            if let Some(field) = weight_field {
+                provider = provider.weight_field(field.clone());
+            }
+            Arc::new(provider)
+        }
         DocumentsSpec::File(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the document {}", path.display()))?;
-            if text.trim().is_empty() {
-                anyhow::bail!("the document {} is empty", path.display());
+            if text.trim().chars().count() < min_length.max(1) {
+                anyhow::bail!(
+                    "the document {} is empty or shorter than documents.min_length",
+                    path.display()
+                );
             }
             let id = std::path::absolute(path).unwrap_or_else(|_| path.clone());
             Arc::new(InMemoryDocumentProvider::new([Document::with_id(
@@ -214,10 +233,67 @@ pub(crate) fn documents(spec: &DocumentsSpec) -> anyhow::Result<Arc<dyn Document
                 text,
             )]))
         }
-        DocumentsSpec::Glob(pattern) => anyhow::bail!("glob {pattern}: not wired yet"),
-        DocumentsSpec::Inline(texts) => Arc::new(InMemoryDocumentProvider::new(texts.clone())),
+        DocumentsSpec::Inline(texts) => {
+            Arc::new(InMemoryDocumentProvider::new(texts.clone()).min_length(min_length))
+        }
         DocumentsSpec::Loaded(docs) => Arc::new(InMemoryDocumentProvider::new(docs.clone())),
     })
+}
+
+/// What decides the first questions: persona-driven or contextual questions about the
+/// documents, or questions from the prompts alone.
+fn instruction_generator(
+    settings: &Settings,
+    model: &Arc<dyn ChatModel>,
+    storage: &Arc<dyn Storage>,
+) -> anyhow::Result<Arc<dyn InstructionGenerator>> {
+    let Some(spec) = &settings.documents else {
+        return Ok(Arc::new(
+            SimpleInstructionGenerator::new(Arc::clone(model))
+                .n_instructions(settings.n_instructions),
+        ));
+    };
+    let source = documents(spec, settings.min_length)?;
+    if let Some(personas) = &settings.personas {
+        let generator = persona_generator(settings, personas, model, storage);
+        return Ok(Arc::new(
+            PersonaInstructionGenerator::new(Arc::clone(model), source, generator)
+                .n_instructions(settings.n_instructions)
+                .num_random_contexts(settings.num_random_contexts)
+                .target_visits(settings.target_visits),
+        ));
+    }
+    Ok(Arc::new(
+        ContextualInstructionGenerator::new(Arc::clone(model), source)
+            .n_instructions(settings.n_instructions)
+            .num_random_contexts(settings.num_random_contexts)
+            .target_visits(settings.target_visits),
+    ))
+}
+
+/// Personas for the run's documents, saved with its rows (so `--resume` reuses them),
+/// as deep as the dialogs each document serves require.
+fn persona_generator(
+    settings: &Settings,
+    personas: &PersonaSettings,
+    model: &Arc<dyn ChatModel>,
+    storage: &Arc<dyn Storage>,
+) -> Arc<PersonaGenerator> {
+    let documents = match &settings.documents {
+        Some(DocumentsSpec::Loaded(docs)) => docs.len().max(1) as u64,
+        _ => 1,
+    };
+    // Upstream's sizing: the coverage target when there is one, else the dialogs each
+    // document serves.
+    let per_document = settings
+        .target_visits
+        .or(settings.num_dialogs.map(|n| n.div_ceil(documents)));
+    Arc::new(
+        PersonaGenerator::new(Arc::clone(model))
+            .max_depth(personas.max_depth.unwrap_or(3))
+            .target_per_document(per_document)
+            .store(Arc::clone(storage)),
+    )
 }
 
 /// The generator and options for a run writing to `storage`.
@@ -231,7 +307,7 @@ pub(crate) fn generator(
     let mut builder = ConversationGenerator::builder()
         .respondent_prompt(settings.respondent_prompt.clone())
         .model(Arc::clone(&respondent))
-        .storage(storage);
+        .storage(Arc::clone(&storage));
     if let Some(name) = &settings.correspondent_model_name {
         builder = builder.correspondent_model(model(settings, name, &client, &mut pools)?);
     }
@@ -249,21 +325,11 @@ pub(crate) fn generator(
     if let Some(prompt) = &settings.correspondent_prompt {
         builder = builder.correspondent_prompt(prompt.clone());
     }
-    let instructions: Arc<dyn InstructionGenerator> = match &settings.documents {
-        Some(spec) => {
-            builder = builder
-                .respondent_prompt_modifier(Arc::new(WithContextRespondentPromptModifier::new()));
-            Arc::new(
-                ContextualInstructionGenerator::new(Arc::clone(&respondent), documents(spec)?)
-                    .n_instructions(settings.n_instructions)
-                    .num_random_contexts(settings.num_random_contexts),
-            )
-        }
-        None => Arc::new(
-            SimpleInstructionGenerator::new(Arc::clone(&respondent))
-                .n_instructions(settings.n_instructions),
-        ),
-    };
+    if settings.documents.is_some() {
+        builder = builder
+            .respondent_prompt_modifier(Arc::new(WithContextRespondentPromptModifier::new()));
+    }
+    let instructions = instruction_generator(settings, &respondent, &storage)?;
     let generator = builder.instruction_generator(instructions).build()?;
 
     // Kept in the run record for people reading the store; no keys.

@@ -123,7 +123,7 @@ pub(crate) async fn validate(args: ValidateArgs) -> Result<(), Failure> {
 
     match &settings.documents {
         None => println!("ok    no documents (questions come from the prompts alone)"),
-        Some(spec) => match load_documents(spec).await {
+        Some(spec) => match load_documents(spec, settings.min_length).await {
             Ok(docs) => println!("ok    {} documents from {}", docs.len(), describe(spec)),
             Err(e) => {
                 println!("fail  documents: {e:#}");
@@ -194,14 +194,16 @@ fn settings(path: &Path, overrides: Overrides, keys: KeyPolicy) -> Result<Settin
 
 async fn preload_documents(mut settings: Settings) -> Result<Settings, Failure> {
     if let Some(spec) = &settings.documents {
-        let docs = load_documents(spec).await.map_err(Failure::Usage)?;
+        let docs = load_documents(spec, settings.min_length)
+            .await
+            .map_err(Failure::Usage)?;
         settings.documents = Some(DocumentsSpec::Loaded(docs));
     }
     Ok(settings)
 }
 
-async fn load_documents(spec: &DocumentsSpec) -> anyhow::Result<Vec<Document>> {
-    let source: Arc<dyn DocumentSource> = build::documents(spec)?;
+async fn load_documents(spec: &DocumentsSpec, min_length: usize) -> anyhow::Result<Vec<Document>> {
+    let source: Arc<dyn DocumentSource> = build::documents(spec, min_length)?;
     source
         .load()
         .await

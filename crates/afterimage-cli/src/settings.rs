@@ -54,6 +54,8 @@ pub enum DocumentsSpec {
         preserve_ids: bool,
         /// Keep metadata.
         include_metadata: bool,
+        /// The field holding a sampling weight.
+        weight_field: Option<String>,
     },
     /// Texts written in the config.
     Inline(Vec<String>),
@@ -173,6 +175,8 @@ pub struct Settings {
     pub correspondent_prompt: Option<String>,
     /// Documents, when instructions are drawn from them.
     pub documents: Option<DocumentsSpec>,
+    /// Documents shorter than this (in characters) are skipped.
+    pub min_length: usize,
     /// Documents per instruction batch.
     pub num_random_contexts: usize,
     /// Questions per generator call.
@@ -435,6 +439,11 @@ impl Settings {
             respondent_prompt,
             correspondent_prompt,
             documents,
+            min_length: raw
+                .documents
+                .as_ref()
+                .and_then(|d| d.min_length)
+                .unwrap_or(1),
             num_random_contexts: raw.context.num_random_contexts,
             n_instructions: raw.context.n_instructions,
             target_visits,
@@ -634,6 +643,11 @@ fn documents_spec(
             .map(|p| base_dir.join(p))
             .ok_or_else(|| "documents.path is missing: name the folder or file to read".to_owned())
     };
+    if section.weight_key.is_some() && section.provider != DocumentsKind::Jsonl {
+        return Err(
+            "documents.weight_key reads a field of JSONL records: it needs provider: jsonl".into(),
+        );
+    }
     match section.provider {
         DocumentsKind::Directory => Ok(DocumentsSpec::Directory(path()?)),
         DocumentsKind::File => {
@@ -649,6 +663,7 @@ fn documents_spec(
             text_field: section.content_key.clone(),
             preserve_ids: section.preserve_ids,
             include_metadata: section.include_metadata,
+            weight_field: section.weight_key.clone(),
         }),
         DocumentsKind::Memory => match &section.texts {
             Some(texts) if !texts.is_empty() => Ok(DocumentsSpec::Inline(texts.clone())),
