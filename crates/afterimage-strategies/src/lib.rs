@@ -8,7 +8,11 @@
 //!   instruction generators; [`merge_contexts`] joins the picks.
 //! - Instruction generators ([`InstructionGenerator`](afterimage_core::InstructionGenerator)):
 //!   [`ContextualInstructionGenerator`] (questions about sampled documents) and
-//!   [`SimpleInstructionGenerator`] (questions from the correspondent prompt alone).
+//!   [`SimpleInstructionGenerator`] (questions from the correspondent prompt alone) and
+//!   [`ToolCallingInstructionGenerator`] (requests that need the given tools).
+//! - Tools: [`parse_tool_specs`] reads OpenAI-style function specs,
+//!   [`validate_arguments`] checks a call against its JSON Schema, and
+//!   [`LlmToolSimulator`] or [`ToolHandlers`] answer the calls.
 //! - [`WithContextRespondentPromptModifier`]: puts the question's context into the
 //!   assistant's system prompt.
 //! - The correspondent: [`write_correspondent_prompt`] writes the simulated user's
@@ -85,10 +89,13 @@ pub use crate::{
     prompts::{
         CORRESPONDENT_FOLLOW_UP_NOTE, DEFAULT_CONTEXTUAL_INSTRUCTION_PROMPT,
         DEFAULT_JUDGE_CRITERIA, DEFAULT_JUDGE_PROMPT, DEFAULT_RESPONDENT_CONTEXT_TEMPLATE,
-        DEFAULT_SIMPLE_INSTRUCTION_PROMPT,
+        DEFAULT_SIMPLE_INSTRUCTION_PROMPT, DEFAULT_TOOL_CALLING_INSTRUCTION_PROMPT,
     },
     sampling::{CONTEXT_SEPARATOR, DocumentSampler, merge_contexts},
+    schema::{parse_tool_specs, validate_arguments, validate_tool_call},
     simple::SimpleInstructionGenerator,
+    tool_calling::ToolCallingInstructionGenerator,
+    tools::{LlmToolSimulator, ToolHandlers},
 };
 
 mod checks;
@@ -101,4 +108,7 @@ mod judge;
 mod modifiers;
 mod prompts;
 mod sampling;
+mod schema;
 mod simple;
+mod tool_calling;
+mod tools;
