@@ -68,8 +68,7 @@ Rules:
 - Keep it compact: the fields a real tool of this kind returns, no explanations, no markdown, no code fences."#;
 
 /// Sent after a simulated tool result that held no JSON object.
-pub(crate) const TOOL_SIMULATOR_CORRECTION: &str =
-    "That answer could not be read as the tool's result. Reply again with the result as one JSON object only.";
+pub(crate) const TOOL_SIMULATOR_CORRECTION: &str = "That answer could not be read as the tool's result. Reply again with the result as one JSON object only.";
 
 /// The respondent's system prompt when it answers from a context; `{prompt}` is the
 /// base respondent prompt and `{context}` the merged documents.

@@ -117,8 +117,7 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
                 match properties.and_then(|p| p.get(key)) {
                     Some(property) => check(property, item, &child, errors),
                     None => {
-                        if let Some(extra @ Value::Object(_)) = schema.get("additionalProperties")
-                        {
+                        if let Some(extra @ Value::Object(_)) = schema.get("additionalProperties") {
                             check(extra, item, &child, errors);
                         }
                     }

@@ -92,8 +92,8 @@ impl ToolCallingInstructionGenerator {
     /// `k` distinct tools, in their given order, chosen with `seed`.
     fn sample_tools(&self, seed: u64) -> Vec<ToolSpec> {
         let k = self.num_tools_to_sample.min(self.tools.len());
-        let mut picked = index::sample(&mut StdRng::seed_from_u64(seed), self.tools.len(), k)
-            .into_vec();
+        let mut picked =
+            index::sample(&mut StdRng::seed_from_u64(seed), self.tools.len(), k).into_vec();
         picked.sort_unstable();
         picked.into_iter().map(|i| self.tools[i].clone()).collect()
     }

@@ -67,10 +67,7 @@ fn earlier_results(dialog: &[Message]) -> String {
             calls.insert(call.id.as_str(), call);
         }
         if message.role == Role::Tool
-            && let Some(call) = message
-                .tool_call_id
-                .as_deref()
-                .and_then(|id| calls.get(id))
+            && let Some(call) = message.tool_call_id.as_deref().and_then(|id| calls.get(id))
         {
             lines.push(format!(
                 "- {}({}) returned {}",
@@ -126,7 +123,11 @@ impl ToolExecutor for LlmToolSimulator {
             "# The user's request\n{}\n\n# Earlier results of tools in this conversation\n{earlier}\n\n# The call\n{}({})",
             last_request(dialog).trim(),
             tool.name,
-            if arguments.is_empty() { "{}" } else { arguments }
+            if arguments.is_empty() {
+                "{}"
+            } else {
+                arguments
+            }
         );
         let mut messages = vec![Message::system(system), Message::user(user)];
         let request = |messages: Vec<Message>| {
