@@ -324,6 +324,7 @@ async fn a_gemini_tool_loop_is_stored_in_openai_shape() {
     assert_eq!(sent.len(), 2);
     let declaration = &sent[0]["tools"][0]["functionDeclarations"][0];
     assert_eq!(declaration["name"], "get_weather");
+    assert_eq!(declaration["parametersJsonSchema"], tools()[0].parameters);
     let contents = sent[1]["contents"].as_array().unwrap();
     assert_eq!(contents.len(), 3);
     assert_eq!(contents[1]["role"], "model");
