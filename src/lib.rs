@@ -56,7 +56,7 @@ pub mod prelude {
     pub use afterimage_core::{
         ApiKey, ChatModel, ChatRequest, ChatResponse, ConversationRow, Document, DocumentSource,
         FixedNumber, InstructionGenerator, Message, ProviderError, RespondentPromptModifier, Role,
-        StoppingCriterion, Storage,
+        StoppingCriterion, Storage, ToolSpec,
     };
     pub use afterimage_engine::{
         ConversationGenerator, EngineError, GenerateOptions, RunReport, Turns,
@@ -65,6 +65,7 @@ pub mod prelude {
     pub use afterimage_storage::JsonlStorage;
     pub use afterimage_strategies::{
         ContextualInstructionGenerator, DirectoryDocumentProvider, InMemoryDocumentProvider,
-        JsonlDocumentProvider, SimpleInstructionGenerator, WithContextRespondentPromptModifier,
+        JsonlDocumentProvider, LlmToolSimulator, SimpleInstructionGenerator,
+        ToolCallingInstructionGenerator, ToolHandlers, WithContextRespondentPromptModifier,
     };
 }

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use afterimage_core::{
     AttemptInfo, ChatModel, ChatRequest, ChatResponse, ConversationRow, CriterionScore, Evaluator,
     FinishReason, GenerationInfo, Instruction, Message, ModifiedPrompt, RespondentPromptModifier,
-    Role, RowMetadata, Storage, Usage, Verdict,
+    Role, RowMetadata, Storage, StrategyError, ToolExecutor, ToolSpec, Usage, Verdict,
 };
-use afterimage_strategies::{NearDuplicates, check_dialog};
+use afterimage_strategies::{NearDuplicates, Rejection, check_dialog, validate_tool_call};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use crate::instructions::InstructionPool;
@@ -31,9 +31,25 @@ pub(crate) struct RunContext {
     pub(crate) temperature: f32,
     pub(crate) instructions: InstructionPool,
     pub(crate) modifier: Option<Arc<dyn RespondentPromptModifier>>,
+    pub(crate) tools: Tools,
     pub(crate) quality: Quality,
     pub(crate) storage: Arc<dyn Storage>,
 }
+
+/// The tools the respondent may call, and what answers the calls.
+#[derive(Debug, Default)]
+pub(crate) struct Tools {
+    /// Offered to the respondent on every request (none: no tool loop).
+    pub(crate) specs: Vec<ToolSpec>,
+    /// Answers the calls.
+    pub(crate) executor: Option<Arc<dyn ToolExecutor>>,
+    /// Most tool rounds in one assistant turn.
+    pub(crate) max_rounds: u32,
+}
+
+/// Times a respondent reply with a bad tool call is discarded and asked for again, per
+/// turn, before the attempt is rejected.
+const MAX_TOOL_REASKS: u32 = 2;
 
 /// What decides whether a dialog is good enough, and what happens when it is not.
 #[derive(Debug)]
@@ -219,20 +235,29 @@ pub(crate) async fn run_dialog(
         let before = spent;
         // 3. The dialog itself; a regeneration's respondent is told what to fix.
         let system = format!("{}{feedback}", prompt.system_prompt);
-        let (conversation, truncated) =
-            match converse(&run, &instruction.text, &system, turns, &mut spent).await {
-                Ok(dialog) => dialog,
-                Err(e) => fail!(e),
-            };
-        let mut row = build_row(&run, index, conversation, &instruction, &prompt);
+        let conversed = match converse(
+            &run,
+            &instruction.text,
+            &system,
+            turns,
+            &mut spent,
+            &mut counts,
+        )
+        .await
+        {
+            Ok(conversed) => conversed,
+            Err(e) => fail!(e),
+        };
+        let mut row = build_row(&run, index, conversed.dialog, &instruction, &prompt);
         let mut attempt = AttemptInfo::default();
 
-        // 4. Cheap checks first, then the judge.
-        let passed = if let Some(rejection) = quality
-            .checks
-            .then(|| check_dialog(&row.conversations, truncated).err())
-            .flatten()
-        {
+        // 4. A bad tool call, then the cheap checks, then the judge.
+        let passed = if let Some(rejection) = conversed.rejection.or_else(|| {
+            quality
+                .checks
+                .then(|| check_dialog(&row.conversations, conversed.truncated).err())
+                .flatten()
+        }) {
             tracing::debug!(%rejection, "dialog rejected by the cheap checks");
             counts.rejections.push(rejection.cause);
             attempt.rejected = Some(rejection.to_string());
@@ -339,6 +364,16 @@ fn feedback_note(verdict: &Verdict, min_score: f64) -> String {
     )
 }
 
+/// A dialog as the turns left it.
+struct Conversed {
+    /// The messages, first user message first.
+    dialog: Vec<Message>,
+    /// Whether a reply stopped at the token limit.
+    truncated: bool,
+    /// Why the dialog stopped early and must not be kept (a bad tool call).
+    rejection: Option<Rejection>,
+}
+
 /// Alternates respondent and correspondent for `turns` assistant replies, starting
 /// from the instruction as the first user message.
 async fn converse(
@@ -347,25 +382,21 @@ async fn converse(
     respondent_system: &str,
     turns: u32,
     spent: &mut Spent,
-) -> Result<(Vec<Message>, bool), DialogError> {
+    counts: &mut QualityCounts,
+) -> Result<Conversed, DialogError> {
     let mut dialog = vec![Message::user(instruction)];
     let mut truncated = false;
     for turn in 1..=turns {
-        let request = respondent_request(respondent_system, &dialog, run.temperature);
-        let reply = run
-            .respondent
-            .chat(request)
-            .await
-            .map_err(DialogError::Respondent)?;
-        spent.add(&reply);
-        if reply.message.content.trim().is_empty() && reply.message.tool_calls.is_empty() {
-            return Err(DialogError::EmptyReply("respondent"));
+        let answer = respond(run, respondent_system, &dialog, spent, counts).await?;
+        truncated |= answer.truncated;
+        dialog.extend(answer.messages);
+        if answer.rejection.is_some() {
+            return Ok(Conversed {
+                dialog,
+                truncated,
+                rejection: answer.rejection,
+            });
         }
-        truncated |= reply.finish_reason == Some(FinishReason::Length);
-        dialog.push(Message {
-            role: Role::Assistant,
-            ..reply.message
-        });
         if turn == turns {
             break;
         }
@@ -382,7 +413,120 @@ async fn converse(
         }
         dialog.push(Message::user(text));
     }
-    Ok((dialog, truncated))
+    Ok(Conversed {
+        dialog,
+        truncated,
+        rejection: None,
+    })
+}
+
+/// One assistant turn: its tool rounds and its final reply.
+struct Answer {
+    /// The assistant's tool calls with their results, then its reply.
+    messages: Vec<Message>,
+    /// Whether a reply stopped at the token limit.
+    truncated: bool,
+    /// Set when the turn ended on a tool call that cannot be kept.
+    rejection: Option<Rejection>,
+}
+
+/// Asks the respondent to answer `dialog`. While it calls tools, each call is checked
+/// (a bad one is discarded and asked again, [`MAX_TOOL_REASKS`] times), answered by the
+/// executor, and the respondent asked again, for at most `max_rounds` rounds.
+async fn respond(
+    run: &RunContext,
+    system: &str,
+    dialog: &[Message],
+    spent: &mut Spent,
+    counts: &mut QualityCounts,
+) -> Result<Answer, DialogError> {
+    let tools = &run.tools;
+    let mut messages: Vec<Message> = Vec::new();
+    let mut truncated = false;
+    let mut rounds = 0;
+    let mut reasks = 0;
+    let mut note = String::new();
+    let rejected = |messages, truncated, cause, detail| {
+        Ok(Answer {
+            messages,
+            truncated,
+            rejection: Some(Rejection { cause, detail }),
+        })
+    };
+    loop {
+        let so_far: Vec<Message> = dialog.iter().chain(&messages).cloned().collect();
+        let request = respondent_request(&format!("{system}{note}"), &so_far, run.temperature)
+            .tools(tools.specs.clone());
+        let reply = run
+            .respondent
+            .chat(request)
+            .await
+            .map_err(DialogError::Respondent)?;
+        spent.add(&reply);
+        let reply_message = Message {
+            role: Role::Assistant,
+            ..reply.message
+        };
+        if reply_message.content.trim().is_empty() && reply_message.tool_calls.is_empty() {
+            return Err(DialogError::EmptyReply("respondent"));
+        }
+        truncated |= reply.finish_reason == Some(FinishReason::Length);
+        if reply_message.tool_calls.is_empty() {
+            messages.push(reply_message);
+            return Ok(Answer {
+                messages,
+                truncated,
+                rejection: None,
+            });
+        }
+        let checked: Result<Vec<&ToolSpec>, String> = reply_message
+            .tool_calls
+            .iter()
+            .map(|call| validate_tool_call(&tools.specs, call).map(|(tool, _)| tool))
+            .collect();
+        let called = match checked {
+            Ok(called) => called,
+            Err(problem) if reasks >= MAX_TOOL_REASKS => {
+                return rejected(messages, truncated, "invalid_tool_call", problem);
+            }
+            Err(problem) => {
+                reasks += 1;
+                counts.rejections.push("tool_call_reasked");
+                tracing::debug!(%problem, "bad tool call discarded; asking the respondent again");
+                note = format!(
+                    "\n\nYour previous reply was discarded because of this tool call error: {problem}. Call only the tools offered, with arguments that match their parameters, or answer in text."
+                );
+                continue;
+            }
+        };
+        note.clear();
+        if rounds >= tools.max_rounds {
+            return rejected(
+                messages,
+                truncated,
+                "too_many_tool_rounds",
+                format!("the assistant still called tools after {rounds} rounds in one turn"),
+            );
+        }
+        rounds += 1;
+        let Some(executor) = &tools.executor else {
+            return Err(DialogError::Tool(StrategyError::Config(
+                "tools are offered but nothing answers their calls".to_owned(),
+            )));
+        };
+        let calls = reply_message.tool_calls.clone();
+        messages.push(reply_message);
+        for (tool, call) in called.into_iter().zip(calls) {
+            let so_far: Vec<Message> = dialog.iter().chain(&messages).cloned().collect();
+            let output = executor
+                .execute(tool, &call, &so_far)
+                .await
+                .map_err(DialogError::Tool)?;
+            spent.requests += output.requests;
+            spent.usage += output.usage;
+            messages.push(Message::tool(call.id.clone(), output.content));
+        }
+    }
 }
 
 fn respondent_request(system: &str, dialog: &[Message], temperature: f32) -> ChatRequest {
@@ -401,7 +545,11 @@ fn correspondent_request(system: &str, dialog: &[Message], temperature: f32) -> 
     messages.push(Message::user(
         "[The conversation begins. Write your first message to the assistant.]",
     ));
-    for message in dialog {
+    // Tool plumbing is the assistant's business: the user sees only text.
+    let visible = dialog.iter().filter(|m| {
+        m.role != Role::Tool && !(m.role == Role::Assistant && m.content.trim().is_empty())
+    });
+    for message in visible {
         let flipped = match message.role {
             Role::User => Message::assistant(message.content.clone()),
             _ => Message::user(message.content.clone()),

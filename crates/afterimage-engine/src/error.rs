@@ -58,6 +58,9 @@ pub enum DialogError {
     /// A model answered with nothing.
     #[error("{0}: the model returned an empty message")]
     EmptyReply(&'static str),
+    /// Answering a tool call failed (a handler's error, a simulator's unusable answer).
+    #[error("tool: {0}")]
+    Tool(StrategyError),
     /// The judge failed.
     #[error("judge: {0}")]
     Judge(StrategyError),
@@ -88,6 +91,7 @@ impl DialogError {
             DialogError::Respondent(e) => format!("respondent: {}", e.kind()),
             DialogError::Correspondent(e) => format!("correspondent: {}", e.kind()),
             DialogError::EmptyReply(role) => format!("{role}: empty_reply"),
+            DialogError::Tool(e) => format!("tool: {}", e.kind()),
             DialogError::Judge(e) => format!("judge: {}", e.kind()),
             DialogError::Storage(_) => "storage".to_owned(),
             DialogError::Rejected { .. } => "quality: rejected".to_owned(),
@@ -99,9 +103,10 @@ impl DialogError {
     pub fn provider_error(&self) -> Option<&ProviderError> {
         match self {
             DialogError::Respondent(e) | DialogError::Correspondent(e) => Some(e),
-            DialogError::Instruction(e) | DialogError::Modifier(e) | DialogError::Judge(e) => {
-                e.as_provider()
-            }
+            DialogError::Instruction(e)
+            | DialogError::Modifier(e)
+            | DialogError::Tool(e)
+            | DialogError::Judge(e) => e.as_provider(),
             _ => None,
         }
     }

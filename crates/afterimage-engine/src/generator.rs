@@ -6,16 +6,17 @@ use std::collections::HashSet;
 
 use afterimage_core::{
     ApiKey, ChatModel, Evaluator, InstructionGenerator, RespondentPromptModifier, RunRecord,
-    RunStatus, Storage, split_row_id, unix_ms,
+    RunStatus, Storage, ToolExecutor, ToolSpec, split_row_id, unix_ms,
 };
 use afterimage_providers::Gemini;
 use afterimage_storage::JsonlStorage;
 use afterimage_strategies::{
-    LlmJudge, NearDuplicates, correspondent_follow_up_note, write_correspondent_prompt,
+    LlmJudge, LlmToolSimulator, NearDuplicates, correspondent_follow_up_note,
+    write_correspondent_prompt,
 };
 use tokio::sync::OnceCell;
 
-use crate::dialog::{Quality, RunContext, Spent, Tally};
+use crate::dialog::{Quality, RunContext, Spent, Tally, Tools};
 use crate::instructions::InstructionPool;
 use crate::run::{Plan, execute};
 use crate::{EngineError, GenerateOptions, RunReport};
@@ -38,6 +39,9 @@ struct Inner {
     correspondent_prompt: OnceCell<String>,
     instructions: Arc<dyn InstructionGenerator>,
     modifier: Option<Arc<dyn RespondentPromptModifier>>,
+    tools: Vec<ToolSpec>,
+    tool_executor: Option<Arc<dyn ToolExecutor>>,
+    max_tool_rounds: u32,
     storage: Arc<dyn Storage>,
     evaluator: Option<Arc<dyn Evaluator>>,
     min_score: f64,
@@ -104,6 +108,11 @@ impl ConversationGenerator {
             temperature: inner.temperature,
             instructions: InstructionPool::new(Arc::clone(&inner.instructions)),
             modifier: inner.modifier.clone(),
+            tools: Tools {
+                specs: inner.tools.clone(),
+                executor: inner.tool_executor.clone(),
+                max_rounds: inner.max_tool_rounds,
+            },
             quality: Quality {
                 evaluator: inner.evaluator.clone(),
                 min_score: inner.min_score,
@@ -258,6 +267,9 @@ pub struct ConversationGeneratorBuilder {
     correspondent_prompt: Option<String>,
     instructions: Option<Arc<dyn InstructionGenerator>>,
     modifier: Option<Arc<dyn RespondentPromptModifier>>,
+    tools: Vec<ToolSpec>,
+    tool_executor: Option<Arc<dyn ToolExecutor>>,
+    max_tool_rounds: Option<u32>,
     storage: Option<Arc<dyn Storage>>,
     auto_improve: bool,
     evaluator: Option<Arc<dyn Evaluator>>,
@@ -322,6 +334,28 @@ impl ConversationGeneratorBuilder {
         modifier: Arc<dyn RespondentPromptModifier>,
     ) -> Self {
         self.modifier = Some(modifier);
+        self
+    }
+
+    /// Tools the respondent may call (OpenAI function specs). Its calls are checked
+    /// against the specs, answered by the [`tool_executor`](Self::tool_executor), and
+    /// stored with their results in OpenAI message shape.
+    pub fn tools(mut self, tools: Vec<ToolSpec>) -> Self {
+        self.tools = tools;
+        self
+    }
+
+    /// What answers the respondent's tool calls (default with tools: an
+    /// [`LlmToolSimulator`] on the respondent's model).
+    pub fn tool_executor(mut self, executor: Arc<dyn ToolExecutor>) -> Self {
+        self.tool_executor = Some(executor);
+        self
+    }
+
+    /// Most tool rounds in one assistant turn (default 4); an attempt whose respondent
+    /// keeps calling tools past it is rejected (`too_many_tool_rounds`).
+    pub fn max_tool_rounds(mut self, rounds: u32) -> Self {
+        self.max_tool_rounds = Some(rounds);
         self
     }
 
@@ -440,6 +474,20 @@ impl ConversationGeneratorBuilder {
                 "min_score is {min_score}: it must lie between 0 and 1"
             )));
         }
+        let mut names = HashSet::new();
+        if let Some(tool) = self.tools.iter().find(|t| !names.insert(t.name.as_str())) {
+            return Err(EngineError::Config(format!(
+                "the tool name `{}` is used twice",
+                tool.name
+            )));
+        }
+        let tool_executor =
+            match (self.tool_executor, self.tools.is_empty()) {
+                (Some(executor), _) => Some(executor),
+                (None, false) => Some(Arc::new(LlmToolSimulator::new(Arc::clone(&respondent)))
+                    as Arc<dyn ToolExecutor>),
+                (None, true) => None,
+            };
         let correspondent_prompt = OnceCell::new_with(self.correspondent_prompt);
         Ok(ConversationGenerator {
             inner: Arc::new(Inner {
@@ -451,6 +499,9 @@ impl ConversationGeneratorBuilder {
                 correspondent_prompt,
                 instructions,
                 modifier: self.modifier,
+                tools: self.tools,
+                tool_executor,
+                max_tool_rounds: self.max_tool_rounds.unwrap_or(4),
                 storage: self
                     .storage
                     .unwrap_or_else(|| Arc::new(JsonlStorage::timestamped())),

@@ -21,16 +21,19 @@ pub const GEMINI_BASE_URL: &str = "https://generativelanguage.googleapis.com/v1b
 /// kept: Gemini 3 rejects a replayed `functionCall` part without one.
 const SKIP_THOUGHT_SIGNATURE: &str = "skip_thought_signature_validator";
 
-/// Which `generationConfig` field carries a request's JSON Schema.
+/// Which fields carry a request's JSON Schemas: the structured-output schema in
+/// `generationConfig`, and each tool's parameters in its function declaration
+/// (`parametersJsonSchema` or `parameters`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum GeminiSchemaField {
-    /// `responseJsonSchema`: full JSON Schema (`$ref`, `anyOf`, `additionalProperties`,
-    /// ...), so the schemas written for OpenAI work unchanged (Gemini 2.5 and later).
+    /// `responseJsonSchema` and `parametersJsonSchema`: full JSON Schema (`$ref`,
+    /// `anyOf`, `additionalProperties`, ...), so the schemas written for OpenAI work
+    /// unchanged (Gemini 2.5 and later).
     #[default]
     ResponseJsonSchema,
-    /// `responseSchema`: Google's OpenAPI subset, for older models. Keywords it
-    /// rejects (`$schema`, `additionalProperties`) are removed first.
+    /// `responseSchema` and `parameters`: Google's OpenAPI subset, for older models.
+    /// Keywords it rejects (`$schema`, `additionalProperties`) are removed first.
     ResponseSchema,
 }
 
@@ -105,7 +108,11 @@ impl Gemini {
             Vec::new()
         } else {
             vec![Tools {
-                function_declarations: request.tools.iter().map(Declaration::from).collect(),
+                function_declarations: request
+                    .tools
+                    .iter()
+                    .map(|tool| Declaration::new(tool, self.schema_field))
+                    .collect(),
             }]
         };
         Ok(Body {
@@ -502,20 +509,33 @@ struct Tools<'a> {
     function_declarations: Vec<Declaration<'a>>,
 }
 
+/// A function declaration. Its parameters go where the schemas of structured output
+/// go: `parametersJsonSchema` (full JSON Schema, so OpenAI tool specs with
+/// `additionalProperties` work unchanged) or, for older models, `parameters` in
+/// Google's OpenAPI subset.
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Declaration<'a> {
     name: &'a str,
     #[serde(skip_serializing_if = "str::is_empty")]
     description: &'a str,
-    parameters: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters_json_schema: Option<&'a Value>,
 }
 
-impl<'a> From<&'a ToolSpec> for Declaration<'a> {
-    fn from(tool: &'a ToolSpec) -> Self {
+impl<'a> Declaration<'a> {
+    fn new(tool: &'a ToolSpec, field: GeminiSchemaField) -> Self {
+        let (parameters, parameters_json_schema) = match field {
+            GeminiSchemaField::ResponseJsonSchema => (None, Some(&tool.parameters)),
+            GeminiSchemaField::ResponseSchema => (Some(openapi_subset(&tool.parameters)), None),
+        };
         Declaration {
             name: &tool.name,
             description: &tool.description,
-            parameters: &tool.parameters,
+            parameters,
+            parameters_json_schema,
         }
     }
 }

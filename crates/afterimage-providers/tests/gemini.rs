@@ -161,7 +161,7 @@ async fn sends_the_generate_content_wire_format() {
             "tools": [{"functionDeclarations": [{
                 "name": "get_weather",
                 "description": "Current weather in a city",
-                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}
+                "parametersJsonSchema": {"type": "object", "properties": {"city": {"type": "string"}}}
             }]}]
         })
     );
@@ -194,10 +194,30 @@ async fn the_openapi_schema_field_is_available_for_older_models() {
         .include_thoughts(true)
         .build()
         .unwrap();
+    let tool = ToolSpec {
+        name: "get_weather".into(),
+        description: String::new(),
+        parameters: schema().schema,
+    };
     model
-        .chat(ChatRequest::new(vec![Message::user("Go.")]).json_schema(schema()))
+        .chat(
+            ChatRequest::new(vec![Message::user("Go.")])
+                .json_schema(schema())
+                .tools(vec![tool]),
+        )
         .await
         .unwrap();
+    assert_eq!(
+        sent_body(&server).await["tools"],
+        json!([{"functionDeclarations": [{
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"answer": {"type": "string"}},
+                "required": ["answer"]
+            }
+        }]}])
+    );
 
     assert_eq!(
         sent_body(&server).await["generationConfig"],

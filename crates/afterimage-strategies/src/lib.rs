@@ -12,12 +12,16 @@
 //!   [`merge_contexts`] joins the picks.
 //! - Instruction generators ([`InstructionGenerator`](afterimage_core::InstructionGenerator)):
 //!   [`ContextualInstructionGenerator`] (questions about sampled documents) and
-//!   [`SimpleInstructionGenerator`] (questions from the correspondent prompt alone).
+//!   [`SimpleInstructionGenerator`] (questions from the correspondent prompt alone) and
+//!   [`ToolCallingInstructionGenerator`] (requests that need the given tools).
 //! - Personas: [`PersonaGenerator`] ([`PersonaSource`](afterimage_core::PersonaSource))
 //!   generates personas per document in depth layers (5, 25, 125, ...), only as deep
 //!   as the run needs, saves them with the run, and picks one per dialog (pruning deep
 //!   layers when supply exceeds demand, reusing with depth weights when it falls
 //!   short); [`PersonaInstructionGenerator`] asks questions in a picked persona's voice.
+//! - Tools: [`parse_tool_specs`] reads OpenAI-style function specs,
+//!   [`validate_arguments`] checks a call against its JSON Schema, and
+//!   [`LlmToolSimulator`] or [`ToolHandlers`] answer the calls.
 //! - [`WithContextRespondentPromptModifier`]: puts the question's context into the
 //!   assistant's system prompt.
 //! - The correspondent: [`write_correspondent_prompt`] writes the simulated user's
@@ -102,9 +106,13 @@ pub use crate::{
         DEFAULT_JUDGE_CRITERIA, DEFAULT_JUDGE_PROMPT, DEFAULT_PERSONA_FROM_PERSONA_PROMPT,
         DEFAULT_PERSONA_FROM_TEXT_PROMPT, DEFAULT_PERSONA_INSTRUCTION_PROMPT,
         DEFAULT_RESPONDENT_CONTEXT_TEMPLATE, DEFAULT_SIMPLE_INSTRUCTION_PROMPT,
+        DEFAULT_TOOL_CALLING_INSTRUCTION_PROMPT,
     },
     sampling::{CONTEXT_SEPARATOR, DocumentPool, DocumentSampler, merge_contexts},
+    schema::{parse_tool_specs, validate_arguments, validate_tool_call},
     simple::SimpleInstructionGenerator,
+    tool_calling::ToolCallingInstructionGenerator,
+    tools::{LlmToolSimulator, ToolHandlers},
 };
 
 mod checks;
@@ -120,4 +128,7 @@ mod persona_instructions;
 mod personas;
 mod prompts;
 mod sampling;
+mod schema;
 mod simple;
+mod tool_calling;
+mod tools;

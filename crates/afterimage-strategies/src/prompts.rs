@@ -33,6 +33,43 @@ Rules:
 Reply with JSON only, in exactly this shape, holding {n_instructions} strings:
 {"instructions": ["first message", "second message"]}"#;
 
+/// System prompt of [`ToolCallingInstructionGenerator`](crate::ToolCallingInstructionGenerator);
+/// `{n_instructions}` is replaced by the number of requests asked for.
+pub const DEFAULT_TOOL_CALLING_INSTRUCTION_PROMPT: &str = r#"You write the first message that a real person sends to an AI assistant when they open a new chat. The assistant can use the tools listed in the next message, but the person cannot see them and does not know they exist.
+
+The next message describes the person (under "Who is writing"), lists the tools (under "Tools") and may give some background knowledge (under "Context"). Write exactly {n_instructions} different opening messages this person could send, each one a request that the assistant can only fulfil well by using one or more of the tools.
+
+Rules:
+- Write what the person would actually type: natural, concrete, in their own voice. Mix short and longer messages, and mix requests that need one tool with requests that need several, or the same tool more than once.
+- Put the concrete values the tools need in the message itself: names, places, dates, amounts, identifiers, units. Use realistic values, and leave out only what a real person would plausibly forget to mention.
+- Never name a tool, and never mention functions, APIs, tools, calls, parameters or JSON: the person asks for what they want, not for how to get it.
+- Each message must make sense on its own, without any earlier conversation. When there is a context, the person has never seen it, so never mention "the document", "the text" or "the context".
+- Language: write in the language of the person's description (or of the context, when the description gives no clear language). If both are unclear, use English.
+- Write only the person's message: no answer, no numbering, no labels such as "User:", no quotation marks around it.
+
+Reply with JSON only, in exactly this shape, holding {n_instructions} strings:
+{"instructions": ["first message", "second message"]}"#;
+
+/// System prompt of [`LlmToolSimulator`](crate::LlmToolSimulator); `{name}`,
+/// `{description}` and `{parameters}` describe the tool being played.
+pub(crate) const TOOL_SIMULATOR_PROMPT: &str = r#"You stand in for a software tool that an AI assistant has just called. Reply exactly as the real tool would: with its result as one JSON object, and nothing else.
+
+The tool:
+- name: {name}
+- what it does: {description}
+- its parameters (JSON Schema): {parameters}
+
+The next message shows the user's request that led to the call, the results this and other tools already returned in the same conversation, and the call with its arguments.
+
+Rules:
+- Return realistic, specific data that fits the tool's description and the arguments exactly: real-looking names, numbers, dates, units and identifiers, not placeholders such as "example" or "string".
+- Stay consistent with the earlier results: the same question asked again gets the same answer, and nothing contradicts what was already returned.
+- When the arguments ask for something that cannot exist or be done, return the error the real tool would give, as JSON (for example {"error": "no flight LH123 on 2024-02-30"}).
+- Keep it compact: the fields a real tool of this kind returns, no explanations, no markdown, no code fences."#;
+
+/// Sent after a simulated tool result that held no JSON object.
+pub(crate) const TOOL_SIMULATOR_CORRECTION: &str = "That answer could not be read as the tool's result. Reply again with the result as one JSON object only.";
+
 /// The respondent's system prompt when it answers from a context; `{prompt}` is the
 /// base respondent prompt and `{context}` the merged documents.
 pub const DEFAULT_RESPONDENT_CONTEXT_TEMPLATE: &str = r#"{prompt}
