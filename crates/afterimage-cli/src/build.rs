@@ -11,7 +11,7 @@ use afterimage_strategies::{
     Aggregation, ContextualInstructionGenerator, DirectoryDocumentProvider,
     FileGlobDocumentProvider, InMemoryDocumentProvider, JsonlDocumentProvider, LlmJudge,
     PersonaGenerator, PersonaInstructionGenerator, SimpleInstructionGenerator,
-    WithContextRespondentPromptModifier,
+    ToolCallingInstructionGenerator, WithContextRespondentPromptModifier,
 };
 use anyhow::Context;
 
@@ -247,15 +247,36 @@ fn instruction_generator(
     model: &Arc<dyn ChatModel>,
     storage: &Arc<dyn Storage>,
 ) -> anyhow::Result<Arc<dyn InstructionGenerator>> {
-    let Some(spec) = &settings.documents else {
+    let source = match &settings.documents {
+        Some(spec) => Some(documents(spec, settings.min_length)?),
+        None => None,
+    };
+    let personas = settings
+        .personas
+        .as_ref()
+        .map(|p| persona_generator(settings, p, model, storage));
+    if let Some(tools) = &settings.tools {
+        let mut generator =
+            ToolCallingInstructionGenerator::new(Arc::clone(model), tools.specs.clone())
+                .n_instructions(settings.n_instructions)
+                .num_tools_to_sample(tools.num_tools_to_sample);
+        if let Some(source) = source {
+            generator = generator
+                .documents(source)
+                .target_visits(settings.target_visits);
+        }
+        if let Some(personas) = personas {
+            generator = generator.personas(personas);
+        }
+        return Ok(Arc::new(generator));
+    }
+    let Some(source) = source else {
         return Ok(Arc::new(
             SimpleInstructionGenerator::new(Arc::clone(model))
                 .n_instructions(settings.n_instructions),
         ));
     };
-    let source = documents(spec, settings.min_length)?;
-    if let Some(personas) = &settings.personas {
-        let generator = persona_generator(settings, personas, model, storage);
+    if let Some(generator) = personas {
         return Ok(Arc::new(
             PersonaInstructionGenerator::new(Arc::clone(model), source, generator)
                 .n_instructions(settings.n_instructions)
@@ -328,6 +349,11 @@ pub(crate) fn generator(
     if settings.documents.is_some() {
         builder = builder
             .respondent_prompt_modifier(Arc::new(WithContextRespondentPromptModifier::new()));
+    }
+    if let Some(tools) = &settings.tools {
+        builder = builder
+            .tools(tools.specs.clone())
+            .max_tool_rounds(tools.max_tool_rounds);
     }
     let instructions = instruction_generator(settings, &respondent, &storage)?;
     let generator = builder.instruction_generator(instructions).build()?;

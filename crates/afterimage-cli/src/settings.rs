@@ -75,8 +75,8 @@ pub struct PersonaSettings {
 /// `tools:`, resolved.
 #[derive(Debug, Clone)]
 pub struct ToolSettings {
-    /// The tools, as the file gave them (checked when the run is built).
-    pub specs: serde_json::Value,
+    /// The tools, checked.
+    pub specs: Vec<afterimage_core::ToolSpec>,
     /// Where they came from, for messages.
     pub origin: String,
     /// Tools offered to each batch of questions.
@@ -741,6 +741,11 @@ fn tool_settings(
             );
         }
     };
+    let specs =
+        afterimage_strategies::parse_tool_specs(&specs).map_err(|e| format!("{origin}: {e}"))?;
+    if specs.is_empty() {
+        return Err(format!("{origin}: the list of tools is empty"));
+    }
     if section.num_tools_to_sample == 0 {
         return Err("tools.num_tools_to_sample is 0: offer at least one tool".into());
     }

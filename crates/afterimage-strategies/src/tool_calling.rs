@@ -1,6 +1,7 @@
 //! First requests that need tools: the instruction generator for function-calling
 //! dialogs.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use afterimage_core::{
@@ -11,11 +12,11 @@ use async_trait::async_trait;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::index;
-use tokio::sync::OnceCell;
 
 use crate::instructions::ask_for_instructions;
+use crate::persona_instructions::pick_persona;
 use crate::prompts::{DEFAULT_TOOL_CALLING_INSTRUCTION_PROMPT, fill, instruction_user_message};
-use crate::sampling::{DocumentSampler, merge_contexts};
+use crate::sampling::{DocumentPool, merge_contexts};
 
 /// Samples a few of the tools and asks the model for first requests a real user would
 /// send that need them, with concrete argument values and without naming the tools.
@@ -27,8 +28,7 @@ use crate::sampling::{DocumentSampler, merge_contexts};
 pub struct ToolCallingInstructionGenerator {
     model: Arc<dyn ChatModel>,
     tools: Vec<ToolSpec>,
-    source: Option<Arc<dyn DocumentSource>>,
-    sampler: OnceCell<DocumentSampler>,
+    documents: Option<DocumentPool>,
     personas: Option<Arc<dyn PersonaSource>>,
     num_tools_to_sample: usize,
     n_instructions: usize,
@@ -43,8 +43,7 @@ impl ToolCallingInstructionGenerator {
         ToolCallingInstructionGenerator {
             model,
             tools,
-            source: None,
-            sampler: OnceCell::new(),
+            documents: None,
             personas: None,
             num_tools_to_sample: 2,
             n_instructions: 3,
@@ -55,7 +54,21 @@ impl ToolCallingInstructionGenerator {
 
     /// Documents giving each batch a context (one document per call).
     pub fn documents(mut self, source: Arc<dyn DocumentSource>) -> Self {
-        self.source = Some(source);
+        self.documents = Some(DocumentPool::new(source));
+        self
+    }
+
+    /// Uses each document at most this many times (needs
+    /// [`documents`](Self::documents)); see [`DocumentSampler::target_visits`](crate::DocumentSampler::target_visits).
+    pub fn target_visits(mut self, target: Option<u64>) -> Self {
+        self.documents = self.documents.map(|pool| pool.target_visits(target));
+        self
+    }
+
+    /// Sampling weights by document id (needs [`documents`](Self::documents)); see
+    /// [`DocumentSampler::weights`](crate::DocumentSampler::weights).
+    pub fn weights(mut self, weights: HashMap<String, f64>) -> Self {
+        self.documents = self.documents.map(|pool| pool.weights(weights));
         self
     }
 
@@ -100,22 +113,10 @@ impl ToolCallingInstructionGenerator {
 
     /// One document for this call, when there are documents.
     async fn document(&self, seed: u64) -> Result<Option<Document>, StrategyError> {
-        let Some(source) = &self.source else {
+        let Some(pool) = &self.documents else {
             return Ok(None);
         };
-        let sampler = self
-            .sampler
-            .get_or_try_init(|| async {
-                let documents = source.load().await?;
-                if documents.is_empty() {
-                    return Err(StrategyError::NoDocuments {
-                        message: "the document source returned an empty list".to_owned(),
-                    });
-                }
-                Ok(DocumentSampler::new(documents))
-            })
-            .await?;
-        Ok(sampler.take(1, seed).into_iter().next())
+        Ok(pool.take(1, seed).await?.into_iter().next())
     }
 
     fn check(&self) -> Result<(), StrategyError> {
@@ -129,7 +130,7 @@ impl ToolCallingInstructionGenerator {
         if self.num_tools_to_sample == 0 {
             return config("num_tools_to_sample must be at least 1");
         }
-        if self.personas.is_some() && self.source.is_none() {
+        if self.personas.is_some() && self.documents.is_none() {
             return config(
                 "personas are drawn from documents: give the tool-calling generator documents too",
             );
@@ -144,7 +145,7 @@ impl std::fmt::Debug for ToolCallingInstructionGenerator {
         f.debug_struct("ToolCallingInstructionGenerator")
             .field("model", &self.model.model_id())
             .field("tools", &names)
-            .field("documents", &self.sampler.get().map(DocumentSampler::len))
+            .field("documents", &self.documents)
             .field("personas", &self.personas.is_some())
             .field("num_tools_to_sample", &self.num_tools_to_sample)
             .field("n_instructions", &self.n_instructions)
@@ -180,21 +181,21 @@ impl InstructionGenerator for ToolCallingInstructionGenerator {
         let document = self.document(request.seed).await?;
         let mut usage = Usage::default();
         let mut requests = 0;
-        let persona = match (&self.personas, &document) {
-            (Some(personas), Some(document)) => {
-                let pick = personas.persona_for(document, request.seed).await?;
-                usage += pick.usage;
-                requests += pick.requests;
-                pick.persona
+        let documents: Vec<Document> = document.into_iter().collect();
+        let persona = match &self.personas {
+            Some(personas) => {
+                let picked = pick_persona(personas.as_ref(), &documents, request.seed).await?;
+                usage += picked.usage;
+                requests += picked.requests;
+                Some(picked.persona)
             }
-            _ => None,
+            None => None,
         };
         let who = persona
             .as_ref()
             .map_or(request.correspondent_prompt.as_str(), |p| {
                 p.description.as_str()
             });
-        let documents: Vec<Document> = document.into_iter().collect();
         let context = merge_contexts(&documents);
         let user = format!(
             "{}\n\n{}",
