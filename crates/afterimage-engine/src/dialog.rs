@@ -234,11 +234,11 @@ pub(crate) async fn run_dialog(
     let kept = loop {
         let before = spent;
         // 3. The dialog itself; a regeneration's respondent is told what to fix.
-        let system = format!("{}{feedback}", prompt.system_prompt);
         let conversed = match converse(
             &run,
-            &instruction.text,
-            &system,
+            &instruction,
+            &prompt,
+            &feedback,
             turns,
             &mut spent,
             &mut counts,
@@ -248,7 +248,13 @@ pub(crate) async fn run_dialog(
             Ok(conversed) => conversed,
             Err(e) => fail!(e),
         };
-        let mut row = build_row(&run, index, conversed.dialog, &instruction, &prompt);
+        let mut row = build_row(
+            &run,
+            index,
+            conversed.dialog,
+            &instruction,
+            &conversed.prompt,
+        );
         let mut attempt = AttemptInfo::default();
 
         // 4. A bad tool call, then the cheap checks, then the judge.
@@ -372,22 +378,30 @@ struct Conversed {
     truncated: bool,
     /// Why the dialog stopped early and must not be kept (a bad tool call).
     rejection: Option<Rejection>,
+    /// The respondent's prompt at the last turn (a modifier may rewrite it for each
+    /// follow-up question): what the row reports the assistant saw.
+    prompt: ModifiedPrompt,
 }
 
 /// Alternates respondent and correspondent for `turns` assistant replies, starting
-/// from the instruction as the first user message.
+/// from the instruction as the first user message. Before each follow-up answer the
+/// modifier may rewrite the respondent's prompt for the new question; `feedback` (a
+/// regeneration's note) always follows it.
 async fn converse(
     run: &RunContext,
-    instruction: &str,
-    respondent_system: &str,
+    instruction: &Instruction,
+    prompt: &ModifiedPrompt,
+    feedback: &str,
     turns: u32,
     spent: &mut Spent,
     counts: &mut QualityCounts,
 ) -> Result<Conversed, DialogError> {
-    let mut dialog = vec![Message::user(instruction)];
+    let mut dialog = vec![Message::user(instruction.text.as_str())];
+    let mut prompt = prompt.clone();
     let mut truncated = false;
     for turn in 1..=turns {
-        let answer = respond(run, respondent_system, &dialog, spent, counts).await?;
+        let system = format!("{}{feedback}", prompt.system_prompt);
+        let answer = respond(run, &system, &dialog, spent, counts).await?;
         truncated |= answer.truncated;
         dialog.extend(answer.messages);
         if answer.rejection.is_some() {
@@ -395,6 +409,7 @@ async fn converse(
                 dialog,
                 truncated,
                 rejection: answer.rejection,
+                prompt,
             });
         }
         if turn == turns {
@@ -411,12 +426,21 @@ async fn converse(
         if text.is_empty() {
             return Err(DialogError::EmptyReply("correspondent"));
         }
+        if let Some(modifier) = &run.modifier
+            && let Some(next) = modifier
+                .follow_up(&run.respondent_prompt, instruction, &prompt, text)
+                .await
+                .map_err(DialogError::Modifier)?
+        {
+            prompt = next;
+        }
         dialog.push(Message::user(text));
     }
     Ok(Conversed {
         dialog,
         truncated,
         rejection: None,
+        prompt,
     })
 }
 
