@@ -11,6 +11,11 @@
 //!   [`SimpleInstructionGenerator`] (questions from the correspondent prompt alone).
 //! - [`WithContextRespondentPromptModifier`]: puts the question's context into the
 //!   assistant's system prompt.
+//! - Retrieval for RAG ([`Retriever`](afterimage_core::Retriever)): [`Bm25Retriever`]
+//!   (an in-memory BM25 index, no server or model) and [`EmbeddingRetriever`] (cosine
+//!   similarity over vectors from any [`Embedder`](afterimage_core::Embedder));
+//!   [`WithRagRespondentPromptModifier`] puts what they find for the user's questions
+//!   into the assistant's system prompt ([`DEFAULT_RAG_RESPONDENT_TEMPLATE`]).
 //! - The correspondent: [`write_correspondent_prompt`] writes the simulated user's
 //!   system prompt from the assistant's; [`correspondent_follow_up_note`] keeps its
 //!   follow-up turns in a human voice.
@@ -73,6 +78,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub use crate::{
+    bm25::Bm25Retriever,
     checks::{Rejection, check_dialog},
     contextual::ContextualInstructionGenerator,
     correspondent::{correspondent_follow_up_note, write_correspondent_prompt},
@@ -84,13 +90,17 @@ pub use crate::{
     modifiers::WithContextRespondentPromptModifier,
     prompts::{
         CORRESPONDENT_FOLLOW_UP_NOTE, DEFAULT_CONTEXTUAL_INSTRUCTION_PROMPT,
-        DEFAULT_JUDGE_CRITERIA, DEFAULT_JUDGE_PROMPT, DEFAULT_RESPONDENT_CONTEXT_TEMPLATE,
-        DEFAULT_SIMPLE_INSTRUCTION_PROMPT,
+        DEFAULT_JUDGE_CRITERIA, DEFAULT_JUDGE_PROMPT, DEFAULT_RAG_RESPONDENT_TEMPLATE,
+        DEFAULT_RESPONDENT_CONTEXT_TEMPLATE, DEFAULT_SIMPLE_INSTRUCTION_PROMPT,
+        NO_RETRIEVED_CONTEXT,
     },
+    rag::WithRagRespondentPromptModifier,
     sampling::{CONTEXT_SEPARATOR, DocumentSampler, merge_contexts},
     simple::SimpleInstructionGenerator,
+    vector::EmbeddingRetriever,
 };
 
+mod bm25;
 mod checks;
 mod contextual;
 mod correspondent;
@@ -100,5 +110,7 @@ mod instructions;
 mod judge;
 mod modifiers;
 mod prompts;
+mod rag;
 mod sampling;
 mod simple;
+mod vector;
