@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use afterimage_core::{Document, Retrieved, Retriever, StrategyError};
 use async_trait::async_trait;
 
-/// English words too common to say anything about relevance.
+/// English words too common to say anything about relevance (sorted, for binary search).
 const STOP_WORDS: &[&str] = &[
     "a", "an", "and", "are", "as", "at", "be", "but", "by", "do", "does", "for", "from", "had",
     "has", "have", "how", "i", "if", "in", "into", "is", "it", "its", "me", "my", "no", "not",
@@ -23,7 +23,10 @@ const STOP_WORDS: &[&str] = &[
 #[derive(Clone)]
 pub struct Bm25Retriever {
     chunks: Vec<Document>,
-    postings: HashMap<String, Vec<(u32, u32)>>,
+    /// Term -> its index in `postings`.
+    terms: HashMap<String, u32>,
+    /// Per term: (chunk index, term frequency), by chunk index.
+    postings: Vec<Vec<(u32, u32)>>,
     lengths: Vec<u32>,
     average_length: f64,
     k1: f64,
@@ -34,7 +37,7 @@ impl std::fmt::Debug for Bm25Retriever {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bm25Retriever")
             .field("chunks", &self.chunks.len())
-            .field("terms", &self.postings.len())
+            .field("terms", &self.terms.len())
             .field("k1", &self.k1)
             .field("b", &self.b)
             .finish()
@@ -50,26 +53,40 @@ impl Bm25Retriever {
             });
         }
         let too_many = || StrategyError::Config("too many chunks for one BM25 index".to_owned());
-        let mut postings: HashMap<String, Vec<(u32, u32)>> = HashMap::new();
+        let mut terms: HashMap<String, u32> = HashMap::new();
+        let mut postings: Vec<Vec<(u32, u32)>> = Vec::new();
         let mut lengths = Vec::with_capacity(chunks.len());
-        let mut counts: HashMap<String, u32> = HashMap::new();
+        let mut seen: Vec<u32> = Vec::new();
         for (index, chunk) in chunks.iter().enumerate() {
             let index = u32::try_from(index).map_err(|_| too_many())?;
-            counts.clear();
+            seen.clear();
             let mut length = 0u32;
-            for token in tokenize(&chunk.text) {
-                *counts.entry(token).or_insert(0) += 1;
+            for_each_token(&chunk.text, |token| {
+                let term = match terms.get(token) {
+                    Some(&term) => term,
+                    None => {
+                        let term = postings.len() as u32;
+                        terms.insert(token.to_owned(), term);
+                        postings.push(Vec::new());
+                        term
+                    }
+                };
+                seen.push(term);
                 length = length.saturating_add(1);
-            }
+            });
             lengths.push(length);
-            for (term, tf) in counts.drain() {
-                postings.entry(term).or_default().push((index, tf));
+            seen.sort_unstable();
+            for run in seen.chunk_by(|a, b| a == b) {
+                if let Some(list) = postings.get_mut(run[0] as usize) {
+                    list.push((index, run.len() as u32));
+                }
             }
         }
         let total: f64 = lengths.iter().map(|&l| f64::from(l)).sum();
         let average_length = (total / lengths.len() as f64).max(1.0);
         Ok(Bm25Retriever {
             chunks,
+            terms,
             postings,
             lengths,
             average_length,
@@ -106,13 +123,18 @@ impl Bm25Retriever {
         if limit == 0 {
             return Vec::new();
         }
-        let mut terms = tokenize(query);
+        let mut terms: Vec<u32> = Vec::new();
+        for_each_token(query, |token| {
+            if let Some(&term) = self.terms.get(token) {
+                terms.push(term);
+            }
+        });
         terms.sort_unstable();
         terms.dedup();
         let n = self.chunks.len() as f64;
         let mut scores: HashMap<u32, f64> = HashMap::new();
-        for term in &terms {
-            let Some(list) = self.postings.get(term) else {
+        for &term in &terms {
+            let Some(list) = self.postings.get(term as usize) else {
                 continue;
             };
             let df = list.len() as f64;
@@ -171,36 +193,48 @@ fn is_cjk(c: char) -> bool {
     )
 }
 
-/// Lowercased words split on everything that is not a letter or digit, without English
-/// stop words; every CJK character is a token of its own.
-pub(crate) fn tokenize(text: &str) -> Vec<String> {
-    let mut tokens = Vec::new();
+/// Calls `emit` with each token of `text`: lowercased words split on everything that
+/// is not a letter or digit, without English stop words; every CJK character is a
+/// token of its own.
+fn for_each_token(text: &str, mut emit: impl FnMut(&str)) {
     let mut word = String::new();
-    let flush = |word: &mut String, tokens: &mut Vec<String>| {
-        if !word.is_empty() {
-            if !STOP_WORDS.contains(&word.as_str()) {
-                tokens.push(std::mem::take(word));
-            }
-            word.clear();
+    let flush = |word: &mut String, emit: &mut dyn FnMut(&str)| {
+        if !word.is_empty() && STOP_WORDS.binary_search(&word.as_str()).is_err() {
+            emit(word);
         }
+        word.clear();
     };
     for c in text.chars() {
         if is_cjk(c) {
-            flush(&mut word, &mut tokens);
-            tokens.push(c.to_string());
+            flush(&mut word, &mut emit);
+            word.push(c);
+            emit(&word);
+            word.clear();
         } else if c.is_alphanumeric() {
             word.extend(c.to_lowercase());
         } else {
-            flush(&mut word, &mut tokens);
+            flush(&mut word, &mut emit);
         }
     }
-    flush(&mut word, &mut tokens);
+    flush(&mut word, &mut emit);
+}
+
+/// The tokens of `text`, as [`Bm25Retriever`] indexes and queries them.
+#[cfg(test)]
+fn tokenize(text: &str) -> Vec<String> {
+    let mut tokens = Vec::new();
+    for_each_token(text, |t| tokens.push(t.to_owned()));
     tokens
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stop_words_are_sorted() {
+        assert!(STOP_WORDS.windows(2).all(|w| w[0] < w[1]));
+    }
 
     #[test]
     fn tokens_are_lowercase_words_without_stop_words() {
