@@ -101,9 +101,12 @@ impl Bm25Retriever {
         self
     }
 
-    /// Length normalisation in `0..=1` (default 0.75; 0 ignores chunk length).
+    /// Length normalisation in `0..=1` (default 0.75; 0 ignores chunk length; NaN is
+    /// ignored).
     pub fn b(mut self, b: f64) -> Self {
-        self.b = b.clamp(0.0, 1.0);
+        if !b.is_nan() {
+            self.b = b.clamp(0.0, 1.0);
+        }
         self
     }
 
@@ -193,13 +196,35 @@ fn is_cjk(c: char) -> bool {
     )
 }
 
+/// Harman's "S" stemmer, so that "refund" finds "refunds": `-ies` becomes `-y` (not
+/// after `a` or `e`), `-es` becomes `-e` (not after `a`, `e` or `o`), and otherwise a
+/// final `-s` goes, except in `-us` and `-ss`. Words of three letters or fewer are kept.
+fn strip_plural(word: &mut String) {
+    if word.len() <= 3 || !word.ends_with('s') {
+        return;
+    }
+    if word.ends_with("ies") && !word.ends_with("eies") && !word.ends_with("aies") {
+        word.truncate(word.len() - 3);
+        word.push('y');
+    } else if word.ends_with("es")
+        && !word.ends_with("aes")
+        && !word.ends_with("ees")
+        && !word.ends_with("oes")
+    {
+        word.truncate(word.len() - 1);
+    } else if !word.ends_with("us") && !word.ends_with("ss") {
+        word.truncate(word.len() - 1);
+    }
+}
+
 /// Calls `emit` with each token of `text`: lowercased words split on everything that
-/// is not a letter or digit, without English stop words; every CJK character is a
-/// token of its own.
+/// is not a letter or digit, without English stop words, plurals stripped; every CJK
+/// character is a token of its own.
 fn for_each_token(text: &str, mut emit: impl FnMut(&str)) {
     let mut word = String::new();
     let flush = |word: &mut String, emit: &mut dyn FnMut(&str)| {
         if !word.is_empty() && STOP_WORDS.binary_search(&word.as_str()).is_err() {
+            strip_plural(word);
             emit(word);
         }
         word.clear();
@@ -230,6 +255,22 @@ fn tokenize(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plurals_are_stripped() {
+        let stems: Vec<String> = [
+            "refunds", "policies", "boxes", "takes", "status", "class", "bus", "goes",
+        ]
+        .iter()
+        .flat_map(|w| tokenize(w))
+        .collect();
+        assert_eq!(
+            stems,
+            [
+                "refund", "policy", "boxe", "take", "status", "class", "bus", "goe"
+            ]
+        );
+    }
 
     #[test]
     fn stop_words_are_sorted() {

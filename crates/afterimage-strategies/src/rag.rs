@@ -25,6 +25,34 @@ const METADATA_KEY: &str = "retrieval";
 /// prompt, and `metadata["retrieval"]` records `{"retriever", "top_k", "queries",
 /// "hits": [{"id", "score", "turn"}]}` (turn 1 is the first question; a follow-up's
 /// hits are recorded even when their passages were already in the context).
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use afterimage_core::{Document, GeneratedInstructions, Instruction, RespondentPromptModifier};
+/// use afterimage_strategies::{Bm25Retriever, WithRagRespondentPromptModifier};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), afterimage_core::StrategyError> {
+/// let retriever = Bm25Retriever::new(vec![
+///     Document::with_id("refunds", "Refunds reach the original card within 30 days."),
+///     Document::with_id("shipping", "Shipping takes two business days."),
+/// ])?;
+/// let modifier = WithRagRespondentPromptModifier::new(Arc::new(retriever)).top_k(1);
+/// let question = Instruction::split(GeneratedInstructions {
+///     instructions: vec!["When will my refund arrive?".into()],
+///     ..GeneratedInstructions::default()
+/// })
+/// .remove(0);
+/// let prompt = modifier.modify("You are a support agent.", &question).await?;
+/// assert_eq!(
+///     prompt.response_context.as_deref(),
+///     Some("Refunds reach the original card within 30 days.")
+/// );
+/// assert_eq!(prompt.metadata["retrieval"]["hits"][0]["id"], "refunds");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct WithRagRespondentPromptModifier {
     retriever: Arc<dyn Retriever>,

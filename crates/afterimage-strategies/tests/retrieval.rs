@@ -269,14 +269,14 @@ fn hits(prompt: &afterimage_core::ModifiedPrompt) -> Vec<(String, f64, u64)> {
 async fn the_right_chunk_reaches_the_prompt() {
     let retriever = corpus();
     let modifier = WithRagRespondentPromptModifier::new(retriever.clone()).top_k(1);
-    let question = instruction("How long do refunds take?", "Some sampled document.");
+    let question = instruction("Will refunds go back to my card?", "Some sampled document.");
     let prompt = modifier.modify(BASE, &question).await.unwrap();
     let refunds = "Refunds are issued within 30 days to the original card.";
     assert_eq!(prompt.response_context.as_deref(), Some(refunds));
     assert!(prompt.system_prompt.starts_with(BASE));
     assert!(prompt.system_prompt.contains(refunds));
     assert!(!prompt.system_prompt.contains("Some sampled document."));
-    let expected = retriever.search("How long do refunds take?", 1)[0].score;
+    let expected = retriever.search("Will refunds go back to my card?", 1)[0].score;
     assert_eq!(hits(&prompt), [("refunds".to_owned(), expected, 1)]);
     let retrieval = &prompt.metadata["retrieval"];
     assert_eq!(retrieval["retriever"], "bm25");
@@ -321,7 +321,7 @@ async fn per_turn_retrieval_accumulates_distinct_chunks() {
     let modifier = WithRagRespondentPromptModifier::new(corpus())
         .top_k(1)
         .per_turn(true);
-    let question = instruction("How long do refunds take?", "");
+    let question = instruction("Will refunds go back to my card?", "");
     let first = modifier.modify(BASE, &question).await.unwrap();
     let second = modifier
         .follow_up(BASE, &question, &first, "How long does shipping take?")
