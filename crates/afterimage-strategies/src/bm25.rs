@@ -197,8 +197,9 @@ fn is_cjk(c: char) -> bool {
 }
 
 /// Harman's "S" stemmer, so that "refund" finds "refunds": `-ies` becomes `-y` (not
-/// after `a` or `e`), `-es` becomes `-e` (not after `a`, `e` or `o`), and otherwise a
-/// final `-s` goes, except in `-us` and `-ss`. Words of three letters or fewer are kept.
+/// after `a` or `e`); otherwise a final `-s` goes, except in `-us` and `-ss`. (Harman's
+/// `-es` rule drops one letter too, so it needs no branch of its own.) Words of three
+/// letters or fewer are kept.
 fn strip_plural(word: &mut String) {
     if word.len() <= 3 || !word.ends_with('s') {
         return;
@@ -206,12 +207,6 @@ fn strip_plural(word: &mut String) {
     if word.ends_with("ies") && !word.ends_with("eies") && !word.ends_with("aies") {
         word.truncate(word.len() - 3);
         word.push('y');
-    } else if word.ends_with("es")
-        && !word.ends_with("aes")
-        && !word.ends_with("ees")
-        && !word.ends_with("oes")
-    {
-        word.truncate(word.len() - 1);
     } else if !word.ends_with("us") && !word.ends_with("ss") {
         word.truncate(word.len() - 1);
     }
