@@ -329,4 +329,9 @@ pub struct Retrieved {
 pub trait Retriever: Send + Sync + std::fmt::Debug {
     /// Up to `limit` passages, best first.
     async fn retrieve(&self, query: &str, limit: usize) -> Result<Vec<Retrieved>, StrategyError>;
+
+    /// A short name for row metadata and logs (`"bm25"`, `"embedding"`).
+    fn name(&self) -> &str {
+        "retriever"
+    }
 }

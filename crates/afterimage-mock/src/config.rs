@@ -27,6 +27,8 @@ pub struct MockConfig {
     /// share one budget): beyond it, 429 with `Retry-After` until the minute's window
     /// ends. `None` is unlimited.
     pub rpm_limit: Option<u32>,
+    /// The size of embedding vectors when a request does not ask for one (default 64).
+    pub embedding_dimensions: usize,
 }
 
 impl Default for MockConfig {
@@ -41,6 +43,7 @@ impl Default for MockConfig {
             prose_instead_of_json: false,
             seed: 0,
             rpm_limit: None,
+            embedding_dimensions: 64,
         }
     }
 }
@@ -91,6 +94,12 @@ impl MockConfig {
     /// Limits model requests per minute per API key (`0` is unlimited).
     pub fn with_rpm_limit(mut self, rpm: u32) -> Self {
         self.rpm_limit = (rpm > 0).then_some(rpm);
+        self
+    }
+
+    /// Sets the default size of embedding vectors (at least 1).
+    pub fn with_embedding_dimensions(mut self, dimensions: usize) -> Self {
+        self.embedding_dimensions = dimensions.max(1);
         self
     }
 

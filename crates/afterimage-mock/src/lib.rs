@@ -3,7 +3,11 @@
 //! [`MockServer`] is a real HTTP/1.1 server on `127.0.0.1` (hyper) speaking the OpenAI
 //! Chat Completions, Gemini `generateContent` and Anthropic Messages wire formats (the
 //! last at `POST /v1/messages`, a schema asked for as a forced tool), so the real provider
-//! clients run against it unchanged. [`MockConfig`] adds latency with jitter, injected
+//! clients run against it unchanged. It also serves embeddings (OpenAI `POST
+//! /v1/embeddings`, Gemini `batchEmbedContents` and `embedContent`): deterministic unit
+//! vectors hashed from the lowercased words of each text
+//! ([`MockConfig::embedding_dimensions`], 64 by default), so texts that share words are
+//! similar and retrieval works end to end. [`MockConfig`] adds latency with jitter, injected
 //! 500s and 429s (with `Retry-After`), an API key requirement, and prose where JSON was
 //! asked for; [`MockStats`] counts what was served, including the peak concurrency.
 //!
@@ -54,6 +58,7 @@ pub use crate::{
 
 mod anthropic;
 mod config;
+mod embeddings;
 mod gemini;
 mod openai;
 mod reply;

@@ -24,7 +24,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::config::MockConfig;
 use crate::stats::{Counters, MockStats, bump};
 use crate::text::Rng;
-use crate::{anthropic, gemini, openai};
+use crate::{anthropic, embeddings, gemini, openai};
 
 /// Pending connections the kernel may queue; thousands of clients connect at once.
 const BACKLOG: u32 = 4096;
@@ -303,12 +303,17 @@ enum Dialect {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route<'a> {
     OpenAiChat,
+    OpenAiEmbeddings,
     OpenAiModels,
     OpenAiModel(&'a str),
     /// `stream`: `None` for `generateContent`, `Some(sse)` for `streamGenerateContent`.
     GeminiGenerate {
         model: &'a str,
         stream: Option<bool>,
+    },
+    /// `batch`: `batchEmbedContents` rather than `embedContent`.
+    GeminiEmbed {
+        batch: bool,
     },
     GeminiModels,
     GeminiModel(&'a str),
@@ -325,6 +330,7 @@ impl<'a> Route<'a> {
         let rest = path.strip_prefix("/v1").unwrap_or(path);
         match (method, rest) {
             (&Method::POST, "/chat/completions") => Route::OpenAiChat,
+            (&Method::POST, "/embeddings") => Route::OpenAiEmbeddings,
             (&Method::POST, "/messages") => Route::AnthropicMessages,
             (&Method::GET, "/models") => Route::OpenAiModels,
             (&Method::GET, r) => match r.strip_prefix("/models/") {
@@ -354,6 +360,8 @@ impl<'a> Route<'a> {
                     model,
                     stream: Some(query.is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"))),
                 },
+                "batchEmbedContents" => Route::GeminiEmbed { batch: true },
+                "embedContent" => Route::GeminiEmbed { batch: false },
                 _ => not_found,
             },
             _ => not_found,
@@ -362,9 +370,10 @@ impl<'a> Route<'a> {
 
     fn dialect(self) -> Dialect {
         match self {
-            Route::GeminiGenerate { .. } | Route::GeminiModels | Route::GeminiModel(_) => {
-                Dialect::Gemini
-            }
+            Route::GeminiGenerate { .. }
+            | Route::GeminiEmbed { .. }
+            | Route::GeminiModels
+            | Route::GeminiModel(_) => Dialect::Gemini,
             Route::AnthropicMessages => Dialect::Anthropic,
             Route::NotFound(d) => d,
             _ => Dialect::OpenAi,
@@ -409,7 +418,11 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
         Route::OpenAiModel(id) => openai::model(id),
         Route::GeminiModels => gemini::models(),
         Route::GeminiModel(model) => gemini::model(model),
-        Route::OpenAiChat | Route::GeminiGenerate { .. } | Route::AnthropicMessages => {
+        Route::OpenAiChat
+        | Route::OpenAiEmbeddings
+        | Route::GeminiGenerate { .. }
+        | Route::GeminiEmbed { .. }
+        | Route::AnthropicMessages => {
             return model_call(shared, route, &parts, body)
                 .await
                 .unwrap_or_else(|(status, message)| {
@@ -437,6 +450,7 @@ async fn model_call(
     bump(match route {
         Route::OpenAiChat => &stats.chat_completions,
         Route::AnthropicMessages => &stats.messages,
+        Route::OpenAiEmbeddings | Route::GeminiEmbed { .. } => &stats.embeddings,
         _ => &stats.generate_content,
     });
     if let Some(retry_after) = shared.over_rpm_limit(request_key(parts), Instant::now()) {
@@ -486,8 +500,12 @@ async fn model_call(
         rng,
         prose: config.prose_instead_of_json,
     };
+    let dimensions = config.embedding_dimensions;
     let answer = match route {
         Route::GeminiGenerate { model, stream } => gemini::generate(model, &value, call, stream),
+        Route::OpenAiEmbeddings => embeddings::openai(&value, dimensions),
+        Route::GeminiEmbed { batch: true } => embeddings::gemini_batch(&value, dimensions),
+        Route::GeminiEmbed { batch: false } => embeddings::gemini_single(&value, dimensions),
         Route::AnthropicMessages => anthropic::messages(&value, call),
         _ => openai::chat(&value, call),
     }
@@ -582,8 +600,8 @@ fn error_answer(dialect: Dialect, status: StatusCode, message: &str, retry_after
 pub async fn run(port: u16, config: MockConfig) -> io::Result<()> {
     let server = MockServer::start_on(port, config).await?;
     say(format_args!(
-        "afterimage-mock listening on {}\n  OpenAI base URL: {}  (POST /chat/completions, GET /models)\n  \
-         Gemini base URL: {}  (POST /models/{{model}}:generateContent, GET /models)\n  \
+        "afterimage-mock listening on {}\n  OpenAI base URL: {}  (POST /chat/completions, /embeddings, GET /models)\n  \
+         Gemini base URL: {}  (POST /models/{{model}}:generateContent, :batchEmbedContents, GET /models)\n  \
          Anthropic base URL: {}  (POST /messages, GET /models)\nPress Ctrl-C to stop.",
         server.base_url(),
         server.openai_base_url(),
@@ -665,6 +683,18 @@ mod tests {
         assert_eq!(
             Route::parse(&get, "/v1beta/models/g", None),
             Route::GeminiModel("g")
+        );
+        assert_eq!(
+            Route::parse(&post, "/v1/embeddings", None),
+            Route::OpenAiEmbeddings
+        );
+        assert_eq!(
+            Route::parse(&post, "/embeddings", None),
+            Route::OpenAiEmbeddings
+        );
+        assert_eq!(
+            Route::parse(&post, "/v1beta/models/e:batchEmbedContents", None),
+            Route::GeminiEmbed { batch: true }
         );
         assert_eq!(
             Route::parse(&post, "/v1/messages", None),

@@ -17,6 +17,9 @@ pub struct MockStats {
     pub generate_content: u64,
     /// Requests to Anthropic `messages`.
     pub messages: u64,
+    /// Requests to the embedding endpoints (OpenAI `embeddings`, Gemini
+    /// `batchEmbedContents` / `embedContent`).
+    pub embeddings: u64,
     /// Requests to the model listing / lookup endpoints (both formats).
     pub models: u64,
     /// Requests answered 404 (unknown path or method).
@@ -36,17 +39,18 @@ pub struct MockStats {
 }
 
 impl std::fmt::Display for MockStats {
-    /// One line for logs: `requests N (chat N, gemini N, anthropic N, models N), max in
+    /// One line for logs: `requests N (chat N, gemini N, anthropic N, embeddings N, models N), max in
     /// flight N, ...`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "requests {} (chat {}, gemini {}, anthropic {}, models {}), max in flight {}, \
+            "requests {} (chat {}, gemini {}, anthropic {}, embeddings {}, models {}), max in flight {}, \
              injected 500s {}, 429s {}, 401s {}, 400s {}, 404s {}",
             self.requests,
             self.chat_completions,
             self.generate_content,
             self.messages,
+            self.embeddings,
             self.models,
             self.max_in_flight,
             self.errors_injected,
@@ -65,6 +69,7 @@ pub(crate) struct Counters {
     pub(crate) chat_completions: AtomicU64,
     pub(crate) generate_content: AtomicU64,
     pub(crate) messages: AtomicU64,
+    pub(crate) embeddings: AtomicU64,
     pub(crate) models: AtomicU64,
     pub(crate) not_found: AtomicU64,
     pub(crate) unauthorized: AtomicU64,
@@ -96,6 +101,7 @@ impl Counters {
             chat_completions: self.chat_completions.load(Relaxed),
             generate_content: self.generate_content.load(Relaxed),
             messages: self.messages.load(Relaxed),
+            embeddings: self.embeddings.load(Relaxed),
             models: self.models.load(Relaxed),
             not_found: self.not_found.load(Relaxed),
             unauthorized: self.unauthorized.load(Relaxed),
@@ -114,6 +120,7 @@ impl Counters {
             &self.chat_completions,
             &self.generate_content,
             &self.messages,
+            &self.embeddings,
             &self.models,
             &self.not_found,
             &self.unauthorized,

@@ -887,3 +887,93 @@ async fn shutdown_and_drop_stop_the_server() {
     }
     assert!(refused);
 }
+
+fn cosine(a: &Value, b: &Value) -> f64 {
+    let (a, b) = (a.as_array().unwrap(), b.as_array().unwrap());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| x.as_f64().unwrap() * y.as_f64().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn openai_embeddings_are_deterministic_word_hashes() {
+    let server = server(MockConfig::default()).await;
+    let body = json!({
+        "model": "text-embedding-3-small",
+        "input": ["How long does a refund take?", "A refund takes 30 days.", "Shipping is free."]
+    });
+    let (status, reply) = post(&format!("{}/embeddings", server.openai_base_url()), &body).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["object"], "list");
+    assert_eq!(reply["model"], "text-embedding-3-small");
+    let data = reply["data"].as_array().unwrap();
+    assert_eq!(data.len(), 3);
+    let vectors: Vec<&Value> = data.iter().map(|d| &d["embedding"]).collect();
+    for (i, d) in data.iter().enumerate() {
+        assert_eq!(d["index"], i);
+        assert_eq!(d["embedding"].as_array().unwrap().len(), 64);
+        assert!((cosine(&d["embedding"], &d["embedding"]) - 1.0).abs() < 1e-5);
+    }
+    assert!(cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2]));
+    assert!(reply["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+
+    // The same text gets the same vector, at either path and in any batch.
+    let single = json!({"model": "m", "input": "A refund takes 30 days."});
+    let (_, again) = post(&format!("{}/embeddings", server.base_url()), &single).await;
+    assert_eq!(&again["data"][0]["embedding"], vectors[1]);
+    // `dimensions` is honoured; a bad input is a 400.
+    let small = json!({"model": "m", "input": "refund", "dimensions": 8});
+    let (_, reply) = post(&format!("{}/embeddings", server.openai_base_url()), &small).await;
+    assert_eq!(reply["data"][0]["embedding"].as_array().unwrap().len(), 8);
+    let bad = json!({"model": "m", "input": [1, 2]});
+    let (status, reply) = post(&format!("{}/embeddings", server.openai_base_url()), &bad).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+    assert_eq!(server.stats().embeddings, 4);
+    assert_eq!(server.stats().chat_completions, 0);
+}
+
+#[tokio::test]
+async fn gemini_batch_embeddings_match_the_openai_vectors() {
+    let server = server(MockConfig::default().with_embedding_dimensions(32)).await;
+    let texts = ["How long does a refund take?", "Shipping is free."];
+    let requests: Vec<Value> = texts
+        .iter()
+        .map(|t| json!({"model": "models/gemini-embedding-001", "content": {"parts": [{"text": t}]}}))
+        .collect();
+    let url = format!(
+        "{}/models/gemini-embedding-001:batchEmbedContents",
+        server.gemini_base_url()
+    );
+    let (status, reply) = post(&url, &json!({"requests": requests})).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let embeddings = reply["embeddings"].as_array().unwrap();
+    assert_eq!(embeddings.len(), 2);
+    assert_eq!(embeddings[0]["values"].as_array().unwrap().len(), 32);
+    let (_, openai) = post(
+        &format!("{}/embeddings", server.openai_base_url()),
+        &json!({"model": "m", "input": texts}),
+    )
+    .await;
+    assert_eq!(embeddings[1]["values"], openai["data"][1]["embedding"]);
+
+    let url = format!(
+        "{}/models/gemini-embedding-001:embedContent",
+        server.gemini_base_url()
+    );
+    let (_, single) = post(&url, &json!({"content": {"parts": [{"text": texts[0]}]}})).await;
+    assert_eq!(single["embedding"]["values"], embeddings[0]["values"]);
+    let (status, reply) = post(&url, &json!({"content": {}})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply["error"]["status"], "INVALID_ARGUMENT");
+    assert_eq!(server.stats().embeddings, 4);
+}
+
+#[tokio::test]
+async fn embeddings_share_the_fault_injection_of_model_calls() {
+    let server = server(MockConfig::default().with_error_rate(1.0)).await;
+    let body = json!({"model": "m", "input": "refund"});
+    let (status, _) = post(&format!("{}/embeddings", server.openai_base_url()), &body).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(server.stats().errors_injected, 1);
+}

@@ -8,6 +8,9 @@
 //!   [`GeminiSchemaField`] picks the schema field.
 //! - [`Anthropic`]: Anthropic's Messages API, built with [`AnthropicBuilder`]; a JSON
 //!   Schema is asked for with a forced tool.
+//! - Embeddings ([`Embedder`](afterimage_core::Embedder)): [`OpenAiEmbedder`]
+//!   (OpenAI-compatible `/embeddings`) and [`GeminiEmbedder`] (`batchEmbedContents`),
+//!   both sending inputs in batches and keeping their order.
 //! - [`BuildError`]: settings that cannot work (bad base URL, no model).
 //!
 //! All map the wire formats (system prompts, tools, JSON Schema output, reasoning text)
@@ -43,6 +46,7 @@ pub use crate::{
         ANTHROPIC_BASE_URL, ANTHROPIC_DEFAULT_MAX_TOKENS, ANTHROPIC_VERSION, Anthropic,
         AnthropicBuilder,
     },
+    embeddings::{GEMINI_EMBEDDING_BATCH, GeminiEmbedder, OPENAI_EMBEDDING_BATCH, OpenAiEmbedder},
     error::BuildError,
     gemini::{GEMINI_BASE_URL, Gemini, GeminiBuilder, GeminiSchemaField},
     keypool::{KeyPool, KeyStats, key_fingerprint},
@@ -55,6 +59,7 @@ pub use crate::{
 };
 
 mod anthropic;
+mod embeddings;
 mod error;
 mod gemini;
 mod http;

@@ -24,6 +24,11 @@
 //!   [`LlmToolSimulator`] or [`ToolHandlers`] answer the calls.
 //! - [`WithContextRespondentPromptModifier`]: puts the question's context into the
 //!   assistant's system prompt.
+//! - Retrieval for RAG ([`Retriever`](afterimage_core::Retriever)): [`Bm25Retriever`]
+//!   (an in-memory BM25 index, no server or model) and [`EmbeddingRetriever`] (cosine
+//!   similarity over vectors from any [`Embedder`](afterimage_core::Embedder));
+//!   [`WithRagRespondentPromptModifier`] puts what they find for the user's questions
+//!   into the assistant's system prompt ([`DEFAULT_RAG_RESPONDENT_TEMPLATE`]).
 //! - The correspondent: [`write_correspondent_prompt`] writes the simulated user's
 //!   system prompt from the assistant's; [`correspondent_follow_up_note`] keeps its
 //!   follow-up turns in a human voice.
@@ -86,6 +91,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub use crate::{
+    bm25::Bm25Retriever,
     checks::{Rejection, check_dialog},
     chunking::{ChunkOptions, chunk_documents, chunk_text},
     contextual::ContextualInstructionGenerator,
@@ -105,16 +111,20 @@ pub use crate::{
         CORRESPONDENT_FOLLOW_UP_NOTE, DEFAULT_CONTEXTUAL_INSTRUCTION_PROMPT,
         DEFAULT_JUDGE_CRITERIA, DEFAULT_JUDGE_PROMPT, DEFAULT_PERSONA_FROM_PERSONA_PROMPT,
         DEFAULT_PERSONA_FROM_TEXT_PROMPT, DEFAULT_PERSONA_INSTRUCTION_PROMPT,
-        DEFAULT_RESPONDENT_CONTEXT_TEMPLATE, DEFAULT_SIMPLE_INSTRUCTION_PROMPT,
-        DEFAULT_TOOL_CALLING_INSTRUCTION_PROMPT,
+        DEFAULT_RAG_RESPONDENT_TEMPLATE, DEFAULT_RESPONDENT_CONTEXT_TEMPLATE,
+        DEFAULT_SIMPLE_INSTRUCTION_PROMPT, DEFAULT_TOOL_CALLING_INSTRUCTION_PROMPT,
+        NO_RETRIEVED_CONTEXT,
     },
+    rag::WithRagRespondentPromptModifier,
     sampling::{CONTEXT_SEPARATOR, DocumentPool, DocumentSampler, merge_contexts},
     schema::{parse_tool_specs, validate_arguments, validate_tool_call},
     simple::SimpleInstructionGenerator,
     tool_calling::ToolCallingInstructionGenerator,
     tools::{LlmToolSimulator, ToolHandlers},
+    vector::EmbeddingRetriever,
 };
 
+mod bm25;
 mod checks;
 mod chunking;
 mod contextual;
@@ -127,8 +137,10 @@ mod modifiers;
 mod persona_instructions;
 mod personas;
 mod prompts;
+mod rag;
 mod sampling;
 mod schema;
 mod simple;
 mod tool_calling;
 mod tools;
+mod vector;

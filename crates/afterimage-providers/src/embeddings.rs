@@ -1,0 +1,337 @@
+//! Embedding clients: OpenAI-compatible `/embeddings` and Gemini `batchEmbedContents`,
+//! each an [`Embedder`].
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use afterimage_core::{ApiKey, Embedder, ProviderError};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::http::{Auth, Http, HttpSettings};
+use crate::{BuildError, GEMINI_BASE_URL, OPENAI_BASE_URL};
+
+/// Texts per OpenAI embeddings request unless told otherwise.
+pub const OPENAI_EMBEDDING_BATCH: usize = 96;
+/// Texts per Gemini `batchEmbedContents` request unless told otherwise (its maximum).
+pub const GEMINI_EMBEDDING_BATCH: usize = 100;
+
+/// The connection settings of an embedder, and the client built from them on first use.
+#[derive(Clone)]
+struct Lazy {
+    settings: HttpSettings,
+    auth: Auth,
+    http: OnceLock<Result<Http, BuildError>>,
+}
+
+impl std::fmt::Debug for Lazy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.settings.fmt(f)
+    }
+}
+
+impl Lazy {
+    fn new(base_url: &str, key: ApiKey, auth: Auth) -> Self {
+        let mut settings = HttpSettings::new(base_url);
+        // A local server needs no key: an empty one sends none.
+        settings.key = (!key.expose().is_empty()).then_some(key);
+        Lazy {
+            settings,
+            auth,
+            http: OnceLock::new(),
+        }
+    }
+
+    /// Changes the settings (and forgets a client built from the old ones).
+    fn update(mut self, change: impl FnOnce(&mut HttpSettings)) -> Self {
+        change(&mut self.settings);
+        self.http = OnceLock::new();
+        self
+    }
+
+    fn get(&self) -> Result<&Http, BuildError> {
+        self.http
+            .get_or_init(|| self.settings.clone().build(self.auth))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    fn http(&self) -> Result<&Http, ProviderError> {
+        self.get().map_err(|e| ProviderError::Other {
+            message: format!("cannot build the embedding client: {e}"),
+            retryable: false,
+        })
+    }
+}
+
+/// Embeddings from an OpenAI-compatible `POST {base_url}/embeddings` (OpenAI, vLLM,
+/// Ollama, LiteLLM, ...).
+///
+/// Inputs go in batches of [`batch_size`](Self::batch_size), one request after the
+/// other; vectors come back in input order. Cloning shares the connection pool once
+/// the client is built (on the first request, or by [`check`](Self::check)).
+#[derive(Debug, Clone)]
+pub struct OpenAiEmbedder {
+    http: Lazy,
+    model: String,
+    batch_size: usize,
+}
+
+impl OpenAiEmbedder {
+    /// An embedder for `model` at [`OPENAI_BASE_URL`](crate::OPENAI_BASE_URL); an empty
+    /// key sends no `Authorization` header (local servers).
+    pub fn new(api_key: impl Into<ApiKey>, model: impl Into<String>) -> Self {
+        OpenAiEmbedder {
+            http: Lazy::new(OPENAI_BASE_URL, api_key.into(), Auth::Bearer),
+            model: model.into(),
+            batch_size: OPENAI_EMBEDDING_BATCH,
+        }
+    }
+
+    /// Another base URL (ending before `/embeddings`, like the chat clients').
+    pub fn base_url(mut self, base_url: impl Into<String>) -> Self {
+        let base_url = base_url.into();
+        self.http = self.http.update(|s| s.base_url = base_url);
+        self
+    }
+
+    /// Texts per request (default [`OPENAI_EMBEDDING_BATCH`]; at least 1).
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// The whole-request deadline (default 600 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.http = self.http.update(|s| s.timeout = timeout);
+        self
+    }
+
+    /// Uses this client (and its connection pool) instead of building one.
+    pub fn client(mut self, client: reqwest::Client) -> Self {
+        self.http = self.http.update(|s| s.client = Some(client));
+        self
+    }
+
+    /// Checks the settings (base URL, key) and builds the client now rather than on
+    /// the first request.
+    pub fn check(&self) -> Result<(), BuildError> {
+        if self.model.trim().is_empty() {
+            return Err(BuildError::MissingModel);
+        }
+        self.http.get().map(|_| ())
+    }
+
+    /// The embedding model.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    async fn embed_batch(
+        &self,
+        http: &Http,
+        texts: &[String],
+    ) -> Result<Vec<Vec<f32>>, ProviderError> {
+        let body = OpenAiRequest {
+            model: &self.model,
+            input: texts,
+        };
+        let text = http.post_json("/embeddings", &body, &self.model).await?;
+        let reply: OpenAiReply = http.parse_json(&text, "an embeddings response")?;
+        let mut data = reply.data;
+        // Servers that leave out `index` answer in input order.
+        data.sort_by_key(|d| d.index);
+        let in_order = data
+            .iter()
+            .enumerate()
+            .all(|(i, d)| d.index.is_none_or(|index| index == i));
+        if data.len() != texts.len() || !in_order {
+            return Err(http.malformed(
+                format!(
+                    "asked for {} embeddings, got {} (indices must be 0..{})",
+                    texts.len(),
+                    data.len(),
+                    texts.len()
+                ),
+                &text,
+            ));
+        }
+        Ok(data.into_iter().map(|d| d.embedding).collect())
+    }
+}
+
+#[async_trait]
+impl Embedder for OpenAiEmbedder {
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
+        let http = self.http.http()?;
+        let mut vectors = Vec::with_capacity(texts.len());
+        for batch in texts.chunks(self.batch_size) {
+            vectors.extend(self.embed_batch(http, batch).await?);
+        }
+        Ok(vectors)
+    }
+}
+
+#[derive(Serialize)]
+struct OpenAiRequest<'a> {
+    model: &'a str,
+    input: &'a [String],
+}
+
+#[derive(Deserialize)]
+struct OpenAiReply {
+    data: Vec<OpenAiEmbedding>,
+}
+
+#[derive(Deserialize)]
+struct OpenAiEmbedding {
+    embedding: Vec<f32>,
+    #[serde(default)]
+    index: Option<usize>,
+}
+
+/// Embeddings from Gemini's `POST {base_url}/models/{model}:batchEmbedContents`, the
+/// key in the `x-goog-api-key` header as the chat client sends it.
+///
+/// Inputs go in batches of [`batch_size`](Self::batch_size), one request after the
+/// other; vectors come back in input order.
+#[derive(Debug, Clone)]
+pub struct GeminiEmbedder {
+    http: Lazy,
+    model: String,
+    batch_size: usize,
+}
+
+impl GeminiEmbedder {
+    /// An embedder for `model` (`gemini-embedding-001`, with or without `models/`) at
+    /// [`GEMINI_BASE_URL`](crate::GEMINI_BASE_URL).
+    pub fn new(api_key: impl Into<ApiKey>, model: impl Into<String>) -> Self {
+        let model = model.into();
+        let model = model.strip_prefix("models/").unwrap_or(&model).to_owned();
+        GeminiEmbedder {
+            http: Lazy::new(
+                GEMINI_BASE_URL,
+                api_key.into(),
+                Auth::Header("x-goog-api-key"),
+            ),
+            model,
+            batch_size: GEMINI_EMBEDDING_BATCH,
+        }
+    }
+
+    /// Another base URL (ending in `/v1beta`, like the chat client's).
+    pub fn base_url(mut self, base_url: impl Into<String>) -> Self {
+        let base_url = base_url.into();
+        self.http = self.http.update(|s| s.base_url = base_url);
+        self
+    }
+
+    /// Texts per request (default [`GEMINI_EMBEDDING_BATCH`]; at least 1).
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// The whole-request deadline (default 600 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.http = self.http.update(|s| s.timeout = timeout);
+        self
+    }
+
+    /// Uses this client (and its connection pool) instead of building one.
+    pub fn client(mut self, client: reqwest::Client) -> Self {
+        self.http = self.http.update(|s| s.client = Some(client));
+        self
+    }
+
+    /// Checks the settings (base URL, key) and builds the client now rather than on
+    /// the first request.
+    pub fn check(&self) -> Result<(), BuildError> {
+        if self.model.trim().is_empty() {
+            return Err(BuildError::MissingModel);
+        }
+        self.http.get().map(|_| ())
+    }
+
+    /// The embedding model (without `models/`).
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    async fn embed_batch(
+        &self,
+        http: &Http,
+        texts: &[String],
+    ) -> Result<Vec<Vec<f32>>, ProviderError> {
+        let name = format!("models/{}", self.model);
+        let body = GeminiRequest {
+            requests: texts
+                .iter()
+                .map(|text| GeminiEmbedRequest {
+                    model: &name,
+                    content: GeminiContent {
+                        parts: [GeminiPart { text }],
+                    },
+                })
+                .collect(),
+        };
+        let path = format!("/models/{}:batchEmbedContents", self.model);
+        let text = http.post_json(&path, &body, &self.model).await?;
+        let reply: GeminiReply = http.parse_json(&text, "a batchEmbedContents response")?;
+        if reply.embeddings.len() != texts.len() {
+            return Err(http.malformed(
+                format!(
+                    "asked for {} embeddings, got {}",
+                    texts.len(),
+                    reply.embeddings.len()
+                ),
+                &text,
+            ));
+        }
+        Ok(reply.embeddings.into_iter().map(|e| e.values).collect())
+    }
+}
+
+#[async_trait]
+impl Embedder for GeminiEmbedder {
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
+        let http = self.http.http()?;
+        let mut vectors = Vec::with_capacity(texts.len());
+        for batch in texts.chunks(self.batch_size) {
+            vectors.extend(self.embed_batch(http, batch).await?);
+        }
+        Ok(vectors)
+    }
+}
+
+#[derive(Serialize)]
+struct GeminiRequest<'a> {
+    requests: Vec<GeminiEmbedRequest<'a>>,
+}
+
+#[derive(Serialize)]
+struct GeminiEmbedRequest<'a> {
+    model: &'a str,
+    content: GeminiContent<'a>,
+}
+
+#[derive(Serialize)]
+struct GeminiContent<'a> {
+    parts: [GeminiPart<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct GeminiPart<'a> {
+    text: &'a str,
+}
+
+#[derive(Deserialize)]
+struct GeminiReply {
+    #[serde(default)]
+    embeddings: Vec<GeminiEmbedding>,
+}
+
+#[derive(Deserialize)]
+struct GeminiEmbedding {
+    values: Vec<f32>,
+}
