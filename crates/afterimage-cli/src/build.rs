@@ -2,21 +2,28 @@
 
 use std::sync::Arc;
 
-use afterimage_core::{ApiKey, ChatModel, Document, DocumentSource, InstructionGenerator, Storage};
+use afterimage_core::{
+    ApiKey, ChatModel, Document, DocumentSource, Embedder, InstructionGenerator, Retriever, Storage,
+};
 use afterimage_engine::{ConversationGenerator, GenerateOptions, InFlight};
 use afterimage_providers::{
-    Anthropic, Gemini, KeyPool, OpenAiCompatible, Retry, RetryPolicy, Throttle,
+    Anthropic, DEEPSEEK_BASE_URL, GEMINI_EMBEDDING_BATCH, Gemini, GeminiEmbedder, KeyPool,
+    LOCAL_BASE_URL, OPENAI_BASE_URL, OPENAI_EMBEDDING_BATCH, OPENROUTER_BASE_URL, OpenAiCompatible,
+    OpenAiEmbedder, Retry, RetryPolicy, Throttle,
 };
 use afterimage_strategies::{
-    Aggregation, ContextualInstructionGenerator, DirectoryDocumentProvider,
-    FileGlobDocumentProvider, InMemoryDocumentProvider, JsonlDocumentProvider, LlmJudge,
-    PersonaGenerator, PersonaInstructionGenerator, SimpleInstructionGenerator,
-    ToolCallingInstructionGenerator, WithContextRespondentPromptModifier,
+    Aggregation, Bm25Retriever, ChunkOptions, ContextualInstructionGenerator,
+    DirectoryDocumentProvider, EmbeddingRetriever, FileGlobDocumentProvider,
+    InMemoryDocumentProvider, JsonlDocumentProvider, LlmJudge, PersonaGenerator,
+    PersonaInstructionGenerator, SimpleInstructionGenerator, ToolCallingInstructionGenerator,
+    WithContextRespondentPromptModifier, WithRagRespondentPromptModifier, chunk_documents,
 };
 use anyhow::Context;
 
 use crate::config::{AggregationKind, OnFailure, ProviderKind};
-use crate::settings::{DocumentsSpec, Endpoint, PersonaSettings, Settings};
+use crate::settings::{
+    DocumentsSpec, EmbeddingEndpoint, Endpoint, PersonaSettings, RetrievalSettings, Settings,
+};
 
 /// The middleware whose counters go into the run's report.
 #[derive(Debug, Default)]
@@ -263,7 +270,7 @@ fn instruction_generator(
         if let Some(source) = source {
             generator = generator
                 .documents(source)
-                .target_visits(settings.target_visits);
+                .target_visits(picks_per_document(settings));
         }
         if let Some(personas) = personas {
             generator = generator.personas(personas);
@@ -281,15 +288,23 @@ fn instruction_generator(
             PersonaInstructionGenerator::new(Arc::clone(model), source, generator)
                 .n_instructions(settings.n_instructions)
                 .num_random_contexts(settings.num_random_contexts)
-                .target_visits(settings.target_visits),
+                .target_visits(picks_per_document(settings)),
         ));
     }
     Ok(Arc::new(
         ContextualInstructionGenerator::new(Arc::clone(model), source)
             .n_instructions(settings.n_instructions)
             .num_random_contexts(settings.num_random_contexts)
-            .target_visits(settings.target_visits),
+            .target_visits(picks_per_document(settings)),
     ))
+}
+
+/// How often the sampler may pick each document: `target_visits` counts stored
+/// dialogs, and each pick starts a batch of `n_instructions` of them.
+fn picks_per_document(settings: &Settings) -> Option<u64> {
+    settings
+        .target_visits
+        .map(|visits| visits.div_ceil(settings.n_instructions.max(1) as u64))
 }
 
 /// Personas for the run's documents, saved with its rows (so `--resume` reuses them),
@@ -317,8 +332,90 @@ fn persona_generator(
     )
 }
 
+/// The RAG modifier: the documents cut into chunks, indexed by BM25 or embedded.
+async fn rag_modifier(
+    settings: &Settings,
+    retrieval: &RetrievalSettings,
+    client: &reqwest::Client,
+) -> anyhow::Result<WithRagRespondentPromptModifier> {
+    let Some(DocumentsSpec::Loaded(docs)) = &settings.documents else {
+        anyhow::bail!("retrieval needs the documents read before the run is built");
+    };
+    let chunks = chunk_documents(
+        docs,
+        &ChunkOptions {
+            size: retrieval.chunk_size,
+            overlap: retrieval.chunk_overlap,
+        },
+    )?;
+    let retriever: Arc<dyn Retriever> = match &retrieval.embedding {
+        None => Arc::new(Bm25Retriever::new(chunks)?),
+        Some(endpoint) => {
+            let embedder = embedder(endpoint, client);
+            let batch = endpoint.batch_size.unwrap_or(match endpoint.provider {
+                ProviderKind::Gemini => GEMINI_EMBEDDING_BATCH,
+                _ => OPENAI_EMBEDDING_BATCH,
+            });
+            let count = chunks.len();
+            Arc::new(
+                EmbeddingRetriever::build(embedder, chunks, batch)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "embedding {count} chunks with {} for retrieval",
+                            endpoint.model_name
+                        )
+                    })?,
+            )
+        }
+    };
+    let mut modifier = WithRagRespondentPromptModifier::new(retriever)
+        .top_k(retrieval.top_k)
+        .per_turn(retrieval.per_turn)
+        .include_instruction_context(retrieval.include_document);
+    if let Some(min) = retrieval.min_score {
+        modifier = modifier.min_score(min);
+    }
+    Ok(modifier)
+}
+
+/// The embedding client for `endpoint`.
+fn embedder(endpoint: &EmbeddingEndpoint, client: &reqwest::Client) -> Arc<dyn Embedder> {
+    let key = endpoint.api_key.clone().unwrap_or_else(|| ApiKey::new(""));
+    let mut batch = endpoint.batch_size;
+    if endpoint.provider == ProviderKind::Gemini {
+        let mut embedder =
+            GeminiEmbedder::new(key, endpoint.model_name.clone()).client(client.clone());
+        if let Some(url) = &endpoint.base_url {
+            embedder = embedder.base_url(url.clone());
+        }
+        if let Some(n) = batch.take() {
+            embedder = embedder.batch_size(n);
+        }
+        return Arc::new(embedder);
+    }
+    let default_url = match endpoint.provider {
+        ProviderKind::Deepseek => DEEPSEEK_BASE_URL,
+        ProviderKind::Openrouter => OPENROUTER_BASE_URL,
+        ProviderKind::Local => LOCAL_BASE_URL,
+        _ => OPENAI_BASE_URL,
+    };
+    let mut embedder = OpenAiEmbedder::new(key, endpoint.model_name.clone())
+        .client(client.clone())
+        .base_url(
+            endpoint
+                .base_url
+                .clone()
+                .unwrap_or_else(|| default_url.to_owned()),
+        );
+    if let Some(n) = batch {
+        embedder = embedder.batch_size(n);
+    }
+    Arc::new(embedder)
+}
+
 /// The generator and options for a run writing to `storage`.
-pub(crate) fn generator(
+pub(crate) async fn generator(
     settings: &Settings,
     storage: Arc<dyn Storage>,
 ) -> anyhow::Result<(ConversationGenerator, GenerateOptions, Meters)> {
@@ -346,7 +443,10 @@ pub(crate) fn generator(
     if let Some(prompt) = &settings.correspondent_prompt {
         builder = builder.correspondent_prompt(prompt.clone());
     }
-    if settings.documents.is_some() {
+    if let Some(retrieval) = &settings.retrieval {
+        let rag = rag_modifier(settings, retrieval, &client).await?;
+        builder = builder.respondent_prompt_modifier(Arc::new(rag));
+    } else if settings.documents.is_some() {
         builder = builder
             .respondent_prompt_modifier(Arc::new(WithContextRespondentPromptModifier::new()));
     }

@@ -31,8 +31,9 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
             .with_context(|| format!("opening the output {}", settings.output))
             .map_err(Failure::Usage)?,
     );
-    let (generator, options, pools) =
-        build::generator(&settings, storage).map_err(Failure::Usage)?;
+    let (generator, options, pools) = build::generator(&settings, storage)
+        .await
+        .map_err(Failure::Usage)?;
 
     let mut options = options.resume(args.resume);
     if let Some(max_cost) = args.max_cost {

@@ -408,7 +408,13 @@ impl Settings {
                             .into(),
                     );
                 }
-                Some(retrieval_settings(section, &raw.model, &env, keys)?)
+                Some(retrieval_settings(
+                    section,
+                    provider,
+                    base_url.as_deref(),
+                    &env,
+                    keys,
+                )?)
             }
             _ => None,
         };
@@ -762,7 +768,8 @@ fn tool_settings(
 
 fn retrieval_settings(
     section: &crate::config::RetrievalSection,
-    model: &crate::config::ModelSection,
+    chat_provider: ProviderKind,
+    chat_base_url: Option<&str>,
     env: &impl Fn(&str) -> Option<String>,
     keys: KeyPolicy,
 ) -> Result<RetrievalSettings, String> {
@@ -787,7 +794,7 @@ fn retrieval_settings(
         (RetrieverKind::Embedding, embedding) => {
             let default = crate::config::EmbeddingSection::default();
             let e = embedding.as_ref().unwrap_or(&default);
-            let provider = e.provider.unwrap_or(model.provider);
+            let provider = e.provider.unwrap_or(chat_provider);
             if provider == ProviderKind::Anthropic {
                 return Err(
                     "retrieval.embedding.provider: anthropic has no embeddings API; use openai, gemini or local"
@@ -815,10 +822,10 @@ fn retrieval_settings(
                 },
                 None => None,
             };
+            // The chat endpoint serves embeddings too when the provider is the same.
             let base_url = e.base_url.clone().or_else(|| {
-                // The chat endpoint serves embeddings too when the provider is the same.
-                (provider == model.provider)
-                    .then(|| model.base_url.clone())
+                (provider == chat_provider)
+                    .then(|| chat_base_url.map(str::to_owned))
                     .flatten()
             });
             if e.batch_size == Some(0) {

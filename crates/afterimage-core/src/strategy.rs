@@ -21,6 +21,10 @@ pub struct InstructionRequest {
     /// Seed for every random choice of this call (document sampling, personas), so a
     /// seeded run repeats itself.
     pub seed: u64,
+    /// Whether the caller reports how each instruction's dialog ended
+    /// ([`InstructionGenerator::instruction_done`]), so a generator waiting for
+    /// documents to free up will be woken.
+    pub reports_outcomes: bool,
 }
 
 impl InstructionRequest {
@@ -29,7 +33,15 @@ impl InstructionRequest {
         InstructionRequest {
             correspondent_prompt: correspondent_prompt.into(),
             seed,
+            reports_outcomes: false,
         }
+    }
+
+    /// Promises that every instruction handed out will be reported to
+    /// [`InstructionGenerator::instruction_done`] (the engine does).
+    pub fn reporting_outcomes(mut self) -> Self {
+        self.reports_outcomes = true;
+        self
     }
 }
 
@@ -89,6 +101,11 @@ pub trait InstructionGenerator: Send + Sync + std::fmt::Debug {
         &self,
         request: &InstructionRequest,
     ) -> Result<GeneratedInstructions, StrategyError>;
+
+    /// How the dialog started from `instruction` ended: stored, or not (failed,
+    /// rejected, skipped as a duplicate, cancelled). Generators that count visits per
+    /// document use it; the default ignores it.
+    fn instruction_done(&self, _instruction: &Instruction, _stored: bool) {}
 
     /// A correspondent (simulated user) system prompt of the generator's own, used when
     /// the caller gave none. `None` lets the engine write one from the respondent prompt.

@@ -204,6 +204,7 @@ pub(crate) async fn run_dialog(
         spent.usage += refill.usage;
         match &run.quality.dedup {
             Some(seen) if !seen.insert(&instruction.text) => {
+                run.instructions.done(&instruction, false);
                 counts.duplicates += 1;
                 if counts.duplicates >= MAX_DUPLICATE_DRAWS {
                     fail!(DialogError::Duplicates(counts.duplicates));
@@ -211,6 +212,13 @@ pub(crate) async fn run_dialog(
             }
             _ => break instruction,
         }
+    };
+    // Whatever happens next, the generator hears how this instruction ended (also
+    // when the task is cancelled), so a document's visits are counted right.
+    let mut outcome = Outcome {
+        run: &run,
+        instruction: &instruction,
+        stored: false,
     };
 
     // 2. What the assistant knows.
@@ -339,6 +347,7 @@ pub(crate) async fn run_dialog(
     if let Err(e) = run.storage.write(&row).await {
         fail!(DialogError::Storage(e));
     }
+    outcome.stored = true;
     Ok(DialogOutcome {
         persona: row.persona,
         context_ids: row.metadata.context_ids,
@@ -346,6 +355,19 @@ pub(crate) async fn run_dialog(
         regenerations,
         quality: counts,
     })
+}
+
+/// Reports an instruction's outcome to the generator when dropped.
+struct Outcome<'a> {
+    run: &'a RunContext,
+    instruction: &'a Instruction,
+    stored: bool,
+}
+
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        self.run.instructions.done(self.instruction, self.stored);
+    }
 }
 
 /// The judge's low-scoring points, as a note for the respondent's next attempt.

@@ -44,7 +44,7 @@ impl InstructionPool {
         }
         let batch = self
             .generator
-            .generate(&InstructionRequest::new(correspondent_prompt, seed))
+            .generate(&InstructionRequest::new(correspondent_prompt, seed).reporting_outcomes())
             .await?;
         let cost = RefillCost {
             requests: batch.requests,
@@ -60,6 +60,11 @@ impl InstructionPool {
             queue.extend(instructions);
         }
         Ok((first, cost))
+    }
+
+    /// Tells the generator how the dialog started from `instruction` ended.
+    pub(crate) fn done(&self, instruction: &Instruction, stored: bool) {
+        self.generator.instruction_done(instruction, stored);
     }
 
     fn pop(&self) -> Option<Instruction> {

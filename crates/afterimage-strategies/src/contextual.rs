@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use afterimage_core::{
-    ChatModel, DocumentSource, GeneratedInstructions, InstructionGenerator, InstructionRequest,
-    StrategyError,
+    ChatModel, DocumentSource, GeneratedInstructions, Instruction, InstructionGenerator,
+    InstructionRequest, StrategyError,
 };
 use async_trait::async_trait;
 
@@ -118,16 +118,25 @@ impl std::fmt::Debug for ContextualInstructionGenerator {
 
 #[async_trait]
 impl InstructionGenerator for ContextualInstructionGenerator {
+    fn instruction_done(&self, instruction: &Instruction, stored: bool) {
+        self.documents.finish(&instruction.context_ids(), stored);
+    }
+
     async fn generate(
         &self,
         request: &InstructionRequest,
     ) -> Result<GeneratedInstructions, StrategyError> {
         self.check()?;
-        let documents = self
+        let picked = self
             .documents
-            .take(self.num_random_contexts, request.seed)
+            .take(
+                self.num_random_contexts,
+                request,
+                self.n_instructions as u64,
+            )
             .await?;
-        let context = merge_contexts(&documents);
+        let documents = picked.documents();
+        let context = merge_contexts(documents);
         let n = self.n_instructions;
         let asked = ask_for_instructions(
             self.model.as_ref(),
@@ -137,6 +146,7 @@ impl InstructionGenerator for ContextualInstructionGenerator {
             n,
         )
         .await?;
+        let documents = picked.confirm(asked.instructions.len());
         Ok(GeneratedInstructions {
             instructions: asked.instructions,
             documents,

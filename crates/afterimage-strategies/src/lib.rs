@@ -116,7 +116,7 @@ pub use crate::{
         NO_RETRIEVED_CONTEXT,
     },
     rag::WithRagRespondentPromptModifier,
-    sampling::{CONTEXT_SEPARATOR, DocumentPool, DocumentSampler, merge_contexts},
+    sampling::{CONTEXT_SEPARATOR, DocumentPool, DocumentSampler, Reservation, merge_contexts},
     schema::{parse_tool_specs, validate_arguments, validate_tool_call},
     simple::SimpleInstructionGenerator,
     tool_calling::ToolCallingInstructionGenerator,

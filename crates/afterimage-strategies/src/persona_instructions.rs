@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use afterimage_core::{
-    ChatModel, Document, DocumentSource, GeneratedInstructions, InstructionGenerator,
+    ChatModel, Document, DocumentSource, GeneratedInstructions, Instruction, InstructionGenerator,
     InstructionRequest, Persona, PersonaSource, StrategyError, Usage,
 };
 use async_trait::async_trait;
@@ -131,18 +131,27 @@ impl std::fmt::Debug for PersonaInstructionGenerator {
 
 #[async_trait]
 impl InstructionGenerator for PersonaInstructionGenerator {
+    fn instruction_done(&self, instruction: &Instruction, stored: bool) {
+        self.documents.finish(&instruction.context_ids(), stored);
+    }
+
     async fn generate(
         &self,
         request: &InstructionRequest,
     ) -> Result<GeneratedInstructions, StrategyError> {
         self.check()?;
-        let documents = self
+        let reserved = self
             .documents
-            .take(self.num_random_contexts, request.seed)
+            .take(
+                self.num_random_contexts,
+                request,
+                self.n_instructions as u64,
+            )
             .await?;
-        let picked = pick_persona(self.personas.as_ref(), &documents, request.seed).await?;
+        let documents = reserved.documents();
+        let picked = pick_persona(self.personas.as_ref(), documents, request.seed).await?;
         let (persona, usage, requests) = (picked.persona, picked.usage, picked.requests);
-        let context = merge_contexts(&documents);
+        let context = merge_contexts(documents);
         let n = self.n_instructions;
         let asked = ask_for_instructions(
             self.model.as_ref(),
@@ -158,6 +167,7 @@ impl InstructionGenerator for PersonaInstructionGenerator {
             n,
         )
         .await?;
+        let documents = reserved.confirm(asked.instructions.len());
         Ok(GeneratedInstructions {
             instructions: asked.instructions,
             documents,

@@ -2,12 +2,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
-use afterimage_core::{Document, DocumentSource, StrategyError};
+use afterimage_core::{Document, DocumentSource, InstructionRequest, StrategyError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
-use tokio::sync::OnceCell;
+use tokio::sync::{Notify, OnceCell};
 
 /// The separator between merged documents: a newline, 80 dashes and a blank line, as
 /// Python afterimage writes it, so `instruction_context` reads the same in both.
@@ -32,8 +33,12 @@ pub fn merge_contexts(documents: &[Document]) -> String {
 /// Weights come from [`weights`](Self::weights) (by document id, missing ids weigh 1),
 /// else from each document's `metadata["weight"]` when it is a positive number, else 1.
 /// A weight that is zero, negative or not finite means the document is never picked.
-/// With [`target_visits`](Self::target_visits), documents used that often are no
-/// longer picked, and once all are, [`take`](Self::take) returns nothing.
+/// With [`target_visits`](Self::target_visits), a document is no longer picked once
+/// its visits reach the target, and once all do, [`take`](Self::take) returns nothing.
+/// A visit is a dialog: each pick expects some (one by default, see
+/// [`take_expecting`](Self::take_expecting)), counted as pending until
+/// [`finish`](Self::finish) says whether the dialog was stored; a dialog that was not
+/// stored frees its visit for another pick.
 ///
 /// Counts are kept per document id (documents sharing an id share a count). The lock
 /// is never held across an await.
@@ -42,7 +47,29 @@ pub struct DocumentSampler {
     documents: Vec<Document>,
     weights: Vec<f64>,
     target: Option<u64>,
-    uses: Mutex<HashMap<String, u64>>,
+    counts: Mutex<Counts>,
+}
+
+/// What the sampler knows about each document's use, by id.
+#[derive(Debug, Default)]
+struct Counts {
+    /// Picks, for balancing.
+    uses: HashMap<String, u64>,
+    /// Dialogs expected from picks and not finished yet.
+    pending: HashMap<String, u64>,
+    /// Dialogs stored.
+    stored: HashMap<String, u64>,
+}
+
+impl Counts {
+    fn uses(&self, id: &str) -> u64 {
+        self.uses.get(id).copied().unwrap_or(0)
+    }
+
+    /// Visits stored or on their way: what the target is checked against.
+    fn visits(&self, id: &str) -> u64 {
+        self.pending.get(id).copied().unwrap_or(0) + self.stored.get(id).copied().unwrap_or(0)
+    }
 }
 
 impl DocumentSampler {
@@ -62,7 +89,7 @@ impl DocumentSampler {
             documents,
             weights,
             target: None,
-            uses: Mutex::new(HashMap::new()),
+            counts: Mutex::new(Counts::default()),
         }
     }
 
@@ -84,7 +111,8 @@ impl DocumentSampler {
         self
     }
 
-    /// Stops picking a document once it was used `target` times (default: no limit).
+    /// Stops picking a document once its visits (dialogs stored or pending) reach
+    /// `target` (default: no limit).
     pub fn target_visits(mut self, target: Option<u64>) -> Self {
         self.target = target;
         self
@@ -110,18 +138,23 @@ impl DocumentSampler {
         self.documents.is_empty()
     }
 
-    /// How often the document `id` was used.
+    /// How often the document `id` was picked.
     pub fn uses(&self, id: &str) -> u64 {
-        self.counts().get(id).copied().unwrap_or(0)
+        self.counts().uses(id)
     }
 
-    /// How many documents were used at least `target` times.
+    /// How many documents have at least `target` visits, stored or pending.
     pub fn covered(&self, target: u64) -> usize {
         let counts = self.counts();
         self.documents
             .iter()
-            .filter(|doc| counts.get(&doc.id).copied().unwrap_or(0) >= target)
+            .filter(|doc| counts.visits(&doc.id) >= target)
             .count()
+    }
+
+    /// Whether any picked dialog has not finished yet (so visits may still be freed).
+    pub fn has_pending(&self) -> bool {
+        self.counts().pending.values().any(|n| *n > 0)
     }
 
     /// Whether no document can be picked any more: each reached the target visits or
@@ -138,7 +171,7 @@ impl DocumentSampler {
         self.pick(&counts, k, seed)
     }
 
-    /// Counts one use of each document in `ids`.
+    /// Counts one pick (and one pending visit) of each document in `ids`.
     pub fn record_use<I, S>(&self, ids: I)
     where
         I: IntoIterator<Item = S>,
@@ -146,7 +179,8 @@ impl DocumentSampler {
     {
         let mut counts = self.counts();
         for id in ids {
-            *counts.entry(id.as_ref().to_owned()).or_insert(0) += 1;
+            *counts.uses.entry(id.as_ref().to_owned()).or_insert(0) += 1;
+            *counts.pending.entry(id.as_ref().to_owned()).or_insert(0) += 1;
         }
     }
 
@@ -154,32 +188,62 @@ impl DocumentSampler {
     /// that concurrent callers see each other's picks and spread out. Empty when every
     /// document reached its target visits.
     pub fn take(&self, k: usize, seed: u64) -> Vec<Document> {
+        self.take_expecting(k, seed, 1)
+    }
+
+    /// [`take`](Self::take) for picks that each start `dialogs` dialogs (a batch of
+    /// questions): each counts that many pending visits.
+    pub fn take_expecting(&self, k: usize, seed: u64, dialogs: u64) -> Vec<Document> {
         let mut counts = self.counts();
         let picked = self.pick(&counts, k, seed);
         for doc in &picked {
-            *counts.entry(doc.id.clone()).or_insert(0) += 1;
+            *counts.uses.entry(doc.id.clone()).or_insert(0) += 1;
+            *counts.pending.entry(doc.id.clone()).or_insert(0) += dialogs;
         }
         picked
     }
 
+    /// Corrects the pending visits of a pick that expected `expected` dialogs but
+    /// got `actual` (a batch with fewer questions than asked for).
+    pub fn settle(&self, ids: &[String], expected: u64, actual: u64) {
+        let mut counts = self.counts();
+        for id in ids {
+            let pending = counts.pending.entry(id.clone()).or_insert(0);
+            *pending = (*pending + actual).saturating_sub(expected);
+        }
+    }
+
+    /// Ends one pending visit of each document in `ids`: a stored dialog counts
+    /// towards the target; one that was not stored frees the visit.
+    pub fn finish(&self, ids: &[String], stored: bool) {
+        let mut counts = self.counts();
+        for id in ids {
+            let pending = counts.pending.entry(id.clone()).or_insert(0);
+            *pending = pending.saturating_sub(1);
+            if stored {
+                *counts.stored.entry(id.clone()).or_insert(0) += 1;
+            }
+        }
+    }
+
     /// The counts; a poisoned lock still holds valid integers, so it is used as is.
-    fn counts(&self) -> MutexGuard<'_, HashMap<String, u64>> {
-        self.uses.lock().unwrap_or_else(PoisonError::into_inner)
+    fn counts(&self) -> MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether the document at `index` may be picked.
-    fn available(&self, counts: &HashMap<String, u64>, index: usize) -> bool {
-        let uses = counts.get(&self.documents[index].id).copied().unwrap_or(0);
-        self.weights[index] > 0.0 && self.target.is_none_or(|target| uses < target)
+    fn available(&self, counts: &Counts, index: usize) -> bool {
+        let visits = counts.visits(&self.documents[index].id);
+        self.weights[index] > 0.0 && self.target.is_none_or(|target| visits < target)
     }
 
     /// Stride scheduling without replacement: repeatedly the available document with
     /// the smallest `(uses + 1) / weight`, ties drawn with the seeded RNG.
-    fn pick(&self, counts: &HashMap<String, u64>, k: usize, seed: u64) -> Vec<Document> {
+    fn pick(&self, counts: &Counts, k: usize, seed: u64) -> Vec<Document> {
         let mut pool: Vec<(usize, f64)> = (0..self.documents.len())
             .filter(|&index| self.available(counts, index))
             .map(|index| {
-                let uses = counts.get(&self.documents[index].id).copied().unwrap_or(0);
+                let uses = counts.uses(&self.documents[index].id);
                 (index, (uses as f64 + 1.0) / self.weights[index])
             })
             .collect();
@@ -215,7 +279,13 @@ pub struct DocumentPool {
     sampler: OnceCell<DocumentSampler>,
     target_visits: Option<u64>,
     weights: Option<HashMap<String, f64>>,
+    /// Woken when a dialog finishes, for picks waiting for visits to free up.
+    finished: Notify,
 }
+
+/// The longest a pick waits for dialogs in flight to free a visit before it gives up
+/// and reports the documents exhausted (a safety net: finishing dialogs wake it).
+const MAX_PICK_WAIT: Duration = Duration::from_secs(600);
 
 impl DocumentPool {
     /// A pool over `source`, nothing loaded yet.
@@ -225,6 +295,7 @@ impl DocumentPool {
             sampler: OnceCell::new(),
             target_visits: None,
             weights: None,
+            finished: Notify::new(),
         }
     }
 
@@ -261,16 +332,61 @@ impl DocumentPool {
             .await
     }
 
-    /// [`DocumentSampler::take`] on the loaded documents; an empty pick becomes
-    /// [`StrategyError::Exhausted`] when every document reached its target (which ends
-    /// a run cleanly), or a configuration error when none has a positive weight.
-    pub async fn take(&self, k: usize, seed: u64) -> Result<Vec<Document>, StrategyError> {
+    /// Picks up to `k` documents for a batch of `dialogs` questions
+    /// ([`DocumentSampler::take_expecting`]).
+    ///
+    /// When every document reached its target only because of dialogs still in
+    /// flight, and the caller reports how dialogs end (`request.reports_outcomes`),
+    /// the pick waits for one of them to finish: a failed dialog frees its visit.
+    /// Otherwise an empty pick is [`StrategyError::Exhausted`] (which ends a run
+    /// cleanly), or a configuration error when no document has a positive weight.
+    ///
+    /// The pick holds its pending visits until [`Reservation::confirm`] says how many
+    /// questions the batch really has; dropped unconfirmed (the model call failed), it
+    /// frees them.
+    pub async fn take(
+        &self,
+        k: usize,
+        request: &InstructionRequest,
+        dialogs: u64,
+    ) -> Result<Reservation<'_>, StrategyError> {
         let sampler = self.sampler().await?;
-        let documents = sampler.take(k, seed);
-        if documents.is_empty() {
-            return Err(nothing_to_pick(sampler));
+        let deadline = tokio::time::Instant::now() + MAX_PICK_WAIT;
+        loop {
+            // Registered before looking, so a dialog finishing in between still wakes us.
+            let finished = self.finished.notified();
+            let documents = sampler.take_expecting(k, request.seed, dialogs);
+            if !documents.is_empty() {
+                return Ok(Reservation {
+                    pool: self,
+                    documents,
+                    expected: dialogs,
+                    confirmed: false,
+                });
+            }
+            let may_free = request.reports_outcomes && sampler.has_pending();
+            if !may_free || tokio::time::timeout_at(deadline, finished).await.is_err() {
+                return Err(nothing_to_pick(sampler));
+            }
         }
-        Ok(documents)
+    }
+
+    /// Corrects a pick's pending visits once its batch is known
+    /// ([`DocumentSampler::settle`]).
+    fn settle(&self, documents: &[Document], expected: u64, actual: u64) {
+        if let Some(sampler) = self.sampler.get() {
+            sampler.settle(&ids(documents), expected, actual);
+        }
+        self.finished.notify_waiters();
+    }
+
+    /// Records how a dialog drawn from these documents ended
+    /// ([`DocumentSampler::finish`]), waking picks that wait for a free visit.
+    pub fn finish(&self, document_ids: &[String], stored: bool) {
+        if let Some(sampler) = self.sampler.get() {
+            sampler.finish(document_ids, stored);
+        }
+        self.finished.notify_waiters();
     }
 
     /// How many documents were loaded (`None` before the first use).
@@ -288,6 +404,44 @@ impl std::fmt::Debug for DocumentPool {
             .field("target_visits", &self.target_visits)
             .finish_non_exhaustive()
     }
+}
+
+/// Documents picked for a batch, holding their pending visits until the batch is
+/// known.
+#[derive(Debug)]
+pub struct Reservation<'a> {
+    pool: &'a DocumentPool,
+    documents: Vec<Document>,
+    expected: u64,
+    confirmed: bool,
+}
+
+impl Reservation<'_> {
+    /// The picked documents.
+    pub fn documents(&self) -> &[Document] {
+        &self.documents
+    }
+
+    /// The batch has `questions` questions: that many dialogs will start from these
+    /// documents.
+    pub fn confirm(mut self, questions: usize) -> Vec<Document> {
+        self.confirmed = true;
+        self.pool
+            .settle(&self.documents, self.expected, questions as u64);
+        std::mem::take(&mut self.documents)
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.confirmed {
+            self.pool.settle(&self.documents, self.expected, 0);
+        }
+    }
+}
+
+fn ids(documents: &[Document]) -> Vec<String> {
+    documents.iter().map(|d| d.id.clone()).collect()
 }
 
 /// Why a sampler picked nothing: every document reached its target visits, or none

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use afterimage_core::{
-    ChatModel, Document, DocumentSource, GeneratedInstructions, InstructionGenerator,
+    ChatModel, Document, DocumentSource, GeneratedInstructions, Instruction, InstructionGenerator,
     InstructionRequest, PersonaSource, StrategyError, ToolSpec, Usage,
 };
 use async_trait::async_trait;
@@ -16,7 +16,7 @@ use rand::seq::index;
 use crate::instructions::ask_for_instructions;
 use crate::persona_instructions::pick_persona;
 use crate::prompts::{DEFAULT_TOOL_CALLING_INSTRUCTION_PROMPT, fill, instruction_user_message};
-use crate::sampling::{DocumentPool, merge_contexts};
+use crate::sampling::{DocumentPool, Reservation, merge_contexts};
 
 /// Samples a few of the tools and asks the model for first requests a real user would
 /// send that need them, with concrete argument values and without naming the tools.
@@ -112,11 +112,16 @@ impl ToolCallingInstructionGenerator {
     }
 
     /// One document for this call, when there are documents.
-    async fn document(&self, seed: u64) -> Result<Option<Document>, StrategyError> {
+    async fn document(
+        &self,
+        request: &InstructionRequest,
+    ) -> Result<Option<Reservation<'_>>, StrategyError> {
         let Some(pool) = &self.documents else {
             return Ok(None);
         };
-        Ok(pool.take(1, seed).await?.into_iter().next())
+        Ok(Some(
+            pool.take(1, request, self.n_instructions as u64).await?,
+        ))
     }
 
     fn check(&self) -> Result<(), StrategyError> {
@@ -172,19 +177,25 @@ fn tools_section(tools: &[ToolSpec]) -> String {
 
 #[async_trait]
 impl InstructionGenerator for ToolCallingInstructionGenerator {
+    fn instruction_done(&self, instruction: &Instruction, stored: bool) {
+        if let Some(pool) = &self.documents {
+            pool.finish(&instruction.context_ids(), stored);
+        }
+    }
+
     async fn generate(
         &self,
         request: &InstructionRequest,
     ) -> Result<GeneratedInstructions, StrategyError> {
         self.check()?;
         let tools = self.sample_tools(request.seed);
-        let document = self.document(request.seed).await?;
+        let reserved = self.document(request).await?;
         let mut usage = Usage::default();
         let mut requests = 0;
-        let documents: Vec<Document> = document.into_iter().collect();
+        let documents: &[Document] = reserved.as_ref().map_or(&[], |r| r.documents());
         let persona = match &self.personas {
             Some(personas) => {
-                let picked = pick_persona(personas.as_ref(), &documents, request.seed).await?;
+                let picked = pick_persona(personas.as_ref(), documents, request.seed).await?;
                 usage += picked.usage;
                 requests += picked.requests;
                 Some(picked.persona)
@@ -196,7 +207,7 @@ impl InstructionGenerator for ToolCallingInstructionGenerator {
             .map_or(request.correspondent_prompt.as_str(), |p| {
                 p.description.as_str()
             });
-        let context = merge_contexts(&documents);
+        let context = merge_contexts(documents);
         let user = format!(
             "{}\n\n{}",
             instruction_user_message(who, (!documents.is_empty()).then_some(context.as_str())),
@@ -213,6 +224,7 @@ impl InstructionGenerator for ToolCallingInstructionGenerator {
         .await?;
         usage += asked.usage;
         requests += asked.requests;
+        let documents = reserved.map_or_else(Vec::new, |r| r.confirm(asked.instructions.len()));
         let mut metadata = serde_json::Map::new();
         let names: Vec<serde_json::Value> = tools.iter().map(|t| t.name.clone().into()).collect();
         metadata.insert("tools".to_owned(), names.into());

@@ -10,7 +10,7 @@ use afterimage_core::{
     ChatResponse, Document, InstructionGenerator, InstructionRequest, StrategyError,
 };
 use afterimage_strategies::{
-    ContextualInstructionGenerator, DocumentSampler, InMemoryDocumentProvider,
+    ContextualInstructionGenerator, DocumentPool, DocumentSampler, InMemoryDocumentProvider,
 };
 
 fn documents(n: usize) -> Vec<Document> {
@@ -196,4 +196,71 @@ async fn contextual_generator_without_any_positive_weight_is_a_config_error() {
         .await
         .unwrap_err();
     assert!(matches!(err, StrategyError::Config(_)), "{err:?}");
+}
+
+#[test]
+fn visits_count_dialogs_pending_and_stored() {
+    let sampler = DocumentSampler::new(documents(1)).target_visits(Some(2));
+    let id = vec!["d0".to_owned()];
+    // A batch of three questions reaches the target of two while it is pending.
+    assert_eq!(ids(&sampler.take_expecting(1, 0, 3)), ["d0"]);
+    assert!(sampler.take_expecting(1, 0, 3).is_empty());
+    // The batch held one question: one pending visit remains, so one more fits.
+    sampler.settle(&id, 3, 1);
+    assert_eq!(sampler.covered(2), 0);
+    assert_eq!(ids(&sampler.take(1, 0)), ["d0"]);
+    assert!(sampler.exhausted());
+    // A dialog that was not stored frees its visit; a stored one keeps it.
+    sampler.finish(&id, false);
+    assert!(!sampler.exhausted());
+    sampler.finish(&id, true);
+    assert_eq!(ids(&sampler.take(1, 0)), ["d0"]);
+    sampler.finish(&id, true);
+    assert!(sampler.exhausted());
+    assert!(!sampler.has_pending());
+    assert_eq!(sampler.covered(2), 1);
+}
+
+#[tokio::test]
+async fn a_pick_waits_for_dialogs_in_flight_when_outcomes_are_reported() {
+    let pool = Arc::new(
+        DocumentPool::new(Arc::new(InMemoryDocumentProvider::new(documents(1))))
+            .target_visits(Some(1)),
+    );
+    let request = InstructionRequest::new("a user", 1).reporting_outcomes();
+    let first = pool.take(1, &request, 1).await.unwrap().confirm(1);
+    assert_eq!(ids(&first), ["d0"]);
+
+    // Without outcome reports nothing can free the visit: exhausted at once.
+    let plain = InstructionRequest::new("a user", 1);
+    assert!(pool.take(1, &plain, 1).await.unwrap_err().is_exhausted());
+
+    // With them, the pick waits; the dialog failing frees the visit for it.
+    let waiting = {
+        let pool = Arc::clone(&pool);
+        let request = request.clone();
+        tokio::spawn(async move { pool.take(1, &request, 1).await.map(|r| r.confirm(1)) })
+    };
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished());
+    pool.finish(&ids(&first), false);
+    let second = waiting.await.unwrap().unwrap();
+    assert_eq!(ids(&second), ["d0"]);
+
+    // Stored: the target is met for good, and the next pick says so.
+    pool.finish(&ids(&second), true);
+    let error = pool.take(1, &request, 1).await.unwrap_err();
+    assert!(error.is_exhausted(), "{error}");
+    assert!(error.to_string().contains("target_visits = 1"), "{error}");
+}
+
+#[tokio::test]
+async fn a_pick_whose_batch_fails_frees_its_visits() {
+    let pool = DocumentPool::new(Arc::new(InMemoryDocumentProvider::new(documents(1))))
+        .target_visits(Some(3));
+    let request = InstructionRequest::new("a user", 1);
+    // Reserved for three dialogs, then dropped unconfirmed (the model call failed).
+    drop(pool.take(1, &request, 3).await.unwrap());
+    let again = pool.take(1, &request, 3).await.unwrap();
+    assert_eq!(ids(again.documents()), ["d0"]);
 }
