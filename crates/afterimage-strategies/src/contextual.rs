@@ -1,16 +1,20 @@
-//! Questions drawn from sampled documents.
+//! Questions drawn from sampled documents, optionally in a persona's voice.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use afterimage_core::{
     ChatModel, DocumentSource, GeneratedInstructions, Instruction, InstructionGenerator,
-    InstructionRequest, StrategyError,
+    InstructionRequest, PersonaSource, StrategyError, Usage,
 };
 use async_trait::async_trait;
 
 use crate::instructions::ask_for_instructions;
-use crate::prompts::{DEFAULT_CONTEXTUAL_INSTRUCTION_PROMPT, fill, instruction_user_message};
+use crate::persona_instructions::pick_persona;
+use crate::prompts::{
+    DEFAULT_CONTEXTUAL_INSTRUCTION_PROMPT, DEFAULT_PERSONA_INSTRUCTION_PROMPT, fill,
+    instruction_user_message,
+};
 use crate::sampling::{DocumentPool, DocumentSampler, merge_contexts};
 
 /// Samples documents and asks the model for first questions a real user would send
@@ -22,13 +26,20 @@ use crate::sampling::{DocumentPool, DocumentSampler, merge_contexts};
 /// [`target_visits`](Self::target_visits), once every document was used that often,
 /// [`generate`](InstructionGenerator::generate) fails with
 /// [`StrategyError::Exhausted`], which ends a run cleanly.
+///
+/// With [`personas`](Self::personas), each batch is asked in the voice of a persona
+/// for the sampled documents (the first of them, in a seed-chosen order, that has
+/// one; else "A curious user" with no depth), and the batch carries the persona.
 pub struct ContextualInstructionGenerator {
     model: Arc<dyn ChatModel>,
     documents: DocumentPool,
+    personas: Option<Arc<dyn PersonaSource>>,
     n_instructions: usize,
     num_random_contexts: usize,
     temperature: f32,
-    system_prompt: String,
+    /// A custom template; `None` uses the default for the mode (with or without
+    /// personas).
+    system_prompt: Option<String>,
 }
 
 impl ContextualInstructionGenerator {
@@ -38,11 +49,19 @@ impl ContextualInstructionGenerator {
         ContextualInstructionGenerator {
             model,
             documents: DocumentPool::new(source),
+            personas: None,
             n_instructions: 3,
             num_random_contexts: 1,
             temperature: 0.7,
-            system_prompt: DEFAULT_CONTEXTUAL_INSTRUCTION_PROMPT.to_owned(),
+            system_prompt: None,
         }
+    }
+
+    /// Asks each batch in the voice of a persona from `personas` (a
+    /// [`PersonaGenerator`](crate::PersonaGenerator), usually).
+    pub fn personas(mut self, personas: Arc<dyn PersonaSource>) -> Self {
+        self.personas = Some(personas);
+        self
     }
 
     /// Questions per call (default 3; at least 1).
@@ -63,9 +82,10 @@ impl ContextualInstructionGenerator {
         self
     }
 
-    /// Replaces the system prompt; `{n_instructions}` in it becomes the count.
+    /// Replaces the system prompt; `{n_instructions}` in it becomes the count and
+    /// `{persona}` the persona's description (empty without personas).
     pub fn system_prompt_template(mut self, template: impl Into<String>) -> Self {
-        self.system_prompt = template.into();
+        self.system_prompt = Some(template.into());
         self
     }
 
@@ -111,6 +131,7 @@ impl std::fmt::Debug for ContextualInstructionGenerator {
             .field("documents", &self.documents)
             .field("n_instructions", &self.n_instructions)
             .field("num_random_contexts", &self.num_random_contexts)
+            .field("personas", &self.personas)
             .field("temperature", &self.temperature)
             .finish_non_exhaustive()
     }
@@ -136,25 +157,40 @@ impl InstructionGenerator for ContextualInstructionGenerator {
             )
             .await?;
         let documents = picked.documents();
+        let (persona, mut usage, mut requests) = match &self.personas {
+            Some(source) => {
+                let pick = pick_persona(source.as_ref(), documents, request.seed).await?;
+                (Some(pick.persona), pick.usage, pick.requests)
+            }
+            None => (None, Usage::default(), 0),
+        };
+        let default = match persona {
+            Some(_) => DEFAULT_PERSONA_INSTRUCTION_PROMPT,
+            None => DEFAULT_CONTEXTUAL_INSTRUCTION_PROMPT,
+        };
+        let template = self.system_prompt.as_deref().unwrap_or(default);
+        let n = self.n_instructions.to_string();
+        let who = persona.as_ref().map_or("", |p| p.description.as_str());
         let context = merge_contexts(documents);
-        let n = self.n_instructions;
         let asked = ask_for_instructions(
             self.model.as_ref(),
-            fill(&self.system_prompt, &[("n_instructions", &n.to_string())]),
+            fill(template, &[("n_instructions", &n), ("persona", who)]),
             instruction_user_message(&request.correspondent_prompt, Some(&context)),
             self.temperature,
-            n,
+            self.n_instructions,
         )
         .await?;
+        usage += asked.usage;
+        requests += asked.requests;
         let documents = picked.confirm(asked.instructions.len());
         Ok(GeneratedInstructions {
             instructions: asked.instructions,
             documents,
             context,
-            persona: None,
+            persona,
             metadata: serde_json::Map::new(),
-            usage: asked.usage,
-            requests: asked.requests,
+            usage,
+            requests,
         })
     }
 }

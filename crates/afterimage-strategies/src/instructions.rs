@@ -4,46 +4,67 @@
 use afterimage_core::{
     ChatModel, ChatRequest, JsonSchema, Message, StrategyError, Usage, parse_lenient, snippet,
 };
+use std::marker::PhantomData;
+
 use serde::de::{Deserialize, Deserializer, Error as _};
 use serde_json::Value;
 
 use crate::prompts::INSTRUCTIONS_CORRECTION;
 
-/// The structured-output schema: `{"instructions": [string]}`.
-pub(crate) fn instructions_schema() -> JsonSchema {
+/// A structured-output schema for `{"<key>": [string]}`.
+pub(crate) fn list_schema(key: &str, description: &str) -> JsonSchema {
     JsonSchema::new(
-        "instructions",
+        key,
         serde_json::json!({
             "type": "object",
             "properties": {
-                "instructions": {
+                key: {
                     "type": "array",
                     "items": {"type": "string"},
-                    "description": "The first messages, one string each."
+                    "description": description
                 }
             },
-            "required": ["instructions"],
+            "required": [key],
             "additionalProperties": false
         }),
     )
 }
 
+/// The structured-output schema: `{"instructions": [string]}`.
+pub(crate) fn instructions_schema() -> JsonSchema {
+    list_schema("instructions", "The first messages, one string each.")
+}
+
+/// The key a [`KeyedList`] looks for.
+pub(crate) trait ListKey {
+    /// The object key holding the list (`"instructions"`, `"personas"`).
+    const KEY: &'static str;
+}
+
 /// A list of strings found in one of the shapes models answer with:
-/// `{"instructions": [...]}`, a bare array, or an object whose only array holds strings.
+/// `{"<key>": [...]}`, a bare array, or an object whose only array holds strings.
 ///
 /// Deserializing rejects every other value, so [`parse_lenient`] moves on to the next
 /// JSON candidate in the answer instead of settling on, say, a stray `[1]`. Since it
 /// also tries nested values, an object with several string lists yields the first one.
 #[derive(Debug)]
-struct StringList(Vec<String>);
+pub(crate) struct KeyedList<K>(pub(crate) Vec<String>, pub(crate) PhantomData<K>);
 
-impl<'de> Deserialize<'de> for StringList {
+impl<'de, K: ListKey> Deserialize<'de> for KeyedList<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let value = Value::deserialize(deserializer)?;
-        string_list(&value)
-            .map(StringList)
+        string_list(&value, K::KEY)
+            .map(|items| KeyedList(items, PhantomData))
             .ok_or_else(|| D::Error::custom("not a list of strings"))
     }
+}
+
+/// The key of first-question lists.
+#[derive(Debug)]
+struct Instructions;
+
+impl ListKey for Instructions {
+    const KEY: &'static str = "instructions";
 }
 
 fn strings(value: &Value) -> Option<Vec<String>> {
@@ -54,11 +75,11 @@ fn strings(value: &Value) -> Option<Vec<String>> {
         .collect()
 }
 
-fn string_list(value: &Value) -> Option<Vec<String>> {
+fn string_list(value: &Value, key: &str) -> Option<Vec<String>> {
     match value {
         Value::Array(_) => strings(value),
         Value::Object(object) => {
-            if let Some(list) = object.get("instructions") {
+            if let Some(list) = object.get(key) {
                 return strings(list);
             }
             let mut arrays = object.values().filter(|v| v.is_array());
@@ -86,7 +107,7 @@ fn clean(items: Vec<String>, n: usize) -> Vec<String> {
 
 /// The usable questions in `answer`, or why there are none.
 fn read_answer(answer: &str, n: usize) -> Result<Vec<String>, String> {
-    let StringList(items) = parse_lenient::<StringList>(answer)
+    let KeyedList(items, _) = parse_lenient::<KeyedList<Instructions>>(answer)
         .map_err(|_| "it holds no JSON list of questions".to_owned())?;
     let items = clean(items, n);
     if items.is_empty() {

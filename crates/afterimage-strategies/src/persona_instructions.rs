@@ -1,182 +1,35 @@
-//! Questions drawn from sampled documents, asked in the voice of a persona generated
-//! for them.
+//! Persona-driven questions: a contextual generator asking in the voice of personas
+//! generated for the sampled documents.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use afterimage_core::{
-    ChatModel, Document, DocumentSource, GeneratedInstructions, Instruction, InstructionGenerator,
-    InstructionRequest, Persona, PersonaSource, StrategyError, Usage,
+    ChatModel, Document, DocumentSource, Persona, PersonaSource, StrategyError, Usage,
 };
-use async_trait::async_trait;
 
-use crate::PersonaGenerator;
-use crate::instructions::ask_for_instructions;
-use crate::prompts::{
-    DEFAULT_PERSONA_INSTRUCTION_PROMPT, FALLBACK_PERSONA, fill, instruction_user_message,
-};
-use crate::sampling::{DocumentPool, DocumentSampler, merge_contexts};
+use crate::prompts::FALLBACK_PERSONA;
+use crate::{ContextualInstructionGenerator, PersonaGenerator};
 
-/// Samples documents, picks a persona for them from a [`PersonaGenerator`], and asks
-/// the model for first questions that persona would send about them.
+/// Questions about sampled documents in the voice of personas from a
+/// [`PersonaGenerator`]: the name under which the persona strategy is found.
 ///
-/// The persona comes from the sampled documents in an order chosen by the seed: the
-/// first of them that has personas gives one. When none has any, the questions come
-/// from a generic user ("A curious user", with no generation depth).
-pub struct PersonaInstructionGenerator {
-    model: Arc<dyn ChatModel>,
-    documents: DocumentPool,
-    personas: Arc<PersonaGenerator>,
-    n_instructions: usize,
-    num_random_contexts: usize,
-    temperature: f32,
-    system_prompt: String,
-}
+/// It builds a [`ContextualInstructionGenerator`] with
+/// [`personas`](ContextualInstructionGenerator::personas) set, so every sampling
+/// option (targets, weights, batch sizes) is the same in both.
+#[derive(Debug)]
+pub struct PersonaInstructionGenerator;
 
 impl PersonaInstructionGenerator {
     /// A generator asking `model` about documents from `source` in the voice of
     /// personas from `personas`: 3 questions from one document per call, at
     /// temperature 0.7.
+    #[allow(clippy::new_ret_no_self)]
     pub fn new(
         model: Arc<dyn ChatModel>,
         source: Arc<dyn DocumentSource>,
         personas: Arc<PersonaGenerator>,
-    ) -> Self {
-        PersonaInstructionGenerator {
-            model,
-            documents: DocumentPool::new(source),
-            personas,
-            n_instructions: 3,
-            num_random_contexts: 1,
-            temperature: 0.7,
-            system_prompt: DEFAULT_PERSONA_INSTRUCTION_PROMPT.to_owned(),
-        }
-    }
-
-    /// Questions per call (default 3; at least 1).
-    pub fn n_instructions(mut self, n: usize) -> Self {
-        self.n_instructions = n;
-        self
-    }
-
-    /// Documents merged into each call's context (default 1; at least 1).
-    pub fn num_random_contexts(mut self, n: usize) -> Self {
-        self.num_random_contexts = n;
-        self
-    }
-
-    /// Sampling temperature (default 0.7).
-    pub fn temperature(mut self, temperature: f32) -> Self {
-        self.temperature = temperature;
-        self
-    }
-
-    /// Replaces the system prompt; `{n_instructions}` in it becomes the count and
-    /// `{persona}` the persona's description.
-    pub fn system_prompt_template(mut self, template: impl Into<String>) -> Self {
-        self.system_prompt = template.into();
-        self
-    }
-
-    /// The persona generator this one asks.
-    pub fn persona_generator(&self) -> &Arc<PersonaGenerator> {
-        &self.personas
-    }
-
-    /// Uses each document at most this many times (default: no limit); see
-    /// [`DocumentSampler::target_visits`].
-    pub fn target_visits(mut self, target: Option<u64>) -> Self {
-        self.documents = self.documents.target_visits(target);
-        self
-    }
-
-    /// Sampling weights by document id; see [`DocumentSampler::weights`].
-    pub fn weights(mut self, weights: HashMap<String, f64>) -> Self {
-        self.documents = self.documents.weights(weights);
-        self
-    }
-
-    /// The sampler over the loaded documents, loading them if this is the first use.
-    pub async fn sampler(&self) -> Result<&DocumentSampler, StrategyError> {
-        self.documents.sampler().await
-    }
-
-    fn check(&self) -> Result<(), StrategyError> {
-        if self.n_instructions == 0 {
-            return Err(StrategyError::Config(
-                "n_instructions must be at least 1".to_owned(),
-            ));
-        }
-        if self.num_random_contexts == 0 {
-            return Err(StrategyError::Config(
-                "num_random_contexts must be at least 1".to_owned(),
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl std::fmt::Debug for PersonaInstructionGenerator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PersonaInstructionGenerator")
-            .field("model", &self.model.model_id())
-            .field("documents", &self.documents)
-            .field("personas", &self.personas)
-            .field("n_instructions", &self.n_instructions)
-            .field("num_random_contexts", &self.num_random_contexts)
-            .field("temperature", &self.temperature)
-            .finish_non_exhaustive()
-    }
-}
-
-#[async_trait]
-impl InstructionGenerator for PersonaInstructionGenerator {
-    fn instruction_done(&self, instruction: &Instruction, stored: bool) {
-        self.documents.finish(&instruction.context_ids(), stored);
-    }
-
-    async fn generate(
-        &self,
-        request: &InstructionRequest,
-    ) -> Result<GeneratedInstructions, StrategyError> {
-        self.check()?;
-        let reserved = self
-            .documents
-            .take(
-                self.num_random_contexts,
-                request,
-                self.n_instructions as u64,
-            )
-            .await?;
-        let documents = reserved.documents();
-        let picked = pick_persona(self.personas.as_ref(), documents, request.seed).await?;
-        let (persona, usage, requests) = (picked.persona, picked.usage, picked.requests);
-        let context = merge_contexts(documents);
-        let n = self.n_instructions;
-        let asked = ask_for_instructions(
-            self.model.as_ref(),
-            fill(
-                &self.system_prompt,
-                &[
-                    ("n_instructions", &n.to_string()),
-                    ("persona", &persona.description),
-                ],
-            ),
-            instruction_user_message(&request.correspondent_prompt, Some(&context)),
-            self.temperature,
-            n,
-        )
-        .await?;
-        let documents = reserved.confirm(asked.instructions.len());
-        Ok(GeneratedInstructions {
-            instructions: asked.instructions,
-            documents,
-            context,
-            persona: Some(persona),
-            metadata: serde_json::Map::new(),
-            usage: usage + asked.usage,
-            requests: requests + asked.requests,
-        })
+    ) -> ContextualInstructionGenerator {
+        ContextualInstructionGenerator::new(model, source).personas(personas)
     }
 }
 

@@ -3,8 +3,8 @@
 //! data.
 
 use afterimage_core::{JsonSchema, parse_lenient};
-use serde::de::{Deserialize, Deserializer, Error as _};
-use serde_json::Value;
+
+use crate::instructions::{KeyedList, ListKey, list_schema};
 
 /// Personas asked for in one call.
 pub(crate) const PERSONAS_PER_CALL: usize = 5;
@@ -14,59 +14,15 @@ pub(crate) const MAX_PERSONA_WORDS: usize = 40;
 
 /// The structured-output schema: `{"personas": [string]}`.
 pub(crate) fn personas_schema() -> JsonSchema {
-    JsonSchema::new(
-        "personas",
-        serde_json::json!({
-            "type": "object",
-            "properties": {
-                "personas": {
-                    "type": "array",
-                    "items": {"type": "string"},
-                    "description": "Five persona descriptions, one string each."
-                }
-            },
-            "required": ["personas"],
-            "additionalProperties": false
-        }),
-    )
+    list_schema("personas", "Five persona descriptions, one string each.")
 }
 
-/// A list of strings under `personas`, as a bare array, or as an object's only array.
+/// The key of persona lists.
 #[derive(Debug)]
-struct PersonaList(Vec<String>);
+struct Personas;
 
-impl<'de> Deserialize<'de> for PersonaList {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = Value::deserialize(deserializer)?;
-        list(&value)
-            .map(PersonaList)
-            .ok_or_else(|| D::Error::custom("not a list of persona strings"))
-    }
-}
-
-fn strings(value: &Value) -> Option<Vec<String>> {
-    value
-        .as_array()?
-        .iter()
-        .map(|item| item.as_str().map(str::to_owned))
-        .collect()
-}
-
-fn list(value: &Value) -> Option<Vec<String>> {
-    match value {
-        Value::Array(_) => strings(value),
-        Value::Object(object) => {
-            if let Some(list) = object.get("personas") {
-                return strings(list);
-            }
-            let mut arrays = object.values().filter(|v| v.is_array());
-            match (arrays.next(), arrays.next()) {
-                (Some(only), None) => strings(only),
-                _ => None,
-            }
-        }
-        _ => None,
-    }
+impl ListKey for Personas {
+    const KEY: &'static str = "personas";
 }
 
 /// The text after `Persona N:` on each line that has it.
@@ -164,8 +120,8 @@ pub(crate) fn has_phone_number(text: &str) -> bool {
 /// The usable personas in `answer` (at most [`PERSONAS_PER_CALL`]), or why there are
 /// none. Descriptions with personal data are dropped; repeats within the answer too.
 pub(crate) fn read_personas(answer: &str) -> Result<Vec<String>, String> {
-    let items = match parse_lenient::<PersonaList>(answer) {
-        Ok(PersonaList(items)) => items,
+    let items = match parse_lenient::<KeyedList<Personas>>(answer) {
+        Ok(KeyedList(items, _)) => items,
         Err(_) => persona_lines(answer),
     };
     if items.is_empty() {
