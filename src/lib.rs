@@ -55,17 +55,22 @@ pub struct ReadmeDoctests;
 pub mod prelude {
     pub use afterimage_core::{
         ApiKey, ChatModel, ChatRequest, ChatResponse, ConversationRow, Document, DocumentSource,
-        FixedNumber, InstructionGenerator, Message, ProviderError, RespondentPromptModifier, Role,
-        StoppingCriterion, Storage, ToolSpec,
+        Embedder, FixedNumber, InstructionGenerator, Message, PersonaSource, ProviderError,
+        RespondentPromptModifier, Retriever, Role, RunProgress, StoppingCriterion, Storage,
+        ToolExecutor, ToolSpec,
     };
     pub use afterimage_engine::{
-        ConversationGenerator, EngineError, GenerateOptions, RunReport, Turns,
+        AllOf, AnyOf, ContextCoverage, ConversationGenerator, EngineError, GenerateOptions,
+        InFlight, PersonaUsage, RunReport, TokenBudget, Turns,
     };
-    pub use afterimage_providers::{Gemini, OpenAiCompatible};
+    pub use afterimage_providers::{Gemini, GeminiEmbedder, OpenAiCompatible, OpenAiEmbedder};
     pub use afterimage_storage::JsonlStorage;
     pub use afterimage_strategies::{
-        ContextualInstructionGenerator, DirectoryDocumentProvider, InMemoryDocumentProvider,
-        JsonlDocumentProvider, LlmToolSimulator, SimpleInstructionGenerator,
-        ToolCallingInstructionGenerator, ToolHandlers, WithContextRespondentPromptModifier,
+        Bm25Retriever, ChunkOptions, ContextualInstructionGenerator, DirectoryDocumentProvider,
+        EmbeddingRetriever, FileGlobDocumentProvider, InMemoryDocumentProvider,
+        JsonlDocumentProvider, LlmToolSimulator, PersonaGenerator, PersonaInstructionGenerator,
+        SimpleInstructionGenerator, ToolCallingInstructionGenerator, ToolHandlers,
+        WithContextRespondentPromptModifier, WithRagRespondentPromptModifier, chunk_documents,
+        parse_tool_specs,
     };
 }
