@@ -1227,3 +1227,110 @@ async fn a_closed_stdout_is_not_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(read_rows(&out).len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrieval_with_embeddings_runs_against_the_mock() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let config = format!(
+        "{LOCAL}retrieval:\n  retriever: embedding\n  top_k: 2\n  per_turn: true\n  chunk_size: 200\n  chunk_overlap: 20\n  embedding: {{model_name: mock-embed, batch_size: 3}}\n"
+    );
+    let (dir, path) = project(&config);
+    let out = dir.path().join("rag.jsonl");
+    let run = afterimage(
+        args(&[
+            "generate",
+            "--config",
+            path.to_str().unwrap(),
+            "--base-url",
+            &server.openai_base_url(),
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ]),
+        vec![],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let rows = jsonl(&out);
+    assert_eq!(rows.len(), 12);
+    for row in &rows {
+        let retrieval = &row["metadata"]["retrieval"];
+        assert_eq!(retrieval["retriever"], "embedding", "{row}");
+        let hits = retrieval["hits"].as_array().unwrap();
+        assert!(!hits.is_empty());
+        // The chunks are the documents' (`<path>#<n>`), scored by cosine similarity.
+        for hit in hits {
+            assert!(hit["id"].as_str().unwrap().contains("/docs/"), "{hit}");
+            let score = hit["score"].as_f64().unwrap();
+            assert!(score > 0.0 && score <= 1.0 + 1e-9, "{hit}");
+        }
+    }
+    // The chunks were embedded in batches of three, then one query per question.
+    assert!(server.stats().embeddings >= 2, "{}", server.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_persona_run_reuses_the_saved_personas() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let config = examples.join("persona.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("persona.jsonl");
+    let generate = |n: &str, resume: bool| {
+        let mut list = args(&[
+            "generate",
+            "--config",
+            config.to_str().unwrap(),
+            "--provider",
+            "local",
+            "--base-url",
+            &server.openai_base_url(),
+            "--out",
+            out.to_str().unwrap(),
+            "--num-dialogs",
+            n,
+        ]);
+        if resume {
+            list.push("--resume".into());
+        }
+        list
+    };
+    // Ten dialogs, two per batch: every one of the five documents gets personas.
+    let run = afterimage(generate("10", false), vec![]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+
+    // Replace every saved persona by a marked one: if the resumed run generated
+    // personas again, its rows would not carry the marks.
+    let saved = out.with_file_name("persona.jsonl.documents.jsonl");
+    let marked: Vec<String> = jsonl(&saved)
+        .into_iter()
+        .map(|mut document| {
+            for layer in document["personas"].as_array_mut().unwrap() {
+                for (i, persona) in layer["descriptions"]
+                    .as_array_mut()
+                    .unwrap()
+                    .iter_mut()
+                    .enumerate()
+                {
+                    *persona = format!("Saved persona {i} of a lighthouse keeper").into();
+                }
+            }
+            document.to_string()
+        })
+        .collect();
+    assert!(!marked.is_empty());
+    std::fs::write(&saved, marked.join("\n") + "\n").unwrap();
+
+    let run = afterimage(generate("16", true), vec![]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let rows = jsonl(&out);
+    assert_eq!(rows.len(), 16);
+    let resumed: Vec<&serde_json::Value> = rows[10..].iter().collect();
+    for row in resumed {
+        let persona = row["persona"].as_str().unwrap();
+        assert!(
+            persona.starts_with("Saved persona") || persona == "A curious user",
+            "a resumed row got a newly generated persona: {persona}"
+        );
+    }
+}
