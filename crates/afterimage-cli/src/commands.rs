@@ -125,12 +125,48 @@ pub(crate) async fn validate(args: ValidateArgs) -> Result<(), Failure> {
     match &settings.documents {
         None => println!("ok    no documents (questions come from the prompts alone)"),
         Some(spec) => match load_documents(spec, settings.min_length).await {
-            Ok(docs) => println!("ok    {} documents from {}", docs.len(), describe(spec)),
+            Ok(docs) => {
+                println!("ok    {} documents from {}", docs.len(), describe(spec));
+                if let Some(retrieval) = &settings.retrieval {
+                    let options = afterimage_strategies::ChunkOptions {
+                        size: retrieval.chunk_size,
+                        overlap: retrieval.chunk_overlap,
+                    };
+                    let chunks = afterimage_strategies::chunk_documents(&docs, &options)
+                        .map_or(0, |c| c.len());
+                    let retriever = match &retrieval.embedding {
+                        None => "BM25".to_owned(),
+                        Some(e) => format!("embeddings from {}", e.model_name),
+                    };
+                    println!(
+                        "ok    retrieval: {chunks} chunks, top {} by {retriever}{}",
+                        retrieval.top_k,
+                        if retrieval.per_turn { ", every turn" } else { "" }
+                    );
+                }
+            }
             Err(e) => {
                 println!("fail  documents: {e:#}");
                 usage_problems += 1;
             }
         },
+    }
+    if let Some(personas) = &settings.personas {
+        let depth = personas
+            .max_depth
+            .map_or("as deep as the run needs".to_owned(), |d| {
+                format!("at most {d} layers deep")
+            });
+        println!("ok    personas: generated per document, {depth}");
+    }
+    if let Some(tools) = &settings.tools {
+        let names: Vec<&str> = tools.specs.iter().map(|t| t.name.as_str()).collect();
+        println!(
+            "ok    {} tools from {}: {}",
+            names.len(),
+            tools.origin,
+            names.join(", ")
+        );
     }
 
     match check_output(&settings.output).await {
