@@ -351,7 +351,11 @@ async fn rag_modifier(
     let retriever: Arc<dyn Retriever> = match &retrieval.embedding {
         None => Arc::new(Bm25Retriever::new(chunks)?),
         Some(endpoint) => {
-            let embedder = embedder(endpoint, client);
+            let policy = RetryPolicy {
+                max_retries: settings.max_retries,
+                ..RetryPolicy::default()
+            };
+            let embedder = Arc::new(RetryEmbedder::new(embedder(endpoint, client), policy));
             let batch = endpoint.batch_size.unwrap_or(match endpoint.provider {
                 ProviderKind::Gemini => GEMINI_EMBEDDING_BATCH,
                 _ => OPENAI_EMBEDDING_BATCH,

@@ -141,7 +141,11 @@ pub(crate) async fn validate(args: ValidateArgs) -> Result<(), Failure> {
                     println!(
                         "ok    retrieval: {chunks} chunks, top {} by {retriever}{}",
                         retrieval.top_k,
-                        if retrieval.per_turn { ", every turn" } else { "" }
+                        if retrieval.per_turn {
+                            ", every turn"
+                        } else {
+                            ""
+                        }
                     );
                 }
             }

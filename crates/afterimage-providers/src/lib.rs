@@ -54,7 +54,7 @@ pub use crate::{
         DEEPSEEK_BASE_URL, LOCAL_BASE_URL, OPENAI_BASE_URL, OPENROUTER_BASE_URL, OpenAiCompatible,
         OpenAiCompatibleBuilder, StructuredOutput,
     },
-    retry::{Retry, RetryPolicy},
+    retry::{Retry, RetryEmbedder, RetryPolicy},
     throttle::{Throttle, ThrottleConfig, ThrottleStats},
 };
 

@@ -1,10 +1,11 @@
 //! Retries with jittered exponential backoff that honours `Retry-After`.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use afterimage_core::{ChatModel, ChatRequest, ChatResponse, ProviderError};
+use afterimage_core::{ChatModel, ChatRequest, ChatResponse, Embedder, ProviderError};
 use async_trait::async_trait;
 use rand::Rng;
 
@@ -86,22 +87,36 @@ impl Retry {
     }
 }
 
-#[async_trait]
-impl ChatModel for Retry {
-    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
+impl RetryPolicy {
+    /// Runs `attempt` until it succeeds, fails in a way retrying cannot cure, or the
+    /// retries run out; `retries` counts the retries made.
+    async fn run<T, F, Fut>(&self, retries: &AtomicU64, mut attempt: F) -> Result<T, ProviderError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ProviderError>>,
+    {
         let mut retry = 0;
         loop {
-            match self.inner.chat(request.clone()).await {
-                Err(e) if e.is_retryable() && retry < self.policy.max_retries => {
-                    let delay = self.policy.delay(retry, e.retry_after());
+            match attempt().await {
+                Err(e) if e.is_retryable() && retry < self.max_retries => {
+                    let delay = self.delay(retry, e.retry_after());
                     tracing::debug!(kind = e.kind(), ?delay, retry, "retrying: {e}");
-                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    retries.fetch_add(1, Ordering::Relaxed);
                     retry += 1;
                     tokio::time::sleep(delay).await;
                 }
                 other => return other,
             }
         }
+    }
+}
+
+#[async_trait]
+impl ChatModel for Retry {
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
+        self.policy
+            .run(&self.retries, || self.inner.chat(request.clone()))
+            .await
     }
 
     fn model_id(&self) -> &str {
@@ -110,6 +125,40 @@ impl ChatModel for Retry {
 
     async fn probe(&self) -> Result<(), ProviderError> {
         self.inner.probe().await
+    }
+}
+
+/// [`Retry`] for an [`Embedder`]: embedding calls (a RAG run's chunks at start-up, a
+/// query per question) get the same backoff and `Retry-After` handling as chat calls.
+#[derive(Debug)]
+pub struct RetryEmbedder {
+    inner: Arc<dyn Embedder>,
+    policy: RetryPolicy,
+    retries: AtomicU64,
+}
+
+impl RetryEmbedder {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Embedder>, policy: RetryPolicy) -> Self {
+        RetryEmbedder {
+            inner,
+            policy,
+            retries: AtomicU64::new(0),
+        }
+    }
+
+    /// Retries made so far.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl Embedder for RetryEmbedder {
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
+        self.policy
+            .run(&self.retries, || self.inner.embed(texts))
+            .await
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use afterimage_core::{Document, Embedder, ProviderError, Retriever};
-use afterimage_providers::{GeminiEmbedder, OpenAiEmbedder};
+use afterimage_providers::{GeminiEmbedder, OpenAiEmbedder, RetryEmbedder, RetryPolicy};
 use afterimage_strategies::EmbeddingRetriever;
 use common::{KEY, SHORT_TIMEOUT, assert_hides_key, dead_url};
 use serde_json::{Value, json};
@@ -325,4 +325,49 @@ async fn the_embedding_retriever_works_over_openai_embeddings() {
     assert!((hits[0].score - 1.0).abs() < 1e-6);
     let last = bodies(&server).await.pop().unwrap();
     assert_eq!(last["input"], json!(["when does my refund arrive?"]));
+}
+
+#[tokio::test]
+async fn retry_embedder_waits_out_a_429_and_a_503_but_not_a_401() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/embeddings"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "0")
+                .set_body_json(json!({"error": {"message": "Slow down"}})),
+        )
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/embeddings"))
+        .respond_with(ResponseTemplate::new(503).set_body_string("upstream down"))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/embeddings"))
+        .respond_with(OpenAiEcho)
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/embeddings"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": {"message": "no"}})))
+        .mount(&server)
+        .await;
+    let policy = RetryPolicy {
+        base: Duration::from_millis(1),
+        ..RetryPolicy::default()
+    };
+    let embedder = RetryEmbedder::new(Arc::new(openai(&server)), policy);
+    let vectors = embedder.embed(&texts(2)).await.unwrap();
+    assert_eq!(vectors, [vector("text 0"), vector("text 1")]);
+    assert_eq!(embedder.retries(), 2);
+    // Retrying cannot cure a rejected key: one request, no retry.
+    let error = embedder.embed(&texts(1)).await.unwrap_err();
+    assert!(error.is_auth(), "{error}");
+    assert_eq!(embedder.retries(), 2);
+    assert_eq!(server.received_requests().await.unwrap().len(), 4);
 }
