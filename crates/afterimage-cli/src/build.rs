@@ -9,7 +9,7 @@ use afterimage_engine::{ConversationGenerator, GenerateOptions, InFlight};
 use afterimage_providers::{
     Anthropic, DEEPSEEK_BASE_URL, GEMINI_EMBEDDING_BATCH, Gemini, GeminiEmbedder, KeyPool,
     LOCAL_BASE_URL, OPENAI_BASE_URL, OPENAI_EMBEDDING_BATCH, OPENROUTER_BASE_URL, OpenAiCompatible,
-    OpenAiEmbedder, Retry, RetryPolicy, Throttle,
+    OpenAiEmbedder, Retry, RetryEmbedder, RetryPolicy, Throttle,
 };
 use afterimage_strategies::{
     Aggregation, Bm25Retriever, ChunkOptions, ContextualInstructionGenerator,
