@@ -209,6 +209,17 @@ mod tests {
     }
 
     #[test]
+    fn persona_usage_counts_distinct_personas() {
+        let rule = PersonaUsage(3);
+        let mut p = progress(10, 0, 0);
+        p.unique_personas = 2;
+        assert!(!rule.should_stop(&p));
+        p.unique_personas = 3;
+        assert!(rule.should_stop(&p));
+        assert_eq!(rule.max_rows(), None);
+    }
+
+    #[test]
     fn any_of_fires_on_the_first_and_caps_at_the_smallest() {
         let budget = TokenBudget {
             max_total_tokens: Some(100),
