@@ -641,7 +641,7 @@ pub(crate) fn row_id(run_id: &str, index: u64) -> String {
     format!("{run_id}-{index:06}")
 }
 
-fn pick_turns(turns: Turns, seed: u64) -> u32 {
+pub(crate) fn pick_turns(turns: Turns, seed: u64) -> u32 {
     match turns {
         Turns::Exactly(n) => n,
         Turns::UpTo(max) => StdRng::seed_from_u64(seed).random_range(1..=max.max(1)),

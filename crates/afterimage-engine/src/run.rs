@@ -8,8 +8,13 @@ use std::time::{Duration, Instant};
 use afterimage_core::{FixedNumber, RunProgress, StoppingCriterion};
 use tokio::task::JoinSet;
 
-use crate::dialog::{DialogFailure, DialogOutcome, QualityCounts, RunContext, Spent, run_dialog};
-use crate::{DialogError, EngineError, GenerateOptions, InFlight, Price, RunReport, StopHandle};
+use crate::dialog::{
+    DialogFailure, DialogOutcome, QualityCounts, RunContext, Spent, dialog_seed, pick_turns,
+    run_dialog,
+};
+use crate::{
+    DialogError, EngineError, GenerateOptions, InFlight, Price, RunReport, StopHandle, Turns,
+};
 
 /// The longest pause before a replacement dialog starts after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -84,7 +89,7 @@ pub(crate) async fn execute(
     state.progress.rows_written = state.resumed;
     state.spend(setup);
     let mut tasks: JoinSet<Result<DialogOutcome, DialogFailure>> = JoinSet::new();
-    let mut next_index: u64 = 0;
+    let mut order = StartOrder::new(run.seed, run.turns, plan.cap);
 
     loop {
         if state.stop.is_none() && options.stop.as_ref().is_some_and(StopHandle::is_stopped) {
@@ -105,12 +110,9 @@ pub(crate) async fn execute(
                 }
                 break;
             }
-            while plan.done.contains(&next_index) {
-                next_index += 1;
-            }
+            let index = order.next(&plan.done);
             let delay = state.backoff();
-            tasks.spawn(run_dialog(Arc::clone(&run), next_index, delay));
-            next_index += 1;
+            tasks.spawn(run_dialog(Arc::clone(&run), index, delay));
         }
         let Some(joined) = tasks.join_next().await else {
             break;
@@ -170,6 +172,60 @@ pub(crate) async fn execute(
             report: Box::new(report),
         }),
         _ => Ok(report),
+    }
+}
+
+/// The order dialogs start in. With a known count and a drawn number of turns, the
+/// dialogs with the most turns start first (longest-first scheduling): the last
+/// dialogs to run are then the short ones, so the run's tail, where slots sit idle
+/// waiting for the slowest dialogs, is as short as it can be. Replacements for failed
+/// dialogs, and runs without a count, take indices in order.
+struct StartOrder {
+    run_seed: u64,
+    turns: Turns,
+    cap: Option<u64>,
+    /// The turn count this pass starts (counting down to 1; 0 once the passes are
+    /// over).
+    pass: u32,
+    /// The next index to look at.
+    cursor: u64,
+}
+
+impl StartOrder {
+    fn new(run_seed: u64, turns: Turns, cap: Option<u64>) -> Self {
+        let pass = match (turns, cap) {
+            (Turns::UpTo(max), Some(_)) if max > 1 => max,
+            _ => 0,
+        };
+        StartOrder {
+            run_seed,
+            turns,
+            cap,
+            pass,
+            cursor: 0,
+        }
+    }
+
+    /// The next index to start, skipping those already stored.
+    fn next(&mut self, done: &HashSet<u64>) -> u64 {
+        while self.pass > 0 {
+            let cap = self.cap.unwrap_or(0);
+            while self.cursor < cap {
+                let index = self.cursor;
+                self.cursor += 1;
+                let turns = pick_turns(self.turns, dialog_seed(self.run_seed, index));
+                if turns == self.pass && !done.contains(&index) {
+                    return index;
+                }
+            }
+            self.pass -= 1;
+            self.cursor = if self.pass == 0 { cap } else { 0 };
+        }
+        while done.contains(&self.cursor) {
+            self.cursor += 1;
+        }
+        self.cursor += 1;
+        self.cursor - 1
     }
 }
 
@@ -357,6 +413,42 @@ impl State {
             interrupted: matches!(self.stop, Some(Stop::Interrupted)),
             stop_reason,
             output: run.storage.location(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_dialogs_start_first_then_replacements_in_order() {
+        let done: HashSet<u64> = [4, 31].into_iter().collect();
+        let mut order = StartOrder::new(9, Turns::UpTo(3), Some(30));
+        let first: Vec<u64> = (0..29).map(|_| order.next(&done)).collect();
+        let mut sorted = first.clone();
+        sorted.sort_unstable();
+        let expected: Vec<u64> = (0..30).filter(|i| *i != 4).collect();
+        assert_eq!(sorted, expected, "each index once, the stored one skipped");
+        let turns: Vec<u32> = first
+            .iter()
+            .map(|i| pick_turns(Turns::UpTo(3), dialog_seed(9, *i)))
+            .collect();
+        assert!(turns.windows(2).all(|w| w[0] >= w[1]), "{turns:?}");
+        assert_eq!(turns.first(), Some(&3));
+        assert_eq!(turns.last(), Some(&1));
+        // Then replacements beyond the count, skipping stored ones.
+        assert_eq!(order.next(&done), 30);
+        assert_eq!(order.next(&done), 32);
+    }
+
+    #[test]
+    fn fixed_turns_and_open_ended_runs_go_in_index_order() {
+        let done = HashSet::new();
+        for (turns, cap) in [(Turns::Exactly(3), Some(10)), (Turns::UpTo(3), None)] {
+            let mut order = StartOrder::new(1, turns, cap);
+            let got: Vec<u64> = (0..5).map(|_| order.next(&done)).collect();
+            assert_eq!(got, [0, 1, 2, 3, 4]);
         }
     }
 }
