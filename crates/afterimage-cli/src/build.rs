@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use afterimage_core::{
-    ApiKey, ChatModel, Document, DocumentSource, Embedder, InstructionGenerator, Retriever, Storage,
+    ApiKey, ChatModel, Document, DocumentSource, Embedder, InstructionGenerator, ParkedRequests,
+    Retriever, Storage,
 };
 use afterimage_engine::{ConversationGenerator, GenerateOptions, InFlight};
 use afterimage_providers::{
@@ -32,6 +33,8 @@ pub(crate) struct Meters {
     pub(crate) keys: Vec<Arc<KeyPool>>,
     /// Throttles (one per endpoint).
     pub(crate) throttles: Vec<Arc<Throttle>>,
+    /// Requests waiting out a retry delay, on every endpoint.
+    pub(crate) parked: ParkedRequests,
 }
 
 /// A chat model for `model_name` on the configured provider. `client` is shared so
@@ -98,7 +101,9 @@ pub(crate) fn endpoint_model(
         max_retries: endpoint.max_retries,
         ..RetryPolicy::default()
     };
-    Ok(Arc::new(Retry::new(base, policy)))
+    Ok(Arc::new(
+        Retry::new(base, policy).parked(pools.parked.clone()),
+    ))
 }
 
 /// The provider's client for one key.
@@ -484,6 +489,7 @@ pub(crate) async fn generator(
         .turns(settings.turns)
         .max_concurrency(settings.max_concurrency)
         .stopping_criteria(criteria)
+        .parked_requests(pools.parked.clone())
         .on_stop(match settings.on_stop {
             crate::config::OnStop::Finish => InFlight::Finish,
             crate::config::OnStop::Cancel => InFlight::Cancel,

@@ -52,6 +52,7 @@ pub use crate::{
     error::{ProviderError, StorageError, StrategyError},
     json::{parse_lenient, snippet},
     message::{FunctionCall, Message, Role, ToolCall, ToolSpec},
+    parked::{Parked, ParkedRequests},
     row::{
         AttemptInfo, ConversationRow, CriterionScore, Evaluation, GenerationInfo, Grade,
         RowMetadata,
@@ -72,6 +73,7 @@ mod document;
 mod error;
 mod json;
 mod message;
+mod parked;
 mod row;
 mod run;
 mod secret;

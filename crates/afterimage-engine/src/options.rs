@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use afterimage_core::{RunProgress, StoppingCriterion};
+use afterimage_core::{ParkedRequests, RunProgress, StoppingCriterion};
 
 /// A function told about progress after every finished dialog (for progress bars).
 pub type ProgressFn = Arc<dyn Fn(&RunProgress) + Send + Sync>;
@@ -51,6 +51,7 @@ pub struct GenerateOptions {
     pub(crate) resume: bool,
     pub(crate) run_config: serde_json::Value,
     pub(crate) in_flight: InFlight,
+    pub(crate) parked: Option<ParkedRequests>,
 }
 
 /// What happens to dialogs still running when a stopping criterion fires.
@@ -120,6 +121,7 @@ impl Default for GenerateOptions {
             resume: false,
             run_config: serde_json::Value::Null,
             in_flight: InFlight::Finish,
+            parked: None,
         }
     }
 }
@@ -233,6 +235,17 @@ impl GenerateOptions {
     /// either way: the scheduler never starts a dialog beyond it.
     pub fn on_stop(mut self, policy: InFlight) -> Self {
         self.in_flight = policy;
+        self
+    }
+
+    /// Lets a dialog start in place of one waiting out a retry delay (counted by the
+    /// retry middleware in `gauge`, see `Retry::parked`): `max_concurrency` then bounds
+    /// the dialogs with a request in flight or about to send one, and the dialogs in
+    /// memory stay under twice it. A pacing layer below (`Throttle`) still bounds the
+    /// requests in flight, so this fills slots idled by an odd 429 without pressing
+    /// a rate-limited server harder.
+    pub fn parked_requests(mut self, gauge: ParkedRequests) -> Self {
+        self.parked = Some(gauge);
         self
     }
 

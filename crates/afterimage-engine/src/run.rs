@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use afterimage_core::{FixedNumber, RunProgress, StoppingCriterion};
+use afterimage_core::{FixedNumber, ParkedRequests, RunProgress, StoppingCriterion};
 use tokio::task::JoinSet;
 
 use crate::dialog::{
@@ -15,6 +15,9 @@ use crate::dialog::{
 use crate::{
     DialogError, EngineError, GenerateOptions, InFlight, Price, RunReport, StopHandle, Turns,
 };
+
+/// How often the scheduler looks for dialogs parked on a retry delay.
+const PARKED_POLL: Duration = Duration::from_millis(50);
 
 /// The longest pause before a replacement dialog starts after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -95,8 +98,12 @@ pub(crate) async fn execute(
         if state.stop.is_none() && options.stop.as_ref().is_some_and(StopHandle::is_stopped) {
             state.stop = Some(Stop::Interrupted);
         }
+        // A dialog waiting out a retry delay holds no request in flight: another may
+        // start in its place (at most doubling the dialogs in memory).
+        let parked = options.parked.as_ref().map_or(0, ParkedRequests::now) as usize;
+        let slots = plan.max_concurrency + parked.min(plan.max_concurrency);
         while state.stop.is_none()
-            && tasks.len() < plan.max_concurrency
+            && tasks.len() < slots
             && plan
                 .cap
                 .is_none_or(|cap| state.progress.rows_written + (tasks.len() as u64) < cap)
@@ -114,7 +121,15 @@ pub(crate) async fn execute(
             let delay = state.backoff();
             tasks.spawn(run_dialog(Arc::clone(&run), index, delay));
         }
-        let Some(joined) = tasks.join_next().await else {
+        let joined = match &options.parked {
+            Some(_) if !tasks.is_empty() => tokio::select! {
+                joined = tasks.join_next() => joined,
+                // Dialogs may have parked since: look for free slots again.
+                () = tokio::time::sleep(PARKED_POLL) => continue,
+            },
+            _ => tasks.join_next().await,
+        };
+        let Some(joined) = joined else {
             break;
         };
         match joined {

@@ -196,3 +196,44 @@ async fn cancel_drops_dialogs_in_flight_and_finish_keeps_them() {
     assert!(finished.rows_written >= 8, "{}", finished.rows_written);
     assert!(!finished.stop_reason.contains("cancelled"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialogs_start_in_place_of_ones_parked_on_a_retry_delay() {
+    let gauge = afterimage_core::ParkedRequests::new();
+    let parked_model = {
+        let gauge = gauge.clone();
+        Arc::new(ScriptedModel::new("scripted", move |request| {
+            let gauge = gauge.clone();
+            async move {
+                // Each dialog's first answer waits out a "Retry-After" first.
+                if request.messages.len() == 2 {
+                    let _waiting = gauge.park();
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Ok(ChatResponse::text("an answer"))
+            }
+        }))
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let instructions = RoundRobin {
+        documents: 2,
+        limit: usize::MAX,
+        calls: AtomicUsize::new(0),
+    };
+    let report = generator(Arc::clone(&parked_model), instructions, &path)
+        .generate(
+            GenerateOptions::new()
+                .num_dialogs(16)
+                .fixed_turns(1)
+                .max_concurrency(4)
+                .parked_requests(gauge.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.rows_written, 16);
+    // Four dialogs parked, four more started; never more than twice the limit.
+    let most = parked_model.max_in_flight();
+    assert!((5..=8).contains(&most), "{most} calls in flight");
+    assert_eq!(gauge.now(), 0);
+}

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use afterimage_core::{ChatModel, ChatRequest, ChatResponse, Embedder, ProviderError};
+use afterimage_core::{
+    ChatModel, ChatRequest, ChatResponse, Embedder, ParkedRequests, ProviderError,
+};
 use async_trait::async_trait;
 use rand::Rng;
 
@@ -69,6 +71,7 @@ pub struct Retry {
     inner: Arc<dyn ChatModel>,
     policy: RetryPolicy,
     retries: AtomicU64,
+    parked: Option<ParkedRequests>,
 }
 
 impl Retry {
@@ -78,7 +81,15 @@ impl Retry {
             inner,
             policy,
             retries: AtomicU64::new(0),
+            parked: None,
         }
+    }
+
+    /// Counts requests waiting out a retry delay in `gauge`, so a scheduler can start
+    /// other work while they wait.
+    pub fn parked(mut self, gauge: ParkedRequests) -> Self {
+        self.parked = Some(gauge);
+        self
     }
 
     /// Retries made so far.
@@ -89,8 +100,13 @@ impl Retry {
 
 impl RetryPolicy {
     /// Runs `attempt` until it succeeds, fails in a way retrying cannot cure, or the
-    /// retries run out; `retries` counts the retries made.
-    async fn run<T, F, Fut>(&self, retries: &AtomicU64, mut attempt: F) -> Result<T, ProviderError>
+    /// retries run out; `retries` counts the retries made, `parked` the waits going on.
+    async fn run<T, F, Fut>(
+        &self,
+        retries: &AtomicU64,
+        parked: Option<&ParkedRequests>,
+        mut attempt: F,
+    ) -> Result<T, ProviderError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,
@@ -103,6 +119,7 @@ impl RetryPolicy {
                     tracing::debug!(kind = e.kind(), ?delay, retry, "retrying: {e}");
                     retries.fetch_add(1, Ordering::Relaxed);
                     retry += 1;
+                    let _waiting = parked.map(ParkedRequests::park);
                     tokio::time::sleep(delay).await;
                 }
                 other => return other,
@@ -115,7 +132,9 @@ impl RetryPolicy {
 impl ChatModel for Retry {
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
         self.policy
-            .run(&self.retries, || self.inner.chat(request.clone()))
+            .run(&self.retries, self.parked.as_ref(), || {
+                self.inner.chat(request.clone())
+            })
             .await
     }
 
@@ -157,7 +176,7 @@ impl RetryEmbedder {
 impl Embedder for RetryEmbedder {
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
         self.policy
-            .run(&self.retries, || self.inner.embed(texts))
+            .run(&self.retries, None, || self.inner.embed(texts))
             .await
     }
 }

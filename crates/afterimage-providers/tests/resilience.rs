@@ -428,3 +428,39 @@ async fn an_odd_429_does_not_lower_the_limit() {
     assert_eq!(throttle.stats().decreases, 0);
     assert_eq!(throttle.stats().concurrency_limit, 8);
 }
+
+#[tokio::test]
+async fn a_request_waiting_out_retry_after_counts_as_parked() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "1")
+                .set_body_json(error_body("slow down")),
+        )
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(ok_body("fine")))
+        .mount(&server)
+        .await;
+    let gauge = afterimage_core::ParkedRequests::new();
+    let model = Arc::new(Retry::new(client(&server, "k"), fast()).parked(gauge.clone()));
+    let call = tokio::spawn({
+        let model = Arc::clone(&model);
+        async move {
+            model
+                .chat(ChatRequest::new(vec![Message::user("hi")]))
+                .await
+        }
+    });
+    // Half-way through the one-second wait, the request is parked.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(gauge.now(), 1);
+    let reply = call.await.unwrap().unwrap();
+    assert_eq!(reply.message.content, "fine");
+    assert_eq!(gauge.now(), 0);
+}
