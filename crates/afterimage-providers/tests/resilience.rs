@@ -275,7 +275,7 @@ async fn a_burst_of_429s_halves_the_requests_in_flight_then_recovers() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(429).set_body_json(error_body("slow down")))
-        .up_to_n_times(12)
+        .up_to_n_times(20)
         .mount(&server)
         .await;
     Mock::given(method("POST"))
