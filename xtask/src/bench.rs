@@ -95,7 +95,12 @@ impl Case {
 fn matrix() -> Vec<Case> {
     let mut jitter = Case::new("L=100+-50 ms, C=256, N=2000", 100, 256, 2000);
     jitter.jitter_ms = 50;
-    let mut limited = Case::new("5% 429 (Retry-After 1 s), L=100 ms, C=64", 100, 64, 2000);
+    let mut limited = Case::new(
+        "5% 429 (Retry-After 1 s), L=100 ms, C=64, N=6000",
+        100,
+        64,
+        6000,
+    );
     limited.rate_limit_rate = 0.05;
     let mut limited_slow = Case::new("5% 429 (Retry-After 1 s), L=1000 ms, C=64", 1000, 64, 400);
     limited_slow.rate_limit_rate = 0.05;
