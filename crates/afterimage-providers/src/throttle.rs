@@ -80,15 +80,16 @@ struct State {
     recent: std::collections::VecDeque<bool>,
 }
 
-/// Outcomes looked at to tell a burst of 429s from the odd one. With 64, a quarter
-/// of the window (16) is about seven standard deviations above a 5% rate of random
-/// 429s, so an overloaded-but-healthy server never halves the run, while a real limit
-/// (most answers 429) trips it within a few dozen answers. (8 of 32 tripped about
-/// once per run at 5% and cost a quarter of the throughput while the limit climbed
-/// back.)
+/// Outcomes looked at to tell a burst of 429s from the odd one: a burst is a quarter
+/// of them, and at least [`BURST_MIN`]. With a full window of 64, that is 16: about
+/// seven standard deviations above a 5% rate of random 429s, so an
+/// overloaded-but-healthy server never halves the run, while a real limit (most
+/// answers 429) trips it within a few dozen answers. (8 of 32 tripped about once per
+/// run at 5%, and cost a tenth of the throughput while the limit climbed back.)
 const WINDOW: usize = 64;
-/// Rate-limited outcomes in the window that make a burst.
-const BURST: usize = 16;
+/// The fewest rate-limited outcomes that make a burst (early in a run, when the
+/// window is not full yet).
+const BURST_MIN: usize = 8;
 
 /// A token bucket that may go into debt, so one large request is never refused;
 /// later ones wait until the debt is paid.
@@ -254,7 +255,8 @@ impl Throttle {
                 // An odd 429 is the server's business (the retry waits it out); a
                 // burst, a quarter of the recent answers, means we ask too fast. One
                 // burst halves the limit once, not once per request in flight.
-                let burst = state.recent.iter().filter(|r| **r).count() >= BURST;
+                let limited = state.recent.iter().filter(|r| **r).count();
+                let burst = limited >= BURST_MIN && limited * 4 >= state.recent.len();
                 let recent = state
                     .last_decrease
                     .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1));
