@@ -67,19 +67,6 @@ impl InstructionPool {
         self.generator.instruction_done(instruction, stored);
     }
 
-    /// Gives back the instructions nobody will draw (the run starts no more dialogs):
-    /// each is reported as not stored, so the documents' visits they held are freed
-    /// for dialogs still waiting for one.
-    pub(crate) fn release_queued(&self) {
-        let queued: Vec<Instruction> = match self.queue.lock() {
-            Ok(mut queue) => queue.drain(..).collect(),
-            Err(_) => return,
-        };
-        for instruction in &queued {
-            self.generator.instruction_done(instruction, false);
-        }
-    }
-
     fn pop(&self) -> Option<Instruction> {
         self.queue.lock().ok()?.pop_front()
     }

@@ -121,15 +121,6 @@ pub(crate) async fn execute(
             let delay = state.backoff();
             tasks.spawn(run_dialog(Arc::clone(&run), index, delay));
         }
-        let starts_more = state.stop.is_none()
-            && plan
-                .cap
-                .is_none_or(|cap| state.progress.rows_written + (tasks.len() as u64) < cap);
-        if !starts_more {
-            // Queued questions will not be drawn now; dialogs waiting for a document
-            // visit must not wait for them.
-            run.instructions.release_queued();
-        }
         let joined = match &options.parked {
             Some(_) if !tasks.is_empty() => tokio::select! {
                 joined = tasks.join_next() => joined,
