@@ -224,6 +224,14 @@ pub enum StrategyError {
         /// What ran out.
         message: String,
     },
+    /// Nothing can be drawn until dialogs in flight finish (their documents hold every
+    /// visit left); the caller waits for one to end and asks again. Only returned to
+    /// callers that report how dialogs end (`InstructionRequest::reports_outcomes`).
+    #[error("waiting: {message}")]
+    Waiting {
+        /// What is held.
+        message: String,
+    },
     /// A tool call the respondent made cannot be answered (unknown tool, arguments
     /// that break its schema, a handler that failed).
     #[error("tool call `{tool}`: {message}")]
@@ -249,6 +257,12 @@ impl StrategyError {
         matches!(self, StrategyError::Exhausted { .. })
     }
 
+    /// Whether the caller should wait for a dialog to end and ask again (see
+    /// [`StrategyError::Waiting`]).
+    pub fn is_waiting(&self) -> bool {
+        matches!(self, StrategyError::Waiting { .. })
+    }
+
     /// A short, stable name for the kind of failure, for reports.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -258,6 +272,7 @@ impl StrategyError {
             StrategyError::Io { .. } => "io",
             StrategyError::Config(_) => "config",
             StrategyError::Exhausted { .. } => "exhausted",
+            StrategyError::Waiting { .. } => "waiting",
             StrategyError::Tool { .. } => "tool",
         }
     }

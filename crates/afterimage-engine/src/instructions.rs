@@ -2,10 +2,16 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use afterimage_core::{
     Instruction, InstructionGenerator, InstructionRequest, StrategyError, Usage,
 };
+use tokio::sync::Notify;
+
+/// The longest a dialog waits for a document visit to free up before its wait counts
+/// as a failure (a safety net: every push and every dialog end wakes it).
+const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// Hands out instructions one at a time. A generator call yields a batch (three
 /// questions about one document, say); the dialog that triggered the call takes the
@@ -15,6 +21,9 @@ use afterimage_core::{
 pub(crate) struct InstructionPool {
     generator: Arc<dyn InstructionGenerator>,
     queue: Mutex<VecDeque<Instruction>>,
+    /// Woken when questions are queued or a dialog ends: what a dialog told to wait
+    /// (every document visit held by dialogs in flight) waits for.
+    changed: Notify,
 }
 
 /// What taking an instruction cost (non-zero only for the dialog that refilled).
@@ -29,23 +38,46 @@ impl InstructionPool {
         InstructionPool {
             generator,
             queue: Mutex::new(VecDeque::new()),
+            changed: Notify::new(),
         }
     }
 
     /// The next instruction; calls the generator when the queue is empty. Concurrent
     /// dialogs that find it empty each refill it rather than wait for one another.
+    ///
+    /// When the generator says to wait (dialogs in flight hold every document visit
+    /// left), the dialog waits for questions to be queued or a dialog to end, then
+    /// looks again.
     pub(crate) async fn next(
         &self,
         correspondent_prompt: &str,
         seed: u64,
     ) -> Result<(Instruction, RefillCost), StrategyError> {
-        if let Some(instruction) = self.pop() {
-            return Ok((instruction, RefillCost::default()));
+        let deadline = tokio::time::Instant::now() + MAX_WAIT;
+        loop {
+            // Registered before looking, so a change in between still wakes us.
+            let changed = self.changed.notified();
+            if let Some(instruction) = self.pop() {
+                return Ok((instruction, RefillCost::default()));
+            }
+            let request = InstructionRequest::new(correspondent_prompt, seed).reporting_outcomes();
+            match self.generator.generate(&request).await {
+                Ok(batch) => return self.take_first(batch),
+                Err(e) if e.is_waiting() => {
+                    if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
-        let batch = self
-            .generator
-            .generate(&InstructionRequest::new(correspondent_prompt, seed).reporting_outcomes())
-            .await?;
+    }
+
+    /// The first question of a fresh batch; the rest are queued for other dialogs.
+    fn take_first(
+        &self,
+        batch: afterimage_core::GeneratedInstructions,
+    ) -> Result<(Instruction, RefillCost), StrategyError> {
         let cost = RefillCost {
             requests: batch.requests,
             usage: batch.usage,
@@ -59,12 +91,14 @@ impl InstructionPool {
         if let Ok(mut queue) = self.queue.lock() {
             queue.extend(instructions);
         }
+        self.changed.notify_waiters();
         Ok((first, cost))
     }
 
     /// Tells the generator how the dialog started from `instruction` ended.
     pub(crate) fn done(&self, instruction: &Instruction, stored: bool) {
         self.generator.instruction_done(instruction, stored);
+        self.changed.notify_waiters();
     }
 
     fn pop(&self) -> Option<Instruction> {

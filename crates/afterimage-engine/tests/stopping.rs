@@ -237,3 +237,60 @@ async fn dialogs_start_in_place_of_ones_parked_on_a_retry_delay() {
     assert!((5..=8).contains(&most), "{most} calls in flight");
     assert_eq!(gauge.now(), 0);
 }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialogs_waiting_for_a_document_visit_do_not_hang_the_end_of_a_run() {
+    // One document, one visit: the first pick takes it (a batch of three questions),
+    // the other three dialogs wait for a visit to free up. Nothing must keep them
+    // waiting once the run can start no more dialogs.
+    let model = Arc::new(ScriptedModel::new("scripted", |request| async move {
+        let wants_questions = request.response_schema.is_some();
+        if wants_questions {
+            // Slow enough that all four dialogs ask for questions at once.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(ChatResponse::text(if wants_questions {
+            r#"{"instructions": ["one?", "two?", "three?"]}"#
+        } else {
+            "an answer"
+        }))
+    }));
+    let documents = Arc::new(afterimage_strategies::InMemoryDocumentProvider::new([
+        "The only document.",
+    ]));
+    let questions = afterimage_strategies::ContextualInstructionGenerator::new(
+        Arc::clone(&model) as _,
+        documents,
+    )
+    .target_visits(Some(1));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let generator = ConversationGenerator::builder()
+        .respondent_prompt("You are a support agent.")
+        .correspondent_prompt("You are a customer.")
+        .model(model)
+        .instruction_generator(Arc::new(questions))
+        .storage(Arc::new(JsonlStorage::new(&path)))
+        .build()
+        .unwrap();
+    let run = generator.generate(
+        GenerateOptions::new()
+            .num_dialogs(4)
+            .fixed_turns(1)
+            .max_concurrency(4),
+    );
+    let report = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("the run hung on dialogs waiting for a document visit")
+        .unwrap();
+    assert!(
+        report.stop_reason.contains("target_visits"),
+        "{}",
+        report.stop_reason
+    );
+    assert_eq!(report.dialogs_failed, 0);
+    assert!(
+        (1..=3).contains(&report.rows_written),
+        "{}",
+        report.rows_written
+    );
+}

@@ -2,13 +2,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use afterimage_core::{Document, DocumentSource, InstructionRequest, StrategyError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
-use tokio::sync::{Notify, OnceCell};
+use tokio::sync::OnceCell;
 
 /// The separator between merged documents: a newline, 80 dashes and a blank line, as
 /// Python afterimage writes it, so `instruction_context` reads the same in both.
@@ -279,13 +278,7 @@ pub struct DocumentPool {
     sampler: OnceCell<DocumentSampler>,
     target_visits: Option<u64>,
     weights: Option<HashMap<String, f64>>,
-    /// Woken when a dialog finishes, for picks waiting for visits to free up.
-    finished: Notify,
 }
-
-/// The longest a pick waits for dialogs in flight to free a visit before it gives up
-/// and reports the documents exhausted (a safety net: finishing dialogs wake it).
-const MAX_PICK_WAIT: Duration = Duration::from_secs(600);
 
 impl DocumentPool {
     /// A pool over `source`, nothing loaded yet.
@@ -295,7 +288,6 @@ impl DocumentPool {
             sampler: OnceCell::new(),
             target_visits: None,
             weights: None,
-            finished: Notify::new(),
         }
     }
 
@@ -335,11 +327,12 @@ impl DocumentPool {
     /// Picks up to `k` documents for a batch of `dialogs` questions
     /// ([`DocumentSampler::take_expecting`]).
     ///
-    /// When every document reached its target only because of dialogs still in
-    /// flight, and the caller reports how dialogs end (`request.reports_outcomes`),
-    /// the pick waits for one of them to finish: a failed dialog frees its visit.
-    /// Otherwise an empty pick is [`StrategyError::Exhausted`] (which ends a run
-    /// cleanly), or a configuration error when no document has a positive weight.
+    /// An empty pick is [`StrategyError::Waiting`] when every document reached its
+    /// target only because of dialogs still in flight and the caller reports how
+    /// dialogs end (`request.reports_outcomes`): a failed dialog frees its visit, so
+    /// the caller waits for one to end and asks again. Otherwise it is
+    /// [`StrategyError::Exhausted`] (which ends a run cleanly), or a configuration
+    /// error when no document has a positive weight.
     ///
     /// The pick holds its pending visits until [`Reservation::confirm`] says how many
     /// questions the batch really has; dropped unconfirmed (the model call failed), it
@@ -351,24 +344,21 @@ impl DocumentPool {
         dialogs: u64,
     ) -> Result<Reservation<'_>, StrategyError> {
         let sampler = self.sampler().await?;
-        let deadline = tokio::time::Instant::now() + MAX_PICK_WAIT;
-        loop {
-            // Registered before looking, so a dialog finishing in between still wakes us.
-            let finished = self.finished.notified();
-            let documents = sampler.take_expecting(k, request.seed, dialogs);
-            if !documents.is_empty() {
-                return Ok(Reservation {
-                    pool: self,
-                    documents,
-                    expected: dialogs,
-                    confirmed: false,
-                });
-            }
-            let may_free = request.reports_outcomes && sampler.has_pending();
-            if !may_free || tokio::time::timeout_at(deadline, finished).await.is_err() {
-                return Err(nothing_to_pick(sampler));
-            }
+        let documents = sampler.take_expecting(k, request.seed, dialogs);
+        if !documents.is_empty() {
+            return Ok(Reservation {
+                pool: self,
+                documents,
+                expected: dialogs,
+                confirmed: false,
+            });
         }
+        if request.reports_outcomes && sampler.has_pending() {
+            return Err(StrategyError::Waiting {
+                message: "every document's remaining visits belong to dialogs in flight".to_owned(),
+            });
+        }
+        Err(nothing_to_pick(sampler))
     }
 
     /// Corrects a pick's pending visits once its batch is known
@@ -377,16 +367,14 @@ impl DocumentPool {
         if let Some(sampler) = self.sampler.get() {
             sampler.settle(&ids(documents), expected, actual);
         }
-        self.finished.notify_waiters();
     }
 
     /// Records how a dialog drawn from these documents ended
-    /// ([`DocumentSampler::finish`]), waking picks that wait for a free visit.
+    /// ([`DocumentSampler::finish`]).
     pub fn finish(&self, document_ids: &[String], stored: bool) {
         if let Some(sampler) = self.sampler.get() {
             sampler.finish(document_ids, stored);
         }
-        self.finished.notify_waiters();
     }
 
     /// How many documents were loaded (`None` before the first use).

@@ -222,11 +222,9 @@ fn visits_count_dialogs_pending_and_stored() {
 }
 
 #[tokio::test]
-async fn a_pick_waits_for_dialogs_in_flight_when_outcomes_are_reported() {
-    let pool = Arc::new(
-        DocumentPool::new(Arc::new(InMemoryDocumentProvider::new(documents(1))))
-            .target_visits(Some(1)),
-    );
+async fn a_pick_says_to_wait_while_dialogs_in_flight_hold_the_visits() {
+    let pool = DocumentPool::new(Arc::new(InMemoryDocumentProvider::new(documents(1))))
+        .target_visits(Some(1));
     let request = InstructionRequest::new("a user", 1).reporting_outcomes();
     let first = pool.take(1, &request, 1).await.unwrap().confirm(1);
     assert_eq!(ids(&first), ["d0"]);
@@ -235,16 +233,10 @@ async fn a_pick_waits_for_dialogs_in_flight_when_outcomes_are_reported() {
     let plain = InstructionRequest::new("a user", 1);
     assert!(pool.take(1, &plain, 1).await.unwrap_err().is_exhausted());
 
-    // With them, the pick waits; the dialog failing frees the visit for it.
-    let waiting = {
-        let pool = Arc::clone(&pool);
-        let request = request.clone();
-        tokio::spawn(async move { pool.take(1, &request, 1).await.map(|r| r.confirm(1)) })
-    };
-    tokio::task::yield_now().await;
-    assert!(!waiting.is_finished());
+    // With them, the caller is told to wait; the dialog failing frees the visit.
+    assert!(pool.take(1, &request, 1).await.unwrap_err().is_waiting());
     pool.finish(&ids(&first), false);
-    let second = waiting.await.unwrap().unwrap();
+    let second = pool.take(1, &request, 1).await.unwrap().confirm(1);
     assert_eq!(ids(&second), ["d0"]);
 
     // Stored: the target is met for good, and the next pick says so.
