@@ -1,6 +1,7 @@
 //! The strategy traits: what the user asks, what the assistant knows, when a run
 //! stops, where rows go, how dialogs are judged, where documents come from.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,6 +107,10 @@ pub trait InstructionGenerator: Send + Sync + std::fmt::Debug {
     /// rejected, skipped as a duplicate, cancelled). Generators that count visits per
     /// document use it; the default ignores it.
     fn instruction_done(&self, _instruction: &Instruction, _stored: bool) {}
+
+    /// Dialogs an earlier part of this run stored, by document id (a resumed run
+    /// reports them before it starts), so visit targets count them.
+    fn record_stored_visits(&self, _visits: &HashMap<String, u64>) {}
 
     /// A correspondent (simulated user) system prompt of the generator's own, used when
     /// the caller gave none. `None` lets the engine write one from the respondent prompt.
@@ -222,7 +227,7 @@ pub struct RunProgress {
     /// Time since the run started.
     pub elapsed: Duration,
     /// How many stored rows used each document (by id), for coverage criteria.
-    pub context_visits: Arc<std::collections::HashMap<String, u64>>,
+    pub context_visits: Arc<HashMap<String, u64>>,
 }
 
 /// Decides when a run has made enough.
@@ -291,6 +296,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// keep them ignore it.
     async fn save_documents(&self, _documents: &[PersonaDocument]) -> Result<(), StorageError> {
         Ok(())
+    }
+
+    /// How many stored rows were about each document (their `metadata.context_ids`),
+    /// so a resumed run's coverage goes on from where it stopped.
+    async fn context_visits(&self) -> Result<HashMap<String, u64>, StorageError> {
+        Ok(HashMap::new())
     }
 
     /// Documents saved with [`save_documents`](Self::save_documents), latest save of

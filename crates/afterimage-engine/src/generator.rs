@@ -71,6 +71,13 @@ impl ConversationGenerator {
         let (mut record, setup) = match resumed {
             Some((record, done)) => {
                 plan.done = done;
+                plan.stored_visits = inner.storage.context_visits().await.map_err(|e| {
+                    EngineError::Setup(format!(
+                        "reading the stored rows' documents in {}: {e}",
+                        inner.storage.location()
+                    ))
+                })?;
+                inner.instructions.record_stored_visits(&plan.stored_visits);
                 (record, Spent::default())
             }
             None => {

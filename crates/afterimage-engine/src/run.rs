@@ -1,7 +1,7 @@
 //! The scheduler: keeps up to `max_concurrency` dialogs in flight, replaces failed
 //! ones within a budget, and never starts a dialog beyond the requested count.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,8 @@ pub(crate) struct Plan {
     /// Indices a resumed run already stored: they count towards the cap and are
     /// never scheduled again.
     pub(crate) done: HashSet<u64>,
+    /// Stored rows per document of a resumed run: coverage goes on from them.
+    pub(crate) stored_visits: HashMap<String, u64>,
 }
 
 impl Plan {
@@ -73,6 +75,7 @@ impl Plan {
             max_failures,
             backoff_base: options.failure_backoff,
             done: HashSet::new(),
+            stored_visits: HashMap::new(),
         })
     }
 }
@@ -90,6 +93,7 @@ pub(crate) async fn execute(
         ..State::default()
     };
     state.progress.rows_written = state.resumed;
+    state.progress.context_visits = Arc::new(plan.stored_visits.clone());
     state.spend(setup);
     let mut tasks: JoinSet<Result<DialogOutcome, DialogFailure>> = JoinSet::new();
     let mut order = StartOrder::new(run.seed, run.turns, plan.cap);

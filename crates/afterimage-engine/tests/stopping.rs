@@ -294,3 +294,38 @@ async fn dialogs_waiting_for_a_document_visit_do_not_hang_the_end_of_a_run() {
         report.rows_written
     );
 }
+
+#[tokio::test]
+async fn a_resumed_coverage_run_counts_the_stored_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let round_robin = || RoundRobin {
+        documents: 2,
+        limit: usize::MAX,
+        calls: AtomicUsize::new(0),
+    };
+    // Four rows first: two per document.
+    generator(quick_model(), round_robin(), &path)
+        .generate(GenerateOptions::new().num_dialogs(4).max_concurrency(1))
+        .await
+        .unwrap();
+    // Resumed with a coverage rule of three per document: one more each, not three.
+    let coverage = ContextCoverage {
+        documents: 2,
+        target_visits: 3,
+        coverage_threshold: 1.0,
+    };
+    let report = generator(quick_model(), round_robin(), &path)
+        .generate(
+            GenerateOptions::new()
+                .max_concurrency(1)
+                .resume(true)
+                .stopping_criterion(Arc::new(coverage)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.rows_resumed, 4);
+    assert_eq!(report.rows_written, 2, "{}", report.stop_reason);
+    let visits = visits(&path);
+    assert_eq!(visits.values().copied().collect::<Vec<_>>(), [3, 3]);
+}

@@ -1,5 +1,6 @@
 //! Choosing a backend from a string, and the backend-agnostic handle.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use afterimage_core::{
@@ -96,6 +97,10 @@ impl Storage for AnyStorage {
 
     async fn existing_ids(&self) -> Result<Vec<String>, StorageError> {
         self.inner().existing_ids().await
+    }
+
+    async fn context_visits(&self) -> Result<HashMap<String, u64>, StorageError> {
+        self.inner().context_visits().await
     }
 
     async fn flush(&self) -> Result<(), StorageError> {

@@ -1,5 +1,6 @@
 //! JSON Lines storage: one row per line, appended whole.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -195,6 +196,13 @@ impl Storage for JsonlStorage {
             }
         }
         read_ids(&self.path)
+    }
+
+    async fn context_visits(&self) -> Result<HashMap<String, u64>, StorageError> {
+        if !self.path.exists() {
+            return Ok(HashMap::new());
+        }
+        read_context_visits(&self.path)
     }
 
     async fn flush(&self) -> Result<(), StorageError> {
@@ -433,6 +441,33 @@ fn read_ids(path: &Path) -> Result<Vec<String>, StorageError> {
         Ok(())
     })?;
     Ok(ids)
+}
+
+/// How many rows name each document in `metadata.context_ids`.
+fn read_context_visits(path: &Path) -> Result<HashMap<String, u64>, StorageError> {
+    #[derive(serde::Deserialize)]
+    struct Contexts {
+        #[serde(default)]
+        metadata: Metadata,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct Metadata {
+        #[serde(default)]
+        context_ids: Vec<String>,
+    }
+    let mut visits = HashMap::new();
+    for_each_line(path, |number, line| {
+        let row: Contexts = serde_json::from_str(line).map_err(|e| StorageError::Corrupt {
+            path: path.display().to_string(),
+            line: number,
+            message: e.to_string(),
+        })?;
+        for id in row.metadata.context_ids {
+            *visits.entry(id).or_insert(0) += 1;
+        }
+        Ok(())
+    })?;
+    Ok(visits)
 }
 
 /// Calls `f` with every non-blank line and its 1-based number.

@@ -1,5 +1,6 @@
 //! PostgreSQL storage: a real server by URL; rows committed in batched inserts.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use afterimage_core::{ConversationRow, PersonaDocument, RunRecord, Storage, StorageError};
@@ -141,6 +142,23 @@ impl Storage for PostgresStorage {
             .await
             .map_err(backend)?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    async fn context_visits(&self) -> Result<HashMap<String, u64>, StorageError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT ctx.value, COUNT(*) FROM conversations, \
+                 jsonb_array_elements_text(row->'metadata'->'context_ids') AS ctx(value) \
+                 GROUP BY ctx.value",
+                &[],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1).max(0) as u64))
+            .collect())
     }
 
     async fn load_run(&self) -> Result<Option<RunRecord>, StorageError> {

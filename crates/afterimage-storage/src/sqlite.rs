@@ -1,6 +1,7 @@
 //! SQLite storage: one file, WAL mode, rows committed in batched transactions by a
 //! dedicated writer thread.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 
@@ -172,6 +173,30 @@ impl Storage for SqliteStorage {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(backend)?;
             Ok(ids)
+        })
+        .await
+    }
+
+    async fn context_visits(&self) -> Result<HashMap<String, u64>, StorageError> {
+        self.with_reader(|conn| {
+            let mut statement = conn
+                .prepare(
+                    "SELECT ids.value, COUNT(*) FROM conversations, \
+                     json_each(json_extract(conversations.row, '$.metadata.context_ids')) AS ids \
+                     GROUP BY ids.value",
+                )
+                .map_err(backend)?;
+            let visits = statement
+                .query_map([], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, i64>(1)?.max(0) as u64,
+                    ))
+                })
+                .map_err(backend)?
+                .collect::<Result<HashMap<_, _>, _>>()
+                .map_err(backend)?;
+            Ok(visits)
         })
         .await
     }

@@ -14,6 +14,10 @@ fn row(run: &str, index: u64, score: Option<f64>) -> ConversationRow {
     ConversationRow {
         conversations: vec![Message::user(format!("q {index}")), Message::assistant("a")],
         metadata: RowMetadata {
+            // Every row is about one of four documents; every tenth also about "all".
+            context_ids: std::iter::once(format!("doc-{}", index % 4))
+                .chain((index % 10 == 0).then(|| "all".to_owned()))
+                .collect(),
             generation: Some(GenerationInfo {
                 run_id: run.into(),
                 index,
@@ -76,6 +80,14 @@ async fn contract(spec: &str) {
     back.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(back[4], row("r1", 4, Some(0.5)));
     assert_eq!(back[5].persona.as_deref(), Some("persona 2"));
+
+    // What a resumed coverage run starts from: stored rows per document.
+    let visits = reopened.context_visits().await.unwrap();
+    let expected: std::collections::HashMap<String, u64> = (0..4)
+        .map(|d| (format!("doc-{d}"), 75))
+        .chain([("all".to_owned(), 30)])
+        .collect();
+    assert_eq!(visits, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -143,6 +143,10 @@ impl InstructionGenerator for ContextualInstructionGenerator {
         self.documents.finish(&instruction.context_ids(), stored);
     }
 
+    fn record_stored_visits(&self, visits: &HashMap<String, u64>) {
+        self.documents.record_stored(visits);
+    }
+
     async fn generate(
         &self,
         request: &InstructionRequest,

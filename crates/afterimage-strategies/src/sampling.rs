@@ -202,6 +202,17 @@ impl DocumentSampler {
         picked
     }
 
+    /// Counts dialogs stored before this sampler existed (a resumed run), by
+    /// document id.
+    pub fn record_stored(&self, visits: &HashMap<String, u64>) {
+        let mut counts = self.counts();
+        for (id, n) in visits {
+            *counts.stored.entry(id.clone()).or_insert(0) += n;
+            // They were picks too, so balancing goes on from where the run stopped.
+            *counts.uses.entry(id.clone()).or_insert(0) += n;
+        }
+    }
+
     /// Corrects the pending visits of a pick that expected `expected` dialogs but
     /// got `actual` (a batch with fewer questions than asked for).
     pub fn settle(&self, ids: &[String], expected: u64, actual: u64) {
@@ -278,6 +289,9 @@ pub struct DocumentPool {
     sampler: OnceCell<DocumentSampler>,
     target_visits: Option<u64>,
     weights: Option<HashMap<String, f64>>,
+    /// Visits stored before the documents were loaded (a resumed run), applied when
+    /// they are.
+    stored_before: Mutex<HashMap<String, u64>>,
 }
 
 impl DocumentPool {
@@ -288,6 +302,7 @@ impl DocumentPool {
             sampler: OnceCell::new(),
             target_visits: None,
             weights: None,
+            stored_before: Mutex::new(HashMap::new()),
         }
     }
 
@@ -319,6 +334,13 @@ impl DocumentPool {
                 if let Some(weights) = &self.weights {
                     sampler = sampler.weights(weights.clone());
                 }
+                let stored = std::mem::take(
+                    &mut *self
+                        .stored_before
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner),
+                );
+                sampler.record_stored(&stored);
                 Ok(sampler)
             })
             .await
@@ -366,6 +388,23 @@ impl DocumentPool {
     fn settle(&self, documents: &[Document], expected: u64, actual: u64) {
         if let Some(sampler) = self.sampler.get() {
             sampler.settle(&ids(documents), expected, actual);
+        }
+    }
+
+    /// Counts dialogs an earlier part of the run stored ([`DocumentSampler::record_stored`]),
+    /// now or when the documents are loaded.
+    pub fn record_stored(&self, visits: &HashMap<String, u64>) {
+        match self.sampler.get() {
+            Some(sampler) => sampler.record_stored(visits),
+            None => {
+                let mut before = self
+                    .stored_before
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                for (id, n) in visits {
+                    *before.entry(id.clone()).or_insert(0) += n;
+                }
+            }
         }
     }
 

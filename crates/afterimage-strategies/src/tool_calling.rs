@@ -183,6 +183,12 @@ impl InstructionGenerator for ToolCallingInstructionGenerator {
         }
     }
 
+    fn record_stored_visits(&self, visits: &HashMap<String, u64>) {
+        if let Some(pool) = &self.documents {
+            pool.record_stored(visits);
+        }
+    }
+
     async fn generate(
         &self,
         request: &InstructionRequest,
