@@ -16,7 +16,7 @@ fn row(run: &str, index: u64, score: Option<f64>) -> ConversationRow {
         metadata: RowMetadata {
             // Every row is about one of four documents; every tenth also about "all".
             context_ids: std::iter::once(format!("doc-{}", index % 4))
-                .chain((index % 10 == 0).then(|| "all".to_owned()))
+                .chain(index.is_multiple_of(10).then(|| "all".to_owned()))
                 .collect(),
             generation: Some(GenerationInfo {
                 run_id: run.into(),
