@@ -1,6 +1,7 @@
 //! Embedding clients: OpenAI-compatible `/embeddings` and Gemini `batchEmbedContents`,
 //! each an [`Embedder`].
 
+use std::marker::PhantomData;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -64,38 +65,100 @@ impl Lazy {
     }
 }
 
-/// Embeddings from an OpenAI-compatible `POST {base_url}/embeddings` (OpenAI, vLLM,
-/// Ollama, LiteLLM, ...).
+/// An embedding client over HTTP; `W` is the wire format ([`OpenAiWire`] or
+/// [`GeminiWire`]). Use it as [`OpenAiEmbedder`] or [`GeminiEmbedder`].
 ///
 /// Inputs go in batches of [`batch_size`](Self::batch_size), one request after the
 /// other; vectors come back in input order. Cloning shares the connection pool once
 /// the client is built (on the first request, or by [`check`](Self::check)).
 #[derive(Debug, Clone)]
-pub struct OpenAiEmbedder {
+pub struct HttpEmbedder<W> {
     http: Lazy,
     model: String,
     batch_size: usize,
+    wire: PhantomData<W>,
+}
+
+/// Embeddings from an OpenAI-compatible `POST {base_url}/embeddings` (OpenAI, vLLM,
+/// Ollama, LiteLLM, ...).
+pub type OpenAiEmbedder = HttpEmbedder<OpenAiWire>;
+
+/// Embeddings from Gemini's `POST {base_url}/models/{model}:batchEmbedContents`, the
+/// key in the `x-goog-api-key` header as the chat client sends it.
+pub type GeminiEmbedder = HttpEmbedder<GeminiWire>;
+
+/// An embeddings wire format: [`OpenAiWire`] or [`GeminiWire`] (sealed: the formats
+/// live in this crate).
+pub trait Wire: sealed::Batch + Send + Sync + std::fmt::Debug + 'static {}
+
+impl Wire for OpenAiWire {}
+impl Wire for GeminiWire {}
+
+// The batch method takes the crate's HTTP client. Outside this crate the trait can
+// be named (as a bound) but neither implemented nor called, which is the point.
+#[allow(private_interfaces)]
+mod sealed {
+    use afterimage_core::ProviderError;
+
+    use crate::http::Http;
+
+    /// How one batch of texts travels to an embeddings API and back.
+    #[async_trait::async_trait]
+    pub trait Batch {
+        /// Embeds `texts` (one batch) with `model` over `http`, in input order.
+        async fn embed_batch(
+            model: &str,
+            http: &Http,
+            texts: &[String],
+        ) -> Result<Vec<Vec<f32>>, ProviderError>;
+    }
 }
 
 impl OpenAiEmbedder {
-    /// An embedder for `model` at [`OPENAI_BASE_URL`](crate::OPENAI_BASE_URL); an empty
-    /// key sends no `Authorization` header (local servers).
+    /// An embedder for `model` at [`OPENAI_BASE_URL`](crate::OPENAI_BASE_URL) (change it
+    /// with [`base_url`](Self::base_url), ending before `/embeddings`), in batches of
+    /// [`OPENAI_EMBEDDING_BATCH`]; an empty key sends no `Authorization` header (local
+    /// servers).
     pub fn new(api_key: impl Into<ApiKey>, model: impl Into<String>) -> Self {
-        OpenAiEmbedder {
+        HttpEmbedder {
             http: Lazy::new(OPENAI_BASE_URL, api_key.into(), Auth::Bearer),
             model: model.into(),
             batch_size: OPENAI_EMBEDDING_BATCH,
+            wire: PhantomData,
         }
     }
+}
 
-    /// Another base URL (ending before `/embeddings`, like the chat clients').
+impl GeminiEmbedder {
+    /// An embedder for `model` (`gemini-embedding-001`, with or without `models/`) at
+    /// [`GEMINI_BASE_URL`](crate::GEMINI_BASE_URL) (change it with
+    /// [`base_url`](Self::base_url), ending in `/v1beta`), in batches of
+    /// [`GEMINI_EMBEDDING_BATCH`].
+    pub fn new(api_key: impl Into<ApiKey>, model: impl Into<String>) -> Self {
+        let model = model.into();
+        let model = model.strip_prefix("models/").unwrap_or(&model).to_owned();
+        HttpEmbedder {
+            http: Lazy::new(
+                GEMINI_BASE_URL,
+                api_key.into(),
+                Auth::Header("x-goog-api-key"),
+            ),
+            model,
+            batch_size: GEMINI_EMBEDDING_BATCH,
+            wire: PhantomData,
+        }
+    }
+}
+
+impl<W: Wire> HttpEmbedder<W> {
+    /// Another base URL, like the chat client's of the same API.
     pub fn base_url(mut self, base_url: impl Into<String>) -> Self {
         let base_url = base_url.into();
         self.http = self.http.update(|s| s.base_url = base_url);
         self
     }
 
-    /// Texts per request (default [`OPENAI_EMBEDDING_BATCH`]; at least 1).
+    /// Texts per request (at least 1).
     pub fn batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = batch_size.max(1);
         self
@@ -122,21 +185,41 @@ impl OpenAiEmbedder {
         self.http.get().map(|_| ())
     }
 
-    /// The embedding model.
+    /// The embedding model (for Gemini, without `models/`).
     pub fn model(&self) -> &str {
         &self.model
     }
+}
 
+#[async_trait]
+impl<W: Wire> Embedder for HttpEmbedder<W> {
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
+        let http = self.http.http()?;
+        let mut vectors = Vec::with_capacity(texts.len());
+        for batch in texts.chunks(self.batch_size) {
+            vectors.extend(<W as sealed::Batch>::embed_batch(&self.model, http, batch).await?);
+        }
+        Ok(vectors)
+    }
+}
+
+/// The OpenAI `/embeddings` format.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenAiWire;
+
+#[allow(private_interfaces)]
+#[async_trait]
+impl sealed::Batch for OpenAiWire {
     async fn embed_batch(
-        &self,
+        model: &str,
         http: &Http,
         texts: &[String],
     ) -> Result<Vec<Vec<f32>>, ProviderError> {
         let body = OpenAiRequest {
-            model: &self.model,
+            model,
             input: texts,
         };
-        let text = http.post_json("/embeddings", &body, &self.model).await?;
+        let text = http.post_json("/embeddings", &body, model).await?;
         let reply: OpenAiReply = http.parse_json(&text, "an embeddings response")?;
         let mut data = reply.data;
         // Servers that leave out `index` answer in input order.
@@ -160,18 +243,6 @@ impl OpenAiEmbedder {
     }
 }
 
-#[async_trait]
-impl Embedder for OpenAiEmbedder {
-    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
-        let http = self.http.http()?;
-        let mut vectors = Vec::with_capacity(texts.len());
-        for batch in texts.chunks(self.batch_size) {
-            vectors.extend(self.embed_batch(http, batch).await?);
-        }
-        Ok(vectors)
-    }
-}
-
 #[derive(Serialize)]
 struct OpenAiRequest<'a> {
     model: &'a str,
@@ -190,80 +261,19 @@ struct OpenAiEmbedding {
     index: Option<usize>,
 }
 
-/// Embeddings from Gemini's `POST {base_url}/models/{model}:batchEmbedContents`, the
-/// key in the `x-goog-api-key` header as the chat client sends it.
-///
-/// Inputs go in batches of [`batch_size`](Self::batch_size), one request after the
-/// other; vectors come back in input order.
-#[derive(Debug, Clone)]
-pub struct GeminiEmbedder {
-    http: Lazy,
-    model: String,
-    batch_size: usize,
-}
+/// The Gemini `batchEmbedContents` format.
+#[derive(Debug, Clone, Copy)]
+pub struct GeminiWire;
 
-impl GeminiEmbedder {
-    /// An embedder for `model` (`gemini-embedding-001`, with or without `models/`) at
-    /// [`GEMINI_BASE_URL`](crate::GEMINI_BASE_URL).
-    pub fn new(api_key: impl Into<ApiKey>, model: impl Into<String>) -> Self {
-        let model = model.into();
-        let model = model.strip_prefix("models/").unwrap_or(&model).to_owned();
-        GeminiEmbedder {
-            http: Lazy::new(
-                GEMINI_BASE_URL,
-                api_key.into(),
-                Auth::Header("x-goog-api-key"),
-            ),
-            model,
-            batch_size: GEMINI_EMBEDDING_BATCH,
-        }
-    }
-
-    /// Another base URL (ending in `/v1beta`, like the chat client's).
-    pub fn base_url(mut self, base_url: impl Into<String>) -> Self {
-        let base_url = base_url.into();
-        self.http = self.http.update(|s| s.base_url = base_url);
-        self
-    }
-
-    /// Texts per request (default [`GEMINI_EMBEDDING_BATCH`]; at least 1).
-    pub fn batch_size(mut self, batch_size: usize) -> Self {
-        self.batch_size = batch_size.max(1);
-        self
-    }
-
-    /// The whole-request deadline (default 600 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.http = self.http.update(|s| s.timeout = timeout);
-        self
-    }
-
-    /// Uses this client (and its connection pool) instead of building one.
-    pub fn client(mut self, client: reqwest::Client) -> Self {
-        self.http = self.http.update(|s| s.client = Some(client));
-        self
-    }
-
-    /// Checks the settings (base URL, key) and builds the client now rather than on
-    /// the first request.
-    pub fn check(&self) -> Result<(), BuildError> {
-        if self.model.trim().is_empty() {
-            return Err(BuildError::MissingModel);
-        }
-        self.http.get().map(|_| ())
-    }
-
-    /// The embedding model (without `models/`).
-    pub fn model(&self) -> &str {
-        &self.model
-    }
-
+#[allow(private_interfaces)]
+#[async_trait]
+impl sealed::Batch for GeminiWire {
     async fn embed_batch(
-        &self,
+        model: &str,
         http: &Http,
         texts: &[String],
     ) -> Result<Vec<Vec<f32>>, ProviderError> {
-        let name = format!("models/{}", self.model);
+        let name = format!("models/{}", model);
         let body = GeminiRequest {
             requests: texts
                 .iter()
@@ -275,8 +285,8 @@ impl GeminiEmbedder {
                 })
                 .collect(),
         };
-        let path = format!("/models/{}:batchEmbedContents", self.model);
-        let text = http.post_json(&path, &body, &self.model).await?;
+        let path = format!("/models/{}:batchEmbedContents", model);
+        let text = http.post_json(&path, &body, model).await?;
         let reply: GeminiReply = http.parse_json(&text, "a batchEmbedContents response")?;
         if reply.embeddings.len() != texts.len() {
             return Err(http.malformed(
@@ -289,18 +299,6 @@ impl GeminiEmbedder {
             ));
         }
         Ok(reply.embeddings.into_iter().map(|e| e.values).collect())
-    }
-}
-
-#[async_trait]
-impl Embedder for GeminiEmbedder {
-    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
-        let http = self.http.http()?;
-        let mut vectors = Vec::with_capacity(texts.len());
-        for batch in texts.chunks(self.batch_size) {
-            vectors.extend(self.embed_batch(http, batch).await?);
-        }
-        Ok(vectors)
     }
 }
 

@@ -46,7 +46,10 @@ pub use crate::{
         ANTHROPIC_BASE_URL, ANTHROPIC_DEFAULT_MAX_TOKENS, ANTHROPIC_VERSION, Anthropic,
         AnthropicBuilder,
     },
-    embeddings::{GEMINI_EMBEDDING_BATCH, GeminiEmbedder, OPENAI_EMBEDDING_BATCH, OpenAiEmbedder},
+    embeddings::{
+        GEMINI_EMBEDDING_BATCH, GeminiEmbedder, GeminiWire, HttpEmbedder, OPENAI_EMBEDDING_BATCH,
+        OpenAiEmbedder, OpenAiWire, Wire,
+    },
     error::BuildError,
     gemini::{GEMINI_BASE_URL, Gemini, GeminiBuilder, GeminiSchemaField},
     keypool::{KeyPool, KeyStats, key_fingerprint},
