@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use afterimage_core::{Document, Embedder, Retrieved, Retriever, StrategyError};
 use async_trait::async_trait;
+use futures::StreamExt;
 
 /// Ranks chunks by the cosine similarity of their embeddings to the query's.
 ///
@@ -28,8 +29,12 @@ impl std::fmt::Debug for EmbeddingRetriever {
     }
 }
 
+/// Embedding calls in flight while an index is built.
+const BATCHES_IN_FLIGHT: usize = 4;
+
 impl EmbeddingRetriever {
-    /// Embeds `chunks` with `embedder`, `batch_size` texts per call.
+    /// Embeds `chunks` with `embedder`, `batch_size` texts per call, a few calls at
+    /// once.
     ///
     /// Fails when there are no chunks, when `batch_size` is 0, or when the embedder
     /// answers with the wrong number of vectors or with vectors of differing sizes.
@@ -48,16 +53,27 @@ impl EmbeddingRetriever {
                 "the embedding batch size must be at least 1".to_owned(),
             ));
         }
+        // A few batches at once: a corpus of 200k chunks is 2,000 requests, too many
+        // to send one after the other, and a rate-limited key is still not flooded.
+        let mut batches = futures::stream::iter(chunks.chunks(batch_size).map(|batch| {
+            let texts: Vec<String> = batch.iter().map(|c| c.text.clone()).collect();
+            let embedder = Arc::clone(&embedder);
+            async move {
+                let embedded = embedder.embed(&texts).await;
+                (texts.len(), embedded)
+            }
+        }))
+        .buffered(BATCHES_IN_FLIGHT)
+        .enumerate();
         let mut vectors = Vec::new();
         let mut dimensions = 0;
-        for (batch_index, batch) in chunks.chunks(batch_size).enumerate() {
-            let texts: Vec<String> = batch.iter().map(|c| c.text.clone()).collect();
-            let embedded = embedder.embed(&texts).await?;
-            if embedded.len() != texts.len() {
+        while let Some((batch_index, (asked, embedded))) = batches.next().await {
+            let embedded = embedded?;
+            if embedded.len() != asked {
                 return Err(malformed(format!(
                     "the embedder returned {} vectors for {} texts (batch {})",
                     embedded.len(),
-                    texts.len(),
+                    asked,
                     batch_index + 1
                 )));
             }
@@ -79,6 +95,7 @@ impl EmbeddingRetriever {
                 vectors.extend(normalised(vector));
             }
         }
+        drop(batches);
         Ok(EmbeddingRetriever {
             embedder,
             chunks,
