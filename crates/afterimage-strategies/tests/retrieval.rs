@@ -407,3 +407,44 @@ async fn a_template_without_context_is_refused() {
         format!("{BASE}\nKNOW:{}", prompt.response_context.unwrap())
     );
 }
+
+/// Answers slowly (later batches faster than earlier ones) and counts calls in flight.
+#[derive(Debug, Default)]
+struct Slow {
+    calls: std::sync::atomic::AtomicUsize,
+    in_flight: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Embedder for Slow {
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let call = self.calls.fetch_add(1, SeqCst);
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(
+            40u64.saturating_sub(3 * call as u64),
+        ))
+        .await;
+        self.in_flight.fetch_sub(1, SeqCst);
+        Ok(texts.iter().map(|t| vec![t.len() as f32, 1.0]).collect())
+    }
+}
+
+#[tokio::test]
+async fn the_index_embeds_a_few_batches_at_once_and_keeps_their_order() {
+    let chunks: Vec<Document> = (0..12)
+        .map(|i| Document::with_id(format!("c{i}"), "x".repeat(i + 1)))
+        .collect();
+    let embedder = Arc::new(Slow::default());
+    let retriever = EmbeddingRetriever::build(embedder.clone(), chunks, 1)
+        .await
+        .unwrap();
+    assert_eq!(retriever.len(), 12);
+    let most = embedder.most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=4).contains(&most), "{most} calls in flight");
+    // Each chunk kept its own vector: the query for "xxxxx" finds c4 first.
+    let hits = retriever.retrieve("xxxxx", 1).await.unwrap();
+    assert_eq!(hits[0].id, "c4");
+}
