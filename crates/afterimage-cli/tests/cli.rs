@@ -534,15 +534,6 @@ async fn an_unreachable_score_is_bounded_and_reported() {
     assert!(error.contains("no attempt of 2 passed"), "{error}");
 }
 
-/// Reads a JSONL file into values.
-fn jsonl(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_example_config_validates_and_generates_against_the_mock() {
     let server = MockServer::start(MockConfig::default()).await.unwrap();
@@ -578,7 +569,7 @@ async fn every_example_config_validates_and_generates_against_the_mock() {
         let run = afterimage(generate, vec![]).await;
         assert_eq!(run.code, 0, "{name}: {}\n{}", run.stdout, run.stderr);
         let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
-        let rows = jsonl(&out);
+        let rows = read_rows(&out);
         assert!(!rows.is_empty(), "{name}: no rows");
         assert_eq!(
             report["rows_written"].as_u64(),
@@ -598,7 +589,7 @@ async fn every_example_config_validates_and_generates_against_the_mock() {
                     );
                 }
                 // The personas are saved with the run, in upstream's documents shape.
-                let documents = jsonl(&out_dir.path().join("persona.jsonl.documents.jsonl"));
+                let documents = read_rows(&out_dir.path().join("persona.jsonl.documents.jsonl"));
                 assert!(!documents.is_empty());
                 assert!(
                     documents
@@ -1251,7 +1242,7 @@ async fn retrieval_with_embeddings_runs_against_the_mock() {
     )
     .await;
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let rows = jsonl(&out);
+    let rows = read_rows(&out);
     assert_eq!(rows.len(), 12);
     for row in &rows {
         let retrieval = &row["metadata"]["retrieval"];
@@ -1302,7 +1293,7 @@ async fn a_resumed_persona_run_reuses_the_saved_personas() {
     // Replace every saved persona by a marked one: if the resumed run generated
     // personas again, its rows would not carry the marks.
     let saved = out.with_file_name("persona.jsonl.documents.jsonl");
-    let marked: Vec<String> = jsonl(&saved)
+    let marked: Vec<String> = read_rows(&saved)
         .into_iter()
         .map(|mut document| {
             for layer in document["personas"].as_array_mut().unwrap() {
@@ -1323,7 +1314,7 @@ async fn a_resumed_persona_run_reuses_the_saved_personas() {
 
     let run = afterimage(generate("16", true), vec![]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let rows = jsonl(&out);
+    let rows = read_rows(&out);
     assert_eq!(rows.len(), 16);
     let resumed: Vec<&serde_json::Value> = rows[10..].iter().collect();
     for row in resumed {
