@@ -508,3 +508,38 @@ async fn without_personas_the_asker_is_a_curious_user() {
     assert_eq!(batch.requests, 5);
     assert_eq!(batch.documents.len(), 2);
 }
+
+#[tokio::test]
+async fn custom_persona_prompts_reach_the_model() {
+    let model = Arc::new(ScriptedModel::new("scripted", |request| {
+        let system = request.system_text().unwrap_or_default().to_owned();
+        let layer = if system.starts_with("First layer") {
+            "root"
+        } else {
+            "child"
+        };
+        async move { Ok(ChatResponse::text(five(layer))) }
+    }));
+    let generator = PersonaGenerator::new(model.clone())
+        .target_per_document(Some(20))
+        .from_text_prompt("First layer: five people, as JSON.")
+        .from_persona_prompt("Deeper layer: five people around this one, as JSON.");
+    let document = doc("Chains need oil.");
+    // Six picks: the first layer (five), then the second is needed.
+    for seed in 0..6 {
+        pick(&generator, &document, seed).await;
+    }
+    let systems: Vec<String> = model
+        .requests()
+        .iter()
+        .map(|r| r.system_text().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(systems[0], "First layer: five people, as JSON.");
+    assert!(systems.len() > 1, "{systems:?}");
+    assert!(
+        systems[1..]
+            .iter()
+            .all(|s| s == "Deeper layer: five people around this one, as JSON."),
+        "{systems:?}"
+    );
+}

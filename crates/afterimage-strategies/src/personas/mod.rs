@@ -54,6 +54,8 @@ pub struct PersonaGenerator {
     preloaded: Vec<PersonaDocument>,
     saved: OnceCell<HashMap<String, PersonaDocument>>,
     states: Mutex<HashMap<String, Arc<AsyncMutex<DocState>>>>,
+    from_text_prompt: String,
+    from_persona_prompt: String,
 }
 
 /// What generating personas for many documents did.
@@ -108,7 +110,25 @@ impl PersonaGenerator {
             preloaded: Vec::new(),
             saved: OnceCell::new(),
             states: Mutex::new(HashMap::new()),
+            from_text_prompt: DEFAULT_PERSONA_FROM_TEXT_PROMPT.to_owned(),
+            from_persona_prompt: DEFAULT_PERSONA_FROM_PERSONA_PROMPT.to_owned(),
         }
+    }
+
+    /// Replaces the system prompt of the first layer's calls (the document is the user
+    /// message); start from [`DEFAULT_PERSONA_FROM_TEXT_PROMPT`]. The answer must
+    /// still be a JSON list of personas (or `Persona N:` lines).
+    pub fn from_text_prompt(mut self, prompt: impl Into<String>) -> Self {
+        self.from_text_prompt = prompt.into();
+        self
+    }
+
+    /// Replaces the system prompt of deeper layers' calls (a persona and the
+    /// document's subject are the user message); start from
+    /// [`DEFAULT_PERSONA_FROM_PERSONA_PROMPT`].
+    pub fn from_persona_prompt(mut self, prompt: impl Into<String>) -> Self {
+        self.from_persona_prompt = prompt.into();
+        self
     }
 
     /// Sampling temperature of persona calls (default 0.9).
@@ -284,7 +304,7 @@ impl PersonaGenerator {
             vec![
                 ask_for_personas(
                     model,
-                    DEFAULT_PERSONA_FROM_TEXT_PROMPT,
+                    &self.from_text_prompt,
                     persona_from_text_message(&state.text),
                     temperature,
                 )
@@ -294,11 +314,12 @@ impl PersonaGenerator {
             let parents = state.layers[depth as usize - 1].clone();
             let text = state.text.clone();
             let text = &text;
+            let prompt = self.from_persona_prompt.as_str();
             futures::stream::iter(parents)
                 .map(|parent| async move {
                     ask_for_personas(
                         model,
-                        DEFAULT_PERSONA_FROM_PERSONA_PROMPT,
+                        prompt,
                         persona_from_persona_message(&parent, text),
                         temperature,
                     )
