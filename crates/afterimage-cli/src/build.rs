@@ -275,7 +275,7 @@ fn instruction_generator(
         if let Some(source) = source {
             generator = generator
                 .documents(source)
-                .target_visits(picks_per_document(settings));
+                .target_visits(settings.target_visits);
         }
         if let Some(personas) = personas {
             generator = generator.personas(personas);
@@ -293,23 +293,15 @@ fn instruction_generator(
             PersonaInstructionGenerator::new(Arc::clone(model), source, generator)
                 .n_instructions(settings.n_instructions)
                 .num_random_contexts(settings.num_random_contexts)
-                .target_visits(picks_per_document(settings)),
+                .target_visits(settings.target_visits),
         ));
     }
     Ok(Arc::new(
         ContextualInstructionGenerator::new(Arc::clone(model), source)
             .n_instructions(settings.n_instructions)
             .num_random_contexts(settings.num_random_contexts)
-            .target_visits(picks_per_document(settings)),
+            .target_visits(settings.target_visits),
     ))
-}
-
-/// How often the sampler may pick each document: `target_visits` counts stored
-/// dialogs, and each pick starts a batch of `n_instructions` of them.
-fn picks_per_document(settings: &Settings) -> Option<u64> {
-    settings
-        .target_visits
-        .map(|visits| visits.div_ceil(settings.n_instructions.max(1) as u64))
 }
 
 /// Personas for the run's documents, saved with its rows (so `--resume` reuses them),

@@ -1325,3 +1325,43 @@ async fn a_resumed_persona_run_reuses_the_saved_personas() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coverage_rule_above_the_batch_size_is_met_for_every_document() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    // Three questions per batch, four dialogs wanted per document: one batch is not
+    // enough, so each document must be picked twice.
+    let config = LOCAL.replace(
+        "  num_dialogs: 12\n",
+        "  num_dialogs: null\n  stopping:\n    - {type: context_coverage, target_visits: 4}\n",
+    );
+    let (dir, path) = project(&config);
+    let out = dir.path().join("coverage.jsonl");
+    let run = afterimage(
+        args(&[
+            "generate",
+            "--config",
+            path.to_str().unwrap(),
+            "--base-url",
+            &server.openai_base_url(),
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ]),
+        vec![],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let mut visits = std::collections::HashMap::new();
+    for row in read_rows(&out) {
+        *visits
+            .entry(row["metadata"]["context_id"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(visits.len(), 2, "{visits:?}");
+    assert!(
+        visits.values().all(|v| *v >= 4),
+        "{visits:?}\n{}",
+        run.stdout
+    );
+}
