@@ -1,4 +1,5 @@
-//! The prompts this crate sends, and the small template filler they share.
+//! The prompts of the instruction generators and the correspondent writer, and the
+//! user message an instruction request sends.
 //!
 //! Every default template is public so that a custom one can start from it.
 
@@ -50,56 +51,6 @@ Rules:
 Reply with JSON only, in exactly this shape, holding {n_instructions} strings:
 {"instructions": ["first message", "second message"]}"#;
 
-/// System prompt of [`LlmToolSimulator`](crate::LlmToolSimulator); `{name}`,
-/// `{description}` and `{parameters}` describe the tool being played.
-pub(crate) const TOOL_SIMULATOR_PROMPT: &str = r#"You stand in for a software tool that an AI assistant has just called. Reply exactly as the real tool would: with its result as one JSON object, and nothing else.
-
-The tool:
-- name: {name}
-- what it does: {description}
-- its parameters (JSON Schema): {parameters}
-
-The next message shows the user's request that led to the call, the results this and other tools already returned in the same conversation, and the call with its arguments.
-
-Rules:
-- Return realistic, specific data that fits the tool's description and the arguments exactly: real-looking names, numbers, dates, units and identifiers, not placeholders such as "example" or "string".
-- Stay consistent with the earlier results: the same question asked again gets the same answer, and nothing contradicts what was already returned.
-- When the arguments ask for something that cannot exist or be done, return the error the real tool would give, as JSON (for example {"error": "no flight LH123 on 2024-02-30"}).
-- Keep it compact: the fields a real tool of this kind returns, no explanations, no markdown, no code fences."#;
-
-/// Sent after a simulated tool result that held no JSON object.
-pub(crate) const TOOL_SIMULATOR_CORRECTION: &str = "That answer could not be read as the tool's result. Reply again with the result as one JSON object only.";
-
-/// The respondent's system prompt when it answers from a context; `{prompt}` is the
-/// base respondent prompt and `{context}` the merged documents.
-pub const DEFAULT_RESPONDENT_CONTEXT_TEMPLATE: &str = r#"{prompt}
-
-## Knowledge for this conversation
-<context>
-{context}
-</context>
-
-Answer from this knowledge as if it were your own. Never say that you were given a context, a document or a text, and never cite it as a source. When the user asks about something it does not cover, help with what you reliably know instead of inventing details. Help the user directly rather than sending them elsewhere, unless your instructions above say otherwise."#;
-
-/// The respondent's system prompt when it answers from retrieved passages
-/// ([`WithRagRespondentPromptModifier`](crate::WithRagRespondentPromptModifier));
-/// `{prompt}` is the base respondent prompt and `{context}` the passages.
-pub const DEFAULT_RAG_RESPONDENT_TEMPLATE: &str = r#"{prompt}
-
-## Reference material for this conversation
-<context>
-{context}
-</context>
-
-This material was looked up for the user's questions; some of it may be off topic. Answer from the parts that fit as if the knowledge were your own. Never say that you were given passages, documents or search results, and never cite them as a source. When the material does not cover what the user asks, help with what you reliably know instead of inventing details. Help the user directly rather than sending them elsewhere, unless your instructions above say otherwise."#;
-
-/// The `{context}` of a RAG prompt when the retriever found nothing.
-pub const NO_RETRIEVED_CONTEXT: &str = "No relevant reference material was found.";
-
-/// The heading between the question's own context and the retrieved passages, when a
-/// RAG prompt includes both.
-pub(crate) const RETRIEVED_HEADING: &str = "## Retrieved passages";
-
 /// What [`write_correspondent_prompt`](crate::write_correspondent_prompt) asks the model.
 pub(crate) const CORRESPONDENT_WRITER_PROMPT: &str = r#"You write role-play instructions for a language model that will pretend to be a human user chatting with an AI assistant. The next message shows the assistant's system prompt between <assistant_system_prompt> tags. Write the system prompt for the simulated user.
 
@@ -134,37 +85,6 @@ pub(crate) const USER_PROMPT_OPEN: &str = "<user_system_prompt>";
 /// Closing tag of the correspondent prompt in the writer's answer.
 pub(crate) const USER_PROMPT_CLOSE: &str = "</user_system_prompt>";
 
-/// System prompt of [`PersonaGenerator`](crate::PersonaGenerator) for the first
-/// persona layer; the user message holds the document.
-pub const DEFAULT_PERSONA_FROM_TEXT_PROMPT: &str = r#"You imagine the people who would come to an AI assistant with questions about a piece of knowledge.
-
-The next message gives the knowledge between <document> tags. Describe exactly five different people who would realistically ask an assistant about what it covers.
-
-Rules:
-- Each description is one or two sentences of at most 40 words: who the person is (role, situation, level of expertise) and what brings them to this subject.
-- Make the five people clearly different from one another: different roles, needs, backgrounds and levels of expertise, from beginners to specialists.
-- Describe types of people, not individuals: no names, email addresses, phone numbers, street addresses or other personal data, and no real private persons.
-- Write the descriptions in the language of the document.
-
-Reply with JSON only, in exactly this shape, holding five strings:
-{"personas": ["first description", "second description"]}"#;
-
-/// System prompt of [`PersonaGenerator`](crate::PersonaGenerator) for deeper persona
-/// layers; the user message holds one persona of the layer above and the document's
-/// subject.
-pub const DEFAULT_PERSONA_FROM_PERSONA_PROMPT: &str = r#"You imagine the people around a given person who would also come to an AI assistant with questions about the same subject.
-
-The next message describes one person (under "Person") and the subject they ask about (under "Subject"). Describe exactly five other people connected to them: colleagues, clients, managers, students, suppliers, family members who are affected, or people in a more specific version of their situation. Each one must have their own reason to ask an assistant about the subject.
-
-Rules:
-- Each description is one or two sentences of at most 40 words: who the person is, how they relate to the given person, and what brings them to the subject.
-- Make the five people clearly different from one another and from the given person.
-- Describe types of people, not individuals: no names, email addresses, phone numbers, street addresses or other personal data, and no real private persons.
-- Write the descriptions in the language of the given person's description.
-
-Reply with JSON only, in exactly this shape, holding five strings:
-{"personas": ["first description", "second description"]}"#;
-
 /// System prompt of [`PersonaInstructionGenerator`](crate::PersonaInstructionGenerator);
 /// `{n_instructions}` is replaced by the number of questions asked for and `{persona}`
 /// by the persona's description.
@@ -185,119 +105,11 @@ Rules:
 Reply with JSON only, in exactly this shape, holding {n_instructions} strings:
 {"instructions": ["first message", "second message"]}"#;
 
-/// Sent after an answer that held no usable persona list.
-pub(crate) const PERSONAS_CORRECTION: &str = r#"That answer could not be used. Reply again with JSON only, in exactly this shape, holding five descriptions of at most 40 words each and no personal data: {"personas": ["first description", "second description"]}"#;
-
 /// The fallback persona when a document has none.
 pub(crate) const FALLBACK_PERSONA: &str = "A curious user";
 
-/// The most characters of a document shown when deriving personas from personas:
-/// enough to name the subject, without paying for the whole text 25 or 125 times.
-pub(crate) const SUBJECT_EXCERPT_CHARS: usize = 1500;
-
-/// The user message asking for the first persona layer of `document`.
-pub(crate) fn persona_from_text_message(document: &str) -> String {
-    format!("<document>\n{}\n</document>", document.trim())
-}
-
-/// The user message asking for personas around `persona`, about `document`.
-pub(crate) fn persona_from_persona_message(persona: &str, document: &str) -> String {
-    let excerpt = afterimage_core::snippet(document.trim(), SUBJECT_EXCERPT_CHARS);
-    format!(
-        "# Person\n{}\n\n# Subject\n<document>\n{excerpt}\n</document>",
-        persona.trim()
-    )
-}
-
 /// Sent after an answer that held no usable instruction list.
 pub(crate) const INSTRUCTIONS_CORRECTION: &str = r#"That answer could not be read. Reply again with JSON only, in exactly this shape: {"instructions": ["first message", "second message"]}"#;
-
-/// The criteria [`LlmJudge`](crate::LlmJudge) scores by default, in the order it
-/// lists them to the model.
-pub const DEFAULT_JUDGE_CRITERIA: [&str; 5] = [
-    "coherence",
-    "factuality",
-    "grounding",
-    "helpfulness",
-    "relevance",
-];
-
-/// System prompt of [`LlmJudge`](crate::LlmJudge); `{criteria}` is replaced by one
-/// line per criterion and `{shape}` by the JSON answer expected.
-pub const DEFAULT_JUDGE_PROMPT: &str = r#"You review conversations that will be used to train AI assistants. The next message shows the background material of one conversation (if it had any) and the conversation itself: a user talking to an AI assistant, one numbered message at a time. Grade the conversation on each criterion below.
-
-Criteria:
-{criteria}
-
-Scoring:
-- Give every criterion a score from 0 to 1. 1 means there is nothing worth fixing; around 0.5 means clear problems a careful editor would fix; 0 means the conversation fails the criterion entirely. Use the whole range, with decimals such as 0.65; a score is not a reward for effort.
-- Score each criterion separately: a flaw lowers every criterion it breaks, and only those.
-- Base every score on what the conversation and the material actually say, not on how confident the assistant sounds.
-- Feedback: one or two sentences per criterion naming the concrete problem and where it is (for example "message 4 gives the wrong opening hours"), or saying briefly why nothing is wrong.
-
-Reply with JSON only, one entry per criterion, in exactly this shape:
-{shape}"#;
-
-/// What each default criterion means, as the judge's system prompt explains it.
-pub(crate) const JUDGE_CRITERION_DESCRIPTIONS: [(&str, &str); 5] = [
-    (
-        "coherence",
-        "the conversation hangs together. Every assistant message answers the message just before it, later turns build on what was already said, and the assistant neither contradicts itself nor loses track of the user's situation.",
-    ),
-    (
-        "factuality",
-        "nothing the assistant states is false. Facts, figures, names, steps and reasoning are correct, whether they come from the material or from general knowledge; invented details count as false.",
-    ),
-    (
-        "grounding",
-        "the assistant's answers are backed by the material it was given: what it asserts can be found in or follows from that material, nothing contradicts it, and anything beyond it is general knowledge or marked as such. When the assistant was given no material, judge instead how carefully it handles what it cannot check: specific claims (prices, versions, dates, policies, figures) are hedged or left out rather than stated with invented certainty. Having no material to check against never earns a free 1.",
-    ),
-    (
-        "helpfulness",
-        "the assistant really helps the user get what they came for: specific, complete and usable answers of a sensible length, with a question back when details are missing, rather than vague, evasive, padded or boilerplate replies.",
-    ),
-    (
-        "relevance",
-        "the conversation stays on its subject. The user's questions are about the material (or, without material, about the subject of the first message), and the assistant's answers address those questions without drifting into unrelated content.",
-    ),
-];
-
-/// Sent after a judge answer that lacked a criterion or a numeric score; `{problem}`
-/// says what was wrong, `{names}` lists the criteria and `{shape}` is the JSON shape.
-pub(crate) const JUDGE_CORRECTION: &str = r#"That answer could not be used: {problem}. Reply again with JSON only, with an entry for each of {names}, each score a number from 0 to 1, in exactly this shape:
-{shape}"#;
-
-/// Replaces each `{name}` in `template` that has a value, in one pass.
-///
-/// One pass matters: a value that itself contains `{context}` or JSON braces is copied
-/// as is, never substituted again, and unknown `{...}` (JSON examples) stay literal.
-pub(crate) fn fill(template: &str, values: &[(&str, &str)]) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(start) = rest.find('{') {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 1..];
-        let known = after.find('}').and_then(|end| {
-            let name = &after[..end];
-            values
-                .iter()
-                .find(|(key, _)| *key == name)
-                .map(|(_, value)| (end, *value))
-        });
-        match known {
-            Some((end, value)) => {
-                out.push_str(value);
-                rest = &after[end + 1..];
-            }
-            None => {
-                out.push('{');
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
 
 /// The user message of an instruction request: who is writing and, when there is
 /// one, the context.
@@ -322,33 +134,6 @@ pub(crate) fn instruction_user_message(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fill_replaces_known_names_once_and_keeps_other_braces() {
-        let out = fill(
-            "{prompt}|{context}|{\"a\": [1]}|{unknown}|{",
-            &[("prompt", "P {context}"), ("context", "C {prompt}")],
-        );
-        assert_eq!(out, "P {context}|C {prompt}|{\"a\": [1]}|{unknown}|{");
-    }
-
-    #[test]
-    fn default_templates_fill_their_placeholders() {
-        let out = fill(
-            DEFAULT_CONTEXTUAL_INSTRUCTION_PROMPT,
-            &[("n_instructions", "4")],
-        );
-        assert!(!out.contains("{n_instructions}"));
-        assert_eq!(out.matches("exactly 4").count(), 1);
-        assert!(out.ends_with(r#"{"instructions": ["first message", "second message"]}"#));
-        let out = fill(
-            DEFAULT_RESPONDENT_CONTEXT_TEMPLATE,
-            &[("prompt", "P"), ("context", "C")],
-        );
-        assert!(
-            out.starts_with("P\n\n## Knowledge for this conversation\n<context>\nC\n</context>\n")
-        );
-    }
 
     #[test]
     fn user_message_with_and_without_context() {
