@@ -1,8 +1,9 @@
 //! `cargo xtask tidy`: the layering rules of DESIGN.md, checked.
 //!
-//! Every crate may depend only on the crates below it; every crate's `lib.rs` opens
-//! with a `//!` doc. Read from the Cargo manifests directly, so the check costs no
-//! dependency and no `cargo metadata` run.
+//! Every crate may depend only on the crates below it; every crate's `lib.rs`, and
+//! every module file under its `src/` at any depth, opens with a `//!` doc. Read from
+//! the Cargo manifests and sources directly, so the check costs no dependency and no
+//! `cargo metadata` run.
 
 use std::path::{Path, PathBuf};
 
@@ -64,15 +65,12 @@ pub(crate) fn tidy(root: &Path) -> Result<()> {
             ));
         }
     }
-    for file in rust_files(&root.join("crates"))? {
+    let crates = root.join("crates");
+    for file in rust_files(&crates)? {
         let text = std::fs::read_to_string(&file)?;
         let is_module = file
-            .parent()
-            .and_then(Path::file_name)
-            .is_some_and(|d| d == "src")
-            && file
-                .file_name()
-                .is_some_and(|f| f != "main.rs" && f != "lib.rs");
+            .strip_prefix(&crates)
+            .is_ok_and(|relative| is_module(relative));
         if is_module && !text.trim_start().starts_with("//!") {
             problems.push(format!("{} has no `//!` module doc", file.display()));
         }
@@ -109,6 +107,18 @@ fn workspace_deps(manifest: &str, section: &str) -> Vec<String> {
     deps
 }
 
+/// Whether `path` (relative to `crates/`) is a module file: anything under a crate's
+/// `src/`, at any depth (a seam folder's `mod.rs` and its files too), except the crate
+/// roots `src/lib.rs`, `src/main.rs` and `src/bin/*.rs`.
+fn is_module(path: &Path) -> bool {
+    let parts: Vec<_> = path.iter().filter_map(|part| part.to_str()).collect();
+    match parts.as_slice() {
+        [_, "src", "lib.rs" | "main.rs"] | [_, "src", "bin", _] => false,
+        [_, "src", _, ..] => true,
+        _ => false,
+    }
+}
+
 fn rust_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -133,6 +143,28 @@ mod tests {
     fn the_workspace_is_tidy() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         tidy(root).unwrap();
+    }
+
+    #[test]
+    fn modules_are_found_at_any_depth_under_src() {
+        for module in [
+            "afterimage-core/src/chat.rs",
+            "afterimage-strategies/src/tools/mod.rs",
+            "afterimage-strategies/src/tools/specs.rs",
+            "afterimage-strategies/src/personas/deeper/layer.rs",
+        ] {
+            assert!(is_module(Path::new(module)), "{module}");
+        }
+        for other in [
+            "afterimage-core/src/lib.rs",
+            "afterimage-cli/src/main.rs",
+            "afterimage-cli/src/bin/extra.rs",
+            "afterimage-strategies/tests/strategies/main.rs",
+            "afterimage-strategies/tests/strategies/tools.rs",
+            "afterimage-strategies/benches/bm25.rs",
+        ] {
+            assert!(!is_module(Path::new(other)), "{other}");
+        }
     }
 
     #[test]
