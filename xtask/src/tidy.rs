@@ -68,9 +68,7 @@ pub(crate) fn tidy(root: &Path) -> Result<()> {
     let crates = root.join("crates");
     for file in rust_files(&crates)? {
         let text = std::fs::read_to_string(&file)?;
-        let is_module = file
-            .strip_prefix(&crates)
-            .is_ok_and(|relative| is_module(relative));
+        let is_module = file.strip_prefix(&crates).is_ok_and(is_module);
         if is_module && !text.trim_start().starts_with("//!") {
             problems.push(format!("{} has no `//!` module doc", file.display()));
         }
