@@ -1,5 +1,8 @@
-//! The mock server over real HTTP, through reqwest.
+//! The mock server over real HTTP, through reqwest: the OpenAI and Gemini formats here,
+//! the Anthropic one in `anthropic` (one test binary builds and links once).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod anthropic;
 
 use std::time::{Duration, Instant};
 
@@ -593,7 +596,6 @@ async fn require_key_answers_401_without_the_key() {
     let client = reqwest::Client::new();
     let chat = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
     let gemini = json!({"contents": [{"parts": [{"text": "hi"}]}]});
-
     let response = client
         .post(chat_url(&server))
         .json(&chat)
@@ -627,6 +629,15 @@ async fn require_key_answers_401_without_the_key() {
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["status"], "UNAUTHENTICATED");
+    assert_eq!(server.stats().unauthorized, 4);
+}
+
+#[tokio::test]
+async fn require_key_accepts_it_as_bearer_header_or_query() {
+    let server = server(MockConfig::default().with_require_key("sk-mock")).await;
+    let client = reqwest::Client::new();
+    let chat = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    let gemini = json!({"contents": [{"parts": [{"text": "hi"}]}]});
 
     let ok = client
         .post(chat_url(&server))
@@ -651,7 +662,7 @@ async fn require_key_answers_401_without_the_key() {
         .await
         .unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
-    assert_eq!(server.stats().unauthorized, 4);
+    assert_eq!(server.stats().unauthorized, 0);
 }
 
 #[tokio::test]
@@ -790,7 +801,7 @@ async fn tools_are_called_then_answered() {
 }
 
 #[tokio::test]
-async fn streaming_sends_server_sent_events() {
+async fn openai_streaming_sends_server_sent_events() {
     let server = server(MockConfig::default()).await;
     let response = reqwest::Client::new()
         .post(chat_url(&server))
@@ -833,7 +844,11 @@ async fn streaming_sends_server_sent_events() {
         chunks[chunks.len() - 1]["usage"]["completion_tokens"],
         words(&text) * 4 / 3
     );
+}
 
+#[tokio::test]
+async fn gemini_streaming_sends_server_sent_events() {
+    let server = server(MockConfig::default()).await;
     let body = reqwest::Client::new()
         .post(format!(
             "{}/models/g:streamGenerateContent?alt=sse",

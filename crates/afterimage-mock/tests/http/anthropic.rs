@@ -1,15 +1,10 @@
 //! The mock's Anthropic Messages format over real HTTP, through reqwest.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use afterimage_mock::{MockConfig, MockServer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const QUESTION: &str = "How do I rotate my API keys safely?";
-
-async fn server(config: MockConfig) -> MockServer {
-    MockServer::start(config).await.unwrap()
-}
+use super::{QUESTION, server};
 
 fn messages_url(server: &MockServer) -> String {
     format!("{}/messages", server.anthropic_base_url())
