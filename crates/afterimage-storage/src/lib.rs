@@ -31,7 +31,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub use crate::{
-    any::{AnyStorage, ReadReport, StorageSpec},
+    any::{AnyStorage, ReadReport, StorageSpec, Stored},
     jsonl::{FlushPolicy, JsonlStorage, read_report, read_rows},
     postgres::PostgresStorage,
     sqlite::SqliteStorage,
