@@ -83,7 +83,7 @@ pub fn main() -> ExitCode {
             args::Command::Generate(args) => commands::generate(args).await,
             args::Command::Validate(args) => commands::validate(args).await,
             args::Command::Stats(args) => commands::stats(args).await,
-            args::Command::Export(args) => datasets::run_export(args),
+            args::Command::Export(args) => datasets::run_export(args).await,
             args::Command::Analyze(args) => datasets::run_analyze(args).await,
         }
     });
