@@ -34,10 +34,7 @@ pub enum DatasetError {
 impl DatasetError {
     /// The caller asked for something invalid (a user error, not a failure of the run).
     pub fn is_invalid(&self) -> bool {
-        matches!(
-            self,
-            DatasetError::Invalid(_) | DatasetError::Empty { .. }
-        )
+        matches!(self, DatasetError::Invalid(_) | DatasetError::Empty { .. })
     }
 
     /// Reading or writing a file failed.

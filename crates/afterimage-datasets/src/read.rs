@@ -34,7 +34,10 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("runs.db does not exist"), "{err}");
-        assert!(!dir.path().join("runs.db").exists(), "a read created the file");
+        assert!(
+            !dir.path().join("runs.db").exists(),
+            "a read created the file"
+        );
 
         let empty = StorageSpec::Jsonl(dir.path().join("empty.jsonl"));
         std::fs::write(dir.path().join("empty.jsonl"), "").unwrap();

@@ -131,8 +131,13 @@ impl AnyStorage {
     pub async fn read(&self, strict: bool) -> Result<Stored, StorageError> {
         let ReadReport { rows, mut problems } = self.read_report(strict).await?;
         let run = lenient(self.load_run().await, strict, "run record", &mut problems)?.flatten();
-        let documents = lenient(self.load_documents().await, strict, "documents", &mut problems)?
-            .unwrap_or_default();
+        let documents = lenient(
+            self.load_documents().await,
+            strict,
+            "documents",
+            &mut problems,
+        )?
+        .unwrap_or_default();
         Ok(Stored {
             rows,
             problems,
