@@ -845,7 +845,7 @@ async fn rate_limits_are_absorbed_by_retries_and_pacing_without_losing_dialogs()
 /// `analytics.auto_analyze`).
 async fn generate_dataset(server: &MockServer, dir: &Path, config: &Path) -> PathBuf {
     let out = dir.join("data/rows.jsonl");
-    let run = Cli::generate(&config, &server.openai_base_url(), &out)
+    let run = Cli::generate(config, &server.openai_base_url(), &out)
         .args(&["--json"])
         .run()
         .await;
