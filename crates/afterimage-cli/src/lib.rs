@@ -8,7 +8,9 @@
 //! finishes a killed run; `afterimage stats IN` summarises the rows of any backend.
 //! `afterimage export IN --format F` writes training files for fine-tuning tools and
 //! `afterimage analyze IN --html OUT.html` an HTML report (both via
-//! [`afterimage_datasets`]).
+//! [`afterimage_datasets`]); `IN` is any backend, read through
+//! [`afterimage_storage::StorageSpec`], as are the export and report `generate` runs
+//! after a successful run.
 //!
 //! The config goes through two stages: [`RawConfig`] is what the file says,
 //! [`Settings`] is the resolved and checked run; only the latter reaches the engine.
@@ -83,7 +85,7 @@ pub fn main() -> ExitCode {
             args::Command::Generate(args) => commands::generate(args).await,
             args::Command::Validate(args) => commands::validate(args).await,
             args::Command::Stats(args) => commands::stats(args).await,
-            args::Command::Export(args) => datasets::run_export(args),
+            args::Command::Export(args) => datasets::run_export(args).await,
             args::Command::Analyze(args) => datasets::run_analyze(args).await,
         }
     });

@@ -578,7 +578,7 @@ fn after_run(raw: &RawConfig, output: &StorageSpec) -> Result<AfterRun, String> 
     let analyze = raw.analytics.auto_analyze.then(|| {
         raw.analytics.output_path.as_ref().map_or_else(
             || match output {
-                StorageSpec::Jsonl(path) => path.with_extension("html"),
+                StorageSpec::Jsonl(path) | StorageSpec::Sqlite(path) => path.with_extension("html"),
                 _ => PathBuf::from("afterimage_report.html"),
             },
             PathBuf::from,

@@ -1,12 +1,13 @@
 //! Kill the CLI with SIGKILL mid-run, resume, and check the output holds exactly
 //! `num_dialogs` distinct ids and no torn rows, for JSONL, SQLite and PostgreSQL.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use afterimage_mock::{MockConfig, MockServer};
 use afterimage_storage::StorageSpec;
+
+use crate::{Cli, PostgresSchema};
 
 const N: u64 = 30;
 
@@ -30,15 +31,6 @@ context:
   n_instructions: 2
 "#;
 
-fn command(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_afterimage"));
-    command.args(args);
-    for var in ["GEMINI_API_KEY", "OPENAI_API_KEY", "RUST_LOG"] {
-        command.env_remove(var);
-    }
-    command
-}
-
 /// Rows readable now (malformed ones, such as a line being written, are skipped).
 async fn rows_now(out: &str) -> usize {
     match StorageSpec::parse(out).open().await {
@@ -60,18 +52,10 @@ async fn kill_then_resume(out: &str) {
     std::fs::write(&config, CONFIG).unwrap();
     let base_url = server.openai_base_url();
     let generate = |extra: &[&str]| {
-        let mut args = vec![
-            "generate",
-            "--config",
-            config.to_str().unwrap(),
-            "--base-url",
-            &base_url,
-            "--out",
-            out,
-            "--json",
-        ];
-        args.extend_from_slice(extra);
-        command(&args)
+        Cli::generate(&config, &base_url, out)
+            .args(&["--json"])
+            .args(extra)
+            .command()
     };
 
     // 1. Start a run and SIGKILL it once a few rows are stored.
@@ -143,7 +127,7 @@ async fn kill_then_resume(out: &str) {
 
     // 5. `stats --json` agrees.
     let stats = tokio::task::spawn_blocking({
-        let mut command = command(&["stats", out, "--json"]);
+        let mut command = Cli::new(&["stats", out, "--json"]).command();
         move || command.output().unwrap()
     })
     .await
@@ -184,33 +168,9 @@ async fn sqlite_survives_sigkill_and_resumes_exactly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_survives_sigkill_and_resumes_exactly() {
-    let base = std::env::var("AFTERIMAGE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let schema = format!("afterimage_cli_{:016x}", rand_u64());
-    let separator = if base.contains('?') { '&' } else { '?' };
-    let out = format!("{base}{separator}schema={schema}");
-    kill_then_resume(&out).await;
-    let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-        .await
-        .unwrap();
-}
-
-/// A random-enough number for a schema name, without a rand dependency.
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
-    hasher.finish()
+    let schema = PostgresSchema::new();
+    kill_then_resume(&schema.url).await;
+    schema.drop().await;
 }
 
 #[tokio::test]
@@ -232,7 +192,7 @@ async fn stats_names_a_malformed_line_and_goes_on_unless_strict() {
         if strict {
             args.push("--strict");
         }
-        command(&args).output().unwrap()
+        Cli::new(&args).command().output().unwrap()
     };
     let lenient = run(false);
     assert_eq!(lenient.status.code(), Some(0));

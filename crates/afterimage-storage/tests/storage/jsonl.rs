@@ -1,5 +1,4 @@
 //! JsonlStorage against real files.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::sync::Arc;
 

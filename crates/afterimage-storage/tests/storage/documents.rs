@@ -1,10 +1,11 @@
 //! Documents with their personas, saved and loaded on every backend: a real file, a
 //! real SQLite file and the real PostgreSQL server (URL in
 //! `AFTERIMAGE_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`).
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use afterimage_core::{PersonaDocument, PersonaLayer, PersonaLayerInfo, Storage};
 use afterimage_storage::StorageSpec;
+
+use crate::TestDatabase;
 
 fn document(id: &str, layers: &[&[&str]]) -> PersonaDocument {
     PersonaDocument {
@@ -121,12 +122,9 @@ async fn sqlite_documents_round_trip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_documents_round_trip() {
-    let base = std::env::var("AFTERIMAGE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let schema = format!("afterimage_documents_{}", std::process::id());
-    let separator = if base.contains('?') { '&' } else { '?' };
-    contract(&format!("{base}{separator}schema={schema}")).await;
-    let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+    let db = TestDatabase::new().await;
+    contract(&db.url).await;
+    let (client, connection) = tokio_postgres::connect(&db.base, tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(connection);
@@ -134,14 +132,11 @@ async fn postgres_documents_round_trip() {
         .query_one(
             "SELECT data_type FROM information_schema.columns
              WHERE table_schema = $1 AND table_name = 'documents' AND column_name = 'body'",
-            &[&schema],
+            &[&db.schema],
         )
         .await
         .unwrap()
         .get(0);
     assert_eq!(kind, "jsonb");
-    client
-        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-        .await
-        .unwrap();
+    db.drop().await;
 }

@@ -3,10 +3,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use afterimage_mock::{MockConfig, MockServer};
+
+mod backends;
+mod resume;
 
 struct Run {
     code: i32,
@@ -14,10 +17,57 @@ struct Run {
     stderr: String,
 }
 
-async fn afterimage(args: Vec<String>, env: Vec<(&'static str, String)>) -> Run {
-    let output: Output = tokio::task::spawn_blocking(move || {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_afterimage"));
-        command.args(&args);
+/// One invocation of the `afterimage` binary, without the caller's API keys or
+/// `RUST_LOG`.
+struct Cli {
+    args: Vec<String>,
+    env: Vec<(&'static str, String)>,
+    dir: Option<PathBuf>,
+}
+
+impl Cli {
+    fn new(args: &[&str]) -> Cli {
+        Cli {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
+            dir: None,
+        }
+    }
+
+    /// `generate --config CONFIG --base-url URL --out OUT`, the run most tests make
+    /// (`out` is a path or a storage spec such as `sqlite:FILE`).
+    fn generate(config: &Path, base_url: &str, out: impl AsRef<Path>) -> Cli {
+        let (config, out) = (config.to_str().unwrap(), out.as_ref().to_str().unwrap());
+        Cli::new(&[
+            "generate",
+            "--config",
+            config,
+            "--base-url",
+            base_url,
+            "--out",
+            out,
+        ])
+    }
+
+    fn args(mut self, more: &[&str]) -> Cli {
+        self.args.extend(more.iter().map(|s| s.to_string()));
+        self
+    }
+
+    fn env(mut self, key: &'static str, value: String) -> Cli {
+        self.env.push((key, value));
+        self
+    }
+
+    fn current_dir(mut self, dir: &Path) -> Cli {
+        self.dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// The process, to spawn by hand (signals, pipes).
+    fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_afterimage"));
+        command.args(&self.args);
         for var in [
             "GEMINI_API_KEY",
             "OPENAI_API_KEY",
@@ -28,28 +78,73 @@ async fn afterimage(args: Vec<String>, env: Vec<(&'static str, String)>) -> Run 
         ] {
             command.env_remove(var);
         }
-        for (key, value) in env {
+        for (key, value) in &self.env {
             command.env(key, value);
         }
-        command.output().unwrap()
-    })
-    .await
-    .unwrap();
-    let run = Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
-    assert!(
-        !run.stderr.contains("panicked") && !run.stderr.contains("RUST_BACKTRACE"),
-        "the CLI panicked:\n{}",
-        run.stderr
-    );
-    run
+        if let Some(dir) = &self.dir {
+            command.current_dir(dir);
+        }
+        command
+    }
+
+    /// Runs to the end; a panic of the CLI fails the test.
+    async fn run(self) -> Run {
+        let mut command = self.command();
+        let output: Output = tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap();
+        let run = Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        };
+        assert!(
+            !run.stderr.contains("panicked") && !run.stderr.contains("RUST_BACKTRACE"),
+            "the CLI panicked:\n{}",
+            run.stderr
+        );
+        run
+    }
 }
 
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
+/// A PostgreSQL output in a schema of its own (URL in `AFTERIMAGE_TEST_POSTGRES_URL`,
+/// default `postgres://postgres@127.0.0.1:5432/test`), dropped by [`drop`](Self::drop).
+struct PostgresSchema {
+    base: String,
+    name: String,
+    /// The output URL, naming the schema.
+    url: String,
+}
+
+impl PostgresSchema {
+    fn new() -> PostgresSchema {
+        use std::hash::{BuildHasher, Hasher};
+        let base = std::env::var("AFTERIMAGE_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        // A random-enough name without a rand dependency.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos(),
+        );
+        let name = format!("afterimage_cli_{:016x}", hasher.finish());
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}schema={name}");
+        PostgresSchema { base, name, url }
+    }
+
+    async fn drop(self) {
+        let (client, connection) = tokio_postgres::connect(&self.base, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("DROP SCHEMA \"{}\" CASCADE", self.name))
+            .await
+            .unwrap();
+    }
 }
 
 /// A folder with a config and two support documents.
@@ -116,20 +211,10 @@ async fn generate_writes_exactly_n_alternating_rows_over_http() {
     let server = MockServer::start(MockConfig::default()).await.unwrap();
     let (dir, config) = project(LOCAL);
     let out = dir.path().join("out/rows.jsonl");
-    let run = afterimage(
-        args(&[
-            "generate",
-            "--config",
-            config.to_str().unwrap(),
-            "--base-url",
-            &server.openai_base_url(),
-            "--out",
-            out.to_str().unwrap(),
-            "--json",
-        ]),
-        vec![],
-    )
-    .await;
+    let run = Cli::generate(&config, &server.openai_base_url(), &out)
+        .args(&["--json"])
+        .run()
+        .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
     assert_eq!(report["rows_written"], 12);
@@ -182,17 +267,12 @@ async fn gemini_provider_over_http_with_flag_overrides() {
         .unwrap();
     let (dir, config) = project(LOCAL);
     let out = dir.path().join("gemini.jsonl");
-    let run = afterimage(
-        args(&[
-            "generate",
-            "--config",
-            config.to_str().unwrap(),
+    let run = Cli::generate(&config, &server.gemini_base_url(), &out)
+        .args(&[
             "--provider",
             "gemini",
             "--model",
             "gemini-2.0-flash",
-            "--base-url",
-            &server.gemini_base_url(),
             "--num-dialogs",
             "5",
             "--max-turns",
@@ -201,12 +281,10 @@ async fn gemini_provider_over_http_with_flag_overrides() {
             "2",
             "--seed",
             "7",
-            "--out",
-            out.to_str().unwrap(),
-        ]),
-        vec![("GEMINI_API_KEY", "gem-key".into())],
-    )
-    .await;
+        ])
+        .env("GEMINI_API_KEY", "gem-key".into())
+        .run()
+        .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.contains("rows written"), "{}", run.stdout);
     assert!(run.stdout.contains("5 of 5"), "{}", run.stdout);
@@ -228,30 +306,23 @@ async fn anthropic_provider_over_http() {
         .unwrap();
     let (dir, config) = project(LOCAL);
     let out = dir.path().join("anthropic.jsonl");
-    let run = afterimage(
-        args(&[
-            "generate",
-            "--config",
-            config.to_str().unwrap(),
+    let run = Cli::generate(&config, &server.anthropic_base_url(), &out)
+        .args(&[
             "--provider",
             "anthropic",
             "--model",
             "claude-sonnet-4-5",
-            "--base-url",
-            &server.anthropic_base_url(),
             "--num-dialogs",
             "4",
             "--max-turns",
             "2",
             "--max-concurrency",
             "2",
-            "--out",
-            out.to_str().unwrap(),
             "--json",
-        ]),
-        vec![("ANTHROPIC_API_KEY", "ant-key".into())],
-    )
-    .await;
+        ])
+        .env("ANTHROPIC_API_KEY", "ant-key".into())
+        .run()
+        .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
     assert_eq!(report["rows_written"], 4);
@@ -276,18 +347,16 @@ async fn validate_checks_everything_without_generating() {
     let server = MockServer::start(MockConfig::default()).await.unwrap();
     let (dir, config) = project(LOCAL);
     let out = dir.path().join("never.jsonl");
-    let run = afterimage(
-        args(&[
-            "validate",
-            "--config",
-            config.to_str().unwrap(),
-            "--base-url",
-            &server.openai_base_url(),
-            "--out",
-            out.to_str().unwrap(),
-        ]),
-        vec![],
-    )
+    let run = Cli::new(&[
+        "validate",
+        "--config",
+        config.to_str().unwrap(),
+        "--base-url",
+        &server.openai_base_url(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .run()
     .await;
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("2 documents"), "{}", run.stdout);
@@ -300,15 +369,16 @@ async fn validate_checks_everything_without_generating() {
 async fn expect_error(config: &str, extra: &[&str], code: i32, needles: &[&str]) {
     let (dir, path) = project(config);
     let out = dir.path().join("out.jsonl");
-    let mut list = vec![
+    let run = Cli::new(&[
         "generate",
         "--config",
         path.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
-    ];
-    list.extend_from_slice(extra);
-    let run = afterimage(args(&list), vec![]).await;
+    ])
+    .args(extra)
+    .run()
+    .await;
     assert_eq!(run.code, code, "stderr: {}", run.stderr);
     let error_lines: Vec<&str> = run
         .stderr
@@ -367,11 +437,9 @@ async fn user_errors_exit_2_with_a_clear_line() {
 async fn an_empty_document_folder_names_the_folder() {
     let (dir, path) = project(&LOCAL.replace("path: docs", "path: nothing-here"));
     std::fs::create_dir(dir.path().join("nothing-here")).unwrap();
-    let run = afterimage(
-        args(&["generate", "--config", path.to_str().unwrap()]),
-        vec![],
-    )
-    .await;
+    let run = Cli::new(&["generate", "--config", path.to_str().unwrap()])
+        .run()
+        .await;
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("nothing-here"), "{}", run.stderr);
 }
@@ -385,16 +453,14 @@ async fn an_unreachable_server_fails_fast_and_names_the_url() {
     let url = format!("http://127.0.0.1:{port}/v1");
     let started = Instant::now();
     let (_dir, path) = project(LOCAL);
-    let run = afterimage(
-        args(&[
-            "generate",
-            "--config",
-            path.to_str().unwrap(),
-            "--base-url",
-            &url,
-        ]),
-        vec![],
-    )
+    let run = Cli::new(&[
+        "generate",
+        "--config",
+        path.to_str().unwrap(),
+        "--base-url",
+        &url,
+    ])
+    .run()
     .await;
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
@@ -412,19 +478,9 @@ async fn prose_instead_of_json_stops_the_run_with_the_cause() {
         .unwrap();
     let (dir, path) = project(LOCAL);
     let out = dir.path().join("out.jsonl");
-    let run = afterimage(
-        args(&[
-            "generate",
-            "--config",
-            path.to_str().unwrap(),
-            "--base-url",
-            &server.openai_base_url(),
-            "--out",
-            out.to_str().unwrap(),
-        ]),
-        vec![],
-    )
-    .await;
+    let run = Cli::generate(&path, &server.openai_base_url(), &out)
+        .run()
+        .await;
     assert_eq!(run.code, 1, "{}", run.stderr);
     let error = run.stderr.lines().find(|l| l.starts_with("error")).unwrap();
     assert!(error.contains("instruction generator"), "{error}");
@@ -437,21 +493,10 @@ async fn auto_improve_judges_every_row() {
     let server = MockServer::start(MockConfig::default()).await.unwrap();
     let (dir, config) = project(&format!("{LOCAL}quality:\n  auto_improve: true\n"));
     let out = dir.path().join("judged.jsonl");
-    let run = afterimage(
-        args(&[
-            "generate",
-            "--config",
-            config.to_str().unwrap(),
-            "--base-url",
-            &server.openai_base_url(),
-            "--num-dialogs",
-            "4",
-            "--out",
-            out.to_str().unwrap(),
-        ]),
-        vec![],
-    )
-    .await;
+    let run = Cli::generate(&config, &server.openai_base_url(), &out)
+        .args(&["--num-dialogs", "4"])
+        .run()
+        .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let rows = read_rows(&out);
     assert_eq!(rows.len(), 4);
@@ -478,22 +523,10 @@ async fn an_unreachable_score_is_bounded_and_reported() {
     let quality = "quality:\n  auto_improve: true\n  min_score: 0.99\n  max_regenerations: 1\n";
     let (dir, config) = project(&format!("{LOCAL}{quality}"));
     let out = dir.path().join("bounded.jsonl");
-    let run = afterimage(
-        args(&[
-            "generate",
-            "--config",
-            config.to_str().unwrap(),
-            "--base-url",
-            &server.openai_base_url(),
-            "--num-dialogs",
-            "3",
-            "--out",
-            out.to_str().unwrap(),
-            "--json",
-        ]),
-        vec![],
-    )
-    .await;
+    let run = Cli::generate(&config, &server.openai_base_url(), &out)
+        .args(&["--num-dialogs", "3", "--json"])
+        .run()
+        .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
     assert_eq!(report["rows_written"], 3);
@@ -514,21 +547,10 @@ async fn an_unreachable_score_is_bounded_and_reported() {
     let quality = "quality:\n  auto_improve: true\n  min_score: 0.99\n  max_regenerations: 1\n  on_failure: drop\n";
     let (dir, config) = project(&format!("{LOCAL}{quality}"));
     let out = dir.path().join("dropped.jsonl");
-    let run = afterimage(
-        args(&[
-            "generate",
-            "--config",
-            config.to_str().unwrap(),
-            "--base-url",
-            &server.openai_base_url(),
-            "--num-dialogs",
-            "2",
-            "--out",
-            out.to_str().unwrap(),
-        ]),
-        vec![],
-    )
-    .await;
+    let run = Cli::generate(&config, &server.openai_base_url(), &out)
+        .args(&["--num-dialogs", "2"])
+        .run()
+        .await;
     assert_eq!(run.code, 1, "{}", run.stderr);
     let error = run.stderr.lines().find(|l| l.starts_with("error")).unwrap();
     assert!(error.contains("no attempt of 2 passed"), "{error}");
@@ -549,24 +571,24 @@ async fn every_example_config_validates_and_generates_against_the_mock() {
         let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
         let out_dir = tempfile::tempdir().unwrap();
         let out = out_dir.path().join(format!("{name}.jsonl"));
-        let common = |command: &str| {
-            args(&[
-                command,
-                "--config",
-                path.to_str().unwrap(),
-                "--provider",
-                "local",
-                "--base-url",
-                &server.openai_base_url(),
-                "--out",
-                out.to_str().unwrap(),
-            ])
-        };
-        let run = afterimage(common("validate"), vec![]).await;
+        let run = Cli::new(&[
+            "validate",
+            "--config",
+            path.to_str().unwrap(),
+            "--provider",
+            "local",
+            "--base-url",
+            &server.openai_base_url(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .run()
+        .await;
         assert_eq!(run.code, 0, "{name}: {}\n{}", run.stdout, run.stderr);
-        let mut generate = common("generate");
-        generate.push("--json".into());
-        let run = afterimage(generate, vec![]).await;
+        let run = Cli::generate(&path, &server.openai_base_url(), &out)
+            .args(&["--provider", "local", "--json"])
+            .run()
+            .await;
         assert_eq!(run.code, 0, "{name}: {}\n{}", run.stdout, run.stderr);
         let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
         let rows = read_rows(&out);
@@ -679,28 +701,15 @@ async fn a_revoked_key_among_several_is_retired_and_never_shown() {
     );
     let (dir, path) = project(&config);
     let out = dir.path().join("keys.jsonl");
-    let run = afterimage(
-        args(&[
-            "generate",
-            "--config",
-            path.to_str().unwrap(),
-            "--base-url",
-            &server.openai_base_url(),
-            "--num-dialogs",
-            "6",
-            "--out",
-            out.to_str().unwrap(),
-            "--json",
-        ]),
-        vec![
-            (
-                "TEAM_KEYS",
-                "sk-revoked-9999888877776666, sk-good-0000111122223333".into(),
-            ),
-            ("RUST_LOG", "trace".into()),
-        ],
-    )
-    .await;
+    let run = Cli::generate(&path, &server.openai_base_url(), &out)
+        .args(&["--num-dialogs", "6", "--json"])
+        .env(
+            "TEAM_KEYS",
+            "sk-revoked-9999888877776666, sk-good-0000111122223333".into(),
+        )
+        .env("RUST_LOG", "trace".into())
+        .run()
+        .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let report: serde_json::Value =
         serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
@@ -729,18 +738,9 @@ async fn ctrl_c_finishes_the_dialogs_in_flight_and_keeps_them() {
         .unwrap();
     let (dir, path) = project(LOCAL);
     let out = dir.path().join("interrupted.jsonl");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_afterimage"))
-        .args([
-            "generate",
-            "--config",
-            path.to_str().unwrap(),
-            "--base-url",
-            &server.openai_base_url(),
-            "--num-dialogs",
-            "500",
-            "--out",
-            out.to_str().unwrap(),
-        ])
+    let child = Cli::generate(&path, &server.openai_base_url(), &out)
+        .args(&["--num-dialogs", "500"])
+        .command()
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -778,24 +778,10 @@ async fn max_cost_stops_the_run_under_its_budget() {
     );
     let (dir, path) = project(&priced);
     let out = dir.path().join("budget.jsonl");
-    let run = afterimage(
-        args(&[
-            "generate",
-            "--config",
-            path.to_str().unwrap(),
-            "--base-url",
-            &server.openai_base_url(),
-            "--num-dialogs",
-            "400",
-            "--max-cost",
-            "0.01",
-            "--out",
-            out.to_str().unwrap(),
-            "--json",
-        ]),
-        vec![],
-    )
-    .await;
+    let run = Cli::generate(&path, &server.openai_base_url(), &out)
+        .args(&["--num-dialogs", "400", "--max-cost", "0.01", "--json"])
+        .run()
+        .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
     let cost = report["cost"].as_f64().unwrap();
@@ -811,16 +797,14 @@ async fn max_cost_stops_the_run_under_its_budget() {
 
     // Without prices the flag cannot work: a usage error, before any request.
     let (_dir, path) = project(LOCAL);
-    let run = afterimage(
-        args(&[
-            "generate",
-            "--config",
-            path.to_str().unwrap(),
-            "--max-cost",
-            "1",
-        ]),
-        vec![],
-    )
+    let run = Cli::new(&[
+        "generate",
+        "--config",
+        path.to_str().unwrap(),
+        "--max-cost",
+        "1",
+    ])
+    .run()
     .await;
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("model.price"), "{}", run.stderr);
@@ -842,24 +826,10 @@ async fn rate_limits_are_absorbed_by_retries_and_pacing_without_losing_dialogs()
         "  model_name: mock-model\n  max_retries: 12\n",
     ));
     let out = dir.path().join("limited.jsonl");
-    let run = afterimage(
-        args(&[
-            "generate",
-            "--config",
-            path.to_str().unwrap(),
-            "--base-url",
-            &server.openai_base_url(),
-            "--num-dialogs",
-            "10",
-            "--max-concurrency",
-            "8",
-            "--out",
-            out.to_str().unwrap(),
-            "--json",
-        ]),
-        vec![],
-    )
-    .await;
+    let run = Cli::generate(&path, &server.openai_base_url(), &out)
+        .args(&["--num-dialogs", "10", "--max-concurrency", "8", "--json"])
+        .run()
+        .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
     assert_eq!(report["rows_written"], 10);
@@ -875,20 +845,10 @@ async fn rate_limits_are_absorbed_by_retries_and_pacing_without_losing_dialogs()
 /// `analytics.auto_analyze`).
 async fn generate_dataset(server: &MockServer, dir: &Path, config: &Path) -> PathBuf {
     let out = dir.join("data/rows.jsonl");
-    let run = afterimage(
-        args(&[
-            "generate",
-            "--config",
-            config.to_str().unwrap(),
-            "--base-url",
-            &server.openai_base_url(),
-            "--out",
-            out.to_str().unwrap(),
-            "--json",
-        ]),
-        vec![],
-    )
-    .await;
+    let run = Cli::generate(config, &server.openai_base_url(), &out)
+        .args(&["--json"])
+        .run()
+        .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     // stdout stays the run report alone; the export and report speak on stderr.
     let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
@@ -921,23 +881,21 @@ async fn generate_then_export_and_analyze() {
 
     // `export` by hand: every record is a whole dialog in the format's shape.
     let exported = dir.path().join("exported");
-    let run = afterimage(
-        args(&[
-            "export",
-            out.to_str().unwrap(),
-            "--format",
-            "alpaca",
-            "--format",
-            "llama_factory",
-            "--split-turns",
-            "--min-score",
-            "0",
-            "--out-dir",
-            exported.to_str().unwrap(),
-            "--json",
-        ]),
-        vec![],
-    )
+    let run = Cli::new(&[
+        "export",
+        out.to_str().unwrap(),
+        "--format",
+        "alpaca",
+        "--format",
+        "llama_factory",
+        "--split-turns",
+        "--min-score",
+        "0",
+        "--out-dir",
+        exported.to_str().unwrap(),
+        "--json",
+    ])
+    .run()
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
@@ -958,22 +916,22 @@ async fn generate_then_export_and_analyze() {
 
     // `analyze`: the JSON figures and the page, with never-used documents known.
     let html = dir.path().join("report/r.html");
-    let run = afterimage(
-        args(&[
-            "analyze",
-            out.to_str().unwrap(),
-            "--html",
-            html.to_str().unwrap(),
-            "--documents",
-            dir.path().join("docs").to_str().unwrap(),
-            "--json",
-        ]),
-        vec![],
-    )
+    let run = Cli::new(&[
+        "analyze",
+        out.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+        "--documents",
+        dir.path().join("docs").to_str().unwrap(),
+        "--json",
+    ])
+    .run()
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let figures: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
     assert_eq!(figures["summary"]["rows"], 12);
+    // The run record next to the rows says which dialogs failed (none here).
+    assert_eq!(figures["summary"]["failures"], serde_json::json!({}));
     assert_eq!(figures["documents"]["known"], 2);
     assert_eq!(figures["judge"]["scored_rows"], 12);
     assert_eq!(figures["lowest"].as_array().unwrap().len(), 5);
@@ -990,20 +948,20 @@ async fn generate_then_export_and_analyze() {
         ),
         (
             vec!["export", "sqlite:runs.db", "-f", "raw"],
-            "need the storage backends",
+            "sqlite:runs.db does not exist",
         ),
         (vec!["export", out.to_str().unwrap()], "no format given"),
         (
             vec!["analyze", "postgres://u@h/db"],
-            "need the storage backends",
+            "cannot connect to postgres://u@h/db",
         ),
         (vec!["analyze", "missing.jsonl"], "missing.jsonl"),
     ] {
-        let run = afterimage(args(&list), vec![]).await;
+        let run = Cli::new(&list).run().await;
         assert_eq!(run.code, 2, "{list:?}: {}", run.stderr);
         assert!(run.stderr.contains(needle), "{list:?}: {}", run.stderr);
     }
-    let run = afterimage(args(&["export", "--list-formats"]), vec![]).await;
+    let run = Cli::new(&["export", "--list-formats"]).run().await;
     assert_eq!(run.code, 0);
     assert_eq!(run.stdout.lines().count(), 5);
 }
@@ -1015,19 +973,9 @@ async fn a_bad_export_format_in_the_config_fails_before_generating() {
         "{LOCAL}output:\n  export: {{formats: [openai, csv]}}\n"
     ));
     let out = dir.path().join("rows.jsonl");
-    let run = afterimage(
-        args(&[
-            "generate",
-            "--config",
-            config.to_str().unwrap(),
-            "--base-url",
-            &server.openai_base_url(),
-            "--out",
-            out.to_str().unwrap(),
-        ]),
-        vec![],
-    )
-    .await;
+    let run = Cli::generate(&config, &server.openai_base_url(), &out)
+        .run()
+        .await;
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("csv"), "{}", run.stderr);
     assert_eq!(server.stats().chat_completions, 0);
@@ -1043,32 +991,12 @@ async fn a_failing_export_after_generate_keeps_the_rows_and_exit_0() {
     let blocked = dir.path().join("blocked");
     std::fs::write(&blocked, "not a folder").unwrap();
     let out = dir.path().join("rows.jsonl");
-    let run = tokio::task::spawn_blocking({
-        let config = config.clone();
-        let out = out.clone();
-        let url = server.openai_base_url();
-        let cwd = dir.path().to_path_buf();
-        move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_afterimage"))
-                .args([
-                    "generate",
-                    "--config",
-                    config.to_str().unwrap(),
-                    "--base-url",
-                    &url,
-                    "--out",
-                    out.to_str().unwrap(),
-                ])
-                .current_dir(cwd)
-                .env_remove("RUST_LOG")
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert_eq!(run.status.code(), Some(0), "{stderr}");
+    let run = Cli::generate(&config, &server.openai_base_url(), &out)
+        .current_dir(dir.path())
+        .run()
+        .await;
+    let stderr = &run.stderr;
+    assert_eq!(run.code, 0, "{stderr}");
     assert!(stderr.contains("output.export failed"), "{stderr}");
     assert_eq!(read_rows(&out).len(), 12);
 }
@@ -1191,18 +1119,9 @@ async fn a_closed_stdout_is_not_a_panic() {
     let server = MockServer::start(MockConfig::default()).await.unwrap();
     let (dir, path) = project(LOCAL);
     let out = dir.path().join("piped.jsonl");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_afterimage"))
-        .args([
-            "generate",
-            "--config",
-            path.to_str().unwrap(),
-            "--base-url",
-            &server.openai_base_url(),
-            "--num-dialogs",
-            "3",
-            "--out",
-            out.to_str().unwrap(),
-        ])
+    let mut child = Cli::generate(&path, &server.openai_base_url(), &out)
+        .args(&["--num-dialogs", "3"])
+        .command()
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -1227,20 +1146,10 @@ async fn retrieval_with_embeddings_runs_against_the_mock() {
     );
     let (dir, path) = project(&config);
     let out = dir.path().join("rag.jsonl");
-    let run = afterimage(
-        args(&[
-            "generate",
-            "--config",
-            path.to_str().unwrap(),
-            "--base-url",
-            &server.openai_base_url(),
-            "--out",
-            out.to_str().unwrap(),
-            "--json",
-        ]),
-        vec![],
-    )
-    .await;
+    let run = Cli::generate(&path, &server.openai_base_url(), &out)
+        .args(&["--json"])
+        .run()
+        .await;
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let rows = read_rows(&out);
     assert_eq!(rows.len(), 12);
@@ -1268,26 +1177,16 @@ async fn a_resumed_persona_run_reuses_the_saved_personas() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("persona.jsonl");
     let generate = |n: &str, resume: bool| {
-        let mut list = args(&[
-            "generate",
-            "--config",
-            config.to_str().unwrap(),
+        let cli = Cli::generate(&config, &server.openai_base_url(), &out).args(&[
             "--provider",
             "local",
-            "--base-url",
-            &server.openai_base_url(),
-            "--out",
-            out.to_str().unwrap(),
             "--num-dialogs",
             n,
         ]);
-        if resume {
-            list.push("--resume".into());
-        }
-        list
+        if resume { cli.args(&["--resume"]) } else { cli }
     };
     // Ten dialogs, two per batch: every one of the five documents gets personas.
-    let run = afterimage(generate("10", false), vec![]).await;
+    let run = generate("10", false).run().await;
     assert_eq!(run.code, 0, "{}", run.stderr);
 
     // Replace every saved persona by a marked one: if the resumed run generated
@@ -1312,7 +1211,7 @@ async fn a_resumed_persona_run_reuses_the_saved_personas() {
     assert!(!marked.is_empty());
     std::fs::write(&saved, marked.join("\n") + "\n").unwrap();
 
-    let run = afterimage(generate("16", true), vec![]).await;
+    let run = generate("16", true).run().await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let rows = read_rows(&out);
     assert_eq!(rows.len(), 16);
@@ -1337,20 +1236,10 @@ async fn a_coverage_rule_above_the_batch_size_is_met_for_every_document() {
     );
     let (dir, path) = project(&config);
     let out = dir.path().join("coverage.jsonl");
-    let run = afterimage(
-        args(&[
-            "generate",
-            "--config",
-            path.to_str().unwrap(),
-            "--base-url",
-            &server.openai_base_url(),
-            "--out",
-            out.to_str().unwrap(),
-            "--json",
-        ]),
-        vec![],
-    )
-    .await;
+    let run = Cli::generate(&path, &server.openai_base_url(), &out)
+        .args(&["--json"])
+        .run()
+        .await;
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let mut visits = std::collections::HashMap::new();
     for row in read_rows(&out) {

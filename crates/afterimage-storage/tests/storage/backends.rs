@@ -1,7 +1,6 @@
 //! The same contract checked on every backend: a real file, a real SQLite file and the
 //! real PostgreSQL server (URL in `AFTERIMAGE_TEST_POSTGRES_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/test`; each test in a schema of its own).
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::sync::Arc;
 
@@ -10,7 +9,9 @@ use afterimage_core::{
 };
 use afterimage_storage::{AnyStorage, StorageSpec};
 
-fn row(run: &str, index: u64, score: Option<f64>) -> ConversationRow {
+use crate::TestDatabase;
+
+pub(crate) fn row(run: &str, index: u64, score: Option<f64>) -> ConversationRow {
     ConversationRow {
         conversations: vec![Message::user(format!("q {index}")), Message::assistant("a")],
         metadata: RowMetadata {
@@ -170,48 +171,4 @@ async fn resume_scan_cuts_a_torn_tail() {
     assert_eq!(storage.existing_ids().await.unwrap(), ["r-000000"]);
     assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{good}\n"));
     assert!(matches!(storage, AnyStorage::Jsonl(_)));
-}
-
-/// A schema of its own on the test server, dropped at the end.
-struct TestDatabase {
-    base: String,
-    url: String,
-    schema: String,
-}
-
-impl TestDatabase {
-    async fn new() -> TestDatabase {
-        let base = std::env::var("AFTERIMAGE_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let schema = format!("afterimage_storage_{:016x}", unique());
-        let separator = if base.contains('?') { '&' } else { '?' };
-        TestDatabase {
-            url: format!("{base}{separator}schema={schema}"),
-            base,
-            schema,
-        }
-    }
-
-    async fn drop(self) {
-        let (client, connection) = tokio_postgres::connect(&self.base, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        client
-            .batch_execute(&format!("DROP SCHEMA \"{}\" CASCADE", self.schema))
-            .await
-            .unwrap();
-    }
-}
-
-fn unique() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
-    hasher.finish()
 }
