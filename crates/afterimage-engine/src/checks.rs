@@ -16,9 +16,7 @@ pub enum OptionsError {
     #[error("max_concurrency is 0: allow at least one dialog at a time")]
     ZeroConcurrency,
     /// Neither a count nor a stopping criterion.
-    #[error(
-        "nothing tells the run when to stop: set num_dialogs or add a stopping criterion"
-    )]
+    #[error("nothing tells the run when to stop: set num_dialogs or add a stopping criterion")]
     NoStop,
 }
 
@@ -60,8 +58,14 @@ mod tests {
     #[test]
     fn each_check_names_its_option() {
         let ok = GenerateOptions::new().num_dialogs(1);
-        assert_eq!(ok.clone().num_dialogs(0).validate(), Err(OptionsError::ZeroDialogs));
-        assert_eq!(ok.clone().max_turns(0).validate(), Err(OptionsError::ZeroTurns));
+        assert_eq!(
+            ok.clone().num_dialogs(0).validate(),
+            Err(OptionsError::ZeroDialogs)
+        );
+        assert_eq!(
+            ok.clone().max_turns(0).validate(),
+            Err(OptionsError::ZeroTurns)
+        );
         assert_eq!(
             ok.clone().max_concurrency(0).validate(),
             Err(OptionsError::ZeroConcurrency)

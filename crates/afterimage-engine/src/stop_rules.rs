@@ -123,7 +123,9 @@ impl StopRuleError {
     pub fn key(&self) -> String {
         let own = match self {
             StopRuleError::ZeroRows => "n",
-            StopRuleError::Coverage { target_visits: 0, .. } => "target_visits",
+            StopRuleError::Coverage {
+                target_visits: 0, ..
+            } => "target_visits",
             StopRuleError::Coverage { .. } => "coverage_threshold",
             StopRuleError::Condition { index, source } => {
                 let inner = source.key();
@@ -182,7 +184,11 @@ impl StopRule {
                 max_prompt_tokens,
                 max_completion_tokens,
                 max_total_tokens,
-            } => budget(*max_prompt_tokens, *max_completion_tokens, *max_total_tokens)?,
+            } => budget(
+                *max_prompt_tokens,
+                *max_completion_tokens,
+                *max_total_tokens,
+            )?,
             StopRule::PersonaUsage { n_personas } => Arc::new(PersonaUsage(*n_personas)),
             StopRule::RateLimit {
                 max_error_rate,
@@ -298,7 +304,10 @@ impl RawRule {
             ("coverage_threshold", self.coverage_threshold.is_some()),
             ("n_personas", self.n_personas.is_some()),
             ("max_prompt_tokens", self.max_prompt_tokens.is_some()),
-            ("max_completion_tokens", self.max_completion_tokens.is_some()),
+            (
+                "max_completion_tokens",
+                self.max_completion_tokens.is_some(),
+            ),
             ("max_total_tokens", self.max_total_tokens.is_some()),
             ("max_error_rate", self.max_error_rate.is_some()),
             ("min_samples", self.min_samples.is_some()),
@@ -374,7 +383,10 @@ mod tests {
             }
         );
         let err = rule(r#"{"type": "fixed", "n_personas": 3}"#).unwrap_err();
-        assert!(err.contains("has no key `n_personas` (it takes n)"), "{err}");
+        assert!(
+            err.contains("has no key `n_personas` (it takes n)"),
+            "{err}"
+        );
         let err = rule(r#"{"type": "persona_usage"}"#).unwrap_err();
         assert!(err.contains("needs `n_personas`"), "{err}");
         let err = rule(r#"{"type": "fixd", "n": 3}"#).unwrap_err();
@@ -398,7 +410,10 @@ mod tests {
             .compile(0)
             .unwrap_err();
         assert_eq!((err.key().as_str(), err), ("n", StopRuleError::ZeroRows));
-        let err = rule(r#"{"type": "budget"}"#).unwrap().compile(0).unwrap_err();
+        let err = rule(r#"{"type": "budget"}"#)
+            .unwrap()
+            .compile(0)
+            .unwrap_err();
         assert_eq!(err.key(), "");
         let budget = rule(r#"{"type": "budget", "max_total_tokens": 1e6}"#).unwrap();
         assert!(!budget.needs_documents());
