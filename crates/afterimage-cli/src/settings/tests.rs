@@ -193,3 +193,60 @@ fn export_and_analytics_are_checked_before_the_run() {
     .unwrap();
     assert!(settings.after_run.export.is_none() && settings.after_run.analyze.is_none());
 }
+
+#[test]
+fn errors_name_the_key_at_fault() {
+    let key = [("GEMINI_API_KEY", "k")];
+    let resolve_err = |yaml: &str, env: &[(&str, &str)]| {
+        let raw = parse(yaml).unwrap();
+        Settings::resolve(
+            raw,
+            Path::new("/configs/run.yaml"),
+            &Overrides::default(),
+            |name| {
+                env.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            },
+            KeyPolicy::Required,
+        )
+        .unwrap_err()
+    };
+    for (yaml, env, path) in [
+        (
+            "respondent: {system_prompt: hi}\n",
+            &[][..],
+            "model.api_key_env",
+        ),
+        (
+            "respondent: {system_prompt: hi}\ngeneration: {stopping: [{type: budget, max_total_tokens: 5}, {type: rate_limit}, {type: fixed, n: 0}]}\n",
+            &key[..],
+            "generation.stopping[2].n",
+        ),
+        (
+            "respondent: {system_prompt: hi}\ndocuments: {provider: memory, texts: [a]}\ngeneration: {stopping: [{type: all, conditions: [{type: fixed, n: 1}, {type: context_coverage, target_visits: 0}]}]}\n",
+            &key[..],
+            "generation.stopping[0].conditions[1].target_visits",
+        ),
+        (
+            "respondent: {system_prompt: hi}\noutput: {path: x.db, storage: postgres}\n",
+            &key[..],
+            "output.path",
+        ),
+        (
+            "respondent: {system_prompt: hi}\ngeneration: {max_concurrency: 0}\n",
+            &key[..],
+            "generation.max_concurrency",
+        ),
+        (
+            "respondent: {system_prompt: hi}\nquality: {evaluator: {provider: openai}}\n",
+            &key[..],
+            "quality.evaluator.api_key_env",
+        ),
+    ] {
+        let err = resolve_err(yaml, env);
+        assert_eq!(err.key(), path, "{yaml}: {err}");
+        assert_eq!(err.to_string(), format!("{path}: {}", err.message()));
+        assert!(!err.to_string().contains('\n'), "one line: {err}");
+    }
+}
