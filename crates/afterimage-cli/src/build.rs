@@ -6,22 +6,22 @@ use afterimage_core::{
     ApiKey, ChatModel, Document, DocumentSource, Embedder, InstructionGenerator, ParkedRequests,
     Retriever, Storage,
 };
-use afterimage_engine::{ConversationGenerator, GenerateOptions, InFlight};
+use afterimage_engine::{ConversationGenerator, GenerateOptions};
 use afterimage_providers::{
     Anthropic, DEEPSEEK_BASE_URL, GEMINI_EMBEDDING_BATCH, Gemini, GeminiEmbedder, KeyPool,
     LOCAL_BASE_URL, OPENAI_BASE_URL, OPENAI_EMBEDDING_BATCH, OPENROUTER_BASE_URL, OpenAiCompatible,
     OpenAiEmbedder, Retry, RetryEmbedder, RetryPolicy, Throttle,
 };
 use afterimage_strategies::{
-    Aggregation, Bm25Retriever, ChunkOptions, ContextualInstructionGenerator,
-    DirectoryDocumentProvider, EmbeddingRetriever, FileGlobDocumentProvider,
-    InMemoryDocumentProvider, JsonlDocumentProvider, LlmJudge, PersonaGenerator,
-    PersonaInstructionGenerator, SimpleInstructionGenerator, ToolCallingInstructionGenerator,
-    WithContextRespondentPromptModifier, WithRagRespondentPromptModifier, chunk_documents,
+    Bm25Retriever, ChunkOptions, ContextualInstructionGenerator, DirectoryDocumentProvider,
+    EmbeddingRetriever, FileGlobDocumentProvider, InMemoryDocumentProvider, JsonlDocumentProvider,
+    LlmJudge, PersonaGenerator, PersonaInstructionGenerator, SimpleInstructionGenerator,
+    ToolCallingInstructionGenerator, WithContextRespondentPromptModifier,
+    WithRagRespondentPromptModifier, chunk_documents,
 };
 use anyhow::Context;
 
-use crate::config::{AggregationKind, OnFailure, ProviderKind};
+use crate::config::{OnFailure, ProviderKind};
 use crate::settings::{
     DocumentsSpec, EmbeddingEndpoint, Endpoint, PersonaSettings, RetrievalSettings, Settings,
 };
@@ -175,11 +175,7 @@ fn judge(
     };
     let mut judge = LlmJudge::new(model)
         .model_name(settings.evaluator_model_name.clone())
-        .aggregation(match quality.aggregation {
-            AggregationKind::Mean => Aggregation::Mean,
-            AggregationKind::Min => Aggregation::Min,
-            AggregationKind::WeightedMean => Aggregation::WeightedMean,
-        });
+        .aggregation(quality.aggregation);
     for criterion in &quality.criteria {
         judge = judge.criterion(&criterion.name, &criterion.description);
     }
@@ -474,18 +470,14 @@ pub(crate) async fn generator(
         Some(DocumentsSpec::Loaded(docs)) => Some(docs.len()),
         _ => None,
     };
-    let criteria = crate::settings::criteria(&settings.stopping, document_count)
-        .map_err(anyhow::Error::msg)?;
+    let criteria = crate::settings::criteria(&settings.stopping, document_count)?;
     let mut options = GenerateOptions::new()
         .run_config(run_config)
         .turns(settings.turns)
         .max_concurrency(settings.max_concurrency)
         .stopping_criteria(criteria)
         .parked_requests(pools.parked.clone())
-        .on_stop(match settings.on_stop {
-            crate::config::OnStop::Finish => InFlight::Finish,
-            crate::config::OnStop::Cancel => InFlight::Cancel,
-        });
+        .on_stop(settings.on_stop);
     if let Some(n) = settings.num_dialogs {
         options = options.num_dialogs(n);
     }

@@ -14,6 +14,7 @@
 //!
 //! The config goes through two stages: [`RawConfig`] is what the file says,
 //! [`Settings`] is the resolved and checked run; only the latter reaches the engine.
+//! A config that cannot run fails with a [`SettingsError`] naming the key at fault.
 //! Exit codes: 0 done, 2 bad usage or config, 1 the run failed.
 //!
 //! ```
@@ -28,12 +29,15 @@ use clap::Parser;
 
 pub use crate::{
     config::{
-        AggregationKind, AnalyticsSection, ConfigError, ContextSection, CorrespondentSection,
-        CriterionEntry, DocumentsKind, DocumentsSection, ExportSection, Generation, ModelSection,
-        OnFailure, OutputSection, PersonasSection, PromptSection, ProviderKind, QualitySection,
-        RawConfig, StoppingRule, StorageKind, load as load_config, parse as parse_config,
+        AnalyticsSection, ConfigError, ContextSection, CorrespondentSection, CriterionEntry,
+        DocumentsKind, DocumentsSection, ExportSection, Generation, ModelSection, OnFailure,
+        OutputSection, PersonasSection, PromptSection, ProviderKind, QualitySection, RawConfig,
+        StorageKind, load as load_config, parse as parse_config,
     },
-    settings::{AfterRun, AutoExport, DocumentsSpec, Endpoint, KeyPolicy, Overrides, Settings},
+    settings::{
+        AfterRun, AutoExport, DocumentsSpec, Endpoint, KeyPolicy, Overrides, Settings,
+        SettingsError,
+    },
 };
 
 mod args;

@@ -54,8 +54,10 @@ pub struct GenerateOptions {
     pub(crate) parked: Option<ParkedRequests>,
 }
 
-/// What happens to dialogs still running when a stopping criterion fires.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What happens to dialogs still running when a stopping criterion fires (in a config:
+/// `finish` or `cancel`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum InFlight {
     /// Let them finish and keep their rows (the default): nothing paid for is lost.
     #[default]
@@ -88,6 +90,7 @@ impl StopHandle {
 
 /// What a model's tokens cost, in your currency per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Price {
     /// Per million prompt tokens.
     pub input_per_million: f64,

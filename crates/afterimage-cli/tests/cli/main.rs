@@ -422,7 +422,13 @@ async fn user_errors_exit_2_with_a_clear_line() {
     )
     .await;
     // num_dialogs 0.
-    expect_error(LOCAL, &["--num-dialogs", "0"], 2, &["num_dialogs is 0"]).await;
+    expect_error(
+        LOCAL,
+        &["--num-dialogs", "0"],
+        2,
+        &["generation.num_dialogs: is 0"],
+    )
+    .await;
     // An empty document folder.
     expect_error(
         &LOCAL.replace("path: docs", "path: empty"),
