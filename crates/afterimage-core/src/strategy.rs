@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::{
-    ConversationRow, Document, Evaluation, Message, Persona, PersonaDocument, RunRecord,
-    Spent, StorageError, StrategyError, ToolCall, ToolSpec, Usage,
+    ConversationRow, Document, Evaluation, Message, Persona, PersonaDocument, RunRecord, Spent,
+    StorageError, StrategyError, ToolCall, ToolSpec, Usage,
 };
 
 /// What an [`InstructionGenerator`] is asked for.

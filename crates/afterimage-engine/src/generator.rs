@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use afterimage_core::{
     ApiKey, ChatModel, Evaluator, InstructionGenerator, RespondentPromptModifier, RunRecord,
-    RunStatus, Storage, ToolExecutor, ToolSpec, split_row_id, unix_ms,
+    RunStatus, Spent, Storage, ToolExecutor, ToolSpec, split_row_id, unix_ms,
 };
 use afterimage_providers::Gemini;
 use afterimage_storage::JsonlStorage;
@@ -16,7 +16,7 @@ use afterimage_strategies::{
 };
 use tokio::sync::OnceCell;
 
-use crate::dialog::{Quality, RunContext, Spent, Tally, Tools};
+use crate::dialog::{Quality, RunContext, Tally, Tools};
 use crate::instructions::InstructionPool;
 use crate::run::{Plan, execute};
 use crate::{EngineError, GenerateOptions, RunReport};

@@ -5,12 +5,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use afterimage_core::{FixedNumber, ParkedRequests, RunProgress, StoppingCriterion};
+use afterimage_core::{FixedNumber, ParkedRequests, RunProgress, Spent, StoppingCriterion};
 use tokio::task::JoinSet;
 
 use crate::dialog::{
-    DialogFailure, DialogOutcome, QualityCounts, RunContext, Spent, dialog_seed, pick_turns,
-    run_dialog,
+    DialogFailure, DialogOutcome, QualityCounts, RunContext, dialog_seed, pick_turns, run_dialog,
 };
 use crate::{
     DialogError, EngineError, GenerateOptions, InFlight, Price, RunReport, StopHandle, Turns,
