@@ -460,7 +460,7 @@ pub(crate) async fn generator(
         "provider": settings.provider.name(),
         "model_name": settings.model_name,
         "num_dialogs": settings.num_dialogs,
-        "turns": format!("{:?}", settings.turns),
+        "turns": settings.turns.to_string(),
         "max_concurrency": settings.max_concurrency,
         "seed": settings.seed,
         "auto_improve": settings.auto_improve,

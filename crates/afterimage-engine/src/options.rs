@@ -27,6 +27,23 @@ impl Turns {
     }
 }
 
+/// In words: `up to 3`, `exactly 3`.
+///
+/// ```
+/// use afterimage_engine::Turns;
+///
+/// assert_eq!(Turns::UpTo(3).to_string(), "up to 3");
+/// assert_eq!(Turns::Exactly(1).to_string(), "exactly 1");
+/// ```
+impl std::fmt::Display for Turns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Turns::UpTo(n) => write!(f, "up to {n}"),
+            Turns::Exactly(n) => write!(f, "exactly {n}"),
+        }
+    }
+}
+
 /// What one [`generate`](crate::ConversationGenerator::generate) call should make.
 ///
 /// ```

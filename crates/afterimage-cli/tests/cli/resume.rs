@@ -150,7 +150,10 @@ async fn jsonl_survives_sigkill_and_resumes_exactly() {
     for line in text.lines() {
         serde_json::from_str::<serde_json::Value>(line).unwrap();
     }
-    assert!(dir.path().join("rows.jsonl.run.json").exists());
+    let record = std::fs::read_to_string(dir.path().join("rows.jsonl.run.json")).unwrap();
+    let record: serde_json::Value = serde_json::from_str(&record).unwrap();
+    // The run record is for people: the turn rule in words, not Rust's `UpTo(2)`.
+    assert_eq!(record["config"]["turns"], "up to 2", "{record}");
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -2,7 +2,6 @@
 //! `ToolCallingInstructionGenerator` through `OpenAiCompatible` and `Gemini`, against
 //! wiremock servers speaking each wire format (a tool call, the result sent back, a
 //! text answer), and the failure cases over OpenAI's format.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,7 +1,6 @@
 //! The tool loop with scripted models: calls and results stored in OpenAI shape, bad
 //! calls discarded and asked again, then rejected; a respondent that never stops
 //! calling tools is cut off.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

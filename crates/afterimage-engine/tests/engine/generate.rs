@@ -1,6 +1,5 @@
 //! The engine with scripted models: exact counts, alternation, concurrency bounds,
 //! failure replacement and run-stopping failures.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

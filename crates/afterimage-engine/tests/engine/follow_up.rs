@@ -1,7 +1,6 @@
 //! A respondent prompt modifier that rewrites the prompt for each follow-up question
 //! (per-turn retrieval): the assistant sees the new prompt at the next turn, and the
 //! row reports the last one.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::sync::Arc;
 
