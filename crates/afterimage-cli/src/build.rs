@@ -21,7 +21,8 @@ use afterimage_strategies::{
 };
 use anyhow::Context;
 
-use crate::config::{AggregationKind, OnFailure, ProviderKind};
+use crate::config::{AggregationKind, OnFailure};
+use afterimage_providers::Provider;
 use crate::settings::{
     DocumentsSpec, EmbeddingEndpoint, Endpoint, PersonaSettings, RetrievalSettings, Settings,
 };
@@ -113,7 +114,7 @@ fn provider_client(
     client: &reqwest::Client,
 ) -> anyhow::Result<Arc<dyn ChatModel>> {
     let model: Arc<dyn ChatModel> = match endpoint.provider {
-        ProviderKind::Gemini => {
+        Provider::Gemini => {
             let mut builder = Gemini::builder()
                 .model(&endpoint.model_name)
                 .timeout(endpoint.timeout)
@@ -126,7 +127,7 @@ fn provider_client(
             }
             Arc::new(builder.build().context("model settings")?)
         }
-        ProviderKind::Anthropic => {
+        Provider::Anthropic => {
             let mut builder = Anthropic::builder()
                 .model(&endpoint.model_name)
                 .timeout(endpoint.timeout)
@@ -141,9 +142,9 @@ fn provider_client(
         }
         kind => {
             let mut builder = match kind {
-                ProviderKind::Openai => OpenAiCompatible::openai(),
-                ProviderKind::Deepseek => OpenAiCompatible::deepseek(),
-                ProviderKind::Openrouter => OpenAiCompatible::openrouter(),
+                Provider::Openai => OpenAiCompatible::openai(),
+                Provider::Deepseek => OpenAiCompatible::deepseek(),
+                Provider::Openrouter => OpenAiCompatible::openrouter(),
                 _ => OpenAiCompatible::local(),
             }
             .model(&endpoint.model_name)
@@ -354,7 +355,7 @@ async fn rag_modifier(
             };
             let embedder = Arc::new(RetryEmbedder::new(embedder(endpoint, client), policy));
             let batch = endpoint.batch_size.unwrap_or(match endpoint.provider {
-                ProviderKind::Gemini => GEMINI_EMBEDDING_BATCH,
+                Provider::Gemini => GEMINI_EMBEDDING_BATCH,
                 _ => OPENAI_EMBEDDING_BATCH,
             });
             let count = chunks.len();
@@ -384,7 +385,7 @@ async fn rag_modifier(
 fn embedder(endpoint: &EmbeddingEndpoint, client: &reqwest::Client) -> Arc<dyn Embedder> {
     let key = endpoint.api_key.clone().unwrap_or_else(|| ApiKey::new(""));
     let mut batch = endpoint.batch_size;
-    if endpoint.provider == ProviderKind::Gemini {
+    if endpoint.provider == Provider::Gemini {
         let mut embedder =
             GeminiEmbedder::new(key, endpoint.model_name.clone()).client(client.clone());
         if let Some(url) = &endpoint.base_url {
@@ -396,9 +397,9 @@ fn embedder(endpoint: &EmbeddingEndpoint, client: &reqwest::Client) -> Arc<dyn E
         return Arc::new(embedder);
     }
     let default_url = match endpoint.provider {
-        ProviderKind::Deepseek => DEEPSEEK_BASE_URL,
-        ProviderKind::Openrouter => OPENROUTER_BASE_URL,
-        ProviderKind::Local => LOCAL_BASE_URL,
+        Provider::Deepseek => DEEPSEEK_BASE_URL,
+        Provider::Openrouter => OPENROUTER_BASE_URL,
+        Provider::Local => LOCAL_BASE_URL,
         _ => OPENAI_BASE_URL,
     };
     let mut embedder = OpenAiEmbedder::new(key, endpoint.model_name.clone())

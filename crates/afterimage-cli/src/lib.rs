@@ -24,11 +24,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+pub use afterimage_providers::Provider;
+
 pub use crate::{
     config::{
         AggregationKind, AnalyticsSection, ConfigError, ContextSection, CorrespondentSection,
         CriterionEntry, DocumentsKind, DocumentsSection, ExportSection, Generation, ModelSection,
-        OnFailure, OutputSection, PersonasSection, PromptSection, ProviderKind, QualitySection,
+        OnFailure, OutputSection, PersonasSection, PromptSection, QualitySection,
         RawConfig, StoppingRule, StorageKind, load as load_config, parse as parse_config,
     },
     settings::{AfterRun, AutoExport, DocumentsSpec, Endpoint, KeyPolicy, Overrides, Settings},

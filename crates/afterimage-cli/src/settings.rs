@@ -7,18 +7,18 @@ use std::time::Duration;
 
 use afterimage_core::{ApiKey, FixedNumber, StoppingCriterion};
 use afterimage_engine::{AllOf, ContextCoverage, ErrorRate, PersonaUsage, TokenBudget, Turns};
-use afterimage_providers::ThrottleConfig;
+use afterimage_providers::{Provider, ThrottleConfig};
 use afterimage_storage::StorageSpec;
 
 use afterimage_datasets::{ExportFormat, ExportOptions};
 
-use crate::config::{DocumentsKind, ProviderKind, RawConfig, StoppingRule, StorageKind};
+use crate::config::{DocumentsKind, RawConfig, StoppingRule, StorageKind};
 
 /// Command-line values that override the file.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     /// `--provider`
-    pub provider: Option<ProviderKind>,
+    pub provider: Option<Provider>,
     /// `--model`
     pub model: Option<String>,
     /// `--base-url`
@@ -110,7 +110,7 @@ pub struct RetrievalSettings {
 #[derive(Debug, Clone)]
 pub struct EmbeddingEndpoint {
     /// OpenAI-compatible or Gemini.
-    pub provider: ProviderKind,
+    pub provider: Provider,
     /// The model.
     pub model_name: String,
     /// The endpoint, when not the provider's own.
@@ -125,7 +125,7 @@ pub struct EmbeddingEndpoint {
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     /// The provider.
-    pub provider: ProviderKind,
+    pub provider: Provider,
     /// The model.
     pub model_name: String,
     /// The endpoint, when not the provider's own.
@@ -146,7 +146,7 @@ pub struct Endpoint {
 #[derive(Debug)]
 pub struct Settings {
     /// The provider.
-    pub provider: ProviderKind,
+    pub provider: Provider,
     /// The respondent's (and by default the correspondent's) model.
     pub model_name: String,
     /// A separate model for the simulated user.
@@ -508,7 +508,7 @@ fn per_key(section: &crate::config::ModelSection, max_concurrency: usize) -> Thr
 /// several, comma-separated).
 fn resolve_keys(
     section: &crate::config::ModelSection,
-    provider: ProviderKind,
+    provider: Provider,
     env: &impl Fn(&str) -> Option<String>,
     policy: KeyPolicy,
     name: &str,
@@ -532,7 +532,7 @@ fn resolve_keys(
             .filter(|k| !k.is_empty())
             .map(ApiKey::new)
             .collect();
-        if found.is_empty() && policy == KeyPolicy::Required && provider != ProviderKind::Local {
+        if found.is_empty() && policy == KeyPolicy::Required && provider != Provider::Local {
             return Err(format!(
                 "the API key variable {var} is not set: export {var}=<your key> (or point {name}.api_key_env at another variable)"
             ));
@@ -768,7 +768,7 @@ fn tool_settings(
 
 fn retrieval_settings(
     section: &crate::config::RetrievalSection,
-    chat_provider: ProviderKind,
+    chat_provider: Provider,
     chat_base_url: Option<&str>,
     env: &impl Fn(&str) -> Option<String>,
     keys: KeyPolicy,
@@ -795,7 +795,7 @@ fn retrieval_settings(
             let default = crate::config::EmbeddingSection::default();
             let e = embedding.as_ref().unwrap_or(&default);
             let provider = e.provider.unwrap_or(chat_provider);
-            if provider == ProviderKind::Anthropic {
+            if provider == Provider::Anthropic {
                 return Err(
                     "retrieval.embedding.provider: anthropic has no embeddings API; use openai, gemini or local"
                         .into(),
@@ -813,7 +813,7 @@ fn retrieval_settings(
                     Some(key) if !key.trim().is_empty() => Some(ApiKey::new(
                         key.split(',').next().unwrap_or_default().trim(),
                     )),
-                    _ if keys == KeyPolicy::Required && provider != ProviderKind::Local => {
+                    _ if keys == KeyPolicy::Required && provider != Provider::Local => {
                         return Err(format!(
                             "retrieval.embedding: the API key variable {var} is not set (export {var}=<your key>)"
                         ));

@@ -57,6 +57,7 @@ pub use crate::{
         DEEPSEEK_BASE_URL, LOCAL_BASE_URL, OPENAI_BASE_URL, OPENROUTER_BASE_URL, OpenAiCompatible,
         OpenAiCompatibleBuilder, StructuredOutput,
     },
+    provider::{Provider, UnknownProvider},
     retry::{Retry, RetryEmbedder, RetryPolicy},
     throttle::{Throttle, ThrottleConfig, ThrottleStats},
 };
@@ -68,5 +69,6 @@ mod gemini;
 mod http;
 mod keypool;
 mod openai;
+mod provider;
 mod retry;
 mod throttle;
