@@ -46,6 +46,7 @@ pub use crate::{
         ANTHROPIC_BASE_URL, ANTHROPIC_DEFAULT_MAX_TOKENS, ANTHROPIC_VERSION, Anthropic,
         AnthropicBuilder,
     },
+    builder::{ChatBuilder, ChatClient},
     embeddings::{
         GEMINI_EMBEDDING_BATCH, GeminiEmbedder, GeminiWire, HttpEmbedder, OPENAI_EMBEDDING_BATCH,
         OpenAiEmbedder, OpenAiWire, Wire,
@@ -63,6 +64,7 @@ pub use crate::{
 };
 
 mod anthropic;
+mod builder;
 mod embeddings;
 mod error;
 mod gemini;
