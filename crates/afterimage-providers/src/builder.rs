@@ -26,7 +26,10 @@ pub struct ChatBuilder<C: ChatClient> {
 /// A chat client a [`ChatBuilder`] builds: [`OpenAiCompatible`](crate::OpenAiCompatible),
 /// [`Gemini`](crate::Gemini) or [`Anthropic`](crate::Anthropic) (sealed: the clients live
 /// in this crate).
-pub trait ChatClient: sealed::Build + Clone + Send + Sync + std::fmt::Debug + 'static {}
+pub trait ChatClient:
+    sealed::Build + afterimage_core::ChatModel + Clone + std::fmt::Debug + 'static
+{
+}
 
 // The build step takes the crate's HTTP settings. Outside this crate the trait can be
 // named (as a bound) but neither implemented nor called, which is the point.

@@ -60,6 +60,7 @@ pub use crate::{
     },
     provider::{Provider, UnknownProvider},
     retry::{Retry, RetryEmbedder, RetryPolicy},
+    stack::{EmbeddingEndpoint, Endpoint, ModelStack, SharedParts},
     throttle::{Throttle, ThrottleConfig, ThrottleStats},
 };
 
@@ -73,4 +74,5 @@ mod keypool;
 mod openai;
 mod provider;
 mod retry;
+mod stack;
 mod throttle;
