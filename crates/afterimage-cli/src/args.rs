@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::settings::Overrides;
 use afterimage_providers::Provider;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
-use crate::settings::Overrides;
 
 /// Generate synthetic multi-turn conversations with LLMs.
 #[derive(Debug, Parser)]

@@ -303,8 +303,8 @@ async fn rag_modifier(
 /// The embedding endpoint, as the providers crate takes it, retrying as often as the
 /// chat models.
 fn embedding_endpoint(endpoint: &EmbeddingEndpoint, max_retries: u32) -> EmbeddingModel {
-    let mut embedding = EmbeddingModel::new(endpoint.provider, &endpoint.model_name)
-        .max_retries(max_retries);
+    let mut embedding =
+        EmbeddingModel::new(endpoint.provider, &endpoint.model_name).max_retries(max_retries);
     embedding.base_url = endpoint.base_url.clone();
     embedding.api_key = endpoint.api_key.clone();
     embedding.batch_size = endpoint.batch_size;

@@ -30,8 +30,8 @@ pub use crate::{
     config::{
         AggregationKind, AnalyticsSection, ConfigError, ContextSection, CorrespondentSection,
         CriterionEntry, DocumentsKind, DocumentsSection, ExportSection, Generation, ModelSection,
-        OnFailure, OutputSection, PersonasSection, PromptSection, QualitySection,
-        RawConfig, StoppingRule, StorageKind, load as load_config, parse as parse_config,
+        OnFailure, OutputSection, PersonasSection, PromptSection, QualitySection, RawConfig,
+        StoppingRule, StorageKind, load as load_config, parse as parse_config,
     },
     settings::{AfterRun, AutoExport, DocumentsSpec, Endpoint, KeyPolicy, Overrides, Settings},
 };

@@ -1,8 +1,8 @@
 //! Anthropic's Messages API (`POST /v1/messages`).
 
 use afterimage_core::{
-    ChatModel, ChatRequest, ChatResponse, FinishReason, Message, ProviderError, Role,
-    ToolCall, Usage,
+    ChatModel, ChatRequest, ChatResponse, FinishReason, Message, ProviderError, Role, ToolCall,
+    Usage,
 };
 use async_trait::async_trait;
 use reqwest::header::{HeaderName, HeaderValue};
@@ -184,7 +184,6 @@ impl ChatBuilder<Anthropic> {
         self.options.version = version.into();
         self
     }
-
 }
 
 impl ChatClient for Anthropic {}

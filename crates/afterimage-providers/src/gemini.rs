@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use afterimage_core::{
-    ChatModel, ChatRequest, ChatResponse, FinishReason, Message, ProviderError, Role,
-    ToolCall, ToolSpec, Usage,
+    ChatModel, ChatRequest, ChatResponse, FinishReason, Message, ProviderError, Role, ToolCall,
+    ToolSpec, Usage,
 };
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -219,7 +219,6 @@ impl ChatBuilder<Gemini> {
         self.options.include_thoughts = yes;
         self
     }
-
 }
 
 impl ChatClient for Gemini {}

@@ -4,8 +4,8 @@
 use std::borrow::Cow;
 
 use afterimage_core::{
-    ChatModel, ChatRequest, ChatResponse, FinishReason, JsonSchema, Message, ProviderError,
-    Role, ToolCall, ToolSpec, Usage,
+    ChatModel, ChatRequest, ChatResponse, FinishReason, JsonSchema, Message, ProviderError, Role,
+    ToolCall, ToolSpec, Usage,
 };
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

@@ -29,7 +29,9 @@ pub enum Provider {
 
 /// A provider name that is not in the catalogue.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown provider `{0}` (expected gemini, openai, deepseek, openrouter, local or anthropic)")]
+#[error(
+    "unknown provider `{0}` (expected gemini, openai, deepseek, openrouter, local or anthropic)"
+)]
 pub struct UnknownProvider(pub String);
 
 impl Provider {
@@ -62,7 +64,9 @@ impl Provider {
             Provider::Openai => "OpenAI chat completions",
             Provider::Deepseek => "DeepSeek (OpenAI-compatible)",
             Provider::Openrouter => "OpenRouter (OpenAI-compatible)",
-            Provider::Local => "Any OpenAI-compatible server (vLLM, Ollama, llama.cpp), no key needed",
+            Provider::Local => {
+                "Any OpenAI-compatible server (vLLM, Ollama, llama.cpp), no key needed"
+            }
             Provider::Anthropic => "Anthropic Messages API",
         }
     }

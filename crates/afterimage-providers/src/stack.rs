@@ -267,7 +267,10 @@ impl std::fmt::Debug for ModelStack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ModelStack")
             .field("model", &self.model.model_id())
-            .field("keys", &self.key_pool.as_ref().map_or(0, |p| p.stats().len()))
+            .field(
+                "keys",
+                &self.key_pool.as_ref().map_or(0, |p| p.stats().len()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -295,7 +298,10 @@ impl ModelStack {
 
     /// Each key's counters (empty with fewer than two keys).
     pub fn key_stats(&self) -> Vec<KeyStats> {
-        self.key_pool.as_ref().map(|p| p.stats()).unwrap_or_default()
+        self.key_pool
+            .as_ref()
+            .map(|p| p.stats())
+            .unwrap_or_default()
     }
 
     /// How the throttle's adaptive limit moved.
