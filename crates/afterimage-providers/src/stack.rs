@@ -15,6 +15,9 @@ use crate::{
     RetryPolicy, Throttle, ThrottleConfig, ThrottleStats,
 };
 
+/// One key's client, as a [`KeyPool`] takes it.
+type KeyedClient = (ApiKey, Arc<dyn ChatModel>);
+
 /// The fewest idle connections [`Endpoint::http_client`] keeps per host.
 const MIN_IDLE_CONNECTIONS: usize = 16;
 
@@ -180,7 +183,7 @@ impl Endpoint {
         &self,
         keys: &[ApiKey],
         client: &reqwest::Client,
-    ) -> Result<Vec<(ApiKey, Arc<dyn ChatModel>)>, BuildError> {
+    ) -> Result<Vec<KeyedClient>, BuildError> {
         let limited =
             self.per_key.requests_per_minute.is_some() || self.per_key.tokens_per_minute.is_some();
         keys.iter()
