@@ -11,6 +11,14 @@
 //! - Embeddings ([`Embedder`](afterimage_core::Embedder)): [`OpenAiEmbedder`]
 //!   (OpenAI-compatible `/embeddings`) and [`GeminiEmbedder`] (`batchEmbedContents`),
 //!   both sending inputs in batches and keeping their order.
+//! - [`ChatBuilder`]: the settings every chat client shares, written once; each
+//!   client's builder is one of its instances.
+//! - [`Provider`]: the catalogue (names, default URLs, key variables, models,
+//!   concurrency).
+//! - [`Endpoint`]: the production stack in one call, a [`ModelStack`]: a client per
+//!   key (a [`KeyPool`] with several), a [`Throttle`], [`Retry`] on top; stacks built
+//!   with the same [`SharedParts`] share an HTTP client and a parked-request gauge.
+//!   [`EmbeddingEndpoint`] builds the matching retried embedder.
 //! - [`BuildError`]: settings that cannot work (bad base URL, no model).
 //!
 //! All map the wire formats (system prompts, tools, JSON Schema output, reasoning text)
@@ -36,6 +44,25 @@
 //! .temperature(0.7);
 //! let reply = model.chat(request).await?;
 //! println!("{} ({} tokens)", reply.message.content, reply.usage.total());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The production stack, as the CLI runs it:
+//!
+//! ```no_run
+//! use afterimage_core::{ChatRequest, Message};
+//! use afterimage_providers::{Endpoint, Provider, SharedParts};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let endpoint = Endpoint::new(Provider::Gemini, "gemini-2.5-flash")
+//!     .api_key("key-one")
+//!     .api_key("key-two")
+//!     .max_retries(5);
+//! let shared = SharedParts::new(endpoint.http_client(16)?);
+//! let stack = endpoint.build_with(&shared)?;
+//! let reply = stack.model().chat(ChatRequest::new(vec![Message::user("Hi")])).await?;
+//! println!("{} ({} keys)", reply.message.content, stack.key_stats().len());
 //! # Ok(())
 //! # }
 //! ```
