@@ -115,7 +115,7 @@ fn default_max_turns() -> u32 {
 
 /// One entry of `generation.stopping`.
 ///
-/// Read through [`RawRule`], a flat struct, rather than an internally tagged enum:
+/// Read through `RawRule`, a flat struct, rather than an internally tagged enum:
 /// serde buffers tagged enums untyped, and a YAML 1.1 reader then takes the key `n`
 /// of `{type: fixed, n: 100}` for the boolean `false`.
 #[derive(Debug, Clone, Deserialize)]
