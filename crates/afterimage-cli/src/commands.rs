@@ -9,14 +9,14 @@ use std::collections::BTreeMap;
 
 use afterimage_core::{Document, DocumentSource, Storage, StorageError};
 use afterimage_engine::{CostBudget, EngineError, StopHandle};
-use afterimage_providers::{KeyStats, ThrottleStats};
+use afterimage_providers::{KeyStats, Provider, ThrottleStats};
 use afterimage_storage::StorageSpec;
 use anyhow::{Context, anyhow};
 
 use crate::Failure;
 use crate::args::{GenerateArgs, StatsArgs, ValidateArgs};
 use crate::build;
-use crate::config::{self, ProviderKind};
+use crate::config;
 use crate::output::{Progress, print_report, print_stats};
 use crate::settings::{DocumentsSpec, KeyPolicy, Overrides, Settings};
 
@@ -139,7 +139,7 @@ pub(crate) async fn validate(args: ValidateArgs) -> Result<(), Failure> {
     match (&settings.key_env, settings.api_keys.len()) {
         (Some(var), 1) => println!("ok    API key in {var}"),
         (Some(var), n) if n > 1 => println!("ok    {n} API keys in {var} (they rotate)"),
-        (Some(var), _) if settings.provider != ProviderKind::Local => {
+        (Some(var), _) if settings.provider != Provider::Local => {
             println!("fail  API key: {var} is not set (export {var}=<your key>)");
             usage_problems += 1;
         }

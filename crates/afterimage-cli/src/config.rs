@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use afterimage_engine::{InFlight, Price, StopRule};
+use afterimage_providers::Provider;
 use afterimage_strategies::Aggregation;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -103,81 +104,13 @@ fn default_max_turns() -> u32 {
     1
 }
 
-/// The providers the `model.provider` key names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    /// Google Gemini (generateContent).
-    #[default]
-    Gemini,
-    /// OpenAI chat completions.
-    Openai,
-    /// DeepSeek (OpenAI-compatible).
-    Deepseek,
-    /// OpenRouter (OpenAI-compatible).
-    Openrouter,
-    /// Any OpenAI-compatible server (vLLM, Ollama, llama.cpp), no key needed.
-    Local,
-    /// Anthropic Messages API.
-    Anthropic,
-}
-
-impl ProviderKind {
-    /// The name used in the config.
-    pub fn name(self) -> &'static str {
-        match self {
-            ProviderKind::Gemini => "gemini",
-            ProviderKind::Openai => "openai",
-            ProviderKind::Deepseek => "deepseek",
-            ProviderKind::Openrouter => "openrouter",
-            ProviderKind::Local => "local",
-            ProviderKind::Anthropic => "anthropic",
-        }
-    }
-
-    /// The environment variable holding the key, unless `api_key_env` says otherwise.
-    pub fn default_key_env(self) -> Option<&'static str> {
-        match self {
-            ProviderKind::Gemini => Some("GEMINI_API_KEY"),
-            ProviderKind::Openai => Some("OPENAI_API_KEY"),
-            ProviderKind::Deepseek => Some("DEEPSEEK_API_KEY"),
-            ProviderKind::Openrouter => Some("OPENROUTER_API_KEY"),
-            ProviderKind::Anthropic => Some("ANTHROPIC_API_KEY"),
-            ProviderKind::Local => None,
-        }
-    }
-
-    /// A sensible model for the provider (the Python tool sends a Gemini model name to
-    /// every provider).
-    pub fn default_model(self) -> &'static str {
-        match self {
-            ProviderKind::Gemini => "gemini-2.0-flash",
-            ProviderKind::Openai => "gpt-4o-mini",
-            ProviderKind::Deepseek => "deepseek-chat",
-            ProviderKind::Openrouter => "openai/gpt-4o-mini",
-            ProviderKind::Local => "default",
-            ProviderKind::Anthropic => "claude-sonnet-4-5",
-        }
-    }
-
-    /// Dialogs in flight when the config does not say (the Python tool's defaults:
-    /// rate-limited hosted APIs 2, DeepSeek 16, local servers 8).
-    pub fn default_concurrency(self) -> usize {
-        match self {
-            ProviderKind::Deepseek => 16,
-            ProviderKind::Local => 8,
-            _ => 2,
-        }
-    }
-}
-
 /// `model:`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
     /// Which API.
     #[serde(default)]
-    pub provider: ProviderKind,
+    pub provider: Provider,
     /// The model name (default by provider).
     pub model_name: Option<String>,
     /// The environment variable holding the key (several keys: comma-separated).
@@ -412,7 +345,7 @@ pub enum RetrieverKind {
 pub struct EmbeddingSection {
     /// `openai`, `local`, `deepseek`, `openrouter` (OpenAI-compatible `/embeddings`) or
     /// `gemini` (default: the model section's provider).
-    pub provider: Option<ProviderKind>,
+    pub provider: Option<Provider>,
     /// The embedding model.
     pub model_name: Option<String>,
     /// The variable holding the key (default: the provider's).
@@ -669,7 +602,7 @@ analytics: {auto_analyze: false, output_path: null}
         .unwrap();
         assert_eq!(config.generation.num_dialogs, Some(25));
         assert_eq!(config.generation.stopping.len(), 2);
-        assert_eq!(config.model.provider, ProviderKind::Openai);
+        assert_eq!(config.model.provider, Provider::Openai);
         assert_eq!(config.context.num_random_contexts, 1);
         assert!(config.skills.is_some());
         let export = config.output.export.unwrap();
@@ -683,7 +616,7 @@ analytics: {auto_analyze: false, output_path: null}
         let config = parse("respondent: {system_prompt: hi}\n").unwrap();
         assert_eq!(config.generation.num_dialogs, Some(10));
         assert_eq!(config.generation.max_turns, 1);
-        assert_eq!(config.model.provider, ProviderKind::Gemini);
+        assert_eq!(config.model.provider, Provider::Gemini);
         assert_eq!(config.context.num_random_contexts, 2);
         assert_eq!(config.output.path, "./afterimage_output.jsonl");
         let config = parse("generation: {num_dialogs: null}\n").unwrap();

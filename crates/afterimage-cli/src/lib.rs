@@ -27,12 +27,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+pub use afterimage_providers::Provider;
+
 pub use crate::{
     config::{
         AnalyticsSection, ConfigError, ContextSection, CorrespondentSection, CriterionEntry,
         DocumentsKind, DocumentsSection, ExportSection, Generation, ModelSection, OnFailure,
-        OutputSection, PersonasSection, PromptSection, ProviderKind, QualitySection, RawConfig,
-        StorageKind, load as load_config, parse as parse_config,
+        OutputSection, PersonasSection, PromptSection, QualitySection, RawConfig, StorageKind,
+        load as load_config, parse as parse_config,
     },
     settings::{
         AfterRun, AutoExport, DocumentsSpec, Endpoint, KeyPolicy, Overrides, Settings,

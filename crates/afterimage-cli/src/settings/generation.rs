@@ -7,7 +7,8 @@ use afterimage_core::StoppingCriterion;
 use afterimage_engine::{GenerateOptions, InFlight, OptionsError, StopRule, StopRuleError, Turns};
 
 use super::{Overrides, SettingsError};
-use crate::config::{Generation, ProviderKind};
+use crate::config::Generation;
+use afterimage_providers::Provider;
 
 /// `generation:`, resolved (the concurrency comes from [`concurrency`]).
 pub(super) struct Run {
@@ -23,7 +24,7 @@ pub(super) struct Run {
 pub(super) fn concurrency(
     generation: &Generation,
     overrides: &Overrides,
-    provider: ProviderKind,
+    provider: Provider,
 ) -> usize {
     overrides
         .max_concurrency

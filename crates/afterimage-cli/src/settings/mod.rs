@@ -13,7 +13,8 @@ use afterimage_engine::{InFlight, StopRule, Turns};
 use afterimage_providers::ThrottleConfig;
 use afterimage_storage::StorageSpec;
 
-use crate::config::{ProviderKind, QualitySection, RawConfig};
+use crate::config::{QualitySection, RawConfig};
+use afterimage_providers::Provider;
 
 pub use self::{
     after_run::{AfterRun, AutoExport},
@@ -43,7 +44,7 @@ mod tests;
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     /// `--provider`
-    pub provider: Option<ProviderKind>,
+    pub provider: Option<Provider>,
     /// `--model`
     pub model: Option<String>,
     /// `--base-url`
@@ -64,7 +65,7 @@ pub struct Overrides {
 #[derive(Debug)]
 pub struct Settings {
     /// The provider.
-    pub provider: ProviderKind,
+    pub provider: Provider,
     /// The respondent's (and by default the correspondent's) model.
     pub model_name: String,
     /// A separate model for the simulated user.

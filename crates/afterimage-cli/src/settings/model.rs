@@ -7,13 +7,14 @@ use afterimage_core::ApiKey;
 use afterimage_providers::ThrottleConfig;
 
 use super::{KeyPolicy, Overrides, SettingsError};
-use crate::config::{ModelSection, ProviderKind};
+use crate::config::ModelSection;
+use afterimage_providers::Provider;
 
 /// A model endpoint other than the main one (the judge's).
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     /// The provider.
-    pub provider: ProviderKind,
+    pub provider: Provider,
     /// The model.
     pub model_name: String,
     /// The endpoint, when not the provider's own.
@@ -34,7 +35,7 @@ pub struct Endpoint {
 #[derive(Debug, Clone)]
 pub struct EmbeddingEndpoint {
     /// OpenAI-compatible or Gemini.
-    pub provider: ProviderKind,
+    pub provider: Provider,
     /// The model.
     pub model_name: String,
     /// The endpoint, when not the provider's own.
@@ -47,7 +48,7 @@ pub struct EmbeddingEndpoint {
 
 /// The main model, resolved (its fields go to [`Settings`](super::Settings) as they are).
 pub(super) struct MainModel {
-    pub(super) provider: ProviderKind,
+    pub(super) provider: Provider,
     pub(super) model_name: String,
     pub(super) base_url: Option<String>,
     pub(super) api_keys: Vec<ApiKey>,
@@ -121,7 +122,7 @@ pub(super) fn per_key(section: &ModelSection, max_concurrency: usize) -> Throttl
 /// several, comma-separated); `name` is the section's key path.
 pub(super) fn resolve_keys(
     section: &ModelSection,
-    provider: ProviderKind,
+    provider: Provider,
     env: &impl Fn(&str) -> Option<String>,
     policy: KeyPolicy,
     name: &str,
@@ -144,7 +145,7 @@ pub(super) fn resolve_keys(
             .filter(|k| !k.is_empty())
             .map(ApiKey::new)
             .collect();
-        if found.is_empty() && policy == KeyPolicy::Required && provider != ProviderKind::Local {
+        if found.is_empty() && policy == KeyPolicy::Required && provider != Provider::Local {
             return Err(SettingsError::new(
                 format!("{name}.{key}"),
                 format!(

@@ -7,9 +7,9 @@ use afterimage_core::ApiKey;
 
 use super::{EmbeddingEndpoint, KeyPolicy, SettingsError};
 use crate::config::{
-    EmbeddingSection, PersonasSection, ProviderKind, RawConfig, RetrievalSection, RetrieverKind,
-    ToolsSection,
+    EmbeddingSection, PersonasSection, RawConfig, RetrievalSection, RetrieverKind, ToolsSection,
 };
+use afterimage_providers::Provider;
 
 /// `personas:`, resolved.
 #[derive(Debug, Clone, Copy)]
@@ -54,7 +54,7 @@ pub struct RetrievalSettings {
 
 /// The chat endpoint the embedding model falls back on, and how keys are read.
 pub(super) struct Chat<'a, E> {
-    pub(super) provider: ProviderKind,
+    pub(super) provider: Provider,
     pub(super) base_url: Option<&'a str>,
     pub(super) env: &'a E,
     pub(super) keys: KeyPolicy,
@@ -231,7 +231,7 @@ fn embedding<E: Fn(&str) -> Option<String>>(
     chat: &Chat<'_, E>,
 ) -> Result<EmbeddingEndpoint, SettingsError> {
     let provider = e.provider.unwrap_or(chat.provider);
-    if provider == ProviderKind::Anthropic {
+    if provider == Provider::Anthropic {
         return Err(SettingsError::new(
             "retrieval.embedding.provider",
             "anthropic has no embeddings API; use openai, gemini or local",
@@ -266,7 +266,7 @@ fn embedding<E: Fn(&str) -> Option<String>>(
 /// The first key in the embedding section's variable (default: the provider's).
 fn embedding_key<E: Fn(&str) -> Option<String>>(
     e: &EmbeddingSection,
-    provider: ProviderKind,
+    provider: Provider,
     chat: &Chat<'_, E>,
 ) -> Result<Option<ApiKey>, SettingsError> {
     let var = e
@@ -280,7 +280,7 @@ fn embedding_key<E: Fn(&str) -> Option<String>>(
         Some(key) if !key.trim().is_empty() => Ok(Some(ApiKey::new(
             key.split(',').next().unwrap_or_default().trim(),
         ))),
-        _ if chat.keys == KeyPolicy::Required && provider != ProviderKind::Local => {
+        _ if chat.keys == KeyPolicy::Required && provider != Provider::Local => {
             Err(SettingsError::new(
                 "retrieval.embedding.api_key_env",
                 format!("the API key variable {var} is not set (export {var}=<your key>)"),

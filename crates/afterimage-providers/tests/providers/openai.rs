@@ -1,17 +1,17 @@
 //! `OpenAiCompatible` against a wiremock server speaking the Chat Completions format.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::common::{KEY, SHORT_TIMEOUT, assert_hides_key};
 use afterimage_core::{
     ApiKey, ChatModel, ChatRequest, FinishReason, JsonSchema, Message, ProviderError, ToolCall,
     ToolSpec, Usage,
 };
 use afterimage_providers::{BuildError, OpenAiCompatible, StructuredOutput};
-use common::{KEY, SHORT_TIMEOUT, assert_hides_key, dead_url};
 use serde_json::{Value, json};
+
+use crate::shared::Fixture;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -89,6 +89,50 @@ async fn chat_error(server: &MockServer, template: ResponseTemplate) -> Provider
 fn error_body(message: &str, kind: &str, code: Value) -> Value {
     json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
 }
+
+pub(crate) const FIXTURE: Fixture = Fixture {
+    name: "openai",
+    model: MODEL,
+    base_path: "/v1",
+    chat_path: "/chat/completions",
+    probe_path: "/models",
+    client: |base_url, timeout| {
+        Arc::new(
+            OpenAiCompatible::builder(base_url)
+                .api_key(ApiKey::new(KEY))
+                .model(MODEL)
+                .timeout(timeout)
+                .build()
+                .unwrap(),
+        )
+    },
+    debug: |base_url| {
+        let client = OpenAiCompatible::builder(base_url)
+            .api_key(KEY)
+            .model(MODEL)
+            .build()
+            .unwrap();
+        let builder = OpenAiCompatible::openai().api_key(KEY);
+        (format!("{builder:?}"), format!("{client:?}"))
+    },
+    hello,
+    error: |status, message| {
+        let (kind, code) = match status {
+            401 => ("invalid_request_error", json!("invalid_api_key")),
+            404 => ("invalid_request_error", json!("model_not_found")),
+            429 => ("requests", json!("rate_limit_exceeded")),
+            500.. => ("server_error", Value::Null),
+            _ => ("invalid_request_error", Value::Null),
+        };
+        error_body(message, kind, code)
+    },
+    server_statuses: &[500, 502, 503, 408],
+    context_message: "This model's maximum context length is 128000 tokens. However, your messages resulted in 130000 tokens.",
+    expected: "a chat completion",
+    probe_ok: || json!({"object": "list", "data": []}),
+    auth_headers: &[("authorization", "Bearer {KEY}")],
+    parses_tool_arguments: false,
+};
 
 #[tokio::test]
 async fn sends_the_chat_completions_wire_format() {
@@ -398,28 +442,6 @@ async fn missing_usage_and_model_fall_back_to_defaults() {
 }
 
 #[tokio::test]
-async fn rate_limit_honours_retry_after_seconds() {
-    let server = MockServer::start().await;
-    let error = chat_error(
-        &server,
-        ResponseTemplate::new(429)
-            .insert_header("retry-after", "7")
-            .set_body_json(error_body(
-                "Rate limit reached for requests",
-                "requests",
-                json!("rate_limit_exceeded"),
-            )),
-    )
-    .await;
-    assert!(
-        matches!(&error, ProviderError::RateLimited { message, .. } if message == "Rate limit reached for requests"),
-        "{error:?}"
-    );
-    assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
-    assert!(error.is_retryable());
-}
-
-#[tokio::test]
 async fn rate_limit_prefers_retry_after_ms() {
     let server = MockServer::start().await;
     let error = chat_error(
@@ -480,31 +502,6 @@ async fn insufficient_quota_is_quota_exhausted() {
 }
 
 #[tokio::test]
-async fn unauthorized_is_auth_and_the_echoed_key_is_redacted() {
-    let server = MockServer::start().await;
-    let error = chat_error(
-        &server,
-        ResponseTemplate::new(401).set_body_json(error_body(
-            &format!("Incorrect API key provided: {KEY}. You can find your API key at https://platform.openai.com/account/api-keys."),
-            "invalid_request_error",
-            json!("invalid_api_key"),
-        )),
-    )
-    .await;
-    match &error {
-        ProviderError::Auth { status, message } => {
-            assert_eq!(*status, 401);
-            assert!(
-                message.starts_with("Incorrect API key provided: [redacted]."),
-                "{message}"
-            );
-        }
-        other => panic!("expected Auth, got {other:?}"),
-    }
-    assert!(error.is_auth());
-}
-
-#[tokio::test]
 async fn forbidden_is_auth() {
     let server = MockServer::start().await;
     let error = chat_error(
@@ -520,25 +517,6 @@ async fn forbidden_is_auth() {
         matches!(&error, ProviderError::Auth { status: 403, message } if message == "Project does not have access to model gpt-4o-mini"),
         "{error:?}"
     );
-}
-
-#[tokio::test]
-async fn bad_request_keeps_the_server_message() {
-    let server = MockServer::start().await;
-    let error = chat_error(
-        &server,
-        ResponseTemplate::new(400).set_body_json(error_body(
-            "Invalid value for 'temperature': must be <= 2.",
-            "invalid_request_error",
-            Value::Null,
-        )),
-    )
-    .await;
-    assert!(
-        matches!(&error, ProviderError::BadRequest { status: 400, message } if message == "Invalid value for 'temperature': must be <= 2."),
-        "{error:?}"
-    );
-    assert!(!error.is_retryable());
 }
 
 #[tokio::test]
@@ -593,61 +571,6 @@ async fn context_length_message_without_a_code_is_recognised() {
 }
 
 #[tokio::test]
-async fn not_found_names_the_model() {
-    let server = MockServer::start().await;
-    let error = chat_error(
-        &server,
-        ResponseTemplate::new(404).set_body_json(error_body(
-            "The model `gpt-4o-mini` does not exist or you do not have access to it.",
-            "invalid_request_error",
-            json!("model_not_found"),
-        )),
-    )
-    .await;
-    match &error {
-        ProviderError::ModelNotFound { model, message } => {
-            assert_eq!(model, MODEL);
-            assert_eq!(
-                message,
-                "The model `gpt-4o-mini` does not exist or you do not have access to it."
-            );
-        }
-        other => panic!("expected ModelNotFound, got {other:?}"),
-    }
-    assert!(error.is_fatal());
-}
-
-#[tokio::test]
-async fn server_errors_are_retryable() {
-    for status in [500, 502, 503, 408] {
-        let server = MockServer::start().await;
-        let error = chat_error(
-            &server,
-            ResponseTemplate::new(status).set_body_json(error_body(
-                "The server had an error while processing your request.",
-                "server_error",
-                Value::Null,
-            )),
-        )
-        .await;
-        match &error {
-            ProviderError::Server {
-                status: got,
-                message,
-            } => {
-                assert_eq!(*got, status);
-                assert_eq!(
-                    message,
-                    "The server had an error while processing your request."
-                );
-            }
-            other => panic!("{status}: expected Server, got {other:?}"),
-        }
-        assert!(error.is_retryable());
-    }
-}
-
-#[tokio::test]
 async fn service_unavailable_with_an_html_body_quotes_it() {
     let server = MockServer::start().await;
     let error = chat_error(
@@ -660,36 +583,6 @@ async fn service_unavailable_with_an_html_body_quotes_it() {
             if message == "HTTP 503 Service Unavailable: <html>upstream overloaded</html>"),
         "{error:?}"
     );
-}
-
-#[tokio::test]
-async fn a_slow_server_times_out() {
-    let server = MockServer::start().await;
-    answer(
-        &server,
-        ResponseTemplate::new(200)
-            .set_body_json(hello())
-            .set_delay(Duration::from_secs(3)),
-    )
-    .await;
-    let model = OpenAiCompatible::builder(format!("{}/v1", server.uri()))
-        .api_key(KEY)
-        .model(MODEL)
-        .timeout(SHORT_TIMEOUT)
-        .build()
-        .unwrap();
-    let started = std::time::Instant::now();
-    let error = model
-        .chat(ChatRequest::new(vec![Message::user("hi")]))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, ProviderError::Timeout { after } if after == SHORT_TIMEOUT),
-        "{error:?}"
-    );
-    assert!(started.elapsed() < Duration::from_secs(2));
-    assert!(error.is_retryable());
-    assert_hides_key(&error);
 }
 
 #[tokio::test]
@@ -716,51 +609,6 @@ async fn the_timeout_also_holds_with_a_shared_client() {
         matches!(error, ProviderError::Timeout { after } if after == SHORT_TIMEOUT),
         "{error:?}"
     );
-}
-
-#[tokio::test]
-async fn connection_refused_is_unreachable() {
-    let base = dead_url("/v1");
-    let model = OpenAiCompatible::builder(&base)
-        .api_key(KEY)
-        .model(MODEL)
-        .timeout(SHORT_TIMEOUT)
-        .build()
-        .unwrap();
-    let error = model
-        .chat(ChatRequest::new(vec![Message::user("hi")]))
-        .await
-        .unwrap_err();
-    match &error {
-        ProviderError::Unreachable { url, .. } => {
-            assert_eq!(url, &format!("{base}/chat/completions"));
-        }
-        other => panic!("expected Unreachable, got {other:?}"),
-    }
-    assert!(error.is_unreachable());
-    assert!(error.is_fatal());
-    assert_hides_key(&error);
-}
-
-#[tokio::test]
-async fn broken_json_is_a_malformed_response() {
-    let server = MockServer::start().await;
-    let error = chat_error(
-        &server,
-        ResponseTemplate::new(200).set_body_raw(r#"{"choices": [{"mess"#, "application/json"),
-    )
-    .await;
-    match &error {
-        ProviderError::MalformedResponse { message, snippet } => {
-            assert!(
-                message.starts_with("expected a chat completion: "),
-                "{message}"
-            );
-            assert_eq!(snippet, r#"{"choices": [{"mess"#);
-        }
-        other => panic!("expected MalformedResponse, got {other:?}"),
-    }
-    assert!(error.is_retryable());
 }
 
 #[tokio::test]
@@ -809,44 +657,6 @@ async fn a_key_in_a_malformed_body_is_redacted() {
 }
 
 #[tokio::test]
-async fn probe_lists_the_models_with_the_key() {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/v1/models"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"object": "list", "data": []})),
-        )
-        .expect(1)
-        .mount(&server)
-        .await;
-    client(&server).probe().await.unwrap();
-    let requests = server.received_requests().await.unwrap();
-    assert_eq!(
-        requests[0].headers["authorization"],
-        format!("Bearer {KEY}")
-    );
-}
-
-#[tokio::test]
-async fn probe_reports_a_bad_key() {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/v1/models"))
-        .respond_with(ResponseTemplate::new(401).set_body_json(error_body(
-            "Invalid key",
-            "invalid_request_error",
-            json!("invalid_api_key"),
-        )))
-        .mount(&server)
-        .await;
-    let error = client(&server).probe().await.unwrap_err();
-    assert!(
-        matches!(error, ProviderError::Auth { status: 401, .. }),
-        "{error:?}"
-    );
-}
-
-#[tokio::test]
 async fn probe_falls_back_to_a_completion_without_a_model_list() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
@@ -860,18 +670,6 @@ async fn probe_falls_back_to_a_completion_without_a_model_list() {
     assert_eq!(requests.len(), 2);
     let body: Value = serde_json::from_slice(&requests[1].body).unwrap();
     assert_eq!(body["max_tokens"], 1);
-}
-
-#[tokio::test]
-async fn debug_output_never_shows_the_key() {
-    let server = MockServer::start().await;
-    let model = client(&server);
-    let shown = format!("{model:?}");
-    assert!(!shown.contains(KEY), "{shown}");
-    assert!(shown.contains(MODEL), "{shown}");
-    let builder = OpenAiCompatible::openai().api_key(KEY);
-    assert!(!format!("{builder:?}").contains(KEY));
-    assert_eq!(model.model_id(), MODEL);
 }
 
 #[test]

@@ -1,17 +1,17 @@
 //! `Gemini` against a wiremock server speaking the `generateContent` format.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::{KEY, assert_hides_key};
 use afterimage_core::{
     ApiKey, ChatModel, ChatRequest, FinishReason, JsonSchema, Message, ProviderError, ToolCall,
     ToolSpec, Usage,
 };
 use afterimage_providers::{BuildError, GEMINI_BASE_URL, Gemini, GeminiSchemaField};
-use common::{KEY, SHORT_TIMEOUT, assert_hides_key, dead_url};
 use serde_json::{Value, json};
+
+use crate::shared::Fixture;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -92,6 +92,52 @@ async fn chat_error(server: &MockServer, template: ResponseTemplate) -> Provider
 fn google_error(code: u16, status: &str, message: &str, details: Value) -> Value {
     json!({"error": {"code": code, "message": message, "status": status, "details": details}})
 }
+
+pub(crate) const FIXTURE: Fixture = Fixture {
+    name: "gemini",
+    model: MODEL,
+    base_path: "/v1beta",
+    chat_path: "/models/gemini-2.5-flash:generateContent",
+    probe_path: "/models/gemini-2.5-flash",
+    client: |base_url, timeout| {
+        Arc::new(
+            Gemini::builder()
+                .base_url(base_url)
+                .api_key(ApiKey::new(KEY))
+                .model(MODEL)
+                .timeout(timeout)
+                .build()
+                .unwrap(),
+        )
+    },
+    debug: |base_url| {
+        let builder = Gemini::builder()
+            .base_url(base_url)
+            .api_key(KEY)
+            .model(MODEL);
+        let client = builder.clone().build().unwrap();
+        (format!("{builder:?}"), format!("{client:?}"))
+    },
+    hello,
+    error: |status, message| {
+        let google = match status {
+            401 => "UNAUTHENTICATED",
+            403 => "PERMISSION_DENIED",
+            404 => "NOT_FOUND",
+            429 => "RESOURCE_EXHAUSTED",
+            500 => "INTERNAL",
+            503 => "UNAVAILABLE",
+            _ => "INVALID_ARGUMENT",
+        };
+        google_error(status, google, message, json!([]))
+    },
+    server_statuses: &[500, 503],
+    context_message: "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).",
+    expected: "a generateContent response",
+    probe_ok: || json!({"name": "models/gemini-2.5-flash", "inputTokenLimit": 1048576}),
+    auth_headers: &[("x-goog-api-key", "{KEY}")],
+    parses_tool_arguments: true,
+};
 
 #[tokio::test]
 async fn sends_the_generate_content_wire_format() {
@@ -351,21 +397,6 @@ async fn no_candidates_without_a_block_reason_is_malformed() {
 }
 
 #[tokio::test]
-async fn broken_json_is_malformed() {
-    let server = MockServer::start().await;
-    let error = chat_error(
-        &server,
-        ResponseTemplate::new(200).set_body_raw("{\"candidates\": [", "application/json"),
-    )
-    .await;
-    assert!(
-        matches!(&error, ProviderError::MalformedResponse { message, snippet }
-            if message.starts_with("expected a generateContent response: ") && snippet == "{\"candidates\": ["),
-        "{error:?}"
-    );
-}
-
-#[tokio::test]
 async fn rate_limit_reads_retry_info() {
     let server = MockServer::start().await;
     let error = chat_error(
@@ -435,188 +466,6 @@ async fn an_invalid_key_answered_with_400_is_auth() {
 }
 
 #[tokio::test]
-async fn unauthorized_and_forbidden_are_auth() {
-    for (status, google) in [(401, "UNAUTHENTICATED"), (403, "PERMISSION_DENIED")] {
-        let server = MockServer::start().await;
-        let error = chat_error(
-            &server,
-            ResponseTemplate::new(status).set_body_json(google_error(
-                status,
-                google,
-                &format!("Method doesn't allow key {KEY}."),
-                json!([]),
-            )),
-        )
-        .await;
-        match &error {
-            ProviderError::Auth {
-                status: got,
-                message,
-            } => {
-                assert_eq!(*got, status);
-                assert_eq!(message, "Method doesn't allow key [redacted].");
-            }
-            other => panic!("{status}: expected Auth, got {other:?}"),
-        }
-    }
-}
-
-#[tokio::test]
-async fn invalid_argument_is_a_bad_request() {
-    let server = MockServer::start().await;
-    let error = chat_error(
-        &server,
-        ResponseTemplate::new(400).set_body_json(google_error(
-            400,
-            "INVALID_ARGUMENT",
-            "Invalid JSON payload received. Unknown name \"foo\": Cannot find field.",
-            json!([{"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": []}]),
-        )),
-    )
-    .await;
-    assert!(
-        matches!(&error, ProviderError::BadRequest { status: 400, message }
-            if message == "Invalid JSON payload received. Unknown name \"foo\": Cannot find field."),
-        "{error:?}"
-    );
-}
-
-#[tokio::test]
-async fn too_many_input_tokens_is_context_length_exceeded() {
-    let server = MockServer::start().await;
-    let error = chat_error(
-        &server,
-        ResponseTemplate::new(400).set_body_json(google_error(
-            400,
-            "INVALID_ARGUMENT",
-            "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).",
-            json!([]),
-        )),
-    )
-    .await;
-    assert!(
-        matches!(&error, ProviderError::ContextLengthExceeded { message } if message.starts_with("The input token count (1200000)")),
-        "{error:?}"
-    );
-}
-
-#[tokio::test]
-async fn an_unknown_model_is_model_not_found() {
-    let server = MockServer::start().await;
-    let error = chat_error(
-        &server,
-        ResponseTemplate::new(404).set_body_json(google_error(
-            404,
-            "NOT_FOUND",
-            "models/gemini-2.5-flash is not found for API version v1beta, or is not supported for generateContent.",
-            json!([]),
-        )),
-    )
-    .await;
-    match &error {
-        ProviderError::ModelNotFound { model, message } => {
-            assert_eq!(model, MODEL);
-            assert!(
-                message.starts_with("models/gemini-2.5-flash is not found"),
-                "{message}"
-            );
-        }
-        other => panic!("expected ModelNotFound, got {other:?}"),
-    }
-}
-
-#[tokio::test]
-async fn server_errors_are_retryable() {
-    for (status, google) in [(500, "INTERNAL"), (503, "UNAVAILABLE")] {
-        let server = MockServer::start().await;
-        let error = chat_error(
-            &server,
-            ResponseTemplate::new(status).set_body_json(google_error(
-                status,
-                google,
-                "The model is overloaded. Please try again later.",
-                json!([]),
-            )),
-        )
-        .await;
-        match &error {
-            ProviderError::Server {
-                status: got,
-                message,
-            } => {
-                assert_eq!(*got, status);
-                assert_eq!(message, "The model is overloaded. Please try again later.");
-            }
-            other => panic!("{status}: expected Server, got {other:?}"),
-        }
-        assert!(error.is_retryable());
-    }
-}
-
-#[tokio::test]
-async fn a_slow_server_times_out() {
-    let server = MockServer::start().await;
-    answer(
-        &server,
-        ResponseTemplate::new(200)
-            .set_body_json(hello())
-            .set_delay(Duration::from_secs(3)),
-    )
-    .await;
-    let model = builder(&server).timeout(SHORT_TIMEOUT).build().unwrap();
-    let error = model
-        .chat(ChatRequest::new(vec![Message::user("hi")]))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, ProviderError::Timeout { after } if after == SHORT_TIMEOUT),
-        "{error:?}"
-    );
-    assert_hides_key(&error);
-}
-
-#[tokio::test]
-async fn connection_refused_is_unreachable() {
-    let base = dead_url("/v1beta");
-    let model = Gemini::builder()
-        .base_url(&base)
-        .api_key(KEY)
-        .model(MODEL)
-        .timeout(SHORT_TIMEOUT)
-        .build()
-        .unwrap();
-    let error = model
-        .chat(ChatRequest::new(vec![Message::user("hi")]))
-        .await
-        .unwrap_err();
-    match &error {
-        ProviderError::Unreachable { url, .. } => {
-            assert_eq!(url, &format!("{base}/models/{MODEL}:generateContent"));
-        }
-        other => panic!("expected Unreachable, got {other:?}"),
-    }
-    assert_hides_key(&error);
-}
-
-#[tokio::test]
-async fn probe_gets_the_model_with_the_key_header() {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/v1beta/models/gemini-2.5-flash"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "name": "models/gemini-2.5-flash",
-            "inputTokenLimit": 1048576
-        })))
-        .expect(1)
-        .mount(&server)
-        .await;
-    client(&server).probe().await.unwrap();
-    let requests = server.received_requests().await.unwrap();
-    assert_eq!(requests[0].headers["x-goog-api-key"], KEY);
-    assert_eq!(requests[0].url.query(), None);
-}
-
-#[tokio::test]
 async fn probe_reports_an_unknown_model() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
@@ -634,34 +483,6 @@ async fn probe_reports_an_unknown_model() {
         matches!(&error, ProviderError::ModelNotFound { model, .. } if model == MODEL),
         "{error:?}"
     );
-}
-
-#[tokio::test]
-async fn tool_arguments_that_are_not_an_object_fail_before_sending() {
-    let server = MockServer::start().await;
-    answer(&server, ResponseTemplate::new(200).set_body_json(hello())).await;
-    let request = ChatRequest::new(vec![
-        Message::user("?"),
-        Message {
-            tool_calls: vec![ToolCall::function("c", "f", "not json")],
-            ..Message::assistant("")
-        },
-    ]);
-    let error = client(&server).chat(request).await.unwrap_err();
-    assert_eq!(error.kind(), "other");
-    assert!(!error.is_retryable());
-    assert!(server.received_requests().await.unwrap().is_empty());
-}
-
-#[tokio::test]
-async fn debug_output_never_shows_the_key() {
-    let server = MockServer::start().await;
-    let model = client(&server);
-    let shown = format!("{model:?}");
-    assert!(!shown.contains(KEY), "{shown}");
-    assert!(shown.contains(MODEL), "{shown}");
-    assert!(!format!("{:?}", builder(&server)).contains(KEY));
-    assert_eq!(model.model_id(), MODEL);
 }
 
 #[test]

@@ -1,17 +1,16 @@
 //! `Anthropic` against a wiremock server speaking the Messages API format.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::KEY;
 use afterimage_core::{
-    ApiKey, ChatModel, ChatRequest, FinishReason, JsonSchema, Message, ProviderError, ToolCall,
-    ToolSpec, Usage,
+    ApiKey, ChatModel, ChatRequest, FinishReason, JsonSchema, Message, ToolCall, ToolSpec, Usage,
 };
 use afterimage_providers::{ANTHROPIC_BASE_URL, Anthropic, AnthropicBuilder, BuildError};
-use common::{KEY, SHORT_TIMEOUT, assert_hides_key, dead_url};
 use serde_json::{Value, json};
+
+use crate::shared::Fixture;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -81,19 +80,60 @@ fn weather_tool() -> ToolSpec {
     }
 }
 
-async fn chat_error(server: &MockServer, template: ResponseTemplate) -> ProviderError {
-    answer(server, template).await;
-    let error = client(server)
-        .chat(ChatRequest::new(vec![Message::user("hi")]))
-        .await
-        .unwrap_err();
-    assert_hides_key(&error);
-    error
-}
-
 fn anthropic_error(kind: &str, message: &str) -> Value {
     json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_01"})
 }
+
+pub(crate) const FIXTURE: Fixture = Fixture {
+    name: "anthropic",
+    model: MODEL,
+    base_path: "/v1",
+    chat_path: "/messages",
+    probe_path: "/models",
+    client: |base_url, timeout| {
+        Arc::new(
+            Anthropic::builder()
+                .base_url(base_url)
+                .api_key(ApiKey::new(KEY))
+                .model(MODEL)
+                .timeout(timeout)
+                .build()
+                .unwrap(),
+        )
+    },
+    debug: |base_url| {
+        let builder = Anthropic::builder()
+            .base_url(base_url)
+            .api_key(KEY)
+            .model(MODEL);
+        let client = builder.clone().build().unwrap();
+        (format!("{builder:?}"), format!("{client:?}"))
+    },
+    hello,
+    error: |status, message| {
+        let kind = match status {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            429 => "rate_limit_error",
+            529 => "overloaded_error",
+            500.. => "api_error",
+            _ => "invalid_request_error",
+        };
+        anthropic_error(kind, message)
+    },
+    server_statuses: &[500, 529],
+    context_message: "prompt is too long: 210000 tokens > 200000 maximum",
+    expected: "a Messages API response",
+    probe_ok: || {
+        json!({
+            "data": [{"type": "model", "id": MODEL, "display_name": "Claude Sonnet 4.5"}],
+            "has_more": false
+        })
+    },
+    auth_headers: &[("x-api-key", "{KEY}"), ("anthropic-version", "2023-06-01")],
+    parses_tool_arguments: true,
+};
 
 #[tokio::test]
 async fn sends_the_messages_wire_format() {
@@ -331,211 +371,6 @@ async fn stop_reasons_map_onto_core() {
 }
 
 #[tokio::test]
-async fn broken_json_is_malformed() {
-    let server = MockServer::start().await;
-    let error = chat_error(
-        &server,
-        ResponseTemplate::new(200).set_body_raw("{\"content\": [", "application/json"),
-    )
-    .await;
-    assert!(
-        matches!(&error, ProviderError::MalformedResponse { message, snippet }
-            if message.starts_with("expected a Messages API response: ") && snippet == "{\"content\": ["),
-        "{error:?}"
-    );
-    assert!(error.is_retryable());
-}
-
-#[tokio::test]
-async fn rate_limits_carry_retry_after() {
-    let server = MockServer::start().await;
-    let error = chat_error(
-        &server,
-        ResponseTemplate::new(429)
-            .insert_header("retry-after", "7")
-            .set_body_json(anthropic_error(
-                "rate_limit_error",
-                "Number of request tokens has exceeded your per-minute rate limit",
-            )),
-    )
-    .await;
-    assert!(
-        matches!(&error, ProviderError::RateLimited { message, .. } if message.starts_with("Number of request tokens")),
-        "{error:?}"
-    );
-    assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
-    assert!(error.is_retryable());
-}
-
-#[tokio::test]
-async fn overloaded_is_a_retryable_server_error() {
-    let server = MockServer::start().await;
-    let error = chat_error(
-        &server,
-        ResponseTemplate::new(529).set_body_json(anthropic_error("overloaded_error", "Overloaded")),
-    )
-    .await;
-    assert!(
-        matches!(&error, ProviderError::Server { status: 529, message } if message == "Overloaded"),
-        "{error:?}"
-    );
-    assert!(error.is_retryable());
-}
-
-#[tokio::test]
-async fn internal_errors_are_retryable() {
-    let server = MockServer::start().await;
-    let error = chat_error(
-        &server,
-        ResponseTemplate::new(500).set_body_json(anthropic_error("api_error", "Internal error")),
-    )
-    .await;
-    assert!(
-        matches!(&error, ProviderError::Server { status: 500, .. }),
-        "{error:?}"
-    );
-    assert!(error.is_retryable());
-}
-
-#[tokio::test]
-async fn unauthorized_and_forbidden_are_auth() {
-    for (status, kind) in [(401, "authentication_error"), (403, "permission_error")] {
-        let server = MockServer::start().await;
-        let error = chat_error(
-            &server,
-            ResponseTemplate::new(status)
-                .set_body_json(anthropic_error(kind, &format!("invalid x-api-key {KEY}"))),
-        )
-        .await;
-        match &error {
-            ProviderError::Auth {
-                status: got,
-                message,
-            } => {
-                assert_eq!(*got, status);
-                assert_eq!(message, "invalid x-api-key [redacted]");
-            }
-            other => panic!("{status}: expected Auth, got {other:?}"),
-        }
-        assert!(error.is_fatal());
-    }
-}
-
-#[tokio::test]
-async fn an_unknown_model_is_model_not_found() {
-    let server = MockServer::start().await;
-    let error = chat_error(
-        &server,
-        ResponseTemplate::new(404)
-            .set_body_json(anthropic_error("not_found_error", "model: claude-nope")),
-    )
-    .await;
-    assert!(
-        matches!(&error, ProviderError::ModelNotFound { model, message }
-            if model == MODEL && message == "model: claude-nope"),
-        "{error:?}"
-    );
-}
-
-#[tokio::test]
-async fn invalid_requests_are_bad_requests() {
-    let server = MockServer::start().await;
-    let error = chat_error(
-        &server,
-        ResponseTemplate::new(400).set_body_json(anthropic_error(
-            "invalid_request_error",
-            "messages: roles must alternate between \"user\" and \"assistant\"",
-        )),
-    )
-    .await;
-    assert!(
-        matches!(&error, ProviderError::BadRequest { status: 400, message } if message.starts_with("messages: roles")),
-        "{error:?}"
-    );
-    assert!(!error.is_retryable());
-}
-
-#[tokio::test]
-async fn a_long_prompt_is_context_length_exceeded() {
-    let server = MockServer::start().await;
-    let error = chat_error(
-        &server,
-        ResponseTemplate::new(400).set_body_json(anthropic_error(
-            "invalid_request_error",
-            "prompt is too long: 210000 tokens > 200000 maximum",
-        )),
-    )
-    .await;
-    assert!(
-        matches!(&error, ProviderError::ContextLengthExceeded { message } if message.starts_with("prompt is too long")),
-        "{error:?}"
-    );
-}
-
-#[tokio::test]
-async fn a_slow_server_times_out() {
-    let server = MockServer::start().await;
-    answer(
-        &server,
-        ResponseTemplate::new(200)
-            .set_body_json(hello())
-            .set_delay(Duration::from_secs(3)),
-    )
-    .await;
-    let model = builder(&server).timeout(SHORT_TIMEOUT).build().unwrap();
-    let error = model
-        .chat(ChatRequest::new(vec![Message::user("hi")]))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, ProviderError::Timeout { after } if after == SHORT_TIMEOUT),
-        "{error:?}"
-    );
-    assert_hides_key(&error);
-}
-
-#[tokio::test]
-async fn connection_refused_is_unreachable() {
-    let base = dead_url("/v1");
-    let model = Anthropic::builder()
-        .base_url(&base)
-        .api_key(KEY)
-        .model(MODEL)
-        .timeout(SHORT_TIMEOUT)
-        .build()
-        .unwrap();
-    let error = model
-        .chat(ChatRequest::new(vec![Message::user("hi")]))
-        .await
-        .unwrap_err();
-    match &error {
-        ProviderError::Unreachable { url, .. } => assert_eq!(url, &format!("{base}/messages")),
-        other => panic!("expected Unreachable, got {other:?}"),
-    }
-    assert_hides_key(&error);
-}
-
-#[tokio::test]
-async fn probe_lists_the_models_with_the_key_header() {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/v1/models"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "data": [{"type": "model", "id": MODEL, "display_name": "Claude Sonnet 4.5"}],
-            "has_more": false
-        })))
-        .expect(1)
-        .mount(&server)
-        .await;
-    client(&server).probe().await.unwrap();
-    let requests = server.received_requests().await.unwrap();
-    assert_eq!(requests.len(), 1);
-    assert_eq!(requests[0].headers["x-api-key"], KEY);
-    assert_eq!(requests[0].headers["anthropic-version"], "2023-06-01");
-    assert_eq!(requests[0].url.query(), None);
-}
-
-#[tokio::test]
 async fn probe_falls_back_to_a_one_token_message() {
     let server = MockServer::start().await;
     answer(&server, ResponseTemplate::new(200).set_body_json(hello())).await;
@@ -544,50 +379,6 @@ async fn probe_falls_back_to_a_one_token_message() {
     assert_eq!(requests.len(), 2, "GET /models (404), then POST /messages");
     let body: Value = serde_json::from_slice(&requests[1].body).unwrap();
     assert_eq!(body["max_tokens"], 1);
-}
-
-#[tokio::test]
-async fn probe_reports_a_bad_key() {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/v1/models"))
-        .respond_with(
-            ResponseTemplate::new(401)
-                .set_body_json(anthropic_error("authentication_error", "invalid x-api-key")),
-        )
-        .mount(&server)
-        .await;
-    let error = client(&server).probe().await.unwrap_err();
-    assert!(error.is_auth(), "{error:?}");
-    assert_hides_key(&error);
-}
-
-#[tokio::test]
-async fn tool_arguments_that_are_not_an_object_fail_before_sending() {
-    let server = MockServer::start().await;
-    answer(&server, ResponseTemplate::new(200).set_body_json(hello())).await;
-    let request = ChatRequest::new(vec![
-        Message::user("?"),
-        Message {
-            tool_calls: vec![ToolCall::function("c", "f", "not json")],
-            ..Message::assistant("")
-        },
-    ]);
-    let error = client(&server).chat(request).await.unwrap_err();
-    assert_eq!(error.kind(), "other");
-    assert!(!error.is_retryable());
-    assert!(server.received_requests().await.unwrap().is_empty());
-}
-
-#[tokio::test]
-async fn debug_output_never_shows_the_key() {
-    let server = MockServer::start().await;
-    let model = client(&server);
-    let shown = format!("{model:?}");
-    assert!(!shown.contains(KEY), "{shown}");
-    assert!(shown.contains(MODEL), "{shown}");
-    assert!(!format!("{:?}", builder(&server)).contains(KEY));
-    assert_eq!(model.model_id(), MODEL);
 }
 
 #[test]

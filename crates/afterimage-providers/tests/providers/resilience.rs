@@ -1,5 +1,4 @@
 //! Retry middleware and the key pool against wiremock servers speaking OpenAI's format.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

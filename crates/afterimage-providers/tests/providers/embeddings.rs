@@ -1,17 +1,14 @@
 //! `OpenAiEmbedder` and `GeminiEmbedder` against wiremock servers speaking the OpenAI
 //! `/embeddings` and Gemini `batchEmbedContents` formats, and the embedding retriever
 //! over them.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::{KEY, SHORT_TIMEOUT, assert_hides_key, dead_url};
 use afterimage_core::{Document, Embedder, ProviderError, Retriever};
 use afterimage_providers::{GeminiEmbedder, OpenAiEmbedder, RetryEmbedder, RetryPolicy};
 use afterimage_strategies::EmbeddingRetriever;
-use common::{KEY, SHORT_TIMEOUT, assert_hides_key, dead_url};
 use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
