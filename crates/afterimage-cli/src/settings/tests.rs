@@ -1,3 +1,5 @@
+//! Resolution tests: defaults, paths, the key named by each error, and the checks run before a run.
+
 use afterimage_datasets::ExportFormat;
 
 use super::*;
