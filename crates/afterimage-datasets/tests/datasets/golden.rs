@@ -1,7 +1,6 @@
 //! Golden files: every export format over a hand-built input, compared byte for byte.
-//! `AFTERIMAGE_UPDATE_GOLDEN=1 cargo test -p afterimage-datasets --test golden`
+//! `AFTERIMAGE_UPDATE_GOLDEN=1 cargo test -p afterimage-datasets --test datasets golden`
 //! rewrites them (then read the diff before committing).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::path::{Path, PathBuf};
 

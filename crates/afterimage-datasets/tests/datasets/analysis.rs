@@ -1,5 +1,4 @@
 //! The analysis of the golden input: the figures, and the HTML page built from them.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::collections::BTreeMap;
 use std::path::Path;
