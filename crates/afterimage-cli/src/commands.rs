@@ -5,8 +5,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::BTreeMap;
-
 use afterimage_core::{Document, DocumentSource, Storage, StorageError};
 use afterimage_engine::{CostBudget, EngineError, StopHandle};
 use afterimage_providers::{KeyStats, Provider, ThrottleStats};
@@ -33,7 +31,7 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
             .with_context(|| format!("opening the output {}", settings.output))
             .map_err(Failure::Usage)?,
     );
-    let (generator, options, pools) = build::generator(&settings, Arc::clone(&storage))
+    let (generator, options, pools) = build::generator(&settings, storage)
         .await
         .map_err(Failure::Usage)?;
 
@@ -58,9 +56,6 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
     let options = options.on_progress(progress.callback());
     let result = generator.generate(options).await;
     progress.finish();
-    if let Some(report) = result.as_ref().map_or_else(EngineError::report, Some) {
-        record_failures(storage.as_ref(), &report.failures).await;
-    }
 
     let keys: Vec<KeyStats> = pools.keys.iter().flat_map(|p| p.stats()).collect();
     let pacing: Vec<ThrottleStats> = pools.throttles.iter().map(|t| t.stats()).collect();
@@ -88,25 +83,6 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
         }
         Err(e @ EngineError::Config(_)) => Err(Failure::Usage(e.into())),
         Err(e) => Err(Failure::Run(e.into())),
-    }
-}
-
-/// Adds the session's failures by cause to the stored run record, where `analyze`
-/// finds them later without this run's report. A failure only warns: the rows and
-/// the rest of the record are already stored.
-async fn record_failures(storage: &dyn Storage, failures: &BTreeMap<String, u64>) {
-    let saved = async {
-        let Some(mut record) = storage.load_run().await? else {
-            return Ok(());
-        };
-        record.add_failures(failures);
-        storage.save_run(&record).await
-    };
-    if let Err(e) = saved.await {
-        tracing::warn!(
-            "could not save the failures by cause in the run record of {}: {e}",
-            storage.location()
-        );
     }
 }
 

@@ -37,31 +37,13 @@ pub(crate) struct Plan {
 
 impl Plan {
     pub(crate) fn new(options: &GenerateOptions) -> Result<Plan, EngineError> {
-        if options.num_dialogs == Some(0) {
-            return Err(EngineError::Config(
-                "num_dialogs is 0: ask for at least one dialog".into(),
-            ));
-        }
-        if options.turns.max() == 0 {
-            return Err(EngineError::Config(
-                "max_turns is 0: a dialog needs at least one turn".into(),
-            ));
-        }
-        if options.max_concurrency == 0 {
-            return Err(EngineError::Config(
-                "max_concurrency is 0: allow at least one dialog at a time".into(),
-            ));
-        }
+        options
+            .validate()
+            .map_err(|error| EngineError::Config(error.to_string()))?;
         // The caller's list stays as it was; the count joins a copy.
         let mut criteria = options.stopping_criteria.clone();
         if let Some(n) = options.num_dialogs {
             criteria.push(Arc::new(FixedNumber(n)));
-        }
-        if criteria.is_empty() {
-            return Err(EngineError::Config(
-                "nothing tells the run when to stop: set num_dialogs or add a stopping criterion"
-                    .into(),
-            ));
         }
         let cap = options.requested_rows();
         let max_failures = options
