@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use afterimage_core::{Document, DocumentSource, Storage, StorageError};
-use afterimage_engine::{CostBudget, EngineError, StopHandle};
+use afterimage_engine::{CostBudget, EngineError, RunReport, StopHandle};
 use afterimage_providers::{KeyStats, Provider, ThrottleStats};
 use afterimage_storage::StorageSpec;
 use anyhow::{Context, anyhow};
@@ -57,11 +57,22 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
     let result = generator.generate(options).await;
     progress.finish();
 
+    conclude(result, &settings, &pools, args.json).await
+}
+
+/// Prints the run's report and maps its outcome onto the exit: a finished run also
+/// gets its end-of-run export and report.
+async fn conclude(
+    result: Result<RunReport, EngineError>,
+    settings: &Settings,
+    pools: &build::Meters,
+    json: bool,
+) -> Result<(), Failure> {
     let keys: Vec<KeyStats> = pools.keys.iter().flat_map(|p| p.stats()).collect();
     let pacing: Vec<ThrottleStats> = pools.throttles.iter().map(|t| t.stats()).collect();
     match result {
         Ok(report) if report.interrupted => {
-            print_report(&report, &keys, &pacing, args.json);
+            print_report(&report, &keys, &pacing, json);
             Err(Failure::Interrupted(anyhow!(
                 "interrupted: {} rows written to {} are kept; run the same command with --resume to make the rest",
                 report.rows_written,
@@ -69,12 +80,12 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
             )))
         }
         Ok(report) => {
-            print_report(&report, &keys, &pacing, args.json);
-            crate::datasets::after_generate(&settings, &report.failures).await;
+            print_report(&report, &keys, &pacing, json);
+            crate::datasets::after_generate(settings, &report.failures).await;
             Ok(())
         }
         Err(EngineError::RunFailed { cause, report }) => {
-            print_report(&report, &keys, &pacing, args.json);
+            print_report(&report, &keys, &pacing, json);
             Err(Failure::Run(anyhow!(
                 "{cause} ({} rows written to {} are kept)",
                 report.rows_written,
