@@ -25,7 +25,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub(crate) struct Plan {
     pub(crate) cap: Option<u64>,
     pub(crate) criteria: Vec<Arc<dyn StoppingCriterion>>,
-    pub(crate) max_concurrency: usize,
     pub(crate) max_failures: u64,
     pub(crate) backoff_base: Duration,
     /// Indices a resumed run already stored: they count towards the cap and are
@@ -52,7 +51,6 @@ impl Plan {
         Ok(Plan {
             cap,
             criteria,
-            max_concurrency: options.max_concurrency,
             max_failures,
             backoff_base: options.failure_backoff,
             done: HashSet::new(),
@@ -154,7 +152,8 @@ impl<'a> Scheduler<'a> {
         // A dialog waiting out a retry delay holds no request in flight: another may
         // start in its place (at most doubling the dialogs in memory).
         let parked = self.options.parked.as_ref().map_or(0, ParkedRequests::now) as usize;
-        let slots = plan.max_concurrency + parked.min(plan.max_concurrency);
+        let max_concurrency = self.options.max_concurrency;
+        let slots = max_concurrency + parked.min(max_concurrency);
         while state.stop.is_none()
             && self.tasks.len() < slots
             && plan
