@@ -1,6 +1,7 @@
 //! RAG end to end over real HTTP: chunks embedded by the mock server through both
 //! embedding clients, retrieved by meaning, and put into the assistant's prompt of a
-//! whole generation run.
+//! whole generation run; and the embedding retriever's own requests, seen by a
+//! wiremock server.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::sync::Arc;
@@ -12,6 +13,9 @@ use afterimage::strategies::{
 };
 use afterimage_core::{Embedder, Retriever};
 use afterimage_mock::{MockConfig, MockServer};
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
 fn chunks() -> Vec<Document> {
     vec![
@@ -134,4 +138,73 @@ async fn a_run_with_rag_stores_the_retrieved_context() {
         }
     }
     server.shutdown().await;
+}
+
+/// Answers OpenAI embeddings requests with one axis per keyword of each input.
+struct KeywordEmbeddings;
+
+impl Respond for KeywordEmbeddings {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        let data: Vec<Value> = body["input"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let text = t.as_str().unwrap();
+                let vector: Vec<f32> = ["refund", "ship"]
+                    .iter()
+                    .map(|k| if text.contains(k) { 1.0 } else { 0.0 })
+                    .collect();
+                json!({"object": "embedding", "index": i, "embedding": vector})
+            })
+            .collect();
+        ResponseTemplate::new(200).set_body_json(json!({"object": "list", "data": data}))
+    }
+}
+
+async fn bodies(server: &wiremock::MockServer) -> Vec<Value> {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_embedding_retriever_batches_chunks_and_embeds_the_query() {
+    let server = wiremock::MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/embeddings"))
+        .respond_with(KeywordEmbeddings)
+        .mount(&server)
+        .await;
+    let chunks = vec![
+        Document::with_id("refunds", "A refund takes 30 days."),
+        Document::with_id("shipping", "We ship in two days."),
+        Document::with_id("hours", "Open nine to five."),
+    ];
+    let embedder = Arc::new(
+        OpenAiEmbedder::new("key", "text-embedding-3-small")
+            .base_url(format!("{}/v1", server.uri()))
+            .timeout(std::time::Duration::from_secs(5))
+            .batch_size(2),
+    );
+    let retriever = EmbeddingRetriever::build(embedder, chunks, 2)
+        .await
+        .unwrap();
+    // Two batches of chunks.
+    assert_eq!(bodies(&server).await.len(), 2);
+    let hits = retriever
+        .retrieve("when does my refund arrive?", 3)
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].id, "refunds");
+    assert!((hits[0].score - 1.0).abs() < 1e-6);
+    let last = bodies(&server).await.pop().unwrap();
+    assert_eq!(last["input"], json!(["when does my refund arrive?"]));
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use afterimage_core::{
     ChatModel, Document, DocumentSource, InstructionGenerator, ParkedRequests, Retriever, Storage,
 };
-use afterimage_engine::{ConversationGenerator, GenerateOptions};
+use afterimage_engine::{ConversationGenerator, ConversationGeneratorBuilder, GenerateOptions};
 use afterimage_providers::{
     EmbeddingEndpoint as EmbeddingModel, Endpoint as ModelEndpoint, KeyPool, SharedParts, Throttle,
 };
@@ -323,26 +323,13 @@ pub(crate) async fn generator(
         builder = builder.correspondent_model(model(settings, name, &client, &mut pools)?);
     }
     if settings.auto_improve {
-        let quality = &settings.quality;
-        builder = builder
-            .auto_improve(true)
-            .evaluator(Arc::new(judge(settings, &respondent, &client, &mut pools)?))
-            .min_score(quality.min_score)
-            .max_regenerations(quality.max_regenerations)
-            .keep_best(quality.on_failure == OnFailure::KeepBest)
-            .quality_checks(quality.checks)
-            .dedup_questions(quality.dedup);
+        let judge = judge(settings, &respondent, &client, &mut pools)?;
+        builder = with_quality(builder, settings, judge);
     }
     if let Some(prompt) = &settings.correspondent_prompt {
         builder = builder.correspondent_prompt(prompt.clone());
     }
-    if let Some(retrieval) = &settings.retrieval {
-        let rag = rag_modifier(settings, retrieval, &client).await?;
-        builder = builder.respondent_prompt_modifier(Arc::new(rag));
-    } else if settings.documents.is_some() {
-        builder = builder
-            .respondent_prompt_modifier(Arc::new(WithContextRespondentPromptModifier::new()));
-    }
+    builder = with_context(builder, settings, &client).await?;
     if let Some(tools) = &settings.tools {
         builder = builder
             .tools(tools.specs.clone())
@@ -350,29 +337,57 @@ pub(crate) async fn generator(
     }
     let instructions = instruction_generator(settings, &respondent, &storage)?;
     let generator = builder.instruction_generator(instructions).build()?;
+    let options = run_options(settings, &pools.parked)?;
+    Ok((generator, options, pools))
+}
 
-    // Kept in the run record for people reading the store; no keys.
-    let run_config = serde_json::json!({
-        "provider": settings.provider.name(),
-        "model_name": settings.model_name,
-        "num_dialogs": settings.num_dialogs,
-        "turns": settings.turns.to_string(),
-        "max_concurrency": settings.max_concurrency,
-        "seed": settings.seed,
-        "auto_improve": settings.auto_improve,
-        "output": settings.output.to_string(),
-    });
+/// `auto_improve`: the judge and the `quality:` settings around it.
+fn with_quality(
+    builder: ConversationGeneratorBuilder,
+    settings: &Settings,
+    judge: LlmJudge,
+) -> ConversationGeneratorBuilder {
+    let quality = &settings.quality;
+    builder
+        .auto_improve(true)
+        .evaluator(Arc::new(judge))
+        .min_score(quality.min_score)
+        .max_regenerations(quality.max_regenerations)
+        .keep_best(quality.on_failure == OnFailure::KeepBest)
+        .quality_checks(quality.checks)
+        .dedup_questions(quality.dedup)
+}
+
+/// What the assistant is shown of the documents: the retrieved chunks with
+/// `retrieval:`, else each dialog's documents, else nothing.
+async fn with_context(
+    builder: ConversationGeneratorBuilder,
+    settings: &Settings,
+    client: &reqwest::Client,
+) -> anyhow::Result<ConversationGeneratorBuilder> {
+    Ok(if let Some(retrieval) = &settings.retrieval {
+        let rag = rag_modifier(settings, retrieval, client).await?;
+        builder.respondent_prompt_modifier(Arc::new(rag))
+    } else if settings.documents.is_some() {
+        builder.respondent_prompt_modifier(Arc::new(WithContextRespondentPromptModifier::new()))
+    } else {
+        builder
+    })
+}
+
+/// The run's options: its limits, its stopping rules, and the settings it records.
+fn run_options(settings: &Settings, parked: &ParkedRequests) -> anyhow::Result<GenerateOptions> {
     let document_count = match &settings.documents {
         Some(DocumentsSpec::Loaded(docs)) => Some(docs.len()),
         _ => None,
     };
     let criteria = crate::settings::criteria(&settings.stopping, document_count)?;
     let mut options = GenerateOptions::new()
-        .run_config(run_config)
+        .run_config(run_config(settings))
         .turns(settings.turns)
         .max_concurrency(settings.max_concurrency)
         .stopping_criteria(criteria)
-        .parked_requests(pools.parked.clone())
+        .parked_requests(parked.clone())
         .on_stop(settings.on_stop);
     if let Some(n) = settings.num_dialogs {
         options = options.num_dialogs(n);
@@ -386,5 +401,19 @@ pub(crate) async fn generator(
     if let Some(price) = settings.price {
         options = options.price(price);
     }
-    Ok((generator, options, pools))
+    Ok(options)
+}
+
+/// The settings kept in the run record for people reading the store; no keys.
+fn run_config(settings: &Settings) -> serde_json::Value {
+    serde_json::json!({
+        "provider": settings.provider.name(),
+        "model_name": settings.model_name,
+        "num_dialogs": settings.num_dialogs,
+        "turns": settings.turns.to_string(),
+        "max_concurrency": settings.max_concurrency,
+        "seed": settings.seed,
+        "auto_improve": settings.auto_improve,
+        "output": settings.output.to_string(),
+    })
 }

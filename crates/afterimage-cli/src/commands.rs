@@ -5,10 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::BTreeMap;
-
 use afterimage_core::{Document, DocumentSource, Storage, StorageError};
-use afterimage_engine::{CostBudget, EngineError, StopHandle};
+use afterimage_engine::{CostBudget, EngineError, RunReport, StopHandle};
 use afterimage_providers::{KeyStats, Provider, ThrottleStats};
 use afterimage_storage::StorageSpec;
 use anyhow::{Context, anyhow};
@@ -18,7 +16,7 @@ use crate::args::{GenerateArgs, StatsArgs, ValidateArgs};
 use crate::build;
 use crate::config;
 use crate::output::{Progress, print_report, print_stats};
-use crate::settings::{DocumentsSpec, KeyPolicy, Overrides, Settings};
+use crate::settings::{DocumentsSpec, KeyPolicy, Overrides, RetrievalSettings, Settings};
 
 /// Runs `generate`.
 pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
@@ -33,7 +31,7 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
             .with_context(|| format!("opening the output {}", settings.output))
             .map_err(Failure::Usage)?,
     );
-    let (generator, options, pools) = build::generator(&settings, Arc::clone(&storage))
+    let (generator, options, pools) = build::generator(&settings, storage)
         .await
         .map_err(Failure::Usage)?;
 
@@ -58,15 +56,23 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
     let options = options.on_progress(progress.callback());
     let result = generator.generate(options).await;
     progress.finish();
-    if let Some(report) = result.as_ref().map_or_else(EngineError::report, Some) {
-        record_failures(storage.as_ref(), &report.failures).await;
-    }
 
+    conclude(result, &settings, &pools, args.json).await
+}
+
+/// Prints the run's report and maps its outcome onto the exit: a finished run also
+/// gets its end-of-run export and report.
+async fn conclude(
+    result: Result<RunReport, EngineError>,
+    settings: &Settings,
+    pools: &build::Meters,
+    json: bool,
+) -> Result<(), Failure> {
     let keys: Vec<KeyStats> = pools.keys.iter().flat_map(|p| p.stats()).collect();
     let pacing: Vec<ThrottleStats> = pools.throttles.iter().map(|t| t.stats()).collect();
     match result {
         Ok(report) if report.interrupted => {
-            print_report(&report, &keys, &pacing, args.json);
+            print_report(&report, &keys, &pacing, json);
             Err(Failure::Interrupted(anyhow!(
                 "interrupted: {} rows written to {} are kept; run the same command with --resume to make the rest",
                 report.rows_written,
@@ -74,12 +80,12 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
             )))
         }
         Ok(report) => {
-            print_report(&report, &keys, &pacing, args.json);
-            crate::datasets::after_generate(&settings, &report.failures).await;
+            print_report(&report, &keys, &pacing, json);
+            crate::datasets::after_generate(settings, &report.failures).await;
             Ok(())
         }
         Err(EngineError::RunFailed { cause, report }) => {
-            print_report(&report, &keys, &pacing, args.json);
+            print_report(&report, &keys, &pacing, json);
             Err(Failure::Run(anyhow!(
                 "{cause} ({} rows written to {} are kept)",
                 report.rows_written,
@@ -88,25 +94,6 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
         }
         Err(e @ EngineError::Config(_)) => Err(Failure::Usage(e.into())),
         Err(e) => Err(Failure::Run(e.into())),
-    }
-}
-
-/// Adds the session's failures by cause to the stored run record, where `analyze`
-/// finds them later without this run's report. A failure only warns: the rows and
-/// the rest of the record are already stored.
-async fn record_failures(storage: &dyn Storage, failures: &BTreeMap<String, u64>) {
-    let saved = async {
-        let Some(mut record) = storage.load_run().await? else {
-            return Ok(());
-        };
-        record.add_failures(failures);
-        storage.save_run(&record).await
-    };
-    if let Err(e) = saved.await {
-        tracing::warn!(
-            "could not save the failures by cause in the run record of {}: {e}",
-            storage.location()
-        );
     }
 }
 
@@ -133,52 +120,77 @@ pub(crate) async fn validate(args: ValidateArgs) -> Result<(), Failure> {
     for warning in &settings.warnings {
         println!("warn  {warning}");
     }
-    let mut usage_problems = 0;
-    let mut run_problems = 0;
+    let key = check_api_key(&settings);
+    let documents = check_documents(&settings).await;
+    show_personas_and_tools(&settings);
+    let output = check_output_line(&settings).await;
+    let usage_problems = [key, documents, output]
+        .into_iter()
+        .filter(|passed| !passed)
+        .count();
+    let endpoint = check_endpoint(&settings).await;
+    validate_verdict(&args.config, usage_problems, endpoint)
+}
 
+/// The API key line; whether the key check passed.
+fn check_api_key(settings: &Settings) -> bool {
     match (&settings.key_env, settings.api_keys.len()) {
         (Some(var), 1) => println!("ok    API key in {var}"),
         (Some(var), n) if n > 1 => println!("ok    {n} API keys in {var} (they rotate)"),
         (Some(var), _) if settings.provider != Provider::Local => {
             println!("fail  API key: {var} is not set (export {var}=<your key>)");
-            usage_problems += 1;
+            return false;
         }
         _ => println!("ok    no API key needed"),
     }
+    true
+}
 
-    match &settings.documents {
-        None => println!("ok    no documents (questions come from the prompts alone)"),
-        Some(spec) => match load_documents(spec, settings.min_length).await {
-            Ok(docs) => {
-                println!("ok    {} documents from {}", docs.len(), describe(spec));
-                if let Some(retrieval) = &settings.retrieval {
-                    let options = afterimage_strategies::ChunkOptions {
-                        size: retrieval.chunk_size,
-                        overlap: retrieval.chunk_overlap,
-                    };
-                    let chunks = afterimage_strategies::chunk_documents(&docs, &options)
-                        .map_or(0, |c| c.len());
-                    let retriever = match &retrieval.embedding {
-                        None => "BM25".to_owned(),
-                        Some(e) => format!("embeddings from {}", e.model_name),
-                    };
-                    println!(
-                        "ok    retrieval: {chunks} chunks, top {} by {retriever}{}",
-                        retrieval.top_k,
-                        if retrieval.per_turn {
-                            ", every turn"
-                        } else {
-                            ""
-                        }
-                    );
-                }
+/// The documents line (and the retrieval line when they load); whether they loaded.
+async fn check_documents(settings: &Settings) -> bool {
+    let Some(spec) = &settings.documents else {
+        println!("ok    no documents (questions come from the prompts alone)");
+        return true;
+    };
+    match load_documents(spec, settings.min_length).await {
+        Ok(docs) => {
+            println!("ok    {} documents from {}", docs.len(), describe(spec));
+            if let Some(retrieval) = &settings.retrieval {
+                show_retrieval(retrieval, &docs);
             }
-            Err(e) => {
-                println!("fail  documents: {e:#}");
-                usage_problems += 1;
-            }
-        },
+            true
+        }
+        Err(e) => {
+            println!("fail  documents: {e:#}");
+            false
+        }
     }
+}
+
+/// How the documents will be chunked and retrieved.
+fn show_retrieval(retrieval: &RetrievalSettings, docs: &[Document]) {
+    let options = afterimage_strategies::ChunkOptions {
+        size: retrieval.chunk_size,
+        overlap: retrieval.chunk_overlap,
+    };
+    let chunks = afterimage_strategies::chunk_documents(docs, &options).map_or(0, |c| c.len());
+    let retriever = match &retrieval.embedding {
+        None => "BM25".to_owned(),
+        Some(e) => format!("embeddings from {}", e.model_name),
+    };
+    println!(
+        "ok    retrieval: {chunks} chunks, top {} by {retriever}{}",
+        retrieval.top_k,
+        if retrieval.per_turn {
+            ", every turn"
+        } else {
+            ""
+        }
+    );
+}
+
+/// The personas and tools lines, when the config has them (they cannot fail here).
+fn show_personas_and_tools(settings: &Settings) {
     if let Some(personas) = &settings.personas {
         let depth = personas
             .max_depth
@@ -196,19 +208,26 @@ pub(crate) async fn validate(args: ValidateArgs) -> Result<(), Failure> {
             names.join(", ")
         );
     }
+}
 
+/// The output line; whether the output can be written.
+async fn check_output_line(settings: &Settings) -> bool {
     match check_output(&settings.output).await {
         Ok(()) => println!("ok    output {} is writable", settings.output),
         Err(e) => {
             println!("fail  output: {e:#}");
-            usage_problems += 1;
+            return false;
         }
     }
+    true
+}
 
+/// The endpoint line: one probe request, 10 s at most; whether the endpoint answered.
+async fn check_endpoint(settings: &Settings) -> bool {
     let endpoint = async {
-        let client = build::http_client(&settings)?;
+        let client = build::http_client(settings)?;
         let model = build::model(
-            &settings,
+            settings,
             &settings.model_name,
             &client,
             &mut build::Meters::default(),
@@ -226,22 +245,26 @@ pub(crate) async fn validate(args: ValidateArgs) -> Result<(), Failure> {
         ),
         Err(e) => {
             println!("fail  endpoint: {e:#}");
-            run_problems += 1;
+            return false;
         }
     }
+    true
+}
 
+/// The exit of `validate`: a settings problem outranks an endpoint that did not answer.
+fn validate_verdict(config: &Path, usage_problems: usize, endpoint: bool) -> Result<(), Failure> {
     if usage_problems > 0 {
         Err(Failure::Usage(anyhow!(
             "{usage_problems} check(s) failed; see above"
         )))
-    } else if run_problems > 0 {
+    } else if !endpoint {
         Err(Failure::Run(anyhow!(
             "the endpoint check failed; see above"
         )))
     } else {
         println!(
             "config is ready: afterimage generate --config {}",
-            args.config.display()
+            config.display()
         );
         Ok(())
     }

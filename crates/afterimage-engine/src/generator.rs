@@ -146,8 +146,10 @@ impl ConversationGenerator {
         }
     }
 
-    /// Saves how the run ended. The final status is for people reading the store; the
-    /// rows are what resume trusts, so failing to save it only warns.
+    /// Saves how the run ended, with this session's failures by cause added to those
+    /// of earlier sessions (where `analyze` finds them without the report). The final
+    /// status and counts are for people reading the store; the rows are what resume
+    /// trusts, so failing to save them only warns.
     async fn close_run(&self, record: &mut RunRecord, result: &Result<RunReport, EngineError>) {
         let (status, report) = match result {
             Ok(report) => (RunStatus::Done, Some(report)),
@@ -156,6 +158,7 @@ impl ConversationGenerator {
         record.status = status;
         if let Some(report) = report {
             record.rows_written = report.rows_resumed + report.rows_written;
+            record.add_failures(&report.failures);
         }
         if let Err(e) = self.save_run(record).await {
             tracing::warn!(

@@ -25,7 +25,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub(crate) struct Plan {
     pub(crate) cap: Option<u64>,
     pub(crate) criteria: Vec<Arc<dyn StoppingCriterion>>,
-    pub(crate) max_concurrency: usize,
     pub(crate) max_failures: u64,
     pub(crate) backoff_base: Duration,
     /// Indices a resumed run already stored: they count towards the cap and are
@@ -37,31 +36,13 @@ pub(crate) struct Plan {
 
 impl Plan {
     pub(crate) fn new(options: &GenerateOptions) -> Result<Plan, EngineError> {
-        if options.num_dialogs == Some(0) {
-            return Err(EngineError::Config(
-                "num_dialogs is 0: ask for at least one dialog".into(),
-            ));
-        }
-        if options.turns.max() == 0 {
-            return Err(EngineError::Config(
-                "max_turns is 0: a dialog needs at least one turn".into(),
-            ));
-        }
-        if options.max_concurrency == 0 {
-            return Err(EngineError::Config(
-                "max_concurrency is 0: allow at least one dialog at a time".into(),
-            ));
-        }
+        options
+            .validate()
+            .map_err(|error| EngineError::Config(error.to_string()))?;
         // The caller's list stays as it was; the count joins a copy.
         let mut criteria = options.stopping_criteria.clone();
         if let Some(n) = options.num_dialogs {
             criteria.push(Arc::new(FixedNumber(n)));
-        }
-        if criteria.is_empty() {
-            return Err(EngineError::Config(
-                "nothing tells the run when to stop: set num_dialogs or add a stopping criterion"
-                    .into(),
-            ));
         }
         let cap = options.requested_rows();
         let max_failures = options
@@ -70,7 +51,6 @@ impl Plan {
         Ok(Plan {
             cap,
             criteria,
-            max_concurrency: options.max_concurrency,
             max_failures,
             backoff_base: options.failure_backoff,
             done: HashSet::new(),
@@ -172,7 +152,8 @@ impl<'a> Scheduler<'a> {
         // A dialog waiting out a retry delay holds no request in flight: another may
         // start in its place (at most doubling the dialogs in memory).
         let parked = self.options.parked.as_ref().map_or(0, ParkedRequests::now) as usize;
-        let slots = plan.max_concurrency + parked.min(plan.max_concurrency);
+        let max_concurrency = self.options.max_concurrency;
+        let slots = max_concurrency + parked.min(max_concurrency);
         while state.stop.is_none()
             && self.tasks.len() < slots
             && plan

@@ -8,7 +8,7 @@ use std::time::Duration;
 use afterimage_core::testing::ScriptedModel;
 use afterimage_core::{
     ChatResponse, Document, GeneratedInstructions, InstructionGenerator, InstructionRequest,
-    ProviderError, Role, StrategyError, Usage,
+    ProviderError, Role, RunStatus, Storage, StrategyError, Usage,
 };
 use afterimage_engine::{ConversationGenerator, EngineError, GenerateOptions};
 use afterimage_storage::JsonlStorage;
@@ -773,4 +773,65 @@ async fn resume_writes_only_the_missing_dialogs_with_the_same_seeds() {
         .unwrap();
     assert_eq!((report.rows_resumed, report.rows_written), (10, 0));
     assert_eq!(rows(&path).len(), 10);
+}
+
+/// A model whose first `failing` calls get an HTTP 503 (then every call with
+/// `failing == usize::MAX`).
+fn failing_first(failing: usize) -> Arc<ScriptedModel> {
+    let calls = Arc::new(AtomicUsize::new(0));
+    Arc::new(ScriptedModel::new("flaky", move |_request| {
+        let calls = Arc::clone(&calls);
+        async move {
+            if calls.fetch_add(1, Ordering::SeqCst) < failing {
+                return Err(ProviderError::Server {
+                    status: 503,
+                    message: "overloaded".into(),
+                });
+            }
+            Ok(ChatResponse::text("fine"))
+        }
+    }))
+}
+
+#[tokio::test]
+async fn the_run_record_sums_the_failures_of_every_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let options = |n| {
+        GenerateOptions::new()
+            .num_dialogs(n)
+            .max_turns(1)
+            .seed(7)
+            .run_id("r")
+            .max_concurrency(1)
+            .failure_backoff(Duration::from_millis(1))
+    };
+    let stored = || async { JsonlStorage::new(&path).load_run().await.unwrap().unwrap() };
+    let cause = "respondent: server_error";
+
+    // A clean session records that nothing failed, not that nobody counted.
+    generator(failing_first(0), &path)
+        .generate(options(2))
+        .await
+        .unwrap();
+    assert_eq!(stored().await.failures, Some(Default::default()));
+
+    let report = generator(failing_first(2), &path)
+        .generate(options(4).resume(true))
+        .await
+        .unwrap();
+    assert_eq!(report.failures.get(cause), Some(&2));
+    let record = stored().await;
+    assert_eq!(record.failures.unwrap().get(cause), Some(&2));
+    assert_eq!((record.status, record.rows_written), (RunStatus::Done, 4));
+
+    // A session that stops on its failures adds them too.
+    let err = generator(failing_first(usize::MAX), &path)
+        .generate(options(6).resume(true).max_failures(0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.report().unwrap().failures.get(cause), Some(&1));
+    let record = stored().await;
+    assert_eq!(record.failures.unwrap().get(cause), Some(&3));
+    assert_eq!((record.status, record.rows_written), (RunStatus::Failed, 4));
 }

@@ -1,14 +1,13 @@
 //! `OpenAiEmbedder` and `GeminiEmbedder` against wiremock servers speaking the OpenAI
-//! `/embeddings` and Gemini `batchEmbedContents` formats, and the embedding retriever
-//! over them.
+//! `/embeddings` and Gemini `batchEmbedContents` formats. (The embedding retriever over
+//! them is tested from the workspace root's `tests/rag.rs`.)
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{KEY, SHORT_TIMEOUT, assert_hides_key, dead_url};
-use afterimage_core::{Document, Embedder, ProviderError, Retriever};
+use afterimage_core::{Embedder, ProviderError};
 use afterimage_providers::{GeminiEmbedder, OpenAiEmbedder, RetryEmbedder, RetryPolicy};
-use afterimage_strategies::EmbeddingRetriever;
 use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -292,36 +291,6 @@ async fn bad_settings_and_dead_servers_are_reported() {
         .unwrap_err();
     assert!(error.is_unreachable(), "{error}");
     assert_hides_key(&error);
-}
-
-#[tokio::test]
-async fn the_embedding_retriever_works_over_openai_embeddings() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/embeddings"))
-        .respond_with(OpenAiEcho)
-        .mount(&server)
-        .await;
-    let chunks = vec![
-        Document::with_id("refunds", "A refund takes 30 days."),
-        Document::with_id("shipping", "We ship in two days."),
-        Document::with_id("hours", "Open nine to five."),
-    ];
-    let embedder = Arc::new(openai(&server).batch_size(2));
-    let retriever = EmbeddingRetriever::build(embedder, chunks, 2)
-        .await
-        .unwrap();
-    // Two batches of chunks.
-    assert_eq!(bodies(&server).await.len(), 2);
-    let hits = retriever
-        .retrieve("when does my refund arrive?", 3)
-        .await
-        .unwrap();
-    assert_eq!(hits.len(), 1);
-    assert_eq!(hits[0].id, "refunds");
-    assert!((hits[0].score - 1.0).abs() < 1e-6);
-    let last = bodies(&server).await.pop().unwrap();
-    assert_eq!(last["input"], json!(["when does my refund arrive?"]));
 }
 
 #[tokio::test]

@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use tokio::sync::{Mutex as AsyncMutex, OnceCell};
 
-use self::ask::ask_for_personas;
+use self::ask::{Answer, ask_for_personas};
 use self::prompts::{persona_from_persona_message, persona_from_text_message};
 use self::state::DocState;
 
@@ -97,6 +97,57 @@ struct Spent {
     requests: u32,
     failures: Vec<PersonaFailure>,
     first_layer_error: Option<StrategyError>,
+}
+
+impl Spent {
+    /// Adds up what a layer's `answers` spent and keeps their personas; returns them
+    /// with the first fatal provider error, if any. Other failures are recorded here
+    /// (and warned about).
+    fn tally(
+        &mut self,
+        answers: Vec<Answer>,
+        document_id: &str,
+        depth: u32,
+    ) -> (Vec<String>, Option<StrategyError>) {
+        let mut layer = Vec::new();
+        let mut fatal = None;
+        for answer in answers {
+            self.usage += answer.usage;
+            self.requests += answer.requests;
+            match answer.personas {
+                Ok(personas) => layer.extend(personas),
+                Err(e) if e.as_provider().is_some_and(ProviderError::is_fatal) => {
+                    fatal.get_or_insert(e);
+                }
+                Err(e) => self.record_failure(e, document_id, depth),
+            }
+        }
+        (layer, fatal)
+    }
+
+    /// Records a failed persona call; the first layer's failure is kept apart, as it
+    /// leaves the document without personas.
+    fn record_failure(&mut self, error: StrategyError, document_id: &str, depth: u32) {
+        let message = error.to_string();
+        if depth == 0 {
+            tracing::warn!(
+                document = %document_id,
+                "no personas for this document ({message}); its dialogs use a generic user"
+            );
+            self.first_layer_error = Some(error);
+        } else {
+            tracing::warn!(
+                document = %document_id,
+                depth,
+                "a persona call failed ({message}); layer {depth} is smaller"
+            );
+        }
+        self.failures.push(PersonaFailure {
+            document_id: document_id.to_owned(),
+            depth,
+            message,
+        });
+    }
 }
 
 impl PersonaGenerator {
@@ -300,84 +351,42 @@ impl PersonaGenerator {
     /// successful calls are kept.
     async fn grow(&self, state: &mut DocState, spent: &mut Spent) -> Result<(), StrategyError> {
         let depth = state.layers.len() as u32;
-        let model = self.model.as_ref();
-        let temperature = self.temperature;
-        let answers = if depth == 0 {
-            vec![
-                ask_for_personas(
-                    model,
-                    &self.from_text_prompt,
-                    persona_from_text_message(&state.text),
-                    temperature,
-                )
-                .await,
-            ]
-        } else {
-            let parents = state.layers[depth as usize - 1].clone();
-            let text = state.text.clone();
-            let text = &text;
-            let prompt = self.from_persona_prompt.as_str();
-            futures::stream::iter(parents)
-                .map(|parent| async move {
-                    ask_for_personas(
-                        model,
-                        prompt,
-                        persona_from_persona_message(&parent, text),
-                        temperature,
-                    )
-                    .await
-                })
-                .buffered(PARENT_CONCURRENCY)
-                .collect()
-                .await
-        };
-        let mut layer = Vec::new();
-        let mut fatal = None;
-        for answer in answers {
-            spent.usage += answer.usage;
-            spent.requests += answer.requests;
-            match answer.personas {
-                Ok(personas) => layer.extend(personas),
-                Err(e) if e.as_provider().is_some_and(ProviderError::is_fatal) => {
-                    fatal.get_or_insert(e);
-                }
-                Err(e) => {
-                    let message = e.to_string();
-                    if depth == 0 {
-                        tracing::warn!(
-                            document = %state.id,
-                            "no personas for this document ({message}); its dialogs use a generic user"
-                        );
-                        spent.first_layer_error = Some(e);
-                    } else {
-                        tracing::warn!(
-                            document = %state.id,
-                            depth,
-                            "a persona call failed ({message}); layer {depth} is smaller"
-                        );
-                    }
-                    spent.failures.push(PersonaFailure {
-                        document_id: state.id.clone(),
-                        depth,
-                        message,
-                    });
-                }
-            }
-        }
-        if let Some(e) = fatal {
-            if depth == 0 {
-                // Nothing was generated: the layer stays unattempted, to be retried.
-                return Err(e);
-            }
-            if state.push_layer(layer) > 0 {
-                self.save(state).await;
-            }
-            return Err(e);
-        }
-        if state.push_layer(layer) > 0 {
+        let answers = self.ask_for_layer(state, depth).await;
+        let (layer, fatal) = spent.tally(answers, &state.id, depth);
+        // A fatal error on the first layer leaves nothing generated: the layer stays
+        // unattempted, to be retried.
+        let keep = fatal.is_none() || depth > 0;
+        if keep && state.push_layer(layer) > 0 {
             self.save(state).await;
         }
-        Ok(())
+        fatal.map_or(Ok(()), Err)
+    }
+
+    /// The answers for layer `depth`: one call on the document's text for the first,
+    /// one per parent persona (a few at a time) for the others.
+    async fn ask_for_layer(&self, state: &DocState, depth: u32) -> Vec<Answer> {
+        let model = self.model.as_ref();
+        let temperature = self.temperature;
+        if depth == 0 {
+            let message = persona_from_text_message(&state.text);
+            return vec![
+                ask_for_personas(model, &self.from_text_prompt, message, temperature).await,
+            ];
+        }
+        // Owned copies: a stream of borrowed parents fails the higher-ranked lifetime
+        // check on the futures of the async trait methods that await this.
+        let parents = state.layers[depth as usize - 1].clone();
+        let text = state.text.clone();
+        let text = &text;
+        let prompt = self.from_persona_prompt.as_str();
+        futures::stream::iter(parents)
+            .map(|parent| async move {
+                let message = persona_from_persona_message(&parent, text);
+                ask_for_personas(model, prompt, message, temperature).await
+            })
+            .buffered(PARENT_CONCURRENCY)
+            .collect()
+            .await
     }
 
     /// Saves `state` to the store, if there is one; a failure is a warning.

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use afterimage_core::{StrategyError, ToolCall, ToolSpec};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// Checks `arguments` against `schema`; every violation found, as
 /// `` `/path`: what is wrong `` lines.
@@ -29,67 +29,129 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
         return;
     };
     let shown = if path.is_empty() { "/" } else { path };
-    let mut fail = |message: String| errors.push(format!("`{shown}`: {message}"));
-    if let Some(expected) = schema.get("type") {
-        let names: Vec<&str> = match expected {
-            Value::String(name) => vec![name.as_str()],
-            Value::Array(names) => names.iter().filter_map(Value::as_str).collect(),
-            _ => Vec::new(),
-        };
-        if !names.is_empty() && !names.iter().any(|name| has_type(value, name)) {
-            fail(format!(
-                "expected {}, got {}",
-                names.join(" or "),
-                type_name(value)
-            ));
-            return;
-        }
+    if let Some(mismatch) = type_mismatch(schema, value) {
+        // A value of the wrong type has no bounds or members worth checking.
+        errors.push(format!("`{shown}`: {mismatch}"));
+        return;
     }
-    if let Some(Value::Array(allowed)) = schema.get("enum")
-        && !allowed.contains(value)
-    {
-        let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
-        fail(format!("expected one of [{}], got {value}", list.join(",")));
+    let own = enum_mismatch(schema, value)
+        .into_iter()
+        .chain(bound_violations(schema, value));
+    errors.extend(own.map(|message| format!("`{shown}`: {message}")));
+    check_members(schema, value, path, errors);
+}
+
+/// `type`: what is wrong when the value has none of the named types.
+fn type_mismatch(schema: &Map<String, Value>, value: &Value) -> Option<String> {
+    let names: Vec<&str> = match schema.get("type")? {
+        Value::String(name) => vec![name.as_str()],
+        Value::Array(names) => names.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if names.is_empty() || names.iter().any(|name| has_type(value, name)) {
+        return None;
     }
+    Some(format!(
+        "expected {}, got {}",
+        names.join(" or "),
+        type_name(value)
+    ))
+}
+
+/// `enum`: what is wrong when the value is none of the listed ones.
+fn enum_mismatch(schema: &Map<String, Value>, value: &Value) -> Option<String> {
+    let Some(Value::Array(allowed)) = schema.get("enum") else {
+        return None;
+    };
+    if allowed.contains(value) {
+        return None;
+    }
+    let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
+    Some(format!("expected one of [{}], got {value}", list.join(",")))
+}
+
+/// The value's own limits: numeric bounds, lengths, item counts, and an object's
+/// required and unexpected properties.
+fn bound_violations(schema: &Map<String, Value>, value: &Value) -> Vec<String> {
     match value {
-        Value::Number(n) => {
-            let x = n.as_f64().unwrap_or(0.0);
-            if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
-                && x < min
-            {
-                fail(format!("{n} is less than the minimum {min}"));
-            }
-            if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
-                && x > max
-            {
-                fail(format!("{n} is more than the maximum {max}"));
+        Value::Number(n) => number_bounds(schema, n),
+        Value::String(s) => count_bounds(
+            schema,
+            s.chars().count(),
+            "characters",
+            ("minLength", "maxLength"),
+        ),
+        Value::Array(items) => count_bounds(schema, items.len(), "items", ("minItems", "maxItems")),
+        Value::Object(object) => property_violations(schema, object),
+        _ => Vec::new(),
+    }
+}
+
+/// `minimum` and `maximum`.
+fn number_bounds(schema: &Map<String, Value>, n: &serde_json::Number) -> Vec<String> {
+    let x = n.as_f64().unwrap_or(0.0);
+    let mut problems = Vec::new();
+    if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
+        && x < min
+    {
+        problems.push(format!("{n} is less than the minimum {min}"));
+    }
+    if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
+        && x > max
+    {
+        problems.push(format!("{n} is more than the maximum {max}"));
+    }
+    problems
+}
+
+/// A lower and an upper bound on a count of `unit`s, under the two keywords given.
+fn count_bounds(
+    schema: &Map<String, Value>,
+    count: usize,
+    unit: &str,
+    (min_key, max_key): (&str, &str),
+) -> Vec<String> {
+    let count = count as u64;
+    let mut problems = Vec::new();
+    if let Some(min) = schema.get(min_key).and_then(Value::as_u64)
+        && count < min
+    {
+        problems.push(format!("{count} {unit}, fewer than {min_key} {min}"));
+    }
+    if let Some(max) = schema.get(max_key).and_then(Value::as_u64)
+        && count > max
+    {
+        problems.push(format!("{count} {unit}, more than {max_key} {max}"));
+    }
+    problems
+}
+
+/// `required`, and `additionalProperties: false` against `properties`.
+fn property_violations(schema: &Map<String, Value>, object: &Map<String, Value>) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(Value::Array(required)) = schema.get("required") {
+        for name in required.iter().filter_map(Value::as_str) {
+            if !object.contains_key(name) {
+                problems.push(format!("missing required property `{name}`"));
             }
         }
-        Value::String(s) => {
-            let len = s.chars().count() as u64;
-            if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
-                && len < min
-            {
-                fail(format!("{len} characters, fewer than minLength {min}"));
-            }
-            if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
-                && len > max
-            {
-                fail(format!("{len} characters, more than maxLength {max}"));
+    }
+    if schema.get("additionalProperties") == Some(&Value::Bool(false)) {
+        let properties = schema.get("properties").and_then(Value::as_object);
+        for key in object.keys() {
+            if !properties.is_some_and(|p| p.contains_key(key)) {
+                problems.push(format!("unexpected property `{key}`"));
             }
         }
+    }
+    problems
+}
+
+/// Checks an array's items against `items`, and an object's properties against
+/// `properties` (or a schema in `additionalProperties`).
+fn check_members(schema: &Map<String, Value>, value: &Value, path: &str, errors: &mut Vec<String>) {
+    match value {
         Value::Array(items) => {
-            let len = items.len() as u64;
-            if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
-                && len < min
-            {
-                fail(format!("{len} items, fewer than minItems {min}"));
-            }
-            if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
-                && len > max
-            {
-                fail(format!("{len} items, more than maxItems {max}"));
-            }
             if let Some(item_schema) = schema.get("items") {
                 for (i, item) in items.iter().enumerate() {
                     check(item_schema, item, &format!("{path}/{i}"), errors);
@@ -98,20 +160,6 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
         }
         Value::Object(object) => {
             let properties = schema.get("properties").and_then(Value::as_object);
-            if let Some(Value::Array(required)) = schema.get("required") {
-                for name in required.iter().filter_map(Value::as_str) {
-                    if !object.contains_key(name) {
-                        fail(format!("missing required property `{name}`"));
-                    }
-                }
-            }
-            if schema.get("additionalProperties") == Some(&Value::Bool(false)) {
-                for key in object.keys() {
-                    if !properties.is_some_and(|p| p.contains_key(key)) {
-                        fail(format!("unexpected property `{key}`"));
-                    }
-                }
-            }
             for (key, item) in object {
                 let child = format!("{path}/{}", escape(key));
                 match properties.and_then(|p| p.get(key)) {
