@@ -1,39 +1,50 @@
 //! The strategies of an afterimage run: where documents come from, what the simulated
-//! user asks first, and what the assistant is given to know.
+//! user asks first, what the assistant is given to know, and which dialogs are kept.
 //!
-//! - Document sources ([`DocumentSource`](afterimage_core::DocumentSource)):
+//! Each folder of the source serves one seam of the engine, named after it:
+//!
+//! - `documents`: document sources ([`DocumentSource`](afterimage_core::DocumentSource)):
 //!   [`InMemoryDocumentProvider`], [`DirectoryDocumentProvider`] (`.txt`/`.md` files),
 //!   [`FileGlobDocumentProvider`] (files matching a shell glob),
-//!   [`JsonlDocumentProvider`] (a JSONL file or a glob of them).
-//! - Chunking: [`chunk_documents`] and [`chunk_text`] split long documents on
-//!   paragraph, sentence and word boundaries, as [`ChunkOptions`] say.
-//! - [`DocumentSampler`]: balanced, optionally weighted, seeded sampling of documents
-//!   with per-document visit targets, shared by the instruction generators;
-//!   [`merge_contexts`] joins the picks.
-//! - Instruction generators ([`InstructionGenerator`](afterimage_core::InstructionGenerator)):
-//!   [`ContextualInstructionGenerator`] (questions about sampled documents) and
-//!   [`SimpleInstructionGenerator`] (questions from the correspondent prompt alone) and
-//!   [`ToolCallingInstructionGenerator`] (requests that need the given tools).
-//! - Personas: [`PersonaGenerator`] ([`PersonaSource`](afterimage_core::PersonaSource))
+//!   [`JsonlDocumentProvider`] (a JSONL file or a glob of them). [`chunk_documents`] and
+//!   [`chunk_text`] split long documents on paragraph, sentence and word boundaries, as
+//!   [`ChunkOptions`] say. [`DocumentSampler`] samples documents balanced, optionally
+//!   weighted and seeded, with per-document visit targets, for the instruction
+//!   generators; [`merge_contexts`] joins the picks.
+//! - `instructions`: instruction generators
+//!   ([`InstructionGenerator`](afterimage_core::InstructionGenerator)):
+//!   [`ContextualInstructionGenerator`] (questions about sampled documents),
+//!   [`SimpleInstructionGenerator`] (questions from the correspondent prompt alone),
+//!   [`PersonaInstructionGenerator`] (questions in a picked persona's voice) and
+//!   [`ToolCallingInstructionGenerator`] (requests that need the given tools). The
+//!   correspondent: [`write_correspondent_prompt`] writes the simulated user's system
+//!   prompt from the assistant's; [`correspondent_follow_up_note`] keeps its follow-up
+//!   turns in a human voice.
+//! - `personas`: [`PersonaGenerator`] ([`PersonaSource`](afterimage_core::PersonaSource))
 //!   generates personas per document in depth layers (5, 25, 125, ...), only as deep
 //!   as the run needs, saves them with the run, and picks one per dialog (pruning deep
 //!   layers when supply exceeds demand, reusing with depth weights when it falls
-//!   short); [`PersonaInstructionGenerator`] asks questions in a picked persona's voice.
-//! - Tools: [`parse_tool_specs`] reads OpenAI-style function specs,
+//!   short).
+//! - `modifiers`: respondent prompt modifiers
+//!   ([`RespondentPromptModifier`](afterimage_core::RespondentPromptModifier)):
+//!   [`WithContextRespondentPromptModifier`] puts the question's context into the
+//!   assistant's system prompt; [`WithRagRespondentPromptModifier`] puts what a
+//!   retriever finds for the user's questions there ([`DEFAULT_RAG_RESPONDENT_TEMPLATE`]).
+//! - `retrieval`: retrievers for RAG ([`Retriever`](afterimage_core::Retriever)):
+//!   [`Bm25Retriever`] (an in-memory BM25 index, no server or model) and
+//!   [`EmbeddingRetriever`] (cosine similarity over vectors from any
+//!   [`Embedder`](afterimage_core::Embedder)).
+//! - `quality`: [`LlmJudge`] ([`Evaluator`](afterimage_core::Evaluator)) scores a
+//!   finished dialog on [`DEFAULT_JUDGE_CRITERIA`] with one structured-JSON model call,
+//!   combined as [`Aggregation`] says; [`check_dialog`] rejects broken dialogs cheaply
+//!   and [`NearDuplicates`] drops near-duplicate first questions.
+//! - `tools`: [`parse_tool_specs`] reads OpenAI-style function specs,
 //!   [`validate_arguments`] checks a call against its JSON Schema, and
-//!   [`LlmToolSimulator`] or [`ToolHandlers`] answer the calls.
-//! - [`WithContextRespondentPromptModifier`]: puts the question's context into the
-//!   assistant's system prompt.
-//! - Retrieval for RAG ([`Retriever`](afterimage_core::Retriever)): [`Bm25Retriever`]
-//!   (an in-memory BM25 index, no server or model) and [`EmbeddingRetriever`] (cosine
-//!   similarity over vectors from any [`Embedder`](afterimage_core::Embedder));
-//!   [`WithRagRespondentPromptModifier`] puts what they find for the user's questions
-//!   into the assistant's system prompt ([`DEFAULT_RAG_RESPONDENT_TEMPLATE`]).
-//! - The correspondent: [`write_correspondent_prompt`] writes the simulated user's
-//!   system prompt from the assistant's; [`correspondent_follow_up_note`] keeps its
-//!   follow-up turns in a human voice.
-//! - [`LlmJudge, Aggregation`] ([`Evaluator`](afterimage_core::Evaluator)): scores a finished dialog
-//!   on [`DEFAULT_JUDGE_CRITERIA`] with one structured-JSON model call.
+//!   [`LlmToolSimulator`] or [`ToolHandlers`]
+//!   ([`ToolExecutor`](afterimage_core::ToolExecutor)) answer the calls.
+//!
+//! Each folder keeps its own default prompts; every default template is public so that
+//! a custom one can start from it.
 //!
 //! Strategies reach models only through `Arc<dyn ChatModel>`, so any provider works.
 //!
@@ -91,56 +102,41 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub use crate::{
-    bm25::Bm25Retriever,
-    checks::{Rejection, check_dialog},
-    chunking::{ChunkOptions, chunk_documents, chunk_text},
-    contextual::ContextualInstructionGenerator,
-    correspondent::{correspondent_follow_up_note, write_correspondent_prompt},
-    dedup::NearDuplicates,
     documents::{
-        DirectoryDocumentProvider, FileGlobDocumentProvider, InMemoryDocumentProvider,
-        IntoDocument, JsonlDocumentProvider,
+        CONTEXT_SEPARATOR, ChunkOptions, DirectoryDocumentProvider, DocumentPool, DocumentSampler,
+        FileGlobDocumentProvider, InMemoryDocumentProvider, IntoDocument, JsonlDocumentProvider,
+        Reservation, chunk_documents, chunk_text, merge_contexts,
     },
-    judge::{Aggregation, LlmJudge},
-    modifiers::WithContextRespondentPromptModifier,
-    persona_instructions::PersonaInstructionGenerator,
-    personas::{
-        PersonaFailure, PersonaGenerator, PersonaReport, expected_persona_count, persona_depth_for,
-    },
-    prompts::{
-        CORRESPONDENT_FOLLOW_UP_NOTE, DEFAULT_CONTEXTUAL_INSTRUCTION_PROMPT,
-        DEFAULT_JUDGE_CRITERIA, DEFAULT_JUDGE_PROMPT, DEFAULT_PERSONA_FROM_PERSONA_PROMPT,
-        DEFAULT_PERSONA_FROM_TEXT_PROMPT, DEFAULT_PERSONA_INSTRUCTION_PROMPT,
-        DEFAULT_RAG_RESPONDENT_TEMPLATE, DEFAULT_RESPONDENT_CONTEXT_TEMPLATE,
+    instructions::{
+        CORRESPONDENT_FOLLOW_UP_NOTE, ContextualInstructionGenerator,
+        DEFAULT_CONTEXTUAL_INSTRUCTION_PROMPT, DEFAULT_PERSONA_INSTRUCTION_PROMPT,
         DEFAULT_SIMPLE_INSTRUCTION_PROMPT, DEFAULT_TOOL_CALLING_INSTRUCTION_PROMPT,
-        NO_RETRIEVED_CONTEXT,
+        PersonaInstructionGenerator, SimpleInstructionGenerator, ToolCallingInstructionGenerator,
+        correspondent_follow_up_note, write_correspondent_prompt,
     },
-    rag::WithRagRespondentPromptModifier,
-    sampling::{CONTEXT_SEPARATOR, DocumentPool, DocumentSampler, Reservation, merge_contexts},
-    schema::{parse_tool_specs, validate_arguments, validate_tool_call},
-    simple::SimpleInstructionGenerator,
-    tool_calling::ToolCallingInstructionGenerator,
-    tools::{LlmToolSimulator, ToolHandlers},
-    vector::EmbeddingRetriever,
+    modifiers::{
+        DEFAULT_RAG_RESPONDENT_TEMPLATE, DEFAULT_RESPONDENT_CONTEXT_TEMPLATE, NO_RETRIEVED_CONTEXT,
+        WithContextRespondentPromptModifier, WithRagRespondentPromptModifier,
+    },
+    personas::{
+        DEFAULT_PERSONA_FROM_PERSONA_PROMPT, DEFAULT_PERSONA_FROM_TEXT_PROMPT, PersonaFailure,
+        PersonaGenerator, PersonaReport, expected_persona_count, persona_depth_for,
+    },
+    quality::{
+        Aggregation, DEFAULT_JUDGE_CRITERIA, DEFAULT_JUDGE_PROMPT, LlmJudge, NearDuplicates,
+        Rejection, check_dialog,
+    },
+    retrieval::{Bm25Retriever, EmbeddingRetriever},
+    tools::{
+        LlmToolSimulator, ToolHandlers, parse_tool_specs, validate_arguments, validate_tool_call,
+    },
 };
 
-mod bm25;
-mod checks;
-mod chunking;
-mod contextual;
-mod correspondent;
-mod dedup;
 mod documents;
 mod instructions;
-mod judge;
 mod modifiers;
-mod persona_instructions;
 mod personas;
-mod prompts;
-mod rag;
-mod sampling;
-mod schema;
-mod simple;
-mod tool_calling;
+mod quality;
+mod retrieval;
+mod template;
 mod tools;
-mod vector;

@@ -23,9 +23,14 @@ pub(super) fn check(root: &Path) -> Result<Vec<String>> {
     }
     for file in super::rust_files(&root.join("crates"))? {
         let in_src = file.components().any(|c| c.as_os_str() == "src");
+        // Crate roots carry a crate doc instead (checked above, for libraries).
         let is_root = file
             .file_name()
-            .is_some_and(|f| f == "main.rs" || f == "lib.rs");
+            .is_some_and(|f| f == "main.rs" || f == "lib.rs")
+            || file
+                .parent()
+                .and_then(Path::file_name)
+                .is_some_and(|d| d == "bin");
         let text = std::fs::read_to_string(&file)?;
         if in_src && !is_root && !text.trim_start().starts_with("//!") {
             problems.push(format!(

@@ -5,7 +5,7 @@ use afterimage_core::{
 };
 
 use super::parse::{personas_schema, read_personas};
-use crate::prompts::PERSONAS_CORRECTION;
+use super::prompts::PERSONAS_CORRECTION;
 
 /// The personas one call produced (or why it failed), and what it cost.
 #[derive(Debug)]

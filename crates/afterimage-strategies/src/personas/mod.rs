@@ -5,10 +5,14 @@
 //! related people in layer `k + 1` (5, 25, 125, ...). Layers are generated lazily, only
 //! as deep as the run's target of dialogs per document needs, once per document, and
 //! saved after each new layer so a resumed run does not pay for them again.
+//!
+//! [`PersonaGenerator`] implements [`PersonaSource`]; the persona instruction
+//! generator (in the instructions seam) asks questions in the voice it picks.
 
 mod ask;
 mod parse;
 mod policy;
+mod prompts;
 mod state;
 
 use std::collections::HashMap;
@@ -24,13 +28,11 @@ use futures::StreamExt;
 use tokio::sync::{Mutex as AsyncMutex, OnceCell};
 
 use self::ask::ask_for_personas;
+use self::prompts::{persona_from_persona_message, persona_from_text_message};
 use self::state::DocState;
-use crate::prompts::{
-    DEFAULT_PERSONA_FROM_PERSONA_PROMPT, DEFAULT_PERSONA_FROM_TEXT_PROMPT,
-    persona_from_persona_message, persona_from_text_message,
-};
 
 pub use self::policy::{expected_persona_count, persona_depth_for};
+pub use self::prompts::{DEFAULT_PERSONA_FROM_PERSONA_PROMPT, DEFAULT_PERSONA_FROM_TEXT_PROMPT};
 
 /// Parent personas asked about at once when a deeper layer is generated.
 const PARENT_CONCURRENCY: usize = 5;

@@ -7,8 +7,9 @@ use afterimage_core::{
 };
 use async_trait::async_trait;
 
-use crate::instructions::ask_for_instructions;
-use crate::prompts::{DEFAULT_SIMPLE_INSTRUCTION_PROMPT, fill, instruction_user_message};
+use super::ask::ask_for_instructions;
+use super::prompts::{DEFAULT_SIMPLE_INSTRUCTION_PROMPT, instruction_user_message};
+use crate::template::fill;
 
 /// Asks the model for first questions the simulated user would send, knowing only the
 /// correspondent prompt; the batch has no documents and an empty context.

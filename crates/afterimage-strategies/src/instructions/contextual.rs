@@ -9,13 +9,14 @@ use afterimage_core::{
 };
 use async_trait::async_trait;
 
-use crate::instructions::ask_for_instructions;
-use crate::persona_instructions::pick_persona;
-use crate::prompts::{
-    DEFAULT_CONTEXTUAL_INSTRUCTION_PROMPT, DEFAULT_PERSONA_INSTRUCTION_PROMPT, fill,
+use super::ask::ask_for_instructions;
+use super::persona::pick_persona;
+use super::prompts::{
+    DEFAULT_CONTEXTUAL_INSTRUCTION_PROMPT, DEFAULT_PERSONA_INSTRUCTION_PROMPT,
     instruction_user_message,
 };
-use crate::sampling::{DocumentPool, DocumentSampler, merge_contexts};
+use crate::documents::{DocumentPool, DocumentSampler, merge_contexts};
+use crate::template::fill;
 
 /// Samples documents and asks the model for first questions a real user would send
 /// about them.

@@ -2,7 +2,7 @@
 
 use afterimage_core::{ChatModel, ChatRequest, Message, StrategyError, snippet};
 
-use crate::prompts::{
+use super::prompts::{
     CORRESPONDENT_FOLLOW_UP_NOTE, CORRESPONDENT_WRITER_PROMPT, USER_PROMPT_CLOSE, USER_PROMPT_OPEN,
 };
 

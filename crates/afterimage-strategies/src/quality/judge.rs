@@ -13,10 +13,10 @@ use async_trait::async_trait;
 use serde::de::{Deserialize, Deserializer, Error as _};
 use serde_json::{Map, Value, json};
 
-use crate::prompts::{
+use super::prompts::{
     DEFAULT_JUDGE_CRITERIA, DEFAULT_JUDGE_PROMPT, JUDGE_CORRECTION, JUDGE_CRITERION_DESCRIPTIONS,
-    fill,
 };
+use crate::template::fill;
 
 /// Scores a dialog with one model call: a score in 0..=1 and a short feedback per
 /// criterion, and their mean as the overall score.

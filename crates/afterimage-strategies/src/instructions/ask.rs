@@ -9,7 +9,7 @@ use std::marker::PhantomData;
 use serde::de::{Deserialize, Deserializer, Error as _};
 use serde_json::Value;
 
-use crate::prompts::INSTRUCTIONS_CORRECTION;
+use super::prompts::INSTRUCTIONS_CORRECTION;
 
 /// A structured-output schema for `{"<key>": [string]}`.
 pub(crate) fn list_schema(key: &str, description: &str) -> JsonSchema {

@@ -7,7 +7,7 @@ use afterimage_core::{
     ChatModel, Document, DocumentSource, Persona, PersonaSource, StrategyError, Usage,
 };
 
-use crate::prompts::FALLBACK_PERSONA;
+use super::prompts::FALLBACK_PERSONA;
 use crate::{ContextualInstructionGenerator, PersonaGenerator};
 
 /// Questions about sampled documents in the voice of personas from a

@@ -9,10 +9,9 @@ use afterimage_core::{
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
-use crate::prompts::{
-    DEFAULT_RAG_RESPONDENT_TEMPLATE, NO_RETRIEVED_CONTEXT, RETRIEVED_HEADING, fill,
-};
-use crate::sampling::CONTEXT_SEPARATOR;
+use super::prompts::{DEFAULT_RAG_RESPONDENT_TEMPLATE, NO_RETRIEVED_CONTEXT, RETRIEVED_HEADING};
+use crate::documents::CONTEXT_SEPARATOR;
+use crate::template::fill;
 
 /// The row metadata key holding what was retrieved.
 const METADATA_KEY: &str = "retrieval";

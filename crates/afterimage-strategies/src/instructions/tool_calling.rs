@@ -13,10 +13,11 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::index;
 
-use crate::instructions::ask_for_instructions;
-use crate::persona_instructions::pick_persona;
-use crate::prompts::{DEFAULT_TOOL_CALLING_INSTRUCTION_PROMPT, fill, instruction_user_message};
-use crate::sampling::{DocumentPool, Reservation, merge_contexts};
+use super::ask::ask_for_instructions;
+use super::persona::pick_persona;
+use super::prompts::{DEFAULT_TOOL_CALLING_INSTRUCTION_PROMPT, instruction_user_message};
+use crate::documents::{DocumentPool, Reservation, merge_contexts};
+use crate::template::fill;
 
 /// Samples a few of the tools and asks the model for first requests a real user would
 /// send that need them, with concrete argument values and without naming the tools.

@@ -3,7 +3,8 @@
 use afterimage_core::{Instruction, ModifiedPrompt, RespondentPromptModifier, StrategyError};
 use async_trait::async_trait;
 
-use crate::prompts::{DEFAULT_RESPONDENT_CONTEXT_TEMPLATE, fill};
+use super::prompts::DEFAULT_RESPONDENT_CONTEXT_TEMPLATE;
+use crate::template::fill;
 
 /// Gives the respondent the context the dialog's first question was drawn from, so
 /// that it answers from the same knowledge the question is about.

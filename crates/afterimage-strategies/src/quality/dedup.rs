@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use afterimage_core::fnv1a;
 
-use crate::checks::words;
+use super::checks::words;
 
 /// Hash functions per signature: 16 bands of 6 rows. A pair at 0.8 Jaccard shares a
 /// band with probability 0.99, a pair at 0.3 (questions that only share an opening

@@ -1,0 +1,30 @@
+//! The instructions seam: what the simulated user says first, and the prompt that
+//! plays the simulated user.
+//!
+//! The generators implement [`InstructionGenerator`](afterimage_core::InstructionGenerator):
+//! questions from the correspondent prompt alone, about sampled documents, in a
+//! generated persona's voice, or requests that need the given tools. They share one
+//! way of asking a model for a list of questions and reading its answer. The
+//! correspondent writer turns the assistant's system prompt into the simulated user's.
+
+mod ask;
+mod contextual;
+mod correspondent;
+mod persona;
+mod prompts;
+mod simple;
+mod tool_calling;
+
+pub use self::contextual::ContextualInstructionGenerator;
+pub use self::correspondent::{correspondent_follow_up_note, write_correspondent_prompt};
+pub use self::persona::PersonaInstructionGenerator;
+pub use self::prompts::{
+    CORRESPONDENT_FOLLOW_UP_NOTE, DEFAULT_CONTEXTUAL_INSTRUCTION_PROMPT,
+    DEFAULT_PERSONA_INSTRUCTION_PROMPT, DEFAULT_SIMPLE_INSTRUCTION_PROMPT,
+    DEFAULT_TOOL_CALLING_INSTRUCTION_PROMPT,
+};
+pub use self::simple::SimpleInstructionGenerator;
+pub use self::tool_calling::ToolCallingInstructionGenerator;
+
+/// The persona generator reads its answers as the same kind of keyed JSON list.
+pub(crate) use self::ask::{KeyedList, ListKey, list_schema};
