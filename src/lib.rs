@@ -63,7 +63,10 @@ pub mod prelude {
         AllOf, AnyOf, ContextCoverage, ConversationGenerator, EngineError, GenerateOptions,
         InFlight, PersonaUsage, RunReport, TokenBudget, Turns,
     };
-    pub use afterimage_providers::{Gemini, GeminiEmbedder, OpenAiCompatible, OpenAiEmbedder};
+    pub use afterimage_providers::{
+        Anthropic, EmbeddingEndpoint, Endpoint, Gemini, GeminiEmbedder, ModelStack,
+        OpenAiCompatible, OpenAiEmbedder, Provider, SharedParts,
+    };
     pub use afterimage_storage::JsonlStorage;
     pub use afterimage_strategies::{
         Bm25Retriever, ChunkOptions, ContextualInstructionGenerator, DirectoryDocumentProvider,

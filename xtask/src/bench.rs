@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -115,66 +115,100 @@ fn matrix() -> Vec<Case> {
     ]
 }
 
+/// The valued flags of `cargo xtask bench`.
+const BENCH_FLAGS: &[&str] = &[
+    "--num-dialogs",
+    "--max-concurrency",
+    "--max-turns",
+    "--latency-ms",
+    "--jitter-ms",
+    "--error-rate",
+    "--rate-limit-rate",
+    "--retry-after-secs",
+    "--rpm-limit",
+    "--python-spec",
+    "--json",
+];
+
+/// Start-up times in wall seconds, for the summary and the JSON.
+#[derive(Debug, Clone, Copy)]
+struct Startup {
+    /// `afterimage --version`.
+    version: f64,
+    /// Config load to the end of a 1-dialog run at L=0.
+    one_dialog: f64,
+    /// The Python CLI's `afterimage --version`, with `--compare-python`.
+    python_version: Option<f64>,
+}
+
 /// `cargo xtask bench`.
 pub(crate) fn bench(args: &[String]) -> Result<()> {
-    let flags = Flags::parse(
-        args,
-        &[
-            "--num-dialogs",
-            "--max-concurrency",
-            "--max-turns",
-            "--latency-ms",
-            "--jitter-ms",
-            "--error-rate",
-            "--rate-limit-rate",
-            "--retry-after-secs",
-            "--rpm-limit",
-            "--python-spec",
-            "--json",
-        ],
-        &["--matrix", "--compare-python"],
-    )?;
+    let flags = Flags::parse(args, BENCH_FLAGS, &["--matrix", "--compare-python"])?;
     if flags.help {
         println!("{BENCH_USAGE}");
         return Ok(());
     }
     let root = workspace_root();
-    let cases = if flags.switch("--matrix") {
-        matrix()
-    } else {
-        let mut case = Case::new(
-            "custom",
-            flags.value("--latency-ms")?.unwrap_or(100),
-            flags.value("--max-concurrency")?.unwrap_or(256),
-            flags.value("--num-dialogs")?.unwrap_or(2000),
-        );
-        case.max_turns = flags.value("--max-turns")?.unwrap_or(3);
-        case.jitter_ms = flags.value("--jitter-ms")?.unwrap_or(0);
-        case.error_rate = crate::rate(&flags, "--error-rate")?;
-        case.rate_limit_rate = crate::rate(&flags, "--rate-limit-rate")?;
-        case.retry_after_secs = flags.value("--retry-after-secs")?.unwrap_or(1);
-        case.rpm_limit = flags.value("--rpm-limit")?.unwrap_or(0);
-        case.name = format!(
-            "L={}{} ms, C={}, N={}, T={}",
-            case.latency_ms,
-            if case.jitter_ms > 0 {
-                format!("+-{}", case.jitter_ms)
-            } else {
-                String::new()
-            },
-            case.concurrency,
-            case.num_dialogs,
-            case.max_turns
-        );
-        vec![case]
-    };
+    let cases = cases(&flags)?;
     let json_path: PathBuf = flags
         .value("--json")?
         .unwrap_or_else(|| root.join("target/bench/results.json"));
 
+    let bin = build_release(&root)?;
+    let work = root.join("target/bench");
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let python = python_from_flags(&flags, &work)?;
+
+    println!("== machine: {}", machine());
+    let results = run_cases(&bin, &work, &cases, python.as_deref())?;
+    let (version, one_dialog) = startup(&bin, &work)?;
+    let startup = Startup {
+        version,
+        one_dialog,
+        python_version: python.as_deref().map(python_startup).transpose()?,
+    };
+
+    print_results(&results, startup);
+    write_json(&json_path, &results, startup)
+}
+
+/// The preset rows with `--matrix`, else the one case the flags describe.
+fn cases(flags: &Flags) -> Result<Vec<Case>> {
+    if flags.switch("--matrix") {
+        return Ok(matrix());
+    }
+    let mut case = Case::new(
+        "custom",
+        flags.value("--latency-ms")?.unwrap_or(100),
+        flags.value("--max-concurrency")?.unwrap_or(256),
+        flags.value("--num-dialogs")?.unwrap_or(2000),
+    );
+    case.max_turns = flags.value("--max-turns")?.unwrap_or(3);
+    case.jitter_ms = flags.value("--jitter-ms")?.unwrap_or(0);
+    case.error_rate = crate::rate(flags, "--error-rate")?;
+    case.rate_limit_rate = crate::rate(flags, "--rate-limit-rate")?;
+    case.retry_after_secs = flags.value("--retry-after-secs")?.unwrap_or(1);
+    case.rpm_limit = flags.value("--rpm-limit")?.unwrap_or(0);
+    case.name = format!(
+        "L={}{} ms, C={}, N={}, T={}",
+        case.latency_ms,
+        if case.jitter_ms > 0 {
+            format!("+-{}", case.jitter_ms)
+        } else {
+            String::new()
+        },
+        case.concurrency,
+        case.num_dialogs,
+        case.max_turns
+    );
+    Ok(vec![case])
+}
+
+/// Builds the CLI and the mock in release mode and says where they are.
+fn build_release(root: &Path) -> Result<Binaries> {
     println!("== building the CLI and the mock (release)");
     let status = Command::new(cargo())
-        .current_dir(&root)
+        .current_dir(root)
         .args([
             "build",
             "--release",
@@ -189,29 +223,48 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     if !status.success() {
         bail!("cargo build --release failed");
     }
-    let bin = Binaries {
-        cli: root.join("target/release/afterimage"),
-        mock: root.join("target/release/xtask"),
-    };
-    let work = root.join("target/bench");
-    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    let python = if flags.switch("--compare-python") {
-        let spec: String = flags
-            .value("--python-spec")?
-            .unwrap_or_else(|| "afterimage==0.18.1".into());
-        Some(python_cli(&work, &spec)?)
-    } else {
-        None
-    };
+    let release = target_dir(root).join("release");
+    Ok(Binaries {
+        cli: release.join("afterimage"),
+        mock: release.join("xtask"),
+    })
+}
 
-    println!("== machine: {}", machine());
+/// Where cargo puts its builds: `CARGO_TARGET_DIR` when set (a relative one is taken
+/// from `root`, where the build runs), else `root/target`.
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    }
+}
+
+/// The Python CLI with `--compare-python`, installed if need be.
+fn python_from_flags(flags: &Flags, work: &Path) -> Result<Option<PathBuf>> {
+    if !flags.switch("--compare-python") {
+        return Ok(None);
+    }
+    let spec: String = flags
+        .value("--python-spec")?
+        .unwrap_or_else(|| "afterimage==0.18.1".into());
+    python_cli(work, &spec).map(Some)
+}
+
+/// Runs each case with the Rust CLI and, if given, the Python one, printing each run's
+/// summary as it ends.
+fn run_cases(
+    bin: &Binaries,
+    work: &Path,
+    cases: &[Case],
+    python: Option<&Path>,
+) -> Result<Vec<(Run, Option<Run>)>> {
     let mut results = Vec::new();
-    for case in &cases {
-        let rust = run_case(&bin, &work, case, Tool::Rust)?;
+    for case in cases {
+        let rust = run_case(bin, work, case, Tool::Rust)?;
         println!("{}", rust.summary());
-        let py = match &python {
+        let py = match python {
             Some(py) => {
-                let run = run_case(&bin, &work, case, Tool::Python(py.clone()))?;
+                let run = run_case(bin, work, case, Tool::Python(py.to_path_buf()))?;
                 println!("{}", run.summary());
                 Some(run)
             }
@@ -219,50 +272,57 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         };
         results.push((rust, py));
     }
-    let startup = startup(&bin, &work)?;
-    let py_startup = match &python {
-        Some(py) => Some(median_wall(3, || {
-            let mut c = Command::new(py);
-            c.arg("--version");
-            c
-        })?),
-        None => None,
-    };
+    Ok(results)
+}
 
+/// The Python CLI's `--version`, median wall seconds of 3.
+fn python_startup(py: &Path) -> Result<f64> {
+    median_wall(3, || {
+        let mut c = Command::new(py);
+        c.arg("--version");
+        c
+    })
+}
+
+/// The table, the start-up times and, for one compared case, the side-by-side ratios.
+fn print_results(results: &[(Run, Option<Run>)], startup: Startup) {
     println!();
-    print_table(&results);
+    print_table(results);
     println!(
         "\nstart-up (median of 20): `afterimage --version` {:.1} ms; config load to the end of a \
          1-dialog run at L=0 {:.1} ms",
-        startup.0 * 1e3,
-        startup.1 * 1e3
+        startup.version * 1e3,
+        startup.one_dialog * 1e3
     );
-    if let Some(py) = py_startup {
+    if let Some(py) = startup.python_version {
         println!(
             "python `afterimage --version` (median of 3): {:.0} ms",
             py * 1e3
         );
     }
-    if let [(rust, Some(py))] = &results[..] {
+    if let [(rust, Some(py))] = results {
         print_comparison(rust, py);
     }
+}
 
+/// Writes every run and the start-up times to `path` as JSON.
+fn write_json(path: &Path, results: &[(Run, Option<Run>)], startup: Startup) -> Result<()> {
     let json = json!({
         "machine": machine(),
         "date_unix": unix_secs(),
         "runs": results.iter().flat_map(|(r, p)| std::iter::once(r).chain(p.as_ref())).map(Run::to_json).collect::<Vec<_>>(),
         "startup": {
-            "version_secs": startup.0,
-            "one_dialog_run_secs": startup.1,
-            "python_version_secs": py_startup,
+            "version_secs": startup.version,
+            "one_dialog_run_secs": startup.one_dialog,
+            "python_version_secs": startup.python_version,
         },
     });
-    if let Some(parent) = json_path.parent() {
+    if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)
-        .with_context(|| format!("writing {}", json_path.display()))?;
-    println!("\nresults written to {}", json_path.display());
+    std::fs::write(path, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("\nresults written to {}", path.display());
     Ok(())
 }
 
@@ -314,6 +374,16 @@ enum Tool {
     Python(PathBuf),
 }
 
+impl Tool {
+    /// The tool's name in the table, the JSON and the run's file names.
+    fn name(&self) -> &'static str {
+        match self {
+            Tool::Rust => "rust",
+            Tool::Python(_) => "python",
+        }
+    }
+}
+
 /// What `wait4` says about a finished child.
 #[derive(Debug, Clone, Copy, Default)]
 struct Usage {
@@ -349,6 +419,16 @@ struct RssSamples {
     /// The last VmHWM seen: the peak RSS of the program itself. (`wait4`'s `ru_maxrss`
     /// also counts the forking harness's RSS from before `exec`.)
     hwm_kb: u64,
+}
+
+impl RssSamples {
+    /// The first RSS sample (kB) taken at or after `secs`, or 0.
+    fn at(&self, secs: f64) -> u64 {
+        self.rss
+            .iter()
+            .find(|(t, _)| *t >= secs)
+            .map_or(0, |&(_, kb)| kb)
+    }
 }
 
 /// Polls `/proc/<pid>/status` every 20 ms until stopped.
@@ -503,59 +583,147 @@ impl Run {
 
 /// Starts the mock, runs one tool on `case` against it, stops the mock.
 fn run_case(bin: &Binaries, work: &Path, case: &Case, tool: Tool) -> Result<Run> {
-    let tool_name = match tool {
-        Tool::Rust => "rust",
-        Tool::Python(_) => "python",
-    };
-    let mut mock = Command::new(&bin.mock)
-        .arg("bench-server")
-        .args(case.mock_args())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting the mock (xtask bench-server)")?;
-    let mut mock_out = BufReader::new(mock.stdout.take().context("mock stdout")?);
-    let mut url = String::new();
-    mock_out.read_line(&mut url)?;
-    let url = url.trim().to_string();
-    if !url.starts_with("http://") {
-        bail!("the mock did not start (said {url:?})");
-    }
-
-    let out = work.join(format!("{tool_name}-rows.jsonl"));
-    let _ = std::fs::remove_file(&out);
-    let config = work.join(format!("{tool_name}-bench.yaml"));
-    std::fs::write(&config, workload_yaml(case, &url, &out))?;
-    let log = work.join(format!("{tool_name}-stderr.log"));
+    let tool_name = tool.name();
+    let (mut mock, url) = Mock::start(bin, case)?;
+    let files = RunFiles::write(work, tool_name, case, &url)?;
 
     let load_before = load1();
-    let mut command = match &tool {
+    let command = tool_command(&tool, bin, work, case, &url, &files);
+    let measured = measure(command, &files.log, tool_name)?;
+    let load_after = load1();
+    let (stats, mock_usage) = mock.stop()?;
+
+    if !measured.cli.success {
+        warn_failed(tool_name, case, &files.log);
+    }
+    let rows = count_lines(&files.out).unwrap_or(0);
+    let wall_secs = measured.wall_secs;
+    Ok(Run {
+        case: case.clone(),
+        tool: tool_name,
+        rows,
+        wall_secs,
+        cli: measured.cli,
+        rss_mid_kb: measured.samples.at(wall_secs * 0.5),
+        rss_late_kb: measured.samples.at(wall_secs * 0.9),
+        mock: mock_usage,
+        stats,
+        report: serde_json::from_str(measured.stdout.trim()).unwrap_or(Value::Null),
+        load_before,
+        load_after,
+    })
+}
+
+/// The mock in its own process (`xtask bench-server`), serving one case.
+#[derive(Debug)]
+struct Mock {
+    child: Child,
+    out: BufReader<ChildStdout>,
+}
+
+impl Mock {
+    /// Starts the mock with `case`'s behaviour; returns it and its OpenAI base URL.
+    fn start(bin: &Binaries, case: &Case) -> Result<(Mock, String)> {
+        let mut child = Command::new(&bin.mock)
+            .arg("bench-server")
+            .args(case.mock_args())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the mock (xtask bench-server)")?;
+        let mut out = BufReader::new(child.stdout.take().context("mock stdout")?);
+        let mut url = String::new();
+        out.read_line(&mut url)?;
+        let url = url.trim().to_string();
+        if !url.starts_with("http://") {
+            bail!("the mock did not start (said {url:?})");
+        }
+        Ok((Mock { child, out }, url))
+    }
+
+    /// Closes the mock's stdin, which stops it; returns its counters and its usage.
+    fn stop(&mut self) -> Result<(Value, Usage)> {
+        drop(self.child.stdin.take());
+        let mut stats = String::new();
+        self.out.read_line(&mut stats)?;
+        let usage = wait_usage(&self.child)?;
+        let stats = serde_json::from_str(stats.trim()).context("reading the mock's stats")?;
+        Ok((stats, usage))
+    }
+}
+
+/// The files of one run, named after the tool: rows, config and the CLI's stderr.
+#[derive(Debug)]
+struct RunFiles {
+    out: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+impl RunFiles {
+    /// Removes the last run's rows and writes the config of `case` against `url`.
+    fn write(work: &Path, tool_name: &str, case: &Case, url: &str) -> Result<RunFiles> {
+        let out = work.join(format!("{tool_name}-rows.jsonl"));
+        let _ = std::fs::remove_file(&out);
+        let config = work.join(format!("{tool_name}-bench.yaml"));
+        std::fs::write(&config, workload_yaml(case, url, &out))?;
+        let log = work.join(format!("{tool_name}-stderr.log"));
+        Ok(RunFiles { out, config, log })
+    }
+}
+
+/// The command line of `tool` running `case` against the mock at `url`.
+fn tool_command(
+    tool: &Tool,
+    bin: &Binaries,
+    work: &Path,
+    case: &Case,
+    url: &str,
+    files: &RunFiles,
+) -> Command {
+    match tool {
         Tool::Rust => {
             let mut c = Command::new(&bin.cli);
             c.arg("generate")
                 .arg("--config")
-                .arg(&config)
+                .arg(&files.config)
                 .args(["--provider", "local", "--model", "mock-model"])
-                .args(["--base-url", &url])
+                .args(["--base-url", url])
                 .args(["--num-dialogs", &case.num_dialogs.to_string()])
                 .args(["--max-concurrency", &case.concurrency.to_string()])
                 .args(["--max-turns", &case.max_turns.to_string()])
                 .arg("--out")
-                .arg(&out)
+                .arg(&files.out)
                 .args(["--seed", "1", "--json"]);
             c
         }
         Tool::Python(py) => {
             let mut c = Command::new(py);
-            c.args(["generate", "-c"]).arg(&config).current_dir(work);
+            c.args(["generate", "-c"])
+                .arg(&files.config)
+                .current_dir(work);
             c
         }
-    };
+    }
+}
+
+/// What one measured CLI process did.
+#[derive(Debug)]
+struct Measured {
+    /// Exit status and CPU from `wait4`, peak RSS from VmHWM when sampled.
+    cli: Usage,
+    wall_secs: f64,
+    samples: RssSamples,
+    stdout: String,
+}
+
+/// Runs `command` to its end, stderr to `log`, sampling its RSS and timing it.
+fn measure(mut command: Command, log: &Path, tool_name: &str) -> Result<Measured> {
     let start = Instant::now();
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(File::create(&log)?)
+        .stderr(File::create(log)?)
         .spawn()
         .with_context(|| format!("starting the {tool_name} CLI"))?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -574,46 +742,24 @@ fn run_case(bin: &Binaries, work: &Path, case: &Case, tool: Tool) -> Result<Run>
         cli.max_rss_kb = samples.hwm_kb;
     }
     let stdout = reader.join().unwrap_or_default();
-    let load_after = load1();
-
-    drop(mock.stdin.take());
-    let mut stats = String::new();
-    mock_out.read_line(&mut stats)?;
-    let mock_usage = wait_usage(&mock)?;
-    let stats: Value = serde_json::from_str(stats.trim()).context("reading the mock's stats")?;
-
-    if !cli.success {
-        let err = std::fs::read_to_string(&log).unwrap_or_default();
-        let tail: Vec<&str> = err.lines().rev().take(15).collect();
-        eprintln!(
-            "warning: the {tool_name} CLI failed on {}; the last lines of {}:\n{}",
-            case.name,
-            log.display(),
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
-    }
-    let rows = count_lines(&out).unwrap_or(0);
-    let at = |share: f64| {
-        samples
-            .rss
-            .iter()
-            .find(|(t, _)| *t >= wall_secs * share)
-            .map_or(0, |&(_, kb)| kb)
-    };
-    Ok(Run {
-        case: case.clone(),
-        tool: tool_name,
-        rows,
-        wall_secs,
+    Ok(Measured {
         cli,
-        rss_mid_kb: at(0.5),
-        rss_late_kb: at(0.9),
-        mock: mock_usage,
-        stats,
-        report: serde_json::from_str(stdout.trim()).unwrap_or(Value::Null),
-        load_before,
-        load_after,
+        wall_secs,
+        samples,
+        stdout,
     })
+}
+
+/// Warns with the last lines of the failed CLI's stderr.
+fn warn_failed(tool_name: &str, case: &Case, log: &Path) {
+    let err = std::fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = err.lines().rev().take(15).collect();
+    eprintln!(
+        "warning: the {tool_name} CLI failed on {}; the last lines of {}:\n{}",
+        case.name,
+        log.display(),
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
 }
 
 /// Lines in `path`, read in blocks (the harness stays small: its RSS would otherwise

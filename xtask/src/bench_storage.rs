@@ -43,58 +43,66 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         None => std::env::var("AFTERIMAGE_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
     };
+    let postgres = (!flags.switch("--skip-postgres")).then_some(postgres);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let dir =
-            std::env::temp_dir().join(format!("afterimage-bench-storage-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        println!("{rows} rows per backend, {writers} concurrent writers\n");
-        println!("{:<34} {:>12} {:>14}", "backend", "rows/s", "resume scan");
-        let jsonl = dir.join("rows.jsonl");
-        bench(
-            "jsonl (a write per row)",
-            AnyStorage::Jsonl(JsonlStorage::new(&jsonl)),
-            rows,
-            writers,
-        )
+    runtime.block_on(bench_all(rows, writers, postgres.as_deref()))
+}
+
+/// Benchmarks each backend in turn, in a scratch folder removed after; PostgreSQL only
+/// with a server URL.
+async fn bench_all(rows: u64, writers: u64, postgres: Option<&str>) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("afterimage-bench-storage-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    println!("{rows} rows per backend, {writers} concurrent writers\n");
+    println!("{:<34} {:>12} {:>14}", "backend", "rows/s", "resume scan");
+    let jsonl = dir.join("rows.jsonl");
+    bench(
+        "jsonl (a write per row)",
+        AnyStorage::Jsonl(JsonlStorage::new(&jsonl)),
+        rows,
+        writers,
+    )
+    .await?;
+    let batched = dir.join("batched.jsonl");
+    bench(
+        "jsonl (batched, 256 rows)",
+        AnyStorage::Jsonl(JsonlStorage::new(&batched).flush_policy(FlushPolicy {
+            rows: 256,
+            interval: std::time::Duration::from_millis(200),
+            fsync: false,
+        })),
+        rows,
+        writers,
+    )
+    .await?;
+    let sqlite = StorageSpec::Sqlite(dir.join("rows.db")).open().await?;
+    bench("sqlite (WAL, group commit)", sqlite, rows, writers).await?;
+    if let Some(postgres) = postgres {
+        bench_postgres(postgres, rows, writers).await?;
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// Benchmarks PostgreSQL in a fresh schema, dropped after even if the run failed.
+async fn bench_postgres(postgres: &str, rows: u64, writers: u64) -> Result<()> {
+    let schema = format!("afterimage_bench_{}", std::process::id());
+    let separator = if postgres.contains('?') { '&' } else { '?' };
+    let url = format!("{postgres}{separator}schema={schema}");
+    let storage = StorageSpec::Postgres(url)
+        .open()
+        .await
+        .with_context(|| format!("PostgreSQL at {postgres} (or pass --skip-postgres)"))?;
+    let result = bench("postgres (batched unnest insert)", storage, rows, writers).await;
+    let (client, connection) = tokio_postgres::connect(postgres, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
         .await?;
-        let batched = dir.join("batched.jsonl");
-        bench(
-            "jsonl (batched, 256 rows)",
-            AnyStorage::Jsonl(JsonlStorage::new(&batched).flush_policy(FlushPolicy {
-                rows: 256,
-                interval: std::time::Duration::from_millis(200),
-                fsync: false,
-            })),
-            rows,
-            writers,
-        )
-        .await?;
-        let sqlite = StorageSpec::Sqlite(dir.join("rows.db")).open().await?;
-        bench("sqlite (WAL, group commit)", sqlite, rows, writers).await?;
-        if !flags.switch("--skip-postgres") {
-            let schema = format!("afterimage_bench_{}", std::process::id());
-            let separator = if postgres.contains('?') { '&' } else { '?' };
-            let url = format!("{postgres}{separator}schema={schema}");
-            let storage = StorageSpec::Postgres(url)
-                .open()
-                .await
-                .with_context(|| format!("PostgreSQL at {postgres} (or pass --skip-postgres)"))?;
-            let result = bench("postgres (batched unnest insert)", storage, rows, writers).await;
-            let (client, connection) =
-                tokio_postgres::connect(&postgres, tokio_postgres::NoTls).await?;
-            tokio::spawn(connection);
-            client
-                .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-                .await?;
-            result?;
-        }
-        std::fs::remove_dir_all(&dir)?;
-        anyhow::Ok(())
-    })
+    result
 }
 
 async fn bench(name: &str, storage: AnyStorage, rows: u64, writers: u64) -> Result<()> {

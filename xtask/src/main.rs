@@ -178,8 +178,32 @@ fn demo(args: &[String]) -> Result<()> {
         server.base_url()
     );
 
-    let status = std::process::Command::new(cargo())
-        .current_dir(&root)
+    let status = run_demo_cli(&root, &server.openai_base_url(), dialogs, &out)?;
+    println!("{}", server.stats());
+    runtime.block_on(server.shutdown());
+    if !status.success() {
+        bail!("the CLI failed ({status})");
+    }
+
+    let rows =
+        std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
+    // The row exactly as stored: Python afterimage's keys, in its order.
+    if let Some(first) = rows.lines().next() {
+        println!("\nthe first row of {}:\n{first}", out.display());
+    }
+    Ok(())
+}
+
+/// `afterimage generate` on examples/support-bot.yaml through `cargo run`, against the
+/// mock at `base_url`, writing `dialogs` rows to `out`.
+fn run_demo_cli(
+    root: &std::path::Path,
+    base_url: &str,
+    dialogs: u64,
+    out: &std::path::Path,
+) -> Result<std::process::ExitStatus> {
+    std::process::Command::new(cargo())
+        .current_dir(root)
         .args([
             "run",
             "--quiet",
@@ -196,7 +220,7 @@ fn demo(args: &[String]) -> Result<()> {
             "--model",
             "mock-model",
         ])
-        .args(["--base-url", &server.openai_base_url()])
+        .args(["--base-url", base_url])
         .args([
             "--num-dialogs",
             &dialogs.to_string(),
@@ -204,22 +228,9 @@ fn demo(args: &[String]) -> Result<()> {
             "8",
         ])
         .arg("--out")
-        .arg(&out)
+        .arg(out)
         .status()
-        .context("running the afterimage CLI")?;
-    println!("{}", server.stats());
-    runtime.block_on(server.shutdown());
-    if !status.success() {
-        bail!("the CLI failed ({status})");
-    }
-
-    let rows =
-        std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
-    // The row exactly as stored: Python afterimage's keys, in its order.
-    if let Some(first) = rows.lines().next() {
-        println!("\nthe first row of {}:\n{first}", out.display());
-    }
-    Ok(())
+        .context("running the afterimage CLI")
 }
 
 /// `cargo xtask ci`: the checks `.ci/run` makes, in the same order.

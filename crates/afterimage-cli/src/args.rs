@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::ProviderKind;
 use crate::settings::Overrides;
+use afterimage_providers::Provider;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 
 /// Generate synthetic multi-turn conversations with LLMs.
 #[derive(Debug, Parser)]
@@ -82,8 +83,8 @@ pub(crate) struct ValidateArgs {
 #[derive(Debug, Args, Clone)]
 pub(crate) struct OverrideArgs {
     /// The provider (model.provider).
-    #[arg(long, value_enum)]
-    pub(crate) provider: Option<ProviderKind>,
+    #[arg(long, value_parser = provider_parser())]
+    pub(crate) provider: Option<Provider>,
     /// The model name (model.model_name).
     #[arg(long)]
     pub(crate) model: Option<String>,
@@ -105,6 +106,14 @@ pub(crate) struct OverrideArgs {
     /// Seed for reproducible sampling (generation.seed).
     #[arg(long)]
     pub(crate) seed: Option<u64>,
+}
+
+/// `--provider`: the catalogue's names, each with its description in `--help`.
+fn provider_parser() -> impl TypedValueParser<Value = Provider> {
+    PossibleValuesParser::new(
+        Provider::ALL.map(|p| PossibleValue::new(p.name()).help(p.description())),
+    )
+    .try_map(|name| name.parse::<Provider>())
 }
 
 impl From<OverrideArgs> for Overrides {

@@ -3,25 +3,22 @@
 use std::sync::Arc;
 
 use afterimage_core::{
-    ApiKey, ChatModel, Document, DocumentSource, Embedder, InstructionGenerator, ParkedRequests,
-    Retriever, Storage,
+    ChatModel, Document, DocumentSource, InstructionGenerator, ParkedRequests, Retriever, Storage,
 };
-use afterimage_engine::{ConversationGenerator, GenerateOptions, InFlight};
+use afterimage_engine::{ConversationGenerator, GenerateOptions};
 use afterimage_providers::{
-    Anthropic, DEEPSEEK_BASE_URL, GEMINI_EMBEDDING_BATCH, Gemini, GeminiEmbedder, KeyPool,
-    LOCAL_BASE_URL, OPENAI_BASE_URL, OPENAI_EMBEDDING_BATCH, OPENROUTER_BASE_URL, OpenAiCompatible,
-    OpenAiEmbedder, Retry, RetryEmbedder, RetryPolicy, Throttle,
+    EmbeddingEndpoint as EmbeddingModel, Endpoint as ModelEndpoint, KeyPool, SharedParts, Throttle,
 };
 use afterimage_strategies::{
-    Aggregation, Bm25Retriever, ChunkOptions, ContextualInstructionGenerator,
-    DirectoryDocumentProvider, EmbeddingRetriever, FileGlobDocumentProvider,
-    InMemoryDocumentProvider, JsonlDocumentProvider, LlmJudge, PersonaGenerator,
-    PersonaInstructionGenerator, SimpleInstructionGenerator, ToolCallingInstructionGenerator,
-    WithContextRespondentPromptModifier, WithRagRespondentPromptModifier, chunk_documents,
+    Bm25Retriever, ChunkOptions, ContextualInstructionGenerator, DirectoryDocumentProvider,
+    EmbeddingRetriever, FileGlobDocumentProvider, InMemoryDocumentProvider, JsonlDocumentProvider,
+    LlmJudge, PersonaGenerator, PersonaInstructionGenerator, SimpleInstructionGenerator,
+    ToolCallingInstructionGenerator, WithContextRespondentPromptModifier,
+    WithRagRespondentPromptModifier, chunk_documents,
 };
 use anyhow::Context;
 
-use crate::config::{AggregationKind, OnFailure, ProviderKind};
+use crate::config::OnFailure;
 use crate::settings::{
     DocumentsSpec, EmbeddingEndpoint, Endpoint, PersonaSettings, RetrievalSettings, Settings,
 };
@@ -37,128 +34,58 @@ pub(crate) struct Meters {
     pub(crate) parked: ParkedRequests,
 }
 
+/// The main endpoint of a run with `model_name` as its model.
+fn main_endpoint(settings: &Settings, model_name: &str) -> ModelEndpoint {
+    let mut endpoint = ModelEndpoint::new(settings.provider, model_name)
+        .timeout(settings.timeout)
+        .connect_timeout(settings.connect_timeout)
+        .max_retries(settings.max_retries)
+        .pacing(settings.pacing)
+        .per_key(settings.per_key);
+    endpoint.base_url = settings.base_url.clone();
+    endpoint.api_keys = settings.api_keys.clone();
+    endpoint
+}
+
 /// A chat model for `model_name` on the configured provider. `client` is shared so
-/// the respondent and correspondent pool the same connections; `pools` collects the
-/// key pools built, for their per-key report.
+/// the respondent and correspondent pool the same connections; `meters` collects the
+/// middleware built, for the report.
 pub(crate) fn model(
     settings: &Settings,
     model_name: &str,
     client: &reqwest::Client,
-    pools: &mut Meters,
+    meters: &mut Meters,
 ) -> anyhow::Result<Arc<dyn ChatModel>> {
-    endpoint_model(
-        &Endpoint {
-            provider: settings.provider,
-            model_name: model_name.to_owned(),
-            base_url: settings.base_url.clone(),
-            api_keys: settings.api_keys.clone(),
-            max_retries: settings.max_retries,
-            timeout: settings.timeout,
-            pacing: settings.pacing,
-            per_key: settings.per_key,
-        },
-        client,
-        pools,
-    )
+    stack(&main_endpoint(settings, model_name), client, meters)
 }
 
-/// A chat model for an endpoint: one client per key (a [`KeyPool`] when there are
-/// several), paced by a [`Throttle`], behind the retry middleware.
-pub(crate) fn endpoint_model(
-    endpoint: &Endpoint,
+/// The production stack for `endpoint` (clients, key pool, throttle, retry), its
+/// counters kept in `meters`.
+fn stack(
+    endpoint: &ModelEndpoint,
     client: &reqwest::Client,
-    pools: &mut Meters,
+    meters: &mut Meters,
 ) -> anyhow::Result<Arc<dyn ChatModel>> {
-    let base: Arc<dyn ChatModel> = match endpoint.api_keys.as_slice() {
-        [] => provider_client(endpoint, None, client)?,
-        [key] => provider_client(endpoint, Some(key), client)?,
-        keys => {
-            let clients = keys
-                .iter()
-                .map(|key| {
-                    let mut one = provider_client(endpoint, Some(key), client)?;
-                    // A key's own plan limits, when the config gives them.
-                    if endpoint.per_key.requests_per_minute.is_some()
-                        || endpoint.per_key.tokens_per_minute.is_some()
-                    {
-                        one = Arc::new(Throttle::new(one, endpoint.per_key));
-                    }
-                    Ok((key.clone(), one))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let pool = Arc::new(KeyPool::new(clients));
-            pools.keys.push(Arc::clone(&pool));
-            pool
-        }
+    let shared = SharedParts {
+        client: Some(client.clone()),
+        parked: meters.parked.clone(),
     };
-    let throttle = Arc::new(Throttle::new(base, endpoint.pacing));
-    pools.throttles.push(Arc::clone(&throttle));
-    let base: Arc<dyn ChatModel> = throttle;
-    if endpoint.max_retries == 0 {
-        return Ok(base);
-    }
-    let policy = RetryPolicy {
-        max_retries: endpoint.max_retries,
-        ..RetryPolicy::default()
-    };
-    Ok(Arc::new(
-        Retry::new(base, policy).parked(pools.parked.clone()),
-    ))
+    let stack = endpoint.build_with(&shared).context("model settings")?;
+    meters.keys.extend(stack.key_pool().cloned());
+    meters.throttles.push(Arc::clone(stack.throttle()));
+    Ok(stack.model())
 }
 
-/// The provider's client for one key.
-fn provider_client(
-    endpoint: &Endpoint,
-    key: Option<&ApiKey>,
-    client: &reqwest::Client,
-) -> anyhow::Result<Arc<dyn ChatModel>> {
-    let model: Arc<dyn ChatModel> = match endpoint.provider {
-        ProviderKind::Gemini => {
-            let mut builder = Gemini::builder()
-                .model(&endpoint.model_name)
-                .timeout(endpoint.timeout)
-                .client(client.clone());
-            if let Some(url) = &endpoint.base_url {
-                builder = builder.base_url(url);
-            }
-            if let Some(key) = key {
-                builder = builder.api_key(key.clone());
-            }
-            Arc::new(builder.build().context("model settings")?)
-        }
-        ProviderKind::Anthropic => {
-            let mut builder = Anthropic::builder()
-                .model(&endpoint.model_name)
-                .timeout(endpoint.timeout)
-                .client(client.clone());
-            if let Some(url) = &endpoint.base_url {
-                builder = builder.base_url(url);
-            }
-            if let Some(key) = key {
-                builder = builder.api_key(key.clone());
-            }
-            Arc::new(builder.build().context("model settings")?)
-        }
-        kind => {
-            let mut builder = match kind {
-                ProviderKind::Openai => OpenAiCompatible::openai(),
-                ProviderKind::Deepseek => OpenAiCompatible::deepseek(),
-                ProviderKind::Openrouter => OpenAiCompatible::openrouter(),
-                _ => OpenAiCompatible::local(),
-            }
-            .model(&endpoint.model_name)
-            .timeout(endpoint.timeout)
-            .client(client.clone());
-            if let Some(url) = &endpoint.base_url {
-                builder = builder.base_url(url);
-            }
-            if let Some(key) = key {
-                builder = builder.api_key(key.clone());
-            }
-            Arc::new(builder.build().context("model settings")?)
-        }
-    };
-    Ok(model)
+/// The judge's own endpoint, as the providers crate takes it.
+fn judge_endpoint(endpoint: &Endpoint) -> ModelEndpoint {
+    let mut judge = ModelEndpoint::new(endpoint.provider, &endpoint.model_name)
+        .timeout(endpoint.timeout)
+        .max_retries(endpoint.max_retries)
+        .pacing(endpoint.pacing)
+        .per_key(endpoint.per_key);
+    judge.base_url = endpoint.base_url.clone();
+    judge.api_keys = endpoint.api_keys.clone();
+    judge
 }
 
 /// The judge `quality` describes, on its own endpoint or the respondent's model.
@@ -170,16 +97,12 @@ fn judge(
 ) -> anyhow::Result<LlmJudge> {
     let quality = &settings.quality;
     let model = match &settings.evaluator {
-        Some(endpoint) => endpoint_model(endpoint, client, pools)?,
+        Some(endpoint) => stack(&judge_endpoint(endpoint), client, pools)?,
         None => Arc::clone(respondent),
     };
     let mut judge = LlmJudge::new(model)
         .model_name(settings.evaluator_model_name.clone())
-        .aggregation(match quality.aggregation {
-            AggregationKind::Mean => Aggregation::Mean,
-            AggregationKind::Min => Aggregation::Min,
-            AggregationKind::WeightedMean => Aggregation::WeightedMean,
-        });
+        .aggregation(quality.aggregation);
     for criterion in &quality.criteria {
         judge = judge.criterion(&criterion.name, &criterion.description);
     }
@@ -192,11 +115,8 @@ fn judge(
 /// One HTTP client for the run, with a connection pool as large as the concurrency so
 /// bursts do not reopen connections.
 pub(crate) fn http_client(settings: &Settings) -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(settings.max_concurrency.max(16))
-        .connect_timeout(settings.connect_timeout)
-        .timeout(settings.timeout)
-        .build()
+    main_endpoint(settings, &settings.model_name)
+        .http_client(settings.max_concurrency)
         .context("cannot set up the HTTP client")
 }
 
@@ -348,15 +268,11 @@ async fn rag_modifier(
     let retriever: Arc<dyn Retriever> = match &retrieval.embedding {
         None => Arc::new(Bm25Retriever::new(chunks)?),
         Some(endpoint) => {
-            let policy = RetryPolicy {
-                max_retries: settings.max_retries,
-                ..RetryPolicy::default()
-            };
-            let embedder = Arc::new(RetryEmbedder::new(embedder(endpoint, client), policy));
-            let batch = endpoint.batch_size.unwrap_or(match endpoint.provider {
-                ProviderKind::Gemini => GEMINI_EMBEDDING_BATCH,
-                _ => OPENAI_EMBEDDING_BATCH,
-            });
+            let endpoint = embedding_endpoint(endpoint, settings.max_retries);
+            let embedder = endpoint
+                .build_with(&SharedParts::new(client.clone()))
+                .context("embedding settings")?;
+            let batch = endpoint.texts_per_request();
             let count = chunks.len();
             Arc::new(
                 EmbeddingRetriever::build(embedder, chunks, batch)
@@ -364,7 +280,7 @@ async fn rag_modifier(
                     .with_context(|| {
                         format!(
                             "embedding {count} chunks with {} for retrieval",
-                            endpoint.model_name
+                            endpoint.model
                         )
                     })?,
             )
@@ -380,39 +296,15 @@ async fn rag_modifier(
     Ok(modifier)
 }
 
-/// The embedding client for `endpoint`.
-fn embedder(endpoint: &EmbeddingEndpoint, client: &reqwest::Client) -> Arc<dyn Embedder> {
-    let key = endpoint.api_key.clone().unwrap_or_else(|| ApiKey::new(""));
-    let mut batch = endpoint.batch_size;
-    if endpoint.provider == ProviderKind::Gemini {
-        let mut embedder =
-            GeminiEmbedder::new(key, endpoint.model_name.clone()).client(client.clone());
-        if let Some(url) = &endpoint.base_url {
-            embedder = embedder.base_url(url.clone());
-        }
-        if let Some(n) = batch.take() {
-            embedder = embedder.batch_size(n);
-        }
-        return Arc::new(embedder);
-    }
-    let default_url = match endpoint.provider {
-        ProviderKind::Deepseek => DEEPSEEK_BASE_URL,
-        ProviderKind::Openrouter => OPENROUTER_BASE_URL,
-        ProviderKind::Local => LOCAL_BASE_URL,
-        _ => OPENAI_BASE_URL,
-    };
-    let mut embedder = OpenAiEmbedder::new(key, endpoint.model_name.clone())
-        .client(client.clone())
-        .base_url(
-            endpoint
-                .base_url
-                .clone()
-                .unwrap_or_else(|| default_url.to_owned()),
-        );
-    if let Some(n) = batch {
-        embedder = embedder.batch_size(n);
-    }
-    Arc::new(embedder)
+/// The embedding endpoint, as the providers crate takes it, retrying as often as the
+/// chat models.
+fn embedding_endpoint(endpoint: &EmbeddingEndpoint, max_retries: u32) -> EmbeddingModel {
+    let mut embedding =
+        EmbeddingModel::new(endpoint.provider, &endpoint.model_name).max_retries(max_retries);
+    embedding.base_url = endpoint.base_url.clone();
+    embedding.api_key = endpoint.api_key.clone();
+    embedding.batch_size = endpoint.batch_size;
+    embedding
 }
 
 /// The generator and options for a run writing to `storage`.
@@ -464,7 +356,7 @@ pub(crate) async fn generator(
         "provider": settings.provider.name(),
         "model_name": settings.model_name,
         "num_dialogs": settings.num_dialogs,
-        "turns": format!("{:?}", settings.turns),
+        "turns": settings.turns.to_string(),
         "max_concurrency": settings.max_concurrency,
         "seed": settings.seed,
         "auto_improve": settings.auto_improve,
@@ -474,18 +366,14 @@ pub(crate) async fn generator(
         Some(DocumentsSpec::Loaded(docs)) => Some(docs.len()),
         _ => None,
     };
-    let criteria = crate::settings::criteria(&settings.stopping, document_count)
-        .map_err(anyhow::Error::msg)?;
+    let criteria = crate::settings::criteria(&settings.stopping, document_count)?;
     let mut options = GenerateOptions::new()
         .run_config(run_config)
         .turns(settings.turns)
         .max_concurrency(settings.max_concurrency)
         .stopping_criteria(criteria)
         .parked_requests(pools.parked.clone())
-        .on_stop(match settings.on_stop {
-            crate::config::OnStop::Finish => InFlight::Finish,
-            crate::config::OnStop::Cancel => InFlight::Cancel,
-        });
+        .on_stop(settings.on_stop);
     if let Some(n) = settings.num_dialogs {
         options = options.num_dialogs(n);
     }

@@ -5,16 +5,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use afterimage_core::{Document, DocumentSource, Storage};
+use std::collections::BTreeMap;
+
+use afterimage_core::{Document, DocumentSource, Storage, StorageError};
 use afterimage_engine::{CostBudget, EngineError, StopHandle};
-use afterimage_providers::{KeyStats, ThrottleStats};
+use afterimage_providers::{KeyStats, Provider, ThrottleStats};
 use afterimage_storage::StorageSpec;
 use anyhow::{Context, anyhow};
 
 use crate::Failure;
 use crate::args::{GenerateArgs, StatsArgs, ValidateArgs};
 use crate::build;
-use crate::config::{self, ProviderKind};
+use crate::config;
 use crate::output::{Progress, print_report, print_stats};
 use crate::settings::{DocumentsSpec, KeyPolicy, Overrides, Settings};
 
@@ -31,7 +33,7 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
             .with_context(|| format!("opening the output {}", settings.output))
             .map_err(Failure::Usage)?,
     );
-    let (generator, options, pools) = build::generator(&settings, storage)
+    let (generator, options, pools) = build::generator(&settings, Arc::clone(&storage))
         .await
         .map_err(Failure::Usage)?;
 
@@ -56,6 +58,9 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
     let options = options.on_progress(progress.callback());
     let result = generator.generate(options).await;
     progress.finish();
+    if let Some(report) = result.as_ref().map_or_else(EngineError::report, Some) {
+        record_failures(storage.as_ref(), &report.failures).await;
+    }
 
     let keys: Vec<KeyStats> = pools.keys.iter().flat_map(|p| p.stats()).collect();
     let pacing: Vec<ThrottleStats> = pools.throttles.iter().map(|t| t.stats()).collect();
@@ -83,6 +88,25 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
         }
         Err(e @ EngineError::Config(_)) => Err(Failure::Usage(e.into())),
         Err(e) => Err(Failure::Run(e.into())),
+    }
+}
+
+/// Adds the session's failures by cause to the stored run record, where `analyze`
+/// finds them later without this run's report. A failure only warns: the rows and
+/// the rest of the record are already stored.
+async fn record_failures(storage: &dyn Storage, failures: &BTreeMap<String, u64>) {
+    let saved = async {
+        let Some(mut record) = storage.load_run().await? else {
+            return Ok(());
+        };
+        record.add_failures(failures);
+        storage.save_run(&record).await
+    };
+    if let Err(e) = saved.await {
+        tracing::warn!(
+            "could not save the failures by cause in the run record of {}: {e}",
+            storage.location()
+        );
     }
 }
 
@@ -115,7 +139,7 @@ pub(crate) async fn validate(args: ValidateArgs) -> Result<(), Failure> {
     match (&settings.key_env, settings.api_keys.len()) {
         (Some(var), 1) => println!("ok    API key in {var}"),
         (Some(var), n) if n > 1 => println!("ok    {n} API keys in {var} (they rotate)"),
-        (Some(var), _) if settings.provider != ProviderKind::Local => {
+        (Some(var), _) if settings.provider != Provider::Local => {
             println!("fail  API key: {var} is not set (export {var}=<your key>)");
             usage_problems += 1;
         }
@@ -264,16 +288,11 @@ fn describe(spec: &DocumentsSpec) -> String {
 /// Runs `stats`: reads every row of any backend and summarises them.
 pub(crate) async fn stats(args: StatsArgs) -> Result<(), Failure> {
     let spec = StorageSpec::parse(&args.input);
-    if let StorageSpec::Jsonl(path) | StorageSpec::Sqlite(path) = &spec
-        && !path.exists()
-    {
-        return Err(Failure::Usage(anyhow!("{} does not exist", path.display())));
-    }
-    let storage = spec
-        .open()
-        .await
-        .with_context(|| format!("opening {spec}"))
-        .map_err(Failure::Usage)?;
+    let storage = spec.open_existing().await.map_err(|e| match e {
+        // Its message already names the storage and the fix.
+        StorageError::NotFound { .. } => Failure::Usage(e.into()),
+        e => Failure::Usage(anyhow::Error::new(e).context(format!("opening {spec}"))),
+    })?;
     let read = storage
         .read_report(args.strict)
         .await

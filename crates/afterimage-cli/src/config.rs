@@ -3,6 +3,9 @@
 
 use std::path::Path;
 
+use afterimage_engine::{InFlight, Price, StopRule};
+use afterimage_providers::Provider;
+use afterimage_strategies::Aggregation;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
@@ -67,7 +70,7 @@ pub struct Generation {
     pub max_concurrency: Option<usize>,
     /// Extra stopping rules (any one stops the run).
     #[serde(default)]
-    pub stopping: Vec<StoppingRule>,
+    pub stopping: Vec<StopRule>,
     /// Seed for reproducible sampling and turn counts.
     pub seed: Option<u64>,
     /// Failed dialogs tolerated before the run stops.
@@ -75,18 +78,7 @@ pub struct Generation {
     /// (ours) What a stopping rule does to dialogs in flight: `finish` (keep them) or
     /// `cancel`.
     #[serde(default)]
-    pub on_stop: OnStop,
-}
-
-/// `generation.on_stop`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnStop {
-    /// Let dialogs in flight finish and keep them.
-    #[default]
-    Finish,
-    /// Cancel dialogs in flight.
-    Cancel,
+    pub on_stop: InFlight,
 }
 
 impl Default for Generation {
@@ -99,7 +91,7 @@ impl Default for Generation {
             stopping: Vec::new(),
             seed: None,
             max_failures: None,
-            on_stop: OnStop::Finish,
+            on_stop: InFlight::Finish,
         }
     }
 }
@@ -112,221 +104,13 @@ fn default_max_turns() -> u32 {
     1
 }
 
-/// One entry of `generation.stopping`.
-///
-/// Read through [`RawRule`], a flat struct, rather than an internally tagged enum:
-/// serde buffers tagged enums untyped, and a YAML 1.1 reader then takes the key `n`
-/// of `{type: fixed, n: 100}` for the boolean `false`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(try_from = "RawRule")]
-pub enum StoppingRule {
-    /// Stop after `n` rows.
-    Fixed {
-        /// Rows.
-        n: u64,
-    },
-    /// Stop when documents were used enough (needs the strategies issue).
-    ContextCoverage {
-        /// Uses per document.
-        target_visits: u64,
-        /// Fraction of documents that must reach it.
-        coverage_threshold: f64,
-    },
-    /// Stop after this many distinct personas.
-    PersonaUsage {
-        /// Distinct personas.
-        n_personas: u64,
-    },
-    /// Stop when tokens reach a limit.
-    Budget {
-        /// Prompt-token limit.
-        max_prompt_tokens: Option<f64>,
-        /// Completion-token limit.
-        max_completion_tokens: Option<f64>,
-        /// Total-token limit.
-        max_total_tokens: Option<f64>,
-    },
-    /// Stop when too many dialogs fail.
-    RateLimit {
-        /// Failed share of finished dialogs.
-        max_error_rate: f64,
-        /// Finished dialogs before the rule applies.
-        min_samples: u64,
-    },
-    /// Stop when all the conditions hold.
-    All {
-        /// The conditions.
-        conditions: Vec<StoppingRule>,
-    },
-}
-
-/// Every key any stopping rule may have; [`StoppingRule`] checks that a rule uses only
-/// its own.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawRule {
-    #[serde(rename = "type")]
-    kind: String,
-    n: Option<u64>,
-    target_visits: Option<u64>,
-    coverage_threshold: Option<f64>,
-    n_personas: Option<u64>,
-    max_prompt_tokens: Option<f64>,
-    max_completion_tokens: Option<f64>,
-    max_total_tokens: Option<f64>,
-    max_error_rate: Option<f64>,
-    min_samples: Option<u64>,
-    conditions: Option<Vec<StoppingRule>>,
-}
-
-impl TryFrom<RawRule> for StoppingRule {
-    type Error = String;
-
-    fn try_from(raw: RawRule) -> Result<Self, String> {
-        let set: Vec<&str> = [
-            ("n", raw.n.is_some()),
-            ("target_visits", raw.target_visits.is_some()),
-            ("coverage_threshold", raw.coverage_threshold.is_some()),
-            ("n_personas", raw.n_personas.is_some()),
-            ("max_prompt_tokens", raw.max_prompt_tokens.is_some()),
-            ("max_completion_tokens", raw.max_completion_tokens.is_some()),
-            ("max_total_tokens", raw.max_total_tokens.is_some()),
-            ("max_error_rate", raw.max_error_rate.is_some()),
-            ("min_samples", raw.min_samples.is_some()),
-            ("conditions", raw.conditions.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(key, present)| present.then_some(key))
-        .collect();
-        let allowed: &[&str] = match raw.kind.as_str() {
-            "fixed" => &["n"],
-            "context_coverage" => &["target_visits", "coverage_threshold"],
-            "persona_usage" => &["n_personas"],
-            "budget" => &[
-                "max_prompt_tokens",
-                "max_completion_tokens",
-                "max_total_tokens",
-            ],
-            "rate_limit" => &["max_error_rate", "min_samples"],
-            "all" => &["conditions"],
-            other => {
-                return Err(format!(
-                    "unknown stopping rule type `{other}`, expected one of fixed, context_coverage, persona_usage, budget, rate_limit, all"
-                ));
-            }
-        };
-        if let Some(stray) = set.iter().find(|key| !allowed.contains(key)) {
-            return Err(format!(
-                "a `{}` stopping rule has no key `{stray}` (it takes {})",
-                raw.kind,
-                allowed.join(", ")
-            ));
-        }
-        let need = |value: Option<u64>, key: &str| {
-            value.ok_or_else(|| format!("a `{}` stopping rule needs `{key}`", raw.kind))
-        };
-        Ok(match raw.kind.as_str() {
-            "fixed" => StoppingRule::Fixed {
-                n: need(raw.n, "n")?,
-            },
-            "context_coverage" => StoppingRule::ContextCoverage {
-                target_visits: raw.target_visits.unwrap_or(1),
-                coverage_threshold: raw.coverage_threshold.unwrap_or(1.0),
-            },
-            "persona_usage" => StoppingRule::PersonaUsage {
-                n_personas: need(raw.n_personas, "n_personas")?,
-            },
-            "budget" => StoppingRule::Budget {
-                max_prompt_tokens: raw.max_prompt_tokens,
-                max_completion_tokens: raw.max_completion_tokens,
-                max_total_tokens: raw.max_total_tokens,
-            },
-            "rate_limit" => StoppingRule::RateLimit {
-                max_error_rate: raw.max_error_rate.unwrap_or(0.5),
-                min_samples: raw.min_samples.unwrap_or(10),
-            },
-            _ => StoppingRule::All {
-                conditions: raw.conditions.unwrap_or_default(),
-            },
-        })
-    }
-}
-
-/// The providers the `model.provider` key names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    /// Google Gemini (generateContent).
-    #[default]
-    Gemini,
-    /// OpenAI chat completions.
-    Openai,
-    /// DeepSeek (OpenAI-compatible).
-    Deepseek,
-    /// OpenRouter (OpenAI-compatible).
-    Openrouter,
-    /// Any OpenAI-compatible server (vLLM, Ollama, llama.cpp), no key needed.
-    Local,
-    /// Anthropic Messages API.
-    Anthropic,
-}
-
-impl ProviderKind {
-    /// The name used in the config.
-    pub fn name(self) -> &'static str {
-        match self {
-            ProviderKind::Gemini => "gemini",
-            ProviderKind::Openai => "openai",
-            ProviderKind::Deepseek => "deepseek",
-            ProviderKind::Openrouter => "openrouter",
-            ProviderKind::Local => "local",
-            ProviderKind::Anthropic => "anthropic",
-        }
-    }
-
-    /// The environment variable holding the key, unless `api_key_env` says otherwise.
-    pub fn default_key_env(self) -> Option<&'static str> {
-        match self {
-            ProviderKind::Gemini => Some("GEMINI_API_KEY"),
-            ProviderKind::Openai => Some("OPENAI_API_KEY"),
-            ProviderKind::Deepseek => Some("DEEPSEEK_API_KEY"),
-            ProviderKind::Openrouter => Some("OPENROUTER_API_KEY"),
-            ProviderKind::Anthropic => Some("ANTHROPIC_API_KEY"),
-            ProviderKind::Local => None,
-        }
-    }
-
-    /// A sensible model for the provider (the Python tool sends a Gemini model name to
-    /// every provider).
-    pub fn default_model(self) -> &'static str {
-        match self {
-            ProviderKind::Gemini => "gemini-2.0-flash",
-            ProviderKind::Openai => "gpt-4o-mini",
-            ProviderKind::Deepseek => "deepseek-chat",
-            ProviderKind::Openrouter => "openai/gpt-4o-mini",
-            ProviderKind::Local => "default",
-            ProviderKind::Anthropic => "claude-sonnet-4-5",
-        }
-    }
-
-    /// Dialogs in flight when the config does not say (the Python tool's defaults:
-    /// rate-limited hosted APIs 2, DeepSeek 16, local servers 8).
-    pub fn default_concurrency(self) -> usize {
-        match self {
-            ProviderKind::Deepseek => 16,
-            ProviderKind::Local => 8,
-            _ => 2,
-        }
-    }
-}
-
 /// `model:`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
     /// Which API.
     #[serde(default)]
-    pub provider: ProviderKind,
+    pub provider: Provider,
     /// The model name (default by provider).
     pub model_name: Option<String>,
     /// The environment variable holding the key (several keys: comma-separated).
@@ -343,7 +127,7 @@ pub struct ModelSection {
     /// (ours) Retries of a request that failed in a way that may pass (default 5).
     pub max_retries: Option<u32>,
     /// (ours) Token prices, for the cost in the report and `--max-cost`.
-    pub price: Option<PriceSection>,
+    pub price: Option<Price>,
     /// (ours) The provider's request limit per minute.
     pub requests_per_minute: Option<u32>,
     /// (ours) The provider's token limit per minute.
@@ -355,16 +139,6 @@ pub struct ModelSection {
     /// (ours) Stop the run when only failures came back for this long (default 300;
     /// 0 turns the breaker off).
     pub breaker_after_secs: Option<u64>,
-}
-
-/// `model.price:` per million tokens.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PriceSection {
-    /// Per million prompt tokens.
-    pub input_per_million: f64,
-    /// Per million completion tokens.
-    pub output_per_million: f64,
 }
 
 /// `respondent:` (and the prompt part of `correspondent:`)
@@ -489,8 +263,8 @@ pub struct PersonasSection {
     /// The deepest persona layer (0: only personas drawn from the documents); `null`
     /// picks it from the dialogs each document must serve.
     pub n_iterations: Option<u32>,
-    /// (ours) Documents whose personas are generated at once (default: the run's
-    /// concurrency).
+    /// (ours) Accepted so existing files still load, but unused: personas are made
+    /// as dialogs need them, within the run's `generation.max_concurrency`.
     pub max_concurrency: Option<usize>,
 }
 
@@ -571,7 +345,7 @@ pub enum RetrieverKind {
 pub struct EmbeddingSection {
     /// `openai`, `local`, `deepseek`, `openrouter` (OpenAI-compatible `/embeddings`) or
     /// `gemini` (default: the model section's provider).
-    pub provider: Option<ProviderKind>,
+    pub provider: Option<Provider>,
     /// The embedding model.
     pub model_name: Option<String>,
     /// The variable holding the key (default: the provider's).
@@ -604,7 +378,7 @@ pub struct QualitySection {
     pub on_failure: OnFailure,
     /// How criterion scores combine.
     #[serde(default)]
-    pub aggregation: AggregationKind,
+    pub aggregation: Aggregation,
     /// Weights for `aggregation: weighted_mean` (criterion name to weight).
     #[serde(default)]
     pub weights: std::collections::BTreeMap<String, f64>,
@@ -628,7 +402,7 @@ impl Default for QualitySection {
             min_score: default_min_score(),
             max_regenerations: 2,
             on_failure: OnFailure::KeepBest,
-            aggregation: AggregationKind::Mean,
+            aggregation: Aggregation::Mean,
             weights: Default::default(),
             criteria: Vec::new(),
             checks: true,
@@ -654,19 +428,6 @@ pub enum OnFailure {
     KeepBest,
     /// Drop it; another dialog takes its place.
     Drop,
-}
-
-/// How the judge combines criterion scores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AggregationKind {
-    /// The mean.
-    #[default]
-    Mean,
-    /// The lowest score.
-    Min,
-    /// The mean weighted by `weights`.
-    WeightedMean,
 }
 
 /// One user criterion of the judge.
@@ -841,7 +602,7 @@ analytics: {auto_analyze: false, output_path: null}
         .unwrap();
         assert_eq!(config.generation.num_dialogs, Some(25));
         assert_eq!(config.generation.stopping.len(), 2);
-        assert_eq!(config.model.provider, ProviderKind::Openai);
+        assert_eq!(config.model.provider, Provider::Openai);
         assert_eq!(config.context.num_random_contexts, 1);
         assert!(config.skills.is_some());
         let export = config.output.export.unwrap();
@@ -855,7 +616,7 @@ analytics: {auto_analyze: false, output_path: null}
         let config = parse("respondent: {system_prompt: hi}\n").unwrap();
         assert_eq!(config.generation.num_dialogs, Some(10));
         assert_eq!(config.generation.max_turns, 1);
-        assert_eq!(config.model.provider, ProviderKind::Gemini);
+        assert_eq!(config.model.provider, Provider::Gemini);
         assert_eq!(config.context.num_random_contexts, 2);
         assert_eq!(config.output.path, "./afterimage_output.jsonl");
         let config = parse("generation: {num_dialogs: null}\n").unwrap();

@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use afterimage_core::{ConversationRow, DocumentSource};
+use afterimage_core::DocumentSource;
 use afterimage_datasets::{
-    AnalyzeOptions, DatasetError, ExportFormat, ExportOptions, ExportReport, FormatOptions, Input,
-    RowFilter, analyze, export, read_input, render_html,
+    AnalyzeOptions, DatasetError, ExportFormat, ExportOptions, ExportReport, FormatOptions,
+    RowFilter, analyze, export, read_dataset, render_html,
 };
+use afterimage_storage::{StorageSpec, Stored};
 use afterimage_strategies::DirectoryDocumentProvider;
 use anyhow::{Context, anyhow};
 use clap::Args;
@@ -19,7 +20,7 @@ use crate::settings::{AfterRun, DocumentsSpec, Settings};
 /// `afterimage export`
 #[derive(Debug, Args)]
 pub(crate) struct ExportArgs {
-    /// The rows: a JSONL path (`sqlite:FILE` and `postgres://...` need the storage backends).
+    /// The rows: FILE.jsonl, sqlite:FILE or postgres://...
     #[arg(value_name = "IN", required_unless_present = "list_formats")]
     pub(crate) input: Option<String>,
     /// A format to write (repeatable): openai, sharegpt, alpaca, llama_factory, raw.
@@ -69,7 +70,8 @@ pub(crate) struct ExportArgs {
 /// `afterimage analyze`
 #[derive(Debug, Args)]
 pub(crate) struct AnalyzeArgs {
-    /// The rows: a JSONL path (`sqlite:FILE` and `postgres://...` need the storage backends).
+    /// The rows: FILE.jsonl, sqlite:FILE or postgres://... (the run record found there
+    /// gives the failed dialogs by cause).
     #[arg(value_name = "IN")]
     pub(crate) input: String,
     /// Write the HTML report here (default: next to the input, `<name>.html`, unless
@@ -86,8 +88,10 @@ pub(crate) struct AnalyzeArgs {
 
 /// Reading the input is the user's input being wrong (exit 2); writing is the run
 /// failing (exit 1).
-fn read(input: &str) -> Result<Vec<ConversationRow>, Failure> {
-    read_input(input).map_err(|e| Failure::Usage(message(&e)))
+async fn read(input: &StorageSpec) -> Result<Stored, Failure> {
+    read_dataset(input)
+        .await
+        .map_err(|e| Failure::Usage(message(&e)))
 }
 
 fn classify(e: DatasetError) -> Failure {
@@ -112,7 +116,7 @@ fn print_stdout(text: &str) {
 }
 
 /// Runs `export`.
-pub(crate) fn run_export(args: ExportArgs) -> Result<(), Failure> {
+pub(crate) async fn run_export(args: ExportArgs) -> Result<(), Failure> {
     if args.list_formats {
         for format in ExportFormat::ALL {
             println!("{:<14} {}", format.name(), format.description());
@@ -121,6 +125,8 @@ pub(crate) fn run_export(args: ExportArgs) -> Result<(), Failure> {
     }
     let input = args
         .input
+        .as_deref()
+        .map(StorageSpec::parse)
         .ok_or_else(|| Failure::Usage(anyhow!("give the input (IN)")))?;
     let formats: Vec<ExportFormat> = if args.all {
         ExportFormat::ALL.to_vec()
@@ -161,10 +167,9 @@ pub(crate) fn run_export(args: ExportArgs) -> Result<(), Failure> {
             "--split must be between 0 and 1 (exclusive), got {split}"
         )));
     }
-    let rows = read(&input)?;
+    let stored = read(&input).await?;
     let out_dir = args.out_dir.unwrap_or_else(|| input_dir(&input));
-    let report =
-        export(&rows, &out_dir, &Input::parse(&input).stem(), &options).map_err(classify)?;
+    let report = export(&stored.rows, &out_dir, &input.stem(), &options).map_err(classify)?;
     if args.json {
         let json = serde_json::to_string(&report).map_err(|e| Failure::Run(e.into()))?;
         print_stdout(&format!("{json}\n"));
@@ -174,15 +179,13 @@ pub(crate) fn run_export(args: ExportArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The folder of a JSONL input (`.` for a database or a bare file name).
-fn input_dir(input: &str) -> PathBuf {
-    match Input::parse(input) {
-        Input::Jsonl(path) => path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
-        _ => PathBuf::from("."),
-    }
+/// The folder of a file input (`.` for PostgreSQL or a bare file name).
+fn input_dir(input: &StorageSpec) -> PathBuf {
+    input
+        .file()
+        .and_then(Path::parent)
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 /// One line per file, then the skipped rows per format.
@@ -224,23 +227,22 @@ pub(crate) async fn run_analyze(args: AnalyzeArgs) -> Result<(), Failure> {
         Some(dir) => Some(document_ids(dir).await.map_err(Failure::Usage)?),
         None => None,
     };
-    let rows = read(&args.input)?;
+    let input = StorageSpec::parse(&args.input);
+    let stored = read(&input).await?;
     let analysis = analyze(
-        &rows,
+        &stored.rows,
         &AnalyzeOptions {
             documents,
-            run_failures: None,
+            run_failures: stored.run.and_then(|run| run.failures),
         },
     );
     let html = match (&args.html, args.json) {
         (Some(path), _) => Some(path.clone()),
-        (None, false) => {
-            Some(input_dir(&args.input).join(format!("{}.html", Input::parse(&args.input).stem())))
-        }
+        (None, false) => Some(input_dir(&input).join(format!("{}.html", input.stem()))),
         (None, true) => None,
     };
     if let Some(path) = &html {
-        write_html(path, &render_html(&analysis, &args.input)).map_err(Failure::Run)?;
+        write_html(path, &render_html(&analysis, &input.to_string())).map_err(Failure::Run)?;
     }
     if args.json {
         let json = serde_json::to_string(&analysis).map_err(|e| Failure::Run(e.into()))?;
@@ -274,7 +276,9 @@ fn write_html(path: &Path, html: &str) -> anyhow::Result<()> {
 /// The export and report `output.export` and `analytics.auto_analyze` ask for after a
 /// successful `generate`. A failure here is a warning: the rows are already stored and
 /// the run succeeded, so the exit code stays 0. Messages go to stderr, so `--json`
-/// keeps stdout to the run report.
+/// keeps stdout to the run report. The rows are read from the output's own spec (a
+/// PostgreSQL URL keeps its password, which its display hides); failures come from
+/// the run record (summed over resumed sessions), else from this session's report.
 pub(crate) async fn after_generate(settings: &Settings, failures: &BTreeMap<String, u64>) {
     let AfterRun {
         export: wanted,
@@ -283,22 +287,17 @@ pub(crate) async fn after_generate(settings: &Settings, failures: &BTreeMap<Stri
     if wanted.is_none() && report_path.is_none() {
         return;
     }
-    let input = settings.output.to_string();
-    let rows = match read_input(&input) {
-        Ok(rows) => rows,
+    let input = &settings.output;
+    let stored = match read_dataset(input).await {
+        Ok(stored) => stored,
         Err(e) => {
             tracing::warn!("export and analysis skipped: {e:#}");
             return;
         }
     };
     if let Some(wanted) = wanted {
-        let out_dir = wanted.out_dir.clone().unwrap_or_else(|| input_dir(&input));
-        match export(
-            &rows,
-            &out_dir,
-            &Input::parse(&input).stem(),
-            &wanted.options,
-        ) {
+        let out_dir = wanted.out_dir.clone().unwrap_or_else(|| input_dir(input));
+        match export(&stored.rows, &out_dir, &input.stem(), &wanted.options) {
             Ok(report) => eprint!("{}", export_summary(&report)),
             Err(e) => tracing::warn!("output.export failed (the generated rows are kept): {e:#}"),
         }
@@ -308,14 +307,18 @@ pub(crate) async fn after_generate(settings: &Settings, failures: &BTreeMap<Stri
             Some(DocumentsSpec::Loaded(docs)) => Some(docs.iter().map(|d| d.id.clone()).collect()),
             _ => None,
         };
+        let run_failures = stored
+            .run
+            .and_then(|run| run.failures)
+            .unwrap_or_else(|| failures.clone());
         let analysis = analyze(
-            &rows,
+            &stored.rows,
             &AnalyzeOptions {
                 documents,
-                run_failures: Some(failures.clone()),
+                run_failures: Some(run_failures),
             },
         );
-        match write_html(path, &render_html(&analysis, &input)) {
+        match write_html(path, &render_html(&analysis, &input.to_string())) {
             Ok(()) => eprintln!("report written to {}", path.display()),
             Err(e) => {
                 tracing::warn!("analytics report failed (the generated rows are kept): {e:#}")

@@ -8,10 +8,13 @@
 //! finishes a killed run; `afterimage stats IN` summarises the rows of any backend.
 //! `afterimage export IN --format F` writes training files for fine-tuning tools and
 //! `afterimage analyze IN --html OUT.html` an HTML report (both via
-//! [`afterimage_datasets`]).
+//! [`afterimage_datasets`]); `IN` is any backend, read through
+//! [`afterimage_storage::StorageSpec`], as are the export and report `generate` runs
+//! after a successful run.
 //!
 //! The config goes through two stages: [`RawConfig`] is what the file says,
 //! [`Settings`] is the resolved and checked run; only the latter reaches the engine.
+//! A config that cannot run fails with a [`SettingsError`] naming the key at fault.
 //! Exit codes: 0 done, 2 bad usage or config, 1 the run failed.
 //!
 //! ```
@@ -24,14 +27,19 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+pub use afterimage_providers::Provider;
+
 pub use crate::{
     config::{
-        AggregationKind, AnalyticsSection, ConfigError, ContextSection, CorrespondentSection,
-        CriterionEntry, DocumentsKind, DocumentsSection, ExportSection, Generation, ModelSection,
-        OnFailure, OutputSection, PersonasSection, PromptSection, ProviderKind, QualitySection,
-        RawConfig, StoppingRule, StorageKind, load as load_config, parse as parse_config,
+        AnalyticsSection, ConfigError, ContextSection, CorrespondentSection, CriterionEntry,
+        DocumentsKind, DocumentsSection, ExportSection, Generation, ModelSection, OnFailure,
+        OutputSection, PersonasSection, PromptSection, QualitySection, RawConfig, StorageKind,
+        load as load_config, parse as parse_config,
     },
-    settings::{AfterRun, AutoExport, DocumentsSpec, Endpoint, KeyPolicy, Overrides, Settings},
+    settings::{
+        AfterRun, AutoExport, DocumentsSpec, Endpoint, KeyPolicy, Overrides, Settings,
+        SettingsError,
+    },
 };
 
 mod args;
@@ -83,7 +91,7 @@ pub fn main() -> ExitCode {
             args::Command::Generate(args) => commands::generate(args).await,
             args::Command::Validate(args) => commands::validate(args).await,
             args::Command::Stats(args) => commands::stats(args).await,
-            args::Command::Export(args) => datasets::run_export(args),
+            args::Command::Export(args) => datasets::run_export(args).await,
             args::Command::Analyze(args) => datasets::run_analyze(args).await,
         }
     });

@@ -14,7 +14,7 @@ use std::time::Duration;
 use afterimage_core::RunProgress;
 use afterimage_engine::{Price, RunReport};
 use afterimage_providers::{KeyStats, ThrottleStats};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).
 pub(crate) struct Progress {
@@ -33,11 +33,18 @@ impl Progress {
         if visible {
             bar.set_draw_target(ProgressDrawTarget::stderr());
             let template = if total.is_some() {
-                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} dialogs  {per_sec}  ETA {eta}  {msg}"
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} dialogs  {rate}  ETA {eta}  {msg}"
             } else {
-                "{spinner} [{elapsed_precise}] {pos} dialogs  {per_sec}  {msg}"
+                "{spinner} [{elapsed_precise}] {pos} dialogs  {rate}  {msg}"
             };
             if let Ok(style) = ProgressStyle::with_template(template) {
+                // indicatif's own `{per_sec}` shows four decimals (`56.6072/s`).
+                let style = style.with_key(
+                    "rate",
+                    |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = w.write_str(&rate(state.per_sec()));
+                    },
+                );
                 bar.set_style(style);
             }
             bar.enable_steady_tick(Duration::from_millis(200));
@@ -79,6 +86,11 @@ impl Progress {
     pub(crate) fn finish(&self) {
         self.bar.finish_and_clear();
     }
+}
+
+/// Dialogs per second as the progress bar shows them: `56.6/s`.
+fn rate(per_sec: f64) -> String {
+    format!("{per_sec:.1}/s")
 }
 
 /// Prints the report as a table, or as one JSON object with `--json` (with a `keys`
@@ -329,5 +341,17 @@ pub(crate) fn print_stats(stats: &Stats, json: bool) {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in rows {
         out!("{k:<width$}  {v}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_shows_one_decimal() {
+        assert_eq!(rate(56.6072), "56.6/s");
+        assert_eq!(rate(0.04), "0.0/s");
+        assert_eq!(rate(3.0), "3.0/s");
     }
 }

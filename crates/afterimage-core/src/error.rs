@@ -304,4 +304,12 @@ pub enum StorageError {
     /// A database or other backend failed.
     #[error("storage backend: {0}")]
     Backend(String),
+    /// A storage read back does not exist (a file-backed one never written).
+    #[error(
+        "{location} does not exist: check the path, or write it first with afterimage generate --out {location}"
+    )]
+    NotFound {
+        /// Where it was looked for.
+        location: String,
+    },
 }

@@ -5,8 +5,8 @@
 //! - the model seam: [`ChatModel`] (one async method), [`ChatRequest`],
 //!   [`ChatResponse`], [`ProviderError`], and [`Embedder`];
 //! - the data: [`Message`], [`Role`], [`ToolSpec`], [`Document`], [`Persona`],
-//!   [`Usage`], the stored [`ConversationRow`] and the [`RunRecord`] that makes a run
-//!   resumable;
+//!   [`Usage`] and [`Spent`] (requests with their tokens), the stored
+//!   [`ConversationRow`] and the [`RunRecord`] that makes a run resumable;
 //! - the strategy traits: [`InstructionGenerator`], [`RespondentPromptModifier`],
 //!   [`StoppingCriterion`], [`Storage`], [`Evaluator`], [`DocumentSource`],
 //!   [`Retriever`].
@@ -65,7 +65,7 @@ pub use crate::{
         RespondentPromptModifier, Retrieved, Retriever, RunProgress, StoppingCriterion, Storage,
         ToolExecutor, ToolOutput, Verdict,
     },
-    usage::Usage,
+    usage::{Spent, Usage},
 };
 
 mod chat;

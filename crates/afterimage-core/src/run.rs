@@ -1,5 +1,7 @@
 //! The run record: what a storage keeps about a run so it can be resumed.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::Persona;
@@ -65,9 +67,23 @@ pub struct RunRecord {
     /// When this record was last saved, in milliseconds since the Unix epoch.
     #[serde(default)]
     pub updated_at_ms: u64,
+    /// Dialogs that failed, by cause, summed over the run's sessions. `None` when no
+    /// session recorded them (a run killed before its end, or an older afterimage),
+    /// which a report shows as unknown rather than as no failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures: Option<BTreeMap<String, u64>>,
 }
 
 impl RunRecord {
+    /// Adds one session's failures by cause to the run's (starting the count when the
+    /// record had none).
+    pub fn add_failures(&mut self, failures: &BTreeMap<String, u64>) {
+        let total = self.failures.get_or_insert_with(BTreeMap::new);
+        for (cause, count) in failures {
+            *total.entry(cause.clone()).or_default() += count;
+        }
+    }
+
     /// A running record with this identity, stamped now.
     pub fn new(
         run_id: impl Into<String>,
@@ -86,6 +102,7 @@ impl RunRecord {
             rows_written: 0,
             created_at_ms: now,
             updated_at_ms: now,
+            failures: None,
         }
     }
 }
@@ -113,6 +130,11 @@ mod tests {
         let record = RunRecord::new("abc", u64::MAX, "you are a user");
         let text = serde_json::to_string(&record).unwrap();
         assert_eq!(serde_json::from_str::<RunRecord>(&text).unwrap(), record);
+        assert!(!text.contains("failures"), "{text}");
+        let mut record = record;
+        record.add_failures(&BTreeMap::from([("timeout".to_owned(), 2)]));
+        record.add_failures(&BTreeMap::from([("timeout".to_owned(), 1)]));
+        assert_eq!(record.failures.as_ref().unwrap()["timeout"], 3);
         assert_eq!(split_row_id("ab-c-000012"), Some(("ab-c", 12)));
         assert_eq!(split_row_id("nope"), None);
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::{
-    ConversationRow, Document, Evaluation, Message, Persona, PersonaDocument, RunRecord,
+    ConversationRow, Document, Evaluation, Message, Persona, PersonaDocument, RunRecord, Spent,
     StorageError, StrategyError, ToolCall, ToolSpec, Usage,
 };
 
@@ -63,6 +63,13 @@ pub struct GeneratedInstructions {
     pub usage: Usage,
     /// Model requests the generator made for this batch.
     pub requests: u32,
+}
+
+impl GeneratedInstructions {
+    /// The generator's requests and tokens for this batch.
+    pub fn spent(&self) -> Spent {
+        Spent::new(self.requests, self.usage)
+    }
 }
 
 /// One instruction with what it was drawn from: the unit a dialog starts from.
@@ -171,6 +178,13 @@ pub struct PersonaPick {
     pub requests: u32,
 }
 
+impl PersonaPick {
+    /// The requests and tokens of this pick.
+    pub fn spent(&self) -> Spent {
+        Spent::new(self.requests, self.usage)
+    }
+}
+
 /// Supplies personas for documents, so any instruction generator can ask in a
 /// persona's voice.
 #[async_trait]
@@ -192,6 +206,13 @@ pub struct ToolOutput {
     pub usage: Usage,
     /// Model requests made.
     pub requests: u32,
+}
+
+impl ToolOutput {
+    /// The tool's requests and tokens.
+    pub fn spent(&self) -> Spent {
+        Spent::new(self.requests, self.usage)
+    }
 }
 
 /// Answers the respondent's tool calls: a real handler, or a model playing the tool.
@@ -247,6 +268,15 @@ pub trait StoppingCriterion: Send + Sync + std::fmt::Debug {
     fn may_start(&self, _progress: &RunProgress) -> bool {
         true
     }
+
+    /// What the criterion waits for, in plain words for run reports ("100 dialogs",
+    /// "token budget of 1000000 tokens"). The default is the type's name; implement it
+    /// so a report says more.
+    fn describe(&self) -> String {
+        let name = std::any::type_name::<Self>();
+        let name = name.split('<').next().unwrap_or(name);
+        name.rsplit("::").next().unwrap_or(name).to_owned()
+    }
 }
 
 /// Stops after exactly `n` rows.
@@ -260,6 +290,13 @@ impl StoppingCriterion for FixedNumber {
 
     fn max_rows(&self) -> Option<u64> {
         Some(self.0)
+    }
+
+    fn describe(&self) -> String {
+        match self.0 {
+            1 => "1 dialog".to_owned(),
+            n => format!("{n} dialogs"),
+        }
     }
 }
 
@@ -334,6 +371,13 @@ pub struct Verdict {
     pub requests: u32,
 }
 
+impl Verdict {
+    /// The judge's requests and tokens.
+    pub fn spent(&self) -> Spent {
+        Spent::new(self.requests, self.usage)
+    }
+}
+
 /// Where documents come from.
 #[async_trait]
 pub trait DocumentSource: Send + Sync + std::fmt::Debug {
@@ -361,5 +405,27 @@ pub trait Retriever: Send + Sync + std::fmt::Debug {
     /// A short name for row metadata and logs (`"bm25"`, `"embedding"`).
     fn name(&self) -> &str {
         "retriever"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Quiet<T>(T);
+
+    impl<T: Send + Sync + std::fmt::Debug> StoppingCriterion for Quiet<T> {
+        fn should_stop(&self, _progress: &RunProgress) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn criteria_describe_themselves_in_words() {
+        assert_eq!(FixedNumber(100).describe(), "100 dialogs");
+        assert_eq!(FixedNumber(1).describe(), "1 dialog");
+        // Without its own description, a criterion is named by its type alone.
+        assert_eq!(Quiet(3u8).describe(), "Quiet");
     }
 }

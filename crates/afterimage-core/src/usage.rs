@@ -41,3 +41,66 @@ impl std::ops::AddAssign for Usage {
         *self = *self + rhs;
     }
 }
+
+/// Model requests and the tokens they used: what a step of a run cost.
+///
+/// ```
+/// use afterimage_core::{Spent, Usage};
+///
+/// let mut total = Spent::default();
+/// total += Spent::new(1, Usage::new(100, 20));
+/// total += Spent::new(2, Usage::new(50, 10));
+/// assert_eq!(total, Spent::new(3, Usage::new(150, 30)));
+/// assert_eq!(total.minus(Spent::new(1, Usage::new(100, 20))), Spent::new(2, Usage::new(50, 10)));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spent {
+    /// Model requests made.
+    pub requests: u32,
+    /// Tokens those requests used.
+    pub usage: Usage,
+}
+
+impl Spent {
+    /// `requests` requests that used `usage`.
+    pub fn new(requests: u32, usage: Usage) -> Self {
+        Spent { requests, usage }
+    }
+
+    /// One request that used `usage`.
+    pub fn one(usage: Usage) -> Self {
+        Spent::new(1, usage)
+    }
+
+    /// What was spent since `earlier` (a snapshot of the same running total); never
+    /// below zero.
+    pub fn minus(self, earlier: Spent) -> Spent {
+        Spent {
+            requests: self.requests.saturating_sub(earlier.requests),
+            usage: Usage::new(
+                self.usage
+                    .input_tokens
+                    .saturating_sub(earlier.usage.input_tokens),
+                self.usage
+                    .output_tokens
+                    .saturating_sub(earlier.usage.output_tokens),
+            ),
+        }
+    }
+}
+
+impl std::ops::Add for Spent {
+    type Output = Spent;
+    fn add(self, rhs: Spent) -> Spent {
+        Spent {
+            requests: self.requests + rhs.requests,
+            usage: self.usage + rhs.usage,
+        }
+    }
+}
+
+impl std::ops::AddAssign for Spent {
+    fn add_assign(&mut self, rhs: Spent) {
+        *self = *self + rhs;
+    }
+}

@@ -6,13 +6,13 @@ use afterimage_core::StorageError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DatasetError {
-    /// The input names a backend this build cannot read yet.
+    /// The storage holds no rows.
     #[error(
-        "{input}: sqlite:/postgres: inputs need the storage backends (not in this build yet); export the rows to JSONL first"
+        "{location} holds no rows: check that it is the right storage, or generate into it first"
     )]
-    UnsupportedInput {
-        /// The input as given.
-        input: String,
+    Empty {
+        /// The storage, as it is displayed (without a password).
+        location: String,
     },
     /// Reading the stored rows failed.
     #[error("reading rows: {0}")]
@@ -32,17 +32,9 @@ pub enum DatasetError {
 }
 
 impl DatasetError {
-    /// The input is a backend that needs the storage backends.
-    pub fn is_unsupported_input(&self) -> bool {
-        matches!(self, DatasetError::UnsupportedInput { .. })
-    }
-
     /// The caller asked for something invalid (a user error, not a failure of the run).
     pub fn is_invalid(&self) -> bool {
-        matches!(
-            self,
-            DatasetError::Invalid(_) | DatasetError::UnsupportedInput { .. }
-        )
+        matches!(self, DatasetError::Invalid(_) | DatasetError::Empty { .. })
     }
 
     /// Reading or writing a file failed.

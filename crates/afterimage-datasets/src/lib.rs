@@ -1,8 +1,9 @@
 //! Datasets out of afterimage runs: export for fine-tuning tools, and an analysis
 //! report people can look at.
 //!
-//! - [`read_input`] reads the stored rows (a JSONL path today; `sqlite:` and
-//!   `postgres://` inputs once the storage backends land).
+//! - [`read_dataset`] reads the stored rows, run record and documents back from any
+//!   storage backend ([`StorageSpec`](afterimage_storage::StorageSpec): a JSONL file,
+//!   `sqlite:FILE` or `postgres://...`); the other functions take rows.
 //! - [`export`] filters ([`RowFilter`]), shuffles, splits and writes rows in each
 //!   [`ExportFormat`] (`openai`, `sharegpt`, `alpaca`, `llama_factory`, `raw`); a row a
 //!   format cannot express is skipped and counted ([`SkipReason`]), never written half.
@@ -32,7 +33,7 @@ pub use crate::{
         turns,
     },
     format::{ExportFormat, FormatOptions, SkipReason, convert},
-    input::{Input, read_input},
+    read::read_dataset,
     report::{SECTIONS, escape, render_html},
     stats::{
         Analysis, AnalyzeOptions, Bucket, Coverage, CriterionStats, Diversity, Judge, LengthStats,
@@ -43,6 +44,6 @@ pub use crate::{
 mod error;
 mod export;
 mod format;
-mod input;
+mod read;
 mod report;
 mod stats;

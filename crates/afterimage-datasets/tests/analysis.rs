@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use afterimage_datasets::{AnalyzeOptions, SECTIONS, analyze, read_input, render_html};
+use afterimage_datasets::{AnalyzeOptions, SECTIONS, analyze, render_html};
 
 fn rows() -> Vec<afterimage_core::ConversationRow> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/input.jsonl");
-    read_input(path.to_str().unwrap()).unwrap()
+    afterimage_storage::read_rows(&path).unwrap()
 }
 
 #[test]

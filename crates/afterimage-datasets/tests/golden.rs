@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use afterimage_datasets::{
-    ExportFormat, ExportOptions, FormatOptions, RowFilter, SkipReason, export, read_input,
+    ExportFormat, ExportOptions, FormatOptions, RowFilter, SkipReason, export,
 };
 
 fn golden_dir() -> PathBuf {
@@ -32,7 +32,7 @@ fn run(
     format: ExportFormat,
     options: FormatOptions,
 ) -> (String, afterimage_datasets::ExportReport) {
-    let rows = read_input(&input()).unwrap();
+    let rows = afterimage_storage::read_rows(Path::new(&input())).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let report = export(
         &rows,
@@ -131,7 +131,7 @@ fn raw_writes_every_row_unchanged() {
 
 #[test]
 fn split_and_filters_are_consistent_across_formats() {
-    let mut rows = read_input(&input()).unwrap();
+    let mut rows = afterimage_storage::read_rows(Path::new(&input())).unwrap();
     // Twenty copies with distinct ids, so the split has something to split.
     let base = rows.clone();
     for i in 0..4 {
@@ -197,7 +197,7 @@ fn split_and_filters_are_consistent_across_formats() {
 
 #[test]
 fn bad_options_are_invalid() {
-    let rows = read_input(&input()).unwrap();
+    let rows = afterimage_storage::read_rows(Path::new(&input())).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let err = export(&rows, dir.path(), "x", &ExportOptions::default()).unwrap_err();
     assert!(err.is_invalid());

@@ -1,18 +1,25 @@
-//! One dialog, from instruction to stored row.
+//! One dialog, from instruction to stored row, as named steps: draw an instruction,
+//! write the respondent's prompt, make the best attempt (converse, pass the quality
+//! gate, regenerate with feedback), store.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use afterimage_core::{
-    AttemptInfo, ChatModel, ChatRequest, ChatResponse, ConversationRow, CriterionScore, Evaluator,
-    FinishReason, GenerationInfo, Instruction, Message, ModifiedPrompt, RespondentPromptModifier,
-    Role, RowMetadata, Storage, StrategyError, ToolExecutor, ToolSpec, Usage, Verdict,
+    AttemptInfo, ChatModel, ChatRequest, ChatResponse, ConversationRow, Evaluator, GenerationInfo,
+    Instruction, Message, ModifiedPrompt, RespondentPromptModifier, RowMetadata, Spent, Storage,
+    ToolExecutor, ToolSpec,
 };
-use afterimage_strategies::{NearDuplicates, Rejection, check_dialog, validate_tool_call};
+use afterimage_strategies::NearDuplicates;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use crate::instructions::InstructionPool;
 use crate::{DialogError, Turns};
+
+mod converse;
+mod gate;
+
+use gate::Attempts;
 
 /// Everything a dialog needs, shared by all dialogs of a run.
 #[derive(Debug)]
@@ -46,10 +53,6 @@ pub(crate) struct Tools {
     /// Most tool rounds in one assistant turn.
     pub(crate) max_rounds: u32,
 }
-
-/// Times a respondent reply with a bad tool call is discarded and asked for again, per
-/// turn, before the attempt is rejected.
-const MAX_TOOL_REASKS: u32 = 2;
 
 /// What decides whether a dialog is good enough, and what happens when it is not.
 #[derive(Debug)]
@@ -102,30 +105,6 @@ pub(crate) struct DialogFailure {
     pub(crate) quality: QualityCounts,
 }
 
-/// Requests and tokens a dialog used.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Spent {
-    pub(crate) requests: u32,
-    pub(crate) usage: Usage,
-}
-
-impl Spent {
-    pub(crate) fn add(&mut self, response: &ChatResponse) {
-        self.requests += 1;
-        self.usage += response.usage;
-    }
-
-    fn minus(self, earlier: Spent) -> Spent {
-        Spent {
-            requests: self.requests - earlier.requests,
-            usage: Usage::new(
-                self.usage.input_tokens - earlier.usage.input_tokens,
-                self.usage.output_tokens - earlier.usage.output_tokens,
-            ),
-        }
-    }
-}
-
 /// A borrowed model that counts what passes through it, for calls made outside a
 /// dialog (writing the correspondent prompt) so the report still includes them.
 #[derive(Debug)]
@@ -155,7 +134,7 @@ impl ChatModel for Tally<'_> {
     ) -> Result<ChatResponse, afterimage_core::ProviderError> {
         let response = self.model.chat(request).await?;
         if let Ok(mut spent) = self.spent.lock() {
-            spent.add(&response);
+            *spent += Spent::one(response.usage);
         }
         Ok(response)
     }
@@ -165,8 +144,8 @@ impl ChatModel for Tally<'_> {
     }
 }
 
-/// Runs dialog `index` of the run: pick an instruction, modify the respondent prompt,
-/// alternate turns, check and judge (regenerating a bounded number of times), store.
+/// Runs dialog `index` of the run, after `start_delay`: the steps of [`Dialog::steps`],
+/// with what they spent reported whether they succeed or fail.
 pub(crate) async fn run_dialog(
     run: Arc<RunContext>,
     index: u64,
@@ -175,186 +154,193 @@ pub(crate) async fn run_dialog(
     if !start_delay.is_zero() {
         tokio::time::sleep(start_delay).await;
     }
-    let started = Instant::now();
-    let seed = dialog_seed(run.seed, index);
-    let mut spent = Spent::default();
-    let mut counts = QualityCounts::default();
-    macro_rules! fail {
-        ($error:expr) => {
-            return Err(DialogFailure {
-                error: $error,
-                spent,
-                quality: counts,
-            })
-        };
-    }
+    let mut dialog = Dialog::new(&run, index);
+    let stored = dialog.steps().await;
+    dialog.finish(stored)
+}
 
-    // 1. What the user asks first: not a near duplicate of an earlier question.
-    let instruction = loop {
-        let draw_seed = seed.wrapping_add(u64::from(counts.duplicates));
-        let (instruction, refill) = match run
-            .instructions
-            .next(&run.correspondent_prompt, draw_seed)
-            .await
-        {
-            Ok(next) => next,
-            Err(e) => fail!(DialogError::Instruction(e)),
-        };
-        spent.requests += refill.requests;
-        spent.usage += refill.usage;
-        match &run.quality.dedup {
-            Some(seen) if !seen.insert(&instruction.text) => {
-                run.instructions.done(&instruction, false);
-                counts.duplicates += 1;
-                if counts.duplicates >= MAX_DUPLICATE_DRAWS {
-                    fail!(DialogError::Duplicates(counts.duplicates));
-                }
-            }
-            _ => break instruction,
-        }
-    };
-    // Whatever happens next, the generator hears how this instruction ended (also
-    // when the task is cancelled), so a document's visits are counted right.
-    let mut outcome = Outcome {
-        run: &run,
-        instruction: &instruction,
-        stored: false,
-    };
+/// One dialog on its way: what it has spent and the quality events so far, which the
+/// scheduler hears about whether the dialog is stored or fails.
+struct Dialog<'a> {
+    run: &'a RunContext,
+    index: u64,
+    seed: u64,
+    started: Instant,
+    spent: Spent,
+    counts: QualityCounts,
+}
 
-    // 2. What the assistant knows.
-    let prompt = match &run.modifier {
-        Some(modifier) => match modifier.modify(&run.respondent_prompt, &instruction).await {
-            Ok(prompt) => prompt,
-            Err(e) => fail!(DialogError::Modifier(e)),
-        },
-        None => ModifiedPrompt {
-            system_prompt: run.respondent_prompt.clone(),
-            ..ModifiedPrompt::default()
-        },
-    };
+/// What storing a dialog's row leaves for the scheduler.
+struct Stored {
+    persona: Option<String>,
+    context_ids: Vec<String>,
+    regenerations: u32,
+}
 
-    let turns = pick_turns(run.turns, seed);
-    let quality = &run.quality;
-    let mut attempts: Vec<AttemptInfo> = Vec::new();
-    let mut best: Option<ConversationRow> = None;
-    let mut unjudged: Option<ConversationRow> = None;
-    let mut feedback = String::new();
-    let kept = loop {
-        let before = spent;
-        // 3. The dialog itself; a regeneration's respondent is told what to fix.
-        let conversed = match converse(
-            &run,
-            &instruction,
-            &prompt,
-            &feedback,
-            turns,
-            &mut spent,
-            &mut counts,
-        )
-        .await
-        {
-            Ok(conversed) => conversed,
-            Err(e) => fail!(e),
-        };
-        let mut row = build_row(
-            &run,
+impl<'a> Dialog<'a> {
+    fn new(run: &'a RunContext, index: u64) -> Self {
+        Dialog {
+            run,
             index,
-            conversed.dialog,
-            &instruction,
-            &conversed.prompt,
-        );
-        let mut attempt = AttemptInfo::default();
-
-        // 4. A bad tool call, then the cheap checks, then the judge.
-        let passed = if let Some(rejection) = conversed.rejection.or_else(|| {
-            quality
-                .checks
-                .then(|| check_dialog(&row.conversations, conversed.truncated).err())
-                .flatten()
-        }) {
-            tracing::debug!(%rejection, "dialog rejected by the cheap checks");
-            counts.rejections.push(rejection.cause);
-            attempt.rejected = Some(rejection.to_string());
-            false
-        } else if let Some(judge) = &quality.evaluator {
-            match judge.evaluate(&row).await {
-                Ok(verdict) => {
-                    spent.requests += verdict.requests;
-                    spent.usage += verdict.usage;
-                    attempt.score = Some(verdict.score);
-                    attempt.grade = Some(verdict.evaluation.overall_grade);
-                    feedback = feedback_note(&verdict, quality.min_score);
-                    row.final_score = Some(verdict.score);
-                    row.evaluation = Some(verdict.evaluation);
-                    let passed = verdict.score >= quality.min_score;
-                    if !passed && best.as_ref().and_then(|b| b.final_score) < row.final_score {
-                        best = Some(row.clone());
-                    }
-                    passed
-                }
-                Err(e) if e.as_provider().is_some_and(|p| p.is_fatal()) => {
-                    fail!(DialogError::Judge(e))
-                }
-                // An answer the judge could not grade never counts as a pass.
-                Err(e) => {
-                    counts.unjudged += 1;
-                    attempt.judge_error = Some(e.to_string());
-                    unjudged = Some(row.clone());
-                    false
-                }
-            }
-        } else {
-            true
-        };
-        let cost = spent.minus(before);
-        attempt.usage = cost.usage;
-        attempt.requests = cost.requests;
-        attempts.push(attempt);
-        if passed {
-            break row;
+            seed: dialog_seed(run.seed, index),
+            started: Instant::now(),
+            spent: Spent::default(),
+            counts: QualityCounts::default(),
         }
-        if attempts.len() as u32 >= quality.max_attempts {
-            match (quality.keep_best, best.take().or(unjudged.take())) {
-                (true, Some(row)) => break row,
-                _ => fail!(DialogError::Rejected {
-                    attempts: attempts.len() as u32,
-                    last: attempts
-                        .last()
-                        .and_then(|a| a.rejected.clone().or(a.judge_error.clone()))
-                        .unwrap_or_else(|| "below the minimum score".to_owned()),
-                }),
-            }
-        }
-    };
-
-    let mut row = kept;
-    let regenerations = attempts.len() as u32 - 1;
-    row.metadata.generation = Some(GenerationInfo {
-        run_id: run.run_id.clone(),
-        index,
-        respondent_model: run.respondent.model_id().to_owned(),
-        correspondent_model: run.correspondent.model_id().to_owned(),
-        turns,
-        attempts,
-        requests: spent.requests,
-        usage: spent.usage,
-        finished_at_ms: unix_ms(),
-        elapsed_ms: started.elapsed().as_millis() as u64,
-        seed,
-    });
-
-    // 5. Store.
-    if let Err(e) = run.storage.write(&row).await {
-        fail!(DialogError::Storage(e));
     }
-    outcome.stored = true;
-    Ok(DialogOutcome {
-        persona: row.persona,
-        context_ids: row.metadata.context_ids,
-        spent,
-        regenerations,
-        quality: counts,
-    })
+
+    /// Draw the first question, write the assistant's prompt, make the best attempt,
+    /// store it.
+    async fn steps(&mut self) -> Result<Stored, DialogError> {
+        let run = self.run;
+        let instruction = self.draw_instruction().await?;
+        // Whatever happens next, the generator hears how this instruction ended (also
+        // when the task is cancelled), so a document's visits are counted right.
+        let mut outcome = Outcome {
+            run,
+            instruction: &instruction,
+            stored: false,
+        };
+        let prompt = self.respondent_prompt(&instruction).await?;
+        let turns = pick_turns(run.turns, self.seed);
+        let (row, attempts) = self.best_attempt(&instruction, &prompt, turns).await?;
+        let stored = self.store(row, attempts, turns).await?;
+        outcome.stored = true;
+        Ok(stored)
+    }
+
+    /// The dialog's result for the scheduler, with what it spent either way.
+    fn finish(self, stored: Result<Stored, DialogError>) -> Result<DialogOutcome, DialogFailure> {
+        match stored {
+            Ok(stored) => Ok(DialogOutcome {
+                persona: stored.persona,
+                context_ids: stored.context_ids,
+                spent: self.spent,
+                regenerations: stored.regenerations,
+                quality: self.counts,
+            }),
+            Err(error) => Err(DialogFailure {
+                error,
+                spent: self.spent,
+                quality: self.counts,
+            }),
+        }
+    }
+
+    /// What the user asks first: not a near duplicate of an earlier question (a
+    /// duplicate is handed back and another drawn, [`MAX_DUPLICATE_DRAWS`] times).
+    async fn draw_instruction(&mut self) -> Result<Instruction, DialogError> {
+        let run = self.run;
+        loop {
+            let draw_seed = self.seed.wrapping_add(u64::from(self.counts.duplicates));
+            let (instruction, refill) = run
+                .instructions
+                .next(&run.correspondent_prompt, draw_seed)
+                .await
+                .map_err(DialogError::Instruction)?;
+            self.spent += refill;
+            let Some(seen) = &run.quality.dedup else {
+                return Ok(instruction);
+            };
+            if seen.insert(&instruction.text) {
+                return Ok(instruction);
+            }
+            run.instructions.done(&instruction, false);
+            self.counts.duplicates += 1;
+            if self.counts.duplicates >= MAX_DUPLICATE_DRAWS {
+                return Err(DialogError::Duplicates(self.counts.duplicates));
+            }
+        }
+    }
+
+    /// What the assistant knows: the respondent prompt as the modifier rewrites it for
+    /// this instruction.
+    async fn respondent_prompt(
+        &self,
+        instruction: &Instruction,
+    ) -> Result<ModifiedPrompt, DialogError> {
+        let Some(modifier) = &self.run.modifier else {
+            return Ok(ModifiedPrompt {
+                system_prompt: self.run.respondent_prompt.clone(),
+                ..ModifiedPrompt::default()
+            });
+        };
+        modifier
+            .modify(&self.run.respondent_prompt, instruction)
+            .await
+            .map_err(DialogError::Modifier)
+    }
+
+    /// Converses and passes the result through the quality gate, regenerating (each
+    /// new attempt told what the judge found) until one passes or the attempts run
+    /// out; then the best attempt is kept, or the dialog fails, as the policy says.
+    /// Returns the kept row and every attempt's record.
+    async fn best_attempt(
+        &mut self,
+        instruction: &Instruction,
+        prompt: &ModifiedPrompt,
+        turns: u32,
+    ) -> Result<(ConversationRow, Vec<AttemptInfo>), DialogError> {
+        let run = self.run;
+        let quality = &run.quality;
+        let mut attempts = Attempts::default();
+        loop {
+            let before = self.spent;
+            let conversed = self
+                .converse(instruction, prompt, &attempts.feedback, turns)
+                .await?;
+            let mut row = build_row(
+                run,
+                self.index,
+                conversed.dialog,
+                instruction,
+                &conversed.prompt,
+            );
+            let gate = self
+                .quality_gate(&mut row, conversed.rejection, conversed.truncated)
+                .await?;
+            let cost = self.spent.minus(before);
+            if let Some(passed) = attempts.record(gate, row, cost, quality, &mut self.counts) {
+                return Ok((passed, attempts.list));
+            }
+            if attempts.list.len() as u32 >= quality.max_attempts {
+                return attempts.give_up(quality.keep_best);
+            }
+        }
+    }
+
+    /// Records how the row was made and stores it.
+    async fn store(
+        &self,
+        mut row: ConversationRow,
+        attempts: Vec<AttemptInfo>,
+        turns: u32,
+    ) -> Result<Stored, DialogError> {
+        let run = self.run;
+        let regenerations = attempts.len() as u32 - 1;
+        row.metadata.generation = Some(GenerationInfo {
+            run_id: run.run_id.clone(),
+            index: self.index,
+            respondent_model: run.respondent.model_id().to_owned(),
+            correspondent_model: run.correspondent.model_id().to_owned(),
+            turns,
+            attempts,
+            requests: self.spent.requests,
+            usage: self.spent.usage,
+            finished_at_ms: unix_ms(),
+            elapsed_ms: self.started.elapsed().as_millis() as u64,
+            seed: self.seed,
+        });
+        run.storage
+            .write(&row)
+            .await
+            .map_err(DialogError::Storage)?;
+        Ok(Stored {
+            persona: row.persona,
+            context_ids: row.metadata.context_ids,
+            regenerations,
+        })
+    }
 }
 
 /// Reports an instruction's outcome to the generator when dropped.
@@ -368,241 +354,6 @@ impl Drop for Outcome<'_> {
     fn drop(&mut self) {
         self.run.instructions.done(self.instruction, self.stored);
     }
-}
-
-/// The judge's low-scoring points, as a note for the respondent's next attempt.
-fn feedback_note(verdict: &Verdict, min_score: f64) -> String {
-    let mut weak: Vec<(&String, &CriterionScore)> = verdict
-        .evaluation
-        .criteria
-        .iter()
-        .filter(|(_, c)| c.score < min_score && !c.feedback.trim().is_empty())
-        .collect();
-    if weak.is_empty() {
-        return String::new();
-    }
-    weak.sort_by(|a, b| a.1.score.total_cmp(&b.1.score));
-    let points: Vec<String> = weak
-        .iter()
-        .map(|(name, c)| format!("- {name}: {}", c.feedback.trim()))
-        .collect();
-    format!(
-        "\n\nA reviewer read an earlier version of this conversation and found these problems. Avoid them in your answers:\n{}",
-        points.join("\n")
-    )
-}
-
-/// A dialog as the turns left it.
-struct Conversed {
-    /// The messages, first user message first.
-    dialog: Vec<Message>,
-    /// Whether a reply stopped at the token limit.
-    truncated: bool,
-    /// Why the dialog stopped early and must not be kept (a bad tool call).
-    rejection: Option<Rejection>,
-    /// The respondent's prompt at the last turn (a modifier may rewrite it for each
-    /// follow-up question): what the row reports the assistant saw.
-    prompt: ModifiedPrompt,
-}
-
-/// Alternates respondent and correspondent for `turns` assistant replies, starting
-/// from the instruction as the first user message. Before each follow-up answer the
-/// modifier may rewrite the respondent's prompt for the new question; `feedback` (a
-/// regeneration's note) always follows it.
-async fn converse(
-    run: &RunContext,
-    instruction: &Instruction,
-    prompt: &ModifiedPrompt,
-    feedback: &str,
-    turns: u32,
-    spent: &mut Spent,
-    counts: &mut QualityCounts,
-) -> Result<Conversed, DialogError> {
-    let mut dialog = vec![Message::user(instruction.text.as_str())];
-    let mut prompt = prompt.clone();
-    let mut truncated = false;
-    for turn in 1..=turns {
-        let system = format!("{}{feedback}", prompt.system_prompt);
-        let answer = respond(run, &system, &dialog, spent, counts).await?;
-        truncated |= answer.truncated;
-        dialog.extend(answer.messages);
-        if answer.rejection.is_some() {
-            return Ok(Conversed {
-                dialog,
-                truncated,
-                rejection: answer.rejection,
-                prompt,
-            });
-        }
-        if turn == turns {
-            break;
-        }
-        let request = correspondent_request(&run.correspondent_system, &dialog, run.temperature);
-        let follow_up = run
-            .correspondent
-            .chat(request)
-            .await
-            .map_err(DialogError::Correspondent)?;
-        spent.add(&follow_up);
-        let text = follow_up.message.content.trim();
-        if text.is_empty() {
-            return Err(DialogError::EmptyReply("correspondent"));
-        }
-        if let Some(modifier) = &run.modifier
-            && let Some(next) = modifier
-                .follow_up(&run.respondent_prompt, instruction, &prompt, text)
-                .await
-                .map_err(DialogError::Modifier)?
-        {
-            prompt = next;
-        }
-        dialog.push(Message::user(text));
-    }
-    Ok(Conversed {
-        dialog,
-        truncated,
-        rejection: None,
-        prompt,
-    })
-}
-
-/// One assistant turn: its tool rounds and its final reply.
-struct Answer {
-    /// The assistant's tool calls with their results, then its reply.
-    messages: Vec<Message>,
-    /// Whether a reply stopped at the token limit.
-    truncated: bool,
-    /// Set when the turn ended on a tool call that cannot be kept.
-    rejection: Option<Rejection>,
-}
-
-/// Asks the respondent to answer `dialog`. While it calls tools, each call is checked
-/// (a bad one is discarded and asked again, [`MAX_TOOL_REASKS`] times), answered by the
-/// executor, and the respondent asked again, for at most `max_rounds` rounds.
-async fn respond(
-    run: &RunContext,
-    system: &str,
-    dialog: &[Message],
-    spent: &mut Spent,
-    counts: &mut QualityCounts,
-) -> Result<Answer, DialogError> {
-    let tools = &run.tools;
-    let mut messages: Vec<Message> = Vec::new();
-    let mut truncated = false;
-    let mut rounds = 0;
-    let mut reasks = 0;
-    let mut note = String::new();
-    let rejected = |messages, truncated, cause, detail| {
-        Ok(Answer {
-            messages,
-            truncated,
-            rejection: Some(Rejection { cause, detail }),
-        })
-    };
-    loop {
-        let so_far: Vec<Message> = dialog.iter().chain(&messages).cloned().collect();
-        let request = respondent_request(&format!("{system}{note}"), &so_far, run.temperature)
-            .tools(tools.specs.clone());
-        let reply = run
-            .respondent
-            .chat(request)
-            .await
-            .map_err(DialogError::Respondent)?;
-        spent.add(&reply);
-        let reply_message = Message {
-            role: Role::Assistant,
-            ..reply.message
-        };
-        if reply_message.content.trim().is_empty() && reply_message.tool_calls.is_empty() {
-            return Err(DialogError::EmptyReply("respondent"));
-        }
-        truncated |= reply.finish_reason == Some(FinishReason::Length);
-        if reply_message.tool_calls.is_empty() {
-            messages.push(reply_message);
-            return Ok(Answer {
-                messages,
-                truncated,
-                rejection: None,
-            });
-        }
-        let checked: Result<Vec<&ToolSpec>, String> = reply_message
-            .tool_calls
-            .iter()
-            .map(|call| validate_tool_call(&tools.specs, call).map(|(tool, _)| tool))
-            .collect();
-        let called = match checked {
-            Ok(called) => called,
-            Err(problem) if reasks >= MAX_TOOL_REASKS => {
-                return rejected(messages, truncated, "invalid_tool_call", problem);
-            }
-            Err(problem) => {
-                reasks += 1;
-                counts.rejections.push("tool_call_reasked");
-                tracing::debug!(%problem, "bad tool call discarded; asking the respondent again");
-                note = format!(
-                    "\n\nYour previous reply was discarded because of this tool call error: {problem}. Call only the tools offered, with arguments that match their parameters, or answer in text."
-                );
-                continue;
-            }
-        };
-        note.clear();
-        if rounds >= tools.max_rounds {
-            return rejected(
-                messages,
-                truncated,
-                "too_many_tool_rounds",
-                format!("the assistant still called tools after {rounds} rounds in one turn"),
-            );
-        }
-        rounds += 1;
-        let Some(executor) = &tools.executor else {
-            return Err(DialogError::Tool(StrategyError::Config(
-                "tools are offered but nothing answers their calls".to_owned(),
-            )));
-        };
-        let calls = reply_message.tool_calls.clone();
-        messages.push(reply_message);
-        for (tool, call) in called.into_iter().zip(calls) {
-            let so_far: Vec<Message> = dialog.iter().chain(&messages).cloned().collect();
-            let output = executor
-                .execute(tool, &call, &so_far)
-                .await
-                .map_err(DialogError::Tool)?;
-            spent.requests += output.requests;
-            spent.usage += output.usage;
-            messages.push(Message::tool(call.id.clone(), output.content));
-        }
-    }
-}
-
-fn respondent_request(system: &str, dialog: &[Message], temperature: f32) -> ChatRequest {
-    let mut messages = Vec::with_capacity(dialog.len() + 1);
-    messages.push(Message::system(system));
-    messages.extend(dialog.iter().cloned());
-    ChatRequest::new(messages).temperature(temperature)
-}
-
-/// The dialog seen from the simulated user's side: its own messages are `assistant`,
-/// the assistant's replies are `user`. A short opening note comes first because
-/// chat APIs expect a conversation to open with a user turn.
-fn correspondent_request(system: &str, dialog: &[Message], temperature: f32) -> ChatRequest {
-    let mut messages = Vec::with_capacity(dialog.len() + 2);
-    messages.push(Message::system(system));
-    messages.push(Message::user(
-        "[The conversation begins. Write your first message to the assistant.]",
-    ));
-    // Tool plumbing is the assistant's business: the user sees only text.
-    let visible = dialog.iter().filter(|m| {
-        m.role != Role::Tool && !(m.role == Role::Assistant && m.content.trim().is_empty())
-    });
-    for message in visible {
-        let flipped = match message.role {
-            Role::User => Message::assistant(message.content.clone()),
-            _ => Message::user(message.content.clone()),
-        };
-        messages.push(flipped);
-    }
-    ChatRequest::new(messages).temperature(temperature)
 }
 
 fn build_row(
@@ -678,21 +429,5 @@ mod tests {
             assert!(picks.contains(&t), "turn count {t} never drawn");
         }
         assert_eq!(pick_turns(Turns::Exactly(4), 1), 4);
-    }
-
-    #[test]
-    fn correspondent_sees_the_whole_dialog_from_the_user_side() {
-        let dialog = vec![
-            Message::user("first question"),
-            Message::assistant("answer one"),
-        ];
-        let request = correspondent_request("be a user", &dialog, 0.7);
-        let roles: Vec<Role> = request.messages.iter().map(|m| m.role).collect();
-        assert_eq!(
-            roles,
-            [Role::System, Role::User, Role::Assistant, Role::User]
-        );
-        assert_eq!(request.messages[2].content, "first question");
-        assert_eq!(request.messages[3].content, "answer one");
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use afterimage_core::{
     ApiKey, ChatModel, Evaluator, InstructionGenerator, RespondentPromptModifier, RunRecord,
-    RunStatus, Storage, ToolExecutor, ToolSpec, split_row_id, unix_ms,
+    RunStatus, Spent, Storage, ToolExecutor, ToolSpec, split_row_id, unix_ms,
 };
 use afterimage_providers::Gemini;
 use afterimage_storage::JsonlStorage;
@@ -16,7 +16,7 @@ use afterimage_strategies::{
 };
 use tokio::sync::OnceCell;
 
-use crate::dialog::{Quality, RunContext, Spent, Tally, Tools};
+use crate::dialog::{Quality, RunContext, Tally, Tools};
 use crate::instructions::InstructionPool;
 use crate::run::{Plan, execute};
 use crate::{EngineError, GenerateOptions, RunReport};
@@ -66,27 +66,7 @@ impl ConversationGenerator {
     /// instead: same run id, seed and correspondent prompt, only the missing dialogs.
     pub async fn generate(&self, options: GenerateOptions) -> Result<RunReport, EngineError> {
         let mut plan = Plan::new(&options)?;
-        let inner = &self.inner;
-        let resumed = self.resumable_run(&options).await?;
-        let (mut record, setup) = match resumed {
-            Some((record, done)) => {
-                plan.done = done;
-                plan.stored_visits = inner.storage.context_visits().await.map_err(|e| {
-                    EngineError::Setup(format!(
-                        "reading the stored rows' documents in {}: {e}",
-                        inner.storage.location()
-                    ))
-                })?;
-                inner.instructions.record_stored_visits(&plan.stored_visits);
-                (record, Spent::default())
-            }
-            None => {
-                let (prompt, setup) = self.prepare_correspondent_prompt().await?;
-                let run_id = options.run_id.clone().unwrap_or_else(new_run_id);
-                let seed = options.seed.unwrap_or_else(rand::random);
-                (RunRecord::new(run_id, seed, prompt), setup)
-            }
-        };
+        let (mut record, setup) = self.open_run(&options, &mut plan).await?;
         record.status = RunStatus::Running;
         record.rows_requested = plan.cap;
         record.rows_written = plan.done.len() as u64;
@@ -96,11 +76,45 @@ impl ConversationGenerator {
         self.save_run(&mut record).await.map_err(|e| {
             EngineError::Setup(format!(
                 "saving the run record in {}: {e}",
+                self.inner.storage.location()
+            ))
+        })?;
+        let run = Arc::new(self.run_context(&record, &options));
+        let result = execute(run, plan, &options, setup).await;
+        self.close_run(&mut record, &result).await;
+        result
+    }
+
+    /// The run to make: the stored one when resuming (the plan learns what it already
+    /// wrote), else a new one with its correspondent prompt and what writing it cost.
+    async fn open_run(
+        &self,
+        options: &GenerateOptions,
+        plan: &mut Plan,
+    ) -> Result<(RunRecord, Spent), EngineError> {
+        let inner = &self.inner;
+        let Some((record, done)) = self.resumable_run(options).await? else {
+            let (prompt, setup) = self.prepare_correspondent_prompt().await?;
+            let run_id = options.run_id.clone().unwrap_or_else(new_run_id);
+            let seed = options.seed.unwrap_or_else(rand::random);
+            return Ok((RunRecord::new(run_id, seed, prompt), setup));
+        };
+        plan.done = done;
+        plan.stored_visits = inner.storage.context_visits().await.map_err(|e| {
+            EngineError::Setup(format!(
+                "reading the stored rows' documents in {}: {e}",
                 inner.storage.location()
             ))
         })?;
+        inner.instructions.record_stored_visits(&plan.stored_visits);
+        Ok((record, Spent::default()))
+    }
+
+    /// What every dialog of the run shares.
+    fn run_context(&self, record: &RunRecord, options: &GenerateOptions) -> RunContext {
+        let inner = &self.inner;
         let correspondent_prompt = record.correspondent_prompt.clone();
-        let run = Arc::new(RunContext {
+        RunContext {
             run_id: record.run_id.clone(),
             seed: record.seed,
             turns: options.turns,
@@ -129,11 +143,13 @@ impl ConversationGenerator {
                 keep_best: inner.keep_best,
             },
             storage: Arc::clone(&inner.storage),
-        });
-        let result = execute(run, plan, &options, setup).await;
-        // The final status is for people reading the store; the rows are what resume
-        // trusts, so failing to save it only warns.
-        let (status, report) = match &result {
+        }
+    }
+
+    /// Saves how the run ended. The final status is for people reading the store; the
+    /// rows are what resume trusts, so failing to save it only warns.
+    async fn close_run(&self, record: &mut RunRecord, result: &Result<RunReport, EngineError>) {
+        let (status, report) = match result {
             Ok(report) => (RunStatus::Done, Some(report)),
             Err(e) => (RunStatus::Failed, e.report()),
         };
@@ -141,13 +157,12 @@ impl ConversationGenerator {
         if let Some(report) = report {
             record.rows_written = report.rows_resumed + report.rows_written;
         }
-        if let Err(e) = self.save_run(&mut record).await {
+        if let Err(e) = self.save_run(record).await {
             tracing::warn!(
                 "could not save the run record in {}: {e}",
-                inner.storage.location()
+                self.inner.storage.location()
             );
         }
-        result
     }
 
     /// With `resume`, the stored run and the indices it already wrote; `None` when a
@@ -187,20 +202,7 @@ impl ConversationGenerator {
                 ids.len()
             )));
         };
-        let mut done = HashSet::with_capacity(ids.len());
-        for id in &ids {
-            match split_row_id(id) {
-                Some((run, index)) if run == record.run_id => {
-                    done.insert(index);
-                }
-                _ => {
-                    return Err(EngineError::Config(format!(
-                        "{location} holds row {id:?}, which is not from run {}: resume needs an output holding one run; choose another output",
-                        record.run_id
-                    )));
-                }
-            }
-        }
+        let done = stored_indices(&ids, &record.run_id, &location)?;
         if let Some(seed) = options.seed.filter(|s| *s != record.seed) {
             tracing::warn!(
                 "resuming run {} with its stored seed {}, not {seed}",
@@ -443,37 +445,20 @@ impl ConversationGeneratorBuilder {
             .respondent_prompt
             .filter(|p| !p.trim().is_empty())
             .ok_or_else(|| missing("the respondent prompt", "call .respondent_prompt(...)"))?;
-        let respondent = match (self.model, self.api_key) {
-            (Some(model), _) => model,
-            (None, Some(key)) => {
-                let name = self.model_name.as_deref().unwrap_or("gemini-2.0-flash");
-                let gemini = Gemini::builder()
-                    .api_key(key)
-                    .model(name)
-                    .build()
-                    .map_err(|e| EngineError::Config(format!("the Gemini client: {e}")))?;
-                Arc::new(gemini) as Arc<dyn ChatModel>
-            }
-            (None, None) => {
-                return Err(missing(
-                    "the model",
-                    "call .model(...), or .api_key(...) for Gemini",
-                ));
-            }
-        };
+        let respondent = respondent_model(self.model, self.api_key, self.model_name.as_deref())?;
         let instructions = self.instructions.ok_or_else(|| {
             missing(
                 "the instruction generator",
                 "call .instruction_generator(...)",
             )
         })?;
-        let evaluator = match (self.auto_improve, self.evaluator) {
-            (true, Some(evaluator)) => Some(evaluator),
-            (true, None) => Some(Arc::new(
-                LlmJudge::new(Arc::clone(&respondent)).model_name(self.evaluator_model_name),
-            ) as Arc<dyn Evaluator>),
-            (false, _) => None,
-        };
+        // With auto_improve and no judge given, the respondent's model judges.
+        let evaluator = self.auto_improve.then(|| {
+            self.evaluator.unwrap_or_else(|| {
+                let judge = LlmJudge::new(Arc::clone(&respondent));
+                Arc::new(judge.model_name(self.evaluator_model_name))
+            })
+        });
         let max_attempts = self.max_regenerations.unwrap_or(2).saturating_add(1);
         let min_score = self.min_score.unwrap_or(0.72);
         if !(0.0..=1.0).contains(&min_score) {
@@ -481,20 +466,14 @@ impl ConversationGeneratorBuilder {
                 "min_score is {min_score}: it must lie between 0 and 1"
             )));
         }
-        let mut names = HashSet::new();
-        if let Some(tool) = self.tools.iter().find(|t| !names.insert(t.name.as_str())) {
-            return Err(EngineError::Config(format!(
-                "the tool name `{}` is used twice",
-                tool.name
-            )));
-        }
-        let tool_executor =
-            match (self.tool_executor, self.tools.is_empty()) {
-                (Some(executor), _) => Some(executor),
-                (None, false) => Some(Arc::new(LlmToolSimulator::new(Arc::clone(&respondent)))
-                    as Arc<dyn ToolExecutor>),
-                (None, true) => None,
-            };
+        check_tool_names(&self.tools)?;
+        // Offered tools need something to answer them: by default the respondent's
+        // model plays them.
+        let tool_executor = self.tool_executor.or_else(|| {
+            (!self.tools.is_empty()).then(|| {
+                Arc::new(LlmToolSimulator::new(Arc::clone(&respondent))) as Arc<dyn ToolExecutor>
+            })
+        });
         let correspondent_prompt = OnceCell::new_with(self.correspondent_prompt);
         Ok(ConversationGenerator {
             inner: Arc::new(Inner {
@@ -522,6 +501,63 @@ impl ConversationGeneratorBuilder {
             }),
         })
     }
+}
+
+/// The model given, else Gemini with the API key (the Python library's default
+/// provider).
+fn respondent_model(
+    model: Option<Arc<dyn ChatModel>>,
+    api_key: Option<ApiKey>,
+    model_name: Option<&str>,
+) -> Result<Arc<dyn ChatModel>, EngineError> {
+    match (model, api_key) {
+        (Some(model), _) => Ok(model),
+        (None, Some(key)) => {
+            let gemini = Gemini::builder()
+                .api_key(key)
+                .model(model_name.unwrap_or("gemini-2.0-flash"))
+                .build()
+                .map_err(|e| EngineError::Config(format!("the Gemini client: {e}")))?;
+            Ok(Arc::new(gemini))
+        }
+        (None, None) => Err(EngineError::Config(
+            "the model is missing: call .model(...), or .api_key(...) for Gemini".to_owned(),
+        )),
+    }
+}
+
+/// Tool names must be unique: a call names the tool it wants.
+fn check_tool_names(tools: &[ToolSpec]) -> Result<(), EngineError> {
+    let mut names = HashSet::new();
+    match tools.iter().find(|t| !names.insert(t.name.as_str())) {
+        Some(tool) => Err(EngineError::Config(format!(
+            "the tool name `{}` is used twice",
+            tool.name
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The indices of the stored rows `ids`, all of which must be from run `run_id`.
+fn stored_indices(
+    ids: &[String],
+    run_id: &str,
+    location: &str,
+) -> Result<HashSet<u64>, EngineError> {
+    let mut done = HashSet::with_capacity(ids.len());
+    for id in ids {
+        match split_row_id(id) {
+            Some((run, index)) if run == run_id => {
+                done.insert(index);
+            }
+            _ => {
+                return Err(EngineError::Config(format!(
+                    "{location} holds row {id:?}, which is not from run {run_id}: resume needs an output holding one run; choose another output"
+                )));
+            }
+        }
+    }
+    Ok(done)
 }
 
 /// A short random run id (12 hex digits).

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use afterimage_core::{
-    Instruction, InstructionGenerator, InstructionRequest, StrategyError, Usage,
+    Instruction, InstructionGenerator, InstructionRequest, Spent, StrategyError,
 };
 use tokio::sync::Notify;
 
@@ -24,13 +24,6 @@ pub(crate) struct InstructionPool {
     /// Woken when questions are queued or a dialog ends: what a dialog told to wait
     /// (every document visit held by dialogs in flight) waits for.
     changed: Notify,
-}
-
-/// What taking an instruction cost (non-zero only for the dialog that refilled).
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct RefillCost {
-    pub(crate) requests: u32,
-    pub(crate) usage: Usage,
 }
 
 impl InstructionPool {
@@ -52,13 +45,13 @@ impl InstructionPool {
         &self,
         correspondent_prompt: &str,
         seed: u64,
-    ) -> Result<(Instruction, RefillCost), StrategyError> {
+    ) -> Result<(Instruction, Spent), StrategyError> {
         let deadline = tokio::time::Instant::now() + MAX_WAIT;
         loop {
             // Registered before looking, so a change in between still wakes us.
             let changed = self.changed.notified();
             if let Some(instruction) = self.pop() {
-                return Ok((instruction, RefillCost::default()));
+                return Ok((instruction, Spent::default()));
             }
             let request = InstructionRequest::new(correspondent_prompt, seed).reporting_outcomes();
             match self.generator.generate(&request).await {
@@ -77,11 +70,8 @@ impl InstructionPool {
     fn take_first(
         &self,
         batch: afterimage_core::GeneratedInstructions,
-    ) -> Result<(Instruction, RefillCost), StrategyError> {
-        let cost = RefillCost {
-            requests: batch.requests,
-            usage: batch.usage,
-        };
+    ) -> Result<(Instruction, Spent), StrategyError> {
+        let cost = batch.spent();
         let mut instructions = Instruction::split(batch).into_iter();
         let first = instructions
             .next()

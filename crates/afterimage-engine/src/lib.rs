@@ -46,12 +46,16 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub use crate::{
+    checks::OptionsError,
     error::{DialogError, EngineError},
     generator::{ConversationGenerator, ConversationGeneratorBuilder},
     options::{GenerateOptions, InFlight, Price, ProgressFn, StopHandle, Turns},
     report::RunReport,
+    stop_rules::{StopRule, StopRuleError},
     stopping::{AllOf, AnyOf, ContextCoverage, CostBudget, ErrorRate, PersonaUsage, TokenBudget},
 };
+
+mod checks;
 
 mod dialog;
 mod error;
@@ -60,4 +64,5 @@ mod instructions;
 mod options;
 mod report;
 mod run;
+mod stop_rules;
 mod stopping;

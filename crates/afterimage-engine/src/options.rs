@@ -27,6 +27,23 @@ impl Turns {
     }
 }
 
+/// In words: `up to 3`, `exactly 3`.
+///
+/// ```
+/// use afterimage_engine::Turns;
+///
+/// assert_eq!(Turns::UpTo(3).to_string(), "up to 3");
+/// assert_eq!(Turns::Exactly(1).to_string(), "exactly 1");
+/// ```
+impl std::fmt::Display for Turns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Turns::UpTo(n) => write!(f, "up to {n}"),
+            Turns::Exactly(n) => write!(f, "exactly {n}"),
+        }
+    }
+}
+
 /// What one [`generate`](crate::ConversationGenerator::generate) call should make.
 ///
 /// ```
@@ -54,8 +71,10 @@ pub struct GenerateOptions {
     pub(crate) parked: Option<ParkedRequests>,
 }
 
-/// What happens to dialogs still running when a stopping criterion fires.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What happens to dialogs still running when a stopping criterion fires (in a config:
+/// `finish` or `cancel`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum InFlight {
     /// Let them finish and keep their rows (the default): nothing paid for is lost.
     #[default]
@@ -88,6 +107,7 @@ impl StopHandle {
 
 /// What a model's tokens cost, in your currency per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Price {
     /// Per million prompt tokens.
     pub input_per_million: f64,

@@ -5,12 +5,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use afterimage_core::{FixedNumber, ParkedRequests, RunProgress, StoppingCriterion};
+use afterimage_core::{FixedNumber, ParkedRequests, RunProgress, Spent, StoppingCriterion};
 use tokio::task::JoinSet;
 
 use crate::dialog::{
-    DialogFailure, DialogOutcome, QualityCounts, RunContext, Spent, dialog_seed, pick_turns,
-    run_dialog,
+    DialogFailure, DialogOutcome, QualityCounts, RunContext, dialog_seed, pick_turns, run_dialog,
 };
 use crate::{
     DialogError, EngineError, GenerateOptions, InFlight, Price, RunReport, StopHandle, Turns,
@@ -80,117 +79,214 @@ impl Plan {
     }
 }
 
-/// Runs the plan to its end and reports.
+/// Runs the plan to its end and reports: start dialogs while slots and criteria allow,
+/// count each one that ends, stop as the criteria, the failures or the caller say.
 pub(crate) async fn execute(
     run: Arc<RunContext>,
     plan: Plan,
     options: &GenerateOptions,
     setup: Spent,
 ) -> Result<RunReport, EngineError> {
-    let started = Instant::now();
-    let mut state = State {
-        resumed: plan.done.len() as u64,
-        ..State::default()
-    };
-    state.progress.rows_written = state.resumed;
-    state.progress.context_visits = Arc::new(plan.stored_visits.clone());
-    state.spend(setup);
-    let mut tasks: JoinSet<Result<DialogOutcome, DialogFailure>> = JoinSet::new();
-    let mut order = StartOrder::new(run.seed, run.turns, plan.cap);
-
+    let mut scheduler = Scheduler::new(run, &plan, options, setup);
     loop {
-        if state.stop.is_none() && options.stop.as_ref().is_some_and(StopHandle::is_stopped) {
+        scheduler.start_dialogs();
+        let joined = match scheduler.next_finished().await {
+            Next::Finished(joined) => joined,
+            Next::LookAgain => continue,
+            Next::Done => break,
+        };
+        scheduler.record(joined);
+        scheduler.check_criteria();
+        scheduler.cancel_if_stopping().await;
+        if let Some(report) = &options.on_progress {
+            report(&scheduler.state.progress);
+        }
+    }
+    scheduler.finish().await
+}
+
+/// What a dialog task returns.
+type Joined = Result<Result<DialogOutcome, DialogFailure>, tokio::task::JoinError>;
+
+/// What waiting for the dialogs in flight gave.
+enum Next {
+    /// A dialog ended (or its task crashed).
+    Finished(Joined),
+    /// Dialogs may have parked on a retry delay: look for free slots again.
+    LookAgain,
+    /// Nothing is in flight and nothing more will start.
+    Done,
+}
+
+/// One run in progress: the dialogs in flight and what the ended ones did.
+struct Scheduler<'a> {
+    run: Arc<RunContext>,
+    plan: &'a Plan,
+    options: &'a GenerateOptions,
+    state: State,
+    tasks: JoinSet<Result<DialogOutcome, DialogFailure>>,
+    order: StartOrder,
+    started: Instant,
+}
+
+impl<'a> Scheduler<'a> {
+    fn new(
+        run: Arc<RunContext>,
+        plan: &'a Plan,
+        options: &'a GenerateOptions,
+        setup: Spent,
+    ) -> Self {
+        let mut state = State {
+            resumed: plan.done.len() as u64,
+            ..State::default()
+        };
+        state.progress.rows_written = state.resumed;
+        state.progress.context_visits = Arc::new(plan.stored_visits.clone());
+        state.spend(setup);
+        let order = StartOrder::new(run.seed, run.turns, plan.cap);
+        Scheduler {
+            run,
+            plan,
+            options,
+            state,
+            tasks: JoinSet::new(),
+            order,
+            started: Instant::now(),
+        }
+    }
+
+    /// Starts dialogs until the slots are full, the count is covered by the rows and
+    /// the dialogs in flight, or a criterion holds the next one back (which ends the
+    /// run when nothing is in flight).
+    fn start_dialogs(&mut self) {
+        let (plan, state) = (self.plan, &mut self.state);
+        if state.stop.is_none()
+            && self
+                .options
+                .stop
+                .as_ref()
+                .is_some_and(StopHandle::is_stopped)
+        {
             state.stop = Some(Stop::Interrupted);
         }
         // A dialog waiting out a retry delay holds no request in flight: another may
         // start in its place (at most doubling the dialogs in memory).
-        let parked = options.parked.as_ref().map_or(0, ParkedRequests::now) as usize;
+        let parked = self.options.parked.as_ref().map_or(0, ParkedRequests::now) as usize;
         let slots = plan.max_concurrency + parked.min(plan.max_concurrency);
         while state.stop.is_none()
-            && tasks.len() < slots
+            && self.tasks.len() < slots
             && plan
                 .cap
-                .is_none_or(|cap| state.progress.rows_written + (tasks.len() as u64) < cap)
+                .is_none_or(|cap| state.progress.rows_written + (self.tasks.len() as u64) < cap)
         {
-            state.progress.in_flight = tasks.len() as u64;
+            state.progress.in_flight = self.tasks.len() as u64;
             if let Some(gate) = plan.criteria.iter().find(|c| !c.may_start(&state.progress)) {
-                if tasks.is_empty() {
+                if self.tasks.is_empty() {
                     state.stop = Some(Stop::Criterion(format!(
-                        "{gate:?} allows no further dialog"
+                        "{} allows no further dialog",
+                        gate.describe()
                     )));
                 }
                 break;
             }
-            let index = order.next(&plan.done);
+            let index = self.order.next(&plan.done);
             let delay = state.backoff();
-            tasks.spawn(run_dialog(Arc::clone(&run), index, delay));
+            self.tasks
+                .spawn(run_dialog(Arc::clone(&self.run), index, delay));
         }
-        let joined = match &options.parked {
-            Some(_) if !tasks.is_empty() => tokio::select! {
-                joined = tasks.join_next() => joined,
-                // Dialogs may have parked since: look for free slots again.
-                () = tokio::time::sleep(PARKED_POLL) => continue,
+    }
+
+    /// Waits for the next dialog to end; with parked requests counted, also wakes up
+    /// now and then to look for slots they freed.
+    async fn next_finished(&mut self) -> Next {
+        let joined = match &self.options.parked {
+            Some(_) if !self.tasks.is_empty() => tokio::select! {
+                joined = self.tasks.join_next() => joined,
+                () = tokio::time::sleep(PARKED_POLL) => return Next::LookAgain,
             },
-            _ => tasks.join_next().await,
+            _ => self.tasks.join_next().await,
         };
-        let Some(joined) = joined else {
-            break;
-        };
+        joined.map_or(Next::Done, Next::Finished)
+    }
+
+    /// Counts a dialog that ended.
+    fn record(&mut self, joined: Joined) {
         match joined {
-            Ok(Ok(outcome)) => state.record_row(outcome),
-            Ok(Err(failure)) => state.record_failure(failure, &plan),
-            Err(join_error) => state.record_crash(join_error.to_string(), &plan),
+            Ok(Ok(outcome)) => self.state.record_row(outcome),
+            Ok(Err(failure)) => self.state.record_failure(failure, self.plan),
+            Err(join_error) => self.state.record_crash(join_error.to_string(), self.plan),
         }
-        state.progress.elapsed = started.elapsed();
-        state.progress.in_flight = tasks.len() as u64;
-        let count_reached = plan
+        self.state.progress.elapsed = self.started.elapsed();
+        self.state.progress.in_flight = self.tasks.len() as u64;
+    }
+
+    /// Stops the run when a criterion says so (reaching the count is no criterion
+    /// stop: the report says the rows requested were written).
+    fn check_criteria(&mut self) {
+        let state = &mut self.state;
+        let count_reached = self
+            .plan
             .cap
             .is_some_and(|cap| state.progress.rows_written >= cap);
         if state.stop.is_none()
             && !count_reached
-            && let Some(hit) = plan
+            && let Some(hit) = self
+                .plan
                 .criteria
                 .iter()
                 .find(|c| c.should_stop(&state.progress))
         {
-            state.stop = Some(Stop::Criterion(format!("{hit:?}")));
-        }
-        if options.in_flight == InFlight::Cancel
-            && matches!(state.stop, Some(Stop::Criterion(_) | Stop::Exhausted(_)))
-            && !tasks.is_empty()
-        {
-            // Cancelled dialogs never reach storage; their spend so far is lost to the
-            // report, which is the price of stopping at once.
-            tasks.abort_all();
-            while let Some(joined) = tasks.join_next().await {
-                match joined {
-                    // Finished before the abort reached it: the row is stored, so count it.
-                    Ok(Ok(outcome)) => state.record_row(outcome),
-                    Ok(Err(failure)) => state.record_failure(failure, &plan),
-                    Err(_) => state.cancelled += 1,
-                }
-            }
-            state.progress.in_flight = 0;
-        }
-        if let Some(report) = &options.on_progress {
-            report(&state.progress);
+            state.stop = Some(Stop::Criterion(hit.describe()));
         }
     }
 
-    let flushed = run.storage.flush().await;
-    let report = state.report(&run, &plan, started.elapsed(), options.price);
-    if let Err(e) = flushed {
-        return Err(EngineError::RunFailed {
-            cause: format!("flushing {} failed: {e}", run.storage.location()),
-            report: Box::new(report),
-        });
+    /// With [`InFlight::Cancel`], cancels the dialogs in flight once a criterion or
+    /// the instruction generator ended the run.
+    async fn cancel_if_stopping(&mut self) {
+        if self.options.in_flight != InFlight::Cancel
+            || !matches!(
+                self.state.stop,
+                Some(Stop::Criterion(_) | Stop::Exhausted(_))
+            )
+            || self.tasks.is_empty()
+        {
+            return;
+        }
+        // Cancelled dialogs never reach storage; their spend so far is lost to the
+        // report, which is the price of stopping at once.
+        self.tasks.abort_all();
+        while let Some(joined) = self.tasks.join_next().await {
+            match joined {
+                // Finished before the abort reached it: the row is stored, so count it.
+                Ok(Ok(outcome)) => self.state.record_row(outcome),
+                Ok(Err(failure)) => self.state.record_failure(failure, self.plan),
+                Err(_) => self.state.cancelled += 1,
+            }
+        }
+        self.state.progress.in_flight = 0;
     }
-    match state.stop {
-        Some(Stop::Failed(cause)) => Err(EngineError::RunFailed {
-            cause,
-            report: Box::new(report),
-        }),
-        _ => Ok(report),
+
+    /// Flushes storage and reports; a run stopped by failures, or whose rows could not
+    /// be flushed, is an error carrying the report.
+    async fn finish(self) -> Result<RunReport, EngineError> {
+        let run = &self.run;
+        let flushed = run.storage.flush().await;
+        let report = self
+            .state
+            .report(run, self.plan, self.started.elapsed(), self.options.price);
+        if let Err(e) = flushed {
+            return Err(EngineError::RunFailed {
+                cause: format!("flushing {} failed: {e}", run.storage.location()),
+                report: Box::new(report),
+            });
+        }
+        match self.state.stop {
+            Some(Stop::Failed(cause)) => Err(EngineError::RunFailed {
+                cause,
+                report: Box::new(report),
+            }),
+            _ => Ok(report),
+        }
     }
 }
 

@@ -25,6 +25,21 @@ impl StoppingCriterion for TokenBudget {
             || over(self.max_output_tokens, usage.output_tokens)
             || over(self.max_total_tokens, usage.total())
     }
+
+    fn describe(&self) -> String {
+        let limits: Vec<String> = [
+            (self.max_input_tokens, " input"),
+            (self.max_output_tokens, " output"),
+            (self.max_total_tokens, ""),
+        ]
+        .into_iter()
+        .filter_map(|(limit, kind)| limit.map(|l| format!("{l}{kind} tokens")))
+        .collect();
+        if limits.is_empty() {
+            return "token budget (no limit set)".to_owned();
+        }
+        format!("token budget of {}", limits.join(" or "))
+    }
 }
 
 /// Keeps the run's cost under `max_cost`: a dialog starts only if the money spent
@@ -62,6 +77,10 @@ impl StoppingCriterion for CostBudget {
             None => progress.in_flight == 0 && self.price.cost(progress.usage) < self.max_cost,
         }
     }
+
+    fn describe(&self) -> String {
+        format!("cost budget of {}", self.max_cost)
+    }
 }
 
 /// Stops once this many distinct personas appear in stored rows.
@@ -71,6 +90,10 @@ pub struct PersonaUsage(pub u64);
 impl StoppingCriterion for PersonaUsage {
     fn should_stop(&self, progress: &RunProgress) -> bool {
         progress.unique_personas >= self.0
+    }
+
+    fn describe(&self) -> String {
+        format!("{} distinct {}", self.0, plural(self.0, "persona"))
     }
 }
 
@@ -89,6 +112,14 @@ impl StoppingCriterion for ErrorRate {
         let finished = progress.rows_written + progress.dialogs_failed;
         finished >= self.min_samples.max(1)
             && progress.dialogs_failed as f64 / finished as f64 >= self.max_error_rate
+    }
+
+    fn describe(&self) -> String {
+        let samples = self.min_samples.max(1);
+        format!(
+            "{}% of dialogs failed (after at least {samples} finished)",
+            percent(self.max_error_rate)
+        )
     }
 }
 
@@ -114,6 +145,10 @@ impl StoppingCriterion for AllOf {
             .collect::<Option<Vec<_>>>()
             .and_then(|caps| caps.into_iter().max())
     }
+
+    fn describe(&self) -> String {
+        format!("all of ({})", describe_each(&self.0))
+    }
 }
 
 /// Stops when any inner criterion would (a stopping list already works this way;
@@ -132,6 +167,10 @@ impl StoppingCriterion for AnyOf {
 
     fn max_rows(&self) -> Option<u64> {
         self.0.iter().filter_map(|c| c.max_rows()).min()
+    }
+
+    fn describe(&self) -> String {
+        format!("any of ({})", describe_each(&self.0))
     }
 }
 
@@ -171,6 +210,43 @@ impl StoppingCriterion for ContextCoverage {
     fn should_stop(&self, progress: &RunProgress) -> bool {
         self.coverage(progress) >= self.coverage_threshold
     }
+
+    fn describe(&self) -> String {
+        let visits = self.target_visits.max(1);
+        let dialogs = format!("{visits} {}", plural(visits, "dialog"));
+        let documents = self.documents as u64;
+        let all = format!("{documents} {}", plural(documents, "document"));
+        if self.coverage_threshold >= 1.0 {
+            format!("every document has {dialogs} ({all})")
+        } else {
+            format!(
+                "{}% of the {all} have {dialogs} each",
+                percent(self.coverage_threshold)
+            )
+        }
+    }
+}
+
+/// `word`, with an `s` unless there is one.
+fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        word.to_owned()
+    } else {
+        format!("{word}s")
+    }
+}
+
+/// A share (0..=1) as a percentage with at most one decimal: `0.5` is `50`, `0.125`
+/// is `12.5`.
+fn percent(share: f64) -> String {
+    let tenths = (share * 1000.0).round() / 10.0;
+    format!("{tenths}")
+}
+
+/// The descriptions of a group's criteria, comma-separated.
+fn describe_each(criteria: &[Arc<dyn StoppingCriterion>]) -> String {
+    let parts: Vec<String> = criteria.iter().map(|c| c.describe()).collect();
+    parts.join(", ")
 }
 
 #[cfg(test)]
@@ -261,6 +337,63 @@ mod tests {
             ..coverage
         };
         assert!(empty.should_stop(&progress(0, 0, 0)));
+    }
+
+    #[test]
+    fn criteria_describe_themselves_in_words() {
+        let coverage = ContextCoverage {
+            documents: 5,
+            target_visits: 2,
+            coverage_threshold: 1.0,
+        };
+        assert_eq!(
+            coverage.describe(),
+            "every document has 2 dialogs (5 documents)"
+        );
+        let most = ContextCoverage {
+            coverage_threshold: 0.8,
+            target_visits: 1,
+            ..coverage
+        };
+        assert_eq!(most.describe(), "80% of the 5 documents have 1 dialog each");
+        let budget = TokenBudget {
+            max_total_tokens: Some(1_000_000),
+            ..Default::default()
+        };
+        assert_eq!(budget.describe(), "token budget of 1000000 tokens");
+        let split = TokenBudget {
+            max_input_tokens: Some(10),
+            max_output_tokens: Some(20),
+            ..Default::default()
+        };
+        assert_eq!(
+            split.describe(),
+            "token budget of 10 input tokens or 20 output tokens"
+        );
+        let cost = CostBudget {
+            max_cost: 0.5,
+            price: Price::default(),
+        };
+        assert_eq!(cost.describe(), "cost budget of 0.5");
+        assert_eq!(PersonaUsage(3).describe(), "3 distinct personas");
+        let rate = ErrorRate {
+            max_error_rate: 0.125,
+            min_samples: 8,
+        };
+        assert_eq!(
+            rate.describe(),
+            "12.5% of dialogs failed (after at least 8 finished)"
+        );
+        let any = AnyOf(vec![Arc::new(FixedNumber(100)), Arc::new(budget)]);
+        assert_eq!(
+            any.describe(),
+            "any of (100 dialogs, token budget of 1000000 tokens)"
+        );
+        let all = AllOf(vec![Arc::new(any), Arc::new(PersonaUsage(1))]);
+        assert_eq!(
+            all.describe(),
+            "all of (any of (100 dialogs, token budget of 1000000 tokens), 1 distinct persona)"
+        );
     }
 
     #[test]

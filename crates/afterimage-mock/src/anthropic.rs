@@ -3,12 +3,11 @@
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
-use crate::reply::{Ask, Prompt, Reply, Role, ToolPick, Want, answer};
+use crate::reply::{
+    Ask, DEFAULT_MODEL, Prompt, Reply, Role, ToolPick, Want, answer, name_of, text_of,
+};
 use crate::server::{Answer, Call, unix_now};
 use crate::text::{Rng, approx_tokens};
-
-/// The model reported when a request names none, and listed by `GET /v1/models`.
-const DEFAULT_MODEL: &str = "mock-model";
 
 /// `POST /v1/messages`.
 pub(crate) fn messages(body: &Value, call: Call) -> Result<Answer, String> {
@@ -17,6 +16,28 @@ pub(crate) fn messages(body: &Value, call: Call) -> Result<Answer, String> {
         .get("model")
         .and_then(Value::as_str)
         .unwrap_or(DEFAULT_MODEL);
+    let messages = validate(body)?;
+    let prompt = read_prompt(body, messages);
+    let (tool, want) = match pick_tool(body, &prompt, &mut rng) {
+        // Structured output is a forced tool: with prose requested, answer it with
+        // text so clients' parse failures get exercised.
+        Some((pick, true)) if prose => (None, Want::schema_or_any(pick.parameters)),
+        Some((pick, _)) => (Some(pick), Want::Text),
+        None => (None, Want::Text),
+    };
+    let ask = Ask {
+        prompt: &prompt,
+        want,
+        tool,
+        thinking: body.pointer("/thinking/type").and_then(Value::as_str) == Some("enabled"),
+        prose_instead_of_json: prose,
+    };
+    let reply = answer(&ask, rng, n);
+    Ok(message(&prompt, reply, model, n))
+}
+
+/// The `messages`, once the fields the real API insists on are there.
+fn validate(body: &Value) -> Result<&[Value], String> {
     let messages = body
         .get("messages")
         .and_then(Value::as_array)
@@ -27,7 +48,11 @@ pub(crate) fn messages(body: &Value, call: Call) -> Result<Answer, String> {
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
         return Err("stream: afterimage-mock does not stream the Messages API".to_owned());
     }
+    Ok(messages)
+}
 
+/// The conversation in `system` and `messages`.
+fn read_prompt<'a>(body: &'a Value, messages: &'a [Value]) -> Prompt<'a> {
     let mut prompt = Prompt::default();
     match body.get("system") {
         Some(Value::String(text)) => prompt.push(Role::System, text),
@@ -63,24 +88,39 @@ pub(crate) fn messages(body: &Value, call: Call) -> Result<Answer, String> {
             _ => {}
         }
     }
+    prompt
+}
 
-    let thinking = body.pointer("/thinking/type").and_then(Value::as_str) == Some("enabled");
-    let (tool, want) = match pick_tool(body, &prompt, &mut rng) {
-        // Structured output is a forced tool: with prose requested, answer it with
-        // text so clients' parse failures get exercised.
-        Some((pick, true)) if prose => (None, pick.parameters.map_or(Want::AnyJson, Want::Schema)),
-        Some((pick, _)) => (Some(pick), Want::Text),
-        None => (None, Want::Text),
+/// The tool to call, and whether `tool_choice` forced it. A forced tool is always
+/// called; otherwise one is called when tools are offered, `tool_choice` is not
+/// `none`, and the last turn is not already a tool result.
+fn pick_tool<'a>(
+    body: &'a Value,
+    prompt: &Prompt<'_>,
+    rng: &mut Rng,
+) -> Option<(ToolPick<'a>, bool)> {
+    let tools = body.get("tools")?.as_array()?;
+    let choice = body.get("tool_choice");
+    let kind = choice.and_then(|c| c.get("type")).and_then(Value::as_str);
+    let pick = |tool: &'a Value| {
+        Some(ToolPick {
+            name: name_of(tool)?,
+            parameters: tool.get("input_schema"),
+        })
     };
-    let ask = Ask {
-        prompt: &prompt,
-        want,
-        tool,
-        thinking,
-        prose_instead_of_json: prose,
-    };
-    let reply = answer(&ask, rng, n);
+    if kind == Some("tool") {
+        let name = choice.and_then(name_of);
+        let tool = tools.iter().find(|t| name_of(t) == name)?;
+        return pick(tool).map(|p| (p, true));
+    }
+    if tools.is_empty() || kind == Some("none") || prompt.answers_tool_result() {
+        return None;
+    }
+    pick(tools.get(rng.below(tools.len()))?).map(|p| (p, false))
+}
 
+/// The reply as a `message` object.
+fn message(prompt: &Prompt<'_>, reply: Reply, model: &str, n: u64) -> Answer {
     let input_tokens = approx_tokens(prompt.word_count());
     let output_tokens = approx_tokens(reply.word_count());
     let (content, stop_reason) = match reply {
@@ -102,7 +142,7 @@ pub(crate) fn messages(body: &Value, call: Call) -> Result<Answer, String> {
             "tool_use",
         ),
     };
-    Ok(Answer::json(
+    Answer::json(
         StatusCode::OK,
         &json!({
             "id": format!("msg_mock_{n}"),
@@ -114,41 +154,7 @@ pub(crate) fn messages(body: &Value, call: Call) -> Result<Answer, String> {
             "stop_sequence": null,
             "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
         }),
-    ))
-}
-
-fn text_of(block: &Value) -> Option<&str> {
-    block.get("text").and_then(Value::as_str)
-}
-
-/// The tool to call, and whether `tool_choice` forced it. A forced tool is always
-/// called; otherwise one is called when tools are offered, `tool_choice` is not
-/// `none`, and the last turn is not already a tool result.
-fn pick_tool<'a>(
-    body: &'a Value,
-    prompt: &Prompt<'_>,
-    rng: &mut Rng,
-) -> Option<(ToolPick<'a>, bool)> {
-    let tools = body.get("tools")?.as_array()?;
-    let choice = body.get("tool_choice");
-    let kind = choice.and_then(|c| c.get("type")).and_then(Value::as_str);
-    let pick = |tool: &'a Value| {
-        Some(ToolPick {
-            name: tool.get("name")?.as_str()?,
-            parameters: tool.get("input_schema"),
-        })
-    };
-    if kind == Some("tool") {
-        let name = choice.and_then(|c| c.get("name")).and_then(Value::as_str);
-        let tool = tools
-            .iter()
-            .find(|t| t.get("name").and_then(Value::as_str) == name)?;
-        return pick(tool).map(|p| (p, true));
-    }
-    if tools.is_empty() || kind == Some("none") || prompt.last_role == Some(Role::Tool) {
-        return None;
-    }
-    pick(tools.get(rng.below(tools.len()))?).map(|p| (p, false))
+    )
 }
 
 /// `GET /v1/models` asked by an Anthropic client (it sends `anthropic-version`).

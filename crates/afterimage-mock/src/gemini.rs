@@ -3,12 +3,12 @@
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
-use crate::reply::{Ask, Prompt, Reply, Role, ToolPick, Want, answer};
+use crate::reply::{
+    Ask, DEFAULT_MODEL, Prompt, Reply, Role, ToolPick, Want, answer, name_of, named_or_random,
+    text_of,
+};
 use crate::server::{Answer, Call, Sse};
 use crate::text::{Rng, approx_tokens, pieces, word_count};
-
-/// The model listed by `GET /v1beta/models`.
-const DEFAULT_MODEL: &str = "mock-model";
 
 /// Gemini accepts both the proto JSON (camelCase) and original (snake_case) field names.
 fn field<'a>(value: &'a Value, camel: &str, snake: &str) -> Option<&'a Value> {
@@ -24,11 +24,35 @@ pub(crate) fn generate(
     stream: Option<bool>,
 ) -> Result<Answer, String> {
     let Call { n, mut rng, prose } = call;
+    let prompt = read_prompt(body)?;
+    let config = field(body, "generationConfig", "generation_config");
+    let ask = Ask {
+        prompt: &prompt,
+        want: want(config),
+        tool: pick_tool(body, &prompt, &mut rng),
+        thinking: thinking(config),
+        prose_instead_of_json: prose,
+    };
+    let reply = answer(&ask, rng, n);
+
+    let (parts, usage) = render(&prompt, reply);
+    let frame = Frame {
+        usage,
+        model,
+        response_id: format!("mock-{n}"),
+    };
+    Ok(match stream {
+        None => Answer::json(StatusCode::OK, &frame.response(parts, true)),
+        Some(sse) => frame.stream(parts, sse),
+    })
+}
+
+/// The conversation in `systemInstruction` and `contents`.
+fn read_prompt(body: &Value) -> Result<Prompt<'_>, String> {
     let contents = body
         .get("contents")
         .and_then(Value::as_array)
         .ok_or("'contents' is required and must be an array")?;
-
     let mut prompt = Prompt::default();
     if let Some(parts) =
         field(body, "systemInstruction", "system_instruction").and_then(|s| s.get("parts"))
@@ -54,10 +78,14 @@ pub(crate) fn generate(
             }
         }
     }
+    Ok(prompt)
+}
 
-    let config = field(body, "generationConfig", "generation_config");
+/// Structured output as `generationConfig` asks for it: a schema (JSON Schema or the
+/// OpenAPI subset), or JSON by MIME type alone.
+fn want(config: Option<&Value>) -> Want<'_> {
     let get = |camel, snake| config.and_then(|c| field(c, camel, snake));
-    let want = if let Some(schema) = get("responseJsonSchema", "response_json_schema")
+    if let Some(schema) = get("responseJsonSchema", "response_json_schema")
         .or_else(|| get("responseSchema", "response_schema"))
     {
         Want::Schema(schema)
@@ -67,21 +95,21 @@ pub(crate) fn generate(
         Want::AnyJson
     } else {
         Want::Text
-    };
-    let thinking = get("thinkingConfig", "thinking_config")
+    }
+}
+
+/// Whether `generationConfig.thinkingConfig.includeThoughts` asks for thoughts.
+fn thinking(config: Option<&Value>) -> bool {
+    config
+        .and_then(|c| field(c, "thinkingConfig", "thinking_config"))
         .and_then(|t| field(t, "includeThoughts", "include_thoughts"))
         .and_then(Value::as_bool)
-        == Some(true);
+        == Some(true)
+}
 
-    let ask = Ask {
-        prompt: &prompt,
-        want,
-        tool: pick_tool(body, &prompt, &mut rng),
-        thinking,
-        prose_instead_of_json: prose,
-    };
-    let reply = answer(&ask, rng, n);
-
+/// The reply as candidate parts (a thought first when there is one), and its
+/// `usageMetadata`.
+fn render(prompt: &Prompt<'_>, reply: Reply) -> (Vec<Value>, Value) {
     let prompt_tokens = approx_tokens(prompt.word_count());
     let (parts, candidates_tokens, thoughts_tokens) = match reply {
         Reply::Text { content, reasoning } => {
@@ -108,52 +136,61 @@ pub(crate) fn generate(
     if thoughts_tokens > 0 {
         usage["thoughtsTokenCount"] = json!(thoughts_tokens);
     }
-    let response_id = format!("mock-{n}");
-    let response = |parts: Vec<Value>, finish: bool| {
+    (parts, usage)
+}
+
+/// What every response and chunk of one answer repeats.
+struct Frame<'a> {
+    usage: Value,
+    model: &'a str,
+    response_id: String,
+}
+
+impl Frame<'_> {
+    /// One `GenerateContentResponse` carrying `parts`; `finish` marks the last.
+    fn response(&self, parts: Vec<Value>, finish: bool) -> Value {
         let mut candidate = json!({"content": {"role": "model", "parts": parts}, "index": 0});
         if finish {
             candidate["finishReason"] = json!("STOP");
         }
         json!({
             "candidates": [candidate],
-            "usageMetadata": usage,
-            "modelVersion": model,
-            "responseId": response_id,
+            "usageMetadata": self.usage,
+            "modelVersion": self.model,
+            "responseId": self.response_id,
         })
-    };
+    }
 
-    let Some(sse) = stream else {
-        return Ok(Answer::json(StatusCode::OK, &response(parts, true)));
-    };
-    // Streams send text in pieces; thoughts and function calls go whole.
+    /// The answer as chunks, one part each: SSE events with `sse`, else a JSON array.
+    fn stream(&self, parts: Vec<Value>, sse: bool) -> Answer {
+        let chunks = stream_parts(parts);
+        let last = chunks.len().saturating_sub(1);
+        let events = chunks
+            .into_iter()
+            .enumerate()
+            .map(|(i, part)| self.response(vec![part], i == last));
+        if sse {
+            let mut out = Sse::default();
+            events.for_each(|e| out.event(&e));
+            out.into_answer()
+        } else {
+            Answer::json(StatusCode::OK, &Value::Array(events.collect()))
+        }
+    }
+}
+
+/// Streams send text in pieces; thoughts and function calls go whole.
+fn stream_parts(parts: Vec<Value>) -> Vec<Value> {
     let mut chunks = Vec::new();
     for part in parts {
-        match part.get("text").and_then(Value::as_str) {
+        match text_of(&part) {
             Some(text) if part.get("thought").is_none() => {
                 chunks.extend(pieces(text, 6).into_iter().map(|p| json!({"text": p})));
             }
             _ => chunks.push(part),
         }
     }
-    let last = chunks.len().saturating_sub(1);
-    let events = chunks
-        .into_iter()
-        .enumerate()
-        .map(|(i, part)| response(vec![part], i == last));
-    if sse {
-        let mut out = Sse::default();
-        events.for_each(|e| out.event(&e));
-        Ok(out.into_answer())
-    } else {
-        Ok(Answer::json(
-            StatusCode::OK,
-            &Value::Array(events.collect()),
-        ))
-    }
-}
-
-fn text_of(part: &Value) -> Option<&str> {
-    part.get("text").and_then(Value::as_str)
+    chunks
 }
 
 /// Calls a declared function unless the mode is `NONE` or the last turn was a function
@@ -172,7 +209,7 @@ fn pick_tool<'a>(body: &'a Value, prompt: &Prompt<'_>, rng: &mut Rng) -> Option<
     let mode = calling.and_then(|c| c.get("mode")).and_then(Value::as_str);
     if declarations.is_empty()
         || mode.is_some_and(|m| m.eq_ignore_ascii_case("none"))
-        || prompt.last_role == Some(Role::Tool)
+        || prompt.answers_tool_result()
     {
         return None;
     }
@@ -181,15 +218,9 @@ fn pick_tool<'a>(body: &'a Value, prompt: &Prompt<'_>, rng: &mut Rng) -> Option<
         .and_then(Value::as_array)
         .and_then(|names| names.first())
         .and_then(Value::as_str);
-    let declaration = allowed
-        .and_then(|name| {
-            declarations
-                .iter()
-                .find(|d| d.get("name").and_then(Value::as_str) == Some(name))
-        })
-        .or_else(|| declarations.get(rng.below(declarations.len())))?;
+    let declaration = named_or_random(&declarations, allowed, rng)?;
     Some(ToolPick {
-        name: declaration.get("name")?.as_str()?,
+        name: name_of(declaration)?,
         parameters: field(
             declaration,
             "parametersJsonSchema",

@@ -3,12 +3,12 @@
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
-use crate::reply::{Ask, Prompt, Reply, Role, ToolPick, Want, answer, is_thinking_model};
+use crate::reply::{
+    Ask, DEFAULT_MODEL, Prompt, Reply, Role, ToolPick, Want, answer, is_thinking_model, name_of,
+    named_or_random,
+};
 use crate::server::{Answer, Call, Sse, unix_now};
 use crate::text::{Rng, approx_tokens, pieces};
-
-/// The model id reported when a request names none, and listed by `GET /v1/models`.
-pub(crate) const DEFAULT_MODEL: &str = "mock-model";
 
 /// `POST /v1/chat/completions`: a completion, or an SSE stream when `stream` is true.
 pub(crate) fn chat(body: &Value, call: Call) -> Result<Answer, String> {
@@ -17,11 +17,39 @@ pub(crate) fn chat(body: &Value, call: Call) -> Result<Answer, String> {
         .get("model")
         .and_then(Value::as_str)
         .unwrap_or(DEFAULT_MODEL);
+    let prompt = read_prompt(body)?;
+    let ask = Ask {
+        prompt: &prompt,
+        want: want(body),
+        tool: pick_tool(body, &prompt, &mut rng),
+        thinking: is_thinking_model(model),
+        prose_instead_of_json: prose,
+    };
+    let reply = answer(&ask, rng, n);
+
+    let usage = usage(&prompt, &reply);
+    let head = Head {
+        id: format!("chatcmpl-mock-{n}"),
+        created: unix_now(),
+        model,
+        n,
+    };
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        let include_usage = body
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            == Some(true);
+        return Ok(stream(&head, reply, include_usage.then_some(usage)));
+    }
+    Ok(completion(&head, reply, usage))
+}
+
+/// The conversation in `messages`.
+fn read_prompt(body: &Value) -> Result<Prompt<'_>, String> {
     let messages = body
         .get("messages")
         .and_then(Value::as_array)
         .ok_or("'messages' is required and must be an array")?;
-
     let mut prompt = Prompt::default();
     for message in messages {
         let role = match message.get("role").and_then(Value::as_str) {
@@ -33,44 +61,69 @@ pub(crate) fn chat(body: &Value, call: Call) -> Result<Answer, String> {
         prompt.saw(role);
         prompt.push_content(role, message.get("content"));
     }
+    Ok(prompt)
+}
 
+/// Structured output as `response_format` asks for it.
+fn want(body: &Value) -> Want<'_> {
     let format = body.get("response_format");
-    let want = match format.and_then(|f| f.get("type")).and_then(Value::as_str) {
-        Some("json_schema") => format
-            .and_then(|f| f.get("json_schema"))
-            .and_then(|j| j.get("schema"))
-            .map_or(Want::AnyJson, Want::Schema),
+    match format.and_then(|f| f.get("type")).and_then(Value::as_str) {
+        Some("json_schema") => {
+            Want::schema_or_any(format.and_then(|f| f.pointer("/json_schema/schema")))
+        }
         Some("json_object") => Want::AnyJson,
         _ => Want::Text,
-    };
-    let ask = Ask {
-        prompt: &prompt,
-        want,
-        tool: pick_tool(body, &prompt, &mut rng),
-        thinking: is_thinking_model(model),
-        prose_instead_of_json: prose,
-    };
-    let reply = answer(&ask, rng, n);
+    }
+}
 
+/// Calls a tool when tools are offered, `tool_choice` is not `"none"`, and the last
+/// message is not already a tool result.
+fn pick_tool<'a>(body: &'a Value, prompt: &Prompt<'_>, rng: &mut Rng) -> Option<ToolPick<'a>> {
+    let functions: Vec<&Value> = body
+        .get("tools")?
+        .as_array()?
+        .iter()
+        .filter_map(|t| t.get("function"))
+        .collect();
+    let choice = body.get("tool_choice");
+    if functions.is_empty()
+        || choice.and_then(Value::as_str) == Some("none")
+        || prompt.answers_tool_result()
+    {
+        return None;
+    }
+    let forced = choice
+        .and_then(|c| c.pointer("/function/name"))
+        .and_then(Value::as_str);
+    let function = named_or_random(&functions, forced, rng)?;
+    Some(ToolPick {
+        name: name_of(function)?,
+        parameters: function.get("parameters"),
+    })
+}
+
+/// Token counts as OpenAI reports them.
+fn usage(prompt: &Prompt<'_>, reply: &Reply) -> Value {
     let prompt_tokens = approx_tokens(prompt.word_count());
     let completion_tokens = approx_tokens(reply.word_count());
-    let usage = json!({
+    json!({
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
-    });
-    let id = format!("chatcmpl-mock-{n}");
-    let created = unix_now();
+    })
+}
 
-    if body.get("stream").and_then(Value::as_bool) == Some(true) {
-        let include_usage = body
-            .pointer("/stream_options/include_usage")
-            .and_then(Value::as_bool)
-            == Some(true);
-        let usage = include_usage.then_some(usage);
-        return Ok(stream(&id, created, model, n, reply, usage));
-    }
+/// What every completion and chunk of one response repeats.
+struct Head<'a> {
+    id: String,
+    created: u64,
+    model: &'a str,
+    /// The request number (tool call ids).
+    n: u64,
+}
 
+/// The answer as one `chat.completion` object.
+fn completion(head: &Head<'_>, reply: Reply, usage: Value) -> Answer {
     let (message, finish_reason) = match reply {
         Reply::Text { content, reasoning } => {
             let mut message = json!({"role": "assistant", "content": content, "refusal": null});
@@ -83,18 +136,18 @@ pub(crate) fn chat(body: &Value, call: Call) -> Result<Answer, String> {
             json!({
                 "role": "assistant",
                 "content": null,
-                "tool_calls": [tool_call(n, &name, &arguments)],
+                "tool_calls": [tool_call(head.n, &name, &arguments)],
             }),
             "tool_calls",
         ),
     };
-    Ok(Answer::json(
+    Answer::json(
         StatusCode::OK,
         &json!({
-            "id": id,
+            "id": head.id,
             "object": "chat.completion",
-            "created": created,
-            "model": model,
+            "created": head.created,
+            "model": head.model,
             "system_fingerprint": "fp_afterimage_mock",
             "choices": [{
                 "index": 0,
@@ -104,39 +157,7 @@ pub(crate) fn chat(body: &Value, call: Call) -> Result<Answer, String> {
             }],
             "usage": usage,
         }),
-    ))
-}
-
-/// Calls a tool when tools are offered, `tool_choice` is not `"none"`, and the last
-/// message is not already a tool result (so a dialog goes call -> result -> answer).
-fn pick_tool<'a>(body: &'a Value, prompt: &Prompt<'_>, rng: &mut Rng) -> Option<ToolPick<'a>> {
-    let functions: Vec<&Value> = body
-        .get("tools")?
-        .as_array()?
-        .iter()
-        .filter_map(|t| t.get("function"))
-        .collect();
-    let choice = body.get("tool_choice");
-    if functions.is_empty()
-        || choice.and_then(Value::as_str) == Some("none")
-        || prompt.last_role == Some(Role::Tool)
-    {
-        return None;
-    }
-    let forced = choice
-        .and_then(|c| c.pointer("/function/name"))
-        .and_then(Value::as_str);
-    let function = forced
-        .and_then(|name| {
-            functions
-                .iter()
-                .find(|f| f.get("name").and_then(Value::as_str) == Some(name))
-        })
-        .or_else(|| functions.get(rng.below(functions.len())))?;
-    Some(ToolPick {
-        name: function.get("name")?.as_str()?,
-        parameters: function.get("parameters"),
-    })
+    )
 }
 
 fn tool_call(n: u64, name: &str, arguments: &Value) -> Value {
@@ -148,20 +169,13 @@ fn tool_call(n: u64, name: &str, arguments: &Value) -> Value {
 }
 
 /// The same answer as Server-Sent Events, all chunks in one body.
-fn stream(
-    id: &str,
-    created: u64,
-    model: &str,
-    n: u64,
-    reply: Reply,
-    usage: Option<Value>,
-) -> Answer {
+fn stream(head: &Head<'_>, reply: Reply, usage: Option<Value>) -> Answer {
     let chunk = |delta: Value, finish: Option<&str>| {
         json!({
-            "id": id,
+            "id": head.id,
             "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
+            "created": head.created,
+            "model": head.model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         })
     };
@@ -178,7 +192,7 @@ fn stream(
             "stop"
         }
         Reply::ToolCall { name, arguments } => {
-            let mut call = tool_call(n, &name, &arguments);
+            let mut call = tool_call(head.n, &name, &arguments);
             call["index"] = json!(0);
             sse.event(&chunk(
                 json!({"role": "assistant", "content": null, "tool_calls": [call]}),
@@ -190,10 +204,10 @@ fn stream(
     sse.event(&chunk(json!({}), Some(finish)));
     if let Some(usage) = usage {
         sse.event(&json!({
-            "id": id,
+            "id": head.id,
             "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
+            "created": head.created,
+            "model": head.model,
             "choices": [],
             "usage": usage,
         }));

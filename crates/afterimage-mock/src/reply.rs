@@ -9,6 +9,15 @@ use crate::text::{
     writes_prompt,
 };
 
+/// The model id reported when a request names none, and the one each format's
+/// model list shows.
+pub(crate) const DEFAULT_MODEL: &str = "mock-model";
+
+/// The `text` of a content part or block (all three formats call it that).
+pub(crate) fn text_of(part: &Value) -> Option<&str> {
+    part.get("text").and_then(Value::as_str)
+}
+
 /// Who wrote a piece of the conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
@@ -44,12 +53,18 @@ impl<'a> Prompt<'a> {
         match content {
             Some(Value::String(s)) => self.push(role, s),
             Some(Value::Array(parts)) => {
-                for text in parts.iter().filter_map(|p| p.get("text")?.as_str()) {
+                for text in parts.iter().filter_map(text_of) {
                     self.push(role, text);
                 }
             }
             _ => {}
         }
+    }
+
+    /// True when the last turn returned a tool's result: the reply then answers in text,
+    /// so a dialog goes call -> result -> answer.
+    pub(crate) fn answers_tool_result(&self) -> bool {
+        self.last_role == Some(Role::Tool)
     }
 
     fn texts(&self, role: Role) -> impl DoubleEndedIterator<Item = &'a str> + '_ {
@@ -113,6 +128,13 @@ pub(crate) enum Want<'a> {
     AnyJson,
 }
 
+impl<'a> Want<'a> {
+    /// JSON valid against `schema`, or any JSON object when the request names none.
+    pub(crate) fn schema_or_any(schema: Option<&'a Value>) -> Self {
+        schema.map_or(Want::AnyJson, Want::Schema)
+    }
+}
+
 /// A tool the mock decided to call.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ToolPick<'a> {
@@ -120,6 +142,22 @@ pub(crate) struct ToolPick<'a> {
     pub(crate) name: &'a str,
     /// Its parameters' JSON Schema, when declared.
     pub(crate) parameters: Option<&'a Value>,
+}
+
+/// The declared tool called `name` when there is one, else a random one. Every format
+/// declares a tool's name in its `name` field.
+pub(crate) fn named_or_random<'v>(
+    tools: &[&'v Value],
+    name: Option<&str>,
+    rng: &mut Rng,
+) -> Option<&'v Value> {
+    name.and_then(|name| tools.iter().copied().find(|t| name_of(t) == Some(name)))
+        .or_else(|| tools.get(rng.below(tools.len())).copied())
+}
+
+/// A declared tool's `name`.
+pub(crate) fn name_of(tool: &Value) -> Option<&str> {
+    tool.get("name").and_then(Value::as_str)
 }
 
 /// The mock's answer, before it is put into a wire format.

@@ -496,73 +496,21 @@ impl<'s> Filler<'s, '_, '_> {
         variant: usize,
         integer: bool,
     ) -> Value {
-        let num = |k: &str| schema.get(k).and_then(Value::as_f64);
-        // (bound, exclusive); draft 4 spells exclusivity as a boolean next to the bound.
-        let mut lo = num("minimum").map(|v| (v, false));
-        let mut hi = num("maximum").map(|v| (v, false));
-        match schema.get("exclusiveMinimum") {
-            Some(Value::Bool(true)) => lo = lo.map(|(v, _)| (v, true)),
-            Some(v) => {
-                if let Some(x) = v.as_f64()
-                    && lo.is_none_or(|(l, _)| x >= l)
-                {
-                    lo = Some((x, true));
-                }
-            }
-            None => {}
-        }
-        match schema.get("exclusiveMaximum") {
-            Some(Value::Bool(true)) => hi = hi.map(|(v, _)| (v, true)),
-            Some(v) => {
-                if let Some(x) = v.as_f64()
-                    && hi.is_none_or(|(h, _)| x <= h)
-                {
-                    hi = Some((x, true));
-                }
-            }
-            None => {}
-        }
-        let within = |v: f64| {
-            lo.is_none_or(|(l, ex)| if ex { v > l } else { v >= l })
-                && hi.is_none_or(|(h, ex)| if ex { v < h } else { v <= h })
-        };
-
+        let range = Range::of(schema);
         // High in the range: judges' scores should look like passing scores.
         let f = 0.8 + 0.15 * self.text.rng.next_f64();
-        let default = default_number(name, integer, f, variant);
-        let mut v = match (lo, hi) {
-            (Some((l, _)), Some((h, _))) => l + (h - l) * f,
-            (Some((l, _)), None) if !within(default) => l + 1.0,
-            (None, Some((h, _))) if !within(default) => h - 1.0,
-            _ => default,
-        };
-        if integer {
-            v = v.round();
-            if let Some((l, ex)) = lo
-                && !within(v)
-                && v <= l
-            {
-                v = if ex { l.floor() + 1.0 } else { l.ceil() };
-            }
-            if let Some((h, ex)) = hi
-                && !within(v)
-                && v >= h
-            {
-                v = if ex { h.ceil() - 1.0 } else { h.floor() };
-            }
+        let v = range.place(f, default_number(name, integer, f, variant));
+        let mut v = if integer {
+            range.round_integer(v)
         } else {
-            let rounded = (v * 100.0).round() / 100.0;
-            if within(rounded) {
-                v = rounded;
-            }
-        }
-        if let Some(m) = num("multipleOf").filter(|m| *m > 0.0 && m.is_finite()) {
-            let k = (v / m).round();
-            v = [k, k + 1.0, k - 1.0, k + 2.0]
-                .into_iter()
-                .map(|k| k * m)
-                .find(|c| within(*c))
-                .unwrap_or(k * m);
+            range.round_cents(v)
+        };
+        if let Some(m) = schema
+            .get("multipleOf")
+            .and_then(Value::as_f64)
+            .filter(|m| *m > 0.0 && m.is_finite())
+        {
+            v = range.multiple_near(v, m);
         }
         if integer && v.is_finite() {
             // Saturating cast: the schema's bounds already keep it in range.
@@ -599,6 +547,101 @@ impl<'s> Filler<'s, '_, '_> {
             Value::String(_) => Value::String(self.string(&ANY, name, variant)),
             other => other.clone(),
         }
+    }
+}
+
+/// The range a number schema allows: each end its bound and whether the bound itself
+/// is excluded.
+#[derive(Debug, Clone, Copy)]
+struct Range {
+    lo: Option<(f64, bool)>,
+    hi: Option<(f64, bool)>,
+}
+
+impl Range {
+    /// `minimum`, `maximum` and their `exclusive*` forms.
+    fn of(schema: &Value) -> Range {
+        let num = |k: &str| schema.get(k).and_then(Value::as_f64);
+        Range {
+            lo: with_exclusive(num("minimum"), schema.get("exclusiveMinimum"), |x, l| {
+                x >= l
+            }),
+            hi: with_exclusive(num("maximum"), schema.get("exclusiveMaximum"), |x, h| {
+                x <= h
+            }),
+        }
+    }
+
+    fn contains(&self, v: f64) -> bool {
+        self.lo
+            .is_none_or(|(l, ex)| if ex { v > l } else { v >= l })
+            && self
+                .hi
+                .is_none_or(|(h, ex)| if ex { v < h } else { v <= h })
+    }
+
+    /// The fraction `f` of the way through a closed range; otherwise `default`, moved
+    /// just inside the one bound it breaks.
+    fn place(&self, f: f64, default: f64) -> f64 {
+        match (self.lo, self.hi) {
+            (Some((l, _)), Some((h, _))) => l + (h - l) * f,
+            (Some((l, _)), None) if !self.contains(default) => l + 1.0,
+            (None, Some((h, _))) if !self.contains(default) => h - 1.0,
+            _ => default,
+        }
+    }
+
+    /// `v` rounded to an integer, moved back inside a bound the rounding crossed.
+    fn round_integer(&self, v: f64) -> f64 {
+        let mut v = v.round();
+        if let Some((l, ex)) = self.lo
+            && !self.contains(v)
+            && v <= l
+        {
+            v = if ex { l.floor() + 1.0 } else { l.ceil() };
+        }
+        if let Some((h, ex)) = self.hi
+            && !self.contains(v)
+            && v >= h
+        {
+            v = if ex { h.ceil() - 1.0 } else { h.floor() };
+        }
+        v
+    }
+
+    /// `v` to two decimals, unless that leaves the range.
+    fn round_cents(&self, v: f64) -> f64 {
+        let rounded = (v * 100.0).round() / 100.0;
+        if self.contains(rounded) { rounded } else { v }
+    }
+
+    /// A multiple of `m` near `v` inside the range, else the nearest one.
+    fn multiple_near(&self, v: f64, m: f64) -> f64 {
+        let k = (v / m).round();
+        [k, k + 1.0, k - 1.0, k + 2.0]
+            .into_iter()
+            .map(|k| k * m)
+            .find(|c| self.contains(*c))
+            .unwrap_or(k * m)
+    }
+}
+
+/// A bound with its `exclusive*` keyword applied. Draft 4 spells exclusivity as a
+/// boolean next to the bound; later drafts give the exclusive bound as a number, which
+/// counts when it is at least as `tight` as the inclusive one.
+fn with_exclusive(
+    bound: Option<f64>,
+    exclusive: Option<&Value>,
+    tight: fn(f64, f64) -> bool,
+) -> Option<(f64, bool)> {
+    let bound = bound.map(|v| (v, false));
+    match exclusive {
+        Some(Value::Bool(true)) => bound.map(|(v, _)| (v, true)),
+        Some(v) => match v.as_f64() {
+            Some(x) if bound.is_none_or(|(b, _)| tight(x, b)) => Some((x, true)),
+            _ => bound,
+        },
+        None => bound,
     }
 }
 

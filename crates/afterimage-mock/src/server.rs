@@ -439,41 +439,62 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
     answer.into_response()
 }
 
-/// A chat/generate request: faults, then the answer, then the latency.
+/// Why a request got an error instead of an answer: the status and the message.
+type Refusal = (StatusCode, String);
+
+/// A chat/generate/embedding request: the per-key limit, faults, then the answer, then
+/// the latency.
 async fn model_call(
     shared: &Shared,
     route: Route<'_>,
     parts: &Parts,
     body: Incoming,
-) -> Result<Response<Full<Bytes>>, (StatusCode, String)> {
+) -> Result<Response<Full<Bytes>>, Refusal> {
     let (stats, config) = (&shared.stats, &shared.config);
-    bump(match route {
+    bump(call_counter(stats, route));
+    if let Some(retry_after) = shared.over_rpm_limit(request_key(parts), Instant::now()) {
+        bump(&stats.rate_limited);
+        return Ok(rpm_refusal(route.dialect(), retry_after).into_response());
+    }
+    let value = read_object(body).await?;
+    let n = shared.next_request.fetch_add(1, Relaxed);
+    let mut rng = Rng::for_request(config.seed, n);
+    let delay = inject_faults(config, stats, &mut rng).await?;
+    // Answer first so malformed requests fail at once, as real APIs reject them early.
+    let call = Call {
+        n,
+        rng,
+        prose: config.prose_instead_of_json,
+    };
+    let answer = respond(route, &value, call, config.embedding_dimensions)
+        .map_err(|message| (StatusCode::BAD_REQUEST, message))?;
+    sleep(delay).await;
+    Ok(answer.into_response())
+}
+
+/// The counter of model calls `route` belongs to.
+fn call_counter<'s>(stats: &'s Counters, route: Route<'_>) -> &'s AtomicU64 {
+    match route {
         Route::OpenAiChat => &stats.chat_completions,
         Route::AnthropicMessages => &stats.messages,
         Route::OpenAiEmbeddings | Route::GeminiEmbed { .. } => &stats.embeddings,
         _ => &stats.generate_content,
-    });
-    if let Some(retry_after) = shared.over_rpm_limit(request_key(parts), Instant::now()) {
-        bump(&stats.rate_limited);
-        let message = "Rate limit reached: requests per minute (afterimage-mock rpm_limit).";
-        let answer = error_answer(
-            route.dialect(),
-            StatusCode::TOO_MANY_REQUESTS,
-            message,
-            retry_after,
-        );
-        return Ok(answer.into_response());
     }
-    let value = read_json(body).await?;
-    if !value.is_object() {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            "The request body must be a JSON object.".to_string(),
-        ));
-    }
+}
 
-    let n = shared.next_request.fetch_add(1, Relaxed);
-    let mut rng = Rng::for_request(config.seed, n);
+/// The 429 for a key over [`MockConfig::rpm_limit`], waiting out its minute.
+fn rpm_refusal(dialect: Dialect, retry_after: u64) -> Answer {
+    let message = "Rate limit reached: requests per minute (afterimage-mock rpm_limit).";
+    error_answer(dialect, StatusCode::TOO_MANY_REQUESTS, message, retry_after)
+}
+
+/// Draws this request's fault: a 429 at once, or a 500 after the latency. Without one,
+/// the latency to wait once the answer is ready.
+async fn inject_faults(
+    config: &MockConfig,
+    stats: &Counters,
+    rng: &mut Rng,
+) -> Result<Duration, Refusal> {
     // One draw decides both faults so their rates add up exactly.
     let draw = rng.next_f64();
     if draw < config.rate_limit_rate {
@@ -483,7 +504,7 @@ async fn model_call(
             "Rate limit reached".to_string(),
         ));
     }
-    let delay = delay(config, &mut rng);
+    let delay = delay(config, rng);
     if draw < config.rate_limit_rate + config.error_rate {
         sleep(delay).await;
         bump(&stats.errors_injected);
@@ -493,25 +514,24 @@ async fn model_call(
                 .to_string(),
         ));
     }
+    Ok(delay)
+}
 
-    // Answer first so malformed requests fail at once, as real APIs reject them early.
-    let call = Call {
-        n,
-        rng,
-        prose: config.prose_instead_of_json,
-    };
-    let dimensions = config.embedding_dimensions;
-    let answer = match route {
-        Route::GeminiGenerate { model, stream } => gemini::generate(model, &value, call, stream),
-        Route::OpenAiEmbeddings => embeddings::openai(&value, dimensions),
-        Route::GeminiEmbed { batch: true } => embeddings::gemini_batch(&value, dimensions),
-        Route::GeminiEmbed { batch: false } => embeddings::gemini_single(&value, dimensions),
-        Route::AnthropicMessages => anthropic::messages(&value, call),
-        _ => openai::chat(&value, call),
+/// The answer to a model call in `route`'s format; `Err` is a bad request's message.
+fn respond(
+    route: Route<'_>,
+    value: &Value,
+    call: Call,
+    dimensions: usize,
+) -> Result<Answer, String> {
+    match route {
+        Route::GeminiGenerate { model, stream } => gemini::generate(model, value, call, stream),
+        Route::OpenAiEmbeddings => embeddings::openai(value, dimensions),
+        Route::GeminiEmbed { batch: true } => embeddings::gemini_batch(value, dimensions),
+        Route::GeminiEmbed { batch: false } => embeddings::gemini_single(value, dimensions),
+        Route::AnthropicMessages => anthropic::messages(value, call),
+        _ => openai::chat(value, call),
     }
-    .map_err(|message| (StatusCode::BAD_REQUEST, message))?;
-    sleep(delay).await;
-    Ok(answer.into_response())
 }
 
 async fn sleep(delay: Duration) {
@@ -530,7 +550,19 @@ fn delay(config: &MockConfig, rng: &mut Rng) -> Duration {
         .unwrap_or(config.latency)
 }
 
-async fn read_json(body: Incoming) -> Result<Value, (StatusCode, String)> {
+/// The body as a JSON object.
+async fn read_object(body: Incoming) -> Result<Value, Refusal> {
+    let value = read_json(body).await?;
+    if !value.is_object() {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "The request body must be a JSON object.".to_string(),
+        ));
+    }
+    Ok(value)
+}
+
+async fn read_json(body: Incoming) -> Result<Value, Refusal> {
     let bytes = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
@@ -646,7 +678,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn routes() {
+    fn openai_and_anthropic_routes() {
         let post = Method::POST;
         let get = Method::GET;
         assert_eq!(
@@ -662,6 +694,27 @@ mod tests {
             Route::parse(&get, "/v1/models/gpt-x", None),
             Route::OpenAiModel("gpt-x")
         );
+        assert_eq!(
+            Route::parse(&post, "/v1/embeddings", None),
+            Route::OpenAiEmbeddings
+        );
+        assert_eq!(
+            Route::parse(&post, "/embeddings", None),
+            Route::OpenAiEmbeddings
+        );
+        assert_eq!(
+            Route::parse(&post, "/v1/messages", None),
+            Route::AnthropicMessages
+        );
+        assert_eq!(
+            Route::parse(&get, "/v1/chat/completions", None),
+            Route::NotFound(Dialect::OpenAi)
+        );
+    }
+
+    #[test]
+    fn gemini_routes() {
+        let post = Method::POST;
         assert_eq!(
             Route::parse(&post, "/v1beta/models/gemini-x:generateContent", None),
             Route::GeminiGenerate {
@@ -681,28 +734,12 @@ mod tests {
             }
         );
         assert_eq!(
-            Route::parse(&get, "/v1beta/models/g", None),
+            Route::parse(&Method::GET, "/v1beta/models/g", None),
             Route::GeminiModel("g")
-        );
-        assert_eq!(
-            Route::parse(&post, "/v1/embeddings", None),
-            Route::OpenAiEmbeddings
-        );
-        assert_eq!(
-            Route::parse(&post, "/embeddings", None),
-            Route::OpenAiEmbeddings
         );
         assert_eq!(
             Route::parse(&post, "/v1beta/models/e:batchEmbedContents", None),
             Route::GeminiEmbed { batch: true }
-        );
-        assert_eq!(
-            Route::parse(&post, "/v1/messages", None),
-            Route::AnthropicMessages
-        );
-        assert_eq!(
-            Route::parse(&get, "/v1/chat/completions", None),
-            Route::NotFound(Dialect::OpenAi)
         );
         assert_eq!(
             Route::parse(&post, "/v1beta/models/g:countTokens", None),

@@ -1,10 +1,8 @@
 //! Anthropic's Messages API (`POST /v1/messages`).
 
-use std::time::Duration;
-
 use afterimage_core::{
-    ApiKey, ChatModel, ChatRequest, ChatResponse, FinishReason, Message, ProviderError, Role,
-    ToolCall, Usage,
+    ChatModel, ChatRequest, ChatResponse, FinishReason, Message, ProviderError, Role, ToolCall,
+    Usage,
 };
 use async_trait::async_trait;
 use reqwest::header::{HeaderName, HeaderValue};
@@ -12,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::BuildError;
+use crate::builder::{ChatBuilder, ChatClient, sealed};
 use crate::http::{Auth, Http, HttpSettings};
 
 /// Anthropic's API.
@@ -42,12 +41,14 @@ impl std::fmt::Debug for Anthropic {
     }
 }
 
-/// Settings for an [`Anthropic`] client.
+/// Settings for an [`Anthropic`] client: the shared setters of [`ChatBuilder`] plus
+/// [`max_tokens_default`](ChatBuilder::max_tokens_default) and
+/// [`version`](ChatBuilder::version).
+pub type AnthropicBuilder = ChatBuilder<Anthropic>;
+
+/// The settings only Anthropic clients have.
 #[derive(Debug, Clone)]
-#[must_use]
-pub struct AnthropicBuilder {
-    http: HttpSettings,
-    model: Option<String>,
+pub struct AnthropicOptions {
     max_tokens_default: u32,
     version: String,
 }
@@ -55,12 +56,13 @@ pub struct AnthropicBuilder {
 impl Anthropic {
     /// A builder for the Anthropic API at [`ANTHROPIC_BASE_URL`].
     pub fn builder() -> AnthropicBuilder {
-        AnthropicBuilder {
-            http: HttpSettings::new(ANTHROPIC_BASE_URL),
-            model: None,
-            max_tokens_default: ANTHROPIC_DEFAULT_MAX_TOKENS,
-            version: ANTHROPIC_VERSION.to_owned(),
-        }
+        ChatBuilder::new(
+            ANTHROPIC_BASE_URL,
+            AnthropicOptions {
+                max_tokens_default: ANTHROPIC_DEFAULT_MAX_TOKENS,
+                version: ANTHROPIC_VERSION.to_owned(),
+            },
+        )
     }
 
     /// The base URL requests go to.
@@ -169,83 +171,54 @@ impl Anthropic {
     }
 }
 
-impl AnthropicBuilder {
-    /// The API key, sent in the `x-api-key` header (never in the URL).
-    pub fn api_key(mut self, key: impl Into<ApiKey>) -> Self {
-        self.http.key = Some(key.into());
-        self
-    }
-
-    /// Another base URL (a proxy, a mock server); the default is [`ANTHROPIC_BASE_URL`].
-    pub fn base_url(mut self, base_url: impl Into<String>) -> Self {
-        self.http.base_url = base_url.into();
-        self
-    }
-
-    /// The model used when a request names none (required), e.g. `claude-sonnet-4-5`.
-    pub fn model(mut self, model: impl Into<String>) -> Self {
-        self.model = Some(model.into());
-        self
-    }
-
-    /// The whole-request deadline (default 600 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.http.timeout = timeout;
-        self
-    }
-
-    /// How long to wait for a connection (default 10 s; ignored with [`client`](Self::client)).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.http.connect_timeout = timeout;
-        self
-    }
-
-    /// Uses this client (and its connection pool) instead of building one.
-    pub fn client(mut self, client: reqwest::Client) -> Self {
-        self.http.client = Some(client);
-        self
-    }
-
+impl ChatBuilder<Anthropic> {
     /// The `max_tokens` sent when a request sets none (default
     /// [`ANTHROPIC_DEFAULT_MAX_TOKENS`]).
     pub fn max_tokens_default(mut self, max_tokens: u32) -> Self {
-        self.max_tokens_default = max_tokens;
+        self.options.max_tokens_default = max_tokens;
         self
     }
 
     /// The `anthropic-version` header (default [`ANTHROPIC_VERSION`]).
     pub fn version(mut self, version: impl Into<String>) -> Self {
-        self.version = version.into();
+        self.options.version = version.into();
         self
     }
+}
 
-    /// Checks the settings and builds the client.
-    pub fn build(self) -> Result<Anthropic, BuildError> {
+impl ChatClient for Anthropic {}
+
+#[allow(private_interfaces)]
+impl sealed::Build for Anthropic {
+    type Options = AnthropicOptions;
+
+    fn build(
+        mut http: HttpSettings,
+        model: Option<String>,
+        options: AnthropicOptions,
+    ) -> Result<Self, BuildError> {
         // Anthropic's endpoint always needs a key; a proxy or mock server may not.
-        if self.http.key.is_none() && self.http.base_url.trim_end_matches('/') == ANTHROPIC_BASE_URL
-        {
+        if http.key.is_none() && http.base_url.trim_end_matches('/') == ANTHROPIC_BASE_URL {
             return Err(BuildError::MissingApiKey {
                 provider: "Anthropic",
             });
         }
-        let model = self
-            .model
+        let model = model
             .filter(|m| !m.trim().is_empty())
             .ok_or(BuildError::MissingModel)?;
-        let version = HeaderValue::from_str(self.version.trim())
+        let version = HeaderValue::from_str(options.version.trim())
             .ok()
             .filter(|v| !v.is_empty())
             .ok_or_else(|| BuildError::InvalidHeader {
                 name: "anthropic-version",
-                value: self.version.clone(),
+                value: options.version.clone(),
             })?;
-        let mut http = self.http;
         http.headers
             .push((HeaderName::from_static("anthropic-version"), version));
         Ok(Anthropic {
             http: http.build(Auth::Header("x-api-key"))?,
             model,
-            max_tokens_default: self.max_tokens_default.max(1),
+            max_tokens_default: options.max_tokens_default.max(1),
         })
     }
 }

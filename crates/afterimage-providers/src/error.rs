@@ -34,6 +34,12 @@ pub enum BuildError {
         /// The value given.
         value: String,
     },
+    /// The provider has no embeddings API.
+    #[error("{provider} has no embeddings API; use openai, gemini or local")]
+    NoEmbeddings {
+        /// The provider named.
+        provider: &'static str,
+    },
     /// The HTTP client could not be created (for example no TLS backend).
     #[error("cannot build the HTTP client: {message}")]
     Client {

@@ -1,17 +1,17 @@
 //! Google's Gemini API (`generateContent` REST).
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use afterimage_core::{
-    ApiKey, ChatModel, ChatRequest, ChatResponse, FinishReason, Message, ProviderError, Role,
-    ToolCall, ToolSpec, Usage,
+    ChatModel, ChatRequest, ChatResponse, FinishReason, Message, ProviderError, Role, ToolCall,
+    ToolSpec, Usage,
 };
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::BuildError;
+use crate::builder::{ChatBuilder, ChatClient, sealed};
 use crate::http::{Auth, Http, HttpSettings};
 
 /// The Gemini Developer API.
@@ -58,12 +58,14 @@ impl std::fmt::Debug for Gemini {
     }
 }
 
-/// Settings for a [`Gemini`] client.
+/// Settings for a [`Gemini`] client: the shared setters of [`ChatBuilder`] plus
+/// [`schema_field`](ChatBuilder::schema_field) and
+/// [`include_thoughts`](ChatBuilder::include_thoughts).
+pub type GeminiBuilder = ChatBuilder<Gemini>;
+
+/// The settings only Gemini clients have.
 #[derive(Debug, Clone)]
-#[must_use]
-pub struct GeminiBuilder {
-    http: HttpSettings,
-    model: Option<String>,
+pub struct GeminiOptions {
     schema_field: GeminiSchemaField,
     include_thoughts: bool,
 }
@@ -71,12 +73,13 @@ pub struct GeminiBuilder {
 impl Gemini {
     /// A builder for the Gemini API at [`GEMINI_BASE_URL`].
     pub fn builder() -> GeminiBuilder {
-        GeminiBuilder {
-            http: HttpSettings::new(GEMINI_BASE_URL),
-            model: None,
-            schema_field: GeminiSchemaField::ResponseJsonSchema,
-            include_thoughts: false,
-        }
+        ChatBuilder::new(
+            GEMINI_BASE_URL,
+            GeminiOptions {
+                schema_field: GeminiSchemaField::ResponseJsonSchema,
+                include_thoughts: false,
+            },
+        )
     }
 
     /// The base URL requests go to.
@@ -203,72 +206,45 @@ impl Gemini {
     }
 }
 
-impl GeminiBuilder {
-    /// The API key, sent in the `x-goog-api-key` header (never in the URL).
-    pub fn api_key(mut self, key: impl Into<ApiKey>) -> Self {
-        self.http.key = Some(key.into());
-        self
-    }
-
-    /// Another base URL (a proxy, a mock server); the default is [`GEMINI_BASE_URL`].
-    pub fn base_url(mut self, base_url: impl Into<String>) -> Self {
-        self.http.base_url = base_url.into();
-        self
-    }
-
-    /// The model used when a request names none (required), e.g. `gemini-2.5-flash`.
-    pub fn model(mut self, model: impl Into<String>) -> Self {
-        self.model = Some(model.into());
-        self
-    }
-
-    /// The whole-request deadline (default 600 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.http.timeout = timeout;
-        self
-    }
-
-    /// How long to wait for a connection (default 10 s; ignored with [`client`](Self::client)).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.http.connect_timeout = timeout;
-        self
-    }
-
+impl ChatBuilder<Gemini> {
     /// Which field carries a request's JSON Schema (default `responseJsonSchema`).
     pub fn schema_field(mut self, field: GeminiSchemaField) -> Self {
-        self.schema_field = field;
+        self.options.schema_field = field;
         self
     }
 
     /// Asks thinking models for their thought summaries (`thinkingConfig.includeThoughts`),
     /// which land in [`Message::reasoning`]. Models without thinking reject it.
     pub fn include_thoughts(mut self, yes: bool) -> Self {
-        self.include_thoughts = yes;
+        self.options.include_thoughts = yes;
         self
     }
+}
 
-    /// Uses this client (and its connection pool) instead of building one.
-    pub fn client(mut self, client: reqwest::Client) -> Self {
-        self.http.client = Some(client);
-        self
-    }
+impl ChatClient for Gemini {}
 
-    /// Checks the settings and builds the client.
-    pub fn build(self) -> Result<Gemini, BuildError> {
+#[allow(private_interfaces)]
+impl sealed::Build for Gemini {
+    type Options = GeminiOptions;
+
+    fn build(
+        http: HttpSettings,
+        model: Option<String>,
+        options: GeminiOptions,
+    ) -> Result<Self, BuildError> {
         // Google's endpoint always needs a key; a proxy or mock server may not.
-        if self.http.key.is_none() && self.http.base_url.trim_end_matches('/') == GEMINI_BASE_URL {
+        if http.key.is_none() && http.base_url.trim_end_matches('/') == GEMINI_BASE_URL {
             return Err(BuildError::MissingApiKey { provider: "Gemini" });
         }
-        let model = self
-            .model
+        let model = model
             .map(|m| model_name(&m).to_owned())
             .filter(|m| !m.trim().is_empty())
             .ok_or(BuildError::MissingModel)?;
         Ok(Gemini {
-            http: self.http.build(Auth::Header("x-goog-api-key"))?,
+            http: http.build(Auth::Header("x-goog-api-key"))?,
             model,
-            schema_field: self.schema_field,
-            include_thoughts: self.include_thoughts,
+            schema_field: options.schema_field,
+            include_thoughts: options.include_thoughts,
         })
     }
 }

@@ -11,6 +11,14 @@
 //! - Embeddings ([`Embedder`](afterimage_core::Embedder)): [`OpenAiEmbedder`]
 //!   (OpenAI-compatible `/embeddings`) and [`GeminiEmbedder`] (`batchEmbedContents`),
 //!   both sending inputs in batches and keeping their order.
+//! - [`ChatBuilder`]: the settings every chat client shares, written once; each
+//!   client's builder is one of its instances.
+//! - [`Provider`]: the catalogue (names, default URLs, key variables, models,
+//!   concurrency).
+//! - [`Endpoint`]: the production stack in one call, a [`ModelStack`]: a client per
+//!   key (a [`KeyPool`] with several), a [`Throttle`], [`Retry`] on top; stacks built
+//!   with the same [`SharedParts`] share an HTTP client and a parked-request gauge.
+//!   [`EmbeddingEndpoint`] builds the matching retried embedder.
 //! - [`BuildError`]: settings that cannot work (bad base URL, no model).
 //!
 //! All map the wire formats (system prompts, tools, JSON Schema output, reasoning text)
@@ -39,6 +47,25 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! The production stack, as the CLI runs it:
+//!
+//! ```no_run
+//! use afterimage_core::{ChatRequest, Message};
+//! use afterimage_providers::{Endpoint, Provider, SharedParts};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let endpoint = Endpoint::new(Provider::Gemini, "gemini-2.5-flash")
+//!     .api_key("key-one")
+//!     .api_key("key-two")
+//!     .max_retries(5);
+//! let shared = SharedParts::new(endpoint.http_client(16)?);
+//! let stack = endpoint.build_with(&shared)?;
+//! let reply = stack.model().chat(ChatRequest::new(vec![Message::user("Hi")])).await?;
+//! println!("{} ({} keys)", reply.message.content, stack.key_stats().len());
+//! # Ok(())
+//! # }
+//! ```
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub use crate::{
@@ -46,6 +73,7 @@ pub use crate::{
         ANTHROPIC_BASE_URL, ANTHROPIC_DEFAULT_MAX_TOKENS, ANTHROPIC_VERSION, Anthropic,
         AnthropicBuilder,
     },
+    builder::{ChatBuilder, ChatClient},
     embeddings::{
         GEMINI_EMBEDDING_BATCH, GeminiEmbedder, GeminiWire, HttpEmbedder, OPENAI_EMBEDDING_BATCH,
         OpenAiEmbedder, OpenAiWire, Wire,
@@ -57,16 +85,21 @@ pub use crate::{
         DEEPSEEK_BASE_URL, LOCAL_BASE_URL, OPENAI_BASE_URL, OPENROUTER_BASE_URL, OpenAiCompatible,
         OpenAiCompatibleBuilder, StructuredOutput,
     },
+    provider::{Provider, UnknownProvider},
     retry::{Retry, RetryEmbedder, RetryPolicy},
+    stack::{EmbeddingEndpoint, Endpoint, ModelStack, SharedParts},
     throttle::{Throttle, ThrottleConfig, ThrottleStats},
 };
 
 mod anthropic;
+mod builder;
 mod embeddings;
 mod error;
 mod gemini;
 mod http;
 mod keypool;
 mod openai;
+mod provider;
 mod retry;
+mod stack;
 mod throttle;

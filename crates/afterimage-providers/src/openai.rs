@@ -2,17 +2,17 @@
 //! vLLM, Ollama, llama.cpp, LiteLLM).
 
 use std::borrow::Cow;
-use std::time::Duration;
 
 use afterimage_core::{
-    ApiKey, ChatModel, ChatRequest, ChatResponse, FinishReason, JsonSchema, Message, ProviderError,
-    Role, ToolCall, ToolSpec, Usage,
+    ChatModel, ChatRequest, ChatResponse, FinishReason, JsonSchema, Message, ProviderError, Role,
+    ToolCall, ToolSpec, Usage,
 };
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::BuildError;
+use crate::builder::{ChatBuilder, ChatClient, sealed};
 use crate::http::{Auth, Http, HttpSettings};
 
 /// OpenAI's API.
@@ -60,12 +60,14 @@ impl std::fmt::Debug for OpenAiCompatible {
     }
 }
 
-/// Settings for an [`OpenAiCompatible`] client.
+/// Settings for an [`OpenAiCompatible`] client: the shared setters of [`ChatBuilder`]
+/// plus [`structured_output`](ChatBuilder::structured_output) and
+/// [`max_completion_tokens`](ChatBuilder::max_completion_tokens).
+pub type OpenAiCompatibleBuilder = ChatBuilder<OpenAiCompatible>;
+
+/// The settings only OpenAI-compatible clients have.
 #[derive(Debug, Clone)]
-#[must_use]
-pub struct OpenAiCompatibleBuilder {
-    http: HttpSettings,
-    model: Option<String>,
+pub struct OpenAiOptions {
     structured_output: StructuredOutput,
     max_completion_tokens: bool,
     key_required_by: Option<&'static str>,
@@ -74,13 +76,14 @@ pub struct OpenAiCompatibleBuilder {
 impl OpenAiCompatible {
     /// A builder for a server at `base_url` (the part before `/chat/completions`).
     pub fn builder(base_url: impl Into<String>) -> OpenAiCompatibleBuilder {
-        OpenAiCompatibleBuilder {
-            http: HttpSettings::new(base_url),
-            model: None,
-            structured_output: StructuredOutput::JsonSchema,
-            max_completion_tokens: false,
-            key_required_by: None,
-        }
+        ChatBuilder::new(
+            base_url,
+            OpenAiOptions {
+                structured_output: StructuredOutput::JsonSchema,
+                max_completion_tokens: false,
+                key_required_by: None,
+            },
+        )
     }
 
     /// A builder for OpenAI ([`OPENAI_BASE_URL`]); needs a key.
@@ -195,40 +198,10 @@ impl OpenAiCompatible {
     }
 }
 
-impl OpenAiCompatibleBuilder {
-    /// The API key, sent as `Authorization: Bearer`. Local servers need none.
-    pub fn api_key(mut self, key: impl Into<ApiKey>) -> Self {
-        self.http.key = Some(key.into());
-        self
-    }
-
-    /// Another base URL for a preset (a proxy, a gateway, a mock server).
-    pub fn base_url(mut self, base_url: impl Into<String>) -> Self {
-        self.http.base_url = base_url.into();
-        self
-    }
-
-    /// The model used when a request names none (required).
-    pub fn model(mut self, model: impl Into<String>) -> Self {
-        self.model = Some(model.into());
-        self
-    }
-
-    /// The whole-request deadline (default 600 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.http.timeout = timeout;
-        self
-    }
-
-    /// How long to wait for a connection (default 10 s; ignored with [`client`](Self::client)).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.http.connect_timeout = timeout;
-        self
-    }
-
+impl ChatBuilder<OpenAiCompatible> {
     /// How to ask for JSON when a request carries a schema.
     pub fn structured_output(mut self, mode: StructuredOutput) -> Self {
-        self.structured_output = mode;
+        self.options.structured_output = mode;
         self
     }
 
@@ -236,37 +209,40 @@ impl OpenAiCompatibleBuilder {
     /// (OpenAI's reasoning models accept only the former; many other servers only the
     /// latter).
     pub fn max_completion_tokens(mut self, yes: bool) -> Self {
-        self.max_completion_tokens = yes;
-        self
-    }
-
-    /// Uses this client (and its connection pool) instead of building one.
-    pub fn client(mut self, client: reqwest::Client) -> Self {
-        self.http.client = Some(client);
+        self.options.max_completion_tokens = yes;
         self
     }
 
     fn require_key(mut self, provider: &'static str) -> Self {
-        self.key_required_by = Some(provider);
+        self.options.key_required_by = Some(provider);
         self
     }
+}
 
-    /// Checks the settings and builds the client.
-    pub fn build(self) -> Result<OpenAiCompatible, BuildError> {
-        if let Some(provider) = self.key_required_by
-            && self.http.key.is_none()
+impl ChatClient for OpenAiCompatible {}
+
+#[allow(private_interfaces)]
+impl sealed::Build for OpenAiCompatible {
+    type Options = OpenAiOptions;
+
+    fn build(
+        http: HttpSettings,
+        model: Option<String>,
+        options: OpenAiOptions,
+    ) -> Result<Self, BuildError> {
+        if let Some(provider) = options.key_required_by
+            && http.key.is_none()
         {
             return Err(BuildError::MissingApiKey { provider });
         }
-        let model = self
-            .model
+        let model = model
             .filter(|m| !m.trim().is_empty())
             .ok_or(BuildError::MissingModel)?;
         Ok(OpenAiCompatible {
-            http: self.http.build(Auth::Bearer)?,
+            http: http.build(Auth::Bearer)?,
             model,
-            structured_output: self.structured_output,
-            max_completion_tokens: self.max_completion_tokens,
+            structured_output: options.structured_output,
+            max_completion_tokens: options.max_completion_tokens,
         })
     }
 }

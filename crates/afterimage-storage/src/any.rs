@@ -1,7 +1,7 @@
 //! Choosing a backend from a string, and the backend-agnostic handle.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use afterimage_core::{
     ConversationRow, PersonaDocument, RunRecord, Storage, StorageError, split_row_id,
@@ -11,6 +11,10 @@ use async_trait::async_trait;
 use crate::{JsonlStorage, PostgresStorage, SqliteStorage};
 
 /// Which backend and where: parsed from `FILE.jsonl`, `sqlite:FILE` or `postgres://...`.
+///
+/// [`open`](Self::open) is for writing (it creates what is missing);
+/// [`open_existing`](Self::open_existing) and [`read`](Self::read) are for reading a
+/// storage back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageSpec {
     /// A JSON Lines file.
@@ -43,6 +47,44 @@ impl StorageSpec {
                 AnyStorage::Postgres(PostgresStorage::connect(url).await?)
             }
         })
+    }
+
+    /// Opens a storage that should already hold rows, to read it: a JSONL or SQLite
+    /// file that does not exist is [`StorageError::NotFound`] instead of being created
+    /// empty, as [`open`](Self::open) would for a run about to write.
+    pub async fn open_existing(&self) -> Result<AnyStorage, StorageError> {
+        if let Some(path) = self.file()
+            && !path.exists()
+        {
+            return Err(StorageError::NotFound {
+                location: self.to_string(),
+            });
+        }
+        self.open().await
+    }
+
+    /// Reads back everything the storage holds: every row in write order, the run
+    /// record and the saved documents (see [`AnyStorage::read`]).
+    pub async fn read(&self, strict: bool) -> Result<Stored, StorageError> {
+        self.open_existing().await?.read(strict).await
+    }
+
+    /// The file of a JSONL or SQLite storage (`None` for PostgreSQL).
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            StorageSpec::Jsonl(path) | StorageSpec::Sqlite(path) => Some(path),
+            StorageSpec::Postgres(_) => None,
+        }
+    }
+
+    /// A short name for files made from the storage (exports, reports): the file
+    /// stem for JSONL and SQLite, `dataset` for PostgreSQL.
+    pub fn stem(&self) -> String {
+        self.file()
+            .and_then(Path::file_stem)
+            .map(|s| s.to_string_lossy().into_owned())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "dataset".to_owned())
     }
 }
 
@@ -78,6 +120,30 @@ impl AnyStorage {
             AnyStorage::Sqlite(s) => s.read_report(strict).await,
             AnyStorage::Postgres(s) => s.read_report(strict).await,
         }
+    }
+
+    /// Reads back everything the storage holds: the rows as
+    /// [`read_report`](Self::read_report) does, the run record
+    /// ([`load_run`](Storage::load_run)) and the saved documents
+    /// ([`load_documents`](Storage::load_documents)). Unless `strict`, a malformed run
+    /// record or documents store is reported in [`Stored::problems`] like a malformed
+    /// row, and the rest is still read.
+    pub async fn read(&self, strict: bool) -> Result<Stored, StorageError> {
+        let ReadReport { rows, mut problems } = self.read_report(strict).await?;
+        let run = lenient(self.load_run().await, strict, "run record", &mut problems)?.flatten();
+        let documents = lenient(
+            self.load_documents().await,
+            strict,
+            "documents",
+            &mut problems,
+        )?
+        .unwrap_or_default();
+        Ok(Stored {
+            rows,
+            problems,
+            run,
+            documents,
+        })
     }
 
     fn inner(&self) -> &dyn Storage {
@@ -137,6 +203,37 @@ pub struct ReadReport {
     pub problems: Vec<String>,
 }
 
+/// `result`, or, unless `strict`, `None` with the error noted in `problems`.
+fn lenient<T>(
+    result: Result<T, StorageError>,
+    strict: bool,
+    what: &str,
+    problems: &mut Vec<String>,
+) -> Result<Option<T>, StorageError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if !strict => {
+            problems.push(format!("{what}: {e}"));
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Everything a storage holds, read back by [`StorageSpec::read`].
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Stored {
+    /// The rows that parsed, in write order.
+    pub rows: Vec<ConversationRow>,
+    /// One message per malformed row, run record or documents store that was skipped.
+    pub problems: Vec<String>,
+    /// The run record (of the latest run in a database), when one was saved.
+    pub run: Option<RunRecord>,
+    /// The documents saved with their personas (empty for runs without personas).
+    pub documents: Vec<PersonaDocument>,
+}
+
 /// The columns the database backends store next to the row's JSON.
 #[derive(Debug)]
 pub(crate) struct RowFields {
@@ -191,6 +288,10 @@ mod tests {
             StorageSpec::Postgres("postgres://u@h/db".into())
         );
         assert_eq!(StorageSpec::parse("sqlite:x.db").to_string(), "sqlite:x.db");
+        assert_eq!(StorageSpec::parse("out/a.jsonl").stem(), "a");
+        assert_eq!(StorageSpec::parse("sqlite:out/runs.db").stem(), "runs");
+        assert_eq!(StorageSpec::parse("postgres://u@h/db").stem(), "dataset");
+        assert_eq!(StorageSpec::parse("sqlite:").stem(), "dataset");
         assert_eq!(
             StorageSpec::parse("postgres://u:pw@h/db").to_string(),
             "postgres://u:***@h/db"

@@ -15,7 +15,12 @@
 //! in a `documents` table upserted by id.
 //!
 //! [`StorageSpec`] parses the CLI's output strings (`FILE.jsonl`, `sqlite:FILE`,
-//! `postgres://...`) and [`StorageSpec::open`] gives an [`AnyStorage`].
+//! `postgres://...`) and [`StorageSpec::open`] gives an [`AnyStorage`] to write to.
+//! Reading back is the storage's too: [`StorageSpec::read`] returns every row (a
+//! malformed one reported in [`Stored::problems`], or the error when strict), the run
+//! record and the saved documents, from whichever backend; a file that does not
+//! exist is [`StorageError::NotFound`](afterimage_core::StorageError::NotFound)
+//! rather than created empty.
 //!
 //! ```no_run
 //! use afterimage_core::Storage;
@@ -25,13 +30,17 @@
 //! let storage = StorageSpec::parse("sqlite:out/dialogs.db").open().await?;
 //! let done = storage.existing_ids().await?;
 //! println!("{} rows already in {}", done.len(), storage.location());
+//!
+//! let stored = StorageSpec::parse("sqlite:out/dialogs.db").read(false).await?;
+//! let failures = stored.run.and_then(|run| run.failures).unwrap_or_default();
+//! println!("{} rows, {} causes of failure", stored.rows.len(), failures.len());
 //! # Ok(())
 //! # }
 //! ```
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub use crate::{
-    any::{AnyStorage, ReadReport, StorageSpec},
+    any::{AnyStorage, ReadReport, StorageSpec, Stored},
     jsonl::{FlushPolicy, JsonlStorage, read_report, read_rows},
     postgres::PostgresStorage,
     sqlite::SqliteStorage,

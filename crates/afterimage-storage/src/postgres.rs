@@ -70,7 +70,10 @@ impl PostgresStorage {
         let (client, connection) = tokio_postgres::connect(&url_without_schema, NoTls)
             .await
             .map_err(|e| {
-                StorageError::Backend(format!("cannot connect to {}: {e}", redact(url)))
+                StorageError::Backend(format!(
+                    "cannot connect to {}: {e}; check that the server runs and that the URL's host, port, user and database are right",
+                    redact(url)
+                ))
             })?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {

@@ -46,8 +46,10 @@ pub struct LlmJudge {
     system_prompt: String,
 }
 
-/// How criterion scores combine into the overall score.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How criterion scores combine into the overall score (in a config: `mean`, `min` or
+/// `weighted_mean`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Aggregation {
     /// The plain mean (the Python library's default).
     #[default]

@@ -1,0 +1,254 @@
+//! Resolution tests: defaults, paths, the key named by each error, and the checks run before a run.
+
+use afterimage_datasets::ExportFormat;
+
+use super::*;
+use crate::config::parse;
+
+fn resolve(yaml: &str, env: &[(&str, &str)]) -> Result<Settings, String> {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Settings::resolve(
+        parse(yaml)?,
+        Path::new("/configs/run.yaml"),
+        &Overrides::default(),
+        |name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+        KeyPolicy::Required,
+    )
+    .map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_missing_key_names_the_variable() {
+    let err = resolve("respondent: {system_prompt: hi}\n", &[]).unwrap_err();
+    assert!(err.contains("GEMINI_API_KEY"), "{err}");
+    let err = resolve(
+        "model: {provider: openai, api_key_env: TEAM_KEY}\nrespondent: {system_prompt: hi}\n",
+        &[("OPENAI_API_KEY", "x")],
+    )
+    .unwrap_err();
+    assert!(err.contains("TEAM_KEY"), "{err}");
+    let ok = resolve(
+        "model: {provider: local}\nrespondent: {system_prompt: hi}\n",
+        &[],
+    )
+    .unwrap();
+    assert!(ok.api_keys.is_empty());
+    assert_eq!(ok.model_name, "default");
+    assert_eq!(ok.max_concurrency, 8);
+}
+
+#[test]
+fn output_storage_and_path_pick_the_backend() {
+    let key = [("GEMINI_API_KEY", "k")];
+    for (output, expected) in [
+        ("{path: a.jsonl}", StorageSpec::Jsonl("a.jsonl".into())),
+        (
+            "{path: a.db, storage: sqlite}",
+            StorageSpec::Sqlite("a.db".into()),
+        ),
+        ("{path: 'sqlite:a.db'}", StorageSpec::Sqlite("a.db".into())),
+        (
+            "{path: 'sqlite:///a.db', storage: sql}",
+            StorageSpec::Sqlite("a.db".into()),
+        ),
+        (
+            "{path: 'postgres://u@h/db', storage: postgres}",
+            StorageSpec::Postgres("postgres://u@h/db".into()),
+        ),
+        (
+            "{path: 'postgresql://u@h/db', storage: sql}",
+            StorageSpec::Postgres("postgresql://u@h/db".into()),
+        ),
+    ] {
+        let yaml = format!("respondent: {{system_prompt: hi}}\noutput: {output}\n");
+        assert_eq!(resolve(&yaml, &key).unwrap().output, expected, "{output}");
+    }
+    let err = resolve(
+        "respondent: {system_prompt: hi}\noutput: {path: x.db, storage: postgres}\n",
+        &key,
+    )
+    .unwrap_err();
+    assert!(err.contains("postgres:// URL"), "{err}");
+}
+
+#[test]
+fn paths_resolve_against_the_config_file() {
+    let settings = resolve(
+        "respondent: {system_prompt: hi}\ndocuments: {provider: directory, path: docs}\n",
+        &[("GEMINI_API_KEY", "k")],
+    )
+    .unwrap();
+    match settings.documents {
+        Some(DocumentsSpec::Directory(path)) => assert_eq!(path, Path::new("/configs/docs")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn bad_values_are_explained() {
+    let key = [("GEMINI_API_KEY", "k")];
+    for (yaml, needle) in [
+        (
+            "generation: {num_dialogs: 0}\nrespondent: {system_prompt: hi}\n",
+            "generation.num_dialogs: is 0",
+        ),
+        (
+            "generation: {num_dialogs: null}\nrespondent: {system_prompt: hi}\n",
+            "nothing tells the run",
+        ),
+        (
+            "model: {provider: anthropic}\nrespondent: {system_prompt: hi}\n",
+            "ANTHROPIC_API_KEY",
+        ),
+        (
+            "generation: {num_dialogs: 1}\n",
+            "respondent.system_prompt: is missing",
+        ),
+        (
+            "respondent: {system_prompt: hi}\noutput: {storage: sql}\n",
+            "must be a database URL",
+        ),
+        (
+            "respondent: {system_prompt: hi}\ndocuments: {provider: directory}\n",
+            "documents.path",
+        ),
+    ] {
+        let err = resolve(yaml, &key).unwrap_err();
+        assert!(err.contains(needle), "{yaml}: {err}");
+    }
+}
+
+#[test]
+fn strategy_sections_need_documents_and_resolve_with_them() {
+    let key = [("GEMINI_API_KEY", "k")];
+    for (yaml, needle) in [
+        (
+            "personas: {enabled: true}\n",
+            "personas.enabled: needs documents",
+        ),
+        (
+            "generation: {stopping: [{type: context_coverage}]}\n",
+            "context_coverage rule needs documents",
+        ),
+        ("retrieval: {top_k: 2}\n", "retrieval: needs documents"),
+        ("tools: {num_tools_to_sample: 1}\n", "tools: list the tools"),
+    ] {
+        let err = resolve(&format!("respondent: {{system_prompt: hi}}\n{yaml}"), &key).unwrap_err();
+        assert!(err.contains(needle), "{yaml}: {err}");
+    }
+    let settings = resolve(
+        "respondent: {system_prompt: hi}\ndocuments: {provider: file, path: 'docs/*.md'}\npersonas: {enabled: true, n_iterations: 1}\nanalytics: {auto_analyze: true}\ngeneration: {num_dialogs: null, stopping: [{type: all, conditions: [{type: context_coverage, target_visits: 2}, {type: fixed, n: 3}]}]}\nretrieval: {per_turn: true, chunk_size: 400, chunk_overlap: 50}\ntools: {specs: [{name: lookup, description: finds, parameters: {type: object}}]}\n",
+        &key,
+    )
+    .unwrap();
+    assert!(settings.warnings.is_empty(), "{:?}", settings.warnings);
+    assert!(
+        matches!(settings.documents, Some(DocumentsSpec::Glob(ref p)) if p.ends_with("docs/*.md"))
+    );
+    assert_eq!(settings.personas.map(|p| p.max_depth), Some(Some(1)));
+    assert_eq!(settings.target_visits, Some(2));
+    let retrieval = settings.retrieval.as_ref().unwrap();
+    assert!(retrieval.per_turn && retrieval.chunk_size == 400);
+    assert_eq!(settings.tools.as_ref().unwrap().num_tools_to_sample, 2);
+    assert_eq!(criteria(&settings.stopping, Some(4)).unwrap().len(), 1);
+    assert_eq!(
+        settings.after_run.analyze.as_deref(),
+        Some(Path::new("./afterimage_output.html"))
+    );
+}
+
+#[test]
+fn export_and_analytics_are_checked_before_the_run() {
+    let settings = resolve(
+        "respondent: {system_prompt: hi}\noutput: {path: out/a.jsonl, export: {formats: [openai, sharegpt], split: 0.1, seed: 7}}\nanalytics: {auto_analyze: true, output_path: r.html}\n",
+        &[("GEMINI_API_KEY", "k")],
+    )
+    .unwrap();
+    let export = settings.after_run.export.unwrap();
+    assert_eq!(
+        export.options.formats,
+        [ExportFormat::OpenAi, ExportFormat::ShareGpt]
+    );
+    assert_eq!((export.options.split, export.options.seed), (Some(0.1), 7));
+    assert_eq!(
+        settings.after_run.analyze.as_deref(),
+        Some(Path::new("r.html"))
+    );
+    for (yaml, needle) in [
+        ("output: {export: {formats: [opnai]}}", "opnai"),
+        ("output: {export: {formats: [raw], split: 2}}", "split"),
+    ] {
+        let err = resolve(
+            &format!("respondent: {{system_prompt: hi}}\n{yaml}\n"),
+            &[("GEMINI_API_KEY", "k")],
+        )
+        .unwrap_err();
+        assert!(err.contains(needle), "{err}");
+    }
+    let settings = resolve(
+        "respondent: {system_prompt: hi}\n",
+        &[("GEMINI_API_KEY", "k")],
+    )
+    .unwrap();
+    assert!(settings.after_run.export.is_none() && settings.after_run.analyze.is_none());
+}
+
+#[test]
+fn errors_name_the_key_at_fault() {
+    let key = [("GEMINI_API_KEY", "k")];
+    let resolve_err = |yaml: &str, env: &[(&str, &str)]| {
+        let raw = parse(yaml).unwrap();
+        Settings::resolve(
+            raw,
+            Path::new("/configs/run.yaml"),
+            &Overrides::default(),
+            |name| {
+                env.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            },
+            KeyPolicy::Required,
+        )
+        .unwrap_err()
+    };
+    for (yaml, env, path) in [
+        (
+            "respondent: {system_prompt: hi}\n",
+            &[][..],
+            "model.api_key_env",
+        ),
+        (
+            "respondent: {system_prompt: hi}\ngeneration: {stopping: [{type: budget, max_total_tokens: 5}, {type: rate_limit}, {type: fixed, n: 0}]}\n",
+            &key[..],
+            "generation.stopping[2].n",
+        ),
+        (
+            "respondent: {system_prompt: hi}\ndocuments: {provider: memory, texts: [a]}\ngeneration: {stopping: [{type: all, conditions: [{type: fixed, n: 1}, {type: context_coverage, target_visits: 0}]}]}\n",
+            &key[..],
+            "generation.stopping[0].conditions[1].target_visits",
+        ),
+        (
+            "respondent: {system_prompt: hi}\noutput: {path: x.db, storage: postgres}\n",
+            &key[..],
+            "output.path",
+        ),
+        (
+            "respondent: {system_prompt: hi}\ngeneration: {max_concurrency: 0}\n",
+            &key[..],
+            "generation.max_concurrency",
+        ),
+        (
+            "respondent: {system_prompt: hi}\nquality: {evaluator: {provider: openai}}\n",
+            &key[..],
+            "quality.evaluator.api_key_env",
+        ),
+    ] {
+        let err = resolve_err(yaml, env);
+        assert_eq!(err.key(), path, "{yaml}: {err}");
+        assert_eq!(err.to_string(), format!("{path}: {}", err.message()));
+        assert!(!err.to_string().contains('\n'), "one line: {err}");
+    }
+}
