@@ -1,6 +1,5 @@
 //! Tool-calling dialogs end to end over real HTTP: the mock server calls the offered
 //! tools and answers in prose after their results, through both provider clients.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::sync::Arc;
 

@@ -1,6 +1,5 @@
 //! The library end to end over real HTTP: the support-bot flow against the mock
 //! server, through both provider clients.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::sync::Arc;
 

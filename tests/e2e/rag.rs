@@ -2,7 +2,6 @@
 //! embedding clients, retrieved by meaning, and put into the assistant's prompt of a
 //! whole generation run; and the embedding retriever's own requests, seen by a
 //! wiremock server.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::sync::Arc;
 
