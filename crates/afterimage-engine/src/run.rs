@@ -358,6 +358,7 @@ struct State {
     personas: HashSet<String>,
     failures: BTreeMap<String, u64>,
     rejections: BTreeMap<String, u64>,
+    instructions_rejected: BTreeMap<String, u64>,
     unjudged: u64,
     regenerations: u64,
     consecutive_failures: u32,
@@ -376,6 +377,12 @@ impl State {
     fn count_quality(&mut self, counts: QualityCounts) {
         for cause in counts.rejections {
             *self.rejections.entry(cause.to_owned()).or_default() += 1;
+        }
+        for cause in counts.instructions_rejected {
+            *self
+                .instructions_rejected
+                .entry(cause.to_owned())
+                .or_default() += 1;
         }
         if counts.duplicates > 0 {
             *self
@@ -514,6 +521,7 @@ impl State {
             failures: self.failures.clone(),
             regenerations: self.regenerations,
             rejections: self.rejections.clone(),
+            instructions_rejected: self.instructions_rejected.clone(),
             unjudged: self.unjudged,
             requests: self.progress.requests,
             input_tokens: self.progress.usage.input_tokens,
