@@ -172,6 +172,9 @@ pub(crate) fn table(report: &RunReport) -> String {
             rows.push(("  unjudged".into(), report.unjudged.to_string()));
         }
     }
+    if let Some(summary) = report.instructions_rejected_summary() {
+        rows.push(("instructions rejected".into(), summary));
+    }
     rows.extend([
         ("requests".into(), report.requests.to_string()),
         ("tokens in".into(), report.input_tokens.to_string()),
