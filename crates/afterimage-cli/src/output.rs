@@ -352,6 +352,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_table_counts_rejected_questions_by_cause() {
+        let mut report = RunReport::default();
+        assert!(!table(&report).contains("instructions rejected"));
+        for (cause, n) in [("too_short", 7), ("mime_type", 3), ("echo", 2)] {
+            report.instructions_rejected.insert(cause.into(), n);
+        }
+        let line = table(&report)
+            .lines()
+            .find(|l| l.starts_with("instructions rejected"))
+            .map(str::to_owned);
+        assert_eq!(
+            line.as_deref()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")),
+            Some("instructions rejected 12 (too_short 7, mime_type 3, echo 2)".to_owned())
+        );
+    }
+
+    #[test]
     fn the_rate_shows_one_decimal() {
         assert_eq!(rate(56.6072), "56.6/s");
         assert_eq!(rate(0.04), "0.0/s");
