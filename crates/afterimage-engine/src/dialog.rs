@@ -122,7 +122,8 @@ pub(crate) struct DialogOutcome {
 pub(crate) struct DialogFailure {
     pub(crate) error: DialogError,
     pub(crate) spent: Spent,
-    pub(crate) quality: QualityCounts,
+    /// Boxed: failures are rare, and the result of every dialog carries room for one.
+    pub(crate) quality: Box<QualityCounts>,
 }
 
 /// A borrowed model that counts what passes through it, for calls made outside a
@@ -242,7 +243,7 @@ impl<'a> Dialog<'a> {
             Err(error) => Err(DialogFailure {
                 error,
                 spent: self.spent,
-                quality: self.counts,
+                quality: Box::new(self.counts),
             }),
         }
     }

@@ -414,7 +414,7 @@ impl State {
 
     fn record_failure(&mut self, failure: DialogFailure, plan: &Plan) {
         self.spend(failure.spent);
-        self.count_quality(failure.quality);
+        self.count_quality(*failure.quality);
         let error = failure.error;
         // Running out of documents is how a coverage run ends, not a failure.
         if let DialogError::Instruction(e) = &error

@@ -230,7 +230,7 @@ struct ScriptedJudge {
 }
 
 impl ScriptedJudge {
-    fn new(script: fn(usize) -> Option<f64>) -> Option<Arc<dyn Evaluator>> {
+    fn boxed(script: fn(usize) -> Option<f64>) -> Option<Arc<dyn Evaluator>> {
         Some(Arc::new(ScriptedJudge {
             script,
             calls: AtomicUsize::new(0),
@@ -307,7 +307,7 @@ async fn drop_never_stores_an_unjudged_row() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out.jsonl");
     // Every other verdict cannot be read.
-    let judge = ScriptedJudge::new(|k| (k % 2 == 1).then_some(0.9));
+    let judge = ScriptedJudge::boxed(|k| (k % 2 == 1).then_some(0.9));
     let model = model(prose);
     let report = judged(&model, judge, Some(UnjudgedPolicy::Drop), 4, &path)
         .await
@@ -324,7 +324,7 @@ async fn drop_never_stores_an_unjudged_row() {
 async fn the_occasional_unreadable_answer_is_kept_as_before() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out.jsonl");
-    let judge = ScriptedJudge::new(|k| (k % 3 != 0).then_some(0.9));
+    let judge = ScriptedJudge::boxed(|k| (k % 3 != 0).then_some(0.9));
     let model = model(prose);
     let report = judged(&model, judge, None, 12, &path).await.unwrap();
     assert_eq!(report.rows_written, 12);
