@@ -563,17 +563,10 @@ impl ConversationGeneratorBuilder {
             )
         })?;
         // With auto_improve and no judge given, the respondent's model judges.
-        let judge_sampling = self.judge;
+        let (judge, judge_model) = (self.judge, self.evaluator_model_name);
         let evaluator = self.auto_improve.then(|| {
-            self.evaluator.unwrap_or_else(|| {
-                let mut judge = LlmJudge::new(Arc::clone(&respondent))
-                    .model_name(self.evaluator_model_name)
-                    .max_tokens(judge_sampling.max_tokens);
-                if let Some(t) = judge_sampling.temperature {
-                    judge = judge.temperature(t);
-                }
-                Arc::new(judge)
-            })
+            self.evaluator
+                .unwrap_or_else(|| built_in_judge(&respondent, judge_model, judge))
         });
         let max_attempts = self.max_regenerations.unwrap_or(2).saturating_add(1);
         let min_score = self.min_score.unwrap_or(0.72);
@@ -664,6 +657,22 @@ fn respondent_model(
             "the model is missing: call .model(...), or .api_key(...) for Gemini".to_owned(),
         )),
     }
+}
+
+/// The judge `auto_improve` uses when none is given: an [`LlmJudge`] on the
+/// respondent's client, asking for `model_name`, with the builder's sampling settings.
+fn built_in_judge(
+    respondent: &Arc<dyn ChatModel>,
+    model_name: Option<String>,
+    sampling: RoleSampling,
+) -> Arc<dyn Evaluator> {
+    let mut judge = LlmJudge::new(Arc::clone(respondent))
+        .model_name(model_name)
+        .max_tokens(sampling.max_tokens);
+    if let Some(t) = sampling.temperature {
+        judge = judge.temperature(t);
+    }
+    Arc::new(judge)
 }
 
 /// Tool names must be unique: a call names the tool it wants.
