@@ -102,7 +102,11 @@ fn judge(
     };
     let mut judge = LlmJudge::new(model)
         .model_name(settings.evaluator_model_name.clone())
+        .max_tokens(settings.judge_sampling.max_tokens)
         .aggregation(quality.aggregation);
+    if let Some(t) = settings.judge_sampling.temperature {
+        judge = judge.temperature(t);
+    }
     for criterion in &quality.criteria {
         judge = judge.criterion(&criterion.name, &criterion.description);
     }
@@ -307,6 +311,31 @@ fn embedding_endpoint(endpoint: &EmbeddingEndpoint, max_retries: u32) -> Embeddi
     embedding
 }
 
+/// The respondent's and the correspondent's sampling settings, where the config sets
+/// them (the judge's are set on the judge).
+fn sampling(
+    mut builder: ConversationGeneratorBuilder,
+    settings: &Settings,
+) -> ConversationGeneratorBuilder {
+    let (respondent, correspondent) = (
+        settings.respondent_sampling,
+        settings.correspondent_sampling,
+    );
+    if let Some(t) = respondent.temperature {
+        builder = builder.respondent_temperature(t);
+    }
+    if let Some(n) = respondent.max_tokens {
+        builder = builder.respondent_max_tokens(n);
+    }
+    if let Some(t) = correspondent.temperature {
+        builder = builder.correspondent_temperature(t);
+    }
+    if let Some(n) = correspondent.max_tokens {
+        builder = builder.correspondent_max_tokens(n);
+    }
+    builder
+}
+
 /// The generator and options for a run writing to `storage`.
 pub(crate) async fn generator(
     settings: &Settings,
@@ -318,7 +347,9 @@ pub(crate) async fn generator(
     let mut builder = ConversationGenerator::builder()
         .respondent_prompt(settings.respondent_prompt.clone())
         .model(Arc::clone(&respondent))
-        .storage(Arc::clone(&storage));
+        .storage(Arc::clone(&storage))
+        .instruction_checks(settings.quality.instruction_checks);
+    builder = sampling(builder, settings);
     if let Some(name) = &settings.correspondent_model_name {
         builder = builder.correspondent_model(model(settings, name, &client, &mut pools)?);
     }
@@ -355,6 +386,7 @@ fn with_quality(
         .max_regenerations(quality.max_regenerations)
         .keep_best(quality.on_failure == OnFailure::KeepBest)
         .quality_checks(quality.checks)
+        .on_unjudged(quality.on_unjudged)
         .dedup_questions(quality.dedup)
 }
 

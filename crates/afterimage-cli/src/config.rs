@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use afterimage_engine::{InFlight, Price, StopRule};
+use afterimage_engine::{InFlight, Price, StopRule, UnjudgedPolicy};
 use afterimage_providers::Provider;
 use afterimage_strategies::Aggregation;
 use serde::Deserialize;
@@ -141,7 +141,7 @@ pub struct ModelSection {
     pub breaker_after_secs: Option<u64>,
 }
 
-/// `respondent:` (and the prompt part of `correspondent:`)
+/// `respondent:`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PromptSection {
@@ -149,6 +149,10 @@ pub struct PromptSection {
     pub system_prompt: Option<String>,
     /// A file holding it, relative to the config file.
     pub system_prompt_file: Option<String>,
+    /// (ours) The assistant's sampling temperature (default 0.7).
+    pub temperature: Option<f32>,
+    /// (ours) Most tokens per assistant reply (default: the endpoint's).
+    pub max_tokens: Option<u32>,
 }
 
 /// `correspondent:` (ours)
@@ -161,6 +165,10 @@ pub struct CorrespondentSection {
     pub system_prompt_file: Option<String>,
     /// Another model (same provider) to play the user.
     pub model_name: Option<String>,
+    /// The simulated user's sampling temperature (default 0.7).
+    pub temperature: Option<f32>,
+    /// Most tokens per simulated-user message (default: the endpoint's).
+    pub max_tokens: Option<u32>,
 }
 
 /// Document source kinds.
@@ -391,6 +399,20 @@ pub struct QualitySection {
     /// Skip first questions that nearly repeat earlier ones (default: on).
     #[serde(default = "yes")]
     pub dedup: bool,
+    /// Discard generated first questions that are no request (a placeholder, a MIME
+    /// type, an echo of the prompt) before a dialog is spent on them (default: on,
+    /// with or without `auto_improve`).
+    #[serde(default = "yes")]
+    pub instruction_checks: bool,
+    /// What happens to attempts the judge could not grade: `keep`, `drop`, or `stop`
+    /// (the default: keep the occasional one, stop the run when the judge's first
+    /// answers are unreadable).
+    #[serde(default)]
+    pub on_unjudged: UnjudgedPolicy,
+    /// The judge's sampling temperature (default 0.2).
+    pub temperature: Option<f32>,
+    /// Most tokens per judge answer (default: the endpoint's).
+    pub max_tokens: Option<u32>,
 }
 
 impl Default for QualitySection {
@@ -407,6 +429,10 @@ impl Default for QualitySection {
             criteria: Vec::new(),
             checks: true,
             dedup: true,
+            instruction_checks: true,
+            on_unjudged: UnjudgedPolicy::Stop,
+            temperature: None,
+            max_tokens: None,
         }
     }
 }

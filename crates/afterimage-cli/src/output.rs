@@ -172,6 +172,9 @@ pub(crate) fn table(report: &RunReport) -> String {
             rows.push(("  unjudged".into(), report.unjudged.to_string()));
         }
     }
+    if let Some(summary) = report.instructions_rejected_summary() {
+        rows.push(("instructions rejected".into(), summary));
+    }
     rows.extend([
         ("requests".into(), report.requests.to_string()),
         ("tokens in".into(), report.input_tokens.to_string()),
@@ -347,6 +350,24 @@ pub(crate) fn print_stats(stats: &Stats, json: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_counts_rejected_questions_by_cause() {
+        let mut report = RunReport::default();
+        assert!(!table(&report).contains("instructions rejected"));
+        for (cause, n) in [("too_short", 7), ("mime_type", 3), ("echo", 2)] {
+            report.instructions_rejected.insert(cause.into(), n);
+        }
+        let line = table(&report)
+            .lines()
+            .find(|l| l.starts_with("instructions rejected"))
+            .map(str::to_owned);
+        assert_eq!(
+            line.as_deref()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")),
+            Some("instructions rejected 12 (too_short 7, mime_type 3, echo 2)".to_owned())
+        );
+    }
 
     #[test]
     fn the_rate_shows_one_decimal() {

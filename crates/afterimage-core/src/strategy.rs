@@ -119,6 +119,14 @@ pub trait InstructionGenerator: Send + Sync + std::fmt::Debug {
     /// reports them before it starts), so visit targets count them.
     fn record_stored_visits(&self, _visits: &HashMap<String, u64>) {}
 
+    /// The system prompt template the generator asks its model with (placeholders
+    /// unfilled), so the caller can tell a generated question that merely echoes it
+    /// (`first message` from an example answer shape). `None` (the default) when it
+    /// asks no model or keeps its prompt to itself.
+    fn prompt_template(&self) -> Option<&str> {
+        None
+    }
+
     /// A correspondent (simulated user) system prompt of the generator's own, used when
     /// the caller gave none. `None` lets the engine write one from the respondent prompt.
     async fn correspondent_prompt(
@@ -356,6 +364,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 pub trait Evaluator: Send + Sync + std::fmt::Debug {
     /// Grades `row`; the engine decides what to do with the verdict.
     async fn evaluate(&self, row: &ConversationRow) -> Result<Verdict, StrategyError>;
+
+    /// The model that judges, for messages about it (`None`, the default, when there
+    /// is none to name).
+    fn model_name(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// An evaluator's answer: the stored evaluation and its overall score.

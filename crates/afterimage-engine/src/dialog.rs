@@ -10,16 +10,21 @@ use afterimage_core::{
     Instruction, Message, ModifiedPrompt, RespondentPromptModifier, RowMetadata, Spent, Storage,
     ToolExecutor, ToolSpec,
 };
-use afterimage_strategies::NearDuplicates;
+use afterimage_strategies::{
+    InstructionContext, InstructionRejection, NearDuplicates, check_instruction,
+};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use crate::instructions::InstructionPool;
-use crate::{DialogError, Turns};
+use crate::policy::Sampling;
+use crate::{DialogError, Turns, UnjudgedPolicy};
 
 mod converse;
 mod gate;
+mod watch;
 
 use gate::Attempts;
+pub(crate) use watch::RunWatch;
 
 /// Everything a dialog needs, shared by all dialogs of a run.
 #[derive(Debug)]
@@ -35,12 +40,17 @@ pub(crate) struct RunContext {
     pub(crate) correspondent_system: String,
     /// The correspondent prompt alone, as instruction generators see it.
     pub(crate) correspondent_prompt: String,
-    pub(crate) temperature: f32,
+    /// The respondent's temperature and token limit.
+    pub(crate) respondent_sampling: Sampling,
+    /// The correspondent's temperature and token limit.
+    pub(crate) correspondent_sampling: Sampling,
     pub(crate) instructions: InstructionPool,
     pub(crate) modifier: Option<Arc<dyn RespondentPromptModifier>>,
     pub(crate) tools: Tools,
     pub(crate) quality: Quality,
     pub(crate) storage: Arc<dyn Storage>,
+    /// What every dialog reports to: the instruction checks' and the judge's record.
+    pub(crate) watch: RunWatch,
 }
 
 /// The tools the respondent may call, and what answers the calls.
@@ -65,6 +75,10 @@ pub(crate) struct Quality {
     pub(crate) max_attempts: u32,
     /// Run the cheap checks before the judge.
     pub(crate) checks: bool,
+    /// Check each drawn first question before a dialog is spent on it.
+    pub(crate) instruction_checks: bool,
+    /// What happens to attempts the judge could not grade.
+    pub(crate) on_unjudged: UnjudgedPolicy,
     /// Reject first questions that nearly repeat earlier ones.
     pub(crate) dedup: Option<NearDuplicates>,
     /// When no attempt passes: keep the best one (else drop the dialog and let the
@@ -75,6 +89,10 @@ pub(crate) struct Quality {
 /// Most instructions a dialog draws looking for one that is not a near duplicate.
 const MAX_DUPLICATE_DRAWS: u32 = 8;
 
+/// Most instructions a dialog discards as no request before it fails: they cost no
+/// dialog, and a batch holds several.
+const MAX_REJECTED_DRAWS: u32 = 10;
+
 /// Quality events of one dialog, for the run report.
 #[derive(Debug, Default)]
 pub(crate) struct QualityCounts {
@@ -84,6 +102,8 @@ pub(crate) struct QualityCounts {
     pub(crate) unjudged: u32,
     /// Near-duplicate first questions skipped.
     pub(crate) duplicates: u32,
+    /// Causes of first questions discarded by the instruction checks.
+    pub(crate) instructions_rejected: Vec<&'static str>,
 }
 
 /// What a stored dialog reports back to the scheduler.
@@ -102,7 +122,8 @@ pub(crate) struct DialogOutcome {
 pub(crate) struct DialogFailure {
     pub(crate) error: DialogError,
     pub(crate) spent: Spent,
-    pub(crate) quality: QualityCounts,
+    /// Boxed: failures are rare, and the result of every dialog carries room for one.
+    pub(crate) quality: Box<QualityCounts>,
 }
 
 /// A borrowed model that counts what passes through it, for calls made outside a
@@ -222,23 +243,31 @@ impl<'a> Dialog<'a> {
             Err(error) => Err(DialogFailure {
                 error,
                 spent: self.spent,
-                quality: self.counts,
+                quality: Box::new(self.counts),
             }),
         }
     }
 
-    /// What the user asks first: not a near duplicate of an earlier question (a
-    /// duplicate is handed back and another drawn, [`MAX_DUPLICATE_DRAWS`] times).
+    /// What the user asks first: a request (one that fails the instruction checks is
+    /// handed back and another drawn, [`MAX_REJECTED_DRAWS`] times) and not a near
+    /// duplicate of an earlier question (likewise, [`MAX_DUPLICATE_DRAWS`] times).
     async fn draw_instruction(&mut self) -> Result<Instruction, DialogError> {
         let run = self.run;
         loop {
-            let draw_seed = self.seed.wrapping_add(u64::from(self.counts.duplicates));
+            let draws = self.counts.duplicates + self.counts.instructions_rejected.len() as u32;
+            let draw_seed = self.seed.wrapping_add(u64::from(draws));
             let (instruction, refill) = run
                 .instructions
                 .next(&run.correspondent_prompt, draw_seed)
                 .await
                 .map_err(DialogError::Instruction)?;
             self.spent += refill;
+            if let Err(rejection) = self.check_instruction(&instruction) {
+                run.instructions.done(&instruction, false);
+                self.reject_instruction(&instruction, rejection)?;
+                continue;
+            }
+            run.watch.instruction_passed();
             let Some(seen) = &run.quality.dedup else {
                 return Ok(instruction);
             };
@@ -251,6 +280,48 @@ impl<'a> Dialog<'a> {
                 return Err(DialogError::Duplicates(self.counts.duplicates));
             }
         }
+    }
+
+    /// The instruction checks (when on), against the generator's prompts and the
+    /// documents the question is about.
+    fn check_instruction(&self, instruction: &Instruction) -> Result<(), InstructionRejection> {
+        let run = self.run;
+        if !run.quality.instruction_checks {
+            return Ok(());
+        }
+        let source = &instruction.source;
+        let mut context = InstructionContext::new().prompt(&run.correspondent_prompt);
+        if let Some(template) = run.instructions.prompt_template() {
+            context = context.prompt(template);
+        }
+        for document in &source.documents {
+            context = context.document(&document.text);
+        }
+        if source.documents.is_empty() && !source.context.is_empty() {
+            context = context.document(&source.context);
+        }
+        check_instruction(&instruction.text, &context)
+    }
+
+    /// Counts a discarded question; after [`MAX_REJECTED_DRAWS`] the dialog fails,
+    /// and the run stops when no question of it ever passed.
+    fn reject_instruction(
+        &mut self,
+        instruction: &Instruction,
+        rejection: InstructionRejection,
+    ) -> Result<(), DialogError> {
+        tracing::debug!(question = %instruction.text, %rejection, "generated question discarded");
+        let rejected = &mut self.counts.instructions_rejected;
+        rejected.push(rejection.cause);
+        if (rejected.len() as u32) < MAX_REJECTED_DRAWS {
+            return Ok(());
+        }
+        Err(DialogError::JunkInstructions {
+            rejected: rejected.len() as u32,
+            last: afterimage_core::snippet(instruction.text.trim(), 60),
+            why: rejection.to_string(),
+            none_passed: !self.run.watch.any_instruction_passed(),
+        })
     }
 
     /// What the assistant knows: the respondent prompt as the modifier rewrites it for

@@ -80,6 +80,46 @@ pub enum DialogError {
         "instruction generator: {0} questions in a row were near duplicates of earlier ones (the documents may be too few for this many dialogs)"
     )]
     Duplicates(u32),
+    /// The instruction generator kept producing questions that are no request.
+    #[error("{}", junk_message(*.rejected, .last, .why, *.none_passed))]
+    JunkInstructions {
+        /// Questions discarded in a row.
+        rejected: u32,
+        /// The start of the last one.
+        last: String,
+        /// What was wrong with it, with its cause.
+        why: String,
+        /// Whether no question of the run ever passed (then the run stops).
+        none_passed: bool,
+    },
+    /// The judge's first answers could not be read (policy
+    /// [`UnjudgedPolicy::Stop`](crate::UnjudgedPolicy::Stop)).
+    #[error(
+        "the judge (model {model}) never answered in readable JSON: {unreadable} of its first {answers} answers were unreadable, the last began `{last}`; use a stronger judge model (quality.evaluator_model_name), or keep unjudged rows (quality.on_unjudged: keep)"
+    )]
+    JudgeUnreadable {
+        /// The judge's model.
+        model: String,
+        /// Unreadable answers among the first ones.
+        unreadable: u32,
+        /// Answers counted.
+        answers: u32,
+        /// The start of the last unreadable answer.
+        last: String,
+    },
+}
+
+/// The message of [`DialogError::JunkInstructions`]: what was discarded, and what to
+/// change.
+fn junk_message(rejected: u32, last: &str, why: &str, none_passed: bool) -> String {
+    let fix = if none_passed {
+        "no question of the run has passed the instruction checks: use a stronger model or a clearer prompt for the instructions, or turn the checks off (quality.instruction_checks: false)"
+    } else {
+        "the instruction model rarely writes a usable question"
+    };
+    format!(
+        "instruction generator: {rejected} questions in a row were no request, the last `{last}`: {why}; {fix}"
+    )
 }
 
 impl DialogError {
@@ -96,6 +136,8 @@ impl DialogError {
             DialogError::Storage(_) => "storage".to_owned(),
             DialogError::Rejected { .. } => "quality: rejected".to_owned(),
             DialogError::Duplicates(_) => "instruction: duplicates".to_owned(),
+            DialogError::JunkInstructions { .. } => "instruction: no_request".to_owned(),
+            DialogError::JudgeUnreadable { .. } => "judge: unreadable".to_owned(),
         }
     }
 
@@ -112,10 +154,12 @@ impl DialogError {
     }
 
     /// Whether every later dialog would fail the same way (bad key, unknown model,
-    /// dead server, storage broken, no documents), so the run stops at once.
+    /// dead server, storage broken, no documents, a generator that never wrote a
+    /// usable question, a judge that never answers readably), so the run stops at once.
     pub fn is_fatal(&self) -> bool {
         match self {
-            DialogError::Storage(_) => true,
+            DialogError::Storage(_) | DialogError::JudgeUnreadable { .. } => true,
+            DialogError::JunkInstructions { none_passed, .. } => *none_passed,
             DialogError::Instruction(StrategyError::NoDocuments { .. })
             | DialogError::Instruction(StrategyError::Io { .. })
             | DialogError::Instruction(StrategyError::Config(_)) => true,

@@ -16,10 +16,11 @@ use afterimage_strategies::{
 };
 use tokio::sync::OnceCell;
 
-use crate::dialog::{Quality, RunContext, Tally, Tools};
+use crate::dialog::{Quality, RunContext, RunWatch, Tally, Tools};
 use crate::instructions::InstructionPool;
+use crate::policy::Sampling;
 use crate::run::{Plan, execute};
-use crate::{EngineError, GenerateOptions, RunReport};
+use crate::{EngineError, GenerateOptions, RunReport, UnjudgedPolicy};
 
 /// Generates multi-turn dialogs between a simulated user (the correspondent) and the
 /// assistant being trained (the respondent), and streams them to storage.
@@ -48,8 +49,11 @@ struct Inner {
     max_attempts: u32,
     keep_best: bool,
     checks: bool,
+    instruction_checks: bool,
+    on_unjudged: UnjudgedPolicy,
     dedup: bool,
-    temperature: f32,
+    respondent_sampling: Sampling,
+    correspondent_sampling: Sampling,
 }
 
 impl ConversationGenerator {
@@ -126,7 +130,8 @@ impl ConversationGenerator {
                 correspondent_follow_up_note()
             ),
             correspondent_prompt,
-            temperature: inner.temperature,
+            respondent_sampling: inner.respondent_sampling,
+            correspondent_sampling: inner.correspondent_sampling,
             instructions: InstructionPool::new(Arc::clone(&inner.instructions)),
             modifier: inner.modifier.clone(),
             tools: Tools {
@@ -139,10 +144,13 @@ impl ConversationGenerator {
                 min_score: inner.min_score,
                 max_attempts: inner.max_attempts,
                 checks: inner.checks,
+                instruction_checks: inner.instruction_checks,
+                on_unjudged: inner.on_unjudged,
                 dedup: inner.dedup.then(|| NearDuplicates::new(0.8)),
                 keep_best: inner.keep_best,
             },
             storage: Arc::clone(&inner.storage),
+            watch: RunWatch::default(),
         }
     }
 
@@ -290,8 +298,47 @@ pub struct ConversationGeneratorBuilder {
     max_regenerations: Option<u32>,
     keep_best: Option<bool>,
     checks: Option<bool>,
+    instruction_checks: Option<bool>,
+    on_unjudged: Option<UnjudgedPolicy>,
     dedup: Option<bool>,
     temperature: Option<f32>,
+    respondent: RoleSampling,
+    correspondent: RoleSampling,
+    judge: RoleSampling,
+}
+
+/// A role's sampling settings as the builder was given them.
+#[derive(Debug, Default, Clone, Copy)]
+struct RoleSampling {
+    temperature: Option<f32>,
+    max_tokens: Option<u32>,
+}
+
+impl RoleSampling {
+    /// Checks the settings of the builder methods prefixed `role` (`respondent_`).
+    fn check(self, role: &str) -> Result<(), EngineError> {
+        if let Some(t) = self.temperature
+            && !(0.0..=2.0).contains(&t)
+        {
+            return Err(EngineError::Config(format!(
+                "{role}temperature is {t}: it must lie between 0 and 2"
+            )));
+        }
+        if self.max_tokens == Some(0) {
+            return Err(EngineError::Config(format!(
+                "{role}max_tokens is 0: allow at least one token"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The settings, with `temperature` where none was given.
+    fn or(self, temperature: f32) -> Sampling {
+        Sampling {
+            temperature: self.temperature.unwrap_or(temperature),
+            max_tokens: self.max_tokens,
+        }
+    }
 }
 
 impl ConversationGeneratorBuilder {
@@ -427,6 +474,26 @@ impl ConversationGeneratorBuilder {
         self
     }
 
+    /// Check each generated first question before a dialog is spent on it (default:
+    /// on): a question that is no request (empty, too short, a placeholder such as
+    /// `first message`, a MIME type or URL alone, an echo of the generator's prompt or
+    /// the correspondent prompt, a copy of the document's first line) is discarded,
+    /// counted in [`RunReport::instructions_rejected`], and another drawn. A dialog
+    /// that draws 10 in a row fails; when no question of the run ever passed, the run
+    /// stops.
+    pub fn instruction_checks(mut self, on: bool) -> Self {
+        self.instruction_checks = Some(on);
+        self
+    }
+
+    /// What happens to attempts the judge could not grade (default
+    /// [`UnjudgedPolicy::Stop`]: kept like today for the occasional unreadable
+    /// answer, but the run stops when the judge's first answers are unreadable).
+    pub fn on_unjudged(mut self, policy: UnjudgedPolicy) -> Self {
+        self.on_unjudged = Some(policy);
+        self
+    }
+
     /// Skip first questions that nearly repeat an earlier one of the run (default: on
     /// with `auto_improve`).
     pub fn dedup_questions(mut self, on: bool) -> Self {
@@ -434,14 +501,57 @@ impl ConversationGeneratorBuilder {
         self
     }
 
-    /// Sampling temperature of both roles (default 0.7).
+    /// Sampling temperature of both roles (default 0.7); the per-role settings win.
     pub fn temperature(mut self, temperature: f32) -> Self {
         self.temperature = Some(temperature);
         self
     }
 
+    /// The respondent's (the assistant's) sampling temperature, 0 to 2 (default:
+    /// [`temperature`](Self::temperature)).
+    pub fn respondent_temperature(mut self, temperature: f32) -> Self {
+        self.respondent.temperature = Some(temperature);
+        self
+    }
+
+    /// Most tokens per respondent reply (default: the endpoint's). A reply cut at the
+    /// limit is rejected by the cheap checks (`truncated_reply`).
+    pub fn respondent_max_tokens(mut self, max_tokens: u32) -> Self {
+        self.respondent.max_tokens = Some(max_tokens);
+        self
+    }
+
+    /// The correspondent's (the simulated user's) sampling temperature, 0 to 2
+    /// (default: [`temperature`](Self::temperature)).
+    pub fn correspondent_temperature(mut self, temperature: f32) -> Self {
+        self.correspondent.temperature = Some(temperature);
+        self
+    }
+
+    /// Most tokens per correspondent message (default: the endpoint's).
+    pub fn correspondent_max_tokens(mut self, max_tokens: u32) -> Self {
+        self.correspondent.max_tokens = Some(max_tokens);
+        self
+    }
+
+    /// The built-in judge's sampling temperature, 0 to 2 (default 0.2). Only for the
+    /// judge `auto_improve` builds; an [`evaluator`](Self::evaluator) of your own
+    /// keeps its settings.
+    pub fn judge_temperature(mut self, temperature: f32) -> Self {
+        self.judge.temperature = Some(temperature);
+        self
+    }
+
+    /// Most tokens per answer of the built-in judge (default: the endpoint's); see
+    /// [`judge_temperature`](Self::judge_temperature).
+    pub fn judge_max_tokens(mut self, max_tokens: u32) -> Self {
+        self.judge.max_tokens = Some(max_tokens);
+        self
+    }
+
     /// Checks the parts and builds the generator.
     pub fn build(self) -> Result<ConversationGenerator, EngineError> {
+        self.check_sampling()?;
         let missing =
             |what: &str, how: &str| EngineError::Config(format!("{what} is missing: {how}"));
         let respondent_prompt = self
@@ -456,11 +566,10 @@ impl ConversationGeneratorBuilder {
             )
         })?;
         // With auto_improve and no judge given, the respondent's model judges.
+        let (judge, judge_model) = (self.judge, self.evaluator_model_name);
         let evaluator = self.auto_improve.then(|| {
-            self.evaluator.unwrap_or_else(|| {
-                let judge = LlmJudge::new(Arc::clone(&respondent));
-                Arc::new(judge.model_name(self.evaluator_model_name))
-            })
+            self.evaluator
+                .unwrap_or_else(|| built_in_judge(&respondent, judge_model, judge))
         });
         let max_attempts = self.max_regenerations.unwrap_or(2).saturating_add(1);
         let min_score = self.min_score.unwrap_or(0.72);
@@ -478,6 +587,7 @@ impl ConversationGeneratorBuilder {
             })
         });
         let correspondent_prompt = OnceCell::new_with(self.correspondent_prompt);
+        let temperature = self.temperature.unwrap_or(0.7);
         Ok(ConversationGenerator {
             inner: Arc::new(Inner {
                 respondent_prompt,
@@ -499,10 +609,33 @@ impl ConversationGeneratorBuilder {
                 max_attempts,
                 keep_best: self.keep_best.unwrap_or(true),
                 checks: self.checks.unwrap_or(self.auto_improve),
+                instruction_checks: self.instruction_checks.unwrap_or(true),
+                on_unjudged: self.on_unjudged.unwrap_or_default(),
                 dedup: self.dedup.unwrap_or(self.auto_improve),
-                temperature: self.temperature.unwrap_or(0.7),
+                respondent_sampling: self.respondent.or(temperature),
+                correspondent_sampling: self.correspondent.or(temperature),
             }),
         })
+    }
+
+    /// Temperatures within 0..=2 and token limits above 0; judge settings only for
+    /// the built-in judge.
+    fn check_sampling(&self) -> Result<(), EngineError> {
+        let both = RoleSampling {
+            temperature: self.temperature,
+            max_tokens: None,
+        };
+        both.check("")?;
+        self.respondent.check("respondent_")?;
+        self.correspondent.check("correspondent_")?;
+        self.judge.check("judge_")?;
+        let judge_set = self.judge.temperature.is_some() || self.judge.max_tokens.is_some();
+        if judge_set && self.evaluator.is_some() {
+            return Err(EngineError::Config(
+                "judge_temperature and judge_max_tokens apply to the built-in judge: set them on your own evaluator instead".to_owned(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -527,6 +660,22 @@ fn respondent_model(
             "the model is missing: call .model(...), or .api_key(...) for Gemini".to_owned(),
         )),
     }
+}
+
+/// The judge `auto_improve` uses when none is given: an [`LlmJudge`] on the
+/// respondent's client, asking for `model_name`, with the builder's sampling settings.
+fn built_in_judge(
+    respondent: &Arc<dyn ChatModel>,
+    model_name: Option<String>,
+    sampling: RoleSampling,
+) -> Arc<dyn Evaluator> {
+    let mut judge = LlmJudge::new(Arc::clone(respondent))
+        .model_name(model_name)
+        .max_tokens(sampling.max_tokens);
+    if let Some(t) = sampling.temperature {
+        judge = judge.temperature(t);
+    }
+    Arc::new(judge)
 }
 
 /// Tool names must be unique: a call names the tool it wants.

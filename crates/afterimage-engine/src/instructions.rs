@@ -85,6 +85,11 @@ impl InstructionPool {
         Ok((first, cost))
     }
 
+    /// The generator's prompt template, for the instruction checks.
+    pub(crate) fn prompt_template(&self) -> Option<&str> {
+        self.generator.prompt_template()
+    }
+
     /// Tells the generator how the dialog started from `instruction` ended.
     pub(crate) fn done(&self, instruction: &Instruction, stored: bool) {
         self.generator.instruction_done(instruction, stored);

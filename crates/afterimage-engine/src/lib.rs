@@ -7,6 +7,11 @@
 //! runs top to bottom in `dialog::run_dialog`: pick an instruction, modify the
 //! respondent prompt, alternate turns, judge, store.
 //!
+//! Before a dialog is spent on a generated first question, the question passes cheap
+//! instruction checks (no placeholder, MIME type, URL, echo of the prompt or copy of
+//! the document's title); discarded ones are counted by cause in the report. A judge
+//! whose first answers cannot be read stops the run ([`UnjudgedPolicy`]).
+//!
 //! The run writes exactly the requested number of rows at any concurrency: it never
 //! starts a dialog beyond the count, replaces failed dialogs within a failure budget,
 //! and stops at once on failures that would repeat (bad key, unknown model, dead
@@ -50,6 +55,7 @@ pub use crate::{
     error::{DialogError, EngineError},
     generator::{ConversationGenerator, ConversationGeneratorBuilder},
     options::{GenerateOptions, InFlight, Price, ProgressFn, StopHandle, Turns},
+    policy::UnjudgedPolicy,
     report::RunReport,
     stop_rules::{StopRule, StopRuleError},
     stopping::{AllOf, AnyOf, ContextCoverage, CostBudget, ErrorRate, PersonaUsage, TokenBudget},
@@ -62,6 +68,7 @@ mod error;
 mod generator;
 mod instructions;
 mod options;
+mod policy;
 mod report;
 mod run;
 mod stop_rules;

@@ -25,6 +25,10 @@ pub struct RunReport {
     /// Rejected attempts by cause (the cheap checks' causes, and `duplicate_question`
     /// for first questions skipped as near duplicates).
     pub rejections: BTreeMap<String, u64>,
+    /// Generated first questions discarded by the instruction checks before any dialog
+    /// was spent on them, by cause (`too_short`, `placeholder`, `mime_type`, `url`,
+    /// `echo`, `document_copy`, `empty`).
+    pub instructions_rejected: BTreeMap<String, u64>,
     /// Attempts the judge could not grade (never counted as passing).
     pub unjudged: u64,
     /// Model requests made (instructions, both dialog roles, judge).
@@ -51,5 +55,32 @@ impl RunReport {
     /// The wall time as a `Duration`.
     pub fn elapsed(&self) -> Duration {
         Duration::from_secs_f64(self.elapsed_secs)
+    }
+
+    /// The instruction checks' rejections in one line, most frequent cause first:
+    /// `12 (too_short 7, mime_type 3, echo 2)`; `None` when there were none.
+    ///
+    /// ```
+    /// let mut report = afterimage_engine::RunReport::default();
+    /// assert_eq!(report.instructions_rejected_summary(), None);
+    /// report.instructions_rejected.insert("echo".into(), 2);
+    /// report.instructions_rejected.insert("too_short".into(), 7);
+    /// assert_eq!(
+    ///     report.instructions_rejected_summary().as_deref(),
+    ///     Some("9 (too_short 7, echo 2)")
+    /// );
+    /// ```
+    pub fn instructions_rejected_summary(&self) -> Option<String> {
+        let total: u64 = self.instructions_rejected.values().sum();
+        if total == 0 {
+            return None;
+        }
+        let mut causes: Vec<(&String, &u64)> = self.instructions_rejected.iter().collect();
+        causes.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        let causes: Vec<String> = causes
+            .iter()
+            .map(|(cause, n)| format!("{cause} {n}"))
+            .collect();
+        Some(format!("{total} ({})", causes.join(", ")))
     }
 }

@@ -339,6 +339,7 @@ struct State {
     personas: HashSet<String>,
     failures: BTreeMap<String, u64>,
     rejections: BTreeMap<String, u64>,
+    instructions_rejected: BTreeMap<String, u64>,
     unjudged: u64,
     regenerations: u64,
     consecutive_failures: u32,
@@ -357,6 +358,12 @@ impl State {
     fn count_quality(&mut self, counts: QualityCounts) {
         for cause in counts.rejections {
             *self.rejections.entry(cause.to_owned()).or_default() += 1;
+        }
+        for cause in counts.instructions_rejected {
+            *self
+                .instructions_rejected
+                .entry(cause.to_owned())
+                .or_default() += 1;
         }
         if counts.duplicates > 0 {
             *self
@@ -388,7 +395,7 @@ impl State {
 
     fn record_failure(&mut self, failure: DialogFailure, plan: &Plan) {
         self.spend(failure.spent);
-        self.count_quality(failure.quality);
+        self.count_quality(*failure.quality);
         let error = failure.error;
         // Running out of documents is how a coverage run ends, not a failure.
         if let DialogError::Instruction(e) = &error
@@ -495,6 +502,7 @@ impl State {
             failures: self.failures.clone(),
             regenerations: self.regenerations,
             rejections: self.rejections.clone(),
+            instructions_rejected: self.instructions_rejected.clone(),
             unjudged: self.unjudged,
             requests: self.progress.requests,
             input_tokens: self.progress.usage.input_tokens,

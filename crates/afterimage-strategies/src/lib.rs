@@ -37,7 +37,9 @@
 //! - `quality`: [`LlmJudge`] ([`Evaluator`](afterimage_core::Evaluator)) scores a
 //!   finished dialog on [`DEFAULT_JUDGE_CRITERIA`] with one structured-JSON model call,
 //!   combined as [`Aggregation`] says; [`check_dialog`] rejects broken dialogs cheaply
-//!   and [`NearDuplicates`] drops near-duplicate first questions.
+//!   and [`NearDuplicates`] drops near-duplicate first questions; [`check_instruction`]
+//!   rejects a generated first question that is no request ([`InstructionRejection`])
+//!   before a dialog is spent on it, knowing its [`InstructionContext`].
 //! - `tools`: [`parse_tool_specs`] reads OpenAI-style function specs,
 //!   [`validate_arguments`] checks a call against its JSON Schema, and
 //!   [`LlmToolSimulator`] or [`ToolHandlers`]
@@ -123,8 +125,8 @@ pub use crate::{
         PersonaGenerator, PersonaReport, expected_persona_count, persona_depth_for,
     },
     quality::{
-        Aggregation, DEFAULT_JUDGE_CRITERIA, DEFAULT_JUDGE_PROMPT, LlmJudge, NearDuplicates,
-        Rejection, check_dialog,
+        Aggregation, DEFAULT_JUDGE_CRITERIA, DEFAULT_JUDGE_PROMPT, InstructionContext,
+        InstructionRejection, LlmJudge, NearDuplicates, Rejection, check_dialog, check_instruction,
     },
     retrieval::{Bm25Retriever, EmbeddingRetriever},
     tools::{

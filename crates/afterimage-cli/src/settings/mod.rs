@@ -21,6 +21,7 @@ pub use self::{
     documents::DocumentsSpec,
     error::SettingsError,
     model::Endpoint,
+    sampling::RoleSampling,
 };
 pub(crate) use self::{
     generation::criteria,
@@ -36,6 +37,7 @@ mod model;
 mod output;
 mod prompts;
 mod quality;
+mod sampling;
 mod strategies;
 #[cfg(test)]
 mod tests;
@@ -92,6 +94,12 @@ pub struct Settings {
     pub respondent_prompt: String,
     /// A fixed simulated-user prompt.
     pub correspondent_prompt: Option<String>,
+    /// The assistant's temperature and token limit (`respondent.*`).
+    pub respondent_sampling: RoleSampling,
+    /// The simulated user's (`correspondent.*`).
+    pub correspondent_sampling: RoleSampling,
+    /// The judge's (`quality.temperature`, `quality.max_tokens`).
+    pub judge_sampling: RoleSampling,
     /// Documents, when instructions are drawn from them.
     pub documents: Option<DocumentsSpec>,
     /// Documents shorter than this (in characters) are skipped.
@@ -243,6 +251,9 @@ impl Sections {
             price: model.price,
             respondent_prompt: prompts.respondent,
             correspondent_prompt: prompts.correspondent,
+            respondent_sampling: prompts.respondent_sampling,
+            correspondent_sampling: prompts.correspondent_sampling,
+            judge_sampling: judge.sampling,
             documents: context.documents,
             min_length: context.min_length,
             num_random_contexts: context.num_random_contexts,

@@ -1,15 +1,19 @@
-//! `respondent:` and `correspondent:`: the system prompts, inline or from files.
+//! `respondent:` and `correspondent:`: the system prompts, inline or from files, and
+//! each role's sampling settings.
 
 use std::path::Path;
 
 use super::SettingsError;
+use super::sampling::{self, RoleSampling};
 use crate::config::{CorrespondentSection, PromptSection};
 
-/// The prompts of a run, resolved.
+/// The prompts of a run, resolved, with each role's sampling settings.
 pub(super) struct Prompts {
     pub(super) respondent: String,
     pub(super) correspondent: Option<String>,
     pub(super) correspondent_model_name: Option<String>,
+    pub(super) respondent_sampling: RoleSampling,
+    pub(super) correspondent_sampling: RoleSampling,
 }
 
 /// Reads both prompts (files relative to `base_dir`); the respondent's is required.
@@ -18,6 +22,7 @@ pub(super) fn resolve(
     correspondent: Option<&CorrespondentSection>,
     base_dir: &Path,
 ) -> Result<Prompts, SettingsError> {
+    let respondent_section = respondent;
     let respondent = read_prompt(
         respondent.and_then(|r| r.system_prompt.clone()),
         respondent.and_then(|r| r.system_prompt_file.clone()),
@@ -36,10 +41,22 @@ pub(super) fn resolve(
         base_dir,
         "correspondent",
     )?;
+    let respondent_sampling = sampling::resolve(
+        "respondent",
+        respondent_section.and_then(|r| r.temperature),
+        respondent_section.and_then(|r| r.max_tokens),
+    )?;
+    let correspondent_sampling = sampling::resolve(
+        "correspondent",
+        correspondent.and_then(|c| c.temperature),
+        correspondent.and_then(|c| c.max_tokens),
+    )?;
     Ok(Prompts {
         respondent,
         correspondent: correspondent_prompt,
         correspondent_model_name: correspondent.and_then(|c| c.model_name.clone()),
+        respondent_sampling,
+        correspondent_sampling,
     })
 }
 

@@ -3,11 +3,14 @@
 use std::time::Duration;
 
 use super::model::{pacing, per_key, resolve_keys};
+use super::sampling::{self, RoleSampling};
 use super::{Endpoint, KeyPolicy, SettingsError};
 use crate::config::QualitySection;
 
-/// The judge's model, resolved.
+/// The judge's model and sampling settings, resolved.
 pub(super) struct Judge {
+    /// Its temperature and token limit.
+    pub(super) sampling: RoleSampling,
     /// Its model name (`evaluator_model_name`, else the evaluator section's).
     pub(super) model_name: Option<String>,
     /// Its own endpoint, when `quality.evaluator` names one.
@@ -54,6 +57,7 @@ pub(super) fn resolve(
             .and_then(|e| e.model_name.clone())
     });
     Ok(Judge {
+        sampling: sampling::resolve("quality", section.temperature, section.max_tokens)?,
         model_name,
         endpoint,
     })

@@ -252,3 +252,42 @@ fn errors_name_the_key_at_fault() {
         assert!(!err.to_string().contains('\n'), "one line: {err}");
     }
 }
+
+#[test]
+fn each_role_has_its_sampling_keys_and_the_quality_policies_default_on() {
+    let key = [("GEMINI_API_KEY", "k")];
+    let plain = resolve("respondent: {system_prompt: hi}\n", &key).unwrap();
+    assert_eq!(plain.respondent_sampling, RoleSampling::default());
+    assert!(plain.quality.instruction_checks);
+    assert_eq!(
+        plain.quality.on_unjudged,
+        afterimage_engine::UnjudgedPolicy::Stop
+    );
+    let set = resolve(
+        "respondent: {system_prompt: hi, temperature: 0.2, max_tokens: 900}\n\
+         correspondent: {temperature: 1.2, max_tokens: 120}\n\
+         quality: {temperature: 0, max_tokens: 2000, instruction_checks: false, on_unjudged: drop}\n",
+        &key,
+    )
+    .unwrap();
+    let sampling = |t, n| RoleSampling {
+        temperature: Some(t),
+        max_tokens: Some(n),
+    };
+    assert_eq!(set.respondent_sampling, sampling(0.2, 900));
+    assert_eq!(set.correspondent_sampling, sampling(1.2, 120));
+    assert_eq!(set.judge_sampling, sampling(0.0, 2000));
+    assert!(!set.quality.instruction_checks);
+    assert_eq!(
+        set.quality.on_unjudged,
+        afterimage_engine::UnjudgedPolicy::Drop
+    );
+    let err = resolve(
+        "respondent: {system_prompt: hi}\nquality: {max_tokens: 0}\n",
+        &key,
+    )
+    .unwrap_err();
+    assert!(err.starts_with("quality.max_tokens: is 0"), "{err}");
+    let err = resolve("quality: {on_unjudged: ignore}\n", &key).unwrap_err();
+    assert!(err.contains("ignore"), "{err}");
+}

@@ -9,6 +9,7 @@ use afterimage_strategies::{Rejection, validate_tool_call};
 
 use super::Dialog;
 use crate::DialogError;
+use crate::policy::Sampling;
 
 /// Times a respondent reply with a bad tool call is discarded and asked for again, per
 /// turn, before the attempt is rejected.
@@ -100,7 +101,11 @@ impl Dialog<'_> {
     /// The simulated user's next message.
     async fn follow_up(&mut self, dialog: &[Message]) -> Result<String, DialogError> {
         let run = self.run;
-        let request = correspondent_request(&run.correspondent_system, dialog, run.temperature);
+        let request = correspondent_request(
+            &run.correspondent_system,
+            dialog,
+            run.correspondent_sampling,
+        );
         let reply = run
             .correspondent
             .chat(request)
@@ -169,8 +174,8 @@ impl Dialog<'_> {
         so_far: Vec<Message>,
     ) -> Result<(Message, bool), DialogError> {
         let run = self.run;
-        let request =
-            respondent_request(system, &so_far, run.temperature).tools(run.tools.specs.clone());
+        let request = respondent_request(system, &so_far, run.respondent_sampling)
+            .tools(run.tools.specs.clone());
         let reply = run
             .respondent
             .chat(request)
@@ -228,17 +233,17 @@ fn check_tool_calls<'t>(
         .collect()
 }
 
-fn respondent_request(system: &str, dialog: &[Message], temperature: f32) -> ChatRequest {
+fn respondent_request(system: &str, dialog: &[Message], sampling: Sampling) -> ChatRequest {
     let mut messages = Vec::with_capacity(dialog.len() + 1);
     messages.push(Message::system(system));
     messages.extend(dialog.iter().cloned());
-    ChatRequest::new(messages).temperature(temperature)
+    sampling.apply(ChatRequest::new(messages))
 }
 
 /// The dialog seen from the simulated user's side: its own messages are `assistant`,
 /// the assistant's replies are `user`. A short opening note comes first because
 /// chat APIs expect a conversation to open with a user turn.
-fn correspondent_request(system: &str, dialog: &[Message], temperature: f32) -> ChatRequest {
+fn correspondent_request(system: &str, dialog: &[Message], sampling: Sampling) -> ChatRequest {
     let mut messages = Vec::with_capacity(dialog.len() + 2);
     messages.push(Message::system(system));
     messages.push(Message::user(
@@ -255,7 +260,7 @@ fn correspondent_request(system: &str, dialog: &[Message], temperature: f32) -> 
         };
         messages.push(flipped);
     }
-    ChatRequest::new(messages).temperature(temperature)
+    sampling.apply(ChatRequest::new(messages))
 }
 
 #[cfg(test)]
@@ -268,7 +273,15 @@ mod tests {
             Message::user("first question"),
             Message::assistant("answer one"),
         ];
-        let request = correspondent_request("be a user", &dialog, 0.7);
+        let sampling = Sampling {
+            temperature: 0.7,
+            max_tokens: Some(64),
+        };
+        let request = correspondent_request("be a user", &dialog, sampling);
+        assert_eq!(
+            (request.temperature, request.max_tokens),
+            (Some(0.7), Some(64))
+        );
         let roles: Vec<Role> = request.messages.iter().map(|m| m.role).collect();
         assert_eq!(
             roles,

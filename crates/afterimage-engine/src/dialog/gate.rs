@@ -2,12 +2,12 @@
 //! then the judge) and the record of a dialog's attempts.
 
 use afterimage_core::{
-    AttemptInfo, ConversationRow, CriterionScore, Evaluation, Spent, StrategyError,
+    AttemptInfo, ConversationRow, CriterionScore, Evaluation, Spent, StrategyError, snippet,
 };
 use afterimage_strategies::{Rejection, check_dialog};
 
 use super::{Dialog, Quality, QualityCounts};
-use crate::DialogError;
+use crate::{DialogError, UnjudgedPolicy};
 
 /// What the quality gate says of one attempt.
 pub(super) enum Gate {
@@ -16,7 +16,7 @@ pub(super) enum Gate {
     /// Not good enough.
     Reject(Rejected),
     /// The judge could not grade it: never a pass, but better than nothing when no
-    /// attempt passes.
+    /// attempt passes (unless the policy is [`UnjudgedPolicy::Drop`]).
     Unjudged(StrategyError),
 }
 
@@ -54,6 +54,7 @@ impl Dialog<'_> {
         };
         match judge.evaluate(row).await {
             Ok(verdict) => {
+                run.watch.judge_answered(None);
                 self.spent += verdict.spent();
                 row.final_score = Some(verdict.score);
                 row.evaluation = Some(verdict.evaluation);
@@ -65,9 +66,46 @@ impl Dialog<'_> {
             }
             Err(e) if e.as_provider().is_some_and(|p| p.is_fatal()) => Err(DialogError::Judge(e)),
             // An answer the judge could not grade never counts as a pass.
-            Err(e) => Ok(Gate::Unjudged(e)),
+            Err(e) => self.unjudged(e),
         }
     }
+
+    /// An attempt the judge could not grade; with [`UnjudgedPolicy::Stop`], the run
+    /// stops once the judge's first answers show it never answers readably.
+    fn unjudged(&mut self, e: StrategyError) -> Result<Gate, DialogError> {
+        let run = self.run;
+        let StrategyError::MalformedOutput { message } = &e else {
+            // A timeout or an overloaded server says nothing about the judge's answers.
+            return Ok(Gate::Unjudged(e));
+        };
+        let tally = run.watch.judge_answered(Some(answer_start(message)));
+        match tally {
+            Some(tally) if run.quality.on_unjudged == UnjudgedPolicy::Stop => {
+                self.counts.unjudged += 1;
+                let judge = run.quality.evaluator.as_ref();
+                Err(DialogError::JudgeUnreadable {
+                    model: judge
+                        .and_then(|j| j.model_name())
+                        .unwrap_or("unnamed")
+                        .to_owned(),
+                    unreadable: tally.unreadable,
+                    answers: tally.answers,
+                    last: tally.last,
+                })
+            }
+            _ => Ok(Gate::Unjudged(e)),
+        }
+    }
+}
+
+/// The start of the judge's answer quoted in `message` (the whole message when it
+/// quotes none), short enough for a one-line error.
+fn answer_start(message: &str) -> String {
+    const QUOTED: &str = "the answer starts: ";
+    let answer = message
+        .find(QUOTED)
+        .map_or(message, |at| &message[at + QUOTED.len()..]);
+    snippet(answer.trim(), 60)
 }
 
 /// A dialog's attempts so far, and what the next one needs.
@@ -121,7 +159,9 @@ impl Attempts {
             Gate::Unjudged(e) => {
                 counts.unjudged += 1;
                 attempt.judge_error = Some(e.to_string());
-                self.unjudged = Some(row);
+                if quality.on_unjudged != UnjudgedPolicy::Drop {
+                    self.unjudged = Some(row);
+                }
                 None
             }
         };

@@ -22,7 +22,7 @@ impl InstructionGenerator for OneQuestion {
         _request: &InstructionRequest,
     ) -> Result<GeneratedInstructions, StrategyError> {
         Ok(GeneratedInstructions {
-            instructions: vec!["first question?".to_owned()],
+            instructions: vec!["How do I reset my password?".to_owned()],
             ..Default::default()
         })
     }
@@ -102,16 +102,16 @@ async fn follow_up_prompts_reach_the_respondent_and_the_row() {
     assert_eq!(
         systems,
         [
-            "You are an agent. [found for: first question?]",
-            "You are an agent. [found for: first question?] [found for: follow-up question?]",
-            "You are an agent. [found for: first question?] [found for: follow-up question?] [found for: follow-up question?]",
+            "You are an agent. [found for: How do I reset my password?]",
+            "You are an agent. [found for: How do I reset my password?] [found for: follow-up question?]",
+            "You are an agent. [found for: How do I reset my password?] [found for: follow-up question?] [found for: follow-up question?]",
         ]
     );
     let row: serde_json::Value =
         serde_json::from_str(std::fs::read_to_string(&path).unwrap().trim()).unwrap();
     assert_eq!(
         row["response_context"],
-        "[found for: first question?] [found for: follow-up question?] [found for: follow-up question?]"
+        "[found for: How do I reset my password?] [found for: follow-up question?] [found for: follow-up question?]"
     );
     let roles: Vec<&str> = row["conversations"]
         .as_array()

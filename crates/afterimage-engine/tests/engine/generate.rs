@@ -29,7 +29,9 @@ impl InstructionGenerator for Numbered {
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
         let doc = Document::with_id(format!("doc-{}", call % 2), format!("text {}", call % 2));
         Ok(GeneratedInstructions {
-            instructions: (0..3).map(|i| format!("question {call}.{i}?")).collect(),
+            instructions: (0..3)
+                .map(|i| format!("How do I fix problem {call}.{i}?"))
+                .collect(),
             context: doc.text.clone(),
             documents: vec![doc],
             usage: Usage::new(10, 5),
@@ -152,7 +154,7 @@ async fn turns_alternate_and_rows_carry_their_context() {
             messages[0]["content"]
                 .as_str()
                 .unwrap()
-                .starts_with("question ")
+                .starts_with("How do I fix problem ")
         );
         let context_id = row["metadata"]["context_id"].as_str().unwrap();
         assert!(context_id == "doc-0" || context_id == "doc-1");
@@ -189,7 +191,11 @@ async fn turns_alternate_and_rows_carry_their_context() {
         assert!(system.contains("Use the same language as your earlier messages."));
         assert_eq!(request.messages[1].role, Role::User);
         assert_eq!(request.messages[2].role, Role::Assistant);
-        assert!(request.messages[2].content.starts_with("question "));
+        assert!(
+            request.messages[2]
+                .content
+                .starts_with("How do I fix problem ")
+        );
         assert_eq!(request.messages.last().unwrap().role, Role::User);
     }
 }

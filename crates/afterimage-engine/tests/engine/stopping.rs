@@ -40,7 +40,7 @@ impl InstructionGenerator for RoundRobin {
             format!("text {call}"),
         );
         Ok(GeneratedInstructions {
-            instructions: vec![format!("question {call}?")],
+            instructions: vec![format!("What changed in release {call}?")],
             context: doc.text.clone(),
             documents: vec![doc],
             usage: Usage::new(1, 1),
@@ -251,7 +251,7 @@ async fn dialogs_waiting_for_a_document_visit_do_not_hang_the_end_of_a_run() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(ChatResponse::text(if wants_questions {
-            r#"{"instructions": ["one?", "two?", "three?"]}"#
+            r#"{"instructions": ["How do I start the pump?", "How do I stop the pump?", "Why does the pump beep?"]}"#
         } else {
             "an answer"
         }))

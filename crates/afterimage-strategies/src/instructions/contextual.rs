@@ -109,6 +109,15 @@ impl ContextualInstructionGenerator {
         self.documents.sampler().await
     }
 
+    /// The system prompt template: the custom one, else the default for the mode.
+    fn template(&self) -> &str {
+        let default = match self.personas {
+            Some(_) => DEFAULT_PERSONA_INSTRUCTION_PROMPT,
+            None => DEFAULT_CONTEXTUAL_INSTRUCTION_PROMPT,
+        };
+        self.system_prompt.as_deref().unwrap_or(default)
+    }
+
     fn check(&self) -> Result<(), StrategyError> {
         if self.n_instructions == 0 {
             return Err(StrategyError::Config(
@@ -140,6 +149,10 @@ impl std::fmt::Debug for ContextualInstructionGenerator {
 
 #[async_trait]
 impl InstructionGenerator for ContextualInstructionGenerator {
+    fn prompt_template(&self) -> Option<&str> {
+        Some(self.template())
+    }
+
     fn instruction_done(&self, instruction: &Instruction, stored: bool) {
         self.documents.finish(&instruction.context_ids(), stored);
     }
@@ -169,11 +182,7 @@ impl InstructionGenerator for ContextualInstructionGenerator {
             }
             None => (None, Usage::default(), 0),
         };
-        let default = match persona {
-            Some(_) => DEFAULT_PERSONA_INSTRUCTION_PROMPT,
-            None => DEFAULT_CONTEXTUAL_INSTRUCTION_PROMPT,
-        };
-        let template = self.system_prompt.as_deref().unwrap_or(default);
+        let template = self.template();
         let n = self.n_instructions.to_string();
         let who = persona.as_ref().map_or("", |p| p.description.as_str());
         let context = merge_contexts(documents);

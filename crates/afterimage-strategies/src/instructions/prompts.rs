@@ -111,6 +111,10 @@ pub(crate) const FALLBACK_PERSONA: &str = "A curious user";
 /// Sent after an answer that held no usable instruction list.
 pub(crate) const INSTRUCTIONS_CORRECTION: &str = r#"That answer could not be read. Reply again with JSON only, in exactly this shape: {"instructions": ["first message", "second message"]}"#;
 
+/// Who is writing, in an instruction request without a correspondent prompt.
+pub(crate) const NO_CORRESPONDENT_PROMPT: &str =
+    "An ordinary user of the assistant; nothing more is known about them.";
+
 /// The user message of an instruction request: who is writing and, when there is
 /// one, the context.
 pub(crate) fn instruction_user_message(
@@ -119,7 +123,7 @@ pub(crate) fn instruction_user_message(
 ) -> String {
     let who = correspondent_prompt.trim();
     let who = if who.is_empty() {
-        "An ordinary user of the assistant; nothing more is known about them."
+        NO_CORRESPONDENT_PROMPT
     } else {
         who
     };

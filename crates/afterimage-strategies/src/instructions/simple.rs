@@ -62,6 +62,10 @@ impl std::fmt::Debug for SimpleInstructionGenerator {
 
 #[async_trait]
 impl InstructionGenerator for SimpleInstructionGenerator {
+    fn prompt_template(&self) -> Option<&str> {
+        Some(&self.system_prompt)
+    }
+
     async fn generate(
         &self,
         request: &InstructionRequest,

@@ -178,6 +178,10 @@ fn tools_section(tools: &[ToolSpec]) -> String {
 
 #[async_trait]
 impl InstructionGenerator for ToolCallingInstructionGenerator {
+    fn prompt_template(&self) -> Option<&str> {
+        Some(&self.system_prompt)
+    }
+
     fn instruction_done(&self, instruction: &Instruction, stored: bool) {
         if let Some(pool) = &self.documents {
             pool.finish(&instruction.context_ids(), stored);

@@ -38,6 +38,7 @@ pub struct LlmJudge {
     model: Arc<dyn ChatModel>,
     model_name: Option<String>,
     temperature: f32,
+    max_tokens: Option<u32>,
     criteria: Vec<String>,
     descriptions: BTreeMap<String, String>,
     weights: BTreeMap<String, f64>,
@@ -68,6 +69,7 @@ impl LlmJudge {
             model,
             model_name: None,
             temperature: 0.2,
+            max_tokens: None,
             criteria: DEFAULT_JUDGE_CRITERIA.map(str::to_owned).to_vec(),
             descriptions: BTreeMap::new(),
             weights: BTreeMap::new(),
@@ -124,6 +126,13 @@ impl LlmJudge {
         self
     }
 
+    /// Most tokens per answer (default: the endpoint's). Leave room for the JSON of
+    /// every criterion: an answer cut short cannot be read.
+    pub fn max_tokens(mut self, max_tokens: Option<u32>) -> Self {
+        self.max_tokens = max_tokens;
+        self
+    }
+
     /// Replaces the criteria (trimmed; blanks and case-insensitive repeats dropped).
     ///
     /// The default criteria keep their built-in explanations; any other name is shown
@@ -162,6 +171,7 @@ impl LlmJudge {
             .temperature(self.temperature)
             .json_schema(judge_schema(criteria));
         request.model = self.model_name.clone();
+        request.max_tokens = self.max_tokens;
         request
     }
 
@@ -286,6 +296,7 @@ impl std::fmt::Debug for LlmJudge {
             .field("model", &self.model.model_id())
             .field("model_name", &self.model_name)
             .field("temperature", &self.temperature)
+            .field("max_tokens", &self.max_tokens)
             .field("criteria", &self.criteria)
             .finish_non_exhaustive()
     }
@@ -293,6 +304,14 @@ impl std::fmt::Debug for LlmJudge {
 
 #[async_trait]
 impl Evaluator for LlmJudge {
+    fn model_name(&self) -> Option<&str> {
+        Some(
+            self.model_name
+                .as_deref()
+                .unwrap_or_else(|| self.model.model_id()),
+        )
+    }
+
     async fn evaluate(&self, row: &ConversationRow) -> Result<Verdict, StrategyError> {
         let criteria = self.applicable(row);
         if criteria.is_empty() {
