@@ -79,15 +79,17 @@ pub use crate::{
         OpenAiEmbedder, OpenAiWire, Wire,
     },
     error::BuildError,
+    http::DEFAULT_MAX_RESPONSE_BYTES,
     gemini::{GEMINI_BASE_URL, Gemini, GeminiBuilder, GeminiSchemaField},
     keypool::{KeyPool, KeyStats, key_fingerprint},
     openai::{
         DEEPSEEK_BASE_URL, LOCAL_BASE_URL, OPENAI_BASE_URL, OPENROUTER_BASE_URL, OpenAiCompatible,
-        OpenAiCompatibleBuilder, StructuredOutput,
+        OpenAiCompatibleBuilder,
     },
     provider::{Provider, UnknownProvider},
     retry::{Retry, RetryEmbedder, RetryPolicy},
     stack::{EmbeddingEndpoint, Endpoint, ModelStack, SharedParts},
+    structured::{ModeChange, StructuredOutput, StructuredOutputState, UnknownMode},
     throttle::{Throttle, ThrottleConfig, ThrottleStats},
 };
 
@@ -102,4 +104,5 @@ mod openai;
 mod provider;
 mod retry;
 mod stack;
+mod structured;
 mod throttle;
