@@ -377,7 +377,7 @@ pub(crate) fn rejection_message(error: &ProviderError) -> Option<&str> {
 /// The text added to the system prompt when the server does not get the schema.
 pub(crate) fn schema_instruction(schema: &JsonSchema) -> String {
     format!(
-        "Reply with a single JSON object and nothing else (no code fence, no comments). It must match this JSON Schema:\n{}",
+        "Reply with a single JSON object and nothing else. It must match this JSON Schema:\n{}",
         schema.schema
     )
 }
