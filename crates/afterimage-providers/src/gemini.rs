@@ -150,8 +150,9 @@ impl Gemini {
         let subset = match (mode, self.schema_field) {
             (StructuredOutput::PromptOnly, _) => return,
             (StructuredOutput::JsonObject, _) => None,
-            (StructuredOutput::JsonObjectSchema, _)
-            | (_, GeminiSchemaField::ResponseSchema) => Some(openapi_subset(&schema.schema)),
+            (StructuredOutput::JsonObjectSchema, _) | (_, GeminiSchemaField::ResponseSchema) => {
+                Some(openapi_subset(&schema.schema))
+            }
             _ => {
                 config.response_json_schema = Some(&schema.schema);
                 None

@@ -264,7 +264,14 @@ impl Http {
         // Servers echo keys back in error bodies ("Incorrect API key provided: sk-...").
         let body = self.redact(&answer.body);
         let status = answer.status.as_u16();
-        let error = classify(status, &answer.headers, &body, model, url, SystemTime::now());
+        let error = classify(
+            status,
+            &answer.headers,
+            &body,
+            model,
+            url,
+            SystemTime::now(),
+        );
         tracing::debug!(%url, status, kind = error.kind(), "request failed");
         match self.not_found {
             Some(help) if diagnose && status == 404 => {
@@ -427,9 +434,9 @@ impl Http {
 fn show_bytes(bytes: usize) -> String {
     const KIB: usize = 1024;
     const MIB: usize = 1024 * 1024;
-    if bytes >= MIB && bytes % MIB == 0 {
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
         format!("{} MiB", bytes / MIB)
-    } else if bytes >= KIB && bytes % KIB == 0 {
+    } else if bytes >= KIB && bytes.is_multiple_of(KIB) {
         format!("{} KiB", bytes / KIB)
     } else {
         format!("{bytes} bytes")

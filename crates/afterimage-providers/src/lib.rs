@@ -79,8 +79,8 @@ pub use crate::{
         OpenAiEmbedder, OpenAiWire, Wire,
     },
     error::BuildError,
-    http::DEFAULT_MAX_RESPONSE_BYTES,
     gemini::{GEMINI_BASE_URL, Gemini, GeminiBuilder, GeminiSchemaField},
+    http::DEFAULT_MAX_RESPONSE_BYTES,
     keypool::{KeyPool, KeyStats, key_fingerprint},
     openai::{
         DEEPSEEK_BASE_URL, LOCAL_BASE_URL, OPENAI_BASE_URL, OPENROUTER_BASE_URL, OpenAiCompatible,

@@ -258,12 +258,11 @@ impl ChatModel for OpenAiCompatible {
         let model = request.model.as_deref().unwrap_or(&self.model);
         let url = self.http.url(CHAT_PATH);
         let has_schema = request.response_schema.is_some();
-        let (text, hint) =
-            send_with_fallback(&self.structured_output, has_schema, &url, |mode| {
-                let body = self.body(&request, model, mode);
-                async move { self.http.post_json_hinted(CHAT_PATH, &body, model).await }
-            })
-            .await?;
+        let (text, hint) = send_with_fallback(&self.structured_output, has_schema, &url, |mode| {
+            let body = self.body(&request, model, mode);
+            async move { self.http.post_json_hinted(CHAT_PATH, &body, model).await }
+        })
+        .await?;
         let completion: Completion = self.http.parse_json(&text, "a chat completion")?;
         let mut response = self.response(completion, model, &text)?;
         response.rate_limit = hint;
@@ -401,6 +400,8 @@ impl<'a> From<&'a ToolSpec> for WireTool<'a> {
 
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+// The variants are named after the wire's `type` values.
+#[allow(clippy::enum_variant_names)]
 enum ResponseFormat<'a> {
     /// Core's `JsonSchema` serialises as OpenAI's `{name, schema, strict}`.
     JsonSchema {
