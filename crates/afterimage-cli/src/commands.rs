@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 
 use afterimage_core::{Document, DocumentSource, Storage, StorageError};
 use afterimage_engine::{CostBudget, EngineError, StopHandle};
-use afterimage_providers::{KeyStats, Provider, ThrottleStats};
+use afterimage_providers::{
+    KeyStats, Provider, StructuredOutput, StructuredOutputState, ThrottleStats,
+};
 use afterimage_storage::StorageSpec;
 use anyhow::{Context, anyhow};
 
@@ -24,7 +26,7 @@ use crate::settings::{DocumentsSpec, KeyPolicy, Overrides, Settings};
 pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
     let settings = settings(&args.config, args.overrides.into(), KeyPolicy::Required)?;
     // Documents are read once, here, so an empty folder fails before any request.
-    let settings = preload_documents(settings).await?;
+    let mut settings = preload_documents(settings).await?;
     let storage: Arc<dyn Storage> = Arc::new(
         settings
             .output
@@ -33,6 +35,9 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
             .with_context(|| format!("opening the output {}", settings.output))
             .map_err(Failure::Usage)?,
     );
+    if args.resume {
+        settings.structured_output_start = recorded_mode(storage.as_ref()).await;
+    }
     let (generator, options, pools) = build::generator(&settings, Arc::clone(&storage))
         .await
         .map_err(Failure::Usage)?;
@@ -58,15 +63,16 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
     let options = options.on_progress(progress.callback());
     let result = generator.generate(options).await;
     progress.finish();
+    let structured = pools.structured.as_ref();
     if let Some(report) = result.as_ref().map_or_else(EngineError::report, Some) {
-        record_failures(storage.as_ref(), &report.failures).await;
+        record_session(storage.as_ref(), &report.failures, structured).await;
     }
 
     let keys: Vec<KeyStats> = pools.keys.iter().flat_map(|p| p.stats()).collect();
     let pacing: Vec<ThrottleStats> = pools.throttles.iter().map(|t| t.stats()).collect();
     match result {
         Ok(report) if report.interrupted => {
-            print_report(&report, &keys, &pacing, args.json);
+            print_report(&report, &keys, &pacing, structured, args.json);
             Err(Failure::Interrupted(anyhow!(
                 "interrupted: {} rows written to {} are kept; run the same command with --resume to make the rest",
                 report.rows_written,
@@ -74,12 +80,12 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
             )))
         }
         Ok(report) => {
-            print_report(&report, &keys, &pacing, args.json);
+            print_report(&report, &keys, &pacing, structured, args.json);
             crate::datasets::after_generate(&settings, &report.failures).await;
             Ok(())
         }
         Err(EngineError::RunFailed { cause, report }) => {
-            print_report(&report, &keys, &pacing, args.json);
+            print_report(&report, &keys, &pacing, structured, args.json);
             Err(Failure::Run(anyhow!(
                 "{cause} ({} rows written to {} are kept)",
                 report.rows_written,
@@ -91,15 +97,35 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
     }
 }
 
+/// The structured output mode an earlier session of the stored run settled on
+/// (`config.structured_output` of its record), to start a resumed run from.
+async fn recorded_mode(storage: &dyn Storage) -> Option<StructuredOutput> {
+    let record = storage.load_run().await.ok()??;
+    record
+        .config
+        .get("structured_output")?
+        .as_str()?
+        .parse()
+        .ok()
+}
+
 /// Adds the session's failures by cause to the stored run record, where `analyze`
-/// finds them later without this run's report. A failure only warns: the rows and
-/// the rest of the record are already stored.
-async fn record_failures(storage: &dyn Storage, failures: &BTreeMap<String, u64>) {
+/// finds them later without this run's report, and the structured output mode that
+/// worked, where `--resume` starts from it. A failure only warns: the rows and the
+/// rest of the record are already stored.
+async fn record_session(
+    storage: &dyn Storage,
+    failures: &BTreeMap<String, u64>,
+    structured: Option<&StructuredOutputState>,
+) {
     let saved = async {
         let Some(mut record) = storage.load_run().await? else {
             return Ok(());
         };
         record.add_failures(failures);
+        if let (Some(state), Some(config)) = (structured, record.config.as_object_mut()) {
+            config.insert("structured_output".into(), state.mode().name().into());
+        }
         storage.save_run(&record).await
     };
     if let Err(e) = saved.await {
