@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use afterimage_mock::{MockConfig, MockServer};
 
 mod backends;
+mod base_urls;
 mod resume;
 
 struct Run {
@@ -74,6 +75,9 @@ impl Cli {
             "DEEPSEEK_API_KEY",
             "OPENROUTER_API_KEY",
             "ANTHROPIC_API_KEY",
+            "OPENAI_BASE_URL",
+            "ANTHROPIC_BASE_URL",
+            "GOOGLE_GEMINI_BASE_URL",
             "RUST_LOG",
         ] {
             command.env_remove(var);
