@@ -355,3 +355,34 @@ fn check_writable(output: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use afterimage_core::RunRecord;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_mode_that_worked_is_recorded_for_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = StorageSpec::Jsonl(dir.path().join("out.jsonl"))
+            .open()
+            .await
+            .unwrap();
+        assert_eq!(recorded_mode(&storage).await, None, "no run yet");
+        let mut record = RunRecord::new("run-1", 7, "prompt");
+        record.config = serde_json::json!({"provider": "local", "structured_output": "auto"});
+        storage.save_run(&record).await.unwrap();
+        assert_eq!(recorded_mode(&storage).await, Some(StructuredOutput::Auto));
+
+        let state = StructuredOutputState::new(Provider::Local, StructuredOutput::Auto)
+            .starting_at(StructuredOutput::JsonObjectSchema);
+        record_session(&storage, &BTreeMap::new(), Some(&state)).await;
+        assert_eq!(
+            recorded_mode(&storage).await,
+            Some(StructuredOutput::JsonObjectSchema)
+        );
+        let saved = storage.load_run().await.unwrap().unwrap();
+        assert_eq!(saved.config["provider"], "local", "the rest is kept");
+    }
+}
