@@ -7,7 +7,8 @@ use afterimage_core::{
 };
 use afterimage_engine::{ConversationGenerator, ConversationGeneratorBuilder, GenerateOptions};
 use afterimage_providers::{
-    EmbeddingEndpoint as EmbeddingModel, Endpoint as ModelEndpoint, KeyPool, SharedParts, Throttle,
+    EmbeddingEndpoint as EmbeddingModel, Endpoint as ModelEndpoint, KeyPool, SharedParts,
+    StructuredOutputState, Throttle,
 };
 use afterimage_strategies::{
     Bm25Retriever, ChunkOptions, ContextualInstructionGenerator, DirectoryDocumentProvider,
@@ -20,7 +21,8 @@ use anyhow::Context;
 
 use crate::config::OnFailure;
 use crate::settings::{
-    DocumentsSpec, EmbeddingEndpoint, Endpoint, PersonaSettings, RetrievalSettings, Settings,
+    DocumentsSpec, EmbeddingEndpoint, Endpoint, EndpointOptions, PersonaSettings,
+    RetrievalSettings, Settings,
 };
 
 /// The middleware whose counters go into the run's report.
@@ -32,6 +34,9 @@ pub(crate) struct Meters {
     pub(crate) throttles: Vec<Arc<Throttle>>,
     /// Requests waiting out a retry delay, on every endpoint.
     pub(crate) parked: ParkedRequests,
+    /// The respondent's structured output mode (the run record keeps the one that
+    /// worked, for `--resume`).
+    pub(crate) structured: Option<StructuredOutputState>,
 }
 
 /// The main endpoint of a run with `model_name` as its model.
@@ -44,6 +49,16 @@ fn main_endpoint(settings: &Settings, model_name: &str) -> ModelEndpoint {
         .per_key(settings.per_key);
     endpoint.base_url = settings.base_url.clone();
     endpoint.api_keys = settings.api_keys.clone();
+    endpoint.structured_output_start = settings.structured_output_start;
+    with_options(endpoint, &settings.endpoint_options)
+}
+
+/// `endpoint` with a model section's JSON output mode, body limit and defaults.
+fn with_options(mut endpoint: ModelEndpoint, options: &EndpointOptions) -> ModelEndpoint {
+    endpoint.structured_output = options.structured_output;
+    endpoint.max_response_bytes = options.max_response_bytes;
+    endpoint.max_tokens = options.max_tokens;
+    endpoint.temperature = options.temperature;
     endpoint
 }
 
@@ -71,6 +86,9 @@ fn stack(
         parked: meters.parked.clone(),
     };
     let stack = endpoint.build_with(&shared).context("model settings")?;
+    if meters.structured.is_none() {
+        meters.structured = Some(stack.structured_output().clone());
+    }
     meters.keys.extend(stack.key_pool().cloned());
     meters.throttles.push(Arc::clone(stack.throttle()));
     Ok(stack.model())
@@ -85,7 +103,7 @@ fn judge_endpoint(endpoint: &Endpoint) -> ModelEndpoint {
         .per_key(endpoint.per_key);
     judge.base_url = endpoint.base_url.clone();
     judge.api_keys = endpoint.api_keys.clone();
-    judge
+    with_options(judge, &endpoint.options)
 }
 
 /// The judge `quality` describes, on its own endpoint or the respondent's model.
@@ -308,6 +326,7 @@ fn embedding_endpoint(endpoint: &EmbeddingEndpoint, max_retries: u32) -> Embeddi
     embedding.base_url = endpoint.base_url.clone();
     embedding.api_key = endpoint.api_key.clone();
     embedding.batch_size = endpoint.batch_size;
+    embedding.max_response_bytes = endpoint.max_response_bytes;
     embedding
 }
 
@@ -447,5 +466,10 @@ fn run_config(settings: &Settings) -> serde_json::Value {
         "seed": settings.seed,
         "auto_improve": settings.auto_improve,
         "output": settings.output.to_string(),
+        // The mode the run starts from; the mode that worked replaces it at the end.
+        "structured_output": settings
+            .structured_output_start
+            .unwrap_or(settings.endpoint_options.structured_output)
+            .name(),
     })
 }

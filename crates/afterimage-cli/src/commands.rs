@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use afterimage_core::{Document, DocumentSource, Storage, StorageError};
 use afterimage_engine::{CostBudget, EngineError, RunReport, StopHandle};
-use afterimage_providers::{KeyStats, Provider, ThrottleStats};
+use afterimage_providers::{
+    KeyStats, Provider, StructuredOutput, StructuredOutputState, ThrottleStats,
+};
 use afterimage_storage::StorageSpec;
 use anyhow::{Context, anyhow};
 
@@ -22,7 +24,7 @@ use crate::settings::{DocumentsSpec, KeyPolicy, Overrides, RetrievalSettings, Se
 pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
     let settings = settings(&args.config, args.overrides.into(), KeyPolicy::Required)?;
     // Documents are read once, here, so an empty folder fails before any request.
-    let settings = preload_documents(settings).await?;
+    let mut settings = preload_documents(settings).await?;
     let storage: Arc<dyn Storage> = Arc::new(
         settings
             .output
@@ -31,7 +33,10 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
             .with_context(|| format!("opening the output {}", settings.output))
             .map_err(Failure::Usage)?,
     );
-    let (generator, options, pools) = build::generator(&settings, storage)
+    if args.resume {
+        settings.structured_output_start = recorded_mode(storage.as_ref()).await;
+    }
+    let (generator, options, pools) = build::generator(&settings, Arc::clone(&storage))
         .await
         .map_err(Failure::Usage)?;
 
@@ -56,6 +61,9 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
     let options = options.on_progress(progress.callback());
     let result = generator.generate(options).await;
     progress.finish();
+    if let Some(state) = &pools.structured {
+        record_structured_mode(storage.as_ref(), state).await;
+    }
 
     conclude(result, &settings, &pools, args.json).await
 }
@@ -72,7 +80,7 @@ async fn conclude(
     let pacing: Vec<ThrottleStats> = pools.throttles.iter().map(|t| t.stats()).collect();
     match result {
         Ok(report) if report.interrupted => {
-            print_report(&report, &keys, &pacing, json);
+            print_report(&report, &keys, &pacing, pools.structured.as_ref(), json);
             Err(Failure::Interrupted(anyhow!(
                 "interrupted: {} rows written to {} are kept; run the same command with --resume to make the rest",
                 report.rows_written,
@@ -80,12 +88,12 @@ async fn conclude(
             )))
         }
         Ok(report) => {
-            print_report(&report, &keys, &pacing, json);
+            print_report(&report, &keys, &pacing, pools.structured.as_ref(), json);
             crate::datasets::after_generate(settings, &report.failures).await;
             Ok(())
         }
         Err(EngineError::RunFailed { cause, report }) => {
-            print_report(&report, &keys, &pacing, json);
+            print_report(&report, &keys, &pacing, pools.structured.as_ref(), json);
             Err(Failure::Run(anyhow!(
                 "{cause} ({} rows written to {} are kept)",
                 report.rows_written,
@@ -94,6 +102,40 @@ async fn conclude(
         }
         Err(e @ EngineError::Config(_)) => Err(Failure::Usage(e.into())),
         Err(e) => Err(Failure::Run(e.into())),
+    }
+}
+
+/// The structured output mode an earlier session of the stored run settled on
+/// (`config.structured_output` of its record), to start a resumed run from.
+async fn recorded_mode(storage: &dyn Storage) -> Option<StructuredOutput> {
+    let record = storage.load_run().await.ok()??;
+    record
+        .config
+        .get("structured_output")?
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+/// Keeps the structured output mode that worked in the run record, where `--resume`
+/// starts from it. A failure only warns: the rows and the rest of the record are
+/// already stored (the engine saved them when the run closed).
+async fn record_structured_mode(storage: &dyn Storage, state: &StructuredOutputState) {
+    let saved = async {
+        let Some(mut record) = storage.load_run().await? else {
+            return Ok(());
+        };
+        let Some(config) = record.config.as_object_mut() else {
+            return Ok(());
+        };
+        config.insert("structured_output".into(), state.mode().name().into());
+        storage.save_run(&record).await
+    };
+    if let Err(e) = saved.await {
+        tracing::warn!(
+            "could not save the structured output mode in the run record of {}: {e}",
+            storage.location()
+        );
     }
 }
 
@@ -351,4 +393,35 @@ fn check_writable(output: &Path) -> anyhow::Result<()> {
         anyhow::bail!("{} is a folder, not a file", output.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use afterimage_core::RunRecord;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_mode_that_worked_is_recorded_for_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = StorageSpec::Jsonl(dir.path().join("out.jsonl"))
+            .open()
+            .await
+            .unwrap();
+        assert_eq!(recorded_mode(&storage).await, None, "no run yet");
+        let mut record = RunRecord::new("run-1", 7, "prompt");
+        record.config = serde_json::json!({"provider": "local", "structured_output": "auto"});
+        storage.save_run(&record).await.unwrap();
+        assert_eq!(recorded_mode(&storage).await, Some(StructuredOutput::Auto));
+
+        let state = StructuredOutputState::new(Provider::Local, StructuredOutput::Auto)
+            .starting_at(StructuredOutput::JsonObjectSchema);
+        record_structured_mode(&storage, &state).await;
+        assert_eq!(
+            recorded_mode(&storage).await,
+            Some(StructuredOutput::JsonObjectSchema)
+        );
+        let saved = storage.load_run().await.unwrap().unwrap();
+        assert_eq!(saved.config["provider"], "local", "the rest is kept");
+    }
 }

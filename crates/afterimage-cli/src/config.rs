@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use afterimage_engine::{InFlight, Price, StopRule, UnjudgedPolicy};
-use afterimage_providers::Provider;
+use afterimage_providers::{Provider, StructuredOutput};
 use afterimage_strategies::Aggregation;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -139,6 +139,17 @@ pub struct ModelSection {
     /// (ours) Stop the run when only failures came back for this long (default 300;
     /// 0 turns the breaker off).
     pub breaker_after_secs: Option<u64>,
+    /// (ours) How JSON output is asked for: `auto` (default: the provider's best
+    /// mode, stepping down when the server rejects it), `json_schema`,
+    /// `json_object_schema`, `json_object` or `prompt`.
+    pub structured_output: Option<StructuredOutput>,
+    /// (ours) The largest response body read, in bytes (default 16 MiB).
+    pub max_response_bytes: Option<usize>,
+    /// (ours) The token limit of every request that sets none, and the cap of those
+    /// asking for more.
+    pub max_tokens: Option<u32>,
+    /// (ours) The temperature of every request that sets none.
+    pub temperature: Option<f32>,
 }
 
 /// `respondent:`

@@ -37,8 +37,8 @@ pub use crate::{
         load as load_config, parse as parse_config,
     },
     settings::{
-        AfterRun, AutoExport, DocumentsSpec, Endpoint, KeyPolicy, Overrides, RoleSampling,
-        Settings, SettingsError,
+        AfterRun, AutoExport, DocumentsSpec, Endpoint, EndpointOptions, KeyPolicy, Overrides,
+        RoleSampling, Settings, SettingsError,
     },
 };
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use afterimage_core::RunProgress;
 use afterimage_engine::{Price, RunReport};
-use afterimage_providers::{KeyStats, ThrottleStats};
+use afterimage_providers::{KeyStats, StructuredOutputState, ThrottleStats};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).
@@ -99,11 +99,15 @@ pub(crate) fn print_report(
     report: &RunReport,
     keys: &[KeyStats],
     pacing: &[ThrottleStats],
+    structured: Option<&StructuredOutputState>,
     json: bool,
 ) {
     if json {
         let mut value = serde_json::to_value(report).unwrap_or_default();
         if let Some(object) = value.as_object_mut() {
+            if let Some(state) = structured {
+                object.insert("structured_output".into(), structured_json(state));
+            }
             if !keys.is_empty() {
                 object.insert(
                     "keys".into(),
@@ -119,6 +123,9 @@ pub(crate) fn print_report(
         return;
     }
     out!("{}", table(report));
+    if let Some(state) = structured {
+        out!("{}", structured_line(state));
+    }
     for p in pacing.iter().filter(|p| p.decreases > 0 || p.paced > 0) {
         out!(
             "pacing: limit {} in flight (lowest {}, lowered {} times), {} requests waited for rate limits",
@@ -143,6 +150,35 @@ pub(crate) fn print_report(
             }
         );
     }
+}
+
+/// The structured output mode in one line: the mode, and why it is not the first one
+/// tried.
+fn structured_line(state: &StructuredOutputState) -> String {
+    let mode = state.mode();
+    match state.changes().last() {
+        None if state.is_auto() => format!("structured output: {mode} (auto)"),
+        None => format!("structured output: {mode}"),
+        Some(change) => format!(
+            "structured output: {mode} (auto; the server rejected {}: {}; a --resume starts from {mode})",
+            change.from, change.message
+        ),
+    }
+}
+
+/// The structured output mode for `--json`: `{mode, configured, changes: [{from, to,
+/// message}]}`.
+fn structured_json(state: &StructuredOutputState) -> serde_json::Value {
+    let changes: Vec<serde_json::Value> = state
+        .changes()
+        .iter()
+        .map(|c| serde_json::json!({"from": c.from, "to": c.to, "message": c.message}))
+        .collect();
+    serde_json::json!({
+        "mode": state.mode(),
+        "configured": state.configured(),
+        "changes": changes,
+    })
 }
 
 /// The summary table.

@@ -48,6 +48,22 @@ pub enum ProviderError {
         /// What the server said.
         message: String,
     },
+    /// HTTP 404 from a path where nothing answers (the endpoint lists no models
+    /// either): the base URL is wrong, not the model name.
+    #[error("nothing answers at {url} (HTTP 404): {message}")]
+    EndpointNotFound {
+        /// The URL that was called.
+        url: String,
+        /// What is wrong, and what a base URL for the provider looks like.
+        message: String,
+    },
+    /// The server cannot do something every request of the run needs (such as JSON
+    /// output in any form); the message names the setting that works around it.
+    #[error("{message}")]
+    Unsupported {
+        /// What the server refused, and the fix.
+        message: String,
+    },
     /// The prompt is longer than the model's context window.
     #[error("context length exceeded: {message}")]
     ContextLengthExceeded {
@@ -152,12 +168,14 @@ impl ProviderError {
 
     /// Whether every later request will fail the same way, so a run should stop
     /// at once instead of spending its failure budget (bad key, unknown model,
-    /// no quota, dead server).
+    /// no quota, dead server, wrong base URL, no JSON output).
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
             ProviderError::Auth { .. }
                 | ProviderError::ModelNotFound { .. }
+                | ProviderError::EndpointNotFound { .. }
+                | ProviderError::Unsupported { .. }
                 | ProviderError::QuotaExhausted { .. }
                 | ProviderError::Unreachable { .. }
                 | ProviderError::CircuitOpen { .. }
@@ -172,6 +190,8 @@ impl ProviderError {
             ProviderError::Auth { .. } => "auth",
             ProviderError::BadRequest { .. } => "bad_request",
             ProviderError::ModelNotFound { .. } => "model_not_found",
+            ProviderError::EndpointNotFound { .. } => "endpoint_not_found",
+            ProviderError::Unsupported { .. } => "unsupported",
             ProviderError::ContextLengthExceeded { .. } => "context_length",
             ProviderError::Server { .. } => "server_error",
             ProviderError::Timeout { .. } => "timeout",

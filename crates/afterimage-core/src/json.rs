@@ -86,6 +86,31 @@ mod tests {
     }
 
     #[test]
+    fn prompt_mode_answers_with_broken_json_are_malformed_output_not_a_crash() {
+        // What models asked for JSON in the prompt alone (no JSON mode) send back.
+        for answer in [
+            "{\"instructions\": [\"a\",],}",
+            "```json\n{\"instructions\": [\"a\"],}\n```",
+            "Sure: {\"instructions\": [\"a\"",
+            "",
+        ] {
+            let err = parse_lenient::<List>(answer).unwrap_err();
+            assert!(
+                matches!(err, StrategyError::MalformedOutput { .. }),
+                "{answer}: {err}"
+            );
+        }
+        assert_eq!(
+            parse_lenient::<List>(
+                "Here is the JSON you asked for:\n\n```\n{\"instructions\": [\"a\"]}\n```"
+            )
+            .unwrap()
+            .instructions,
+            vec!["a"]
+        );
+    }
+
+    #[test]
     fn snippet_cuts_on_char_boundaries() {
         assert_eq!(snippet("héllo", 2), "hé...");
         assert_eq!(snippet("hi", 5), "hi");

@@ -9,12 +9,15 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::BuildError;
-use crate::builder::{ChatBuilder, ChatClient, sealed};
-use crate::http::{Auth, Http, HttpSettings};
+use crate::builder::{ChatBuilder, ChatClient, Structured, sealed};
+use crate::http::{Auth, Http, HttpSettings, NotFoundHelp, with_version};
+use crate::structured::{send_with_fallback, with_schema_instruction};
+use crate::{BuildError, Provider, StructuredOutput, StructuredOutputState};
 
 /// Anthropic's API.
 pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com/v1";
+/// The version segment added to a base URL that has none.
+const ANTHROPIC_PATH_VERSION: &str = "v1";
 /// The `anthropic-version` sent unless [`AnthropicBuilder::version`] says otherwise.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 /// The `max_tokens` sent when a request sets none: the API requires one.
@@ -23,12 +26,14 @@ pub const ANTHROPIC_DEFAULT_MAX_TOKENS: u32 = 4096;
 /// A client for Anthropic's Messages API.
 ///
 /// A request's JSON Schema becomes a forced tool whose input is the answer, returned
-/// as the message's JSON text. Cloning is cheap and shares the connection pool.
+/// as the message's JSON text (or, in [`StructuredOutput::PromptOnly`] mode, goes into
+/// the system prompt). Cloning is cheap and shares the connection pool.
 #[derive(Clone)]
 pub struct Anthropic {
     http: Http,
     model: String,
     max_tokens_default: u32,
+    structured_output: StructuredOutputState,
 }
 
 impl std::fmt::Debug for Anthropic {
@@ -42,8 +47,10 @@ impl std::fmt::Debug for Anthropic {
 }
 
 /// Settings for an [`Anthropic`] client: the shared setters of [`ChatBuilder`] plus
-/// [`max_tokens_default`](ChatBuilder::max_tokens_default) and
-/// [`version`](ChatBuilder::version).
+/// [`max_tokens_default`](ChatBuilder::max_tokens_default),
+/// [`version`](ChatBuilder::version) and the structured output mode
+/// ([`structured_output`](ChatBuilder::structured_output),
+/// [`structured_output_state`](ChatBuilder::structured_output_state)).
 pub type AnthropicBuilder = ChatBuilder<Anthropic>;
 
 /// The settings only Anthropic clients have.
@@ -70,10 +77,16 @@ impl Anthropic {
         self.http.base_url()
     }
 
+    /// The structured output state this client shares with its endpoint.
+    pub fn structured_output(&self) -> &StructuredOutputState {
+        &self.structured_output
+    }
+
     fn body<'a>(
         &self,
         request: &'a ChatRequest,
         model: &'a str,
+        mode: StructuredOutput,
     ) -> Result<Body<'a>, ProviderError> {
         let mut tools: Vec<WireTool<'a>> = request
             .tools
@@ -84,7 +97,15 @@ impl Anthropic {
                 input_schema: &tool.parameters,
             })
             .collect();
-        let tool_choice = request.response_schema.as_ref().map(|schema| {
+        let mut system = request.system_text();
+        let forced = match &request.response_schema {
+            Some(schema) if mode.schema_in_prompt() => {
+                system = Some(with_schema_instruction(system, schema));
+                None
+            }
+            other => other.as_ref(),
+        };
+        let tool_choice = forced.map(|schema| {
             tools.push(WireTool {
                 name: &schema.name,
                 description: SCHEMA_TOOL_DESCRIPTION,
@@ -98,7 +119,7 @@ impl Anthropic {
         Ok(Body {
             model,
             max_tokens: request.max_tokens.unwrap_or(self.max_tokens_default),
-            system: request.system_text(),
+            system,
             messages: messages(&request.messages)?,
             temperature: request.temperature,
             tools,
@@ -111,8 +132,13 @@ impl Anthropic {
         reply: MessagesResponse,
         request: &ChatRequest,
         model: &str,
+        mode: StructuredOutput,
     ) -> ChatResponse {
-        let schema_tool = request.response_schema.as_ref().map(|s| s.name.as_str());
+        let schema_tool = request
+            .response_schema
+            .as_ref()
+            .filter(|_| !mode.schema_in_prompt())
+            .map(|s| s.name.as_str());
         let mut content = String::new();
         let mut reasoning = String::new();
         let mut tool_calls = Vec::new();
@@ -195,10 +221,16 @@ impl sealed::Build for Anthropic {
     fn build(
         mut http: HttpSettings,
         model: Option<String>,
+        structured: Structured,
         options: AnthropicOptions,
     ) -> Result<Self, BuildError> {
+        http.base_url = with_version(&http.base_url, ANTHROPIC_PATH_VERSION);
+        http.not_found = Some(NotFoundHelp {
+            models_path: "/models",
+            url_hint: "`https://api.anthropic.com/v1`, or a server's root such as `http://host:4000` (`/v1` is added)",
+        });
         // Anthropic's endpoint always needs a key; a proxy or mock server may not.
-        if http.key.is_none() && http.base_url.trim_end_matches('/') == ANTHROPIC_BASE_URL {
+        if http.key.is_none() && http.base_url == ANTHROPIC_BASE_URL {
             return Err(BuildError::MissingApiKey {
                 provider: "Anthropic",
             });
@@ -219,6 +251,7 @@ impl sealed::Build for Anthropic {
             http: http.build(Auth::Header("x-api-key"))?,
             model,
             max_tokens_default: options.max_tokens_default.max(1),
+            structured_output: structured.state(Provider::Anthropic),
         })
     }
 }
@@ -227,10 +260,18 @@ impl sealed::Build for Anthropic {
 impl ChatModel for Anthropic {
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
         let model = request.model.as_deref().unwrap_or(&self.model);
-        let body = self.body(&request, model)?;
-        let text = self.http.post_json("/messages", &body, model).await?;
+        let url = self.http.url("/messages");
+        let has_schema = request.response_schema.is_some();
+        let (text, mode) = send_with_fallback(&self.structured_output, has_schema, &url, |mode| {
+            let body = self.body(&request, model, mode);
+            async move {
+                let text = self.http.post_json("/messages", &body?, model).await?;
+                Ok((text, mode))
+            }
+        })
+        .await?;
         let reply: MessagesResponse = self.http.parse_json(&text, "a Messages API response")?;
-        Ok(self.response(reply, &request, model))
+        Ok(self.response(reply, &request, model, mode))
     }
 
     fn model_id(&self) -> &str {
@@ -238,7 +279,7 @@ impl ChatModel for Anthropic {
     }
 
     async fn probe(&self) -> Result<(), ProviderError> {
-        match self.http.get("/models", &self.model).await {
+        match self.http.get("/models", &self.model, false).await {
             Ok(_) => Ok(()),
             // Proxies and gateways may have no model list; a one-token message still
             // checks the endpoint, the key and the model.

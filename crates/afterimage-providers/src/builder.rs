@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use afterimage_core::ApiKey;
 
-use crate::BuildError;
 use crate::http::HttpSettings;
+use crate::{BuildError, Provider, StructuredOutput, StructuredOutputState};
 
 /// Settings for a chat client `C`: [`OpenAiCompatibleBuilder`](crate::OpenAiCompatibleBuilder),
 /// [`GeminiBuilder`](crate::GeminiBuilder) or [`AnthropicBuilder`](crate::AnthropicBuilder).
@@ -20,7 +20,25 @@ use crate::http::HttpSettings;
 pub struct ChatBuilder<C: ChatClient> {
     pub(crate) http: HttpSettings,
     pub(crate) model: Option<String>,
+    pub(crate) structured: Structured,
     pub(crate) options: <C as sealed::Build>::Options,
+}
+
+/// The structured output mode a builder was given: a mode for a state of the
+/// client's own, or an endpoint's shared state.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Structured {
+    mode: StructuredOutput,
+    state: Option<StructuredOutputState>,
+}
+
+impl Structured {
+    /// The shared state, or a new one for `provider` (whose ladder and best mode
+    /// `Auto` uses).
+    pub(crate) fn state(self, provider: Provider) -> StructuredOutputState {
+        self.state
+            .unwrap_or_else(|| StructuredOutputState::new(provider, self.mode))
+    }
 }
 
 /// A chat client a [`ChatBuilder`] builds: [`OpenAiCompatible`](crate::OpenAiCompatible),
@@ -35,6 +53,7 @@ pub trait ChatClient:
 // named (as a bound) but neither implemented nor called, which is the point.
 #[allow(private_interfaces)]
 pub(crate) mod sealed {
+    use super::Structured;
     use crate::BuildError;
     use crate::http::HttpSettings;
 
@@ -47,6 +66,7 @@ pub(crate) mod sealed {
         fn build(
             http: HttpSettings,
             model: Option<String>,
+            structured: Structured,
             options: Self::Options,
         ) -> Result<Self, BuildError>;
     }
@@ -58,6 +78,7 @@ impl<C: ChatClient> ChatBuilder<C> {
         ChatBuilder {
             http: HttpSettings::new(base_url),
             model: None,
+            structured: Structured::default(),
             options,
         }
     }
@@ -101,8 +122,31 @@ impl<C: ChatClient> ChatBuilder<C> {
         self
     }
 
+    /// The largest response body read (default
+    /// [`DEFAULT_MAX_RESPONSE_BYTES`](crate::DEFAULT_MAX_RESPONSE_BYTES)); a larger
+    /// one is an error, read no further than the limit.
+    pub fn max_response_bytes(mut self, bytes: usize) -> Self {
+        self.http.max_response_bytes = bytes;
+        self
+    }
+
+    /// How to ask for JSON when a request carries a schema (default
+    /// [`StructuredOutput::Auto`]).
+    pub fn structured_output(mut self, mode: StructuredOutput) -> Self {
+        self.structured.mode = mode;
+        self
+    }
+
+    /// Shares `state` (and the mode it settled on) with other clients of the same
+    /// endpoint instead of a state of the client's own; overrides
+    /// [`structured_output`](Self::structured_output).
+    pub fn structured_output_state(mut self, state: StructuredOutputState) -> Self {
+        self.structured.state = Some(state);
+        self
+    }
+
     /// Checks the settings and builds the client.
     pub fn build(self) -> Result<C, BuildError> {
-        <C as sealed::Build>::build(self.http, self.model, self.options)
+        <C as sealed::Build>::build(self.http, self.model, self.structured, self.options)
     }
 }

@@ -105,6 +105,11 @@ mod sealed {
     /// How one batch of texts travels to an embeddings API and back.
     #[async_trait::async_trait]
     pub trait Batch {
+        /// A base URL as the API needs it (with its version segment).
+        fn versioned(base_url: String) -> String {
+            base_url
+        }
+
         /// Embeds `texts` (one batch) with `model` over `http`, in input order.
         async fn embed_batch(
             model: &str,
@@ -151,10 +156,18 @@ impl GeminiEmbedder {
 }
 
 impl<W: Wire> HttpEmbedder<W> {
-    /// Another base URL, like the chat client's of the same API.
+    /// Another base URL, like the chat client's of the same API (for Gemini, a root
+    /// without a version segment gets `/v1beta`).
     pub fn base_url(mut self, base_url: impl Into<String>) -> Self {
-        let base_url = base_url.into();
+        let base_url = <W as sealed::Batch>::versioned(base_url.into());
         self.http = self.http.update(|s| s.base_url = base_url);
+        self
+    }
+
+    /// The largest response body read (default
+    /// [`DEFAULT_MAX_RESPONSE_BYTES`](crate::DEFAULT_MAX_RESPONSE_BYTES)).
+    pub fn max_response_bytes(mut self, bytes: usize) -> Self {
+        self.http = self.http.update(|s| s.max_response_bytes = bytes);
         self
     }
 
@@ -268,6 +281,10 @@ pub struct GeminiWire;
 #[allow(private_interfaces)]
 #[async_trait]
 impl sealed::Batch for GeminiWire {
+    fn versioned(base_url: String) -> String {
+        crate::http::with_version(&base_url, crate::gemini::GEMINI_VERSION)
+    }
+
     async fn embed_batch(
         model: &str,
         http: &Http,

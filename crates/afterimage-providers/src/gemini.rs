@@ -10,12 +10,15 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::BuildError;
-use crate::builder::{ChatBuilder, ChatClient, sealed};
-use crate::http::{Auth, Http, HttpSettings};
+use crate::builder::{ChatBuilder, ChatClient, Structured, sealed};
+use crate::http::{Auth, Http, HttpSettings, NotFoundHelp, with_version};
+use crate::structured::{send_with_fallback, with_schema_instruction};
+use crate::{BuildError, Provider, StructuredOutput, StructuredOutputState};
 
 /// The Gemini Developer API.
 pub const GEMINI_BASE_URL: &str = "https://generativelanguage.googleapis.com/v1beta";
+/// The version segment added to a base URL that has none.
+pub(crate) const GEMINI_VERSION: &str = "v1beta";
 
 /// Documented by Google for replaying function calls whose thought signature was not
 /// kept: Gemini 3 rejects a replayed `functionCall` part without one.
@@ -46,6 +49,7 @@ pub struct Gemini {
     model: String,
     schema_field: GeminiSchemaField,
     include_thoughts: bool,
+    structured_output: StructuredOutputState,
 }
 
 impl std::fmt::Debug for Gemini {
@@ -54,13 +58,16 @@ impl std::fmt::Debug for Gemini {
             .field("model", &self.model)
             .field("http", &self.http)
             .field("schema_field", &self.schema_field)
+            .field("structured_output", &self.structured_output)
             .finish()
     }
 }
 
 /// Settings for a [`Gemini`] client: the shared setters of [`ChatBuilder`] plus
-/// [`schema_field`](ChatBuilder::schema_field) and
-/// [`include_thoughts`](ChatBuilder::include_thoughts).
+/// [`schema_field`](ChatBuilder::schema_field),
+/// [`include_thoughts`](ChatBuilder::include_thoughts) and the structured output mode
+/// ([`structured_output`](ChatBuilder::structured_output),
+/// [`structured_output_state`](ChatBuilder::structured_output_state)).
 pub type GeminiBuilder = ChatBuilder<Gemini>;
 
 /// The settings only Gemini clients have.
@@ -87,7 +94,16 @@ impl Gemini {
         self.http.base_url()
     }
 
-    fn body<'a>(&self, request: &'a ChatRequest) -> Result<Body<'a>, ProviderError> {
+    /// The structured output state this client shares with its endpoint.
+    pub fn structured_output(&self) -> &StructuredOutputState {
+        &self.structured_output
+    }
+
+    fn body<'a>(
+        &self,
+        request: &'a ChatRequest,
+        mode: StructuredOutput,
+    ) -> Result<Body<'a>, ProviderError> {
         let mut config = GenerationConfig {
             temperature: request.temperature,
             max_output_tokens: request.max_tokens,
@@ -96,15 +112,11 @@ impl Gemini {
             }),
             ..GenerationConfig::default()
         };
+        let mut system = request.system_text();
         if let Some(schema) = &request.response_schema {
-            config.response_mime_type = Some("application/json");
-            match self.schema_field {
-                GeminiSchemaField::ResponseJsonSchema => {
-                    config.response_json_schema = Some(&schema.schema);
-                }
-                GeminiSchemaField::ResponseSchema => {
-                    config.response_schema = Some(openapi_subset(&schema.schema));
-                }
+            self.ask_for_json(&mut config, schema, mode);
+            if mode.schema_in_prompt() {
+                system = Some(with_schema_instruction(system, schema));
             }
         }
         let tools = if request.tools.is_empty() {
@@ -119,13 +131,35 @@ impl Gemini {
             }]
         };
         Ok(Body {
-            system_instruction: request.system_text().map(|text| SystemInstruction {
+            system_instruction: system.map(|text| SystemInstruction {
                 parts: vec![Part::text(text)],
             }),
             contents: contents(&request.messages)?,
             generation_config: (!config.is_empty()).then_some(config),
             tools,
         })
+    }
+
+    /// The `generationConfig` fields of `mode`.
+    fn ask_for_json<'a>(
+        &self,
+        config: &mut GenerationConfig<'a>,
+        schema: &'a afterimage_core::JsonSchema,
+        mode: StructuredOutput,
+    ) {
+        let subset = match (mode, self.schema_field) {
+            (StructuredOutput::PromptOnly, _) => return,
+            (StructuredOutput::JsonObject, _) => None,
+            (StructuredOutput::JsonObjectSchema, _) | (_, GeminiSchemaField::ResponseSchema) => {
+                Some(openapi_subset(&schema.schema))
+            }
+            _ => {
+                config.response_json_schema = Some(&schema.schema);
+                None
+            }
+        };
+        config.response_mime_type = Some("application/json");
+        config.response_schema = subset;
     }
 
     fn response(
@@ -228,12 +262,18 @@ impl sealed::Build for Gemini {
     type Options = GeminiOptions;
 
     fn build(
-        http: HttpSettings,
+        mut http: HttpSettings,
         model: Option<String>,
+        structured: Structured,
         options: GeminiOptions,
     ) -> Result<Self, BuildError> {
+        http.base_url = with_version(&http.base_url, GEMINI_VERSION);
+        http.not_found = Some(NotFoundHelp {
+            models_path: "/models?pageSize=1000",
+            url_hint: "`https://generativelanguage.googleapis.com/v1beta`, or a server's root such as `http://host:4000` (`/v1beta` is added)",
+        });
         // Google's endpoint always needs a key; a proxy or mock server may not.
-        if http.key.is_none() && http.base_url.trim_end_matches('/') == GEMINI_BASE_URL {
+        if http.key.is_none() && http.base_url == GEMINI_BASE_URL {
             return Err(BuildError::MissingApiKey { provider: "Gemini" });
         }
         let model = model
@@ -245,6 +285,7 @@ impl sealed::Build for Gemini {
             model,
             schema_field: options.schema_field,
             include_thoughts: options.include_thoughts,
+            structured_output: structured.state(Provider::Gemini),
         })
     }
 }
@@ -256,9 +297,15 @@ impl ChatModel for Gemini {
             .model
             .as_deref()
             .map_or(self.model.as_str(), model_name);
-        let body = self.body(&request)?;
         let path = format!("/models/{model}:generateContent");
-        let text = self.http.post_json(&path, &body, model).await?;
+        let url = self.http.url(&path);
+        let has_schema = request.response_schema.is_some();
+        let text = send_with_fallback(&self.structured_output, has_schema, &url, |mode| {
+            let body = self.body(&request, mode);
+            let path = &path;
+            async move { self.http.post_json(path, &body?, model).await }
+        })
+        .await?;
         let reply: GenerateResponse = self.http.parse_json(&text, "a generateContent response")?;
         self.response(reply, model, &text)
     }
@@ -269,7 +316,7 @@ impl ChatModel for Gemini {
 
     async fn probe(&self) -> Result<(), ProviderError> {
         let path = format!("/models/{}", self.model);
-        self.http.get(&path, &self.model).await.map(|_| ())
+        self.http.get(&path, &self.model, true).await.map(|_| ())
     }
 }
 

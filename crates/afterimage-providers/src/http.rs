@@ -22,6 +22,21 @@ pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POOL_MAX_IDLE_PER_HOST: usize = 1024;
 /// How much of an unexpected body an error quotes.
 const SNIPPET_CHARS: usize = 200;
+/// The largest response body read unless told otherwise: far above any chat answer
+/// or embeddings batch, far below what would hurt the process.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// How many of the models an endpoint lists an error names.
+const LISTED_MODELS: usize = 10;
+
+/// What a chat client tells apart on a 404: where its endpoint lists models, and
+/// what a base URL for its provider looks like.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NotFoundHelp {
+    /// The model list, after the base URL.
+    pub(crate) models_path: &'static str,
+    /// A base URL for the provider, as an error suggests it.
+    pub(crate) url_hint: &'static str,
+}
 
 /// How a provider sends its key.
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +57,10 @@ pub(crate) struct HttpSettings {
     pub(crate) client: Option<reqwest::Client>,
     /// Headers sent with every request besides the key (Anthropic's `anthropic-version`).
     pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+    /// The largest response body read.
+    pub(crate) max_response_bytes: usize,
+    /// For chat clients: how to tell a wrong path from a wrong model on a 404.
+    pub(crate) not_found: Option<NotFoundHelp>,
 }
 
 impl std::fmt::Debug for HttpSettings {
@@ -52,6 +71,7 @@ impl std::fmt::Debug for HttpSettings {
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("shared_client", &self.client.is_some())
+            .field("max_response_bytes", &self.max_response_bytes)
             .finish()
     }
 }
@@ -65,6 +85,8 @@ impl HttpSettings {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             client: None,
             headers: Vec::new(),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            not_found: None,
         }
     }
 
@@ -99,6 +121,8 @@ impl HttpSettings {
             headers: self.headers,
             timeout: self.timeout,
             connect_timeout,
+            max_response_bytes: self.max_response_bytes.max(1),
+            not_found: self.not_found,
         })
     }
 }
@@ -154,6 +178,15 @@ pub(crate) struct Http {
     headers: Vec<(HeaderName, HeaderValue)>,
     timeout: Duration,
     connect_timeout: Option<Duration>,
+    max_response_bytes: usize,
+    not_found: Option<NotFoundHelp>,
+}
+
+/// An HTTP answer, read within the size limit.
+struct Answer {
+    status: reqwest::StatusCode,
+    headers: HeaderMap,
+    body: String,
 }
 
 impl std::fmt::Debug for Http {
@@ -171,6 +204,11 @@ impl Http {
         &self.base_url
     }
 
+    /// The full URL of `path`.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
     /// POSTs `body` as JSON to `{base}{path}` and returns the body of a 2xx answer.
     pub(crate) async fn post_json<T: Serialize + ?Sized>(
         &self,
@@ -184,23 +222,32 @@ impl Http {
     }
 
     /// Like [`post_json`](Self::post_json), with what the rate-limit headers said.
+    /// A chat client's 404 is told apart into a wrong path or a wrong model.
     pub(crate) async fn post_json_hinted<T: Serialize + ?Sized>(
         &self,
         path: &str,
         body: &T,
         model: &str,
     ) -> Result<(String, Option<RateLimitHint>), ProviderError> {
-        let url = format!("{}{path}", self.base_url);
+        let url = self.url(path);
         tracing::debug!(%url, model, "POST");
-        self.execute_hinted(self.client.post(&url).json(body), &url, model)
+        self.execute(self.client.post(&url).json(body), &url, model, true)
             .await
     }
 
-    /// GETs `{base}{path}` and returns the body of a 2xx answer.
-    pub(crate) async fn get(&self, path: &str, model: &str) -> Result<String, ProviderError> {
-        let url = format!("{}{path}", self.base_url);
+    /// GETs `{base}{path}` and returns the body of a 2xx answer; `diagnose` tells a
+    /// 404 apart as a chat request's is.
+    pub(crate) async fn get(
+        &self,
+        path: &str,
+        model: &str,
+        diagnose: bool,
+    ) -> Result<String, ProviderError> {
+        let url = self.url(path);
         tracing::debug!(%url, model, "GET");
-        self.execute(self.client.get(&url), &url, model).await
+        self.execute(self.client.get(&url), &url, model, diagnose)
+            .await
+            .map(|(text, _)| text)
     }
 
     async fn execute(
@@ -208,18 +255,35 @@ impl Http {
         request: RequestBuilder,
         url: &str,
         model: &str,
-    ) -> Result<String, ProviderError> {
-        self.execute_hinted(request, url, model)
-            .await
-            .map(|(text, _)| text)
+        diagnose: bool,
+    ) -> Result<(String, Option<RateLimitHint>), ProviderError> {
+        let answer = self.send(request, url).await?;
+        if answer.status.is_success() {
+            return Ok((answer.body, rate_limit_hint(&answer.headers)));
+        }
+        // Servers echo keys back in error bodies ("Incorrect API key provided: sk-...").
+        let body = self.redact(&answer.body);
+        let status = answer.status.as_u16();
+        let error = classify(
+            status,
+            &answer.headers,
+            &body,
+            model,
+            url,
+            SystemTime::now(),
+        );
+        tracing::debug!(%url, status, kind = error.kind(), "request failed");
+        match self.not_found {
+            Some(help) if diagnose && status == 404 => {
+                let from_api = parse_error_body(&body).message.is_some();
+                Err(self.tell_404_apart(error, help, url, model, from_api).await)
+            }
+            _ => Err(error),
+        }
     }
 
-    async fn execute_hinted(
-        &self,
-        request: RequestBuilder,
-        url: &str,
-        model: &str,
-    ) -> Result<(String, Option<RateLimitHint>), ProviderError> {
+    /// Sends `request` and reads the answer, at most `max_response_bytes` of it.
+    async fn send(&self, request: RequestBuilder, url: &str) -> Result<Answer, ProviderError> {
         // Per request, so that the timeout holds with a shared client too.
         let mut request = request.timeout(self.timeout);
         if let Some((name, value)) = &self.auth {
@@ -228,32 +292,94 @@ impl Http {
         for (name, value) in &self.headers {
             request = request.header(name.clone(), value.clone());
         }
-        let response = request
+        let mut response = request
             .send()
             .await
             .map_err(|e| self.transport_error(&e, url))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(&e, url))?;
-        let body = String::from_utf8_lossy(&bytes);
-        if status.is_success() {
-            return Ok((body.into_owned(), rate_limit_hint(&headers)));
+        let limit = self.max_response_bytes;
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(self.too_large(url));
         }
-        // Servers echo keys back in error bodies ("Incorrect API key provided: sk-...").
-        let body = self.redact(&body);
-        let error = classify(
-            status.as_u16(),
-            &headers,
-            &body,
-            model,
-            url,
-            SystemTime::now(),
-        );
-        tracing::debug!(%url, status = status.as_u16(), kind = error.kind(), "request failed");
-        Err(error)
+        let mut bytes = Vec::new();
+        // Chunk by chunk, so a body without a length (or with a false one) stops
+        // at the limit instead of filling memory.
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(&e, url))?
+        {
+            if bytes.len() + chunk.len() > limit {
+                return Err(self.too_large(url));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Answer {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        })
+    }
+
+    fn too_large(&self, url: &str) -> ProviderError {
+        ProviderError::Other {
+            message: format!(
+                "the response from {} is larger than the {} limit; raise `max_response_bytes` (`model.max_response_bytes` in a config) if answers this large are expected",
+                self.redact(url),
+                show_bytes(self.max_response_bytes)
+            ),
+            retryable: false,
+        }
+    }
+
+    /// A 404 from `url`: a wrong model when the endpoint lists models without ours, a
+    /// wrong base URL when it lists none (unless the 404 itself, from the API, named
+    /// the model).
+    async fn tell_404_apart(
+        &self,
+        error: ProviderError,
+        help: NotFoundHelp,
+        url: &str,
+        model: &str,
+        from_api: bool,
+    ) -> ProviderError {
+        let ProviderError::ModelNotFound { message, .. } = &error else {
+            return error;
+        };
+        let listing = self.url(help.models_path);
+        // Sent directly: a failed listing is an answer here, not an error to tell
+        // apart again.
+        let models = match self.send(self.client.get(&listing), &listing).await {
+            Ok(answer) if answer.status.is_success() => model_names(&answer.body),
+            _ => None,
+        };
+        let url = self.redact(url);
+        match models {
+            Some(models) if models.iter().any(|m| m == model) => ProviderError::EndpointNotFound {
+                url,
+                message: format!(
+                    "{message}; the server lists model `{model}`, so the path is wrong: a base URL for this provider looks like {}",
+                    help.url_hint
+                ),
+            },
+            Some(models) => ProviderError::ModelNotFound {
+                model: model.to_owned(),
+                message: format!(
+                    "{url} answered 404 and the server does not list `{model}`; it lists {}",
+                    list_some(&models)
+                ),
+            },
+            None if from_api && message.contains(model) => error,
+            None => ProviderError::EndpointNotFound {
+                url,
+                message: format!(
+                    "{message}; nothing lists models at {} either, so the base URL is wrong: a base URL for this provider looks like {}",
+                    self.redact(&listing),
+                    help.url_hint
+                ),
+            },
+        }
     }
 
     /// Parses a 2xx body, or says what was wrong with it; `what` names the expected
@@ -302,6 +428,79 @@ impl Http {
             ProviderError::Transport { message }
         }
     }
+}
+
+/// A byte count as people read limits: `16 MiB`, `512 KiB`, `1000 bytes`.
+fn show_bytes(bytes: usize) -> String {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * 1024;
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes >= KIB && bytes.is_multiple_of(KIB) {
+        format!("{} KiB", bytes / KIB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// The model names in a model list: OpenAI's and Anthropic's `data[].id`, Gemini's
+/// `models[].name` (without `models/`), Ollama's `models[].model`. `None` when the
+/// body is no model list at all.
+fn model_names(body: &str) -> Option<Vec<String>> {
+    let value: Value = serde_json::from_str(body).ok()?;
+    let items = value
+        .get("data")
+        .or_else(|| value.get("models"))
+        .and_then(Value::as_array)?;
+    let names = items
+        .iter()
+        .filter_map(|item| {
+            ["id", "name", "model"]
+                .iter()
+                .find_map(|key| item.get(*key).and_then(Value::as_str))
+        })
+        .map(|name| name.strip_prefix("models/").unwrap_or(name).to_owned())
+        .collect();
+    Some(names)
+}
+
+/// Up to [`LISTED_MODELS`] names, and how many more there are.
+fn list_some(models: &[String]) -> String {
+    if models.is_empty() {
+        return "no models".to_owned();
+    }
+    let shown: Vec<String> = models
+        .iter()
+        .take(LISTED_MODELS)
+        .map(|m| format!("`{m}`"))
+        .collect();
+    let mut text = shown.join(", ");
+    if models.len() > LISTED_MODELS {
+        text.push_str(&format!(" and {} more", models.len() - LISTED_MODELS));
+    }
+    text
+}
+
+/// `base` with the API version segment `version` appended, unless its last path
+/// segment already is one (`v1`, `v1beta`, `v1alpha`, `v2`): users write a server's
+/// root (`http://host:4000`, `http://gw/anthropic`) as often as the versioned URL.
+pub(crate) fn with_version(base: &str, version: &str) -> String {
+    let trimmed = base.trim().trim_end_matches('/');
+    let Ok(url) = Url::parse(trimmed) else {
+        return base.to_owned();
+    };
+    let last = url.path_segments().and_then(|mut s| s.next_back());
+    if last.is_some_and(is_version_segment) {
+        return trimmed.to_owned();
+    }
+    format!("{trimmed}/{version}")
+}
+
+fn is_version_segment(segment: &str) -> bool {
+    segment.strip_prefix('v').is_some_and(|rest| {
+        rest.starts_with(|c: char| c.is_ascii_digit())
+            && rest.chars().all(|c| c.is_ascii_alphanumeric())
+    })
 }
 
 /// The error's causes joined by `: `, without reqwest's top line (which repeats the
@@ -369,6 +568,7 @@ fn parse_error_body(body: &str) -> ErrorBody {
     let message = text(fields.get("message"))
         .or_else(|| text(error))
         .or_else(|| text(value.get("detail")))
+        .or_else(|| validation_errors(value.get("detail")))
         .or_else(|| text(value.get("message")));
     let mut parsed = ErrorBody {
         message,
@@ -396,6 +596,34 @@ fn parse_error_body(body: &str) -> ErrorBody {
         }
     }
     parsed
+}
+
+/// FastAPI's (pydantic's) list of validation errors, as `loc: msg` lines joined by
+/// `; ` (`body.response_format.type: Input should be 'text' or 'json_object'`).
+fn validation_errors(detail: Option<&Value>) -> Option<String> {
+    let items = detail?.as_array()?;
+    let lines: Vec<String> = items
+        .iter()
+        .filter_map(|item| {
+            let msg = item.get("msg").and_then(Value::as_str)?;
+            let loc: Vec<String> = item
+                .get("loc")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|part| match part {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            Some(if loc.is_empty() {
+                msg.to_owned()
+            } else {
+                format!("{}: {msg}", loc.join("."))
+            })
+        })
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("; "))
 }
 
 /// A protobuf JSON duration: decimal seconds with an `s` suffix (`"30s"`, `"1.5s"`).

@@ -2,8 +2,7 @@
 //!
 //! - [`OpenAiCompatible`]: OpenAI Chat Completions at any base URL (OpenAI, DeepSeek,
 //!   OpenRouter, vLLM, Ollama, llama.cpp, LiteLLM), built with
-//!   [`OpenAiCompatibleBuilder`]; [`StructuredOutput`] picks how JSON output is asked
-//!   for.
+//!   [`OpenAiCompatibleBuilder`].
 //! - [`Gemini`]: Google's `generateContent` REST API, built with [`GeminiBuilder`];
 //!   [`GeminiSchemaField`] picks the schema field.
 //! - [`Anthropic`]: Anthropic's Messages API, built with [`AnthropicBuilder`]; a JSON
@@ -13,6 +12,11 @@
 //!   both sending inputs in batches and keeping their order.
 //! - [`ChatBuilder`]: the settings every chat client shares, written once; each
 //!   client's builder is one of its instances.
+//! - [`StructuredOutput`]: how JSON output is asked for. `Auto` (the default) steps
+//!   down a mode when a server rejects one (`json_schema`, then `json_object` with a
+//!   schema, plain `json_object`, the prompt alone), once for the whole endpoint: a
+//!   [`StructuredOutputState`] every client of an endpoint shares, with the
+//!   [`ModeChange`]s that led to its mode.
 //! - [`Provider`]: the catalogue (names, default URLs, key variables, models,
 //!   concurrency).
 //! - [`Endpoint`]: the production stack in one call, a [`ModelStack`]: a client per
@@ -20,6 +24,12 @@
 //!   with the same [`SharedParts`] share an HTTP client and a parked-request gauge.
 //!   [`EmbeddingEndpoint`] builds the matching retried embedder.
 //! - [`BuildError`]: settings that cannot work (bad base URL, no model).
+//!
+//! Gemini and Anthropic base URLs may be a server's root: a URL without a version
+//! segment gets `/v1beta` or `/v1`. Response bodies are read up to a limit
+//! ([`DEFAULT_MAX_RESPONSE_BYTES`] unless set), never further. A 404 from a chat
+//! endpoint is told apart by listing the endpoint's models: a wrong model, or
+//! nothing at that path.
 //!
 //! All map the wire formats (system prompts, tools, JSON Schema output, reasoning text)
 //! onto the core types, and HTTP failures onto
@@ -80,14 +90,16 @@ pub use crate::{
     },
     error::BuildError,
     gemini::{GEMINI_BASE_URL, Gemini, GeminiBuilder, GeminiSchemaField},
+    http::DEFAULT_MAX_RESPONSE_BYTES,
     keypool::{KeyPool, KeyStats, key_fingerprint},
     openai::{
         DEEPSEEK_BASE_URL, LOCAL_BASE_URL, OPENAI_BASE_URL, OPENROUTER_BASE_URL, OpenAiCompatible,
-        OpenAiCompatibleBuilder, StructuredOutput,
+        OpenAiCompatibleBuilder,
     },
     provider::{Provider, UnknownProvider},
     retry::{Retry, RetryEmbedder, RetryPolicy},
     stack::{EmbeddingEndpoint, Endpoint, ModelStack, SharedParts},
+    structured::{ModeChange, StructuredOutput, StructuredOutputState, UnknownMode},
     throttle::{Throttle, ThrottleConfig, ThrottleStats},
 };
 
@@ -102,4 +114,5 @@ mod openai;
 mod provider;
 mod retry;
 mod stack;
+mod structured;
 mod throttle;

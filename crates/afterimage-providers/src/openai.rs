@@ -11,9 +11,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::BuildError;
-use crate::builder::{ChatBuilder, ChatClient, sealed};
-use crate::http::{Auth, Http, HttpSettings};
+use crate::builder::{ChatBuilder, ChatClient, Structured, sealed};
+use crate::http::{Auth, Http, HttpSettings, NotFoundHelp};
+use crate::structured::{schema_instruction, send_with_fallback};
+use crate::{BuildError, Provider, StructuredOutput, StructuredOutputState};
 
 /// OpenAI's API.
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
@@ -24,21 +25,6 @@ pub const OPENROUTER_BASE_URL: &str = "https://openrouter.ai/api/v1";
 /// A local OpenAI-compatible server on vLLM's default port.
 pub const LOCAL_BASE_URL: &str = "http://localhost:8000/v1";
 
-/// How [`OpenAiCompatible`] asks for JSON when a request carries a schema.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum StructuredOutput {
-    /// `response_format: {type: "json_schema"}`: the server enforces the schema
-    /// (OpenAI, OpenRouter, vLLM).
-    #[default]
-    JsonSchema,
-    /// `response_format: {type: "json_object"}` plus the schema in the system prompt,
-    /// for servers that promise valid JSON but take no schema (DeepSeek).
-    JsonObject,
-    /// The schema in the system prompt only, for servers that reject `response_format`.
-    PromptOnly,
-}
-
 /// A client for the OpenAI Chat Completions API at any base URL.
 ///
 /// Cloning is cheap and shares the connection pool.
@@ -46,7 +32,7 @@ pub enum StructuredOutput {
 pub struct OpenAiCompatible {
     http: Http,
     model: String,
-    structured_output: StructuredOutput,
+    structured_output: StructuredOutputState,
     max_completion_tokens: bool,
 }
 
@@ -61,14 +47,16 @@ impl std::fmt::Debug for OpenAiCompatible {
 }
 
 /// Settings for an [`OpenAiCompatible`] client: the shared setters of [`ChatBuilder`]
-/// plus [`structured_output`](ChatBuilder::structured_output) and
+/// plus [`structured_output`](ChatBuilder::structured_output),
+/// [`structured_output_state`](ChatBuilder::structured_output_state) and
 /// [`max_completion_tokens`](ChatBuilder::max_completion_tokens).
 pub type OpenAiCompatibleBuilder = ChatBuilder<OpenAiCompatible>;
 
 /// The settings only OpenAI-compatible clients have.
 #[derive(Debug, Clone)]
 pub struct OpenAiOptions {
-    structured_output: StructuredOutput,
+    /// Whose ladder and best mode `Auto` uses.
+    provider: Provider,
     max_completion_tokens: bool,
     key_required_by: Option<&'static str>,
 }
@@ -79,7 +67,7 @@ impl OpenAiCompatible {
         ChatBuilder::new(
             base_url,
             OpenAiOptions {
-                structured_output: StructuredOutput::JsonSchema,
+                provider: Provider::Local,
                 max_completion_tokens: false,
                 key_required_by: None,
             },
@@ -91,12 +79,13 @@ impl OpenAiCompatible {
         Self::builder(OPENAI_BASE_URL).require_key("OpenAI")
     }
 
-    /// A builder for DeepSeek ([`DEEPSEEK_BASE_URL`]), with [`StructuredOutput::JsonObject`]
-    /// because DeepSeek has no `json_schema` mode; needs a key.
+    /// A builder for DeepSeek ([`DEEPSEEK_BASE_URL`]), whose `Auto` mode starts from
+    /// [`StructuredOutput::JsonObject`] because DeepSeek has no `json_schema` mode;
+    /// needs a key.
     pub fn deepseek() -> OpenAiCompatibleBuilder {
-        Self::builder(DEEPSEEK_BASE_URL)
-            .structured_output(StructuredOutput::JsonObject)
-            .require_key("DeepSeek")
+        let mut builder = Self::builder(DEEPSEEK_BASE_URL).require_key("DeepSeek");
+        builder.options.provider = Provider::Deepseek;
+        builder
     }
 
     /// A builder for OpenRouter ([`OPENROUTER_BASE_URL`]); needs a key.
@@ -114,23 +103,39 @@ impl OpenAiCompatible {
         self.http.base_url()
     }
 
-    fn body<'a>(&self, request: &'a ChatRequest, model: &'a str) -> Body<'a> {
+    /// The structured output state this client shares with its endpoint.
+    pub fn structured_output(&self) -> &StructuredOutputState {
+        &self.structured_output
+    }
+
+    fn body<'a>(
+        &self,
+        request: &'a ChatRequest,
+        model: &'a str,
+        mode: StructuredOutput,
+    ) -> Body<'a> {
         let (max_tokens, max_completion_tokens) = if self.max_completion_tokens {
             (None, request.max_tokens)
         } else {
             (request.max_tokens, None)
         };
-        let response_format = match (&request.response_schema, self.structured_output) {
-            (None, _) | (Some(_), StructuredOutput::PromptOnly) => None,
-            (Some(schema), StructuredOutput::JsonSchema) => Some(ResponseFormat::JsonSchema {
-                json_schema: schema,
+        let schema = request.response_schema.as_ref();
+        let response_format = schema.and_then(|schema| match mode {
+            StructuredOutput::JsonSchema | StructuredOutput::Auto => {
+                Some(ResponseFormat::JsonSchema {
+                    json_schema: schema,
+                })
+            }
+            StructuredOutput::JsonObjectSchema => Some(ResponseFormat::JsonObjectSchema {
+                schema: &schema.schema,
             }),
-            (Some(_), StructuredOutput::JsonObject) => Some(ResponseFormat::JsonObject),
-        };
+            StructuredOutput::JsonObject => Some(ResponseFormat::JsonObject),
+            _ => None,
+        });
         let mut messages: Vec<WireMessage<'a>> =
             request.messages.iter().map(WireMessage::from).collect();
-        if let Some(schema) = &request.response_schema
-            && self.structured_output != StructuredOutput::JsonSchema
+        if let Some(schema) = schema
+            && mode.schema_in_prompt()
         {
             put_schema_in_system_prompt(&mut messages, schema);
         }
@@ -199,12 +204,6 @@ impl OpenAiCompatible {
 }
 
 impl ChatBuilder<OpenAiCompatible> {
-    /// How to ask for JSON when a request carries a schema.
-    pub fn structured_output(mut self, mode: StructuredOutput) -> Self {
-        self.options.structured_output = mode;
-        self
-    }
-
     /// Sends the token limit as `max_completion_tokens` instead of `max_tokens`
     /// (OpenAI's reasoning models accept only the former; many other servers only the
     /// latter).
@@ -228,6 +227,7 @@ impl sealed::Build for OpenAiCompatible {
     fn build(
         http: HttpSettings,
         model: Option<String>,
+        structured: Structured,
         options: OpenAiOptions,
     ) -> Result<Self, BuildError> {
         if let Some(provider) = options.key_required_by
@@ -238,10 +238,15 @@ impl sealed::Build for OpenAiCompatible {
         let model = model
             .filter(|m| !m.trim().is_empty())
             .ok_or(BuildError::MissingModel)?;
+        let mut http = http;
+        http.not_found = Some(NotFoundHelp {
+            models_path: "/models",
+            url_hint: "`https://api.openai.com/v1`, or a local server's `http://localhost:8000/v1` (the part before `/chat/completions`)",
+        });
         Ok(OpenAiCompatible {
             http: http.build(Auth::Bearer)?,
             model,
-            structured_output: options.structured_output,
+            structured_output: structured.state(options.provider),
             max_completion_tokens: options.max_completion_tokens,
         })
     }
@@ -251,11 +256,13 @@ impl sealed::Build for OpenAiCompatible {
 impl ChatModel for OpenAiCompatible {
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
         let model = request.model.as_deref().unwrap_or(&self.model);
-        let body = self.body(&request, model);
-        let (text, hint) = self
-            .http
-            .post_json_hinted("/chat/completions", &body, model)
-            .await?;
+        let url = self.http.url(CHAT_PATH);
+        let has_schema = request.response_schema.is_some();
+        let (text, hint) = send_with_fallback(&self.structured_output, has_schema, &url, |mode| {
+            let body = self.body(&request, model, mode);
+            async move { self.http.post_json_hinted(CHAT_PATH, &body, model).await }
+        })
+        .await?;
         let completion: Completion = self.http.parse_json(&text, "a chat completion")?;
         let mut response = self.response(completion, model, &text)?;
         response.rate_limit = hint;
@@ -267,7 +274,7 @@ impl ChatModel for OpenAiCompatible {
     }
 
     async fn probe(&self) -> Result<(), ProviderError> {
-        match self.http.get("/models", &self.model).await {
+        match self.http.get("/models", &self.model, false).await {
             Ok(_) => Ok(()),
             // Some compatible servers and gateways have no model list; a one-token
             // completion still checks the endpoint, the key and the model.
@@ -282,13 +289,8 @@ impl ChatModel for OpenAiCompatible {
     }
 }
 
-/// The text appended to the system prompt when the server cannot enforce a schema.
-fn schema_instruction(schema: &JsonSchema) -> String {
-    format!(
-        "Reply with a single JSON object and nothing else. It must match this JSON Schema:\n{}",
-        schema.schema
-    )
-}
+/// Where chat requests go, after the base URL.
+const CHAT_PATH: &str = "/chat/completions";
 
 fn put_schema_in_system_prompt(messages: &mut Vec<WireMessage<'_>>, schema: &JsonSchema) {
     let instruction = schema_instruction(schema);
@@ -398,10 +400,17 @@ impl<'a> From<&'a ToolSpec> for WireTool<'a> {
 
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+// The variants are named after the wire's `type` values.
+#[allow(clippy::enum_variant_names)]
 enum ResponseFormat<'a> {
     /// Core's `JsonSchema` serialises as OpenAI's `{name, schema, strict}`.
     JsonSchema {
         json_schema: &'a JsonSchema,
+    },
+    /// llama-cpp-python's JSON mode with a schema it turns into a grammar.
+    #[serde(rename = "json_object")]
+    JsonObjectSchema {
+        schema: &'a Value,
     },
     JsonObject,
 }

@@ -96,6 +96,35 @@ impl Provider {
         }
     }
 
+    /// The environment variable the provider's own SDK reads a base URL from
+    /// (`OPENAI_BASE_URL`, `ANTHROPIC_BASE_URL`, `GOOGLE_GEMINI_BASE_URL`); none for
+    /// the providers whose SDKs have none.
+    pub fn base_url_env(self) -> Option<&'static str> {
+        match self {
+            Provider::Openai => Some("OPENAI_BASE_URL"),
+            Provider::Anthropic => Some("ANTHROPIC_BASE_URL"),
+            Provider::Gemini => Some("GOOGLE_GEMINI_BASE_URL"),
+            _ => None,
+        }
+    }
+
+    /// The base URL [`base_url_env`](Self::base_url_env) names, read through `env`
+    /// (so callers decide where variables come from); `None` when it is unset or
+    /// blank.
+    ///
+    /// ```
+    /// use afterimage_providers::Provider;
+    ///
+    /// let env = |name: &str| (name == "ANTHROPIC_BASE_URL").then(|| "http://gw:4000".to_owned());
+    /// assert_eq!(Provider::Anthropic.base_url_from_env(env).as_deref(), Some("http://gw:4000"));
+    /// assert_eq!(Provider::Local.base_url_from_env(env), None);
+    /// ```
+    pub fn base_url_from_env(self, env: impl Fn(&str) -> Option<String>) -> Option<String> {
+        let value = env(self.base_url_env()?)?;
+        let value = value.trim();
+        (!value.is_empty()).then(|| value.to_owned())
+    }
+
     /// A sensible model for the provider (the Python tool sends a Gemini model name to
     /// every provider).
     pub fn default_model(self) -> &'static str {

@@ -5,14 +5,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use afterimage_core::{ApiKey, ChatModel, Embedder, ParkedRequests};
+use afterimage_core::{
+    ApiKey, ChatModel, ChatRequest, ChatResponse, Embedder, ParkedRequests, ProviderError,
+};
+use async_trait::async_trait;
 
 use crate::builder::{ChatBuilder, ChatClient};
 use crate::http::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, error_chain};
 use crate::{
-    Anthropic, BuildError, GEMINI_EMBEDDING_BATCH, Gemini, GeminiEmbedder, KeyPool, KeyStats,
-    OPENAI_EMBEDDING_BATCH, OpenAiCompatible, OpenAiEmbedder, Provider, Retry, RetryEmbedder,
-    RetryPolicy, Throttle, ThrottleConfig, ThrottleStats,
+    Anthropic, BuildError, DEFAULT_MAX_RESPONSE_BYTES, GEMINI_EMBEDDING_BATCH, Gemini,
+    GeminiEmbedder, KeyPool, KeyStats, OPENAI_EMBEDDING_BATCH, OpenAiCompatible, OpenAiEmbedder,
+    Provider, Retry, RetryEmbedder, RetryPolicy, StructuredOutput, StructuredOutputState, Throttle,
+    ThrottleConfig, ThrottleStats,
 };
 
 /// One key's client, as a [`KeyPool`] takes it.
@@ -59,6 +63,18 @@ pub struct Endpoint {
     /// Each key's own rate limits (with several keys; applied when it sets a request
     /// or token limit).
     pub per_key: ThrottleConfig,
+    /// How JSON output is asked for (default [`StructuredOutput::Auto`]).
+    pub structured_output: StructuredOutput,
+    /// With `Auto`, the mode to start from instead of the provider's best (the one
+    /// an earlier session of a resumed run settled on).
+    pub structured_output_start: Option<StructuredOutput>,
+    /// The largest response body read (default [`DEFAULT_MAX_RESPONSE_BYTES`]).
+    pub max_response_bytes: usize,
+    /// The token limit of requests that set none, and the cap of those asking for
+    /// more.
+    pub max_tokens: Option<u32>,
+    /// The temperature of requests that set none.
+    pub temperature: Option<f32>,
 }
 
 impl Endpoint {
@@ -75,6 +91,11 @@ impl Endpoint {
             max_retries: RetryPolicy::default().max_retries,
             pacing: ThrottleConfig::default(),
             per_key: ThrottleConfig::default(),
+            structured_output: StructuredOutput::Auto,
+            structured_output_start: None,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_tokens: None,
+            temperature: None,
         }
     }
 
@@ -127,6 +148,35 @@ impl Endpoint {
         self
     }
 
+    /// How JSON output is asked for.
+    #[must_use]
+    pub fn structured_output(mut self, mode: StructuredOutput) -> Self {
+        self.structured_output = mode;
+        self
+    }
+
+    /// The largest response body read.
+    #[must_use]
+    pub fn max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes;
+        self
+    }
+
+    /// The token limit of requests that set none (and the cap of those asking for
+    /// more).
+    #[must_use]
+    pub fn max_tokens(mut self, max_tokens: u32) -> Self {
+        self.max_tokens = Some(max_tokens);
+        self
+    }
+
+    /// The temperature of requests that set none.
+    #[must_use]
+    pub fn temperature(mut self, temperature: f32) -> Self {
+        self.temperature = Some(temperature);
+        self
+    }
+
     /// An HTTP client for this endpoint's timeouts, keeping as many idle connections
     /// per host as `max_concurrency` (at least 16) so bursts do not reopen them. Share
     /// it between stacks through [`SharedParts`].
@@ -153,16 +203,31 @@ impl Endpoint {
             Some(client) => client.clone(),
             None => self.http_client(0)?,
         };
+        let mut structured = StructuredOutputState::new(self.provider, self.structured_output);
+        if let Some(start) = self.structured_output_start {
+            structured = structured.starting_at(start);
+        }
+        let parts = Parts {
+            client: &client,
+            structured: &structured,
+        };
         let (base, key_pool) = match self.api_keys.as_slice() {
-            [] => (self.client(None, &client)?, None),
-            [key] => (self.client(Some(key), &client)?, None),
+            [] => (self.client(None, &parts)?, None),
+            [key] => (self.client(Some(key), &parts)?, None),
             keys => {
-                let pool = Arc::new(KeyPool::new(self.per_key_clients(keys, &client)?));
+                let pool = Arc::new(KeyPool::new(self.per_key_clients(keys, &parts)?));
                 (Arc::clone(&pool) as Arc<dyn ChatModel>, Some(pool))
             }
         };
         let throttle = Arc::new(Throttle::new(base, self.pacing));
         let mut model: Arc<dyn ChatModel> = Arc::clone(&throttle) as Arc<dyn ChatModel>;
+        if self.max_tokens.is_some() || self.temperature.is_some() {
+            model = Arc::new(Defaults {
+                inner: model,
+                max_tokens: self.max_tokens,
+                temperature: self.temperature,
+            });
+        }
         if self.max_retries > 0 {
             let policy = RetryPolicy {
                 max_retries: self.max_retries,
@@ -175,6 +240,7 @@ impl Endpoint {
             key_pool,
             throttle,
             parked: shared.parked.clone(),
+            structured,
         })
     }
 
@@ -182,13 +248,13 @@ impl Endpoint {
     fn per_key_clients(
         &self,
         keys: &[ApiKey],
-        client: &reqwest::Client,
+        parts: &Parts<'_>,
     ) -> Result<Vec<KeyedClient>, BuildError> {
         let limited =
             self.per_key.requests_per_minute.is_some() || self.per_key.tokens_per_minute.is_some();
         keys.iter()
             .map(|key| {
-                let mut one = self.client(Some(key), client)?;
+                let mut one = self.client(Some(key), parts)?;
                 if limited {
                     one = Arc::new(Throttle::new(one, self.per_key));
                 }
@@ -201,15 +267,15 @@ impl Endpoint {
     fn client(
         &self,
         key: Option<&ApiKey>,
-        client: &reqwest::Client,
+        parts: &Parts<'_>,
     ) -> Result<Arc<dyn ChatModel>, BuildError> {
         match self.provider {
-            Provider::Gemini => self.connect(Gemini::builder(), key, client),
-            Provider::Anthropic => self.connect(Anthropic::builder(), key, client),
-            Provider::Openai => self.connect(OpenAiCompatible::openai(), key, client),
-            Provider::Deepseek => self.connect(OpenAiCompatible::deepseek(), key, client),
-            Provider::Openrouter => self.connect(OpenAiCompatible::openrouter(), key, client),
-            Provider::Local => self.connect(OpenAiCompatible::local(), key, client),
+            Provider::Gemini => self.connect(Gemini::builder(), key, parts),
+            Provider::Anthropic => self.connect(Anthropic::builder(), key, parts),
+            Provider::Openai => self.connect(OpenAiCompatible::openai(), key, parts),
+            Provider::Deepseek => self.connect(OpenAiCompatible::deepseek(), key, parts),
+            Provider::Openrouter => self.connect(OpenAiCompatible::openrouter(), key, parts),
+            Provider::Local => self.connect(OpenAiCompatible::local(), key, parts),
         }
     }
 
@@ -218,12 +284,14 @@ impl Endpoint {
         &self,
         builder: ChatBuilder<C>,
         key: Option<&ApiKey>,
-        client: &reqwest::Client,
+        parts: &Parts<'_>,
     ) -> Result<Arc<dyn ChatModel>, BuildError> {
         let mut builder = builder
             .model(&self.model)
             .timeout(self.timeout)
-            .client(client.clone());
+            .client(parts.client.clone())
+            .max_response_bytes(self.max_response_bytes)
+            .structured_output_state(parts.structured.clone());
         if let Some(url) = &self.base_url {
             builder = builder.base_url(url);
         }
@@ -231,6 +299,40 @@ impl Endpoint {
             builder = builder.api_key(key.clone());
         }
         Ok(Arc::new(builder.build()?))
+    }
+}
+
+/// What every client of one endpoint shares.
+struct Parts<'a> {
+    client: &'a reqwest::Client,
+    structured: &'a StructuredOutputState,
+}
+
+/// An endpoint's generation defaults, applied to requests that do not set their own.
+#[derive(Debug)]
+struct Defaults {
+    inner: Arc<dyn ChatModel>,
+    max_tokens: Option<u32>,
+    temperature: Option<f32>,
+}
+
+#[async_trait]
+impl ChatModel for Defaults {
+    async fn chat(&self, mut request: ChatRequest) -> Result<ChatResponse, ProviderError> {
+        request.max_tokens = match (request.max_tokens, self.max_tokens) {
+            (Some(asked), Some(cap)) => Some(asked.min(cap)),
+            (asked, cap) => asked.or(cap),
+        };
+        request.temperature = request.temperature.or(self.temperature);
+        self.inner.chat(request).await
+    }
+
+    fn model_id(&self) -> &str {
+        self.inner.model_id()
+    }
+
+    async fn probe(&self) -> Result<(), ProviderError> {
+        self.inner.probe().await
     }
 }
 
@@ -264,6 +366,7 @@ pub struct ModelStack {
     key_pool: Option<Arc<KeyPool>>,
     throttle: Arc<Throttle>,
     parked: ParkedRequests,
+    structured: StructuredOutputState,
 }
 
 impl std::fmt::Debug for ModelStack {
@@ -311,6 +414,12 @@ impl ModelStack {
     pub fn throttle_stats(&self) -> ThrottleStats {
         self.throttle.stats()
     }
+
+    /// The endpoint's structured output mode: the one in use now, and the steps down
+    /// that led to it (shared by every client of the endpoint).
+    pub fn structured_output(&self) -> &StructuredOutputState {
+        &self.structured
+    }
 }
 
 /// An embedding model endpoint (OpenAI-compatible `/embeddings` or Gemini
@@ -338,6 +447,8 @@ pub struct EmbeddingEndpoint {
     pub batch_size: Option<usize>,
     /// Retries of a request that failed in a way that may pass (default 5).
     pub max_retries: u32,
+    /// The largest response body read (default [`DEFAULT_MAX_RESPONSE_BYTES`]).
+    pub max_response_bytes: usize,
 }
 
 impl EmbeddingEndpoint {
@@ -350,6 +461,7 @@ impl EmbeddingEndpoint {
             api_key: None,
             batch_size: None,
             max_retries: RetryPolicy::default().max_retries,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 
@@ -415,7 +527,8 @@ impl EmbeddingEndpoint {
     }
 
     fn gemini(&self, shared: &SharedParts) -> Arc<dyn Embedder> {
-        let mut embedder = GeminiEmbedder::new(self.key(), self.model.clone());
+        let mut embedder = GeminiEmbedder::new(self.key(), self.model.clone())
+            .max_response_bytes(self.max_response_bytes);
         if let Some(client) = &shared.client {
             embedder = embedder.client(client.clone());
         }
@@ -433,7 +546,9 @@ impl EmbeddingEndpoint {
             .base_url
             .clone()
             .unwrap_or_else(|| self.provider.default_base_url().to_owned());
-        let mut embedder = OpenAiEmbedder::new(self.key(), self.model.clone()).base_url(url);
+        let mut embedder = OpenAiEmbedder::new(self.key(), self.model.clone())
+            .base_url(url)
+            .max_response_bytes(self.max_response_bytes);
         if let Some(client) = &shared.client {
             embedder = embedder.client(client.clone());
         }

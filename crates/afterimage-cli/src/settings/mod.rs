@@ -20,7 +20,7 @@ pub use self::{
     after_run::{AfterRun, AutoExport},
     documents::DocumentsSpec,
     error::SettingsError,
-    model::Endpoint,
+    model::{Endpoint, EndpointOptions},
     sampling::RoleSampling,
 };
 pub(crate) use self::{
@@ -90,6 +90,11 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// Token prices, when given.
     pub price: Option<afterimage_engine::Price>,
+    /// JSON output, body limit and generation defaults of the main endpoint.
+    pub endpoint_options: EndpointOptions,
+    /// With `structured_output: auto`, the mode to start from (the one a resumed
+    /// run's earlier session settled on).
+    pub structured_output_start: Option<afterimage_providers::StructuredOutput>,
     /// The assistant's system prompt.
     pub respondent_prompt: String,
     /// A fixed simulated-user prompt.
@@ -190,6 +195,7 @@ impl Settings {
         let chat = strategies::Chat {
             provider: model.provider,
             base_url: model.base_url.as_deref(),
+            max_response_bytes: model.options.max_response_bytes,
             env: &env,
             keys,
         };
@@ -249,10 +255,18 @@ impl Sections {
             per_key: model.per_key,
             connect_timeout: model.connect_timeout,
             price: model.price,
+            endpoint_options: model.options,
+            structured_output_start: None,
             respondent_prompt: prompts.respondent,
             correspondent_prompt: prompts.correspondent,
-            respondent_sampling: prompts.respondent_sampling,
-            correspondent_sampling: prompts.correspondent_sampling,
+            // `model.temperature` is the dialog roles' default too: the engine sets
+            // its own temperature on their requests, so the endpoint's would never apply.
+            respondent_sampling: prompts
+                .respondent_sampling
+                .or_temperature(model.options.temperature),
+            correspondent_sampling: prompts
+                .correspondent_sampling
+                .or_temperature(model.options.temperature),
             judge_sampling: judge.sampling,
             documents: context.documents,
             min_length: context.min_length,

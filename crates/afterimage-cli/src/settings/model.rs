@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use afterimage_core::ApiKey;
-use afterimage_providers::ThrottleConfig;
+use afterimage_providers::{DEFAULT_MAX_RESPONSE_BYTES, StructuredOutput, ThrottleConfig};
 
 use super::{KeyPolicy, Overrides, SettingsError};
 use crate::config::ModelSection;
@@ -29,6 +29,32 @@ pub struct Endpoint {
     pub pacing: ThrottleConfig,
     /// Each key's own rate limits (with several keys).
     pub per_key: ThrottleConfig,
+    /// JSON output, body limit and generation defaults.
+    pub options: EndpointOptions,
+}
+
+/// What a `model` section sets for every request of its endpoint.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EndpointOptions {
+    /// How JSON output is asked for.
+    pub structured_output: StructuredOutput,
+    /// The largest response body read.
+    pub max_response_bytes: usize,
+    /// The token limit of requests that set none (and the cap of those asking more).
+    pub max_tokens: Option<u32>,
+    /// The temperature of requests that set none.
+    pub temperature: Option<f32>,
+}
+
+impl Default for EndpointOptions {
+    fn default() -> Self {
+        EndpointOptions {
+            structured_output: StructuredOutput::Auto,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_tokens: None,
+            temperature: None,
+        }
+    }
 }
 
 /// The embedding model's endpoint.
@@ -44,6 +70,8 @@ pub struct EmbeddingEndpoint {
     pub api_key: Option<ApiKey>,
     /// Texts per request.
     pub batch_size: Option<usize>,
+    /// The largest response body read (the model section's).
+    pub max_response_bytes: usize,
 }
 
 /// The main model, resolved (its fields go to [`Settings`](super::Settings) as they are).
@@ -59,6 +87,7 @@ pub(super) struct MainModel {
     pub(super) per_key: ThrottleConfig,
     pub(super) connect_timeout: Duration,
     pub(super) price: Option<afterimage_engine::Price>,
+    pub(super) options: EndpointOptions,
 }
 
 /// `model:` with the command line's `--provider`, `--model` and `--base-url`;
@@ -76,8 +105,13 @@ pub(super) fn resolve(
         .clone()
         .or(section.model_name.clone())
         .unwrap_or_else(|| provider.default_model().to_owned());
-    let base_url = overrides.base_url.clone().or(section.base_url.clone());
+    let base_url = overrides
+        .base_url
+        .clone()
+        .or(section.base_url.clone())
+        .or_else(|| provider.base_url_from_env(env));
     let (key_env, api_keys) = resolve_keys(section, provider, env, keys, "model")?;
+    let options = options(section, "model")?;
     Ok(MainModel {
         provider,
         model_name,
@@ -90,6 +124,43 @@ pub(super) fn resolve(
         per_key: per_key(section, max_concurrency),
         connect_timeout: Duration::from_secs(section.connect_timeout_secs.unwrap_or(10)),
         price: section.price,
+        options,
+    })
+}
+
+/// A model section's JSON output mode, body limit and generation defaults, checked;
+/// `name` is the section's key path.
+pub(super) fn options(
+    section: &ModelSection,
+    name: &str,
+) -> Result<EndpointOptions, SettingsError> {
+    if section.max_response_bytes == Some(0) {
+        return Err(SettingsError::new(
+            format!("{name}.max_response_bytes"),
+            "is 0: allow at least one byte (the default is 16777216, 16 MiB)",
+        ));
+    }
+    if section.max_tokens == Some(0) {
+        return Err(SettingsError::new(
+            format!("{name}.max_tokens"),
+            "is 0: allow at least one token, or leave it out for the server's default",
+        ));
+    }
+    if let Some(t) = section.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(SettingsError::new(
+            format!("{name}.temperature"),
+            format!("is {t}: it must lie between 0 and 2"),
+        ));
+    }
+    Ok(EndpointOptions {
+        structured_output: section.structured_output.unwrap_or_default(),
+        max_response_bytes: section
+            .max_response_bytes
+            .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
+        max_tokens: section.max_tokens,
+        temperature: section.temperature,
     })
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::model::{pacing, per_key, resolve_keys};
+use super::model::{options, pacing, per_key, resolve_keys};
 use super::sampling::{self, RoleSampling};
 use super::{Endpoint, KeyPolicy, SettingsError};
 use crate::config::QualitySection;
@@ -41,12 +41,16 @@ pub(super) fn resolve(
                     .model_name
                     .clone()
                     .unwrap_or_else(|| provider.default_model().to_owned()),
-                base_url: evaluator.base_url.clone(),
+                base_url: evaluator
+                    .base_url
+                    .clone()
+                    .or_else(|| provider.base_url_from_env(env)),
                 api_keys,
                 max_retries: evaluator.max_retries.unwrap_or(5),
                 pacing: pacing(evaluator, max_concurrency),
                 per_key: per_key(evaluator, max_concurrency),
                 timeout: Duration::from_secs(evaluator.timeout_secs.unwrap_or(120)),
+                options: options(evaluator, "quality.evaluator")?,
             })
         }
     };

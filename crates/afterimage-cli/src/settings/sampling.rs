@@ -12,6 +12,16 @@ pub struct RoleSampling {
     pub max_tokens: Option<u32>,
 }
 
+impl RoleSampling {
+    /// This role's settings, with `temperature` where the role sets none.
+    pub(super) fn or_temperature(self, temperature: Option<f32>) -> RoleSampling {
+        RoleSampling {
+            temperature: self.temperature.or(temperature),
+            ..self
+        }
+    }
+}
+
 /// Checks the keys `<section>.temperature` and `<section>.max_tokens`.
 pub(super) fn resolve(
     section: &str,

@@ -56,6 +56,8 @@ pub struct RetrievalSettings {
 pub(super) struct Chat<'a, E> {
     pub(super) provider: Provider,
     pub(super) base_url: Option<&'a str>,
+    /// The model section's body limit, which the embedder shares.
+    pub(super) max_response_bytes: usize,
     pub(super) env: &'a E,
     pub(super) keys: KeyPolicy,
 }
@@ -243,11 +245,15 @@ fn embedding<E: Fn(&str) -> Option<String>>(
     ))?;
     let api_key = embedding_key(e, provider, chat)?;
     // The chat endpoint serves embeddings too when the provider is the same.
-    let base_url = e.base_url.clone().or_else(|| {
-        (provider == chat.provider)
-            .then(|| chat.base_url.map(str::to_owned))
-            .flatten()
-    });
+    let base_url = e
+        .base_url
+        .clone()
+        .or_else(|| {
+            (provider == chat.provider)
+                .then(|| chat.base_url.map(str::to_owned))
+                .flatten()
+        })
+        .or_else(|| provider.base_url_from_env(chat.env));
     if e.batch_size == Some(0) {
         return Err(SettingsError::new(
             "retrieval.embedding.batch_size",
@@ -260,6 +266,7 @@ fn embedding<E: Fn(&str) -> Option<String>>(
         base_url,
         api_key,
         batch_size: e.batch_size,
+        max_response_bytes: chat.max_response_bytes,
     })
 }
 

@@ -291,3 +291,105 @@ fn each_role_has_its_sampling_keys_and_the_quality_policies_default_on() {
     let err = resolve("quality: {on_unjudged: ignore}\n", &key).unwrap_err();
     assert!(err.contains("ignore"), "{err}");
 }
+
+#[test]
+fn model_options_reach_the_main_and_the_judge_endpoints() {
+    let key = [("OPENAI_API_KEY", "k")];
+    let settings = resolve(
+        "model: {provider: openai, structured_output: json_object_schema, max_response_bytes: 1048576, max_tokens: 512, temperature: 0.4}\n\
+         respondent: {system_prompt: hi}\n\
+         quality: {evaluator: {provider: openai, structured_output: prompt}}\n",
+        &key,
+    )
+    .unwrap();
+    let options = settings.endpoint_options;
+    assert_eq!(
+        options.structured_output,
+        afterimage_providers::StructuredOutput::JsonObjectSchema
+    );
+    assert_eq!(options.max_response_bytes, 1_048_576);
+    assert_eq!(options.max_tokens, Some(512));
+    assert_eq!(options.temperature, Some(0.4));
+    let judge = settings.evaluator.unwrap().options;
+    assert_eq!(
+        judge.structured_output,
+        afterimage_providers::StructuredOutput::PromptOnly
+    );
+    assert_eq!(judge.max_response_bytes, 16 * 1024 * 1024);
+
+    let defaults = resolve(
+        "respondent: {system_prompt: hi}\n",
+        &[("GEMINI_API_KEY", "k")],
+    )
+    .unwrap();
+    assert_eq!(defaults.endpoint_options, EndpointOptions::default());
+}
+
+#[test]
+fn bad_model_options_name_their_key() {
+    let key = [("GEMINI_API_KEY", "k")];
+    for (model, at) in [
+        (
+            "{structured_output: json}",
+            "expected one of auto, json_schema",
+        ),
+        ("{max_response_bytes: 0}", "model.max_response_bytes"),
+        ("{max_tokens: 0}", "model.max_tokens"),
+        ("{temperature: 3.5}", "model.temperature"),
+    ] {
+        let err = resolve(
+            &format!("model: {model}\nrespondent: {{system_prompt: hi}}\n"),
+            &key,
+        )
+        .unwrap_err();
+        assert!(err.contains(at), "{model}: {err}");
+    }
+}
+
+#[test]
+fn sdk_base_url_variables_fill_in_a_missing_base_url() {
+    let env = [
+        ("ANTHROPIC_API_KEY", "k"),
+        ("ANTHROPIC_BASE_URL", "http://gw:4000"),
+        ("OPENAI_BASE_URL", "http://o:1/v1"),
+    ];
+    let from_env = resolve(
+        "model: {provider: anthropic}\nrespondent: {system_prompt: hi}\n",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(from_env.base_url.as_deref(), Some("http://gw:4000"));
+    let configured = resolve(
+        "model: {provider: anthropic, base_url: 'http://mine'}\nrespondent: {system_prompt: hi}\n",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(configured.base_url.as_deref(), Some("http://mine"));
+    // Another provider's variable is not read.
+    let gemini = resolve(
+        "model: {provider: gemini}\nrespondent: {system_prompt: hi}\n",
+        &[("GEMINI_API_KEY", "k"), ("ANTHROPIC_BASE_URL", "http://gw")],
+    )
+    .unwrap();
+    assert_eq!(gemini.base_url, None);
+}
+
+#[test]
+fn model_temperature_is_the_dialog_roles_default() {
+    let key = [("GEMINI_API_KEY", "k")];
+    let settings = resolve(
+        "model: {temperature: 0.3}\nrespondent: {system_prompt: hi, temperature: 1.1}\n",
+        &key,
+    )
+    .unwrap();
+    assert_eq!(
+        settings.respondent_sampling.temperature,
+        Some(1.1),
+        "its own wins"
+    );
+    assert_eq!(settings.correspondent_sampling.temperature, Some(0.3));
+    assert_eq!(
+        settings.judge_sampling.temperature, None,
+        "the judge keeps its own"
+    );
+}

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use afterimage_mock::{MockConfig, MockServer};
 
 mod backends;
+mod base_urls;
 mod quality;
 mod resume;
 
@@ -75,6 +76,9 @@ impl Cli {
             "DEEPSEEK_API_KEY",
             "OPENROUTER_API_KEY",
             "ANTHROPIC_API_KEY",
+            "OPENAI_BASE_URL",
+            "ANTHROPIC_BASE_URL",
+            "GOOGLE_GEMINI_BASE_URL",
             "RUST_LOG",
         ] {
             command.env_remove(var);

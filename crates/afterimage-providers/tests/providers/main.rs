@@ -9,6 +9,7 @@ mod common;
 mod embeddings;
 mod gemini;
 mod openai;
+mod real_servers;
 mod resilience;
 mod shared;
 mod stack;
