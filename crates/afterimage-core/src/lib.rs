@@ -5,7 +5,7 @@
 //! - the model seam: [`ChatModel`] (one async method), [`ChatRequest`],
 //!   [`ChatResponse`], [`ProviderError`], and [`Embedder`];
 //! - the data: [`Message`], [`Role`], [`ToolSpec`], [`Document`], [`Persona`],
-//!   [`Usage`] and [`Spent`] (requests with their tokens), the stored
+//!   [`Usage`] and [`Spent`] (requests with their tokens), the [`Price`] of tokens, the stored
 //!   [`ConversationRow`] and the [`RunRecord`] that makes a run resumable;
 //! - the strategy traits: [`InstructionGenerator`], [`RespondentPromptModifier`],
 //!   [`StoppingCriterion`], [`Storage`], [`Evaluator`], [`DocumentSource`],
@@ -53,6 +53,7 @@ pub use crate::{
     json::{parse_lenient, snippet},
     message::{FunctionCall, Message, Role, ToolCall, ToolSpec},
     parked::{Parked, ParkedRequests},
+    price::Price,
     row::{
         AttemptInfo, ConversationRow, CriterionScore, Evaluation, GenerationInfo, Grade,
         RowMetadata,
@@ -74,6 +75,7 @@ mod error;
 mod json;
 mod message;
 mod parked;
+mod price;
 mod row;
 mod run;
 mod secret;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+pub use afterimage_core::Price;
 use afterimage_core::{ParkedRequests, RunProgress, StoppingCriterion};
 
 /// A function told about progress after every finished dialog (for progress bars).
@@ -102,25 +103,6 @@ impl StopHandle {
     /// Whether [`stop`](Self::stop) was called.
     pub fn is_stopped(&self) -> bool {
         self.0.load(Ordering::SeqCst)
-    }
-}
-
-/// What a model's tokens cost, in your currency per million tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Price {
-    /// Per million prompt tokens.
-    pub input_per_million: f64,
-    /// Per million completion tokens.
-    pub output_per_million: f64,
-}
-
-impl Price {
-    /// The cost of `usage`.
-    pub fn cost(&self, usage: afterimage_core::Usage) -> f64 {
-        (usage.input_tokens as f64 * self.input_per_million
-            + usage.output_tokens as f64 * self.output_per_million)
-            / 1e6
     }
 }
 

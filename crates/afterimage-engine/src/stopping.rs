@@ -402,10 +402,7 @@ mod tests {
         // estimated at 2 x $0.002 = $0.004 a dialog.
         let budget = CostBudget {
             max_cost: 0.04,
-            price: Price {
-                input_per_million: 1.0,
-                output_per_million: 1.0,
-            },
+            price: Price::new(1.0, 1.0),
         };
         let mut p = progress(10, 0, 10_000);
         p.in_flight = 3;
