@@ -19,6 +19,9 @@
 //!   [`ModeChange`]s that led to its mode.
 //! - [`Provider`]: the catalogue (names, default URLs, key variables, models,
 //!   concurrency).
+//! - [`PriceTable`]: the built-in token prices of the common OpenAI, Anthropic,
+//!   Gemini and DeepSeek models (`prices.json`, dated, each price with its source),
+//!   looked up by provider and model name or dated snapshot.
 //! - [`Endpoint`]: the production stack in one call, a [`ModelStack`]: a client per
 //!   key (a [`KeyPool`] with several), a [`Throttle`], [`Retry`] on top; stacks built
 //!   with the same [`SharedParts`] share an HTTP client and a parked-request gauge.
@@ -96,6 +99,7 @@ pub use crate::{
         DEEPSEEK_BASE_URL, LOCAL_BASE_URL, OPENAI_BASE_URL, OPENROUTER_BASE_URL, OpenAiCompatible,
         OpenAiCompatibleBuilder,
     },
+    prices::{PriceEntry, PriceTable, PriceTableError},
     provider::{Provider, UnknownProvider},
     retry::{Retry, RetryEmbedder, RetryPolicy},
     stack::{EmbeddingEndpoint, Endpoint, ModelStack, SharedParts},
@@ -111,6 +115,7 @@ mod gemini;
 mod http;
 mod keypool;
 mod openai;
+mod prices;
 mod provider;
 mod retry;
 mod stack;
