@@ -18,7 +18,9 @@ use crate::args::{GenerateArgs, StatsArgs, ValidateArgs};
 use crate::build;
 use crate::config;
 use crate::output::{Progress, print_report, print_stats};
-use crate::settings::{DocumentsSpec, KeyPolicy, Overrides, RetrievalSettings, Settings};
+use crate::settings::{
+    DocumentsSpec, KeyPolicy, ModelPrice, Overrides, RetrievalSettings, Settings, table_source,
+};
 
 /// Runs `generate`.
 pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
@@ -44,7 +46,9 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
     if let Some(max_cost) = args.max_cost {
         let Some(price) = settings.price else {
             return Err(Failure::Usage(anyhow!(
-                "--max-cost needs token prices: add model.price: {{input_per_million: ..., output_per_million: ...}} to the config"
+                "--max-cost needs token prices: {} is not in the {}; add model.price: {{input_per_million: ..., output_per_million: ...}} to the config",
+                settings.model_name,
+                table_source()
             )));
         };
         options = options.stopping_criterion(Arc::new(CostBudget { max_cost, price }));
@@ -163,6 +167,7 @@ pub(crate) async fn validate(args: ValidateArgs) -> Result<(), Failure> {
         println!("warn  {warning}");
     }
     let key = check_api_key(&settings);
+    show_prices(&settings);
     let documents = check_documents(&settings).await;
     show_personas_and_tools(&settings);
     let output = check_output_line(&settings).await;
@@ -186,6 +191,34 @@ fn check_api_key(settings: &Settings) -> bool {
         _ => println!("ok    no API key needed"),
     }
     true
+}
+
+/// Which price applies to each model the run calls, and the models whose cost stays
+/// unknown (a warning, not a failure: only `--max-cost` needs a price).
+fn show_prices(settings: &Settings) {
+    for (model, price) in settings.prices.priced() {
+        println!("ok    price of {model}: {} ({})", describe_price(price), price.source);
+    }
+    for model in settings.prices.unknown() {
+        println!(
+            "warn  cost unknown for {model}: it is not in the {}; add model.price (quality.evaluator.price for the judge's endpoint)",
+            table_source()
+        );
+    }
+}
+
+/// A price as a line: each rate per million tokens.
+fn describe_price(price: &ModelPrice) -> String {
+    let p = price.price;
+    let mut rates = vec![format!("input {}", p.input_per_million)];
+    if let Some(rate) = p.cached_input_per_million {
+        rates.push(format!("cached input {rate}"));
+    }
+    if let Some(rate) = p.cache_write_per_million {
+        rates.push(format!("cache writes {rate}"));
+    }
+    rates.push(format!("output {}", p.output_per_million));
+    format!("{} per million tokens", rates.join(", "))
 }
 
 /// The documents line (and the retrieval line when they load); whether they loaded.

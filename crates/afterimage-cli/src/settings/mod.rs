@@ -26,6 +26,7 @@ pub use self::{
 pub(crate) use self::{
     generation::criteria,
     model::EmbeddingEndpoint,
+    prices::{ModelPrice, Prices, table_source},
     strategies::{PersonaSettings, RetrievalSettings, ToolSettings},
 };
 
@@ -35,6 +36,7 @@ mod error;
 mod generation;
 mod model;
 mod output;
+mod prices;
 mod prompts;
 mod quality;
 mod sampling;
@@ -88,8 +90,14 @@ pub struct Settings {
     pub per_key: ThrottleConfig,
     /// How long to wait for a connection.
     pub connect_timeout: Duration,
-    /// Token prices, when given.
+    /// The main model's token prices: `model.price`, else the built-in table's.
     pub price: Option<afterimage_engine::Price>,
+    /// Where [`price`](Self::price) comes from: `model.price` or `built-in table of
+    /// YYYY-MM-DD`.
+    pub price_source: Option<String>,
+    /// The price of every model the run calls (respondent, correspondent, judge), by
+    /// model name, and the models without one.
+    pub prices: Prices,
     /// JSON output, body limit and generation defaults of the main endpoint.
     pub endpoint_options: EndpointOptions,
     /// With `structured_output: auto`, the mode to start from (the one a resumed
@@ -191,6 +199,12 @@ impl Settings {
         let output = output::resolve(&raw.output, overrides)?;
         let run = generation::resolve(&raw.generation, overrides, max_concurrency, has_documents)?;
         let judge = quality::resolve(&raw.quality, &env, keys, max_concurrency)?;
+        let prices = prices::resolve(
+            &model,
+            prompts.correspondent_model_name.as_deref(),
+            judge.endpoint.as_ref(),
+            &raw.quality,
+        )?;
         let after_run = after_run::after_run(&raw, &output)?;
         let chat = strategies::Chat {
             provider: model.provider,
@@ -211,6 +225,7 @@ impl Settings {
             max_concurrency,
             output,
             judge,
+            prices,
             after_run,
         };
         Ok(sections.into_settings(raw.quality, warnings))
@@ -228,6 +243,7 @@ struct Sections {
     max_concurrency: usize,
     output: StorageSpec,
     judge: quality::Judge,
+    prices: Prices,
     after_run: AfterRun,
 }
 
@@ -240,8 +256,10 @@ impl Sections {
             run,
             judge,
             strategies,
+            prices,
             ..
         } = self;
+        let main = prices.entry(&model.model_name).cloned();
         Settings {
             provider: model.provider,
             model_name: model.model_name,
@@ -254,7 +272,9 @@ impl Sections {
             pacing: model.pacing,
             per_key: model.per_key,
             connect_timeout: model.connect_timeout,
-            price: model.price,
+            price: main.as_ref().map(|m| m.price),
+            price_source: main.map(|m| m.source),
+            prices,
             endpoint_options: model.options,
             structured_output_start: None,
             respondent_prompt: prompts.respondent,
