@@ -393,3 +393,70 @@ fn model_temperature_is_the_dialog_roles_default() {
         "the judge keeps its own"
     );
 }
+
+#[test]
+fn the_main_model_is_priced_from_the_table_unless_model_price_says_otherwise() {
+    let key = [("GEMINI_API_KEY", "k")];
+    let table = resolve("respondent: {system_prompt: hi}\n", &key).unwrap();
+    let listed = afterimage_providers::PriceTable::builtin()
+        .lookup(Provider::Gemini, "gemini-2.0-flash")
+        .unwrap();
+    assert_eq!(table.price, Some(listed));
+    assert_eq!(table.price_source, Some(table_source()));
+    assert!(table.price_source.unwrap().starts_with("built-in table of 20"));
+
+    let own = resolve(
+        "model: {price: {input_per_million: 1, output_per_million: 4, cached_input_per_million: 0.5, cache_write_per_million: 2}}\nrespondent: {system_prompt: hi}\n",
+        &key,
+    )
+    .unwrap();
+    let expected = afterimage_engine::Price::new(1.0, 4.0)
+        .cached_input(0.5)
+        .cache_writes(2.0);
+    assert_eq!(own.price, Some(expected));
+    assert_eq!(own.price_source.as_deref(), Some("model.price"));
+    assert_eq!(own.prices.get("gemini-2.0-flash"), Some(expected));
+}
+
+#[test]
+fn a_model_outside_the_table_has_no_price() {
+    let local = resolve(
+        "model: {provider: local, model_name: mock-model}\nrespondent: {system_prompt: hi}\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(local.price, None);
+    assert_eq!(local.price_source, None);
+    assert_eq!(local.prices.unknown().collect::<Vec<_>>(), ["mock-model"]);
+}
+
+#[test]
+fn a_negative_price_names_its_key() {
+    let err = resolve(
+        "model: {price: {input_per_million: 1, output_per_million: -4}}\nrespondent: {system_prompt: hi}\n",
+        &[("GEMINI_API_KEY", "k")],
+    )
+    .unwrap_err();
+    assert!(err.contains("model.price.output_per_million"), "{err}");
+}
+
+#[test]
+fn the_correspondent_and_judge_models_get_their_own_prices() {
+    let settings = resolve(
+        "model: {provider: openai, model_name: gpt-4o-mini}\n\
+         respondent: {system_prompt: hi}\n\
+         correspondent: {model_name: gpt-4.1-nano-2025-04-14}\n\
+         quality: {auto_improve: true, evaluator: {provider: anthropic, model_name: claude-haiku-4-5, price: {input_per_million: 2, output_per_million: 8}}}\n",
+        &[("OPENAI_API_KEY", "k"), ("ANTHROPIC_API_KEY", "k")],
+    )
+    .unwrap();
+    let table = afterimage_providers::PriceTable::builtin();
+    assert_eq!(
+        settings.prices.get("gpt-4.1-nano-2025-04-14"),
+        table.lookup(Provider::Openai, "gpt-4.1-nano")
+    );
+    let judge = settings.prices.entry("claude-haiku-4-5").unwrap();
+    assert_eq!(judge.price, afterimage_engine::Price::new(2.0, 8.0));
+    assert_eq!(judge.source, "quality.evaluator.price");
+    assert_eq!(settings.prices.unknown().count(), 0);
+}

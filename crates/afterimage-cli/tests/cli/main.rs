@@ -821,6 +821,46 @@ async fn max_cost_stops_the_run_under_its_budget() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_model_is_priced_from_the_built_in_table() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let listed = LOCAL.replace(
+        "  provider: local\n  model_name: mock-model\n",
+        "  provider: openai\n  model_name: gpt-4o-mini\n",
+    );
+    let (dir, path) = project(&listed);
+    let validate = Cli::new(&[
+        "validate",
+        "--config",
+        path.to_str().unwrap(),
+        "--base-url",
+        &server.openai_base_url(),
+    ])
+    .env("OPENAI_API_KEY", "k".into())
+    .run()
+    .await;
+    assert!(
+        validate.stdout.contains("ok    price of gpt-4o-mini: input 0.15")
+            && validate.stdout.contains("(built-in table of 20"),
+        "{}",
+        validate.stdout
+    );
+
+    // --max-cost needs no model.price for a listed model.
+    let out = dir.path().join("budget.jsonl");
+    let run = Cli::generate(&path, &server.openai_base_url(), &out)
+        .args(&["--num-dialogs", "400", "--max-cost", "0.002", "--json"])
+        .env("OPENAI_API_KEY", "k".into())
+        .run()
+        .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    let cost = report["cost"].as_f64().unwrap();
+    assert!(cost > 0.0 && cost <= 0.002, "cost {cost}");
+    let rows = report["rows_written"].as_u64().unwrap();
+    assert!(rows > 0 && rows < 400, "{rows}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_are_absorbed_by_retries_and_pacing_without_losing_dialogs() {
     let server = MockServer::start(
         MockConfig::default()
