@@ -197,7 +197,11 @@ fn check_api_key(settings: &Settings) -> bool {
 /// unknown (a warning, not a failure: only `--max-cost` needs a price).
 fn show_prices(settings: &Settings) {
     for (model, price) in settings.prices.priced() {
-        println!("ok    price of {model}: {} ({})", describe_price(price), price.source);
+        println!(
+            "ok    price of {model}: {} ({})",
+            describe_price(price),
+            price.source
+        );
     }
     for model in settings.prices.unknown() {
         println!(

@@ -403,7 +403,12 @@ fn the_main_model_is_priced_from_the_table_unless_model_price_says_otherwise() {
         .unwrap();
     assert_eq!(table.price, Some(listed));
     assert_eq!(table.price_source, Some(table_source()));
-    assert!(table.price_source.unwrap().starts_with("built-in table of 20"));
+    assert!(
+        table
+            .price_source
+            .unwrap()
+            .starts_with("built-in table of 20")
+    );
 
     let own = resolve(
         "model: {price: {input_per_million: 1, output_per_million: 4, cached_input_per_million: 0.5, cache_write_per_million: 2}}\nrespondent: {system_prompt: hi}\n",

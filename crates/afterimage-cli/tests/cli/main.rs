@@ -839,7 +839,9 @@ async fn a_listed_model_is_priced_from_the_built_in_table() {
     .run()
     .await;
     assert!(
-        validate.stdout.contains("ok    price of gpt-4o-mini: input 0.15")
+        validate
+            .stdout
+            .contains("ok    price of gpt-4o-mini: input 0.15")
             && validate.stdout.contains("(built-in table of 20"),
         "{}",
         validate.stdout
