@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use crate::builder::{ChatBuilder, ChatClient, Structured, sealed};
 use crate::http::{Auth, Http, HttpSettings, NotFoundHelp, with_version};
 use crate::structured::{send_with_fallback, with_schema_instruction};
+use crate::usage::{billed, count, lenient};
 use crate::{BuildError, Provider, StructuredOutput, StructuredOutputState};
 
 /// Anthropic's API.
@@ -174,16 +175,7 @@ impl Anthropic {
             tool_calls,
             ..Message::assistant("")
         };
-        let usage = reply
-            .usage
-            .map(|u| {
-                // `input_tokens` leaves out the cached part of the prompt.
-                let input = u.input_tokens.unwrap_or(0)
-                    + u.cache_creation_input_tokens.unwrap_or(0)
-                    + u.cache_read_input_tokens.unwrap_or(0);
-                Usage::new(input, u.output_tokens.unwrap_or(0))
-            })
-            .unwrap_or_default();
+        let usage = reply.usage.map(WireUsage::billed).unwrap_or_default();
         ChatResponse {
             message,
             usage,
@@ -457,7 +449,7 @@ struct MessagesResponse {
     model: Option<String>,
     #[serde(default)]
     stop_reason: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     usage: Option<WireUsage>,
 }
 
@@ -483,16 +475,33 @@ enum Block {
     Other,
 }
 
-#[derive(Deserialize)]
+/// Anthropic's usage: `input_tokens` is only the prompt after the last cache
+/// breakpoint, apart from what was read from or written to the cache.
+#[derive(Deserialize, Default)]
 struct WireUsage {
-    #[serde(default)]
-    input_tokens: Option<u64>,
-    #[serde(default)]
-    output_tokens: Option<u64>,
-    #[serde(default)]
-    cache_creation_input_tokens: Option<u64>,
-    #[serde(default)]
-    cache_read_input_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    input_tokens: u64,
+    /// All output, thinking included.
+    #[serde(default, deserialize_with = "count")]
+    output_tokens: u64,
+    #[serde(default, deserialize_with = "count")]
+    cache_creation_input_tokens: u64,
+    #[serde(default, deserialize_with = "count")]
+    cache_read_input_tokens: u64,
+}
+
+impl WireUsage {
+    /// Normalised to core's shape, where input counts every prompt token.
+    fn billed(self) -> Usage {
+        let (read, written) = (self.cache_read_input_tokens, self.cache_creation_input_tokens);
+        billed(
+            self.input_tokens.saturating_add(read).saturating_add(written),
+            self.output_tokens,
+            read,
+            written,
+            0,
+        )
+    }
 }
 
 #[cfg(test)]

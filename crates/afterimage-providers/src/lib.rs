@@ -116,3 +116,4 @@ mod retry;
 mod stack;
 mod structured;
 mod throttle;
+mod usage;

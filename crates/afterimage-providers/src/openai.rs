@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::builder::{ChatBuilder, ChatClient, Structured, sealed};
 use crate::http::{Auth, Http, HttpSettings, NotFoundHelp};
 use crate::structured::{schema_instruction, send_with_fallback};
+use crate::usage::{billed, count, lenient};
 use crate::{BuildError, Provider, StructuredOutput, StructuredOutputState};
 
 /// OpenAI's API.
@@ -181,15 +182,7 @@ impl OpenAiCompatible {
             tool_calls,
             ..Message::assistant("")
         };
-        let usage = completion
-            .usage
-            .map(|u| {
-                Usage::new(
-                    u.prompt_tokens.unwrap_or(0),
-                    u.completion_tokens.unwrap_or(0),
-                )
-            })
-            .unwrap_or_default();
+        let usage = completion.usage.map(WireUsage::billed).unwrap_or_default();
         Ok(ChatResponse {
             message,
             usage,
@@ -418,7 +411,7 @@ enum ResponseFormat<'a> {
 #[derive(Deserialize)]
 struct Completion {
     choices: Vec<Choice>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     usage: Option<WireUsage>,
     #[serde(default)]
     model: Option<String>,
@@ -498,10 +491,58 @@ impl WireToolCall {
     }
 }
 
-#[derive(Deserialize)]
+/// OpenAI's usage object, with DeepSeek's cache fields beside it.
+#[derive(Deserialize, Default)]
 struct WireUsage {
-    #[serde(default)]
-    prompt_tokens: Option<u64>,
-    #[serde(default)]
-    completion_tokens: Option<u64>,
+    /// All prompt tokens, cached ones included (DeepSeek: hits plus misses).
+    #[serde(default, deserialize_with = "count")]
+    prompt_tokens: u64,
+    /// All completion tokens, reasoning included.
+    #[serde(default, deserialize_with = "count")]
+    completion_tokens: u64,
+    #[serde(default, deserialize_with = "lenient")]
+    prompt_tokens_details: PromptDetails,
+    #[serde(default, deserialize_with = "lenient")]
+    completion_tokens_details: CompletionDetails,
+    /// DeepSeek's cached part of the prompt.
+    #[serde(default, deserialize_with = "count")]
+    prompt_cache_hit_tokens: u64,
+    /// DeepSeek's uncached part of the prompt.
+    #[serde(default, deserialize_with = "count")]
+    prompt_cache_miss_tokens: u64,
+}
+
+#[derive(Deserialize, Default)]
+struct PromptDetails {
+    #[serde(default, deserialize_with = "count")]
+    cached_tokens: u64,
+}
+
+#[derive(Deserialize, Default)]
+struct CompletionDetails {
+    #[serde(default, deserialize_with = "count")]
+    reasoning_tokens: u64,
+}
+
+impl WireUsage {
+    fn billed(self) -> Usage {
+        let deepseek_prompt = self.prompt_cache_hit_tokens + self.prompt_cache_miss_tokens;
+        let input = if self.prompt_tokens == 0 {
+            deepseek_prompt
+        } else {
+            self.prompt_tokens
+        };
+        // Servers report cached tokens in one of the two places, never both.
+        let cached = self
+            .prompt_tokens_details
+            .cached_tokens
+            .max(self.prompt_cache_hit_tokens);
+        billed(
+            input,
+            self.completion_tokens,
+            cached,
+            0,
+            self.completion_tokens_details.reasoning_tokens,
+        )
+    }
 }
