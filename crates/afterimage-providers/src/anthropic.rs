@@ -35,6 +35,7 @@ pub struct Anthropic {
     model: String,
     max_tokens_default: u32,
     structured_output: StructuredOutputState,
+    prompt_caching: bool,
 }
 
 impl std::fmt::Debug for Anthropic {
@@ -43,6 +44,7 @@ impl std::fmt::Debug for Anthropic {
             .field("model", &self.model)
             .field("http", &self.http)
             .field("max_tokens_default", &self.max_tokens_default)
+            .field("prompt_caching", &self.prompt_caching)
             .finish()
     }
 }
@@ -59,6 +61,7 @@ pub type AnthropicBuilder = ChatBuilder<Anthropic>;
 pub struct AnthropicOptions {
     max_tokens_default: u32,
     version: String,
+    prompt_caching: bool,
 }
 
 impl Anthropic {
@@ -69,6 +72,7 @@ impl Anthropic {
             AnthropicOptions {
                 max_tokens_default: ANTHROPIC_DEFAULT_MAX_TOKENS,
                 version: ANTHROPIC_VERSION.to_owned(),
+                prompt_caching: true,
             },
         )
     }
@@ -117,11 +121,17 @@ impl Anthropic {
                 name: &schema.name,
             }
         });
+        let mut messages = messages(&request.messages)?;
+        let system = if self.prompt_caching {
+            mark_cache_breakpoints(system, &mut messages, &tools, model)
+        } else {
+            system.map(System::Text)
+        };
         Ok(Body {
             model,
             max_tokens: request.max_tokens.unwrap_or(self.max_tokens_default),
             system,
-            messages: messages(&request.messages)?,
+            messages,
             temperature: request.temperature,
             tools,
             tool_choice,
@@ -202,6 +212,17 @@ impl ChatBuilder<Anthropic> {
         self.options.version = version.into();
         self
     }
+
+    /// Marks prompt cache breakpoints (default on): the system prompt, which carries
+    /// the document or retrieved context, and the last message of the history, each
+    /// once the prompt up to it is long enough for Anthropic to cache
+    /// ([`anthropic_min_cacheable_tokens`], estimated from its characters). Later
+    /// requests that share the prefix read it at a tenth of the input price; writing
+    /// it costs a quarter more, so turn it off when no prefix is ever sent twice.
+    pub fn prompt_caching(mut self, on: bool) -> Self {
+        self.options.prompt_caching = on;
+        self
+    }
 }
 
 impl ChatClient for Anthropic {}
@@ -244,6 +265,7 @@ impl sealed::Build for Anthropic {
             model,
             max_tokens_default: options.max_tokens_default.max(1),
             structured_output: structured.state(Provider::Anthropic),
+            prompt_caching: options.prompt_caching,
         })
     }
 }
@@ -284,6 +306,55 @@ impl ChatModel for Anthropic {
     }
 }
 
+/// The shortest prompt prefix Anthropic caches for `model`, in tokens: 2048 for the
+/// Haiku models, 1024 for the others. A shorter marked prefix is simply not cached.
+pub fn anthropic_min_cacheable_tokens(model: &str) -> u64 {
+    if model.to_ascii_lowercase().contains("haiku") {
+        2048
+    } else {
+        1024
+    }
+}
+
+/// Characters per token in the estimate of a prefix's length: English prose runs at
+/// about four, and a prefix estimated a little long is only marked in vain.
+const CHARS_PER_TOKEN: u64 = 4;
+
+/// Puts cache breakpoints on the system prompt and on the last block of the last
+/// message, each only when the prompt up to it (tools come first) is long enough to
+/// be cached. Two of Anthropic's four breakpoints: the system prompt is shared by
+/// every turn of a dialog (and by dialogs on one document), the history by the next
+/// turn, which finds the previous turn's breakpoint by looking back.
+fn mark_cache_breakpoints(
+    system: Option<String>,
+    messages: &mut [WireMessage],
+    tools: &[WireTool<'_>],
+    model: &str,
+) -> Option<System> {
+    let minimum = anthropic_min_cacheable_tokens(model) * CHARS_PER_TOKEN;
+    let mut chars: u64 = tools
+        .iter()
+        .map(|t| (t.name.len() + t.description.len() + t.input_schema.to_string().len()) as u64)
+        .sum();
+    let system = system.map(|text| {
+        chars += text.len() as u64;
+        if chars < minimum {
+            return System::Text(text);
+        }
+        System::Blocks([WireBlock::Text {
+            text,
+            cache_control: Some(CacheControl::EPHEMERAL),
+        }])
+    });
+    chars += messages.iter().map(WireMessage::chars).sum::<u64>();
+    if chars >= minimum
+        && let Some(block) = messages.last_mut().and_then(|m| m.content.last_mut())
+    {
+        block.mark();
+    }
+    system
+}
+
 /// The description of the forced tool that carries a JSON Schema answer.
 const SCHEMA_TOOL_DESCRIPTION: &str =
     "Give your answer by calling this tool; its input is the answer.";
@@ -314,6 +385,7 @@ fn messages(messages: &[Message]) -> Result<Vec<WireMessage>, ProviderError> {
                         id: call.id.clone(),
                         name: call.function.name.clone(),
                         input: call_input(call)?,
+                        cache_control: None,
                     });
                 }
                 ("assistant", blocks)
@@ -322,6 +394,7 @@ fn messages(messages: &[Message]) -> Result<Vec<WireMessage>, ProviderError> {
                 let block = WireBlock::ToolResult {
                     tool_use_id: message.tool_call_id.clone().unwrap_or_default(),
                     content: message.content.clone(),
+                    cache_control: None,
                 };
                 ("user", vec![block])
             }
@@ -348,6 +421,7 @@ fn text_block(text: &str) -> Vec<WireBlock> {
     } else {
         vec![WireBlock::Text {
             text: text.to_owned(),
+            cache_control: None,
         }]
     }
 }
@@ -375,7 +449,7 @@ struct Body<'a> {
     model: &'a str,
     max_tokens: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
-    system: Option<String>,
+    system: Option<System>,
     messages: Vec<WireMessage>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
@@ -392,6 +466,16 @@ struct WireMessage {
 }
 
 impl WireMessage {
+    /// The characters of its text, tool inputs and results.
+    fn chars(&self) -> u64 {
+        let block_chars = |block: &WireBlock| match block {
+            WireBlock::Text { text, .. } => text.len(),
+            WireBlock::ToolUse { name, input, .. } => name.len() + input.to_string().len(),
+            WireBlock::ToolResult { content, .. } => content.len(),
+        };
+        self.content.iter().map(block_chars).sum::<usize>() as u64
+    }
+
     fn extend(&mut self, blocks: Vec<WireBlock>) {
         for block in blocks {
             if matches!(block, WireBlock::ToolResult { .. }) {
@@ -414,16 +498,51 @@ impl WireMessage {
 enum WireBlock {
     Text {
         text: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<CacheControl>,
     },
     ToolUse {
         id: String,
         name: String,
         input: Value,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<CacheControl>,
     },
     ToolResult {
         tool_use_id: String,
         content: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<CacheControl>,
     },
+}
+
+impl WireBlock {
+    /// Makes this block a cache breakpoint: the prompt up to and including it is cached.
+    fn mark(&mut self) {
+        let (WireBlock::Text { cache_control, .. }
+        | WireBlock::ToolUse { cache_control, .. }
+        | WireBlock::ToolResult { cache_control, .. }) = self;
+        *cache_control = Some(CacheControl::EPHEMERAL);
+    }
+}
+
+/// A prompt cache breakpoint, the only kind Anthropic has (a five-minute cache).
+#[derive(Serialize, Debug, Clone, Copy, PartialEq)]
+struct CacheControl {
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+impl CacheControl {
+    const EPHEMERAL: CacheControl = CacheControl { kind: "ephemeral" };
+}
+
+/// The system prompt: plain text, or one text block when it is a cache breakpoint.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum System {
+    Text(String),
+    Blocks([WireBlock; 1]),
 }
 
 #[derive(Serialize)]

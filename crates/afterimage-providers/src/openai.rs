@@ -35,6 +35,7 @@ pub struct OpenAiCompatible {
     model: String,
     structured_output: StructuredOutputState,
     max_completion_tokens: bool,
+    send_cache_key: bool,
 }
 
 impl std::fmt::Debug for OpenAiCompatible {
@@ -60,6 +61,8 @@ pub struct OpenAiOptions {
     provider: Provider,
     max_completion_tokens: bool,
     key_required_by: Option<&'static str>,
+    /// `None`: only to OpenAI's own API.
+    send_cache_key: Option<bool>,
 }
 
 impl OpenAiCompatible {
@@ -71,6 +74,7 @@ impl OpenAiCompatible {
                 provider: Provider::Local,
                 max_completion_tokens: false,
                 key_required_by: None,
+                send_cache_key: None,
             },
         )
     }
@@ -148,6 +152,10 @@ impl OpenAiCompatible {
             max_completion_tokens,
             tools: request.tools.iter().map(WireTool::from).collect(),
             response_format,
+            prompt_cache_key: self
+                .send_cache_key
+                .then(|| request.cache_key.as_deref().and_then(prompt_cache_key))
+                .flatten(),
         }
     }
 
@@ -205,6 +213,15 @@ impl ChatBuilder<OpenAiCompatible> {
         self
     }
 
+    /// Sends a request's [`cache_key`](afterimage_core::ChatRequest::cache_key) as
+    /// `prompt_cache_key`, which routes requests sharing a prefix to the same prompt
+    /// cache. By default only OpenAI's own API (`api.openai.com`) gets it: many
+    /// compatible servers reject fields they do not know.
+    pub fn prompt_cache_key(mut self, send: bool) -> Self {
+        self.options.send_cache_key = Some(send);
+        self
+    }
+
     fn require_key(mut self, provider: &'static str) -> Self {
         self.options.key_required_by = Some(provider);
         self
@@ -231,6 +248,9 @@ impl sealed::Build for OpenAiCompatible {
         let model = model
             .filter(|m| !m.trim().is_empty())
             .ok_or(BuildError::MissingModel)?;
+        let send_cache_key = options
+            .send_cache_key
+            .unwrap_or_else(|| is_openai_itself(&http.base_url));
         let mut http = http;
         http.not_found = Some(NotFoundHelp {
             models_path: "/models",
@@ -241,6 +261,7 @@ impl sealed::Build for OpenAiCompatible {
             model,
             structured_output: structured.state(options.provider),
             max_completion_tokens: options.max_completion_tokens,
+            send_cache_key,
         })
     }
 }
@@ -284,6 +305,35 @@ impl ChatModel for OpenAiCompatible {
 
 /// Where chat requests go, after the base URL.
 const CHAT_PATH: &str = "/chat/completions";
+
+/// The longest `prompt_cache_key` OpenAI accepts, in characters.
+const MAX_CACHE_KEY_CHARS: usize = 64;
+
+/// Whether `base_url` is OpenAI's own API, which knows `prompt_cache_key`.
+fn is_openai_itself(base_url: &str) -> bool {
+    reqwest::Url::parse(base_url)
+        .ok()
+        .and_then(|url| url.host_str().map(str::to_ascii_lowercase))
+        .is_some_and(|host| host == "api.openai.com" || host.ends_with(".api.openai.com"))
+}
+
+/// The key as OpenAI accepts it: none when blank; when too long, its head and a hash
+/// of the whole, so distinct keys stay distinct and each stays stable.
+fn prompt_cache_key(key: &str) -> Option<Cow<'_, str>> {
+    let key = key.trim();
+    if key.is_empty() {
+        return None;
+    }
+    if key.chars().count() <= MAX_CACHE_KEY_CHARS {
+        return Some(Cow::Borrowed(key));
+    }
+    // FNV-1a: stable across runs and builds, unlike std's hasher.
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let head: String = key.chars().take(MAX_CACHE_KEY_CHARS - 17).collect();
+    Some(Cow::Owned(format!("{head}-{hash:016x}")))
+}
 
 fn put_schema_in_system_prompt(messages: &mut Vec<WireMessage<'_>>, schema: &JsonSchema) {
     let instruction = schema_instruction(schema);
@@ -331,6 +381,8 @@ struct Body<'a> {
     tools: Vec<WireTool<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_format: Option<ResponseFormat<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_cache_key: Option<Cow<'a, str>>,
 }
 
 #[derive(Serialize)]
@@ -544,5 +596,34 @@ impl WireUsage {
             0,
             self.completion_tokens_details.reasoning_tokens,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_openai_itself_gets_cache_keys_by_default() {
+        assert!(is_openai_itself(OPENAI_BASE_URL));
+        assert!(is_openai_itself("https://eu.api.openai.com/v1"));
+        assert!(!is_openai_itself(DEEPSEEK_BASE_URL));
+        assert!(!is_openai_itself("https://api.openai.com.example.net/v1"));
+        assert!(!is_openai_itself("not a url"));
+    }
+
+    #[test]
+    fn cache_keys_fit_openai_limit_and_stay_distinct() {
+        assert_eq!(prompt_cache_key("  "), None);
+        assert_eq!(prompt_cache_key("run-1/respondent").unwrap(), "run-1/respondent");
+        let long_a = format!("{}a", "x".repeat(80));
+        let long_b = format!("{}b", "x".repeat(80));
+        let (a, b) = (
+            prompt_cache_key(&long_a).unwrap(),
+            prompt_cache_key(&long_b).unwrap(),
+        );
+        assert_eq!(a.chars().count(), MAX_CACHE_KEY_CHARS);
+        assert_ne!(a, b);
+        assert_eq!(prompt_cache_key(&long_a).unwrap(), a);
     }
 }
