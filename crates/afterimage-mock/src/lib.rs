@@ -57,6 +57,7 @@ pub use crate::{
 };
 
 mod anthropic;
+mod cache;
 mod config;
 mod embeddings;
 mod gemini;
