@@ -3,10 +3,10 @@
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
+use crate::cache::CacheUse;
 use crate::reply::{
     Ask, DEFAULT_MODEL, Prompt, Reply, Role, ToolPick, Want, answer, name_of, text_of,
 };
-use crate::cache::CacheUse;
 use crate::server::{Answer, Call, unix_now};
 use crate::stats::Served;
 use crate::text::{Rng, approx_tokens};

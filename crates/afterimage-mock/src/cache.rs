@@ -151,10 +151,28 @@ mod tests {
         // Unmarked up to the end: only the system prompt (4 tokens) is written.
         let mut turn = prompt(&["system text here"]);
         turn.mark();
-        assert_eq!(cache.explicit("m", &turn), CacheUse { read: 0, written: 4 });
+        assert_eq!(
+            cache.explicit("m", &turn),
+            CacheUse {
+                read: 0,
+                written: 4
+            }
+        );
         // The whole first prompt (5 words, 6 tokens) is marked: 4 read, 2 written.
-        assert_eq!(cache.explicit("m", &first), CacheUse { read: 4, written: 2 });
-        assert_eq!(cache.explicit("m", &first), CacheUse { read: 6, written: 0 });
+        assert_eq!(
+            cache.explicit("m", &first),
+            CacheUse {
+                read: 4,
+                written: 2
+            }
+        );
+        assert_eq!(
+            cache.explicit("m", &first),
+            CacheUse {
+                read: 6,
+                written: 0
+            }
+        );
         let unmarked = prompt(&["system text here", "question one"]);
         assert_eq!(cache.explicit("m", &unmarked), CacheUse::default());
     }

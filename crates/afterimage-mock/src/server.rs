@@ -21,8 +21,8 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::config::MockConfig;
 use crate::cache::PromptCache;
+use crate::config::MockConfig;
 use crate::stats::{Counters, MockStats, Served, bump};
 use crate::text::Rng;
 use crate::{anthropic, embeddings, gemini, openai};

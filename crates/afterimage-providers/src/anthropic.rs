@@ -612,9 +612,14 @@ struct WireUsage {
 impl WireUsage {
     /// Normalised to core's shape, where input counts every prompt token.
     fn billed(self) -> Usage {
-        let (read, written) = (self.cache_read_input_tokens, self.cache_creation_input_tokens);
+        let (read, written) = (
+            self.cache_read_input_tokens,
+            self.cache_creation_input_tokens,
+        );
         billed(
-            self.input_tokens.saturating_add(read).saturating_add(written),
+            self.input_tokens
+                .saturating_add(read)
+                .saturating_add(written),
             self.output_tokens,
             read,
             written,

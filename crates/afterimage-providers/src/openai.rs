@@ -615,7 +615,10 @@ mod tests {
     #[test]
     fn cache_keys_fit_openai_limit_and_stay_distinct() {
         assert_eq!(prompt_cache_key("  "), None);
-        assert_eq!(prompt_cache_key("run-1/respondent").unwrap(), "run-1/respondent");
+        assert_eq!(
+            prompt_cache_key("run-1/respondent").unwrap(),
+            "run-1/respondent"
+        );
         let long_a = format!("{}a", "x".repeat(80));
         let long_b = format!("{}b", "x".repeat(80));
         let (a, b) = (

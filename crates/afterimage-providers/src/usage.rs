@@ -3,8 +3,8 @@
 //! arrived.
 
 use afterimage_core::Usage;
-use serde::de::{DeserializeOwned, Deserializer};
 use serde::Deserialize;
+use serde::de::{DeserializeOwned, Deserializer};
 use serde_json::Value;
 
 /// A token count: a non-negative number (fractions rounded) or a numeric string;

@@ -32,7 +32,11 @@ fn openai_body(model: &str, question: &str) -> Value {
 #[tokio::test]
 async fn openai_reports_a_shared_prefix_as_cached_the_second_time() {
     let server = server(small_cache()).await;
-    let (_, first) = post(&chat_url(&server), &openai_body("gpt-test", "What about refunds?")).await;
+    let (_, first) = post(
+        &chat_url(&server),
+        &openai_body("gpt-test", "What about refunds?"),
+    )
+    .await;
     assert_eq!(first["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
     let (_, second) = post(&chat_url(&server), &openai_body("gpt-test", "And returns?")).await;
     let usage = &second["usage"];
@@ -40,15 +44,27 @@ async fn openai_reports_a_shared_prefix_as_cached_the_second_time() {
     assert_eq!(usage["prompt_tokens"], tokens(90 + words("And returns?")));
     assert!(usage.get("prompt_cache_hit_tokens").is_none());
     // Another model has a cache of its own.
-    let (_, other) = post(&chat_url(&server), &openai_body("gpt-other", "And returns?")).await;
+    let (_, other) = post(
+        &chat_url(&server),
+        &openai_body("gpt-other", "And returns?"),
+    )
+    .await;
     assert_eq!(other["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
 }
 
 #[tokio::test]
 async fn deepseek_models_also_get_hit_and_miss_counts() {
     let server = server(small_cache()).await;
-    post(&chat_url(&server), &openai_body("deepseek-chat", "What about refunds?")).await;
-    let (_, reply) = post(&chat_url(&server), &openai_body("deepseek-chat", "And returns?")).await;
+    post(
+        &chat_url(&server),
+        &openai_body("deepseek-chat", "What about refunds?"),
+    )
+    .await;
+    let (_, reply) = post(
+        &chat_url(&server),
+        &openai_body("deepseek-chat", "And returns?"),
+    )
+    .await;
     let usage = &reply["usage"];
     let prompt = usage["prompt_tokens"].as_u64().unwrap();
     assert_eq!(usage["prompt_cache_hit_tokens"], tokens(90));
@@ -62,7 +78,11 @@ async fn prefixes_below_the_minimum_and_servers_without_a_cache_report_none() {
         small_cache().with_prompt_cache(false),
     ] {
         let server = server(config).await;
-        post(&chat_url(&server), &openai_body("gpt-test", "What about refunds?")).await;
+        post(
+            &chat_url(&server),
+            &openai_body("gpt-test", "What about refunds?"),
+        )
+        .await;
         let (_, reply) = post(&chat_url(&server), &openai_body("gpt-test", "And returns?")).await;
         assert_eq!(reply["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
         assert_eq!(server.stats().cached_input_tokens, 0);
@@ -81,9 +101,16 @@ async fn gemini_reports_cached_content_tokens() {
     let server = server(small_cache()).await;
     let url = gemini_url(&server, "gemini-test");
     let (_, first) = post(&url, &gemini_body("What about refunds?")).await;
-    assert!(first["usageMetadata"].get("cachedContentTokenCount").is_none());
+    assert!(
+        first["usageMetadata"]
+            .get("cachedContentTokenCount")
+            .is_none()
+    );
     let (_, second) = post(&url, &gemini_body("And returns?")).await;
-    assert_eq!(second["usageMetadata"]["cachedContentTokenCount"], tokens(90));
+    assert_eq!(
+        second["usageMetadata"]["cachedContentTokenCount"],
+        tokens(90)
+    );
 }
 
 fn anthropic_body(question: &str, marked: bool) -> Value {
@@ -158,7 +185,9 @@ async fn stats_count_every_token_served_as_clients_bill_it() {
         let usage = &reply["usage"];
         expected.0 += usage["prompt_tokens"].as_u64().unwrap();
         expected.1 += usage["completion_tokens"].as_u64().unwrap();
-        expected.2 += usage["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
+        expected.2 += usage["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap();
     }
     for _ in 0..2 {
         let usage = anthropic_usage(&server, &anthropic_body("Refunds?", true)).await;

@@ -126,9 +126,15 @@ async fn openai_sends_the_cache_key_only_where_asked_or_to_openai_itself() {
     local.chat(keyed.clone()).await.unwrap();
     assert!(sent_body(&server).await.get("prompt_cache_key").is_none());
 
-    let asked = openai_builder(&server).prompt_cache_key(true).build().unwrap();
+    let asked = openai_builder(&server)
+        .prompt_cache_key(true)
+        .build()
+        .unwrap();
     asked.chat(keyed).await.unwrap();
-    assert_eq!(sent_body(&server).await["prompt_cache_key"], "run-1/respondent");
+    assert_eq!(
+        sent_body(&server).await["prompt_cache_key"],
+        "run-1/respondent"
+    );
 
     asked.chat(ask()).await.unwrap();
     assert!(sent_body(&server).await.get("prompt_cache_key").is_none());
@@ -163,7 +169,9 @@ async fn anthropic_cache_reads_and_writes_join_the_input() {
         "service_tier": "standard"
     })))
     .await;
-    let client = anthropic_builder(&server, "claude-sonnet-4-5").build().unwrap();
+    let client = anthropic_builder(&server, "claude-sonnet-4-5")
+        .build()
+        .unwrap();
     let usage = client.chat(ask()).await.unwrap().usage;
     assert_eq!(
         usage,
@@ -199,7 +207,9 @@ fn cache_control(block: &Value) -> String {
 #[tokio::test]
 async fn anthropic_marks_the_system_prompt_and_the_last_message_when_long() {
     let server = server_answering(anthropic_reply(json!({}))).await;
-    let client = anthropic_builder(&server, "claude-sonnet-4-5").build().unwrap();
+    let client = anthropic_builder(&server, "claude-sonnet-4-5")
+        .build()
+        .unwrap();
     client.chat(dialog(long_text(1100))).await.unwrap();
 
     let body = sent_body(&server).await;
@@ -218,7 +228,9 @@ async fn anthropic_marks_the_system_prompt_and_the_last_message_when_long() {
 #[tokio::test]
 async fn anthropic_marks_a_long_history_even_after_a_short_system_prompt() {
     let server = server_answering(anthropic_reply(json!({}))).await;
-    let client = anthropic_builder(&server, "claude-sonnet-4-5").build().unwrap();
+    let client = anthropic_builder(&server, "claude-sonnet-4-5")
+        .build()
+        .unwrap();
     let mut request = dialog("Be brief.".into());
     request.messages.insert(1, Message::user(long_text(1100)));
     client.chat(request).await.unwrap();
@@ -232,7 +244,9 @@ async fn anthropic_marks_a_long_history_even_after_a_short_system_prompt() {
 async fn anthropic_leaves_short_prompts_and_disabled_clients_unmarked() {
     let server = server_answering(anthropic_reply(json!({}))).await;
     // Long enough for Sonnet, too short for Haiku's minimum of 2048 tokens.
-    let haiku = anthropic_builder(&server, "claude-3-5-haiku-latest").build().unwrap();
+    let haiku = anthropic_builder(&server, "claude-3-5-haiku-latest")
+        .build()
+        .unwrap();
     haiku.chat(dialog(long_text(1100))).await.unwrap();
     let body = sent_body(&server).await;
     assert!(body["system"].is_string(), "{body}");
@@ -243,7 +257,12 @@ async fn anthropic_leaves_short_prompts_and_disabled_clients_unmarked() {
         .build()
         .unwrap();
     off.chat(dialog(long_text(3000))).await.unwrap();
-    assert!(!sent_body(&server).await.to_string().contains("cache_control"));
+    assert!(
+        !sent_body(&server)
+            .await
+            .to_string()
+            .contains("cache_control")
+    );
 }
 
 #[tokio::test]
