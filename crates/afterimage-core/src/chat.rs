@@ -22,6 +22,11 @@ pub struct ChatRequest {
     pub tools: Vec<ToolSpec>,
     /// When set, the reply must be JSON matching this schema.
     pub response_schema: Option<JsonSchema>,
+    /// Names the stable prefix this request shares with others (the same system prompt
+    /// and document, a dialog's growing history), so a provider that routes by such a
+    /// key (OpenAI's `prompt_cache_key`) sends them to the same prompt cache. Requests
+    /// sharing a stable prefix should share a key; it never changes the answer.
+    pub cache_key: Option<String>,
 }
 
 impl ChatRequest {
@@ -54,6 +59,20 @@ impl ChatRequest {
     /// Offers these tools.
     pub fn tools(mut self, tools: Vec<ToolSpec>) -> Self {
         self.tools = tools;
+        self
+    }
+
+    /// Marks this request as one of those sharing a stable prefix named `key`, for
+    /// providers whose prompt cache is routed by a key.
+    ///
+    /// ```
+    /// use afterimage_core::{ChatRequest, Message};
+    ///
+    /// let request = ChatRequest::new(vec![Message::user("Hi")]).cache_key("run-7/respondent");
+    /// assert_eq!(request.cache_key.as_deref(), Some("run-7/respondent"));
+    /// ```
+    pub fn cache_key(mut self, key: impl Into<String>) -> Self {
+        self.cache_key = Some(key.into());
         self
     }
 

@@ -3,15 +3,22 @@
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
+use crate::cache::CacheUse;
 use crate::reply::{
     Ask, DEFAULT_MODEL, Prompt, Reply, Role, ToolPick, Want, answer, name_of, text_of,
 };
 use crate::server::{Answer, Call, unix_now};
+use crate::stats::Served;
 use crate::text::{Rng, approx_tokens};
 
 /// `POST /v1/messages`.
-pub(crate) fn messages(body: &Value, call: Call) -> Result<Answer, String> {
-    let Call { n, mut rng, prose } = call;
+pub(crate) fn messages(body: &Value, call: Call<'_>) -> Result<Answer, String> {
+    let Call {
+        n,
+        mut rng,
+        prose,
+        cache,
+    } = call;
     let model = body
         .get("model")
         .and_then(Value::as_str)
@@ -32,8 +39,11 @@ pub(crate) fn messages(body: &Value, call: Call) -> Result<Answer, String> {
         thinking: body.pointer("/thinking/type").and_then(Value::as_str) == Some("enabled"),
         prose_instead_of_json: prose,
     };
+    let cached = cache.map_or(CacheUse::default(), |c| {
+        c.explicit(&format!("anthropic/{model}"), &prompt)
+    });
     let reply = answer(&ask, rng, n);
-    Ok(message(&prompt, reply, model, n))
+    Ok(message(&prompt, reply, model, n, cached))
 }
 
 /// The `messages`, once the fields the real API insists on are there.
@@ -57,8 +67,11 @@ fn read_prompt<'a>(body: &'a Value, messages: &'a [Value]) -> Prompt<'a> {
     match body.get("system") {
         Some(Value::String(text)) => prompt.push(Role::System, text),
         Some(Value::Array(blocks)) => {
-            for text in blocks.iter().filter_map(text_of) {
-                prompt.push(Role::System, text);
+            for block in blocks {
+                if let Some(text) = text_of(block) {
+                    prompt.push(Role::System, text);
+                }
+                mark_if_asked(&mut prompt, block);
             }
         }
         _ => {}
@@ -83,12 +96,20 @@ fn read_prompt<'a>(body: &'a Value, messages: &'a [Value]) -> Prompt<'a> {
                         Some("tool_result") => prompt.saw(Role::Tool),
                         _ => {}
                     }
+                    mark_if_asked(&mut prompt, block);
                 }
             }
             _ => {}
         }
     }
     prompt
+}
+
+/// A block with `cache_control` is a prompt cache breakpoint.
+fn mark_if_asked(prompt: &mut Prompt<'_>, block: &Value) {
+    if block.get("cache_control").is_some_and(Value::is_object) {
+        prompt.mark();
+    }
 }
 
 /// The tool to call, and whether `tool_choice` forced it. A forced tool is always
@@ -119,10 +140,24 @@ fn pick_tool<'a>(
     pick(tools.get(rng.below(tools.len()))?).map(|p| (p, false))
 }
 
-/// The reply as a `message` object.
-fn message(prompt: &Prompt<'_>, reply: Reply, model: &str, n: u64) -> Answer {
-    let input_tokens = approx_tokens(prompt.word_count());
+/// The reply as a `message` object. Its `input_tokens` leave out what was read from and
+/// written to the cache, as Anthropic counts them.
+fn message(prompt: &Prompt<'_>, reply: Reply, model: &str, n: u64, cached: CacheUse) -> Answer {
+    let prompt_tokens = approx_tokens(prompt.word_count());
     let output_tokens = approx_tokens(reply.word_count());
+    let served = Served {
+        input: prompt_tokens,
+        output: output_tokens,
+        cached: cached.read,
+        written: cached.written,
+        reasoning: 0,
+    };
+    let usage = json!({
+        "input_tokens": prompt_tokens - cached.read - cached.written,
+        "cache_creation_input_tokens": cached.written,
+        "cache_read_input_tokens": cached.read,
+        "output_tokens": output_tokens,
+    });
     let (content, stop_reason) = match reply {
         Reply::Text { content, reasoning } => {
             let mut blocks = Vec::with_capacity(2);
@@ -152,9 +187,10 @@ fn message(prompt: &Prompt<'_>, reply: Reply, model: &str, n: u64) -> Answer {
             "content": content,
             "stop_reason": stop_reason,
             "stop_sequence": null,
-            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+            "usage": usage,
         }),
     )
+    .serving(served)
 }
 
 /// `GET /v1/models` asked by an Anthropic client (it sends `anthropic-version`).
@@ -205,6 +241,7 @@ mod tests {
             n: 0,
             rng: Rng::for_request(0, 0),
             prose: false,
+            cache: None,
         };
         let body = json!({"messages": []});
         assert!(messages(&body, call).unwrap_err().contains("max_tokens"));

@@ -29,6 +29,14 @@ pub struct MockConfig {
     pub rpm_limit: Option<u32>,
     /// The size of embedding vectors when a request does not ask for one (default 64).
     pub embedding_dimensions: usize,
+    /// Report cached prompt tokens as each provider does (default on): a prompt that
+    /// shares a prefix with an earlier request of the same format and model reads it
+    /// from the cache (Anthropic: only prefixes marked with `cache_control`, written
+    /// the first time).
+    pub prompt_cache: bool,
+    /// The shortest prefix the cache keeps, in the mock's estimated tokens (default
+    /// 1024, the real providers' minimum); tests set it low to cache small prompts.
+    pub prompt_cache_min_tokens: u64,
 }
 
 impl Default for MockConfig {
@@ -44,6 +52,8 @@ impl Default for MockConfig {
             seed: 0,
             rpm_limit: None,
             embedding_dimensions: 64,
+            prompt_cache: true,
+            prompt_cache_min_tokens: DEFAULT_PROMPT_CACHE_MIN_TOKENS,
         }
     }
 }
@@ -103,12 +113,27 @@ impl MockConfig {
         self
     }
 
+    /// Turns the prompt cache on or off.
+    pub fn with_prompt_cache(mut self, on: bool) -> Self {
+        self.prompt_cache = on;
+        self
+    }
+
+    /// Sets the shortest cached prefix, in estimated tokens (at least 1).
+    pub fn with_prompt_cache_min_tokens(mut self, tokens: u64) -> Self {
+        self.prompt_cache_min_tokens = tokens.max(1);
+        self
+    }
+
     /// Sets the random seed.
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.seed = seed;
         self
     }
 }
+
+/// OpenAI's and Anthropic's (non-Haiku) shortest cacheable prompt, in tokens.
+const DEFAULT_PROMPT_CACHE_MIN_TOKENS: u64 = 1024;
 
 fn clamp_rate(rate: f64) -> f64 {
     if rate.is_nan() {

@@ -8,6 +8,7 @@ use crate::reply::{
     text_of,
 };
 use crate::server::{Answer, Call, Sse};
+use crate::stats::Served;
 use crate::text::{Rng, approx_tokens, pieces, word_count};
 
 /// Gemini accepts both the proto JSON (camelCase) and original (snake_case) field names.
@@ -20,10 +21,15 @@ fn field<'a>(value: &'a Value, camel: &str, snake: &str) -> Option<&'a Value> {
 pub(crate) fn generate(
     model: &str,
     body: &Value,
-    call: Call,
+    call: Call<'_>,
     stream: Option<bool>,
 ) -> Result<Answer, String> {
-    let Call { n, mut rng, prose } = call;
+    let Call {
+        n,
+        mut rng,
+        prose,
+        cache,
+    } = call;
     let prompt = read_prompt(body)?;
     let config = field(body, "generationConfig", "generation_config");
     let ask = Ask {
@@ -33,18 +39,20 @@ pub(crate) fn generate(
         thinking: thinking(config),
         prose_instead_of_json: prose,
     };
+    let cached = cache.map_or(0, |c| c.implicit(&format!("gemini/{model}"), &prompt).read);
     let reply = answer(&ask, rng, n);
 
-    let (parts, usage) = render(&prompt, reply);
+    let (parts, usage, served) = render(&prompt, reply, cached);
     let frame = Frame {
         usage,
         model,
         response_id: format!("mock-{n}"),
     };
-    Ok(match stream {
+    let answer = match stream {
         None => Answer::json(StatusCode::OK, &frame.response(parts, true)),
         Some(sse) => frame.stream(parts, sse),
-    })
+    };
+    Ok(answer.serving(served))
 }
 
 /// The conversation in `systemInstruction` and `contents`.
@@ -107,9 +115,10 @@ fn thinking(config: Option<&Value>) -> bool {
         == Some(true)
 }
 
-/// The reply as candidate parts (a thought first when there is one), and its
-/// `usageMetadata`.
-fn render(prompt: &Prompt<'_>, reply: Reply) -> (Vec<Value>, Value) {
+/// The reply as candidate parts (a thought first when there is one), its
+/// `usageMetadata` (thoughts apart from the candidates, the cached part of the prompt
+/// in it), and the tokens billed.
+fn render(prompt: &Prompt<'_>, reply: Reply, cached: u64) -> (Vec<Value>, Value, Served) {
     let prompt_tokens = approx_tokens(prompt.word_count());
     let (parts, candidates_tokens, thoughts_tokens) = match reply {
         Reply::Text { content, reasoning } => {
@@ -136,7 +145,17 @@ fn render(prompt: &Prompt<'_>, reply: Reply) -> (Vec<Value>, Value) {
     if thoughts_tokens > 0 {
         usage["thoughtsTokenCount"] = json!(thoughts_tokens);
     }
-    (parts, usage)
+    if cached > 0 {
+        usage["cachedContentTokenCount"] = json!(cached);
+    }
+    let served = Served {
+        input: prompt_tokens,
+        output: candidates_tokens + thoughts_tokens,
+        cached,
+        written: 0,
+        reasoning: thoughts_tokens,
+    };
+    (parts, usage, served)
 }
 
 /// What every response and chunk of one answer repeats.

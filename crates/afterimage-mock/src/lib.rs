@@ -9,7 +9,11 @@
 //! ([`MockConfig::embedding_dimensions`], 64 by default), so texts that share words are
 //! similar and retrieval works end to end. [`MockConfig`] adds latency with jitter, injected
 //! 500s and 429s (with `Retry-After`), an API key requirement, and prose where JSON was
-//! asked for; [`MockStats`] counts what was served, including the peak concurrency.
+//! asked for; [`MockStats`] counts what was served, including the peak concurrency and
+//! every token billed. A prompt cache per server ([`MockConfig::prompt_cache`], on by
+//! default from 1024 estimated tokens) reports a prefix shared with an earlier request
+//! as cached, in each format's own fields (Anthropic: only prefixes marked with
+//! `cache_control`).
 //!
 //! Answers need no model but look the part: structured-output requests get JSON that
 //! validates against the requested schema (arrays of `questions` are distinct questions
@@ -57,6 +61,7 @@ pub use crate::{
 };
 
 mod anthropic;
+mod cache;
 mod config;
 mod embeddings;
 mod gemini;

@@ -8,11 +8,17 @@ use crate::reply::{
     named_or_random,
 };
 use crate::server::{Answer, Call, Sse, unix_now};
-use crate::text::{Rng, approx_tokens, pieces};
+use crate::stats::Served;
+use crate::text::{Rng, approx_tokens, contains_ci, pieces};
 
 /// `POST /v1/chat/completions`: a completion, or an SSE stream when `stream` is true.
-pub(crate) fn chat(body: &Value, call: Call) -> Result<Answer, String> {
-    let Call { n, mut rng, prose } = call;
+pub(crate) fn chat(body: &Value, call: Call<'_>) -> Result<Answer, String> {
+    let Call {
+        n,
+        mut rng,
+        prose,
+        cache,
+    } = call;
     let model = body
         .get("model")
         .and_then(Value::as_str)
@@ -25,9 +31,10 @@ pub(crate) fn chat(body: &Value, call: Call) -> Result<Answer, String> {
         thinking: is_thinking_model(model),
         prose_instead_of_json: prose,
     };
+    let cached = cache.map_or(0, |c| c.implicit(&format!("openai/{model}"), &prompt).read);
     let reply = answer(&ask, rng, n);
 
-    let usage = usage(&prompt, &reply);
+    let (usage, served) = usage(&prompt, &reply, cached, model);
     let head = Head {
         id: format!("chatcmpl-mock-{n}"),
         created: unix_now(),
@@ -39,9 +46,9 @@ pub(crate) fn chat(body: &Value, call: Call) -> Result<Answer, String> {
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             == Some(true);
-        return Ok(stream(&head, reply, include_usage.then_some(usage)));
+        return Ok(stream(&head, reply, include_usage.then_some(usage)).serving(served));
     }
-    Ok(completion(&head, reply, usage))
+    Ok(completion(&head, reply, usage).serving(served))
 }
 
 /// The conversation in `messages`.
@@ -102,15 +109,36 @@ fn pick_tool<'a>(body: &'a Value, prompt: &Prompt<'_>, rng: &mut Rng) -> Option<
     })
 }
 
-/// Token counts as OpenAI reports them.
-fn usage(prompt: &Prompt<'_>, reply: &Reply) -> Value {
+/// Token counts as OpenAI reports them (cached and reasoning tokens are parts of the
+/// totals), with DeepSeek's cache hit and miss counts for its models.
+fn usage(prompt: &Prompt<'_>, reply: &Reply, cached: u64, model: &str) -> (Value, Served) {
     let prompt_tokens = approx_tokens(prompt.word_count());
     let completion_tokens = approx_tokens(reply.word_count());
-    json!({
+    let reasoning_tokens = approx_tokens(reply.reasoning_word_count());
+    let mut usage = json!({
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
-    })
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": reasoning_tokens,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    });
+    if contains_ci(model, "deepseek") {
+        usage["prompt_cache_hit_tokens"] = json!(cached);
+        usage["prompt_cache_miss_tokens"] = json!(prompt_tokens - cached);
+    }
+    let served = Served {
+        input: prompt_tokens,
+        output: completion_tokens,
+        cached,
+        written: 0,
+        reasoning: reasoning_tokens,
+    };
+    (usage, served)
 }
 
 /// What every completion and chunk of one response repeats.

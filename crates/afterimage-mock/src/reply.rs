@@ -1,12 +1,14 @@
 //! What to answer, independent of the wire format: the conversation as (role, text)
 //! pairs in, a text or a tool call out.
 
+use std::hash::{DefaultHasher, Hash, Hasher};
+
 use serde_json::{Value, json};
 
 use crate::schema_fill::{embedded_object, fill, fill_like, is_schema_like};
 use crate::text::{
-    Rng, TextGen, collect_keywords, contains_ci, plays_user, requested_tag, word_count,
-    writes_prompt,
+    Rng, TextGen, approx_tokens, collect_keywords, contains_ci, plays_user, requested_tag,
+    word_count, writes_prompt,
 };
 
 /// The model id reported when a request names none, and the one each format's
@@ -33,6 +35,9 @@ pub(crate) struct Prompt<'a> {
     parts: Vec<(Role, &'a str)>,
     /// Role of the last non-system message, even when it carried no text (a tool call).
     pub(crate) last_role: Option<Role>,
+    /// Prompt cache breakpoints (Anthropic's `cache_control`), as counts of the parts
+    /// before them.
+    marks: Vec<usize>,
 }
 
 impl<'a> Prompt<'a> {
@@ -84,6 +89,32 @@ impl<'a> Prompt<'a> {
             .rev()
             .find(|(r, t)| *r != Role::System && !t.trim().is_empty())
             .map(|(_, t)| *t)
+    }
+
+    /// Marks a prompt cache breakpoint after the parts pushed so far.
+    pub(crate) fn mark(&mut self) {
+        self.marks.push(self.parts.len());
+    }
+
+    /// Whether a breakpoint follows the first `parts` parts.
+    pub(crate) fn is_marked(&self, parts: usize) -> bool {
+        self.marks.contains(&parts)
+    }
+
+    /// Each prefix that ends after a part: how many parts, its tokens by the mock's
+    /// estimate, and a hash of `scope` and the parts' roles and texts.
+    pub(crate) fn prefixes<'s>(
+        &'s self,
+        scope: &'s str,
+    ) -> impl Iterator<Item = (usize, u64, u64)> + 's {
+        let mut hasher = DefaultHasher::new();
+        scope.hash(&mut hasher);
+        let mut words = 0;
+        self.parts.iter().enumerate().map(move |(i, (role, text))| {
+            (*role as u8, *text).hash(&mut hasher);
+            words += word_count(text);
+            (i + 1, approx_tokens(words), hasher.finish())
+        })
     }
 
     /// Whitespace-separated words across the whole prompt.
@@ -180,6 +211,17 @@ impl Reply {
                 word_count(content) + reasoning.as_deref().map_or(0, word_count)
             }
             Reply::ToolCall { arguments, .. } => word_count(&arguments.to_string()),
+        }
+    }
+
+    /// Words of the reasoning alone.
+    pub(crate) fn reasoning_word_count(&self) -> usize {
+        match self {
+            Reply::Text {
+                reasoning: Some(reasoning),
+                ..
+            } => word_count(reasoning),
+            _ => 0,
         }
     }
 }

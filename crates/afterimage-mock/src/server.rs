@@ -21,8 +21,9 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::cache::PromptCache;
 use crate::config::MockConfig;
-use crate::stats::{Counters, MockStats, bump};
+use crate::stats::{Counters, MockStats, Served, bump};
 use crate::text::Rng;
 use crate::{anthropic, embeddings, gemini, openai};
 
@@ -38,6 +39,8 @@ pub(crate) struct Answer {
     content_type: &'static str,
     body: Vec<u8>,
     retry_after: Option<u64>,
+    /// The tokens a chat answer bills, counted in the stats once it is sent.
+    served: Option<Served>,
 }
 
 impl Answer {
@@ -49,7 +52,14 @@ impl Answer {
             // Serializing a `Value` to memory cannot fail.
             body: serde_json::to_vec(value).unwrap_or_default(),
             retry_after: None,
+            served: None,
         }
+    }
+
+    /// The same answer, billing `tokens`.
+    pub(crate) fn serving(mut self, tokens: Served) -> Self {
+        self.served = Some(tokens);
+        self
     }
 
     fn into_response(self) -> Response<Full<Bytes>> {
@@ -91,19 +101,22 @@ impl Sse {
             content_type: "text/event-stream",
             body: self.0,
             retry_after: None,
+            served: None,
         }
     }
 }
 
 /// What a format handler needs to answer one model request.
 #[derive(Debug)]
-pub(crate) struct Call {
+pub(crate) struct Call<'a> {
     /// The request number (drives variety and ids).
     pub(crate) n: u64,
     /// The request's random stream.
     pub(crate) rng: Rng,
     /// [`MockConfig::prose_instead_of_json`].
     pub(crate) prose: bool,
+    /// The server's prompt cache, unless [`MockConfig::prompt_cache`] is off.
+    pub(crate) cache: Option<&'a PromptCache>,
 }
 
 /// Seconds since the Unix epoch.
@@ -118,6 +131,7 @@ struct Shared {
     config: MockConfig,
     stats: Counters,
     next_request: AtomicU64,
+    cache: Option<PromptCache>,
     /// Per API key: the start of its current one-minute window and the requests in it.
     rpm_windows: Mutex<HashMap<String, (Instant, u32)>>,
 }
@@ -173,10 +187,14 @@ impl MockServer {
         socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
         let listener = socket.listen(BACKLOG)?;
         let addr = listener.local_addr()?;
+        let cache = config
+            .prompt_cache
+            .then(|| PromptCache::new(config.prompt_cache_min_tokens));
         let shared = Arc::new(Shared {
             config,
             stats: Counters::default(),
             next_request: AtomicU64::new(0),
+            cache,
             rpm_windows: Mutex::new(HashMap::new()),
         });
         let (shutdown, signal) = watch::channel(false);
@@ -465,10 +483,14 @@ async fn model_call(
         n,
         rng,
         prose: config.prose_instead_of_json,
+        cache: shared.cache.as_ref(),
     };
     let answer = respond(route, &value, call, config.embedding_dimensions)
         .map_err(|message| (StatusCode::BAD_REQUEST, message))?;
     sleep(delay).await;
+    if let Some(tokens) = answer.served {
+        stats.served(tokens);
+    }
     Ok(answer.into_response())
 }
 
@@ -753,6 +775,7 @@ mod tests {
             config: MockConfig::default().with_rpm_limit(2),
             stats: Counters::default(),
             next_request: AtomicU64::new(0),
+            cache: None,
             rpm_windows: Mutex::new(HashMap::new()),
         };
         let t0 = Instant::now();

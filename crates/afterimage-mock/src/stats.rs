@@ -36,16 +36,27 @@ pub struct MockStats {
     pub in_flight: u64,
     /// The most requests ever handled at once.
     pub max_in_flight: u64,
+    /// Prompt tokens of the chat answers served, cached ones included, as the clients
+    /// bill them (Anthropic's cache reads and writes added back in).
+    pub input_tokens: u64,
+    /// Output tokens of the chat answers served, reasoning included.
+    pub output_tokens: u64,
+    /// The part of `input_tokens` reported as read from the prompt cache.
+    pub cached_input_tokens: u64,
+    /// The part of `input_tokens` reported as written to it (Anthropic).
+    pub cache_write_tokens: u64,
+    /// The part of `output_tokens` reported as reasoning (OpenAI format, Gemini).
+    pub reasoning_tokens: u64,
 }
 
 impl std::fmt::Display for MockStats {
     /// One line for logs: `requests N (chat N, gemini N, anthropic N, embeddings N, models N), max in
-    /// flight N, ...`.
+    /// flight N, ..., tokens in N (cached N), out N`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
             "requests {} (chat {}, gemini {}, anthropic {}, embeddings {}, models {}), max in flight {}, \
-             injected 500s {}, 429s {}, 401s {}, 400s {}, 404s {}",
+             injected 500s {}, 429s {}, 401s {}, 400s {}, 404s {}, tokens in {} (cached {}), out {}",
             self.requests,
             self.chat_completions,
             self.generate_content,
@@ -58,6 +69,9 @@ impl std::fmt::Display for MockStats {
             self.unauthorized,
             self.bad_requests,
             self.not_found,
+            self.input_tokens,
+            self.cached_input_tokens,
+            self.output_tokens,
         )
     }
 }
@@ -78,6 +92,22 @@ pub(crate) struct Counters {
     pub(crate) rate_limited: AtomicU64,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
+    input_tokens: AtomicU64,
+    output_tokens: AtomicU64,
+    cached_input_tokens: AtomicU64,
+    cache_write_tokens: AtomicU64,
+    reasoning_tokens: AtomicU64,
+}
+
+/// The tokens of one chat answer, in the clients' billing shape: input includes what
+/// was read from and written to the cache, output includes reasoning.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Served {
+    pub(crate) input: u64,
+    pub(crate) output: u64,
+    pub(crate) cached: u64,
+    pub(crate) written: u64,
+    pub(crate) reasoning: u64,
 }
 
 /// Adds one to a counter.
@@ -95,6 +125,15 @@ impl Counters {
         InFlight(&self.in_flight)
     }
 
+    /// Adds the tokens of an answer sent.
+    pub(crate) fn served(&self, tokens: Served) {
+        self.input_tokens.fetch_add(tokens.input, Relaxed);
+        self.output_tokens.fetch_add(tokens.output, Relaxed);
+        self.cached_input_tokens.fetch_add(tokens.cached, Relaxed);
+        self.cache_write_tokens.fetch_add(tokens.written, Relaxed);
+        self.reasoning_tokens.fetch_add(tokens.reasoning, Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> MockStats {
         MockStats {
             requests: self.requests.load(Relaxed),
@@ -110,6 +149,11 @@ impl Counters {
             rate_limited: self.rate_limited.load(Relaxed),
             in_flight: self.in_flight.load(Relaxed),
             max_in_flight: self.max_in_flight.load(Relaxed),
+            input_tokens: self.input_tokens.load(Relaxed),
+            output_tokens: self.output_tokens.load(Relaxed),
+            cached_input_tokens: self.cached_input_tokens.load(Relaxed),
+            cache_write_tokens: self.cache_write_tokens.load(Relaxed),
+            reasoning_tokens: self.reasoning_tokens.load(Relaxed),
         }
     }
 
@@ -127,6 +171,11 @@ impl Counters {
             &self.bad_requests,
             &self.errors_injected,
             &self.rate_limited,
+            &self.input_tokens,
+            &self.output_tokens,
+            &self.cached_input_tokens,
+            &self.cache_write_tokens,
+            &self.reasoning_tokens,
         ] {
             c.store(0, Relaxed);
         }

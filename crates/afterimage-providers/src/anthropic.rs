@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use crate::builder::{ChatBuilder, ChatClient, Structured, sealed};
 use crate::http::{Auth, Http, HttpSettings, NotFoundHelp, with_version};
 use crate::structured::{send_with_fallback, with_schema_instruction};
+use crate::usage::{billed, count, lenient};
 use crate::{BuildError, Provider, StructuredOutput, StructuredOutputState};
 
 /// Anthropic's API.
@@ -34,6 +35,7 @@ pub struct Anthropic {
     model: String,
     max_tokens_default: u32,
     structured_output: StructuredOutputState,
+    prompt_caching: bool,
 }
 
 impl std::fmt::Debug for Anthropic {
@@ -42,6 +44,7 @@ impl std::fmt::Debug for Anthropic {
             .field("model", &self.model)
             .field("http", &self.http)
             .field("max_tokens_default", &self.max_tokens_default)
+            .field("prompt_caching", &self.prompt_caching)
             .finish()
     }
 }
@@ -58,6 +61,7 @@ pub type AnthropicBuilder = ChatBuilder<Anthropic>;
 pub struct AnthropicOptions {
     max_tokens_default: u32,
     version: String,
+    prompt_caching: bool,
 }
 
 impl Anthropic {
@@ -68,6 +72,7 @@ impl Anthropic {
             AnthropicOptions {
                 max_tokens_default: ANTHROPIC_DEFAULT_MAX_TOKENS,
                 version: ANTHROPIC_VERSION.to_owned(),
+                prompt_caching: true,
             },
         )
     }
@@ -116,11 +121,17 @@ impl Anthropic {
                 name: &schema.name,
             }
         });
+        let mut messages = messages(&request.messages)?;
+        let system = if self.prompt_caching {
+            mark_cache_breakpoints(system, &mut messages, &tools, model)
+        } else {
+            system.map(System::Text)
+        };
         Ok(Body {
             model,
             max_tokens: request.max_tokens.unwrap_or(self.max_tokens_default),
             system,
-            messages: messages(&request.messages)?,
+            messages,
             temperature: request.temperature,
             tools,
             tool_choice,
@@ -174,16 +185,7 @@ impl Anthropic {
             tool_calls,
             ..Message::assistant("")
         };
-        let usage = reply
-            .usage
-            .map(|u| {
-                // `input_tokens` leaves out the cached part of the prompt.
-                let input = u.input_tokens.unwrap_or(0)
-                    + u.cache_creation_input_tokens.unwrap_or(0)
-                    + u.cache_read_input_tokens.unwrap_or(0);
-                Usage::new(input, u.output_tokens.unwrap_or(0))
-            })
-            .unwrap_or_default();
+        let usage = reply.usage.map(WireUsage::billed).unwrap_or_default();
         ChatResponse {
             message,
             usage,
@@ -208,6 +210,17 @@ impl ChatBuilder<Anthropic> {
     /// The `anthropic-version` header (default [`ANTHROPIC_VERSION`]).
     pub fn version(mut self, version: impl Into<String>) -> Self {
         self.options.version = version.into();
+        self
+    }
+
+    /// Marks prompt cache breakpoints (default on): the system prompt, which carries
+    /// the document or retrieved context, and the last message of the history, each
+    /// once the prompt up to it is long enough for Anthropic to cache
+    /// ([`anthropic_min_cacheable_tokens`], estimated from its characters). Later
+    /// requests that share the prefix read it at a tenth of the input price; writing
+    /// it costs a quarter more, so turn it off when no prefix is ever sent twice.
+    pub fn prompt_caching(mut self, on: bool) -> Self {
+        self.options.prompt_caching = on;
         self
     }
 }
@@ -252,6 +265,7 @@ impl sealed::Build for Anthropic {
             model,
             max_tokens_default: options.max_tokens_default.max(1),
             structured_output: structured.state(Provider::Anthropic),
+            prompt_caching: options.prompt_caching,
         })
     }
 }
@@ -292,6 +306,55 @@ impl ChatModel for Anthropic {
     }
 }
 
+/// The shortest prompt prefix Anthropic caches for `model`, in tokens: 2048 for the
+/// Haiku models, 1024 for the others. A shorter marked prefix is simply not cached.
+pub fn anthropic_min_cacheable_tokens(model: &str) -> u64 {
+    if model.to_ascii_lowercase().contains("haiku") {
+        2048
+    } else {
+        1024
+    }
+}
+
+/// Characters per token in the estimate of a prefix's length: English prose runs at
+/// about four, and a prefix estimated a little long is only marked in vain.
+const CHARS_PER_TOKEN: u64 = 4;
+
+/// Puts cache breakpoints on the system prompt and on the last block of the last
+/// message, each only when the prompt up to it (tools come first) is long enough to
+/// be cached. Two of Anthropic's four breakpoints: the system prompt is shared by
+/// every turn of a dialog (and by dialogs on one document), the history by the next
+/// turn, which finds the previous turn's breakpoint by looking back.
+fn mark_cache_breakpoints(
+    system: Option<String>,
+    messages: &mut [WireMessage],
+    tools: &[WireTool<'_>],
+    model: &str,
+) -> Option<System> {
+    let minimum = anthropic_min_cacheable_tokens(model) * CHARS_PER_TOKEN;
+    let mut chars: u64 = tools
+        .iter()
+        .map(|t| (t.name.len() + t.description.len() + t.input_schema.to_string().len()) as u64)
+        .sum();
+    let system = system.map(|text| {
+        chars += text.len() as u64;
+        if chars < minimum {
+            return System::Text(text);
+        }
+        System::Blocks([WireBlock::Text {
+            text,
+            cache_control: Some(CacheControl::EPHEMERAL),
+        }])
+    });
+    chars += messages.iter().map(WireMessage::chars).sum::<u64>();
+    if chars >= minimum
+        && let Some(block) = messages.last_mut().and_then(|m| m.content.last_mut())
+    {
+        block.mark();
+    }
+    system
+}
+
 /// The description of the forced tool that carries a JSON Schema answer.
 const SCHEMA_TOOL_DESCRIPTION: &str =
     "Give your answer by calling this tool; its input is the answer.";
@@ -322,6 +385,7 @@ fn messages(messages: &[Message]) -> Result<Vec<WireMessage>, ProviderError> {
                         id: call.id.clone(),
                         name: call.function.name.clone(),
                         input: call_input(call)?,
+                        cache_control: None,
                     });
                 }
                 ("assistant", blocks)
@@ -330,6 +394,7 @@ fn messages(messages: &[Message]) -> Result<Vec<WireMessage>, ProviderError> {
                 let block = WireBlock::ToolResult {
                     tool_use_id: message.tool_call_id.clone().unwrap_or_default(),
                     content: message.content.clone(),
+                    cache_control: None,
                 };
                 ("user", vec![block])
             }
@@ -356,6 +421,7 @@ fn text_block(text: &str) -> Vec<WireBlock> {
     } else {
         vec![WireBlock::Text {
             text: text.to_owned(),
+            cache_control: None,
         }]
     }
 }
@@ -383,7 +449,7 @@ struct Body<'a> {
     model: &'a str,
     max_tokens: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
-    system: Option<String>,
+    system: Option<System>,
     messages: Vec<WireMessage>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
@@ -400,6 +466,16 @@ struct WireMessage {
 }
 
 impl WireMessage {
+    /// The characters of its text, tool inputs and results.
+    fn chars(&self) -> u64 {
+        let block_chars = |block: &WireBlock| match block {
+            WireBlock::Text { text, .. } => text.len(),
+            WireBlock::ToolUse { name, input, .. } => name.len() + input.to_string().len(),
+            WireBlock::ToolResult { content, .. } => content.len(),
+        };
+        self.content.iter().map(block_chars).sum::<usize>() as u64
+    }
+
     fn extend(&mut self, blocks: Vec<WireBlock>) {
         for block in blocks {
             if matches!(block, WireBlock::ToolResult { .. }) {
@@ -422,16 +498,51 @@ impl WireMessage {
 enum WireBlock {
     Text {
         text: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<CacheControl>,
     },
     ToolUse {
         id: String,
         name: String,
         input: Value,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<CacheControl>,
     },
     ToolResult {
         tool_use_id: String,
         content: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<CacheControl>,
     },
+}
+
+impl WireBlock {
+    /// Makes this block a cache breakpoint: the prompt up to and including it is cached.
+    fn mark(&mut self) {
+        let (WireBlock::Text { cache_control, .. }
+        | WireBlock::ToolUse { cache_control, .. }
+        | WireBlock::ToolResult { cache_control, .. }) = self;
+        *cache_control = Some(CacheControl::EPHEMERAL);
+    }
+}
+
+/// A prompt cache breakpoint, the only kind Anthropic has (a five-minute cache).
+#[derive(Serialize, Debug, Clone, Copy, PartialEq)]
+struct CacheControl {
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+impl CacheControl {
+    const EPHEMERAL: CacheControl = CacheControl { kind: "ephemeral" };
+}
+
+/// The system prompt: plain text, or one text block when it is a cache breakpoint.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum System {
+    Text(String),
+    Blocks([WireBlock; 1]),
 }
 
 #[derive(Serialize)]
@@ -457,7 +568,7 @@ struct MessagesResponse {
     model: Option<String>,
     #[serde(default)]
     stop_reason: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     usage: Option<WireUsage>,
 }
 
@@ -483,16 +594,38 @@ enum Block {
     Other,
 }
 
-#[derive(Deserialize)]
+/// Anthropic's usage: `input_tokens` is only the prompt after the last cache
+/// breakpoint, apart from what was read from or written to the cache.
+#[derive(Deserialize, Default)]
 struct WireUsage {
-    #[serde(default)]
-    input_tokens: Option<u64>,
-    #[serde(default)]
-    output_tokens: Option<u64>,
-    #[serde(default)]
-    cache_creation_input_tokens: Option<u64>,
-    #[serde(default)]
-    cache_read_input_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    input_tokens: u64,
+    /// All output, thinking included.
+    #[serde(default, deserialize_with = "count")]
+    output_tokens: u64,
+    #[serde(default, deserialize_with = "count")]
+    cache_creation_input_tokens: u64,
+    #[serde(default, deserialize_with = "count")]
+    cache_read_input_tokens: u64,
+}
+
+impl WireUsage {
+    /// Normalised to core's shape, where input counts every prompt token.
+    fn billed(self) -> Usage {
+        let (read, written) = (
+            self.cache_read_input_tokens,
+            self.cache_creation_input_tokens,
+        );
+        billed(
+            self.input_tokens
+                .saturating_add(read)
+                .saturating_add(written),
+            self.output_tokens,
+            read,
+            written,
+            0,
+        )
+    }
 }
 
 #[cfg(test)]

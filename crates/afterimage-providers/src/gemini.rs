@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use crate::builder::{ChatBuilder, ChatClient, Structured, sealed};
 use crate::http::{Auth, Http, HttpSettings, NotFoundHelp, with_version};
 use crate::structured::{send_with_fallback, with_schema_instruction};
+use crate::usage::{billed, count, lenient};
 use crate::{BuildError, Provider, StructuredOutput, StructuredOutputState};
 
 /// The Gemini Developer API.
@@ -170,12 +171,7 @@ impl Gemini {
     ) -> Result<ChatResponse, ProviderError> {
         let usage = reply
             .usage_metadata
-            .map(|u| {
-                // Thinking tokens are billed as output.
-                let output =
-                    u.candidates_token_count.unwrap_or(0) + u.thoughts_token_count.unwrap_or(0);
-                Usage::new(u.prompt_token_count.unwrap_or(0), output)
-            })
+            .map(UsageMetadata::billed)
             .unwrap_or_default();
         let Some(candidate) = reply.candidates.into_iter().next() else {
             let block = reply.prompt_feedback.and_then(|f| f.block_reason);
@@ -570,7 +566,7 @@ struct GenerateResponse {
     candidates: Vec<Candidate>,
     #[serde(default)]
     prompt_feedback: Option<PromptFeedback>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     usage_metadata: Option<UsageMetadata>,
     #[serde(default)]
     model_version: Option<String>,
@@ -618,15 +614,32 @@ struct PromptFeedback {
     block_reason: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// Gemini's usage: the prompt count includes the cached part; thoughts are billed as
+/// output but left out of the candidates' count.
+#[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct UsageMetadata {
-    #[serde(default)]
-    prompt_token_count: Option<u64>,
-    #[serde(default)]
-    candidates_token_count: Option<u64>,
-    #[serde(default)]
-    thoughts_token_count: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    prompt_token_count: u64,
+    #[serde(default, deserialize_with = "count")]
+    candidates_token_count: u64,
+    #[serde(default, deserialize_with = "count")]
+    thoughts_token_count: u64,
+    #[serde(default, deserialize_with = "count")]
+    cached_content_token_count: u64,
+}
+
+impl UsageMetadata {
+    fn billed(self) -> Usage {
+        let thoughts = self.thoughts_token_count;
+        billed(
+            self.prompt_token_count,
+            self.candidates_token_count.saturating_add(thoughts),
+            self.cached_content_token_count,
+            0,
+            thoughts,
+        )
+    }
 }
 
 #[cfg(test)]

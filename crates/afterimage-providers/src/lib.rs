@@ -84,7 +84,7 @@
 pub use crate::{
     anthropic::{
         ANTHROPIC_BASE_URL, ANTHROPIC_DEFAULT_MAX_TOKENS, ANTHROPIC_VERSION, Anthropic,
-        AnthropicBuilder,
+        AnthropicBuilder, anthropic_min_cacheable_tokens,
     },
     builder::{ChatBuilder, ChatClient},
     embeddings::{
@@ -121,3 +121,4 @@ mod retry;
 mod stack;
 mod structured;
 mod throttle;
+mod usage;

@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::builder::{ChatBuilder, ChatClient, Structured, sealed};
 use crate::http::{Auth, Http, HttpSettings, NotFoundHelp};
 use crate::structured::{schema_instruction, send_with_fallback};
+use crate::usage::{billed, count, lenient};
 use crate::{BuildError, Provider, StructuredOutput, StructuredOutputState};
 
 /// OpenAI's API.
@@ -34,6 +35,7 @@ pub struct OpenAiCompatible {
     model: String,
     structured_output: StructuredOutputState,
     max_completion_tokens: bool,
+    send_cache_key: bool,
 }
 
 impl std::fmt::Debug for OpenAiCompatible {
@@ -59,6 +61,8 @@ pub struct OpenAiOptions {
     provider: Provider,
     max_completion_tokens: bool,
     key_required_by: Option<&'static str>,
+    /// `None`: only to OpenAI's own API.
+    send_cache_key: Option<bool>,
 }
 
 impl OpenAiCompatible {
@@ -70,6 +74,7 @@ impl OpenAiCompatible {
                 provider: Provider::Local,
                 max_completion_tokens: false,
                 key_required_by: None,
+                send_cache_key: None,
             },
         )
     }
@@ -147,6 +152,10 @@ impl OpenAiCompatible {
             max_completion_tokens,
             tools: request.tools.iter().map(WireTool::from).collect(),
             response_format,
+            prompt_cache_key: self
+                .send_cache_key
+                .then(|| request.cache_key.as_deref().and_then(prompt_cache_key))
+                .flatten(),
         }
     }
 
@@ -181,15 +190,7 @@ impl OpenAiCompatible {
             tool_calls,
             ..Message::assistant("")
         };
-        let usage = completion
-            .usage
-            .map(|u| {
-                Usage::new(
-                    u.prompt_tokens.unwrap_or(0),
-                    u.completion_tokens.unwrap_or(0),
-                )
-            })
-            .unwrap_or_default();
+        let usage = completion.usage.map(WireUsage::billed).unwrap_or_default();
         Ok(ChatResponse {
             message,
             usage,
@@ -209,6 +210,15 @@ impl ChatBuilder<OpenAiCompatible> {
     /// latter).
     pub fn max_completion_tokens(mut self, yes: bool) -> Self {
         self.options.max_completion_tokens = yes;
+        self
+    }
+
+    /// Sends a request's [`cache_key`](afterimage_core::ChatRequest::cache_key) as
+    /// `prompt_cache_key`, which routes requests sharing a prefix to the same prompt
+    /// cache. By default only OpenAI's own API (`api.openai.com`) gets it: many
+    /// compatible servers reject fields they do not know.
+    pub fn prompt_cache_key(mut self, send: bool) -> Self {
+        self.options.send_cache_key = Some(send);
         self
     }
 
@@ -238,6 +248,9 @@ impl sealed::Build for OpenAiCompatible {
         let model = model
             .filter(|m| !m.trim().is_empty())
             .ok_or(BuildError::MissingModel)?;
+        let send_cache_key = options
+            .send_cache_key
+            .unwrap_or_else(|| is_openai_itself(&http.base_url));
         let mut http = http;
         http.not_found = Some(NotFoundHelp {
             models_path: "/models",
@@ -248,6 +261,7 @@ impl sealed::Build for OpenAiCompatible {
             model,
             structured_output: structured.state(options.provider),
             max_completion_tokens: options.max_completion_tokens,
+            send_cache_key,
         })
     }
 }
@@ -291,6 +305,35 @@ impl ChatModel for OpenAiCompatible {
 
 /// Where chat requests go, after the base URL.
 const CHAT_PATH: &str = "/chat/completions";
+
+/// The longest `prompt_cache_key` OpenAI accepts, in characters.
+const MAX_CACHE_KEY_CHARS: usize = 64;
+
+/// Whether `base_url` is OpenAI's own API, which knows `prompt_cache_key`.
+fn is_openai_itself(base_url: &str) -> bool {
+    reqwest::Url::parse(base_url)
+        .ok()
+        .and_then(|url| url.host_str().map(str::to_ascii_lowercase))
+        .is_some_and(|host| host == "api.openai.com" || host.ends_with(".api.openai.com"))
+}
+
+/// The key as OpenAI accepts it: none when blank; when too long, its head and a hash
+/// of the whole, so distinct keys stay distinct and each stays stable.
+fn prompt_cache_key(key: &str) -> Option<Cow<'_, str>> {
+    let key = key.trim();
+    if key.is_empty() {
+        return None;
+    }
+    if key.chars().count() <= MAX_CACHE_KEY_CHARS {
+        return Some(Cow::Borrowed(key));
+    }
+    // FNV-1a: stable across runs and builds, unlike std's hasher.
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let head: String = key.chars().take(MAX_CACHE_KEY_CHARS - 17).collect();
+    Some(Cow::Owned(format!("{head}-{hash:016x}")))
+}
 
 fn put_schema_in_system_prompt(messages: &mut Vec<WireMessage<'_>>, schema: &JsonSchema) {
     let instruction = schema_instruction(schema);
@@ -338,6 +381,8 @@ struct Body<'a> {
     tools: Vec<WireTool<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_format: Option<ResponseFormat<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_cache_key: Option<Cow<'a, str>>,
 }
 
 #[derive(Serialize)]
@@ -418,7 +463,7 @@ enum ResponseFormat<'a> {
 #[derive(Deserialize)]
 struct Completion {
     choices: Vec<Choice>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     usage: Option<WireUsage>,
     #[serde(default)]
     model: Option<String>,
@@ -498,10 +543,90 @@ impl WireToolCall {
     }
 }
 
-#[derive(Deserialize)]
+/// OpenAI's usage object, with DeepSeek's cache fields beside it.
+#[derive(Deserialize, Default)]
 struct WireUsage {
-    #[serde(default)]
-    prompt_tokens: Option<u64>,
-    #[serde(default)]
-    completion_tokens: Option<u64>,
+    /// All prompt tokens, cached ones included (DeepSeek: hits plus misses).
+    #[serde(default, deserialize_with = "count")]
+    prompt_tokens: u64,
+    /// All completion tokens, reasoning included.
+    #[serde(default, deserialize_with = "count")]
+    completion_tokens: u64,
+    #[serde(default, deserialize_with = "lenient")]
+    prompt_tokens_details: PromptDetails,
+    #[serde(default, deserialize_with = "lenient")]
+    completion_tokens_details: CompletionDetails,
+    /// DeepSeek's cached part of the prompt.
+    #[serde(default, deserialize_with = "count")]
+    prompt_cache_hit_tokens: u64,
+    /// DeepSeek's uncached part of the prompt.
+    #[serde(default, deserialize_with = "count")]
+    prompt_cache_miss_tokens: u64,
+}
+
+#[derive(Deserialize, Default)]
+struct PromptDetails {
+    #[serde(default, deserialize_with = "count")]
+    cached_tokens: u64,
+}
+
+#[derive(Deserialize, Default)]
+struct CompletionDetails {
+    #[serde(default, deserialize_with = "count")]
+    reasoning_tokens: u64,
+}
+
+impl WireUsage {
+    fn billed(self) -> Usage {
+        let deepseek_prompt = self.prompt_cache_hit_tokens + self.prompt_cache_miss_tokens;
+        let input = if self.prompt_tokens == 0 {
+            deepseek_prompt
+        } else {
+            self.prompt_tokens
+        };
+        // Servers report cached tokens in one of the two places, never both.
+        let cached = self
+            .prompt_tokens_details
+            .cached_tokens
+            .max(self.prompt_cache_hit_tokens);
+        billed(
+            input,
+            self.completion_tokens,
+            cached,
+            0,
+            self.completion_tokens_details.reasoning_tokens,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_openai_itself_gets_cache_keys_by_default() {
+        assert!(is_openai_itself(OPENAI_BASE_URL));
+        assert!(is_openai_itself("https://eu.api.openai.com/v1"));
+        assert!(!is_openai_itself(DEEPSEEK_BASE_URL));
+        assert!(!is_openai_itself("https://api.openai.com.example.net/v1"));
+        assert!(!is_openai_itself("not a url"));
+    }
+
+    #[test]
+    fn cache_keys_fit_openai_limit_and_stay_distinct() {
+        assert_eq!(prompt_cache_key("  "), None);
+        assert_eq!(
+            prompt_cache_key("run-1/respondent").unwrap(),
+            "run-1/respondent"
+        );
+        let long_a = format!("{}a", "x".repeat(80));
+        let long_b = format!("{}b", "x".repeat(80));
+        let (a, b) = (
+            prompt_cache_key(&long_a).unwrap(),
+            prompt_cache_key(&long_b).unwrap(),
+        );
+        assert_eq!(a.chars().count(), MAX_CACHE_KEY_CHARS);
+        assert_ne!(a, b);
+        assert_eq!(prompt_cache_key(&long_a).unwrap(), a);
+    }
 }

@@ -315,7 +315,7 @@ async fn parses_text_thinking_usage_stop_reason_and_model() {
         reply.message,
         Message::assistant("The answer is 42.").with_reasoning("Let me think. Six times seven.")
     );
-    assert_eq!(reply.usage, Usage::new(125, 38));
+    assert_eq!(reply.usage, Usage::new(125, 38).cached(100).cache_writes(5));
     assert_eq!(reply.finish_reason, Some(FinishReason::Stop));
     assert_eq!(reply.model, "claude-sonnet-4-5-20250929");
 }

@@ -301,7 +301,7 @@ async fn parses_text_thoughts_usage_finish_reason_and_model_version() {
         reply.message,
         Message::assistant("The answer is 42.").with_reasoning("Let me think. Six times seven.")
     );
-    assert_eq!(reply.usage, Usage::new(20, 38));
+    assert_eq!(reply.usage, Usage::new(20, 38).reasoning(30));
     assert_eq!(reply.finish_reason, Some(FinishReason::Stop));
     assert_eq!(reply.model, "gemini-2.5-flash-001");
 }
