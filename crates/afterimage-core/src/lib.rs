@@ -5,7 +5,8 @@
 //! - the model seam: [`ChatModel`] (one async method), [`ChatRequest`],
 //!   [`ChatResponse`], [`ProviderError`], and [`Embedder`];
 //! - the data: [`Message`], [`Role`], [`ToolSpec`], [`Document`], [`Persona`],
-//!   [`Usage`] and [`Spent`] (requests with their tokens), the stored
+//!   [`Usage`] and [`Spent`] (requests with their tokens), the run's [`Ledger`]
+//!   (every paid request by model and role, kept through [`Metered`] models), the stored
 //!   [`ConversationRow`] and the [`RunRecord`] that makes a run resumable;
 //! - the strategy traits: [`InstructionGenerator`], [`RespondentPromptModifier`],
 //!   [`StoppingCriterion`], [`Storage`], [`Evaluator`], [`DocumentSource`],
@@ -51,6 +52,7 @@ pub use crate::{
     },
     error::{ProviderError, StorageError, StrategyError},
     json::{parse_lenient, snippet},
+    ledger::{Ledger, LedgerBook, Metered},
     message::{FunctionCall, Message, Role, ToolCall, ToolSpec},
     parked::{Parked, ParkedRequests},
     row::{
@@ -72,6 +74,7 @@ mod chat;
 mod document;
 mod error;
 mod json;
+mod ledger;
 mod message;
 mod parked;
 mod row;
