@@ -171,6 +171,24 @@ pub struct LedgerSummary {
 }
 
 impl LedgerSummary {
+    /// Figures of `book` alone, without prices (a stored run record read later).
+    ///
+    /// ```
+    /// use afterimage_core::{LedgerBook, Spent, Usage};
+    /// use afterimage_engine::LedgerSummary;
+    ///
+    /// let mut book = LedgerBook::default();
+    /// book.add("m", "judge", Spent::one(Usage::new(5, 1)));
+    /// let summary = LedgerSummary::of(&book);
+    /// assert_eq!(summary.by_model["m"].by_role["judge"].input_tokens, 5);
+    /// assert_eq!(summary.total.cost, None);
+    /// ```
+    pub fn of(book: &LedgerBook) -> Self {
+        let mut summary = Self::new(book, &Prices::default(), 0, None);
+        summary.unpriced.clear();
+        summary
+    }
+
     /// Figures of `book` at `prices`, with `rows` stored of `requested`.
     pub(crate) fn new(
         book: &LedgerBook,

@@ -190,6 +190,14 @@ impl Settings {
         let has_documents = context.documents.is_some();
         let output = output::resolve(&raw.output, overrides)?;
         let run = generation::resolve(&raw.generation, overrides, max_concurrency, has_documents)?;
+        if model.price.is_none()
+            && let Some(i) = run.stopping.iter().position(StopRule::needs_prices)
+        {
+            return Err(SettingsError::new(
+                format!("generation.stopping[{i}]"),
+                "a budget with max_cost needs token prices: add model.price: {input_per_million: ..., output_per_million: ...}",
+            ));
+        }
         let judge = quality::resolve(&raw.quality, &env, keys, max_concurrency)?;
         let after_run = after_run::after_run(&raw, &output)?;
         let chat = strategies::Chat {
