@@ -459,15 +459,16 @@ async fn model_call(
     let value = read_object(body).await?;
     let n = shared.next_request.fetch_add(1, Relaxed);
     let mut rng = Rng::for_request(config.seed, n);
-    let delay = inject_faults(config, stats, &mut rng).await?;
+    let (delay, malformed) = inject_faults(config, stats, &mut rng).await?;
     // Answer first so malformed requests fail at once, as real APIs reject them early.
     let call = Call {
         n,
         rng,
-        prose: config.prose_instead_of_json,
+        prose: config.prose_instead_of_json || malformed,
     };
     let answer = respond(route, &value, call, config.embedding_dimensions)
         .map_err(|message| (StatusCode::BAD_REQUEST, message))?;
+    count_billed(stats, &answer.body);
     sleep(delay).await;
     Ok(answer.into_response())
 }
@@ -488,13 +489,34 @@ fn rpm_refusal(dialect: Dialect, retry_after: u64) -> Answer {
     error_answer(dialect, StatusCode::TOO_MANY_REQUESTS, message, retry_after)
 }
 
+/// Adds the tokens billed in an answer's usage (any of the three formats, embeddings
+/// too) to the counters. Answers are built in memory just before, so they parse.
+fn count_billed(stats: &Counters, body: &[u8]) {
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        return;
+    };
+    let n = |pointer: &str| value.pointer(pointer).and_then(Value::as_u64).unwrap_or(0);
+    let input = n("/usage/prompt_tokens")
+        + n("/usage/input_tokens")
+        + n("/usage/cache_read_input_tokens")
+        + n("/usage/cache_creation_input_tokens")
+        + n("/usageMetadata/promptTokenCount");
+    let output = n("/usage/completion_tokens")
+        + n("/usage/output_tokens")
+        + n("/usageMetadata/candidatesTokenCount")
+        + n("/usageMetadata/thoughtsTokenCount");
+    stats.input_tokens.fetch_add(input, Relaxed);
+    stats.output_tokens.fetch_add(output, Relaxed);
+}
+
 /// Draws this request's fault: a 429 at once, or a 500 after the latency. Without one,
-/// the latency to wait once the answer is ready.
+/// the latency to wait once the answer is ready, and whether the answer's content is
+/// to be unusable.
 async fn inject_faults(
     config: &MockConfig,
     stats: &Counters,
     rng: &mut Rng,
-) -> Result<Duration, Refusal> {
+) -> Result<(Duration, bool), Refusal> {
     // One draw decides both faults so their rates add up exactly.
     let draw = rng.next_f64();
     if draw < config.rate_limit_rate {
@@ -514,7 +536,11 @@ async fn inject_faults(
                 .to_string(),
         ));
     }
-    Ok(delay)
+    let malformed = draw < config.rate_limit_rate + config.error_rate + config.malformed_rate;
+    if malformed {
+        bump(&stats.malformed_injected);
+    }
+    Ok((delay, malformed))
 }
 
 /// The answer to a model call in `route`'s format; `Err` is a bad request's message.

@@ -32,6 +32,14 @@ pub struct MockStats {
     pub errors_injected: u64,
     /// 429s: injected ones and those over [`MockConfig::rpm_limit`](crate::MockConfig::rpm_limit).
     pub rate_limited: u64,
+    /// Answers with unusable content ([`MockConfig::malformed_rate`](crate::MockConfig::malformed_rate)).
+    pub malformed_injected: u64,
+    /// Prompt tokens billed in the usage of the (non-streamed) answers served, cache
+    /// reads and writes included, as a client reads them.
+    pub input_tokens: u64,
+    /// Completion tokens billed in the usage of the (non-streamed) answers served,
+    /// thinking included.
+    pub output_tokens: u64,
     /// Requests being handled right now.
     pub in_flight: u64,
     /// The most requests ever handled at once.
@@ -76,6 +84,9 @@ pub(crate) struct Counters {
     pub(crate) bad_requests: AtomicU64,
     pub(crate) errors_injected: AtomicU64,
     pub(crate) rate_limited: AtomicU64,
+    pub(crate) malformed_injected: AtomicU64,
+    pub(crate) input_tokens: AtomicU64,
+    pub(crate) output_tokens: AtomicU64,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
 }
@@ -108,6 +119,9 @@ impl Counters {
             bad_requests: self.bad_requests.load(Relaxed),
             errors_injected: self.errors_injected.load(Relaxed),
             rate_limited: self.rate_limited.load(Relaxed),
+            malformed_injected: self.malformed_injected.load(Relaxed),
+            input_tokens: self.input_tokens.load(Relaxed),
+            output_tokens: self.output_tokens.load(Relaxed),
             in_flight: self.in_flight.load(Relaxed),
             max_in_flight: self.max_in_flight.load(Relaxed),
         }
@@ -127,6 +141,9 @@ impl Counters {
             &self.bad_requests,
             &self.errors_injected,
             &self.rate_limited,
+            &self.malformed_injected,
+            &self.input_tokens,
+            &self.output_tokens,
         ] {
             c.store(0, Relaxed);
         }
