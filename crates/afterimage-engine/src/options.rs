@@ -143,7 +143,7 @@ impl Default for GenerateOptions {
             price: None,
             model_prices: std::collections::HashMap::new(),
             price_lookup: None,
-            ledger_checkpoint: Duration::from_secs(2),
+            ledger_checkpoint: Duration::from_secs(1),
             resume: false,
             run_config: serde_json::Value::Null,
             in_flight: InFlight::Finish,
@@ -265,7 +265,7 @@ impl GenerateOptions {
     }
 
     /// How often, at most, the run record is saved with the ledger while the run goes
-    /// on (default 2 s), so a killed run loses little of its account.
+    /// on (default 1 s), so a killed run loses little of its account.
     pub fn ledger_checkpoint(mut self, every: Duration) -> Self {
         self.ledger_checkpoint = every;
         self

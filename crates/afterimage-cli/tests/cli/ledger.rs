@@ -167,3 +167,97 @@ async fn a_money_budget_rule_ends_the_run_at_or_under_it_counting_failures() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("model.price"), "{}", run.stderr);
 }
+
+/// The input tokens, output tokens and requests of a stored run record's ledger.
+fn recorded(record: &std::path::Path) -> Option<(u64, u64, u64)> {
+    let text = std::fs::read_to_string(record).ok()?;
+    let record: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let mut sum = (0, 0, 0);
+    for roles in record.get("ledger")?.as_object()?.values() {
+        for spent in roles.as_object()?.values() {
+            sum.0 += spent["usage"]["input_tokens"].as_u64()?;
+            sum.1 += spent["usage"]["output_tokens"].as_u64()?;
+            sum.2 += spent["requests"].as_u64()?;
+        }
+    }
+    Some(sum)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_then_resumed_run_accounts_for_both_sessions() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let server = MockServer::start(
+        MockConfig::default()
+            .with_latency(Duration::from_millis(100))
+            .with_error_rate(0.05)
+            .with_seed(2),
+    )
+    .await
+    .unwrap();
+    let config = LOCAL
+        .replace("  num_dialogs: 12\n", "  num_dialogs: 30\n")
+        .replace("  max_concurrency: 4\n", "  max_concurrency: 2\n");
+    let (dir, path) = project(&config);
+    let out = dir.path().join("rows.jsonl");
+    let record = dir.path().join("rows.jsonl.run.json");
+    let generate = || Cli::generate(&path, &server.openai_base_url(), &out).args(&["--json"]);
+
+    // 1. Kill the run once its record holds a ledger.
+    let mut child = generate()
+        .command()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while recorded(&record).is_none_or(|(input, _, _)| input == 0) {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended first");
+        assert!(Instant::now() < deadline, "no ledger saved after 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let first = recorded(&record).unwrap();
+    let served_first = server.stats();
+    // What the record kept is at most what was served: the tail since its last save
+    // is lost with the process.
+    assert!(
+        first.0 <= served_first.input_tokens,
+        "{first:?} {served_first}"
+    );
+    server.reset_stats();
+
+    // 2. Resume: the ledger is the first session's record plus all the second served.
+    let run = generate().args(&["--resume"]).run().await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    let second = server.stats();
+    let ledger = &report["ledger"];
+    assert_eq!(
+        ledger["input_tokens"],
+        first.0 + second.input_tokens,
+        "{ledger}"
+    );
+    assert_eq!(
+        ledger["output_tokens"],
+        first.1 + second.output_tokens,
+        "{ledger}"
+    );
+    assert_eq!(
+        ledger["requests"],
+        first.2 + second.chat_completions - second.errors_injected,
+        "{ledger}"
+    );
+    // This call's own figures are the second session's alone.
+    assert!(report["input_tokens"].as_u64().unwrap() <= second.input_tokens);
+    assert_eq!(
+        recorded(&record).unwrap(),
+        (
+            first.0 + second.input_tokens,
+            first.1 + second.output_tokens,
+            first.2 + second.chat_completions - second.errors_injected
+        )
+    );
+}
