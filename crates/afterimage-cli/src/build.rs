@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use afterimage_core::{
-    ChatModel, Document, DocumentSource, InstructionGenerator, ParkedRequests, Retriever, Storage,
+    ChatModel, Document, DocumentSource, InstructionGenerator, Ledger, ParkedRequests, Retriever,
+    Storage,
 };
 use afterimage_engine::{ConversationGenerator, ConversationGeneratorBuilder, GenerateOptions};
 use afterimage_providers::{
@@ -37,6 +38,9 @@ pub(crate) struct Meters {
     /// The respondent's structured output mode (the run record keeps the one that
     /// worked, for `--resume`).
     pub(crate) structured: Option<StructuredOutputState>,
+    /// Every request the run pays for, by model and role: the engine's models and
+    /// those built here (judge, instructions, personas, embeddings) record in it.
+    pub(crate) ledger: Ledger,
 }
 
 /// The main endpoint of a run with `model_name` as its model.
@@ -118,7 +122,7 @@ fn judge(
         Some(endpoint) => stack(&judge_endpoint(endpoint), client, pools)?,
         None => Arc::clone(respondent),
     };
-    let mut judge = LlmJudge::new(model)
+    let mut judge = LlmJudge::new(pools.ledger.meter(model, "judge"))
         .model_name(settings.evaluator_model_name.clone())
         .max_tokens(settings.judge_sampling.max_tokens)
         .aggregation(quality.aggregation);
@@ -198,17 +202,19 @@ pub(crate) fn documents(
 /// documents, or questions from the prompts alone.
 fn instruction_generator(
     settings: &Settings,
-    model: &Arc<dyn ChatModel>,
+    respondent: &Arc<dyn ChatModel>,
     storage: &Arc<dyn Storage>,
+    ledger: &Ledger,
 ) -> anyhow::Result<Arc<dyn InstructionGenerator>> {
     let source = match &settings.documents {
         Some(spec) => Some(documents(spec, settings.min_length)?),
         None => None,
     };
-    let personas = settings
-        .personas
-        .as_ref()
-        .map(|p| persona_generator(settings, p, model, storage));
+    let personas = settings.personas.as_ref().map(|p| {
+        let model = ledger.meter(Arc::clone(respondent), "personas");
+        persona_generator(settings, p, &model, storage)
+    });
+    let model = &ledger.meter(Arc::clone(respondent), "instructions");
     if let Some(tools) = &settings.tools {
         let mut generator =
             ToolCallingInstructionGenerator::new(Arc::clone(model), tools.specs.clone())
@@ -276,6 +282,7 @@ async fn rag_modifier(
     settings: &Settings,
     retrieval: &RetrievalSettings,
     client: &reqwest::Client,
+    ledger: &Ledger,
 ) -> anyhow::Result<WithRagRespondentPromptModifier> {
     let Some(DocumentsSpec::Loaded(docs)) = &settings.documents else {
         anyhow::bail!("retrieval needs the documents read before the run is built");
@@ -294,6 +301,7 @@ async fn rag_modifier(
             let embedder = endpoint
                 .build_with(&SharedParts::new(client.clone()))
                 .context("embedding settings")?;
+            let embedder = ledger.meter_embedder(embedder, &endpoint.model);
             let batch = endpoint.texts_per_request();
             let count = chunks.len();
             Arc::new(
@@ -365,6 +373,7 @@ pub(crate) async fn generator(
     let respondent = model(settings, &settings.model_name, &client, &mut pools)?;
     let mut builder = ConversationGenerator::builder()
         .respondent_prompt(settings.respondent_prompt.clone())
+        .ledger(pools.ledger.clone())
         .model(Arc::clone(&respondent))
         .storage(Arc::clone(&storage))
         .instruction_checks(settings.quality.instruction_checks);
@@ -379,13 +388,13 @@ pub(crate) async fn generator(
     if let Some(prompt) = &settings.correspondent_prompt {
         builder = builder.correspondent_prompt(prompt.clone());
     }
-    builder = with_context(builder, settings, &client).await?;
+    builder = with_context(builder, settings, &client, &pools.ledger).await?;
     if let Some(tools) = &settings.tools {
         builder = builder
             .tools(tools.specs.clone())
             .max_tool_rounds(tools.max_tool_rounds);
     }
-    let instructions = instruction_generator(settings, &respondent, &storage)?;
+    let instructions = instruction_generator(settings, &respondent, &storage, &pools.ledger)?;
     let generator = builder.instruction_generator(instructions).build()?;
     let options = run_options(settings, &pools.parked)?;
     Ok((generator, options, pools))
@@ -415,9 +424,10 @@ async fn with_context(
     builder: ConversationGeneratorBuilder,
     settings: &Settings,
     client: &reqwest::Client,
+    ledger: &Ledger,
 ) -> anyhow::Result<ConversationGeneratorBuilder> {
     Ok(if let Some(retrieval) = &settings.retrieval {
-        let rag = rag_modifier(settings, retrieval, client).await?;
+        let rag = rag_modifier(settings, retrieval, client, ledger).await?;
         builder.respondent_prompt_modifier(Arc::new(rag))
     } else if settings.documents.is_some() {
         builder.respondent_prompt_modifier(Arc::new(WithContextRespondentPromptModifier::new()))
@@ -449,8 +459,13 @@ fn run_options(settings: &Settings, parked: &ParkedRequests) -> anyhow::Result<G
     if let Some(n) = settings.max_failures {
         options = options.max_failures(n);
     }
+    // Every model the settings could price (`model.price`, the judge's own price, the
+    // built-in table); the ledger shows the others' cost as unknown.
     if let Some(price) = settings.price {
-        options = options.price(price);
+        options = options.model_price(settings.model_name.clone(), price);
+    }
+    for (model, priced) in settings.prices.priced() {
+        options = options.model_price(model.to_owned(), priced.price);
     }
     Ok(options)
 }

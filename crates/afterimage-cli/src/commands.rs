@@ -44,14 +44,14 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
 
     let mut options = options.resume(args.resume);
     if let Some(max_cost) = args.max_cost {
-        let Some(price) = settings.price else {
+        if settings.price.is_none() {
             return Err(Failure::Usage(anyhow!(
                 "--max-cost needs token prices: {} is not in the {}; add model.price: {{input_per_million: ..., output_per_million: ...}} to the config",
                 settings.model_name,
                 table_source()
             )));
-        };
-        options = options.stopping_criterion(Arc::new(CostBudget { max_cost, price }));
+        }
+        options = options.stopping_criterion(Arc::new(CostBudget { max_cost }));
     }
     let stop = StopHandle::new();
     options = options.stop_handle(stop.clone());
@@ -59,7 +59,6 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
 
     let progress = Progress::start(
         settings.num_dialogs,
-        settings.price,
         !args.json && std::io::stderr().is_terminal(),
     );
     let options = options.on_progress(progress.callback());
@@ -403,7 +402,15 @@ pub(crate) async fn stats(args: StatsArgs) -> Result<(), Failure> {
     for problem in &read.problems {
         eprintln!("warning: skipped a malformed row: {problem}");
     }
-    print_stats(&crate::output::Stats::of(&read), args.json);
+    let mut stats = crate::output::Stats::of(&read);
+    // The record's ledger counts what the rows do not: failed dialogs, rejected
+    // attempts, unreadable answers. A store without a record has none.
+    if let Ok(Some(record)) = storage.load_run().await
+        && !record.ledger.is_empty()
+    {
+        stats.ledger = Some(afterimage_engine::LedgerSummary::of(&record.ledger));
+    }
+    print_stats(&stats, args.json);
     Ok(())
 }
 

@@ -12,20 +12,19 @@ macro_rules! out {
 use std::time::Duration;
 
 use afterimage_core::RunProgress;
-use afterimage_engine::{Price, RunReport};
+use afterimage_engine::{LedgerSummary, RunReport};
 use afterimage_providers::{KeyStats, StructuredOutputState, ThrottleStats};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).
 pub(crate) struct Progress {
     bar: ProgressBar,
-    price: Option<Price>,
     total: Option<u64>,
 }
 
 impl Progress {
     /// Starts a bar counting up to `total` rows (a spinner when there is no count).
-    pub(crate) fn start(total: Option<u64>, price: Option<Price>, visible: bool) -> Progress {
+    pub(crate) fn start(total: Option<u64>, visible: bool) -> Progress {
         let bar = match total {
             Some(n) => ProgressBar::new(n),
             None => ProgressBar::no_length(),
@@ -51,19 +50,20 @@ impl Progress {
         } else {
             bar.set_draw_target(ProgressDrawTarget::hidden());
         }
-        Progress { bar, price, total }
+        Progress { bar, total }
     }
 
     /// The engine callback that moves the bar.
     pub(crate) fn callback(&self) -> impl Fn(&RunProgress) + Send + Sync + 'static {
         let bar = self.bar.clone();
-        let price = self.price;
         let total = self.total;
         move |progress: &RunProgress| {
             bar.set_position(progress.rows_written);
-            let cost = price
-                .map(|p| {
-                    let spent = p.cost(progress.usage);
+            // The ledger's: every request paid for, failed ones and earlier sessions'
+            // included.
+            let cost = progress
+                .cost
+                .map(|spent| {
                     // The whole run at the cost per row so far.
                     let projected = match total {
                         Some(n) if progress.rows_written > 0 => format!(
@@ -77,7 +77,7 @@ impl Progress {
                 .unwrap_or_default();
             bar.set_message(format!(
                 "{} failed  {} requests{cost}",
-                progress.dialogs_failed, progress.requests
+                progress.dialogs_failed, progress.ledger.requests
             ));
         }
     }
@@ -227,11 +227,69 @@ pub(crate) fn table(report: &RunReport) -> String {
     if let Some(cost) = report.cost {
         rows.push(("cost".into(), format!("{cost:.4}")));
     }
+    rows.extend(ledger_rows(&report.ledger, report.rows_resumed > 0));
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     rows.iter()
         .map(|(k, v)| format!("{k:<width$}  {v}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The ledger's lines of the summary table: what the run paid for (all sessions, when
+/// it was resumed), by model and role, its cost, the cost per row and where it is
+/// heading, and the models whose cost is unknown.
+fn ledger_rows(ledger: &LedgerSummary, resumed: bool) -> Vec<(String, String)> {
+    let total = &ledger.total;
+    let whole = if resumed {
+        "ledger (all sessions)"
+    } else {
+        "ledger"
+    };
+    let mut rows = vec![(whole.to_owned(), spend_line(total.requests, total))];
+    for (model, spend) in &ledger.by_model {
+        rows.push((
+            format!("  {model}"),
+            spend_line(spend.total.requests, &spend.total),
+        ));
+        for (role, figures) in &spend.by_role {
+            rows.push((format!("    {role}"), spend_line(figures.requests, figures)));
+        }
+    }
+    if let Some(cost) = total.cost {
+        rows.push(("spent".into(), format!("{cost:.4}")));
+    }
+    if let Some(per_row) = ledger.cost_per_row {
+        rows.push(("cost per row".into(), format!("{per_row:.6}")));
+    }
+    if let Some(projected) = ledger.projected_cost {
+        rows.push(("projected (run)".into(), format!("{projected:.4}")));
+    }
+    for model in &ledger.unpriced {
+        rows.push((
+            "cost unknown".into(),
+            format!("cost unknown for {model} (no price)"),
+        ));
+    }
+    rows
+}
+
+/// `N requests, N in (N cached), N out, cost X`.
+fn spend_line(requests: u64, figures: &afterimage_engine::SpendFigures) -> String {
+    let mut line = format!("{requests} requests, {} in", figures.input_tokens);
+    if figures.cached_input_tokens > 0 {
+        line.push_str(&format!(" ({} cached)", figures.cached_input_tokens));
+    }
+    if figures.cache_write_tokens > 0 {
+        line.push_str(&format!(
+            " ({} written to cache)",
+            figures.cache_write_tokens
+        ));
+    }
+    line.push_str(&format!(", {} out", figures.output_tokens));
+    if let Some(cost) = figures.cost {
+        line.push_str(&format!(", cost {cost:.4}"));
+    }
+    line
 }
 
 /// What `afterimage stats` reports about stored rows.
@@ -259,6 +317,9 @@ pub(crate) struct Stats {
     pub(crate) input_tokens: u64,
     /// Completion tokens recorded in the rows.
     pub(crate) output_tokens: u64,
+    /// Every request the run paid for, from its run record (when the store has one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) ledger: Option<LedgerSummary>,
 }
 
 /// The distribution of `final_score`.
@@ -377,6 +438,11 @@ pub(crate) fn print_stats(stats: &Stats, json: bool) {
         ("tokens in", stats.input_tokens.to_string()),
         ("tokens out", stats.output_tokens.to_string()),
     ];
+    let mut rows: Vec<(String, String)> =
+        rows.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    if let Some(ledger) = &stats.ledger {
+        rows.extend(ledger_rows(ledger, false));
+    }
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in rows {
         out!("{k:<width$}  {v}");

@@ -5,7 +5,9 @@
 //! - the model seam: [`ChatModel`] (one async method), [`ChatRequest`],
 //!   [`ChatResponse`], [`ProviderError`], and [`Embedder`];
 //! - the data: [`Message`], [`Role`], [`ToolSpec`], [`Document`], [`Persona`],
-//!   [`Usage`] and [`Spent`] (requests with their tokens), the [`Price`] of tokens, the stored
+//!   [`Usage`] and [`Spent`] (requests with their tokens), the [`Price`] of tokens, the
+//!   run's [`Ledger`] (every paid request by model and role, kept through [`Metered`]
+//!   models), the stored
 //!   [`ConversationRow`] and the [`RunRecord`] that makes a run resumable;
 //! - the strategy traits: [`InstructionGenerator`], [`RespondentPromptModifier`],
 //!   [`StoppingCriterion`], [`Storage`], [`Evaluator`], [`DocumentSource`],
@@ -51,6 +53,7 @@ pub use crate::{
     },
     error::{ProviderError, StorageError, StrategyError},
     json::{parse_lenient, snippet},
+    ledger::{Ledger, LedgerBook, Metered},
     message::{FunctionCall, Message, Role, ToolCall, ToolSpec},
     parked::{Parked, ParkedRequests},
     price::Price,
@@ -73,6 +76,7 @@ mod chat;
 mod document;
 mod error;
 mod json;
+mod ledger;
 mod message;
 mod parked;
 mod price;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Persona;
+use crate::{LedgerBook, Persona};
 
 /// Where a run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -72,6 +72,10 @@ pub struct RunRecord {
     /// which a report shows as unknown rather than as no failures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<BTreeMap<String, u64>>,
+    /// Every request the run paid for, by model and role, summed over its sessions (as
+    /// of the last save: a killed session loses what it spent since then).
+    #[serde(default, skip_serializing_if = "LedgerBook::is_empty")]
+    pub ledger: LedgerBook,
 }
 
 impl RunRecord {
@@ -103,6 +107,7 @@ impl RunRecord {
             created_at_ms: now,
             updated_at_ms: now,
             failures: None,
+            ledger: LedgerBook::default(),
         }
     }
 }

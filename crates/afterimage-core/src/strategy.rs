@@ -257,6 +257,12 @@ pub struct RunProgress {
     pub elapsed: Duration,
     /// How many stored rows used each document (by id), for coverage criteria.
     pub context_visits: Arc<HashMap<String, u64>>,
+    /// Every request the whole run paid for (earlier sessions of a resumed run, failed
+    /// dialogs and unreadable answers included), from its ledger.
+    pub ledger: Spent,
+    /// What the ledger cost at the run's prices (`None` without prices; models
+    /// without a price count nothing).
+    pub cost: Option<f64>,
 }
 
 /// Decides when a run has made enough.

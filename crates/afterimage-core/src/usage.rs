@@ -130,7 +130,7 @@ impl std::ops::AddAssign for Usage {
 /// assert_eq!(total, Spent::new(3, Usage::new(150, 30)));
 /// assert_eq!(total.minus(Spent::new(1, Usage::new(100, 20))), Spent::new(2, Usage::new(50, 10)));
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Spent {
     /// Model requests made.
     pub requests: u32,

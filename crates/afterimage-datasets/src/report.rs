@@ -109,7 +109,7 @@ fn summary(h: &mut String, a: &Analysis) {
     h.push_str("</div>");
     let _ = write!(
         h,
-        "<p class=\"muted\">Token counts come from {} of {} rows that record usage; cost needs a price table, which this version does not have.</p>",
+        "<p class=\"muted\">Token counts come from {} of {} rows that record usage; the run's cost, failed attempts included, is in its ledger (afterimage stats, or the summary of generate).</p>",
         s.rows_with_usage, s.rows
     );
     if !s.models.is_empty() {

@@ -51,6 +51,8 @@ pub(crate) struct RunContext {
     pub(crate) storage: Arc<dyn Storage>,
     /// What every dialog reports to: the instruction checks' and the judge's record.
     pub(crate) watch: RunWatch,
+    /// Every request the run pays for, and the prices.
+    pub(crate) ledger: crate::pricing::RunLedger,
 }
 
 /// The tools the respondent may call, and what answers the calls.

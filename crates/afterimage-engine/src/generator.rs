@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::collections::HashSet;
 
 use afterimage_core::{
-    ApiKey, ChatModel, Evaluator, InstructionGenerator, RespondentPromptModifier, RunRecord,
-    RunStatus, Spent, Storage, ToolExecutor, ToolSpec, split_row_id, unix_ms,
+    ApiKey, ChatModel, Evaluator, InstructionGenerator, Ledger, LedgerBook,
+    RespondentPromptModifier, RunRecord, RunStatus, Spent, Storage, ToolExecutor, ToolSpec,
+    split_row_id, unix_ms,
 };
 use afterimage_providers::Gemini;
 use afterimage_storage::JsonlStorage;
@@ -19,6 +20,7 @@ use tokio::sync::OnceCell;
 use crate::dialog::{Quality, RunContext, RunWatch, Tally, Tools};
 use crate::instructions::InstructionPool;
 use crate::policy::Sampling;
+use crate::pricing::{Accounted, Prices, RunLedger};
 use crate::run::{Plan, execute};
 use crate::{EngineError, GenerateOptions, RunReport, UnjudgedPolicy};
 
@@ -54,6 +56,9 @@ struct Inner {
     dedup: bool,
     respondent_sampling: Sampling,
     correspondent_sampling: Sampling,
+    ledger: Ledger,
+    /// The ledger as far as earlier runs of this generator account for it.
+    accounted: Accounted,
 }
 
 impl ConversationGenerator {
@@ -69,6 +74,7 @@ impl ConversationGenerator {
     /// With [`GenerateOptions::resume`], the run recorded in storage is finished
     /// instead: same run id, seed and correspondent prompt, only the missing dialogs.
     pub async fn generate(&self, options: GenerateOptions) -> Result<RunReport, EngineError> {
+        let start = self.accounted();
         let mut plan = Plan::new(&options)?;
         let (mut record, setup) = self.open_run(&options, &mut plan).await?;
         record.status = RunStatus::Running;
@@ -83,10 +89,37 @@ impl ConversationGenerator {
                 self.inner.storage.location()
             ))
         })?;
-        let run = Arc::new(self.run_context(&record, &options));
-        let result = execute(run, plan, &options, setup).await;
+        let ledger = RunLedger::new(
+            self.inner.ledger.clone(),
+            record.ledger.clone(),
+            start,
+            Prices::of(&options),
+        );
+        let run = Arc::new(self.run_context(&record, &options, ledger));
+        let result = execute(Arc::clone(&run), plan, &options, setup, &mut record).await;
+        record.ledger = run.ledger.run();
         self.close_run(&mut record, &result).await;
+        *self
+            .inner
+            .accounted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = self.inner.ledger.book();
         result
+    }
+
+    /// The ledger every model of this generator records in (the one given to the
+    /// builder, or its own): what its runs paid for, by model and role.
+    pub fn ledger(&self) -> &Ledger {
+        &self.inner.ledger
+    }
+
+    /// The part of the ledger earlier runs of this generator account for.
+    fn accounted(&self) -> LedgerBook {
+        self.inner
+            .accounted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The run to make: the stored one when resuming (the plan learns what it already
@@ -115,7 +148,12 @@ impl ConversationGenerator {
     }
 
     /// What every dialog of the run shares.
-    fn run_context(&self, record: &RunRecord, options: &GenerateOptions) -> RunContext {
+    fn run_context(
+        &self,
+        record: &RunRecord,
+        options: &GenerateOptions,
+        ledger: RunLedger,
+    ) -> RunContext {
         let inner = &self.inner;
         let correspondent_prompt = record.correspondent_prompt.clone();
         RunContext {
@@ -151,11 +189,13 @@ impl ConversationGenerator {
             },
             storage: Arc::clone(&inner.storage),
             watch: RunWatch::default(),
+            ledger,
         }
     }
 
     /// Saves how the run ended, with this session's failures by cause added to those
-    /// of earlier sessions (where `analyze` finds them without the report). The final
+    /// of earlier sessions (where `analyze` finds them without the report) and the
+    /// ledger of all sessions (already in `record`). The final
     /// status and counts are for people reading the store; the rows are what resume
     /// trusts, so failing to save them only warns.
     async fn close_run(&self, record: &mut RunRecord, result: &Result<RunReport, EngineError>) {
@@ -305,6 +345,7 @@ pub struct ConversationGeneratorBuilder {
     respondent: RoleSampling,
     correspondent: RoleSampling,
     judge: RoleSampling,
+    ledger: Option<Ledger>,
 }
 
 /// A role's sampling settings as the builder was given them.
@@ -549,6 +590,15 @@ impl ConversationGeneratorBuilder {
         self
     }
 
+    /// The ledger the generator's models record every answered request in (default:
+    /// a ledger of its own, see [`ConversationGenerator::ledger`]). Give the models you
+    /// build yourself (an evaluator's, an instruction generator's) the same ledger
+    /// through [`Ledger::meter`] so the run's account holds them too.
+    pub fn ledger(mut self, ledger: Ledger) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
     /// Checks the parts and builds the generator.
     pub fn build(self) -> Result<ConversationGenerator, EngineError> {
         self.check_sampling()?;
@@ -558,7 +608,9 @@ impl ConversationGeneratorBuilder {
             .respondent_prompt
             .filter(|p| !p.trim().is_empty())
             .ok_or_else(|| missing("the respondent prompt", "call .respondent_prompt(...)"))?;
-        let respondent = respondent_model(self.model, self.api_key, self.model_name.as_deref())?;
+        let model = respondent_model(self.model, self.api_key, self.model_name.as_deref())?;
+        let ledger = self.ledger.unwrap_or_default();
+        let respondent = ledger.meter(Arc::clone(&model), "respondent");
         let instructions = self.instructions.ok_or_else(|| {
             missing(
                 "the instruction generator",
@@ -568,8 +620,13 @@ impl ConversationGeneratorBuilder {
         // With auto_improve and no judge given, the respondent's model judges.
         let (judge, judge_model) = (self.judge, self.evaluator_model_name);
         let evaluator = self.auto_improve.then(|| {
-            self.evaluator
-                .unwrap_or_else(|| built_in_judge(&respondent, judge_model, judge))
+            self.evaluator.unwrap_or_else(|| {
+                built_in_judge(
+                    &ledger.meter(Arc::clone(&model), "judge"),
+                    judge_model,
+                    judge,
+                )
+            })
         });
         let max_attempts = self.max_regenerations.unwrap_or(2).saturating_add(1);
         let min_score = self.min_score.unwrap_or(0.72);
@@ -583,7 +640,8 @@ impl ConversationGeneratorBuilder {
         // model plays them.
         let tool_executor = self.tool_executor.or_else(|| {
             (!self.tools.is_empty()).then(|| {
-                Arc::new(LlmToolSimulator::new(Arc::clone(&respondent))) as Arc<dyn ToolExecutor>
+                let simulator = ledger.meter(Arc::clone(&model), "tools");
+                Arc::new(LlmToolSimulator::new(simulator)) as Arc<dyn ToolExecutor>
             })
         });
         let correspondent_prompt = OnceCell::new_with(self.correspondent_prompt);
@@ -591,9 +649,11 @@ impl ConversationGeneratorBuilder {
         Ok(ConversationGenerator {
             inner: Arc::new(Inner {
                 respondent_prompt,
-                correspondent: self
-                    .correspondent_model
-                    .unwrap_or_else(|| Arc::clone(&respondent)),
+                correspondent: ledger.meter(
+                    self.correspondent_model
+                        .unwrap_or_else(|| Arc::clone(&model)),
+                    "correspondent",
+                ),
                 respondent,
                 correspondent_prompt,
                 instructions,
@@ -614,6 +674,8 @@ impl ConversationGeneratorBuilder {
                 dedup: self.dedup.unwrap_or(self.auto_improve),
                 respondent_sampling: self.respondent.or(temperature),
                 correspondent_sampling: self.correspondent.or(temperature),
+                ledger,
+                accounted: Accounted::default(),
             }),
         })
     }

@@ -56,6 +56,7 @@ pub use crate::{
     generator::{ConversationGenerator, ConversationGeneratorBuilder},
     options::{GenerateOptions, InFlight, Price, ProgressFn, StopHandle, Turns},
     policy::UnjudgedPolicy,
+    pricing::{LedgerSummary, ModelSpend, PriceFn, SpendFigures},
     report::RunReport,
     stop_rules::{StopRule, StopRuleError},
     stopping::{AllOf, AnyOf, ContextCoverage, CostBudget, ErrorRate, PersonaUsage, TokenBudget},
@@ -69,6 +70,7 @@ mod generator;
 mod instructions;
 mod options;
 mod policy;
+mod pricing;
 mod report;
 mod run;
 mod stop_rules;

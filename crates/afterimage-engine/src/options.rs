@@ -66,6 +66,9 @@ pub struct GenerateOptions {
     pub(crate) failure_backoff: Duration,
     pub(crate) stop: Option<StopHandle>,
     pub(crate) price: Option<Price>,
+    pub(crate) model_prices: std::collections::HashMap<String, Price>,
+    pub(crate) price_lookup: Option<crate::PriceFn>,
+    pub(crate) ledger_checkpoint: Duration,
     pub(crate) resume: bool,
     pub(crate) run_config: serde_json::Value,
     pub(crate) in_flight: InFlight,
@@ -120,6 +123,9 @@ impl Default for GenerateOptions {
             failure_backoff: Duration::from_millis(100),
             stop: None,
             price: None,
+            model_prices: std::collections::HashMap::new(),
+            price_lookup: None,
+            ledger_checkpoint: Duration::from_secs(1),
             resume: false,
             run_config: serde_json::Value::Null,
             in_flight: InFlight::Finish,
@@ -209,9 +215,41 @@ impl GenerateOptions {
         self
     }
 
-    /// Token prices, so the report shows what the run cost.
+    /// Token prices, so the report shows what the run cost: the price of every model
+    /// not priced by [`model_price`](Self::model_price) or
+    /// [`price_lookup`](Self::price_lookup).
     pub fn price(mut self, price: Price) -> Self {
         self.price = Some(price);
+        self
+    }
+
+    /// The price of `model` (as requests name it), for the run's ledger.
+    pub fn model_price(mut self, model: impl Into<String>, price: Price) -> Self {
+        self.model_prices.insert(model.into(), price);
+        self
+    }
+
+    /// Prices of models by name, for the run's ledger (added to those set before).
+    pub fn model_prices(mut self, prices: std::collections::HashMap<String, Price>) -> Self {
+        self.model_prices.extend(prices);
+        self
+    }
+
+    /// Where to look up the price of a model that [`model_price`](Self::model_price)
+    /// did not set (a built-in price table, say); `None` leaves it to
+    /// [`price`](Self::price), and without that its cost is unknown.
+    pub fn price_lookup(
+        mut self,
+        lookup: impl Fn(&str) -> Option<Price> + Send + Sync + 'static,
+    ) -> Self {
+        self.price_lookup = Some(std::sync::Arc::new(lookup));
+        self
+    }
+
+    /// How often, at most, the run record is saved with the ledger while the run goes
+    /// on (default 1 s), so a killed run loses little of its account.
+    pub fn ledger_checkpoint(mut self, every: Duration) -> Self {
+        self.ledger_checkpoint = every;
         self
     }
 

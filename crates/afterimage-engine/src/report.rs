@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-/// The result of a run: rows written, failures by cause, requests, tokens, time.
+use crate::LedgerSummary;
+
+/// The result of a run: rows written, failures by cause, requests, tokens, time, and
+/// the run's ledger.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RunReport {
     /// The run's id (row ids are `<run_id>-<index>`).
@@ -41,8 +44,12 @@ pub struct RunReport {
     pub elapsed_secs: f64,
     /// Rows written per second.
     pub dialogs_per_sec: f64,
-    /// What the tokens cost, when prices were given.
+    /// What this call's requests cost, when prices were given (models without a
+    /// price count nothing; [`ledger`](Self::ledger) names them).
     pub cost: Option<f64>,
+    /// Every request the whole run paid for, over all its sessions (a resumed run's
+    /// earlier ones included), by model and role, priced.
+    pub ledger: LedgerSummary,
     /// Whether the run was stopped by its stop handle (Ctrl-C) before its count.
     pub interrupted: bool,
     /// Why the run ended.

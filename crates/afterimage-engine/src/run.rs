@@ -5,15 +5,16 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use afterimage_core::{FixedNumber, ParkedRequests, RunProgress, Spent, StoppingCriterion};
+use afterimage_core::{
+    FixedNumber, ParkedRequests, RunProgress, RunRecord, Spent, StoppingCriterion, unix_ms,
+};
 use tokio::task::JoinSet;
 
 use crate::dialog::{
     DialogFailure, DialogOutcome, QualityCounts, RunContext, dialog_seed, pick_turns, run_dialog,
 };
-use crate::{
-    DialogError, EngineError, GenerateOptions, InFlight, Price, RunReport, StopHandle, Turns,
-};
+use crate::pricing::LedgerSummary;
+use crate::{DialogError, EngineError, GenerateOptions, InFlight, RunReport, StopHandle, Turns};
 
 /// How often the scheduler looks for dialogs parked on a retry delay.
 const PARKED_POLL: Duration = Duration::from_millis(50);
@@ -66,8 +67,9 @@ pub(crate) async fn execute(
     plan: Plan,
     options: &GenerateOptions,
     setup: Spent,
+    record: &mut RunRecord,
 ) -> Result<RunReport, EngineError> {
-    let mut scheduler = Scheduler::new(run, &plan, options, setup);
+    let mut scheduler = Scheduler::new(run, &plan, options, setup, record);
     loop {
         scheduler.start_dialogs();
         let joined = match scheduler.next_finished().await {
@@ -78,6 +80,7 @@ pub(crate) async fn execute(
         scheduler.record(joined);
         scheduler.check_criteria();
         scheduler.cancel_if_stopping().await;
+        scheduler.checkpoint().await;
         if let Some(report) = &options.on_progress {
             report(&scheduler.state.progress);
         }
@@ -107,6 +110,9 @@ struct Scheduler<'a> {
     tasks: JoinSet<Result<DialogOutcome, DialogFailure>>,
     order: StartOrder,
     started: Instant,
+    /// The run record, saved with the ledger now and then while the run goes on.
+    record: &'a mut RunRecord,
+    saved: Instant,
 }
 
 impl<'a> Scheduler<'a> {
@@ -115,6 +121,7 @@ impl<'a> Scheduler<'a> {
         plan: &'a Plan,
         options: &'a GenerateOptions,
         setup: Spent,
+        record: &'a mut RunRecord,
     ) -> Self {
         let mut state = State {
             resumed: plan.done.len() as u64,
@@ -132,6 +139,36 @@ impl<'a> Scheduler<'a> {
             tasks: JoinSet::new(),
             order,
             started: Instant::now(),
+            record,
+            saved: Instant::now(),
+        }
+    }
+
+    /// Reads the run's ledger into the progress the criteria see: what the whole run
+    /// paid for so far, dialogs in flight included, and its cost.
+    fn read_ledger(&mut self) {
+        let ledger = &self.run.ledger;
+        let book = ledger.run();
+        self.state.progress.ledger = book.total();
+        self.state.progress.cost = ledger.prices.cost(&book);
+    }
+
+    /// Saves the run record with the ledger, at most once per
+    /// [`GenerateOptions::ledger_checkpoint`], so a killed run loses only what it spent
+    /// since. A failed save only warns: the next one or the run's end tries again.
+    async fn checkpoint(&mut self) {
+        if self.saved.elapsed() < self.options.ledger_checkpoint {
+            return;
+        }
+        self.saved = Instant::now();
+        self.record.ledger = self.run.ledger.run();
+        self.record.rows_written = self.state.progress.rows_written;
+        self.record.updated_at_ms = unix_ms();
+        if let Err(e) = self.run.storage.save_run(self.record).await {
+            tracing::warn!(
+                "could not save the run record in {}: {e}",
+                self.run.storage.location()
+            );
         }
     }
 
@@ -139,6 +176,7 @@ impl<'a> Scheduler<'a> {
     /// the dialogs in flight, or a criterion holds the next one back (which ends the
     /// run when nothing is in flight).
     fn start_dialogs(&mut self) {
+        self.read_ledger();
         let (plan, state) = (self.plan, &mut self.state);
         if state.stop.is_none()
             && self
@@ -199,6 +237,7 @@ impl<'a> Scheduler<'a> {
         }
         self.state.progress.elapsed = self.started.elapsed();
         self.state.progress.in_flight = self.tasks.len() as u64;
+        self.read_ledger();
     }
 
     /// Stops the run when a criterion says so (reaching the count is no criterion
@@ -252,9 +291,7 @@ impl<'a> Scheduler<'a> {
     async fn finish(self) -> Result<RunReport, EngineError> {
         let run = &self.run;
         let flushed = run.storage.flush().await;
-        let report = self
-            .state
-            .report(run, self.plan, self.started.elapsed(), self.options.price);
+        let report = self.state.report(run, self.plan, self.started.elapsed());
         if let Err(e) = flushed {
             return Err(EngineError::RunFailed {
                 cause: format!("flushing {} failed: {e}", run.storage.location()),
@@ -463,13 +500,7 @@ impl State {
         self.next_delay
     }
 
-    fn report(
-        &self,
-        run: &RunContext,
-        plan: &Plan,
-        elapsed: Duration,
-        price: Option<Price>,
-    ) -> RunReport {
+    fn report(&self, run: &RunContext, plan: &Plan, elapsed: Duration) -> RunReport {
         let rows = self.progress.rows_written - self.resumed;
         let stop_reason = match &self.stop {
             Some(Stop::Criterion(c)) => format!("stopping criterion met: {c}"),
@@ -513,7 +544,13 @@ impl State {
             } else {
                 rows as f64 / elapsed.as_secs_f64()
             },
-            cost: price.map(|p| p.cost(self.progress.usage)),
+            cost: run.ledger.prices.cost(&run.ledger.session()),
+            ledger: LedgerSummary::new(
+                &run.ledger.run(),
+                &run.ledger.prices,
+                self.progress.rows_written,
+                plan.cap,
+            ),
             interrupted: matches!(self.stop, Some(Stop::Interrupted)),
             stop_reason,
             output: run.storage.location(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use afterimage_core::{FixedNumber, StoppingCriterion};
 use serde::Deserialize;
 
-use crate::{AllOf, ContextCoverage, ErrorRate, PersonaUsage, TokenBudget};
+use crate::{AllOf, AnyOf, ContextCoverage, CostBudget, ErrorRate, PersonaUsage, TokenBudget};
 
 /// One stopping rule, in the Python afterimage config's schema.
 ///
@@ -41,7 +41,7 @@ pub enum StopRule {
         /// Distinct personas.
         n_personas: u64,
     },
-    /// Stop when tokens reach a limit.
+    /// Stop when tokens or money reach a limit.
     Budget {
         /// Prompt-token limit.
         max_prompt_tokens: Option<f64>,
@@ -49,6 +49,9 @@ pub enum StopRule {
         max_completion_tokens: Option<f64>,
         /// Total-token limit.
         max_total_tokens: Option<f64>,
+        /// Money limit, at the run's prices (a [`CostBudget`]: the run ends at or
+        /// under it).
+        max_cost: Option<f64>,
     },
     /// Stop when too many dialogs fail.
     RateLimit {
@@ -158,6 +161,15 @@ impl StopRule {
         }
     }
 
+    /// Whether the rule (or a nested one) is a money budget, which needs prices.
+    pub fn needs_prices(&self) -> bool {
+        match self {
+            StopRule::Budget { max_cost, .. } => max_cost.is_some(),
+            StopRule::All { conditions } => conditions.iter().any(StopRule::needs_prices),
+            _ => false,
+        }
+    }
+
     /// The largest `target_visits` of the coverage rules in it, nested ones included:
     /// how Python afterimage infers the sampling target.
     pub fn target_visits(&self) -> Option<u64> {
@@ -184,10 +196,12 @@ impl StopRule {
                 max_prompt_tokens,
                 max_completion_tokens,
                 max_total_tokens,
+                max_cost,
             } => budget(
                 *max_prompt_tokens,
                 *max_completion_tokens,
                 *max_total_tokens,
+                *max_cost,
             )?,
             StopRule::PersonaUsage { n_personas } => Arc::new(PersonaUsage(*n_personas)),
             StopRule::RateLimit {
@@ -210,17 +224,27 @@ fn budget(
     prompt: Option<f64>,
     completion: Option<f64>,
     total: Option<f64>,
+    cost: Option<f64>,
 ) -> Result<Arc<dyn StoppingCriterion>, StopRuleError> {
+    let money = cost.map(|max_cost| CostBudget { max_cost });
     if prompt.is_none() && completion.is_none() && total.is_none() {
-        return Err(StopRuleError::NoLimit);
+        return match money {
+            Some(money) => Ok(Arc::new(money)),
+            None => Err(StopRuleError::NoLimit),
+        };
     }
     // YAML writes big limits as floats (`1e6`); negative ones stop at once.
     let tokens = |v: Option<f64>| v.map(|t| t.max(0.0) as u64);
-    Ok(Arc::new(TokenBudget {
+    let tokens: Arc<dyn StoppingCriterion> = Arc::new(TokenBudget {
         max_input_tokens: tokens(prompt),
         max_output_tokens: tokens(completion),
         max_total_tokens: tokens(total),
-    }))
+    });
+    Ok(match money {
+        // Any limit reached ends the run, as the keys of one budget read.
+        Some(money) => Arc::new(AnyOf(vec![tokens, Arc::new(money)])),
+        None => tokens,
+    })
 }
 
 fn all(
@@ -273,6 +297,7 @@ struct RawRule {
     max_prompt_tokens: Option<f64>,
     max_completion_tokens: Option<f64>,
     max_total_tokens: Option<f64>,
+    max_cost: Option<f64>,
     max_error_rate: Option<f64>,
     min_samples: Option<u64>,
     conditions: Option<Vec<StopRule>>,
@@ -289,6 +314,7 @@ impl RawRule {
                 "max_prompt_tokens",
                 "max_completion_tokens",
                 "max_total_tokens",
+                "max_cost",
             ],
             "rate_limit" => &["max_error_rate", "min_samples"],
             "all" => &["conditions"],
@@ -309,6 +335,7 @@ impl RawRule {
                 self.max_completion_tokens.is_some(),
             ),
             ("max_total_tokens", self.max_total_tokens.is_some()),
+            ("max_cost", self.max_cost.is_some()),
             ("max_error_rate", self.max_error_rate.is_some()),
             ("min_samples", self.min_samples.is_some()),
             ("conditions", self.conditions.is_some()),
@@ -353,6 +380,7 @@ impl TryFrom<RawRule> for StopRule {
                 max_prompt_tokens: raw.max_prompt_tokens,
                 max_completion_tokens: raw.max_completion_tokens,
                 max_total_tokens: raw.max_total_tokens,
+                max_cost: raw.max_cost,
             },
             "rate_limit" => StopRule::RateLimit {
                 max_error_rate: raw.max_error_rate.unwrap_or(0.5),
@@ -417,6 +445,17 @@ mod tests {
         assert_eq!(err.key(), "");
         let budget = rule(r#"{"type": "budget", "max_total_tokens": 1e6}"#).unwrap();
         assert!(!budget.needs_documents());
+        assert!(!budget.needs_prices());
         assert!(budget.compile(0).is_ok());
+        let money = rule(r#"{"type": "budget", "max_cost": 2.5}"#).unwrap();
+        assert!(money.needs_prices());
+        assert_eq!(money.compile(0).unwrap().describe(), "cost budget of 2.5");
+        let both = rule(r#"{"type": "all", "conditions": [{"type": "budget", "max_cost": 1, "max_total_tokens": 10}]}"#)
+            .unwrap();
+        assert!(both.needs_prices());
+        assert_eq!(
+            both.compile(0).unwrap().describe(),
+            "all of (any of (token budget of 10 tokens, cost budget of 1))"
+        );
     }
 }

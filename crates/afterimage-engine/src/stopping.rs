@@ -4,8 +4,6 @@ use std::sync::Arc;
 
 use afterimage_core::{RunProgress, StoppingCriterion};
 
-use crate::Price;
-
 /// Stops when the run's tokens (judge included) reach a limit.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TokenBudget {
@@ -42,21 +40,24 @@ impl StoppingCriterion for TokenBudget {
     }
 }
 
-/// Keeps the run's cost under `max_cost`: a dialog starts only if the money spent
-/// plus the dialogs in flight and the new one, each estimated at twice the average
-/// cost so far (dialogs vary in turns and regenerations), stays within the budget.
-/// Until the first dialog's cost is known, dialogs start one at a time.
+/// Keeps the run's cost under `max_cost`, as the run's ledger prices it: every
+/// request paid for (failed dialogs, rejected attempts and unreadable answers
+/// included, and the earlier sessions of a resumed run). A dialog starts only if the
+/// money spent plus the dialogs in flight and the new one, each estimated at twice the
+/// mean cost of a finished dialog so far (dialogs vary in turns and regenerations),
+/// stays within the budget. Until a dialog has finished, dialogs start one at a time.
+/// Without prices ([`RunProgress::cost`] is `None`) it never holds a run back.
 #[derive(Debug, Clone, Copy)]
 pub struct CostBudget {
     /// The most the run may cost.
     pub max_cost: f64,
-    /// The model's prices.
-    pub price: Price,
 }
 
 impl CostBudget {
+    /// What the run will have cost once the dialogs in flight and `starting` more
+    /// end; `None` before any dialog finished (or without prices).
     fn projected(&self, progress: &RunProgress, starting: u64) -> Option<f64> {
-        let spent = self.price.cost(progress.usage);
+        let spent = progress.cost?;
         let finished = progress.rows_written + progress.dialogs_failed;
         if finished == 0 {
             return None;
@@ -68,13 +69,16 @@ impl CostBudget {
 
 impl StoppingCriterion for CostBudget {
     fn should_stop(&self, progress: &RunProgress) -> bool {
-        self.price.cost(progress.usage) >= self.max_cost
+        progress.cost.is_some_and(|spent| spent >= self.max_cost)
     }
 
     fn may_start(&self, progress: &RunProgress) -> bool {
+        let Some(spent) = progress.cost else {
+            return true;
+        };
         match self.projected(progress, 1) {
             Some(projected) => projected <= self.max_cost,
-            None => progress.in_flight == 0 && self.price.cost(progress.usage) < self.max_cost,
+            None => progress.in_flight == 0 && spent < self.max_cost,
         }
     }
 
@@ -370,10 +374,7 @@ mod tests {
             split.describe(),
             "token budget of 10 input tokens or 20 output tokens"
         );
-        let cost = CostBudget {
-            max_cost: 0.5,
-            price: Price::default(),
-        };
+        let cost = CostBudget { max_cost: 0.5 };
         assert_eq!(cost.describe(), "cost budget of 0.5");
         assert_eq!(PersonaUsage(3).describe(), "3 distinct personas");
         let rate = ErrorRate {
@@ -400,11 +401,9 @@ mod tests {
     fn cost_budget_holds_back_dialogs_that_could_pass_it() {
         // $1 per million tokens each way: 10 dialogs cost 20_000 tokens = $0.02,
         // estimated at 2 x $0.002 = $0.004 a dialog.
-        let budget = CostBudget {
-            max_cost: 0.04,
-            price: Price::new(1.0, 1.0),
-        };
+        let budget = CostBudget { max_cost: 0.04 };
         let mut p = progress(10, 0, 10_000);
+        p.cost = Some(0.02);
         p.in_flight = 3;
         // 0.02 + 4 x 0.004 = 0.036: one more may start.
         assert!(budget.may_start(&p));
@@ -416,8 +415,16 @@ mod tests {
         assert!(!budget.should_stop(&p));
         // Nothing known yet: one at a time.
         let mut start = progress(0, 0, 0);
+        start.cost = Some(0.0);
         assert!(budget.may_start(&start));
         start.in_flight = 1;
         assert!(!budget.may_start(&start));
+        // Spent is spent, whatever the projection: failed dialogs' cost counts.
+        let mut failed = progress(0, 3, 0);
+        failed.cost = Some(0.04);
+        assert!(budget.should_stop(&failed));
+        assert!(!budget.may_start(&failed));
+        // Without prices, no money budget holds a run back.
+        assert!(budget.may_start(&progress(10, 0, 10_000)));
     }
 }

@@ -14,6 +14,10 @@ pub struct MockConfig {
     pub error_rate: f64,
     /// Fraction of model requests answered 429 with `Retry-After`, in `0.0..=1.0`.
     pub rate_limit_rate: f64,
+    /// Fraction of model requests answered 200, billed, with content the caller cannot
+    /// use: prose where JSON was asked for (text requests get their usual answer), in
+    /// `0.0..=1.0`.
+    pub malformed_rate: f64,
     /// The `Retry-After` seconds sent with injected 429s.
     pub retry_after_secs: u64,
     /// When set, requests without this key (Bearer, `x-goog-api-key`, `x-api-key` or
@@ -46,6 +50,7 @@ impl Default for MockConfig {
             jitter: Duration::ZERO,
             error_rate: 0.0,
             rate_limit_rate: 0.0,
+            malformed_rate: 0.0,
             retry_after_secs: 1,
             require_key: None,
             prose_instead_of_json: false,
@@ -80,6 +85,13 @@ impl MockConfig {
     /// Sets the fraction of model requests answered 429 (clamped to `0.0..=1.0`).
     pub fn with_rate_limit_rate(mut self, rate: f64) -> Self {
         self.rate_limit_rate = clamp_rate(rate);
+        self
+    }
+
+    /// Sets the fraction of model requests answered with unusable (but billed)
+    /// content (clamped to `0.0..=1.0`).
+    pub fn with_malformed_rate(mut self, rate: f64) -> Self {
+        self.malformed_rate = clamp_rate(rate);
         self
     }
 

@@ -477,12 +477,12 @@ async fn model_call(
     let value = read_object(body).await?;
     let n = shared.next_request.fetch_add(1, Relaxed);
     let mut rng = Rng::for_request(config.seed, n);
-    let delay = inject_faults(config, stats, &mut rng).await?;
+    let (delay, malformed) = inject_faults(config, stats, &mut rng).await?;
     // Answer first so malformed requests fail at once, as real APIs reject them early.
     let call = Call {
         n,
         rng,
-        prose: config.prose_instead_of_json,
+        prose: config.prose_instead_of_json || malformed,
         cache: shared.cache.as_ref(),
     };
     let answer = respond(route, &value, call, config.embedding_dimensions)
@@ -511,12 +511,13 @@ fn rpm_refusal(dialect: Dialect, retry_after: u64) -> Answer {
 }
 
 /// Draws this request's fault: a 429 at once, or a 500 after the latency. Without one,
-/// the latency to wait once the answer is ready.
+/// the latency to wait once the answer is ready, and whether the answer's content is
+/// to be unusable.
 async fn inject_faults(
     config: &MockConfig,
     stats: &Counters,
     rng: &mut Rng,
-) -> Result<Duration, Refusal> {
+) -> Result<(Duration, bool), Refusal> {
     // One draw decides both faults so their rates add up exactly.
     let draw = rng.next_f64();
     if draw < config.rate_limit_rate {
@@ -536,7 +537,11 @@ async fn inject_faults(
                 .to_string(),
         ));
     }
-    Ok(delay)
+    let malformed = draw < config.rate_limit_rate + config.error_rate + config.malformed_rate;
+    if malformed {
+        bump(&stats.malformed_injected);
+    }
+    Ok((delay, malformed))
 }
 
 /// The answer to a model call in `route`'s format; `Err` is a bad request's message.

@@ -32,6 +32,8 @@ pub struct MockStats {
     pub errors_injected: u64,
     /// 429s: injected ones and those over [`MockConfig::rpm_limit`](crate::MockConfig::rpm_limit).
     pub rate_limited: u64,
+    /// Answers with unusable content ([`MockConfig::malformed_rate`](crate::MockConfig::malformed_rate)).
+    pub malformed_injected: u64,
     /// Requests being handled right now.
     pub in_flight: u64,
     /// The most requests ever handled at once.
@@ -90,6 +92,7 @@ pub(crate) struct Counters {
     pub(crate) bad_requests: AtomicU64,
     pub(crate) errors_injected: AtomicU64,
     pub(crate) rate_limited: AtomicU64,
+    pub(crate) malformed_injected: AtomicU64,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
     input_tokens: AtomicU64,
@@ -147,6 +150,7 @@ impl Counters {
             bad_requests: self.bad_requests.load(Relaxed),
             errors_injected: self.errors_injected.load(Relaxed),
             rate_limited: self.rate_limited.load(Relaxed),
+            malformed_injected: self.malformed_injected.load(Relaxed),
             in_flight: self.in_flight.load(Relaxed),
             max_in_flight: self.max_in_flight.load(Relaxed),
             input_tokens: self.input_tokens.load(Relaxed),
@@ -176,6 +180,7 @@ impl Counters {
             &self.cached_input_tokens,
             &self.cache_write_tokens,
             &self.reasoning_tokens,
+            &self.malformed_injected,
         ] {
             c.store(0, Relaxed);
         }

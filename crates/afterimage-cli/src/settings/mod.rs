@@ -205,6 +205,18 @@ impl Settings {
             judge.endpoint.as_ref(),
             &raw.quality,
         )?;
+        if prices.get(&model.model_name).is_none()
+            && let Some(i) = run.stopping.iter().position(StopRule::needs_prices)
+        {
+            return Err(SettingsError::new(
+                format!("generation.stopping[{i}]"),
+                format!(
+                    "a budget with max_cost needs token prices, and {} is not in the {}: add model.price: {{input_per_million: ..., output_per_million: ...}}",
+                    model.model_name,
+                    table_source()
+                ),
+            ));
+        }
         let after_run = after_run::after_run(&raw, &output)?;
         let chat = strategies::Chat {
             provider: model.provider,

@@ -105,7 +105,8 @@ impl Dialog<'_> {
             &run.correspondent_system,
             dialog,
             run.correspondent_sampling,
-        );
+        )
+        .cache_key(cache_key(&run.run_id, "c", &run.correspondent_system));
         let reply = run
             .correspondent
             .chat(request)
@@ -175,7 +176,8 @@ impl Dialog<'_> {
     ) -> Result<(Message, bool), DialogError> {
         let run = self.run;
         let request = respondent_request(system, &so_far, run.respondent_sampling)
-            .tools(run.tools.specs.clone());
+            .tools(run.tools.specs.clone())
+            .cache_key(cache_key(&run.run_id, "r", system));
         let reply = run
             .respondent
             .chat(request)
@@ -231,6 +233,16 @@ fn check_tool_calls<'t>(
         .iter()
         .map(|call| validate_tool_call(specs, call).map(|(tool, _)| tool))
         .collect()
+}
+
+/// The prompt-cache key of a request: requests of one run and role with the same system
+/// prompt (the respondent's carries its document) share a prefix, so the provider can
+/// route them to the same cache. The prompt is hashed to keep the key short.
+fn cache_key(run_id: &str, role: &str, system: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    system.hash(&mut hasher);
+    format!("{run_id}/{role}/{:016x}", hasher.finish())
 }
 
 fn respondent_request(system: &str, dialog: &[Message], sampling: Sampling) -> ChatRequest {
@@ -289,5 +301,15 @@ mod tests {
         );
         assert_eq!(request.messages[2].content, "first question");
         assert_eq!(request.messages[3].content, "answer one");
+    }
+
+    #[test]
+    fn cache_keys_follow_the_run_the_role_and_the_system_prompt() {
+        let doc_a = cache_key("run-1", "r", "You help. Document A");
+        assert_eq!(doc_a, cache_key("run-1", "r", "You help. Document A"));
+        assert!(doc_a.starts_with("run-1/r/"));
+        assert_ne!(doc_a, cache_key("run-1", "r", "You help. Document B"));
+        assert_ne!(doc_a, cache_key("run-1", "c", "You help. Document A"));
+        assert_ne!(doc_a, cache_key("run-2", "r", "You help. Document A"));
     }
 }
