@@ -128,7 +128,7 @@ impl Gemini {
         })
     }
 
-    fn response(
+    pub(crate) fn response(
         &self,
         reply: GenerateResponse,
         model: &str,
@@ -518,7 +518,7 @@ impl<'a> Declaration<'a> {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct GenerateResponse {
+pub(crate) struct GenerateResponse {
     #[serde(default)]
     candidates: Vec<Candidate>,
     #[serde(default)]

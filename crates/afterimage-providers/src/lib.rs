@@ -20,6 +20,8 @@
 //!   with the same [`SharedParts`] share an HTTP client and a parked-request gauge.
 //!   [`EmbeddingEndpoint`] builds the matching retried embedder.
 //! - [`BuildError`]: settings that cannot work (bad base URL, no model).
+//! - [`decode_chat_response`] and [`decode_error`]: a provider's response and error
+//!   bodies decoded without sending anything (batch result files, tests, fuzzing).
 //!
 //! All map the wire formats (system prompts, tools, JSON Schema output, reasoning text)
 //! onto the core types, and HTTP failures onto
@@ -74,6 +76,7 @@ pub use crate::{
         AnthropicBuilder,
     },
     builder::{ChatBuilder, ChatClient},
+    decode::{decode_chat_response, decode_error},
     embeddings::{
         GEMINI_EMBEDDING_BATCH, GeminiEmbedder, GeminiWire, HttpEmbedder, OPENAI_EMBEDDING_BATCH,
         OpenAiEmbedder, OpenAiWire, Wire,
@@ -93,6 +96,7 @@ pub use crate::{
 
 mod anthropic;
 mod builder;
+mod decode;
 mod embeddings;
 mod error;
 mod gemini;

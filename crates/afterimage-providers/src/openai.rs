@@ -145,7 +145,7 @@ impl OpenAiCompatible {
         }
     }
 
-    fn response(
+    pub(crate) fn response(
         &self,
         completion: Completion,
         model: &str,
@@ -407,7 +407,7 @@ enum ResponseFormat<'a> {
 }
 
 #[derive(Deserialize)]
-struct Completion {
+pub(crate) struct Completion {
     choices: Vec<Choice>,
     #[serde(default)]
     usage: Option<WireUsage>,
