@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 
 mod bench;
 mod bench_storage;
+mod fuzz;
 mod tidy;
 
 const USAGE: &str = "\
@@ -22,6 +23,7 @@ Commands:
   mock    Run the mock LLM server in the foreground (OpenAI and Gemini formats)
   tidy    Check the crate layering and module docs
   bench-storage  Rows/s written by each storage backend and resume's scan time
+  fuzz    Run every fuzz target briefly (cargo-fuzz): --secs N each [default: 20]
   ci      What CI runs: fmt --check, clippy -D warnings, tests
   help    Show this help
 
@@ -51,6 +53,7 @@ fn dispatch(args: &[String]) -> Result<()> {
         "mock" => mock(rest),
         "tidy" => tidy::tidy(&workspace_root()),
         "bench-storage" => bench_storage::run(rest),
+        "fuzz" => fuzz::fuzz(rest),
         "ci" => ci(),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
