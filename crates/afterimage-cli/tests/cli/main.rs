@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use afterimage_mock::{MockConfig, MockServer};
 
 mod backends;
+mod fuzz_corpus;
 mod resume;
 
 struct Run {
