@@ -10,6 +10,7 @@ use afterimage_mock::{MockConfig, MockServer};
 
 mod backends;
 mod fuzz_corpus;
+mod real_model;
 mod resume;
 
 struct Run {
