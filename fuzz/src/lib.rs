@@ -15,8 +15,11 @@ use afterimage_core::{ChatRequest, JsonSchema, Message, ProviderError, ToolCall}
 use afterimage_providers::{Provider, decode_chat_response, decode_error};
 use serde_json::Value;
 
+/// A target's entry point: arbitrary bytes in, a panic the only failure.
+pub type Entry = fn(&[u8]);
+
 /// Every target, by the name of its binary and corpus folder.
-pub const TARGETS: [(&str, fn(&[u8])); 7] = [
+pub const TARGETS: [(&str, Entry); 7] = [
     ("openai_response", openai_response),
     ("gemini_response", gemini_response),
     ("anthropic_response", anthropic_response),
@@ -65,7 +68,9 @@ pub fn tool_arguments(data: &[u8]) {
     };
     let parsed_arguments = serde_json::from_slice::<Value>(arguments).ok();
     if let Some(arguments) = &parsed_arguments {
-        check_validation(afterimage_strategies::validate_arguments(&schema, arguments));
+        check_validation(afterimage_strategies::validate_arguments(
+            &schema, arguments,
+        ));
     }
     let Ok(specs) = afterimage_strategies::parse_tool_specs(&schema) else {
         return;

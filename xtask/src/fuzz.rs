@@ -67,7 +67,10 @@ pub(crate) fn fuzz(args: &[String]) -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(&scratch);
     remove_empty_artifact_dirs(&root);
-    println!("\n{:<20} {:>12} {:>10} {:>10}", "target", "execs", "execs/s", "new");
+    println!(
+        "\n{:<20} {:>12} {:>10} {:>10}",
+        "target", "execs", "execs/s", "new"
+    );
     for o in &outcomes {
         println!(
             "{:<20} {:>12} {:>10} {:>10}",

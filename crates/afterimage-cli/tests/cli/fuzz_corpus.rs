@@ -41,7 +41,10 @@ fn every_target_has_a_corpus_and_a_test() {
         .filter_map(|path| Some(path.file_stem()?.to_str()?.to_owned()))
         .collect();
     binaries.sort();
-    let mut listed: Vec<String> = targets::TARGETS.iter().map(|(n, _)| n.to_string()).collect();
+    let mut listed: Vec<String> = targets::TARGETS
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
     listed.sort();
     assert_eq!(binaries, listed);
 }
