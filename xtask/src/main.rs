@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 
 mod bench;
 mod bench_storage;
+mod fuzz;
 mod tidy;
 
 const USAGE: &str = "\
@@ -23,6 +24,7 @@ Commands:
   tidy    Check the code against ARCHITECTURE.md: layering, named paths and functions,
           crate docs, function length, docs built with warnings denied (--no-docs skips those)
   bench-storage  Rows/s written by each storage backend and resume's scan time
+  fuzz    Run every fuzz target briefly (cargo-fuzz): --secs N each [default: 20]
   ci      What CI runs: fmt --check, clippy -D warnings, tests
   help    Show this help
 
@@ -52,6 +54,7 @@ fn dispatch(args: &[String]) -> Result<()> {
         "mock" => mock(rest),
         "tidy" => tidy::tidy(&workspace_root(), !rest.iter().any(|a| a == "--no-docs")),
         "bench-storage" => bench_storage::run(rest),
+        "fuzz" => fuzz::fuzz(rest),
         "ci" => ci(),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");

@@ -138,7 +138,7 @@ impl Anthropic {
         })
     }
 
-    fn response(
+    pub(crate) fn response(
         &self,
         reply: MessagesResponse,
         request: &ChatRequest,
@@ -561,7 +561,7 @@ struct ToolChoice<'a> {
 }
 
 #[derive(Deserialize)]
-struct MessagesResponse {
+pub(crate) struct MessagesResponse {
     #[serde(default)]
     content: Vec<Block>,
     #[serde(default)]

@@ -163,7 +163,7 @@ impl Gemini {
         config.response_schema = subset;
     }
 
-    fn response(
+    pub(crate) fn response(
         &self,
         reply: GenerateResponse,
         model: &str,
@@ -561,7 +561,7 @@ impl<'a> Declaration<'a> {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct GenerateResponse {
+pub(crate) struct GenerateResponse {
     #[serde(default)]
     candidates: Vec<Candidate>,
     #[serde(default)]

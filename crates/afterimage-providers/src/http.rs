@@ -21,7 +21,7 @@ pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// default idle cap would close and reopen connections between bursts.
 const POOL_MAX_IDLE_PER_HOST: usize = 1024;
 /// How much of an unexpected body an error quotes.
-const SNIPPET_CHARS: usize = 200;
+pub(crate) const SNIPPET_CHARS: usize = 200;
 /// The largest response body read unless told otherwise: far above any chat answer
 /// or embeddings batch, far below what would hurt the process.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;

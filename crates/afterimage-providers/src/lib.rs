@@ -27,6 +27,8 @@
 //!   with the same [`SharedParts`] share an HTTP client and a parked-request gauge.
 //!   [`EmbeddingEndpoint`] builds the matching retried embedder.
 //! - [`BuildError`]: settings that cannot work (bad base URL, no model).
+//! - [`decode_chat_response`] and [`decode_error`]: a provider's response and error
+//!   bodies decoded without sending anything (batch result files, tests, fuzzing).
 //!
 //! Gemini and Anthropic base URLs may be a server's root: a URL without a version
 //! segment gets `/v1beta` or `/v1`. Response bodies are read up to a limit
@@ -87,6 +89,7 @@ pub use crate::{
         AnthropicBuilder, anthropic_min_cacheable_tokens,
     },
     builder::{ChatBuilder, ChatClient},
+    decode::{decode_chat_response, decode_error},
     embeddings::{
         GEMINI_EMBEDDING_BATCH, GeminiEmbedder, GeminiWire, HttpEmbedder, OPENAI_EMBEDDING_BATCH,
         OpenAiEmbedder, OpenAiWire, Wire,
@@ -109,6 +112,7 @@ pub use crate::{
 
 mod anthropic;
 mod builder;
+mod decode;
 mod embeddings;
 mod error;
 mod gemini;

@@ -159,7 +159,7 @@ impl OpenAiCompatible {
         }
     }
 
-    fn response(
+    pub(crate) fn response(
         &self,
         completion: Completion,
         model: &str,
@@ -461,7 +461,7 @@ enum ResponseFormat<'a> {
 }
 
 #[derive(Deserialize)]
-struct Completion {
+pub(crate) struct Completion {
     choices: Vec<Choice>,
     #[serde(default, deserialize_with = "lenient")]
     usage: Option<WireUsage>,

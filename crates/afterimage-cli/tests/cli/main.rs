@@ -10,8 +10,10 @@ use afterimage_mock::{MockConfig, MockServer};
 
 mod backends;
 mod base_urls;
+mod fuzz_corpus;
 mod ledger;
 mod quality;
+mod real_model;
 mod resume;
 
 struct Run {
