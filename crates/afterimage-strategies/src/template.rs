@@ -53,8 +53,10 @@ mod tests {
             &[("n_instructions", "4")],
         );
         assert!(!out.contains("{n_instructions}"));
-        assert_eq!(out.matches("exactly 4").count(), 1);
-        assert!(out.ends_with(r#"{"instructions": ["first message", "second message"]}"#));
+        assert_eq!(out.matches("exactly 4").count(), 2);
+        assert!(out.ends_with(
+            "a list of exactly 4 strings, each string one whole message in the person's words."
+        ));
         let out = fill(
             DEFAULT_RESPONDENT_CONTEXT_TEMPLATE,
             &[("prompt", "P"), ("context", "C")],

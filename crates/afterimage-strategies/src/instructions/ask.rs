@@ -21,6 +21,9 @@ pub(crate) fn list_schema(key: &str, description: &str) -> JsonSchema {
                 key: {
                     "type": "array",
                     "items": {"type": "string"},
+                    // A server that enforces the schema with a grammar (llama.cpp)
+                    // would otherwise let a small model answer an empty list.
+                    "minItems": 1,
                     "description": description
                 }
             },

@@ -16,8 +16,7 @@ Rules:
 - Language: write in the language of the context. If the context has no clear language, use the language of the person's description. If that is unclear too, use English.
 - Write only the person's message: no answer, no numbering, no labels such as "User:", no quotation marks around it.
 
-Reply with JSON only, in exactly this shape, holding {n_instructions} strings:
-{"instructions": ["first message", "second message"]}"#;
+Reply with JSON only: an object whose one key "instructions" holds a list of exactly {n_instructions} strings, each string one whole message in the person's words."#;
 
 /// System prompt of [`SimpleInstructionGenerator`](crate::SimpleInstructionGenerator);
 /// `{n_instructions}` is replaced by the number of questions asked for.
@@ -31,8 +30,7 @@ Rules:
 - Language: write in the language of the person's description. If it is unclear, use English.
 - Write only the person's message: no answer, no numbering, no labels such as "User:", no quotation marks around it.
 
-Reply with JSON only, in exactly this shape, holding {n_instructions} strings:
-{"instructions": ["first message", "second message"]}"#;
+Reply with JSON only: an object whose one key "instructions" holds a list of exactly {n_instructions} strings, each string one whole message in the person's words."#;
 
 /// System prompt of [`ToolCallingInstructionGenerator`](crate::ToolCallingInstructionGenerator);
 /// `{n_instructions}` is replaced by the number of requests asked for.
@@ -48,8 +46,7 @@ Rules:
 - Language: write in the language of the person's description (or of the context, when the description gives no clear language). If both are unclear, use English.
 - Write only the person's message: no answer, no numbering, no labels such as "User:", no quotation marks around it.
 
-Reply with JSON only, in exactly this shape, holding {n_instructions} strings:
-{"instructions": ["first message", "second message"]}"#;
+Reply with JSON only: an object whose one key "instructions" holds a list of exactly {n_instructions} strings, each string one whole message in the person's words."#;
 
 /// What [`write_correspondent_prompt`](crate::write_correspondent_prompt) asks the model.
 pub(crate) const CORRESPONDENT_WRITER_PROMPT: &str = r#"You write role-play instructions for a language model that will pretend to be a human user chatting with an AI assistant. The next message shows the assistant's system prompt between <assistant_system_prompt> tags. Write the system prompt for the simulated user.
@@ -102,14 +99,13 @@ Rules:
 - Language: write in the language of the context. If the context has no clear language, use the language of the person's description. If that is unclear too, use English.
 - Write only the person's message: no answer, no numbering, no labels such as "User:", no quotation marks around it.
 
-Reply with JSON only, in exactly this shape, holding {n_instructions} strings:
-{"instructions": ["first message", "second message"]}"#;
+Reply with JSON only: an object whose one key "instructions" holds a list of exactly {n_instructions} strings, each string one whole message in the person's words."#;
 
 /// The fallback persona when a document has none.
 pub(crate) const FALLBACK_PERSONA: &str = "A curious user";
 
 /// Sent after an answer that held no usable instruction list.
-pub(crate) const INSTRUCTIONS_CORRECTION: &str = r#"That answer could not be read. Reply again with JSON only, in exactly this shape: {"instructions": ["first message", "second message"]}"#;
+pub(crate) const INSTRUCTIONS_CORRECTION: &str = r#"That answer could not be read. Reply again with JSON only: an object whose one key "instructions" holds a list of strings, each string one whole message in the person's words."#;
 
 /// Who is writing, in an instruction request without a correspondent prompt.
 pub(crate) const NO_CORRESPONDENT_PROMPT: &str =

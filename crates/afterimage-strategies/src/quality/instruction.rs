@@ -306,7 +306,7 @@ fn echoed_prompt(said: &[String], context: &InstructionContext<'_>) -> Option<&'
 }
 
 /// Prompt pieces the generators of this crate send whatever their template: the
-/// answer shape with its example (`first message`), the user message's headings.
+/// correction asking for the answer's shape again, the user message's headings.
 const BUILT_IN_PROMPTS: &[&str] = &[
     INSTRUCTIONS_CORRECTION,
     NO_CORRESPONDENT_PROMPT,
