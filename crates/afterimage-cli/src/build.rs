@@ -57,12 +57,14 @@ fn main_endpoint(settings: &Settings, model_name: &str) -> ModelEndpoint {
     with_options(endpoint, &settings.endpoint_options)
 }
 
-/// `endpoint` with a model section's JSON output mode, body limit and defaults.
+/// `endpoint` with a model section's JSON output mode, body limit, defaults and
+/// caching hints.
 fn with_options(mut endpoint: ModelEndpoint, options: &EndpointOptions) -> ModelEndpoint {
     endpoint.structured_output = options.structured_output;
     endpoint.max_response_bytes = options.max_response_bytes;
     endpoint.max_tokens = options.max_tokens;
     endpoint.temperature = options.temperature;
+    endpoint.prompt_caching = options.prompt_caching;
     endpoint
 }
 

@@ -150,6 +150,9 @@ pub struct ModelSection {
     pub max_tokens: Option<u32>,
     /// (ours) The temperature of every request that sets none.
     pub temperature: Option<f32>,
+    /// (ours) Prompt caching hints: Anthropic's `cache_control` breakpoints and
+    /// OpenAI's `prompt_cache_key` (default true; false sends neither).
+    pub prompt_caching: Option<bool>,
 }
 
 /// `respondent:`

@@ -14,9 +14,9 @@ use crate::builder::{ChatBuilder, ChatClient};
 use crate::http::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, error_chain};
 use crate::{
     Anthropic, BuildError, DEFAULT_MAX_RESPONSE_BYTES, GEMINI_EMBEDDING_BATCH, Gemini,
-    GeminiEmbedder, KeyPool, KeyStats, OPENAI_EMBEDDING_BATCH, OpenAiCompatible, OpenAiEmbedder,
-    Provider, Retry, RetryEmbedder, RetryPolicy, StructuredOutput, StructuredOutputState, Throttle,
-    ThrottleConfig, ThrottleStats,
+    GeminiEmbedder, KeyPool, KeyStats, OPENAI_EMBEDDING_BATCH, OpenAiCompatible,
+    OpenAiCompatibleBuilder, OpenAiEmbedder, Provider, Retry, RetryEmbedder, RetryPolicy,
+    StructuredOutput, StructuredOutputState, Throttle, ThrottleConfig, ThrottleStats,
 };
 
 /// One key's client, as a [`KeyPool`] takes it.
@@ -75,6 +75,10 @@ pub struct Endpoint {
     pub max_tokens: Option<u32>,
     /// The temperature of requests that set none.
     pub temperature: Option<f32>,
+    /// Whether requests carry prompt caching hints (default on): Anthropic's
+    /// `cache_control` breakpoints, and OpenAI's `prompt_cache_key` where the client
+    /// sends it. Off, neither is sent, so nothing is written to a cache either.
+    pub prompt_caching: bool,
 }
 
 impl Endpoint {
@@ -96,6 +100,7 @@ impl Endpoint {
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             max_tokens: None,
             temperature: None,
+            prompt_caching: true,
         }
     }
 
@@ -174,6 +179,13 @@ impl Endpoint {
     #[must_use]
     pub fn temperature(mut self, temperature: f32) -> Self {
         self.temperature = Some(temperature);
+        self
+    }
+
+    /// Whether requests carry prompt caching hints (default on).
+    #[must_use]
+    pub fn prompt_caching(mut self, on: bool) -> Self {
+        self.prompt_caching = on;
         self
     }
 
@@ -271,11 +283,30 @@ impl Endpoint {
     ) -> Result<Arc<dyn ChatModel>, BuildError> {
         match self.provider {
             Provider::Gemini => self.connect(Gemini::builder(), key, parts),
-            Provider::Anthropic => self.connect(Anthropic::builder(), key, parts),
-            Provider::Openai => self.connect(OpenAiCompatible::openai(), key, parts),
-            Provider::Deepseek => self.connect(OpenAiCompatible::deepseek(), key, parts),
-            Provider::Openrouter => self.connect(OpenAiCompatible::openrouter(), key, parts),
-            Provider::Local => self.connect(OpenAiCompatible::local(), key, parts),
+            Provider::Anthropic => {
+                let builder = Anthropic::builder().prompt_caching(self.prompt_caching);
+                self.connect(builder, key, parts)
+            }
+            Provider::Openai => {
+                self.connect(self.cache_key(OpenAiCompatible::openai()), key, parts)
+            }
+            Provider::Deepseek => {
+                self.connect(self.cache_key(OpenAiCompatible::deepseek()), key, parts)
+            }
+            Provider::Openrouter => {
+                self.connect(self.cache_key(OpenAiCompatible::openrouter()), key, parts)
+            }
+            Provider::Local => self.connect(self.cache_key(OpenAiCompatible::local()), key, parts),
+        }
+    }
+
+    /// Caching off withholds `prompt_cache_key`; on, the client's own default
+    /// stands (only OpenAI's API gets it, as other servers may reject the field).
+    fn cache_key(&self, builder: OpenAiCompatibleBuilder) -> OpenAiCompatibleBuilder {
+        if self.prompt_caching {
+            builder
+        } else {
+            builder.prompt_cache_key(false)
         }
     }
 

@@ -44,6 +44,8 @@ pub struct EndpointOptions {
     pub max_tokens: Option<u32>,
     /// The temperature of requests that set none.
     pub temperature: Option<f32>,
+    /// Whether requests carry prompt caching hints.
+    pub prompt_caching: bool,
 }
 
 impl Default for EndpointOptions {
@@ -53,6 +55,7 @@ impl Default for EndpointOptions {
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             max_tokens: None,
             temperature: None,
+            prompt_caching: true,
         }
     }
 }
@@ -128,7 +131,8 @@ pub(super) fn resolve(
     })
 }
 
-/// A model section's JSON output mode, body limit and generation defaults, checked;
+/// A model section's JSON output mode, body limit, generation defaults and caching
+/// hints, checked;
 /// `name` is the section's key path.
 pub(super) fn options(
     section: &ModelSection,
@@ -161,6 +165,7 @@ pub(super) fn options(
             .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
         max_tokens: section.max_tokens,
         temperature: section.temperature,
+        prompt_caching: section.prompt_caching.unwrap_or(true),
     })
 }
 

@@ -296,7 +296,7 @@ fn each_role_has_its_sampling_keys_and_the_quality_policies_default_on() {
 fn model_options_reach_the_main_and_the_judge_endpoints() {
     let key = [("OPENAI_API_KEY", "k")];
     let settings = resolve(
-        "model: {provider: openai, structured_output: json_object_schema, max_response_bytes: 1048576, max_tokens: 512, temperature: 0.4}\n\
+        "model: {provider: openai, structured_output: json_object_schema, max_response_bytes: 1048576, max_tokens: 512, temperature: 0.4, prompt_caching: false}\n\
          respondent: {system_prompt: hi}\n\
          quality: {evaluator: {provider: openai, structured_output: prompt}}\n",
         &key,
@@ -310,12 +310,14 @@ fn model_options_reach_the_main_and_the_judge_endpoints() {
     assert_eq!(options.max_response_bytes, 1_048_576);
     assert_eq!(options.max_tokens, Some(512));
     assert_eq!(options.temperature, Some(0.4));
+    assert!(!options.prompt_caching);
     let judge = settings.evaluator.unwrap().options;
     assert_eq!(
         judge.structured_output,
         afterimage_providers::StructuredOutput::PromptOnly
     );
     assert_eq!(judge.max_response_bytes, 16 * 1024 * 1024);
+    assert!(judge.prompt_caching);
 
     let defaults = resolve(
         "respondent: {system_prompt: hi}\n",

@@ -261,3 +261,46 @@ async fn a_killed_then_resumed_run_accounts_for_both_sessions() {
         )
     );
 }
+
+/// Anthropic's format through the CLI, with documents long enough for its cache (the
+/// mock's minimum is 1024 tokens), `model.prompt_caching` as given.
+async fn anthropic_ledger(prompt_caching: bool) -> serde_json::Value {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let config = LOCAL.replace(
+        "  model_name: mock-model\n",
+        &format!("  model_name: mock-model\n  prompt_caching: {prompt_caching}\n"),
+    );
+    let (dir, path) = project(&config);
+    let manual = "The router restarts after a firmware update. ".repeat(150);
+    for doc in ["docs/errors.txt", "docs/password.md"] {
+        std::fs::write(dir.path().join(doc), &manual).unwrap();
+    }
+    let out = dir.path().join("cached.jsonl");
+    let run = Cli::generate(&path, &server.anthropic_base_url(), &out)
+        .args(&["--provider", "anthropic", "--model", "claude-sonnet-4-5"])
+        .args(&["--num-dialogs", "6", "--json"])
+        .env("ANTHROPIC_API_KEY", "ant-key".into())
+        .run()
+        .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    let ledger = report["ledger"].clone();
+    assert_eq!(
+        ledger["cached_input_tokens"],
+        server.stats().cached_input_tokens,
+        "{ledger}"
+    );
+    ledger
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_documents_are_read_from_the_cache_unless_caching_is_off() {
+    let on = anthropic_ledger(true).await;
+    assert!(on["cached_input_tokens"].as_u64().unwrap() > 0, "{on}");
+    assert!(on["cache_write_tokens"].as_u64().unwrap() > 0, "{on}");
+
+    let off = anthropic_ledger(false).await;
+    assert_eq!(off["cached_input_tokens"], 0, "{off}");
+    assert_eq!(off["cache_write_tokens"], 0, "{off}");
+    assert!(off["input_tokens"].as_u64().unwrap() > 0, "{off}");
+}

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use afterimage_core::{ApiKey, ChatModel, ChatRequest, Message, ToolCall, Usage};
-use afterimage_providers::{Anthropic, AnthropicBuilder, Gemini, OpenAiCompatible};
+use afterimage_providers::{
+    Anthropic, AnthropicBuilder, Endpoint, Gemini, OpenAiCompatible, Provider, SharedParts,
+};
 use serde_json::{Value, json};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -263,6 +265,45 @@ async fn anthropic_leaves_short_prompts_and_disabled_clients_unmarked() {
             .to_string()
             .contains("cache_control")
     );
+}
+
+#[tokio::test]
+async fn an_endpoint_with_caching_off_sends_no_hints_to_either_api() {
+    let server = server_answering(anthropic_reply(json!({}))).await;
+    for on in [true, false] {
+        let stack = Endpoint::new(Provider::Anthropic, "claude-sonnet-4-5")
+            .base_url(format!("{}/v1", server.uri()))
+            .api_key(KEY)
+            .max_retries(0)
+            .prompt_caching(on)
+            .build()
+            .unwrap();
+        stack.model().chat(dialog(long_text(1100))).await.unwrap();
+        let body = sent_body(&server).await.to_string();
+        assert_eq!(body.contains("cache_control"), on, "{body}");
+    }
+
+    // OpenAI's own host, resolved to the mock: the client's default sends the key
+    // there, so only the endpoint's switch can withhold it.
+    let server = server_answering(openai_completion(json!({}))).await;
+    let client = reqwest::Client::builder()
+        .resolve("api.openai.com", *server.address())
+        .build()
+        .unwrap();
+    let base_url = format!("http://api.openai.com:{}/v1", server.address().port());
+    for on in [true, false] {
+        let stack = Endpoint::new(Provider::Openai, "gpt-4o-mini")
+            .base_url(&base_url)
+            .api_key(KEY)
+            .max_retries(0)
+            .prompt_caching(on)
+            .build_with(&SharedParts::new(client.clone()))
+            .unwrap();
+        let keyed = ask().cache_key("run-1/respondent");
+        stack.model().chat(keyed).await.unwrap();
+        let body = sent_body(&server).await;
+        assert_eq!(body.get("prompt_cache_key").is_some(), on, "{body}");
+    }
 }
 
 #[tokio::test]
