@@ -123,7 +123,8 @@ impl Anthropic {
         });
         let mut messages = messages(&request.messages)?;
         let system = if self.prompt_caching {
-            mark_cache_breakpoints(system, &mut messages, &tools, model)
+            let history = request.cache_key.is_some();
+            mark_cache_breakpoints(system, &mut messages, &tools, model, history)
         } else {
             system.map(System::Text)
         };
@@ -324,12 +325,16 @@ const CHARS_PER_TOKEN: u64 = 4;
 /// message, each only when the prompt up to it (tools come first) is long enough to
 /// be cached. Two of Anthropic's four breakpoints: the system prompt is shared by
 /// every turn of a dialog (and by dialogs on one document), the history by the next
-/// turn, which finds the previous turn's breakpoint by looking back.
+/// turn, which finds the previous turn's breakpoint by looking back. The history is
+/// marked only when `history` says a later request shares it (the request names a
+/// `cache_key`): a one-off prompt, such as a judge's over one row, would pay the
+/// write premium and never read it back.
 fn mark_cache_breakpoints(
     system: Option<String>,
     messages: &mut [WireMessage],
     tools: &[WireTool<'_>],
     model: &str,
+    history: bool,
 ) -> Option<System> {
     let minimum = anthropic_min_cacheable_tokens(model) * CHARS_PER_TOKEN;
     let mut chars: u64 = tools
@@ -347,7 +352,8 @@ fn mark_cache_breakpoints(
         }])
     });
     chars += messages.iter().map(WireMessage::chars).sum::<u64>();
-    if chars >= minimum
+    if history
+        && chars >= minimum
         && let Some(block) = messages.last_mut().and_then(|m| m.content.last_mut())
     {
         block.mark();

@@ -198,6 +198,8 @@ fn dialog(system: String) -> ChatRequest {
         Message::tool("t1", "Refunds take five days."),
         Message::user("And returns?"),
     ])
+    // A dialog's next turn shares this history.
+    .cache_key("run/r/doc")
 }
 
 const EPHEMERAL: &str = r#"{"type":"ephemeral"}"#;
@@ -225,6 +227,25 @@ async fn anthropic_marks_the_system_prompt_and_the_last_message_when_long() {
     // Only those two: the breakpoints before them are found by looking back.
     let marks = body.to_string().matches("cache_control").count();
     assert_eq!(marks, 2, "{body}");
+}
+
+#[tokio::test]
+async fn anthropic_leaves_the_history_of_a_one_off_request_unmarked() {
+    let server = server_answering(anthropic_reply(json!({}))).await;
+    let client = anthropic_builder(&server, "claude-sonnet-4-5")
+        .build()
+        .unwrap();
+    let mut one_off = dialog(long_text(1100));
+    one_off.cache_key = None;
+    client.chat(one_off).await.unwrap();
+
+    let body = sent_body(&server).await;
+    assert_eq!(cache_control(&body["system"][0]), EPHEMERAL);
+    assert_eq!(
+        body.to_string().matches("cache_control").count(),
+        1,
+        "{body}"
+    );
 }
 
 #[tokio::test]

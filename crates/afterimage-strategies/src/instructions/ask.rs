@@ -130,6 +130,14 @@ pub(crate) struct Asked {
     pub(crate) requests: u32,
 }
 
+/// The prompt-cache key of an instruction request: the same prompts give the same key.
+fn cache_key(system_prompt: &str, user_message: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (system_prompt, user_message).hash(&mut hasher);
+    format!("instructions/{:016x}", hasher.finish())
+}
+
 /// Asks `model` for `n` questions with this system prompt and user message.
 ///
 /// An answer without a usable list gets one more chance (a second call that shows the
@@ -141,11 +149,15 @@ pub(crate) async fn ask_for_instructions(
     temperature: f32,
     n: usize,
 ) -> Result<Asked, StrategyError> {
+    // Later requests about the same document repeat this prompt: a key lets the
+    // provider's prompt cache serve it again.
+    let key = cache_key(&system_prompt, &user_message);
     let mut messages = vec![Message::system(system_prompt), Message::user(user_message)];
     let request = |messages: Vec<Message>| {
         ChatRequest::new(messages)
             .temperature(temperature)
             .json_schema(instructions_schema())
+            .cache_key(key.clone())
     };
     let response = model.chat(request(messages.clone())).await?;
     let mut usage = response.usage;
