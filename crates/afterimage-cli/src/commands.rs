@@ -81,9 +81,17 @@ async fn conclude(
 ) -> Result<(), Failure> {
     let keys: Vec<KeyStats> = pools.keys.iter().flat_map(|p| p.stats()).collect();
     let pacing: Vec<ThrottleStats> = pools.throttles.iter().map(|t| t.stats()).collect();
+    let prices = settings.price_source.as_deref();
     match result {
         Ok(report) if report.interrupted => {
-            print_report(&report, &keys, &pacing, pools.structured.as_ref(), json);
+            print_report(
+                &report,
+                &keys,
+                &pacing,
+                pools.structured.as_ref(),
+                prices,
+                json,
+            );
             Err(Failure::Interrupted(anyhow!(
                 "interrupted: {} rows written to {} are kept; run the same command with --resume to make the rest",
                 report.rows_written,
@@ -91,12 +99,26 @@ async fn conclude(
             )))
         }
         Ok(report) => {
-            print_report(&report, &keys, &pacing, pools.structured.as_ref(), json);
+            print_report(
+                &report,
+                &keys,
+                &pacing,
+                pools.structured.as_ref(),
+                prices,
+                json,
+            );
             crate::datasets::after_generate(settings, &report.failures).await;
             Ok(())
         }
         Err(EngineError::RunFailed { cause, report }) => {
-            print_report(&report, &keys, &pacing, pools.structured.as_ref(), json);
+            print_report(
+                &report,
+                &keys,
+                &pacing,
+                pools.structured.as_ref(),
+                prices,
+                json,
+            );
             Err(Failure::Run(anyhow!(
                 "{cause} ({} rows written to {} are kept)",
                 report.rows_written,

@@ -100,11 +100,15 @@ pub(crate) fn print_report(
     keys: &[KeyStats],
     pacing: &[ThrottleStats],
     structured: Option<&StructuredOutputState>,
+    prices: Option<&str>,
     json: bool,
 ) {
     if json {
         let mut value = serde_json::to_value(report).unwrap_or_default();
         if let Some(object) = value.as_object_mut() {
+            if let Some(source) = prices {
+                object.insert("prices".into(), source.into());
+            }
             if let Some(state) = structured {
                 object.insert("structured_output".into(), structured_json(state));
             }
@@ -123,6 +127,9 @@ pub(crate) fn print_report(
         return;
     }
     out!("{}", table(report));
+    if let Some(source) = prices {
+        out!("prices: {source}");
+    }
     if let Some(state) = structured {
         out!("{}", structured_line(state));
     }

@@ -50,6 +50,10 @@ async fn the_ledger_matches_the_tokens_the_mock_served_under_faults() {
     // The rows' own accounts leave out what no stored row owns.
     assert!(report["input_tokens"].as_u64().unwrap() <= served.input_tokens);
 
+    assert_eq!(
+        report["prices"], "model.price",
+        "where the prices came from"
+    );
     // The shape of `ledger`: totals, then by model, then by role within it.
     for key in [
         "cost",
@@ -116,6 +120,7 @@ async fn the_table_shows_the_ledger_and_names_models_without_a_price() {
         "cost per row",
         "projected (run)",
         "cost unknown for judge-model",
+        "prices: model.price",
     ] {
         assert!(run.stdout.contains(line), "no {line:?} in\n{}", run.stdout);
     }
