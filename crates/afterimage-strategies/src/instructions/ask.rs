@@ -33,9 +33,12 @@ pub(crate) fn list_schema(key: &str, description: &str) -> JsonSchema {
     )
 }
 
+/// What the schema says its list holds; a small model may hand it back as a question.
+pub(crate) const INSTRUCTIONS_DESCRIPTION: &str = "The first messages, one string each.";
+
 /// The structured-output schema: `{"instructions": [string]}`.
 pub(crate) fn instructions_schema() -> JsonSchema {
-    list_schema("instructions", "The first messages, one string each.")
+    list_schema("instructions", INSTRUCTIONS_DESCRIPTION)
 }
 
 /// The key a [`KeyedList`] looks for.

@@ -29,6 +29,7 @@ pub use self::tool_calling::ToolCallingInstructionGenerator;
 /// The persona generator reads its answers as the same kind of keyed JSON list.
 pub(crate) use self::ask::{KeyedList, ListKey, list_schema};
 /// The instruction checks know the prompt pieces every generator sends.
-pub(crate) use self::prompts::{
-    FALLBACK_PERSONA, INSTRUCTIONS_CORRECTION, NO_CORRESPONDENT_PROMPT,
+pub(crate) use self::{
+    ask::INSTRUCTIONS_DESCRIPTION,
+    prompts::{FALLBACK_PERSONA, INSTRUCTIONS_CORRECTION, NO_CORRESPONDENT_PROMPT},
 };

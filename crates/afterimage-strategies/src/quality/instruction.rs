@@ -6,7 +6,9 @@
 //! Each of those would cost a whole dialog (and a judge call) and teach nothing.
 
 use super::checks::words;
-use crate::instructions::{FALLBACK_PERSONA, INSTRUCTIONS_CORRECTION, NO_CORRESPONDENT_PROMPT};
+use crate::instructions::{
+    FALLBACK_PERSONA, INSTRUCTIONS_CORRECTION, INSTRUCTIONS_DESCRIPTION, NO_CORRESPONDENT_PROMPT,
+};
 
 /// What a generated question is checked against besides itself: the prompts its
 /// generator was given (an instruction that repeats a piece of them is an echo) and
@@ -306,9 +308,11 @@ fn echoed_prompt(said: &[String], context: &InstructionContext<'_>) -> Option<&'
 }
 
 /// Prompt pieces the generators of this crate send whatever their template: the
-/// correction asking for the answer's shape again, the user message's headings.
+/// correction asking for the answer's shape again, the schema's description of its
+/// list (which prompt-mode servers see in the prompt), the user message's headings.
 const BUILT_IN_PROMPTS: &[&str] = &[
     INSTRUCTIONS_CORRECTION,
+    INSTRUCTIONS_DESCRIPTION,
     NO_CORRESPONDENT_PROMPT,
     FALLBACK_PERSONA,
     "# Who is writing # Context",
@@ -408,6 +412,8 @@ mod tests {
         // The built-in pieces are echoes whatever the template.
         assert_eq!(cause("Who is writing"), Some("echo"));
         assert_eq!(cause("Reply again with JSON only"), Some("echo"));
+        // The schema's description of the list, which a small model handed back.
+        assert_eq!(cause("The first messages, one string each."), Some("echo"));
     }
 
     #[test]
