@@ -217,4 +217,14 @@ impl<M: ChatModel + ?Sized> ChatModel for Arc<M> {
 pub trait Embedder: Send + Sync + std::fmt::Debug {
     /// One vector per input text, in order.
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError>;
+
+    /// [`embed`](Self::embed) with the tokens the provider billed for it, so a run's
+    /// ledger can count them. The default reports none: an embedder over an API that
+    /// bills by token overrides it.
+    async fn embed_billed(
+        &self,
+        texts: &[String],
+    ) -> Result<(Vec<Vec<f32>>, crate::Usage), ProviderError> {
+        Ok((self.embed(texts).await?, crate::Usage::default()))
+    }
 }

@@ -208,8 +208,8 @@ impl ChatModel for Metered {
     }
 }
 
-/// An [`Embedder`] that counts its calls in a [`Ledger`]. Embedding answers carry no
-/// usage through the [`Embedder`] seam, so only the requests are counted.
+/// An [`Embedder`] that counts its calls and the tokens billed for them
+/// ([`Embedder::embed_billed`]) in a [`Ledger`].
 #[derive(Debug)]
 struct MeteredEmbedder {
     inner: Arc<dyn Embedder>,
@@ -220,10 +220,16 @@ struct MeteredEmbedder {
 #[async_trait]
 impl Embedder for MeteredEmbedder {
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
-        let vectors = self.inner.embed(texts).await?;
-        self.ledger
-            .record(&self.model, "embeddings", Usage::default());
-        Ok(vectors)
+        Ok(self.embed_billed(texts).await?.0)
+    }
+
+    async fn embed_billed(
+        &self,
+        texts: &[String],
+    ) -> Result<(Vec<Vec<f32>>, Usage), ProviderError> {
+        let (vectors, usage) = self.inner.embed_billed(texts).await?;
+        self.ledger.record(&self.model, "embeddings", usage);
+        Ok((vectors, usage))
     }
 }
 

@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use afterimage_core::{ApiKey, Embedder, ProviderError};
+use afterimage_core::{ApiKey, Embedder, ProviderError, Usage};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -98,7 +98,7 @@ impl Wire for GeminiWire {}
 // be named (as a bound) but neither implemented nor called, which is the point.
 #[allow(private_interfaces)]
 mod sealed {
-    use afterimage_core::ProviderError;
+    use afterimage_core::{ProviderError, Usage};
 
     use crate::http::Http;
 
@@ -110,12 +110,13 @@ mod sealed {
             base_url
         }
 
-        /// Embeds `texts` (one batch) with `model` over `http`, in input order.
+        /// Embeds `texts` (one batch) with `model` over `http`, in input order, with
+        /// the tokens the API billed (zero where it reports none).
         async fn embed_batch(
             model: &str,
             http: &Http,
             texts: &[String],
-        ) -> Result<Vec<Vec<f32>>, ProviderError>;
+        ) -> Result<(Vec<Vec<f32>>, Usage), ProviderError>;
     }
 }
 
@@ -207,12 +208,23 @@ impl<W: Wire> HttpEmbedder<W> {
 #[async_trait]
 impl<W: Wire> Embedder for HttpEmbedder<W> {
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
+        Ok(self.embed_billed(texts).await?.0)
+    }
+
+    async fn embed_billed(
+        &self,
+        texts: &[String],
+    ) -> Result<(Vec<Vec<f32>>, Usage), ProviderError> {
         let http = self.http.http()?;
         let mut vectors = Vec::with_capacity(texts.len());
+        let mut usage = Usage::default();
         for batch in texts.chunks(self.batch_size) {
-            vectors.extend(<W as sealed::Batch>::embed_batch(&self.model, http, batch).await?);
+            let (batch, billed) =
+                <W as sealed::Batch>::embed_batch(&self.model, http, batch).await?;
+            vectors.extend(batch);
+            usage += billed;
         }
-        Ok(vectors)
+        Ok((vectors, usage))
     }
 }
 
@@ -227,7 +239,7 @@ impl sealed::Batch for OpenAiWire {
         model: &str,
         http: &Http,
         texts: &[String],
-    ) -> Result<Vec<Vec<f32>>, ProviderError> {
+    ) -> Result<(Vec<Vec<f32>>, Usage), ProviderError> {
         let body = OpenAiRequest {
             model,
             input: texts,
@@ -252,7 +264,8 @@ impl sealed::Batch for OpenAiWire {
                 &text,
             ));
         }
-        Ok(data.into_iter().map(|d| d.embedding).collect())
+        let billed = Usage::new(reply.usage.map_or(0, |u| u.prompt_tokens), 0);
+        Ok((data.into_iter().map(|d| d.embedding).collect(), billed))
     }
 }
 
@@ -265,6 +278,24 @@ struct OpenAiRequest<'a> {
 #[derive(Deserialize)]
 struct OpenAiReply {
     data: Vec<OpenAiEmbedding>,
+    /// What the request was billed; servers that report nothing bill nothing here.
+    #[serde(default)]
+    usage: Option<OpenAiUsage>,
+}
+
+#[derive(Deserialize)]
+struct OpenAiUsage {
+    #[serde(default, deserialize_with = "tolerant_count")]
+    prompt_tokens: u64,
+}
+
+/// A token count as servers send it: a missing, null, negative or non-numeric one is 0.
+fn tolerant_count<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(value
+        .as_f64()
+        .filter(|n| n.is_finite() && *n > 0.0)
+        .map_or(0, |n| n.round() as u64))
 }
 
 #[derive(Deserialize)]
@@ -289,7 +320,7 @@ impl sealed::Batch for GeminiWire {
         model: &str,
         http: &Http,
         texts: &[String],
-    ) -> Result<Vec<Vec<f32>>, ProviderError> {
+    ) -> Result<(Vec<Vec<f32>>, Usage), ProviderError> {
         let name = format!("models/{}", model);
         let body = GeminiRequest {
             requests: texts
@@ -315,7 +346,9 @@ impl sealed::Batch for GeminiWire {
                 &text,
             ));
         }
-        Ok(reply.embeddings.into_iter().map(|e| e.values).collect())
+        // batchEmbedContents reports no token counts.
+        let vectors = reply.embeddings.into_iter().map(|e| e.values).collect();
+        Ok((vectors, Usage::default()))
     }
 }
 

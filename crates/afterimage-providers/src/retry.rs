@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use afterimage_core::{
-    ChatModel, ChatRequest, ChatResponse, Embedder, ParkedRequests, ProviderError,
+    ChatModel, ChatRequest, ChatResponse, Embedder, ParkedRequests, ProviderError, Usage,
 };
 use async_trait::async_trait;
 use rand::Rng;
@@ -175,8 +175,15 @@ impl RetryEmbedder {
 #[async_trait]
 impl Embedder for RetryEmbedder {
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
+        Ok(self.embed_billed(texts).await?.0)
+    }
+
+    async fn embed_billed(
+        &self,
+        texts: &[String],
+    ) -> Result<(Vec<Vec<f32>>, Usage), ProviderError> {
         self.policy
-            .run(&self.retries, None, || self.inner.embed(texts))
+            .run(&self.retries, None, || self.inner.embed_billed(texts))
             .await
     }
 }

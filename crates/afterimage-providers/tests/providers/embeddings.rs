@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{KEY, SHORT_TIMEOUT, assert_hides_key, dead_url};
-use afterimage_core::{Embedder, ProviderError};
+use afterimage_core::{Embedder, Ledger, ProviderError, Usage};
 use afterimage_providers::{GeminiEmbedder, OpenAiEmbedder, RetryEmbedder, RetryPolicy};
 use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path};
@@ -145,6 +145,44 @@ async fn openai_batches_keep_their_order() {
     assert_eq!(vectors.len(), 201);
     assert_eq!(vectors[200], [200.0, 1.0]);
     assert_eq!(bodies(&server).await.len(), 3 + 3);
+}
+
+#[tokio::test]
+async fn billed_tokens_reach_the_ledger() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/embeddings"))
+        .respond_with(OpenAiEcho)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(GEMINI_PATH))
+        .respond_with(GeminiEcho)
+        .mount(&server)
+        .await;
+    // Three requests of the OpenAI format, each billed 8 prompt tokens by the server.
+    let (vectors, usage) = openai(&server)
+        .batch_size(2)
+        .embed_billed(&texts(5))
+        .await
+        .unwrap();
+    assert_eq!(vectors.len(), 5);
+    assert_eq!(usage, Usage::new(24, 0));
+    // batchEmbedContents bills no tokens it reports.
+    let (_, usage) = gemini(&server).embed_billed(&texts(2)).await.unwrap();
+    assert_eq!(usage, Usage::default());
+
+    let ledger = Ledger::new();
+    let metered = ledger.meter_embedder(
+        Arc::new(RetryEmbedder::new(
+            Arc::new(openai(&server).batch_size(2)),
+            RetryPolicy::default(),
+        )),
+        OPENAI_MODEL,
+    );
+    assert_eq!(metered.embed(&texts(4)).await.unwrap().len(), 4);
+    let spent = ledger.book().model_total(OPENAI_MODEL);
+    assert_eq!(spent.usage, Usage::new(16, 0), "{spent:?}");
 }
 
 #[tokio::test]
