@@ -90,6 +90,10 @@ pub struct GenerationInfo {
     pub seed: u64,
 }
 
+/// The largest plain attempt count a row may hold: far above any regeneration budget,
+/// far below what would take memory (a count becomes that many records).
+const MAX_ATTEMPT_COUNT: u32 = 1024;
+
 /// Reads `attempts` as a list, or as the plain count earlier versions wrote.
 fn attempts_or_count<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
@@ -102,7 +106,15 @@ fn attempts_or_count<'de, D: serde::Deserializer<'de>>(
     }
     Ok(match Attempts::deserialize(deserializer)? {
         Attempts::List(list) => list,
-        Attempts::Count(n) => vec![AttemptInfo::default(); n as usize],
+        Attempts::Count(n) if n <= MAX_ATTEMPT_COUNT => {
+            vec![AttemptInfo::default(); n as usize]
+        }
+        // The fuzzer's find: a 4-byte number in a row file took gigabytes.
+        Attempts::Count(n) => {
+            return Err(serde::de::Error::custom(format!(
+                "`attempts` is {n}, more than any run makes (at most {MAX_ATTEMPT_COUNT})"
+            )));
+        }
     })
 }
 
@@ -205,6 +217,20 @@ mod tests {
         );
         let back: ConversationRow = serde_json::from_str(&line).unwrap();
         assert_eq!(back, row);
+    }
+
+    #[test]
+    fn a_plain_attempt_count_is_read_within_bounds() {
+        let generation = |attempts: &str| {
+            format!(
+                r#"{{"run_id":"r","index":0,"respondent_model":"m","correspondent_model":"m","turns":1,"attempts":{attempts},"requests":1,"usage":{{"input_tokens":1,"output_tokens":1}},"finished_at_ms":0,"elapsed_ms":0,"seed":0}}"#
+            )
+        };
+        let info: GenerationInfo = serde_json::from_str(&generation("3")).unwrap();
+        assert_eq!(info.attempts.len(), 3);
+        // A regression from the fuzzer: this count once allocated gigabytes.
+        let err = serde_json::from_str::<GenerationInfo>(&generation("69684203")).unwrap_err();
+        assert!(err.to_string().contains("more than any run makes"), "{err}");
     }
 
     #[test]
