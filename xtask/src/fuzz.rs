@@ -27,6 +27,9 @@ command sets for cargo-fuzz only.
 
 Options:
   --secs N            Seconds per target [default: 20]
+  --runs N            Inputs per target instead of a time; with --seed the run is
+                      the same every time (what CI uses, so a green run stays green)
+  --seed S            libFuzzer's random seed [default: a new one each run]
   --target-dir DIR    Where the instrumented build goes
                       [default: $CARGO_TARGET_DIR/fuzz, else target/fuzz]";
 
@@ -45,7 +48,11 @@ pub(crate) fn fuzz(args: &[String]) -> Result<()> {
         println!("{USAGE}");
         return Ok(());
     }
-    let secs: u64 = flags.value("--secs")?.unwrap_or(20);
+    let budget = Budget {
+        secs: flags.value("--secs")?.unwrap_or(20),
+        runs: flags.value("--runs")?,
+        seed: flags.value("--seed")?,
+    };
     let root = workspace_root();
     let target_dir = match flags.value::<PathBuf>("--target-dir")? {
         Some(dir) => dir,
@@ -63,7 +70,7 @@ pub(crate) fn fuzz(args: &[String]) -> Result<()> {
     let scratch = std::env::temp_dir().join(format!("afterimage-fuzz-{}", std::process::id()));
     let mut outcomes = Vec::new();
     for target in &targets {
-        outcomes.push(run_target(&root, &target_dir, &scratch, target, secs)?);
+        outcomes.push(run_target(&root, &target_dir, &scratch, target, &budget)?);
     }
     let _ = std::fs::remove_dir_all(&scratch);
     remove_empty_artifact_dirs(&root);
@@ -93,7 +100,10 @@ fn split_targets(args: &[String]) -> Result<(Flags, Vec<String>)> {
         if arg.starts_with('-') {
             flag_args.push(arg.clone());
             if !arg.contains('=')
-                && matches!(arg.as_str(), "--secs" | "--target-dir")
+                && matches!(
+                    arg.as_str(),
+                    "--secs" | "--runs" | "--seed" | "--target-dir"
+                )
                 && let Some(value) = args.next()
             {
                 flag_args.push(value.clone());
@@ -102,7 +112,11 @@ fn split_targets(args: &[String]) -> Result<(Flags, Vec<String>)> {
             targets.push(arg.clone());
         }
     }
-    let flags = Flags::parse(&flag_args, &["--secs", "--target-dir"], &[])?;
+    let flags = Flags::parse(
+        &flag_args,
+        &["--secs", "--runs", "--seed", "--target-dir"],
+        &[],
+    )?;
     Ok((flags, targets))
 }
 
@@ -150,13 +164,41 @@ fn cargo_fuzz_build(root: &Path, target_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs one target for `secs` seconds; a crash is an error naming its reproducer.
+/// How long each target runs: a time, or a number of inputs (and a seed, for a run
+/// that is the same every time).
+struct Budget {
+    secs: u64,
+    runs: Option<u64>,
+    seed: Option<u64>,
+}
+
+impl Budget {
+    /// libFuzzer's options for this budget.
+    fn options(&self) -> Vec<String> {
+        let mut options = match self.runs {
+            Some(runs) => vec![format!("-runs={runs}")],
+            None => vec![format!("-max_total_time={}", self.secs)],
+        };
+        options.extend(self.seed.map(|seed| format!("-seed={seed}")));
+        options
+    }
+
+    fn describe(&self) -> String {
+        match (self.runs, self.seed) {
+            (Some(runs), Some(seed)) => format!("{runs} inputs, seed {seed}"),
+            (Some(runs), None) => format!("{runs} inputs"),
+            (None, _) => format!("{} s", self.secs),
+        }
+    }
+}
+
+/// Runs one target within `budget`; a crash is an error naming its reproducer.
 fn run_target(
     root: &Path,
     target_dir: &Path,
     scratch: &Path,
     target: &str,
-    secs: u64,
+    budget: &Budget,
 ) -> Result<Outcome> {
     let corpus = scratch.join("corpus").join(target);
     let artifacts = scratch.join("artifacts").join(target);
@@ -164,7 +206,7 @@ fn run_target(
     for dir in [&corpus, &artifacts] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    println!("== fuzzing {target} for {secs} s");
+    println!("== fuzzing {target} for {}", budget.describe());
     let seeds = root.join("fuzz/corpus").join(target);
     // libFuzzer adds new inputs to the first folder only; the seeds stay untouched.
     let output = Command::new(cargo())
@@ -175,7 +217,7 @@ fn run_target(
         .arg(&corpus)
         .arg(&seeds)
         .arg("--")
-        .arg(format!("-max_total_time={secs}"))
+        .args(budget.options())
         .arg(format!("-artifact_prefix={}/", artifacts.display()))
         .args(["-print_final_stats=1", "-timeout=10", "-rss_limit_mb=2048"])
         .env("RUSTC_BOOTSTRAP", "1")
