@@ -285,17 +285,8 @@ struct OpenAiReply {
 
 #[derive(Deserialize)]
 struct OpenAiUsage {
-    #[serde(default, deserialize_with = "tolerant_count")]
+    #[serde(default, deserialize_with = "crate::usage::count")]
     prompt_tokens: u64,
-}
-
-/// A token count as servers send it: a missing, null, negative or non-numeric one is 0.
-fn tolerant_count<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
-    let value = serde_json::Value::deserialize(deserializer)?;
-    Ok(value
-        .as_f64()
-        .filter(|n| n.is_finite() && *n > 0.0)
-        .map_or(0, |n| n.round() as u64))
 }
 
 #[derive(Deserialize)]

@@ -237,12 +237,13 @@ fn check_tool_calls<'t>(
 
 /// The prompt-cache key of a request: requests of one run and role with the same system
 /// prompt (the respondent's carries its document) share a prefix, so the provider can
-/// route them to the same cache. The prompt is hashed to keep the key short.
+/// route them to the same cache. The prompt is hashed (stably, so a resumed run keeps
+/// its keys) to keep the key short.
 fn cache_key(run_id: &str, role: &str, system: &str) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    system.hash(&mut hasher);
-    format!("{run_id}/{role}/{:016x}", hasher.finish())
+    format!(
+        "{run_id}/{role}/{:016x}",
+        afterimage_core::fnv1a(system.as_bytes())
+    )
 }
 
 fn respondent_request(system: &str, dialog: &[Message], sampling: Sampling) -> ChatRequest {

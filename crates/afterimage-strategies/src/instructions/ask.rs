@@ -135,10 +135,11 @@ pub(crate) struct Asked {
 
 /// The prompt-cache key of an instruction request: the same prompts give the same key.
 fn cache_key(system_prompt: &str, user_message: &str) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (system_prompt, user_message).hash(&mut hasher);
-    format!("instructions/{:016x}", hasher.finish())
+    let prompt = format!("{system_prompt}\n\n{user_message}");
+    format!(
+        "instructions/{:016x}",
+        afterimage_core::fnv1a(prompt.as_bytes())
+    )
 }
 
 /// Asks `model` for `n` questions with this system prompt and user message.
