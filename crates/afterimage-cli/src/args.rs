@@ -63,6 +63,13 @@ pub(crate) struct GenerateArgs {
     /// dialogs (an empty output starts a new run).
     #[arg(long)]
     pub(crate) resume: bool,
+    /// On Ctrl-C, SIGTERM or SIGHUP, start no new dialogs and give those in flight
+    /// this long to finish and be stored before cancelling the rest (under the 30 s
+    /// Kubernetes waits before SIGKILL). A second signal cancels at once. The exit
+    /// code is then 128 + the signal's number: 130 (Ctrl-C), 143 (SIGTERM), 129
+    /// (SIGHUP); --resume finishes the run.
+    #[arg(long, value_name = "SECONDS", default_value_t = 25)]
+    pub(crate) grace: u64,
     /// Settings that override the config.
     #[command(flatten)]
     pub(crate) overrides: OverrideArgs,

@@ -21,9 +21,13 @@ use crate::output::{Progress, print_report, print_stats};
 use crate::settings::{
     DocumentsSpec, KeyPolicy, ModelPrice, Overrides, RetrievalSettings, Settings, table_source,
 };
+use crate::signals::{self, Signal};
 
 /// Runs `generate`.
 pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
+    // First, so a SIGTERM during setup already drains instead of killing.
+    let stop = StopHandle::new();
+    let caught = signals::watch(stop.clone(), Duration::from_secs(args.grace));
     let settings = settings(&args.config, args.overrides.into(), KeyPolicy::Required)?;
     // Documents are read once, here, so an empty folder fails before any request.
     let mut settings = preload_documents(settings).await?;
@@ -53,9 +57,7 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
         }
         options = options.stopping_criterion(Arc::new(CostBudget { max_cost }));
     }
-    let stop = StopHandle::new();
-    options = options.stop_handle(stop.clone());
-    watch_ctrl_c(stop);
+    options = options.stop_handle(stop);
 
     let progress = Progress::start(
         settings.num_dialogs,
@@ -68,7 +70,8 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
         record_structured_mode(storage.as_ref(), state).await;
     }
 
-    conclude(result, &settings, &pools, args.json).await
+    let code = caught.signal().map_or(130, Signal::exit_code);
+    conclude(result, &settings, &pools, args.json, code).await
 }
 
 /// Prints the run's report and maps its outcome onto the exit: a finished run also
@@ -78,6 +81,7 @@ async fn conclude(
     settings: &Settings,
     pools: &build::Meters,
     json: bool,
+    interrupted_code: u8,
 ) -> Result<(), Failure> {
     let keys: Vec<KeyStats> = pools.keys.iter().flat_map(|p| p.stats()).collect();
     let pacing: Vec<ThrottleStats> = pools.throttles.iter().map(|t| t.stats()).collect();
@@ -92,11 +96,15 @@ async fn conclude(
                 prices,
                 json,
             );
-            Err(Failure::Interrupted(anyhow!(
-                "interrupted: {} rows written to {} are kept; run the same command with --resume to make the rest",
-                report.rows_written,
-                report.output
-            )))
+            Err(Failure::Interrupted(
+                anyhow!(
+                    "{}\n{} rows written to {} are kept; run the same command with --resume to make the rest",
+                    report.stop_reason,
+                    report.rows_written,
+                    report.output
+                ),
+                interrupted_code,
+            ))
         }
         Ok(report) => {
             print_report(
@@ -162,22 +170,6 @@ async fn record_structured_mode(storage: &dyn Storage, state: &StructuredOutputS
             storage.location()
         );
     }
-}
-
-/// First Ctrl-C: start no new dialogs, let those in flight finish and be stored.
-/// Second: stop at once (rows already written are whole lines).
-fn watch_ctrl_c(stop: StopHandle) {
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_err() {
-            return;
-        }
-        stop.stop();
-        eprintln!("\nstopping: finishing the dialogs in flight (Ctrl-C again to quit at once)");
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("quitting; rows already written are kept");
-            std::process::exit(130);
-        }
-    });
 }
 
 /// Runs `validate`: every check is reported; the worst outcome sets the exit code.

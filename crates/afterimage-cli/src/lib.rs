@@ -15,7 +15,9 @@
 //! The config goes through two stages: [`RawConfig`] is what the file says,
 //! [`Settings`] is the resolved and checked run; only the latter reaches the engine.
 //! A config that cannot run fails with a [`SettingsError`] naming the key at fault.
-//! Exit codes: 0 done, 2 bad usage or config, 1 the run failed.
+//! Exit codes: 0 done, 2 bad usage or config, 1 the run failed; a run stopped by a
+//! signal (drained, its rows kept, resumable) exits 128 + the signal's number: 130
+//! Ctrl-C, 143 `SIGTERM`, 129 `SIGHUP`.
 //!
 //! ```
 //! let raw = afterimage_cli::parse_config("respondent: {system_prompt: You help.}\n").unwrap();
@@ -49,6 +51,7 @@ mod config;
 mod datasets;
 mod output;
 mod settings;
+mod signals;
 
 /// How a command failed, which decides the exit code.
 #[derive(Debug)]
@@ -57,8 +60,9 @@ pub(crate) enum Failure {
     Usage(anyhow::Error),
     /// The run itself failed (exit 1).
     Run(anyhow::Error),
-    /// The user stopped the run; finished rows are kept (exit 130).
-    Interrupted(anyhow::Error),
+    /// A signal stopped the run; finished rows are kept (exit 128 + the signal's
+    /// number: 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
+    Interrupted(anyhow::Error, u8),
 }
 
 /// Runs the CLI with the process's arguments and returns its exit code.
@@ -105,9 +109,9 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
-        Err(Failure::Interrupted(e)) => {
+        Err(Failure::Interrupted(e, code)) => {
             eprintln!("{e:#}");
-            ExitCode::from(130)
+            ExitCode::from(code)
         }
     }
 }

@@ -18,15 +18,19 @@ pub enum RunStatus {
     Done,
     /// Stopped early on an error.
     Failed,
+    /// Stopped on request (Ctrl-C, `SIGTERM`, a stop handle) before its count: the
+    /// rows written are kept; resume it to finish.
+    Stopped,
 }
 
 impl RunStatus {
-    /// The lower-case name (`running`, `done`, `failed`).
+    /// The lower-case name (`running`, `done`, `failed`, `stopped`).
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Running => "running",
             RunStatus::Done => "done",
             RunStatus::Failed => "failed",
+            RunStatus::Stopped => "stopped",
         }
     }
 }
@@ -76,6 +80,11 @@ pub struct RunRecord {
     /// of the last save: a killed session loses what it spent since then).
     #[serde(default, skip_serializing_if = "LedgerBook::is_empty")]
     pub ledger: LedgerBook,
+    /// How the last session ended, in words (the report's stop reason: "interrupted
+    /// by SIGTERM: ...", "wrote the 100 rows requested", the failure); `None` while a
+    /// session runs, or when it was killed before it could say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
 }
 
 impl RunRecord {
@@ -108,6 +117,7 @@ impl RunRecord {
             updated_at_ms: now,
             failures: None,
             ledger: LedgerBook::default(),
+            stop_reason: None,
         }
     }
 }

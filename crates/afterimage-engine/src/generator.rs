@@ -78,6 +78,7 @@ impl ConversationGenerator {
         let mut plan = Plan::new(&options)?;
         let (mut record, setup) = self.open_run(&options, &mut plan).await?;
         record.status = RunStatus::Running;
+        record.stop_reason = None;
         record.rows_requested = plan.cap;
         record.rows_written = plan.done.len() as u64;
         if !options.run_config.is_null() {
@@ -200,10 +201,16 @@ impl ConversationGenerator {
     /// trusts, so failing to save them only warns.
     async fn close_run(&self, record: &mut RunRecord, result: &Result<RunReport, EngineError>) {
         let (status, report) = match result {
+            Ok(report) if report.interrupted => (RunStatus::Stopped, Some(report)),
             Ok(report) => (RunStatus::Done, Some(report)),
             Err(e) => (RunStatus::Failed, e.report()),
         };
         record.status = status;
+        record.stop_reason = Some(match (report, result) {
+            (Some(report), _) => report.stop_reason.clone(),
+            (None, Err(e)) => e.to_string(),
+            (None, Ok(_)) => String::new(),
+        });
         if let Some(report) = report {
             record.rows_written = report.rows_resumed + report.rows_written;
             record.add_failures(&report.failures);

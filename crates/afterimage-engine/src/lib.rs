@@ -54,10 +54,11 @@ pub use crate::{
     checks::OptionsError,
     error::{DialogError, EngineError},
     generator::{ConversationGenerator, ConversationGeneratorBuilder},
-    options::{GenerateOptions, InFlight, Price, ProgressFn, StopHandle, Turns},
+    options::{GenerateOptions, InFlight, Price, ProgressFn, Turns},
     policy::UnjudgedPolicy,
     pricing::{LedgerSummary, ModelSpend, PriceFn, SpendFigures},
     report::RunReport,
+    stop::StopHandle,
     stop_rules::{StopRule, StopRuleError},
     stopping::{AllOf, AnyOf, ContextCoverage, CostBudget, ErrorRate, PersonaUsage, TokenBudget},
 };
@@ -73,5 +74,6 @@ mod policy;
 mod pricing;
 mod report;
 mod run;
+mod stop;
 mod stop_rules;
 mod stopping;

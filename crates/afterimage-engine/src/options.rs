@@ -1,11 +1,12 @@
 //! The typed options of one `generate` call.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub use afterimage_core::Price;
 use afterimage_core::{ParkedRequests, RunProgress, StoppingCriterion};
+
+use crate::StopHandle;
 
 /// A function told about progress after every finished dialog (for progress bars).
 pub type ProgressFn = Arc<dyn Fn(&RunProgress) + Send + Sync>;
@@ -85,28 +86,6 @@ pub enum InFlight {
     Finish,
     /// Cancel them at once; their partial work is dropped, never stored.
     Cancel,
-}
-
-/// Asks a running `generate` to stop starting dialogs; the ones in flight finish and
-/// are stored. Clone it into a Ctrl-C handler.
-#[derive(Debug, Clone, Default)]
-pub struct StopHandle(Arc<AtomicBool>);
-
-impl StopHandle {
-    /// A handle not yet triggered.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Stops the run from starting new dialogs.
-    pub fn stop(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-
-    /// Whether [`stop`](Self::stop) was called.
-    pub fn is_stopped(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
 }
 
 impl Default for GenerateOptions {
@@ -209,7 +188,8 @@ impl GenerateOptions {
         self
     }
 
-    /// A handle that stops the run gracefully (for Ctrl-C).
+    /// A handle that stops the run from outside: a drain, with a grace period or
+    /// without, or a cancel (for Ctrl-C, SIGTERM, a coordinator).
     pub fn stop_handle(mut self, handle: StopHandle) -> Self {
         self.stop = Some(handle);
         self

@@ -75,6 +75,10 @@ pub(crate) async fn execute(
         let joined = match scheduler.next_finished().await {
             Next::Finished(joined) => joined,
             Next::LookAgain => continue,
+            Next::Cancel => {
+                scheduler.abort_in_flight().await;
+                continue;
+            }
             Next::Done => break,
         };
         scheduler.record(joined);
@@ -97,6 +101,9 @@ enum Next {
     Finished(Joined),
     /// Dialogs may have parked on a retry delay: look for free slots again.
     LookAgain,
+    /// The stop handle asks for the dialogs in flight to be cancelled (a cancel, or
+    /// the end of a grace period).
+    Cancel,
     /// Nothing is in flight and nothing more will start.
     Done,
 }
@@ -179,13 +186,9 @@ impl<'a> Scheduler<'a> {
         self.read_ledger();
         let (plan, state) = (self.plan, &mut self.state);
         if state.stop.is_none()
-            && self
-                .options
-                .stop
-                .as_ref()
-                .is_some_and(StopHandle::is_stopped)
+            && let Some(handle) = self.options.stop.as_ref().filter(|h| h.is_stopped())
         {
-            state.stop = Some(Stop::Interrupted);
+            state.stop = Some(Stop::Interrupted(handle.reason()));
         }
         // A dialog waiting out a retry delay holds no request in flight: another may
         // start in its place (at most doubling the dialogs in memory).
@@ -215,23 +218,35 @@ impl<'a> Scheduler<'a> {
         }
     }
 
-    /// Waits for the next dialog to end; with parked requests counted, also wakes up
-    /// now and then to look for slots they freed.
+    /// Waits for the next dialog to end, or for the stop handle to cancel those in
+    /// flight; with parked requests counted, also wakes up now and then to look for
+    /// slots they freed.
     async fn next_finished(&mut self) -> Next {
-        let joined = match &self.options.parked {
-            Some(_) if !self.tasks.is_empty() => tokio::select! {
-                joined = self.tasks.join_next() => joined,
-                () = tokio::time::sleep(PARKED_POLL) => return Next::LookAgain,
-            },
-            _ => self.tasks.join_next().await,
+        let busy = !self.tasks.is_empty();
+        let poll = busy && self.options.parked.is_some();
+        let stop = self.options.stop.clone();
+        let cancelled = async {
+            match &stop {
+                Some(stop) => stop.cancelled().await,
+                None => std::future::pending().await,
+            }
         };
-        joined.map_or(Next::Done, Next::Finished)
+        tokio::select! {
+            joined = self.tasks.join_next() => joined.map_or(Next::Done, Next::Finished),
+            () = cancelled, if busy => Next::Cancel,
+            () = tokio::time::sleep(PARKED_POLL), if poll => Next::LookAgain,
+        }
     }
 
     /// Counts a dialog that ended.
     fn record(&mut self, joined: Joined) {
         match joined {
-            Ok(Ok(outcome)) => self.state.record_row(outcome),
+            Ok(Ok(outcome)) => {
+                if matches!(self.state.stop, Some(Stop::Interrupted(_))) {
+                    self.state.drained += 1;
+                }
+                self.state.record_row(outcome);
+            }
             Ok(Err(failure)) => self.state.record_failure(failure, self.plan),
             Err(join_error) => self.state.record_crash(join_error.to_string(), self.plan),
         }
@@ -271,6 +286,16 @@ impl<'a> Scheduler<'a> {
             || self.tasks.is_empty()
         {
             return;
+        }
+        self.abort_in_flight().await;
+    }
+
+    /// Cancels every dialog in flight and counts how each ended; the run starts no
+    /// other.
+    async fn abort_in_flight(&mut self) {
+        if self.state.stop.is_none() {
+            let reason = self.options.stop.as_ref().and_then(StopHandle::reason);
+            self.state.stop = Some(Stop::Interrupted(reason));
         }
         // Cancelled dialogs never reach storage; their spend so far is lost to the
         // report, which is the price of stopping at once.
@@ -366,7 +391,8 @@ enum Stop {
     Criterion(String),
     /// The instruction generator ran out of material (documents at their target).
     Exhausted(String),
-    Interrupted,
+    /// The stop handle stopped the run (with the reason it was given).
+    Interrupted(Option<String>),
     Failed(String),
 }
 
@@ -384,6 +410,8 @@ struct State {
     stop: Option<Stop>,
     resumed: u64,
     cancelled: u64,
+    /// Dialogs that finished and were stored after a stop was asked for.
+    drained: u64,
 }
 
 impl State {
@@ -502,13 +530,24 @@ impl State {
 
     fn report(&self, run: &RunContext, plan: &Plan, elapsed: Duration) -> RunReport {
         let rows = self.progress.rows_written - self.resumed;
-        let stop_reason = match &self.stop {
+        // A stop that came as the last dialogs finished still wrote every row asked.
+        let count_reached = plan
+            .cap
+            .is_some_and(|cap| self.progress.rows_written >= cap);
+        let stop = match &self.stop {
+            Some(Stop::Interrupted(_)) if count_reached => None,
+            stop => stop.as_ref(),
+        };
+        let stop_reason = match stop {
             Some(Stop::Criterion(c)) => format!("stopping criterion met: {c}"),
             Some(Stop::Exhausted(what)) => format!("instruction generator {what}"),
-            Some(Stop::Interrupted) => {
-                "interrupted: no new dialogs were started and those in flight were finished"
-                    .to_owned()
-            }
+            Some(Stop::Interrupted(reason)) => format!(
+                "interrupted{}: no new dialogs were started; {} in flight finished and were stored",
+                reason
+                    .as_ref()
+                    .map_or(String::new(), |r| format!(" by {r}")),
+                self.drained
+            ),
             Some(Stop::Failed(cause)) => cause.clone(),
             None if self.resumed > 0 => format!(
                 "wrote the {rows} missing rows ({} were already stored)",
@@ -551,7 +590,7 @@ impl State {
                 self.progress.rows_written,
                 plan.cap,
             ),
-            interrupted: matches!(self.stop, Some(Stop::Interrupted)),
+            interrupted: matches!(stop, Some(Stop::Interrupted(_))),
             stop_reason,
             output: run.storage.location(),
         }

@@ -134,6 +134,8 @@ struct Shared {
     cache: Option<PromptCache>,
     /// Per API key: the start of its current one-minute window and the requests in it.
     rpm_windows: Mutex<HashMap<String, (Instant, u32)>>,
+    /// Milliseconds added to every answer from now on ([`MockServer::set_extra_latency`]).
+    extra_latency_ms: AtomicU64,
 }
 
 /// The length of a [`MockConfig::rpm_limit`] window.
@@ -196,6 +198,7 @@ impl MockServer {
             next_request: AtomicU64::new(0),
             cache,
             rpm_windows: Mutex::new(HashMap::new()),
+            extra_latency_ms: AtomicU64::new(0),
         });
         let (shutdown, signal) = watch::channel(false);
         let task = runtime.spawn(accept_loop(listener, Arc::clone(&shared), signal));
@@ -241,6 +244,14 @@ impl MockServer {
     /// A snapshot of the request counters.
     pub fn stats(&self) -> MockStats {
         self.shared.stats.snapshot()
+    }
+
+    /// Adds `latency` to every answer from now on, on top of the configured one
+    /// (`Duration::ZERO` takes it away again): for tests that need the requests in
+    /// flight to hang, say past a grace period, and then a server that answers.
+    pub fn set_extra_latency(&self, latency: Duration) {
+        let ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        self.shared.extra_latency_ms.store(ms, Relaxed);
     }
 
     /// Zeroes the counters (e.g. after a benchmark's warm-up).
@@ -487,7 +498,8 @@ async fn model_call(
     };
     let answer = respond(route, &value, call, config.embedding_dimensions)
         .map_err(|message| (StatusCode::BAD_REQUEST, message))?;
-    sleep(delay).await;
+    let extra = Duration::from_millis(shared.extra_latency_ms.load(Relaxed));
+    sleep(delay.saturating_add(extra)).await;
     if let Some(tokens) = answer.served {
         stats.served(tokens);
     }

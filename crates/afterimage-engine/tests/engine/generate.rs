@@ -690,6 +690,8 @@ async fn a_stop_handle_lets_in_flight_dialogs_finish_and_keeps_them() {
         "{}",
         report.stop_reason
     );
+    let record = JsonlStorage::new(&path).load_run().await.unwrap().unwrap();
+    assert_eq!(record.status, RunStatus::Stopped, "not left running");
     // The 5th row stopped new starts; at most the 3 others in flight were added.
     assert!(
         (5..=8).contains(&report.rows_written),
@@ -797,6 +799,68 @@ fn failing_first(failing: usize) -> Arc<ScriptedModel> {
             Ok(ChatResponse::text("fine"))
         }
     }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grace_period_ends_by_cancelling_the_stragglers_and_the_record_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let handle = afterimage_engine::StopHandle::new();
+    let trigger = handle.clone();
+    // Dialogs that would take an hour: only the end of the grace period ends them.
+    let generator = generator(model(Duration::from_secs(3600)), &path);
+    let run = tokio::spawn(async move {
+        generator
+            .generate(
+                GenerateOptions::new()
+                    .num_dialogs(10)
+                    .max_concurrency(3)
+                    .stop_handle(handle),
+            )
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    trigger.set_reason("SIGTERM");
+    trigger.stop_after(Duration::from_millis(50));
+    let report = run.await.unwrap().unwrap();
+    assert!(report.interrupted);
+    assert_eq!(report.rows_written, 0);
+    assert!(
+        report.stop_reason.starts_with("interrupted by SIGTERM")
+            && report
+                .stop_reason
+                .ends_with("3 dialogs in flight were cancelled"),
+        "{}",
+        report.stop_reason
+    );
+    let record = JsonlStorage::new(&path).load_run().await.unwrap().unwrap();
+    assert_eq!(record.status, RunStatus::Stopped);
+    assert_eq!(
+        record.stop_reason.as_deref(),
+        Some(report.stop_reason.as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_that_comes_as_the_last_dialogs_finish_is_a_finished_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let handle = afterimage_engine::StopHandle::new();
+    let trigger = handle.clone();
+    let report = generator(model(Duration::from_millis(5)), &path)
+        .generate(
+            GenerateOptions::new()
+                .num_dialogs(4)
+                .max_concurrency(4)
+                .stop_handle(handle)
+                .on_progress(move |_| trigger.stop()),
+        )
+        .await
+        .unwrap();
+    assert!(!report.interrupted, "{}", report.stop_reason);
+    assert_eq!(report.rows_written, 4);
+    let record = JsonlStorage::new(&path).load_run().await.unwrap().unwrap();
+    assert_eq!(record.status, RunStatus::Done);
 }
 
 #[tokio::test]
