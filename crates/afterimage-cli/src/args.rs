@@ -70,6 +70,11 @@ pub(crate) struct GenerateArgs {
     /// (SIGHUP); --resume finishes the run.
     #[arg(long, value_name = "SECONDS", default_value_t = 25)]
     pub(crate) grace: u64,
+    /// Serve live counters in the Prometheus text format on http://HOST:PORT/metrics
+    /// while the run goes on (dialogs, requests, tokens, cost, rate-limit waits);
+    /// port 0 picks a free one, printed on stderr.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) metrics_addr: Option<String>,
     /// Settings that override the config.
     #[command(flatten)]
     pub(crate) overrides: OverrideArgs,

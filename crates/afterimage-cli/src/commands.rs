@@ -29,6 +29,10 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
     let stop = StopHandle::new();
     let caught = signals::watch(stop.clone(), Duration::from_secs(args.grace));
     let settings = settings(&args.config, args.overrides.into(), KeyPolicy::Required)?;
+    if let Some(addr) = &args.metrics_addr {
+        let bound = crate::metrics::serve(addr).await.map_err(Failure::Usage)?;
+        eprintln!("serving metrics on http://{bound}/metrics");
+    }
     // Documents are read once, here, so an empty folder fails before any request.
     let mut settings = preload_documents(settings).await?;
     let storage: Arc<dyn Storage> = Arc::new(

@@ -49,6 +49,7 @@ mod build;
 mod commands;
 mod config;
 mod datasets;
+mod metrics;
 mod output;
 mod settings;
 mod signals;

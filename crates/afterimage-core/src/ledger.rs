@@ -6,12 +6,14 @@
 //! personas and the embeddings.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::{ChatModel, ChatRequest, ChatResponse, Embedder, ProviderError, Spent, Usage};
+use crate::{
+    ChatModel, ChatRequest, ChatResponse, Counter, Embedder, Metrics, ProviderError, Spent, Usage,
+};
 
 /// What was spent, by model and, within a model, by role (`respondent`, `judge`, ...).
 ///
@@ -133,6 +135,7 @@ impl Ledger {
     /// Records one answered request of `model` under `role`.
     pub fn record(&self, model: &str, role: &str, usage: Usage) {
         self.lock().add(model, role, Spent::one(usage));
+        count_tokens(usage);
     }
 
     /// A copy of what was recorded so far.
@@ -205,6 +208,30 @@ impl ChatModel for Metered {
 
     async fn probe(&self) -> Result<(), ProviderError> {
         self.inner.probe().await
+    }
+}
+
+/// Adds `usage` to `afterimage_tokens_total`, by kind.
+fn count_tokens(usage: Usage) {
+    static KINDS: OnceLock<[Counter; 5]> = OnceLock::new();
+    let kinds = KINDS.get_or_init(|| {
+        ["input", "output", "cached_input", "cache_write", "reasoning"].map(|kind| {
+            Metrics::global().counter(
+                "afterimage_tokens_total",
+                "Tokens billed, by kind (cached_input and cache_write are parts of input, reasoning of output).",
+                &[("kind", kind)],
+            )
+        })
+    });
+    let counts = [
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cached_input_tokens,
+        usage.cache_write_tokens,
+        usage.reasoning_tokens,
+    ];
+    for (counter, count) in kinds.iter().zip(counts) {
+        counter.add(count as f64);
     }
 }
 

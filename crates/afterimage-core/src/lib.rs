@@ -9,6 +9,8 @@
 //!   run's [`Ledger`] (every paid request by model and role, kept through [`Metered`]
 //!   models), the stored
 //!   [`ConversationRow`] and the [`RunRecord`] that makes a run resumable;
+//! - live [`Metrics`] for Prometheus: plain atomic [`Counter`]s and [`Gauge`]s that
+//!   providers and the engine update and the CLI serves;
 //! - the strategy traits: [`InstructionGenerator`], [`RespondentPromptModifier`],
 //!   [`StoppingCriterion`], [`Storage`], [`Evaluator`], [`DocumentSource`],
 //!   [`Retriever`].
@@ -55,6 +57,7 @@ pub use crate::{
     json::{parse_lenient, snippet},
     ledger::{Ledger, LedgerBook, Metered},
     message::{FunctionCall, Message, Role, ToolCall, ToolSpec},
+    metrics::{Counter, Gauge, Metrics},
     parked::{Parked, ParkedRequests},
     price::Price,
     row::{
@@ -78,6 +81,7 @@ mod error;
 mod json;
 mod ledger;
 mod message;
+mod metrics;
 mod parked;
 mod price;
 mod row;

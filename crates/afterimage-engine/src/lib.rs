@@ -69,6 +69,7 @@ mod dialog;
 mod error;
 mod generator;
 mod instructions;
+mod metrics;
 mod options;
 mod policy;
 mod pricing;

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use crate::dialog::{
     DialogFailure, DialogOutcome, QualityCounts, RunContext, dialog_seed, pick_turns, run_dialog,
 };
+use crate::metrics::RunMetrics;
 use crate::pricing::LedgerSummary;
 use crate::{DialogError, EngineError, GenerateOptions, InFlight, RunReport, StopHandle, Turns};
 
@@ -120,6 +121,7 @@ struct Scheduler<'a> {
     /// The run record, saved with the ledger now and then while the run goes on.
     record: &'a mut RunRecord,
     saved: Instant,
+    metrics: RunMetrics,
 }
 
 impl<'a> Scheduler<'a> {
@@ -148,6 +150,7 @@ impl<'a> Scheduler<'a> {
             started: Instant::now(),
             record,
             saved: Instant::now(),
+            metrics: RunMetrics::new(),
         }
     }
 
@@ -158,6 +161,7 @@ impl<'a> Scheduler<'a> {
         let book = ledger.run();
         self.state.progress.ledger = book.total();
         self.state.progress.cost = ledger.prices.cost(&book);
+        self.metrics.cost(ledger.prices.cost(&ledger.session()));
     }
 
     /// Saves the run record with the ledger, at most once per
@@ -213,8 +217,12 @@ impl<'a> Scheduler<'a> {
             }
             let index = self.order.next(&plan.done);
             let delay = state.backoff();
-            self.tasks
-                .spawn(run_dialog(Arc::clone(&self.run), index, delay));
+            let dialog = run_dialog(Arc::clone(&self.run), index, delay);
+            let in_flight = self.metrics.started();
+            self.tasks.spawn(async move {
+                let _in_flight = in_flight;
+                dialog.await
+            });
         }
     }
 
@@ -240,15 +248,20 @@ impl<'a> Scheduler<'a> {
 
     /// Counts a dialog that ended.
     fn record(&mut self, joined: Joined) {
+        let failed = self.state.progress.dialogs_failed;
         match joined {
             Ok(Ok(outcome)) => {
                 if matches!(self.state.stop, Some(Stop::Interrupted(_))) {
                     self.state.drained += 1;
                 }
                 self.state.record_row(outcome);
+                self.metrics.written();
             }
             Ok(Err(failure)) => self.state.record_failure(failure, self.plan),
             Err(join_error) => self.state.record_crash(join_error.to_string(), self.plan),
+        }
+        if self.state.progress.dialogs_failed > failed {
+            self.metrics.failed();
         }
         self.state.progress.elapsed = self.started.elapsed();
         self.state.progress.in_flight = self.tasks.len() as u64;
@@ -303,9 +316,18 @@ impl<'a> Scheduler<'a> {
         while let Some(joined) = self.tasks.join_next().await {
             match joined {
                 // Finished before the abort reached it: the row is stored, so count it.
-                Ok(Ok(outcome)) => self.state.record_row(outcome),
-                Ok(Err(failure)) => self.state.record_failure(failure, self.plan),
-                Err(_) => self.state.cancelled += 1,
+                Ok(Ok(outcome)) => {
+                    self.state.record_row(outcome);
+                    self.metrics.written();
+                }
+                Ok(Err(failure)) => {
+                    self.state.record_failure(failure, self.plan);
+                    self.metrics.failed();
+                }
+                Err(_) => {
+                    self.state.cancelled += 1;
+                    self.metrics.cancelled();
+                }
             }
         }
         self.state.progress.in_flight = 0;

@@ -239,6 +239,7 @@ impl sealed::Build for Anthropic {
         options: AnthropicOptions,
     ) -> Result<Self, BuildError> {
         http.base_url = with_version(&http.base_url, ANTHROPIC_PATH_VERSION);
+        http.provider = Provider::Anthropic.name();
         http.not_found = Some(NotFoundHelp {
             models_path: "/models",
             url_hint: "`https://api.anthropic.com/v1`, or a server's root such as `http://host:4000` (`/v1` is added)",

@@ -32,8 +32,9 @@ impl std::fmt::Debug for Lazy {
 }
 
 impl Lazy {
-    fn new(base_url: &str, key: ApiKey, auth: Auth) -> Self {
+    fn new(base_url: &str, key: ApiKey, auth: Auth, provider: &'static str) -> Self {
         let mut settings = HttpSettings::new(base_url);
+        settings.provider = provider;
         // A local server needs no key: an empty one sends none.
         settings.key = (!key.expose().is_empty()).then_some(key);
         Lazy {
@@ -127,7 +128,7 @@ impl OpenAiEmbedder {
     /// servers).
     pub fn new(api_key: impl Into<ApiKey>, model: impl Into<String>) -> Self {
         HttpEmbedder {
-            http: Lazy::new(OPENAI_BASE_URL, api_key.into(), Auth::Bearer),
+            http: Lazy::new(OPENAI_BASE_URL, api_key.into(), Auth::Bearer, "openai"),
             model: model.into(),
             batch_size: OPENAI_EMBEDDING_BATCH,
             wire: PhantomData,
@@ -148,6 +149,7 @@ impl GeminiEmbedder {
                 GEMINI_BASE_URL,
                 api_key.into(),
                 Auth::Header("x-goog-api-key"),
+                "gemini",
             ),
             model,
             batch_size: GEMINI_EMBEDDING_BATCH,

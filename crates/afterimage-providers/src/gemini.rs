@@ -264,6 +264,7 @@ impl sealed::Build for Gemini {
         options: GeminiOptions,
     ) -> Result<Self, BuildError> {
         http.base_url = with_version(&http.base_url, GEMINI_VERSION);
+        http.provider = Provider::Gemini.name();
         http.not_found = Some(NotFoundHelp {
             models_path: "/models?pageSize=1000",
             url_hint: "`https://generativelanguage.googleapis.com/v1beta`, or a server's root such as `http://host:4000` (`/v1beta` is added)",

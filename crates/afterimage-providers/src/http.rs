@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use afterimage_core::{ApiKey, ProviderError, RateLimitHint, snippet};
+use afterimage_core::{ApiKey, Gauge, Metrics, ProviderError, RateLimitHint, snippet};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{RequestBuilder, Url};
 use serde::Serialize;
@@ -61,6 +61,8 @@ pub(crate) struct HttpSettings {
     pub(crate) max_response_bytes: usize,
     /// For chat clients: how to tell a wrong path from a wrong model on a 404.
     pub(crate) not_found: Option<NotFoundHelp>,
+    /// The provider's name in the request metrics (`openai`, `gemini`, ...).
+    pub(crate) provider: &'static str,
 }
 
 impl std::fmt::Debug for HttpSettings {
@@ -87,6 +89,7 @@ impl HttpSettings {
             headers: Vec::new(),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             not_found: None,
+            provider: "local",
         }
     }
 
@@ -123,6 +126,7 @@ impl HttpSettings {
             connect_timeout,
             max_response_bytes: self.max_response_bytes.max(1),
             not_found: self.not_found,
+            counts: RequestCounts::new(self.provider),
         })
     }
 }
@@ -180,6 +184,70 @@ pub(crate) struct Http {
     connect_timeout: Option<Duration>,
     max_response_bytes: usize,
     not_found: Option<NotFoundHelp>,
+    counts: RequestCounts,
+}
+
+/// The provider's request metrics: `afterimage_requests_total` by outcome and
+/// `afterimage_requests_in_flight`.
+#[derive(Debug, Clone)]
+struct RequestCounts {
+    provider: &'static str,
+    in_flight: Gauge,
+}
+
+impl RequestCounts {
+    fn new(provider: &'static str) -> Self {
+        RequestCounts {
+            provider,
+            in_flight: Metrics::global().gauge(
+                "afterimage_requests_in_flight",
+                "HTTP requests to model providers awaiting their answer.",
+                &[("provider", provider)],
+            ),
+        }
+    }
+
+    /// Counts a request that ended: `ok`, an error's kind, or `cancelled`.
+    fn ended(&self, status: &str) {
+        Metrics::global()
+            .counter(
+                "afterimage_requests_total",
+                "HTTP requests to model providers, by provider and outcome (ok, an error kind such as rate_limited or server_error, or cancelled).",
+                &[("provider", self.provider), ("status", status)],
+            )
+            .inc();
+    }
+}
+
+/// A request in flight: counted as cancelled if dropped before it ends.
+struct Sending<'a> {
+    counts: &'a RequestCounts,
+    ended: bool,
+}
+
+impl<'a> Sending<'a> {
+    fn start(counts: &'a RequestCounts) -> Self {
+        counts.in_flight.inc();
+        Sending {
+            counts,
+            ended: false,
+        }
+    }
+
+    fn end<T>(mut self, outcome: &Result<T, ProviderError>) {
+        self.ended = true;
+        self.counts
+            .ended(outcome.as_ref().map_or_else(ProviderError::kind, |_| "ok"));
+    }
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        self.counts.in_flight.dec();
+        if !self.ended {
+            self.counts.ended("cancelled");
+        }
+    }
 }
 
 /// An HTTP answer, read within the size limit.
@@ -250,7 +318,22 @@ impl Http {
             .map(|(text, _)| text)
     }
 
+    /// [`exchange`](Self::exchange), counted in the request metrics.
     async fn execute(
+        &self,
+        request: RequestBuilder,
+        url: &str,
+        model: &str,
+        diagnose: bool,
+    ) -> Result<(String, Option<RateLimitHint>), ProviderError> {
+        let sending = Sending::start(&self.counts);
+        let outcome = self.exchange(request, url, model, diagnose).await;
+        sending.end(&outcome);
+        outcome
+    }
+
+    /// Sends the request; a 2xx body with the rate-limit hint, or the error it means.
+    async fn exchange(
         &self,
         request: RequestBuilder,
         url: &str,

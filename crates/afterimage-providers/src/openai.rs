@@ -59,6 +59,8 @@ pub type OpenAiCompatibleBuilder = ChatBuilder<OpenAiCompatible>;
 pub struct OpenAiOptions {
     /// Whose ladder and best mode `Auto` uses.
     provider: Provider,
+    /// Whose API it is, for the request metrics (OpenAI's own ladder is `Local`'s).
+    label: Provider,
     max_completion_tokens: bool,
     key_required_by: Option<&'static str>,
     /// `None`: only to OpenAI's own API.
@@ -72,6 +74,7 @@ impl OpenAiCompatible {
             base_url,
             OpenAiOptions {
                 provider: Provider::Local,
+                label: Provider::Local,
                 max_completion_tokens: false,
                 key_required_by: None,
                 send_cache_key: None,
@@ -81,7 +84,9 @@ impl OpenAiCompatible {
 
     /// A builder for OpenAI ([`OPENAI_BASE_URL`]); needs a key.
     pub fn openai() -> OpenAiCompatibleBuilder {
-        Self::builder(OPENAI_BASE_URL).require_key("OpenAI")
+        let mut builder = Self::builder(OPENAI_BASE_URL).require_key("OpenAI");
+        builder.options.label = Provider::Openai;
+        builder
     }
 
     /// A builder for DeepSeek ([`DEEPSEEK_BASE_URL`]), whose `Auto` mode starts from
@@ -90,12 +95,15 @@ impl OpenAiCompatible {
     pub fn deepseek() -> OpenAiCompatibleBuilder {
         let mut builder = Self::builder(DEEPSEEK_BASE_URL).require_key("DeepSeek");
         builder.options.provider = Provider::Deepseek;
+        builder.options.label = Provider::Deepseek;
         builder
     }
 
     /// A builder for OpenRouter ([`OPENROUTER_BASE_URL`]); needs a key.
     pub fn openrouter() -> OpenAiCompatibleBuilder {
-        Self::builder(OPENROUTER_BASE_URL).require_key("OpenRouter")
+        let mut builder = Self::builder(OPENROUTER_BASE_URL).require_key("OpenRouter");
+        builder.options.label = Provider::Openrouter;
+        builder
     }
 
     /// A builder for a local server ([`LOCAL_BASE_URL`]); no key needed.
@@ -252,6 +260,7 @@ impl sealed::Build for OpenAiCompatible {
             .send_cache_key
             .unwrap_or_else(|| is_openai_itself(&http.base_url));
         let mut http = http;
+        http.provider = options.label.name();
         http.not_found = Some(NotFoundHelp {
             models_path: "/models",
             url_hint: "`https://api.openai.com/v1`, or a local server's `http://localhost:8000/v1` (the part before `/chat/completions`)",

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use afterimage_core::{
-    ChatModel, ChatRequest, ChatResponse, Embedder, ParkedRequests, ProviderError, Usage,
+    ChatModel, ChatRequest, ChatResponse, Embedder, Metrics, ParkedRequests, ProviderError, Usage,
 };
 use async_trait::async_trait;
 use rand::Rng;
@@ -118,6 +118,7 @@ impl RetryPolicy {
                     let delay = self.delay(retry, e.retry_after());
                     tracing::debug!(kind = e.kind(), ?delay, retry, "retrying: {e}");
                     retries.fetch_add(1, Ordering::Relaxed);
+                    count_retry(&e);
                     retry += 1;
                     let _waiting = parked.map(ParkedRequests::park);
                     tokio::time::sleep(delay).await;
@@ -125,6 +126,21 @@ impl RetryPolicy {
                 other => return other,
             }
         }
+    }
+}
+
+/// Counts a retry in `afterimage_retries_total`, and a 429 waited out as a rate-limit
+/// wait.
+fn count_retry(error: &ProviderError) {
+    Metrics::global()
+        .counter(
+            "afterimage_retries_total",
+            "Model requests sent again after a retryable failure, by the failure's kind.",
+            &[("kind", error.kind())],
+        )
+        .inc();
+    if error.is_rate_limited() {
+        crate::throttle::rate_limit_wait("server");
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use afterimage_core::{ChatModel, ChatRequest, ChatResponse, ProviderError};
+use afterimage_core::{ChatModel, ChatRequest, ChatResponse, Gauge, Metrics, ProviderError};
 use async_trait::async_trait;
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -60,6 +60,8 @@ pub struct Throttle {
     config: ThrottleConfig,
     state: Mutex<State>,
     freed: Notify,
+    /// `afterimage_concurrency_limit` of the model: this throttle's share of it.
+    limit_gauge: Gauge,
 }
 
 #[derive(Debug)]
@@ -130,7 +132,15 @@ impl Throttle {
     /// Wraps `inner`.
     pub fn new(inner: Arc<dyn ChatModel>, config: ThrottleConfig) -> Self {
         let max = config.max_concurrency.max(1);
+        // Summed over the model's throttles (one per key, say): its total limit.
+        let limit_gauge = Metrics::global().gauge(
+            "afterimage_concurrency_limit",
+            "The adaptive limit of requests in flight, by model (summed over its throttles).",
+            &[("model", inner.model_id())],
+        );
+        limit_gauge.add(max as f64);
         Throttle {
+            limit_gauge,
             inner,
             config,
             state: Mutex::new(State {
@@ -212,6 +222,7 @@ impl Throttle {
                 .max(paused);
             if !wait.is_zero() {
                 state.paced += 1;
+                rate_limit_wait("pacing");
             }
             wait
         };
@@ -246,6 +257,7 @@ impl Throttle {
                 if state.clean_streak >= state.limit && state.limit < self.config.max_concurrency {
                     state.limit += 1;
                     state.clean_streak = 0;
+                    self.limit_gauge.inc();
                 }
             }
             Err(e) if e.is_rate_limited() || matches!(e, ProviderError::Server { .. }) => {
@@ -261,7 +273,9 @@ impl Throttle {
                     .last_decrease
                     .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1));
                 if burst && !recent && state.limit > 1 {
-                    state.limit = (state.limit / 2).max(1);
+                    let halved = (state.limit / 2).max(1);
+                    self.limit_gauge.add(-((state.limit - halved) as f64));
+                    state.limit = halved;
                     state.lowest = state.lowest.min(state.limit);
                     state.decreases += 1;
                     state.last_decrease = Some(now);
@@ -277,6 +291,25 @@ impl Throttle {
         drop(state);
         self.freed.notify_waiters();
     }
+}
+
+impl Drop for Throttle {
+    fn drop(&mut self) {
+        let limit = self.lock().limit;
+        self.limit_gauge.add(-(limit as f64));
+    }
+}
+
+/// Counts a request held back by a rate limit: `pacing` (our own limits) or `server`
+/// (a 429 waited out).
+pub(crate) fn rate_limit_wait(source: &str) {
+    Metrics::global()
+        .counter(
+            "afterimage_rate_limit_waits_total",
+            "Requests held back by a rate limit: pacing (the configured limits, the server's x-ratelimit headers) or server (a 429 waited out before a retry).",
+            &[("source", source)],
+        )
+        .inc();
 }
 
 fn push_outcome(recent: &mut std::collections::VecDeque<bool>, limited: bool) {
