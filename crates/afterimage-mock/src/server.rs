@@ -794,6 +794,7 @@ mod tests {
             next_request: AtomicU64::new(0),
             cache: None,
             rpm_windows: Mutex::new(HashMap::new()),
+            extra_latency_ms: AtomicU64::new(0),
         };
         let t0 = Instant::now();
         assert_eq!(shared.over_rpm_limit("a", t0), None);
