@@ -21,6 +21,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Generate dialogs from a YAML config.
+    #[command(after_help = GENERATE_EXIT_CODES)]
     Generate(GenerateArgs),
     /// Check a config, its API key, documents, output and endpoint without generating.
     Validate(ValidateArgs),
@@ -31,6 +32,15 @@ pub(crate) enum Command {
     /// Summarise stored rows (a JSONL file, sqlite:FILE or postgres://...).
     Stats(StatsArgs),
 }
+
+/// The end of `generate --help`.
+const GENERATE_EXIT_CODES: &str = "\
+Stopping: Ctrl-C, SIGTERM or SIGHUP starts no new dialogs and lets those in flight finish
+within --grace; a second signal cancels them at once. Rows written are kept and the run
+record says `stopped`; run the same command with --resume to finish.
+
+Exit codes: 0 done, 1 the run failed, 2 bad usage or config; a run stopped by a signal
+exits 128 + its number: 130 Ctrl-C (SIGINT), 143 SIGTERM, 129 SIGHUP.";
 
 /// `afterimage stats`
 #[derive(Debug, Args)]

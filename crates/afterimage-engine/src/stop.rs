@@ -59,12 +59,16 @@ impl StopHandle {
     }
 
     /// Like [`stop`](Self::stop), and cancels the dialogs still in flight once `grace`
-    /// has passed (an earlier deadline already set is kept).
+    /// has passed (an earlier deadline already set is kept; a grace too long for the
+    /// clock is none).
     pub fn stop_after(&self, grace: Duration) {
-        let deadline = Instant::now() + grace;
+        let deadline = Instant::now().checked_add(grace);
         self.0.send_modify(|r| {
             r.draining = true;
-            r.deadline = Some(r.deadline.map_or(deadline, |d| d.min(deadline)));
+            r.deadline = match (r.deadline, deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         });
     }
 

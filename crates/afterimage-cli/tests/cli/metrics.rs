@@ -248,3 +248,25 @@ async fn the_metrics_text_parses_with_prometheus_own_parser() {
     );
     assert!(get("afterimage_cost_usd_total{}").unwrap().1 > 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metrics_address_that_cannot_be_bound_is_a_usage_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("run.yaml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let out = dir.path().join("out.jsonl");
+    let run = Cli::generate(&config, "http://127.0.0.1:9/v1", &out)
+        .args(&["--metrics-addr", &addr])
+        .run()
+        .await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("cannot serve metrics on {addr}")),
+        "{}",
+        run.stderr
+    );
+    assert!(!out.exists(), "nothing ran");
+}

@@ -227,3 +227,22 @@ async fn the_end_of_the_grace_period_cancels_the_stragglers() {
     assert_eq!(record["stop_reason"], reason);
     scene.resume_finishes_exactly().await;
 }
+
+#[tokio::test]
+async fn help_documents_the_grace_period_and_the_exit_codes() {
+    let run = Cli::new(&["generate", "--help"]).run().await;
+    assert_eq!(run.code, 0);
+    for needle in [
+        "--grace <SECONDS>",
+        "[default: 25]",
+        "143 SIGTERM",
+        "129 SIGHUP",
+        "130",
+    ] {
+        assert!(
+            run.stdout.contains(needle),
+            "{needle} missing:\n{}",
+            run.stdout
+        );
+    }
+}
