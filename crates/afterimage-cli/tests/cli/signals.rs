@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use afterimage_mock::{MockConfig, MockServer};
 
+use afterimage_core::Storage as _;
+
 use crate::Cli;
 
 const N: usize = 40;
@@ -143,6 +145,10 @@ async fn drains_on(signal: &str, code: i32, name: &str) {
     send(&child, signal);
     let (got, report, took) = exit(child).await;
     assert_eq!(got, code, "{report}");
+    eprintln!(
+        "{name}: exited {took:?} after the signal: {}",
+        report["stop_reason"]
+    );
     assert!(
         took < Duration::from_secs(20),
         "took {took:?}, past the grace"
@@ -189,6 +195,7 @@ async fn a_second_signal_cancels_at_once_and_keeps_what_was_written() {
     send(&child, "TERM");
     let (code, report, took) = exit(child).await;
     assert_eq!(code, 143, "{report}");
+    eprintln!("second signal: exited {took:?} after it");
     assert!(took < Duration::from_secs(10), "took {took:?}");
     let reason = report["stop_reason"].as_str().unwrap();
     assert!(reason.contains("in flight were cancelled"), "{reason}");
@@ -212,6 +219,7 @@ async fn the_end_of_the_grace_period_cancels_the_stragglers() {
     let (code, report, _) = exit(child).await;
     let took = signalled.elapsed();
     assert_eq!(code, 143, "{report}");
+    eprintln!("grace 2 s: exited {took:?} after the signal");
     assert!(
         took >= Duration::from_secs(2) && took < Duration::from_secs(15),
         "took {took:?}: the grace is 2 s, the stragglers would take 120 s"
@@ -245,4 +253,61 @@ async fn help_documents_the_grace_period_and_the_exit_codes() {
             run.stdout
         );
     }
+}
+
+/// Rows readable in `out` (any backend) now.
+async fn stored(out: &str) -> usize {
+    match afterimage_storage::StorageSpec::parse(out).open().await {
+        Ok(storage) => storage.read_report(false).await.map_or(0, |r| r.rows.len()),
+        Err(_) => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_on_postgres_marks_the_run_stopped_and_resume_finishes_it() {
+    let schema = crate::PostgresSchema::new();
+    let scene = Scene::new(100).await;
+    let cli = |extra: &[&str]| {
+        Cli::generate(&scene.config, &scene.server.openai_base_url(), &schema.url)
+            .args(&["--json"])
+            .args(extra)
+    };
+    let child = cli(&[]).command().stdout(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stored(&schema.url).await < 3 {
+        assert!(Instant::now() < deadline, "no rows after 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    send(&child, "TERM");
+    let (code, report, _) = exit(child).await;
+    assert_eq!(code, 143, "{report}");
+    let written = report["rows_written"].as_u64().unwrap() as usize;
+    assert_eq!(stored(&schema.url).await, written);
+    let storage = afterimage_storage::StorageSpec::parse(&schema.url)
+        .open()
+        .await
+        .unwrap();
+    let record = storage.load_run().await.unwrap().unwrap();
+    assert_eq!(record.status.as_str(), "stopped");
+    assert!(
+        record
+            .stop_reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("interrupted by SIGTERM")),
+        "{:?}",
+        record.stop_reason
+    );
+
+    let resumed = cli(&["--resume"]).run().await;
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    let rows = storage.read_report(true).await.unwrap().rows;
+    let mut ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!((rows.len(), ids.len()), (N, N));
+    assert_eq!(
+        storage.load_run().await.unwrap().unwrap().status.as_str(),
+        "done"
+    );
+    schema.drop().await;
 }
