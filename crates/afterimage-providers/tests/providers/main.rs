@@ -9,6 +9,7 @@ mod caching;
 mod common;
 mod embeddings;
 mod gemini;
+mod metrics;
 mod openai;
 mod real_servers;
 mod resilience;
