@@ -111,7 +111,9 @@ pub fn main() -> ExitCode {
             ExitCode::from(1)
         }
         Err(Failure::Interrupted(e, code)) => {
-            eprintln!("{e:#}");
+            // After a SIGHUP the terminal may be gone: the exit code must still say so.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "{e:#}");
             ExitCode::from(code)
         }
     }

@@ -81,24 +81,31 @@ pub(crate) fn watch(stop: StopHandle, grace: Duration) -> Caught {
         let _ = first.0.set(signal);
         stop.set_reason(signal.name());
         stop.stop_after(grace);
-        eprintln!(
+        say(&format!(
             "\nstopping on {}: no new dialogs; those in flight have {}s to finish (send it again to stop at once)",
             signal.name(),
             grace.as_secs()
-        );
+        ));
         if signals.next().await.is_none() {
             return;
         }
-        eprintln!("stopping at once: cancelling the dialogs in flight; rows written are kept");
+        say("stopping at once: cancelling the dialogs in flight; rows written are kept");
         stop.cancel();
         tokio::select! {
             _ = signals.next() => {}
             () = tokio::time::sleep(CANCEL_TIMEOUT) => {}
         }
-        eprintln!("quitting; rows already written are kept");
+        say("quitting; rows already written are kept");
         std::process::exit(i32::from(signal.exit_code()));
     });
     caught
+}
+
+/// Tells the user on stderr, which may be a terminal that is gone (a SIGHUP after an
+/// SSH session closed): a failed write is ignored, where `eprintln!` would panic.
+fn say(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// The signal streams of this platform.
