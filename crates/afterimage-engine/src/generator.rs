@@ -206,11 +206,11 @@ impl ConversationGenerator {
             Err(e) => (RunStatus::Failed, e.report()),
         };
         record.status = status;
-        record.stop_reason = Some(match (report, result) {
-            (Some(report), _) => report.stop_reason.clone(),
-            (None, Err(e)) => e.to_string(),
-            (None, Ok(_)) => String::new(),
-        });
+        record.stop_reason = match (report, result) {
+            (Some(report), _) => Some(report.stop_reason.clone()),
+            (None, Err(e)) => Some(e.to_string()),
+            (None, Ok(_)) => None,
+        };
         if let Some(report) = report {
             record.rows_written = report.rows_resumed + report.rows_written;
             record.add_failures(&report.failures);
