@@ -22,7 +22,7 @@ use crate::instructions::InstructionPool;
 use crate::policy::Sampling;
 use crate::pricing::{Accounted, Prices, RunLedger};
 use crate::run::{Plan, execute};
-use crate::{EngineError, GenerateOptions, RunReport, UnjudgedPolicy};
+use crate::{EngineError, GenerateOptions, RunReport, TurnHooks, UnjudgedPolicy};
 
 /// Generates multi-turn dialogs between a simulated user (the correspondent) and the
 /// assistant being trained (the respondent), and streams them to storage.
@@ -59,6 +59,7 @@ struct Inner {
     ledger: Ledger,
     /// The ledger as far as earlier runs of this generator account for it.
     accounted: Accounted,
+    hooks: Option<Arc<dyn TurnHooks>>,
 }
 
 impl ConversationGenerator {
@@ -190,6 +191,7 @@ impl ConversationGenerator {
             storage: Arc::clone(&inner.storage),
             watch: RunWatch::default(),
             ledger,
+            hooks: inner.hooks.clone(),
         }
     }
 
@@ -346,6 +348,7 @@ pub struct ConversationGeneratorBuilder {
     correspondent: RoleSampling,
     judge: RoleSampling,
     ledger: Option<Ledger>,
+    hooks: Option<Arc<dyn TurnHooks>>,
 }
 
 /// A role's sampling settings as the builder was given them.
@@ -599,6 +602,14 @@ impl ConversationGeneratorBuilder {
         self
     }
 
+    /// Code of yours to run before and after every correspondent and respondent
+    /// completion, seeing the dialog so far; a hook's error fails the attempt with its
+    /// message.
+    pub fn turn_hooks(mut self, hooks: Arc<dyn TurnHooks>) -> Self {
+        self.hooks = Some(hooks);
+        self
+    }
+
     /// Checks the parts and builds the generator.
     pub fn build(self) -> Result<ConversationGenerator, EngineError> {
         self.check_sampling()?;
@@ -676,6 +687,7 @@ impl ConversationGeneratorBuilder {
                 correspondent_sampling: self.correspondent.or(temperature),
                 ledger,
                 accounted: Accounted::default(),
+                hooks: self.hooks,
             }),
         })
     }

@@ -54,6 +54,7 @@ pub use crate::{
     checks::OptionsError,
     error::{DialogError, EngineError},
     generator::{ConversationGenerator, ConversationGeneratorBuilder},
+    hooks::{HookError, TurnHooks, TurnRole, TurnView},
     options::{GenerateOptions, InFlight, Price, ProgressFn, StopHandle, Turns},
     policy::UnjudgedPolicy,
     pricing::{LedgerSummary, ModelSpend, PriceFn, SpendFigures},
@@ -67,6 +68,7 @@ mod checks;
 mod dialog;
 mod error;
 mod generator;
+mod hooks;
 mod instructions;
 mod options;
 mod policy;

@@ -3,6 +3,7 @@
 
 mod follow_up;
 mod generate;
+mod hooks;
 mod quality;
 mod stopping;
 mod tools;
