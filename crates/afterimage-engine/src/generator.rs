@@ -315,6 +315,22 @@ impl ConversationGenerator {
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.inner.storage
     }
+
+    /// What a [`StructuredGenerator`](crate::StructuredGenerator) built from this
+    /// generator takes over.
+    pub(crate) fn structured_parts(&self) -> crate::structured::FromDialogs {
+        let inner = &self.inner;
+        crate::structured::FromDialogs {
+            respondent_prompt: inner.respondent_prompt.clone(),
+            respondent: Arc::clone(&inner.respondent),
+            ledger: inner.ledger.clone(),
+            instructions: Arc::clone(&inner.instructions),
+            modifier: inner.modifier.clone(),
+            sampling: inner.respondent_sampling,
+            instruction_checks: inner.instruction_checks,
+            correspondent_prompt: inner.correspondent_prompt.get().cloned(),
+        }
+    }
 }
 
 /// Builds a [`ConversationGenerator`]; the required parts are a respondent prompt, a

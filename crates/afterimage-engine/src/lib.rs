@@ -59,8 +59,10 @@ pub use crate::{
     policy::UnjudgedPolicy,
     pricing::{LedgerSummary, ModelSpend, PriceFn, SpendFigures},
     report::RunReport,
+    schema::{SchemaProblem, check_output_schema},
     stop_rules::{StopRule, StopRuleError},
     stopping::{AllOf, AnyOf, ContextCoverage, CostBudget, ErrorRate, PersonaUsage, TokenBudget},
+    structured::{StructuredGenerator, StructuredGeneratorBuilder},
 };
 
 mod checks;
@@ -75,5 +77,8 @@ mod policy;
 mod pricing;
 mod report;
 mod run;
+mod schema;
+mod slots;
 mod stop_rules;
 mod stopping;
+mod structured;
