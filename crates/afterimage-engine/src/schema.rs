@@ -71,7 +71,10 @@ fn check(schema: &Map<String, Value>, path: &str) -> Result<(), Found> {
         }
     };
     for (name, property) in properties.into_iter().flatten() {
-        let child = format!("{path}/properties/{}", name.replace('~', "~0").replace('/', "~1"));
+        let child = format!(
+            "{path}/properties/{}",
+            name.replace('~', "~0").replace('/', "~1")
+        );
         sub_schema(property, &child)?;
     }
     check_required(schema, properties, path)?;
@@ -205,17 +208,26 @@ mod tests {
     fn broken_schemas_are_named_where_they_break() {
         assert_eq!(path_of(json!([1])), "/");
         assert_eq!(path_of(json!({"type": "string"})), "/");
-        assert_eq!(path_of(json!({"type": "object", "properties": []})), "/properties");
         assert_eq!(
-            path_of(json!({"type": "object", "properties": {"a": {"type": "string"}}, "required": ["b"]})),
+            path_of(json!({"type": "object", "properties": []})),
+            "/properties"
+        );
+        assert_eq!(
+            path_of(
+                json!({"type": "object", "properties": {"a": {"type": "string"}}, "required": ["b"]})
+            ),
             "/required"
         );
         assert_eq!(
-            path_of(json!({"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "txt"}}}})),
+            path_of(
+                json!({"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "txt"}}}})
+            ),
             "/properties/tags/items/type"
         );
         assert_eq!(
-            path_of(json!({"type": "object", "properties": {"n": {"type": "string", "maxLength": -1}}})),
+            path_of(
+                json!({"type": "object", "properties": {"n": {"type": "string", "maxLength": -1}}})
+            ),
             "/properties/n/maxLength"
         );
         assert_eq!(

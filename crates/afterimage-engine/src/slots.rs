@@ -434,8 +434,7 @@ impl Tally {
             Some(Stop::Criterion(c)) => format!("stopping criterion met: {c}"),
             Some(Stop::Exhausted(what)) => format!("instruction generator {what}"),
             Some(Stop::Interrupted) => {
-                "interrupted: no new rows were started and those in flight were finished"
-                    .to_owned()
+                "interrupted: no new rows were started and those in flight were finished".to_owned()
             }
             Some(Stop::Failed(cause)) => cause.clone(),
             None if self.resumed > 0 => format!(

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use afterimage_core::{
     ChatModel, ChatRequest, Instruction, InstructionGenerator, JsonSchema, Ledger, LedgerBook,
-    Message, ModifiedPrompt, RespondentPromptModifier, Spent, Storage, Usage,
-    parse_lenient, snippet, unix_ms,
+    Message, ModifiedPrompt, RespondentPromptModifier, Spent, Storage, Usage, parse_lenient,
+    snippet, unix_ms,
 };
 use afterimage_storage::JsonlStorage;
 use afterimage_strategies::{InstructionContext, check_instruction, validate_arguments};
@@ -266,9 +266,10 @@ impl StructuredGenerator {
         let (mut record, done) =
             open_record(storage, &options, "structured", &correspondent_prompt).await?;
         if !done.is_empty() {
-            plan.stored_visits = storage.context_visits().await.map_err(|e| {
-                EngineError::Setup(format!("reading {}: {e}", storage.location()))
-            })?;
+            plan.stored_visits = storage
+                .context_visits()
+                .await
+                .map_err(|e| EngineError::Setup(format!("reading {}: {e}", storage.location())))?;
             parts.instructions.record_stored_visits(&plan.stored_visits);
         }
         plan.done = done;

@@ -196,7 +196,6 @@ impl Storage for JsonlStorage {
         self.write_record(&row.id, row)
     }
 
-
     async fn existing_ids(&self) -> Result<Vec<String>, StorageError> {
         if !self.path.exists() {
             return Ok(Vec::new());

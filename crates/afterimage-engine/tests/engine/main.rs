@@ -6,5 +6,6 @@ mod generate;
 mod hooks;
 mod quality;
 mod stopping;
+mod structured;
 mod tools;
 mod tools_http;
