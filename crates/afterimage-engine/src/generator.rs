@@ -255,6 +255,12 @@ impl ConversationGenerator {
                 ids.len()
             )));
         };
+        // Other generators (structured rows) mark their runs; their rows are no dialogs.
+        if let Some(kind) = record.config.get("generator").and_then(|k| k.as_str()) {
+            return Err(EngineError::Config(format!(
+                "{location} holds {kind} rows, not dialogs: resume it with `afterimage {kind}`, or choose another output"
+            )));
+        }
         let done = stored_indices(&ids, &record.run_id, &location)?;
         if let Some(seed) = options.seed.filter(|s| *s != record.seed) {
             tracing::warn!(

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use afterimage_core::{
     ChatModel, ChatRequest, Instruction, InstructionGenerator, JsonSchema, Ledger, LedgerBook,
-    Message, ModifiedPrompt, RespondentPromptModifier, Spent, Storage, Usage, parse_lenient,
-    snippet, unix_ms,
+    Message, ModifiedPrompt, RespondentPromptModifier, RunStatus, Spent, Storage, Usage,
+    parse_lenient, snippet, unix_ms,
 };
 use afterimage_storage::JsonlStorage;
 use afterimage_strategies::{InstructionContext, check_instruction, validate_arguments};
@@ -273,8 +273,17 @@ impl StructuredGenerator {
             parts.instructions.record_stored_visits(&plan.stored_visits);
         }
         plan.done = done;
+        record.status = RunStatus::Running;
         record.rows_requested = plan.cap;
         record.rows_written = plan.done.len() as u64;
+        record.updated_at_ms = unix_ms();
+        // Saved before the first row, so a run killed at any point can be resumed.
+        storage.save_run(&record).await.map_err(|e| {
+            EngineError::Setup(format!(
+                "saving the run record in {}: {e}",
+                storage.location()
+            ))
+        })?;
         let ledger = RunLedger::new(
             parts.ledger.clone(),
             record.ledger.clone(),

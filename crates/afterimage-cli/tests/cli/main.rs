@@ -15,6 +15,7 @@ mod ledger;
 mod quality;
 mod real_model;
 mod resume;
+mod structured;
 
 struct Run {
     code: i32,
