@@ -163,6 +163,10 @@ pub fn export(
     let mut kept: Vec<&ConversationRow> =
         rows.iter().filter(|r| options.filter.accepts(r)).collect();
     let filtered_out = rows.len() - kept.len();
+    if options.formats.contains(&ExportFormat::Dpo) && !kept.iter().any(|r| r.final_score.is_some())
+    {
+        return Err(DatasetError::Invalid(crate::pairs::NO_SCORES.to_owned()));
+    }
     if options.shuffle {
         shuffle(&mut kept, options.seed);
     }
@@ -187,6 +191,12 @@ pub fn export(
     }
     let mut reports = Vec::new();
     for format in formats {
+        if format == ExportFormat::Dpo {
+            let report =
+                crate::pairs::write_dpo(&kept, out_dir, stem, &options.format, options.split)?;
+            reports.push(report);
+            continue;
+        }
         let mut report = FormatReport {
             format: format.name().to_owned(),
             files: Vec::new(),

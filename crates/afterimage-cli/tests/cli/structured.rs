@@ -256,3 +256,119 @@ async fn yaml_schema_files_are_read_relative_to_the_config_and_broken_ones_named
         run.stderr
     );
 }
+
+/// A judged row as `generate` with `auto_improve` stores it.
+fn judged(id: &str, question: &str, answer: &str, score: Option<f64>) -> String {
+    let mut row = serde_json::json!({
+        "conversations": [
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": answer},
+        ],
+        "metadata": {"context_id": null, "context_ids": []},
+        "instruction_context": "",
+        "response_context": null,
+        "persona": null,
+        "id": id,
+    });
+    if let Some(score) = score {
+        row["final_score"] = score.into();
+    }
+    row.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_dpo_pairs_judged_rows_and_explains_unjudged_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let judged_rows = dir.path().join("judged.jsonl");
+    let lines = [
+        judged(
+            "r-000000",
+            "How do I reset my password?",
+            "Click 'Forgot Password'.",
+            Some(0.92),
+        ),
+        judged(
+            "r-000001",
+            "How do I reset my password?",
+            "I don't know.",
+            Some(0.31),
+        ),
+        judged(
+            "r-000002",
+            "What does error 503 mean?",
+            "The service is down; retry in 5 minutes.",
+            Some(0.88),
+        ),
+        judged(
+            "r-000003",
+            "What does error 503 mean?",
+            "It is unavailable.",
+            Some(0.80),
+        ),
+        judged("r-000004", "Can I pay by invoice?", "Yes.", Some(0.7)),
+    ];
+    std::fs::write(&judged_rows, lines.join("\n") + "\n").unwrap();
+    let out = dir.path().join("train");
+    let export = |extra: &[&str]| {
+        Cli::new(&[
+            "export",
+            judged_rows.to_str().unwrap(),
+            "--format",
+            "dpo",
+            "--out-dir",
+        ])
+        .args(&[out.to_str().unwrap(), "--json"])
+        .args(extra)
+    };
+    let run = export(&[]).run().await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let pairs = read_rows(&out.join("judged_dpo.jsonl"));
+    assert_eq!(pairs.len(), 1, "503's gap of 0.08 is below upstream's 0.2");
+    let pair = &pairs[0];
+    assert_eq!(
+        pair["prompt"],
+        serde_json::json!([{"role": "user", "content": "How do I reset my password?"}])
+    );
+    assert_eq!(pair["chosen"][0]["content"], "Click 'Forgot Password'.");
+    assert_eq!(pair["rejected"][0]["content"], "I don't know.");
+    assert_eq!(pair["chosen"][0]["role"], "assistant");
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(report["formats"][0]["skipped"]["small_gap"], 2);
+    assert_eq!(report["formats"][0]["skipped"]["unpaired"], 1);
+
+    let run = export(&["--min-score-gap", "0.05"]).run().await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(read_rows(&out.join("judged_dpo.jsonl")).len(), 2);
+
+    // `messages` and `oumi` are upstream's names for the openai shape.
+    let run = Cli::new(&[
+        "export",
+        judged_rows.to_str().unwrap(),
+        "--format",
+        "oumi",
+        "--out-dir",
+    ])
+    .args(&[out.to_str().unwrap()])
+    .run()
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(read_rows(&out.join("judged_openai.jsonl")).len(), 5);
+
+    let unjudged = dir.path().join("unjudged.jsonl");
+    std::fs::write(
+        &unjudged,
+        judged("u-000000", "How do I reset my password?", "Click it.", None) + "\n",
+    )
+    .unwrap();
+    let run = Cli::new(&["export", unjudged.to_str().unwrap(), "--format", "dpo"])
+        .run()
+        .await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("no row has one"), "{}", run.stderr);
+    assert!(run.stderr.contains("auto_improve"), "{}", run.stderr);
+    // `--all` leaves the pairs out of unjudged rows instead of failing.
+    let run = Cli::new(&["export", unjudged.to_str().unwrap(), "--all"])
+        .run()
+        .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}
