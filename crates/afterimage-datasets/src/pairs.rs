@@ -135,12 +135,7 @@ pub(crate) fn write_dpo(
     split: Option<f64>,
 ) -> Result<FormatReport, DatasetError> {
     let (records, skipped) = dpo_pairs(rows, options);
-    let n_val = match split {
-        Some(split) if records.len() >= 2 => {
-            ((records.len() as f64 * split) as usize).clamp(1, records.len() - 1)
-        }
-        _ => 0,
-    };
+    let n_val = crate::export::val_count(records.len(), split);
     let (train, val) = records.split_at(records.len() - n_val);
     let parts: Vec<(&str, &[String])> = if split.is_some() {
         vec![("_train", train), ("_val", val)]
