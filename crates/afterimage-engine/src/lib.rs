@@ -17,6 +17,12 @@
 //! and stops at once on failures that would repeat (bad key, unknown model, dead
 //! server).
 //!
+//! [`StructuredGenerator`] makes schema-typed rows instead of dialogs (one output per
+//! instruction, checked against a JSON Schema and asked again once with the problems;
+//! [`check_output_schema`] checks the schema itself), with the same exact counts,
+//! failure budget, ledger and resume. [`TurnHooks`] run the caller's code before and after every completion
+//! of a dialog ([`ConversationGeneratorBuilder::turn_hooks`]).
+//!
 //! Runs are resumable: the run record (run id, seed, correspondent prompt) is saved in
 //! storage before the first dialog, and [`GenerateOptions::resume`] finishes a killed
 //! run by making only the dialogs whose ids (`<run_id>-<index>`) are missing, each with
