@@ -63,6 +63,9 @@ pub mod prelude {
         AllOf, AnyOf, ContextCoverage, ConversationGenerator, EngineError, GenerateOptions,
         InFlight, PersonaUsage, RunReport, TokenBudget, Turns,
     };
+    // Schema-typed rows and turn hooks.
+    pub use afterimage_core::JsonSchema;
+    pub use afterimage_engine::{HookError, StructuredGenerator, TurnHooks, TurnView};
     pub use afterimage_providers::{
         Anthropic, EmbeddingEndpoint, Endpoint, Gemini, GeminiEmbedder, ModelStack,
         OpenAiCompatible, OpenAiEmbedder, Provider, SharedParts,

@@ -80,6 +80,8 @@ Options:
   --rpm-limit N          Hard limit of model requests per minute per key (429 beyond) [default: none]
   --require-key KEY      Answer 401 unless this API key is sent
   --prose                Answer JSON-schema requests with prose
+  --schema-violation-rate R  Fraction of JSON-schema requests answered with JSON
+                         that leaves out a required property [default: 0]
   --seed N               Seed for faults, jitter and text [default: 0]";
 
 /// `cargo xtask mock`: the mock LLM server in the foreground.
@@ -111,6 +113,7 @@ const MOCK_FLAGS: &[&str] = &[
     "--rpm-limit",
     "--require-key",
     "--seed",
+    "--schema-violation-rate",
 ];
 
 /// The mock's configuration from [`MOCK_FLAGS`] and `--prose`.
@@ -124,6 +127,7 @@ fn mock_config(flags: &Flags) -> Result<afterimage_mock::MockConfig> {
         ))
         .with_error_rate(rate(flags, "--error-rate")?)
         .with_rate_limit_rate(rate(flags, "--rate-limit-rate")?)
+        .with_schema_violation_rate(rate(flags, "--schema-violation-rate")?)
         .with_prose_instead_of_json(flags.switch("--prose"))
         .with_seed(flags.value("--seed")?.unwrap_or(0));
     if let Some(secs) = flags.value("--retry-after-secs")? {

@@ -31,6 +31,8 @@ pub(crate) enum Command {
     Analyze(crate::datasets::AnalyzeArgs),
     /// Summarise stored rows (a JSONL file, sqlite:FILE or postgres://...).
     Stats(StatsArgs),
+    /// Generate rows whose output matches a JSON Schema (the `structured:` section).
+    Structured(crate::structured::StructuredArgs),
 }
 
 /// The end of `generate --help`.
@@ -131,7 +133,7 @@ pub(crate) struct OverrideArgs {
 }
 
 /// `--provider`: the catalogue's names, each with its description in `--help`.
-fn provider_parser() -> impl TypedValueParser<Value = Provider> {
+pub(crate) fn provider_parser() -> impl TypedValueParser<Value = Provider> {
     PossibleValuesParser::new(
         Provider::ALL.map(|p| PossibleValue::new(p.name()).help(p.description())),
     )

@@ -144,7 +144,7 @@ async fn conclude(
 
 /// The structured output mode an earlier session of the stored run settled on
 /// (`config.structured_output` of its record), to start a resumed run from.
-async fn recorded_mode(storage: &dyn Storage) -> Option<StructuredOutput> {
+pub(crate) async fn recorded_mode(storage: &dyn Storage) -> Option<StructuredOutput> {
     let record = storage.load_run().await.ok()??;
     record
         .config
@@ -157,7 +157,7 @@ async fn recorded_mode(storage: &dyn Storage) -> Option<StructuredOutput> {
 /// Keeps the structured output mode that worked in the run record, where `--resume`
 /// starts from it. A failure only warns: the rows and the rest of the record are
 /// already stored (the engine saved them when the run closed).
-async fn record_structured_mode(storage: &dyn Storage, state: &StructuredOutputState) {
+pub(crate) async fn record_structured_mode(storage: &dyn Storage, state: &StructuredOutputState) {
     let saved = async {
         let Some(mut record) = storage.load_run().await? else {
             return Ok(());
@@ -187,8 +187,9 @@ pub(crate) async fn validate(args: ValidateArgs) -> Result<(), Failure> {
     show_prices(&settings);
     let documents = check_documents(&settings).await;
     show_personas_and_tools(&settings);
+    let structured = crate::structured::check_section(&args.config);
     let output = check_output_line(&settings).await;
-    let usage_problems = [key, documents, output]
+    let usage_problems = [key, documents, structured, output]
         .into_iter()
         .filter(|passed| !passed)
         .count();
@@ -376,7 +377,7 @@ fn settings(path: &Path, overrides: Overrides, keys: KeyPolicy) -> Result<Settin
     Ok(settings)
 }
 
-async fn preload_documents(mut settings: Settings) -> Result<Settings, Failure> {
+pub(crate) async fn preload_documents(mut settings: Settings) -> Result<Settings, Failure> {
     if let Some(spec) = &settings.documents {
         let docs = load_documents(spec, settings.min_length)
             .await

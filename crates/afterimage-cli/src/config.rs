@@ -51,6 +51,8 @@ pub struct RawConfig {
     pub analytics: AnalyticsSection,
     /// Upstream's preference-pair generation (not implemented here yet).
     pub preference: Option<IgnoredAny>,
+    /// (ours) Schema-typed rows for `afterimage structured`.
+    pub structured: Option<crate::settings::StructuredSection>,
 }
 
 /// `generation:`

@@ -23,7 +23,8 @@ pub(crate) struct ExportArgs {
     /// The rows: FILE.jsonl, sqlite:FILE or postgres://...
     #[arg(value_name = "IN", required_unless_present = "list_formats")]
     pub(crate) input: Option<String>,
-    /// A format to write (repeatable): openai, sharegpt, alpaca, llama_factory, raw.
+    /// A format to write (repeatable): openai (also `messages`, `oumi`), sharegpt,
+    /// alpaca, llama_factory, raw, dpo.
     #[arg(short, long = "format", value_name = "F")]
     pub(crate) formats: Vec<String>,
     /// Write every format.
@@ -44,6 +45,10 @@ pub(crate) struct ExportArgs {
     /// Keep rows whose judge score is at least this (unscored rows are dropped).
     #[arg(long, value_name = "SCORE")]
     pub(crate) min_score: Option<f64>,
+    /// DPO: the least final_score difference between the chosen and the rejected
+    /// dialog of a first question.
+    #[arg(long, value_name = "GAP", default_value_t = afterimage_datasets::DEFAULT_MIN_SCORE_GAP)]
+    pub(crate) min_score_gap: f64,
     /// Keep rows whose persona contains this text (case-insensitive).
     #[arg(long, value_name = "TEXT")]
     pub(crate) persona: Option<String>,
@@ -148,6 +153,7 @@ pub(crate) async fn run_export(args: ExportArgs) -> Result<(), Failure> {
         format: FormatOptions {
             system_prompt: args.system_prompt,
             split_turns: args.split_turns,
+            min_score_gap: Some(args.min_score_gap),
         },
         filter: RowFilter {
             min_score: args.min_score,
@@ -168,6 +174,12 @@ pub(crate) async fn run_export(args: ExportArgs) -> Result<(), Failure> {
         )));
     }
     let stored = read(&input).await?;
+    let mut options = options;
+    // `--all` writes pairs only when the rows were judged; asked for by name, the
+    // format explains itself.
+    if args.all && !stored.rows.iter().any(|r| r.final_score.is_some()) {
+        options.formats.retain(|f| *f != ExportFormat::Dpo);
+    }
     let out_dir = args.out_dir.unwrap_or_else(|| input_dir(&input));
     let report = export(&stored.rows, &out_dir, &input.stem(), &options).map_err(classify)?;
     if args.json {

@@ -40,7 +40,7 @@ pub use crate::{
     },
     settings::{
         AfterRun, AutoExport, DocumentsSpec, Endpoint, EndpointOptions, KeyPolicy, Overrides,
-        RoleSampling, Settings, SettingsError,
+        RoleSampling, Settings, SettingsError, StructuredSection,
     },
 };
 
@@ -53,6 +53,7 @@ mod metrics;
 mod output;
 mod settings;
 mod signals;
+mod structured;
 
 /// How a command failed, which decides the exit code.
 #[derive(Debug)]
@@ -98,6 +99,7 @@ pub fn main() -> ExitCode {
             args::Command::Stats(args) => commands::stats(args).await,
             args::Command::Export(args) => datasets::run_export(args).await,
             args::Command::Analyze(args) => datasets::run_analyze(args).await,
+            args::Command::Structured(args) => structured::run(args).await,
         }
     });
     match result {

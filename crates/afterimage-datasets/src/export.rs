@@ -163,16 +163,14 @@ pub fn export(
     let mut kept: Vec<&ConversationRow> =
         rows.iter().filter(|r| options.filter.accepts(r)).collect();
     let filtered_out = rows.len() - kept.len();
+    if options.formats.contains(&ExportFormat::Dpo) && !kept.iter().any(|r| r.final_score.is_some())
+    {
+        return Err(DatasetError::Invalid(crate::pairs::NO_SCORES.to_owned()));
+    }
     if options.shuffle {
         shuffle(&mut kept, options.seed);
     }
-    let n_val = match options.split {
-        // Upstream's rule (at least one validation row), but always leaving one to train on.
-        Some(split) if kept.len() >= 2 => {
-            ((kept.len() as f64 * split) as usize).clamp(1, kept.len() - 1)
-        }
-        _ => 0,
-    };
+    let n_val = val_count(kept.len(), options.split);
     let (train, val) = kept.split_at(kept.len() - n_val);
     std::fs::create_dir_all(out_dir).map_err(|source| DatasetError::Write {
         path: out_dir.display().to_string(),
@@ -187,6 +185,12 @@ pub fn export(
     }
     let mut reports = Vec::new();
     for format in formats {
+        if format == ExportFormat::Dpo {
+            let report =
+                crate::pairs::write_dpo(&kept, out_dir, stem, &options.format, options.split)?;
+            reports.push(report);
+            continue;
+        }
         let mut report = FormatReport {
             format: format.name().to_owned(),
             files: Vec::new(),
@@ -213,6 +217,15 @@ pub fn export(
         rows_val: val.len() as u64,
         formats: reports,
     })
+}
+
+/// How many of `len` records go to the `_val` part: upstream's rule (at least one),
+/// but always leaving one to train on.
+pub(crate) fn val_count(len: usize, split: Option<f64>) -> usize {
+    match split {
+        Some(split) if len >= 2 => ((len as f64 * split) as usize).clamp(1, len - 1),
+        _ => 0,
+    }
 }
 
 /// Writes one file through a temporary name, so a failed export never leaves a

@@ -27,16 +27,20 @@ pub enum ExportFormat {
     LlamaFactory,
     /// The stored row, unchanged.
     Raw,
+    /// Preference pairs from judged dialogs with the same first question (TRL's
+    /// conversational `{prompt, chosen, rejected}`); see [`FormatOptions::min_score_gap`].
+    Dpo,
 }
 
 impl ExportFormat {
     /// Every format, in the order `--list-formats` shows them.
-    pub const ALL: [ExportFormat; 5] = [
+    pub const ALL: [ExportFormat; 6] = [
         ExportFormat::OpenAi,
         ExportFormat::ShareGpt,
         ExportFormat::Alpaca,
         ExportFormat::LlamaFactory,
         ExportFormat::Raw,
+        ExportFormat::Dpo,
     ];
 
     /// The name used on the command line and in file names.
@@ -47,6 +51,7 @@ impl ExportFormat {
             ExportFormat::Alpaca => "alpaca",
             ExportFormat::LlamaFactory => "llama_factory",
             ExportFormat::Raw => "raw",
+            ExportFormat::Dpo => "dpo",
         }
     }
 
@@ -66,17 +71,22 @@ impl ExportFormat {
                 "{instruction, input, output, history, system}: the last exchange with the earlier ones as history; skips rows with tool calls"
             }
             ExportFormat::Raw => "the stored row, unchanged",
+            ExportFormat::Dpo => {
+                "{prompt, chosen, rejected} message lists: per first question, the best against the worst final_score (gap --min-score-gap, 0.2); needs judged rows"
+            }
         }
     }
 
-    /// The format with this name (`messages` is accepted for `openai`, as upstream).
+    /// The format with this name (`messages` and `oumi`, upstream's names for the same
+    /// `{messages}` shape, are accepted for `openai`).
     pub fn from_name(name: &str) -> Option<ExportFormat> {
         match name.trim().to_ascii_lowercase().replace('-', "_").as_str() {
-            "openai" | "messages" => Some(ExportFormat::OpenAi),
+            "openai" | "messages" | "oumi" => Some(ExportFormat::OpenAi),
             "sharegpt" => Some(ExportFormat::ShareGpt),
             "alpaca" => Some(ExportFormat::Alpaca),
             "llama_factory" | "llamafactory" => Some(ExportFormat::LlamaFactory),
             "raw" => Some(ExportFormat::Raw),
+            "dpo" => Some(ExportFormat::Dpo),
             _ => None,
         }
     }
@@ -108,6 +118,9 @@ pub struct FormatOptions {
     pub system_prompt: Option<String>,
     /// Alpaca: one record per user/assistant exchange instead of the first only.
     pub split_turns: bool,
+    /// DPO: the least score difference between the chosen and the rejected dialog
+    /// (`None`: upstream's 0.2).
+    pub min_score_gap: Option<f64>,
 }
 
 /// Why a row was left out of a format.
@@ -119,6 +132,13 @@ pub enum SkipReason {
     NoAssistantReply,
     /// The format cannot express tool calls.
     ToolCalls,
+    /// DPO: the row has no judge score.
+    NoScore,
+    /// DPO: no other scored row has the same first question, or the row scored
+    /// between its group's best and worst.
+    Unpaired,
+    /// DPO: the group's best and worst scores are closer than the minimum gap.
+    SmallGap,
 }
 
 impl SkipReason {
@@ -127,6 +147,11 @@ impl SkipReason {
         match self {
             SkipReason::NoAssistantReply => "no assistant reply",
             SkipReason::ToolCalls => "tool calls the format cannot express",
+            SkipReason::NoScore => "no final_score",
+            SkipReason::Unpaired => {
+                "no pair (alone with its first question, or neither best nor worst)"
+            }
+            SkipReason::SmallGap => "best and worst closer than the minimum score gap",
         }
     }
 }
@@ -150,6 +175,8 @@ pub fn convert(
         ExportFormat::ShareGpt => Ok(vec![to_json(&sharegpt(row, options))]),
         ExportFormat::Alpaca => Ok(alpaca(row, options)?.iter().map(to_json).collect()),
         ExportFormat::LlamaFactory => Ok(vec![to_json(&llama_factory(row, options)?)]),
+        // Pairs come from groups of rows (`export` builds them); one row is no pair.
+        ExportFormat::Dpo => Err(SkipReason::Unpaired),
     }
 }
 

@@ -33,6 +33,7 @@ pub use crate::{
         turns,
     },
     format::{ExportFormat, FormatOptions, SkipReason, convert},
+    pairs::DEFAULT_MIN_SCORE_GAP,
     read::read_dataset,
     report::{SECTIONS, escape, render_html},
     stats::{
@@ -44,6 +45,7 @@ pub use crate::{
 mod error;
 mod export;
 mod format;
+mod pairs;
 mod read;
 mod report;
 mod stats;

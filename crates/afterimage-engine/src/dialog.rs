@@ -53,6 +53,8 @@ pub(crate) struct RunContext {
     pub(crate) watch: RunWatch,
     /// Every request the run pays for, and the prices.
     pub(crate) ledger: crate::pricing::RunLedger,
+    /// The caller's hooks around every completion.
+    pub(crate) hooks: Option<Arc<dyn crate::TurnHooks>>,
 }
 
 /// The tools the respondent may call, and what answers the calls.

@@ -107,6 +107,23 @@ pub enum DialogError {
         /// The start of the last unreadable answer.
         last: String,
     },
+    /// A [`TurnHooks`](crate::TurnHooks) hook failed the attempt.
+    #[error("turn hook {stage}: {error}")]
+    Hook {
+        /// The hook (`before_respondent`, ...).
+        stage: &'static str,
+        /// The hook's error.
+        error: crate::HookError,
+    },
+    /// A structured output did not match its schema, also when asked again with the
+    /// problems.
+    #[error("the output did not match the schema in {attempts} tries; the last answer: {problems}")]
+    InvalidOutput {
+        /// Requests made for it.
+        attempts: u32,
+        /// What was wrong with the last answer.
+        problems: String,
+    },
 }
 
 /// The message of [`DialogError::JunkInstructions`]: what was discarded, and what to
@@ -138,6 +155,8 @@ impl DialogError {
             DialogError::Duplicates(_) => "instruction: duplicates".to_owned(),
             DialogError::JunkInstructions { .. } => "instruction: no_request".to_owned(),
             DialogError::JudgeUnreadable { .. } => "judge: unreadable".to_owned(),
+            DialogError::Hook { stage, .. } => format!("hook: {stage}"),
+            DialogError::InvalidOutput { .. } => "output: invalid".to_owned(),
         }
     }
 

@@ -22,7 +22,7 @@ use crate::instructions::InstructionPool;
 use crate::policy::Sampling;
 use crate::pricing::{Accounted, Prices, RunLedger};
 use crate::run::{Plan, execute};
-use crate::{EngineError, GenerateOptions, RunReport, UnjudgedPolicy};
+use crate::{EngineError, GenerateOptions, RunReport, TurnHooks, UnjudgedPolicy};
 
 /// Generates multi-turn dialogs between a simulated user (the correspondent) and the
 /// assistant being trained (the respondent), and streams them to storage.
@@ -59,6 +59,7 @@ struct Inner {
     ledger: Ledger,
     /// The ledger as far as earlier runs of this generator account for it.
     accounted: Accounted,
+    hooks: Option<Arc<dyn TurnHooks>>,
 }
 
 impl ConversationGenerator {
@@ -191,6 +192,7 @@ impl ConversationGenerator {
             storage: Arc::clone(&inner.storage),
             watch: RunWatch::default(),
             ledger,
+            hooks: inner.hooks.clone(),
         }
     }
 
@@ -260,6 +262,12 @@ impl ConversationGenerator {
                 ids.len()
             )));
         };
+        // Other generators (structured rows) mark their runs; their rows are no dialogs.
+        if let Some(kind) = record.config.get("generator").and_then(|k| k.as_str()) {
+            return Err(EngineError::Config(format!(
+                "{location} holds {kind} rows, not dialogs: resume it with `afterimage {kind}`, or choose another output"
+            )));
+        }
         let done = stored_indices(&ids, &record.run_id, &location)?;
         if let Some(seed) = options.seed.filter(|s| *s != record.seed) {
             tracing::warn!(
@@ -320,6 +328,22 @@ impl ConversationGenerator {
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.inner.storage
     }
+
+    /// What a [`StructuredGenerator`](crate::StructuredGenerator) built from this
+    /// generator takes over.
+    pub(crate) fn structured_parts(&self) -> crate::structured::FromDialogs {
+        let inner = &self.inner;
+        crate::structured::FromDialogs {
+            respondent_prompt: inner.respondent_prompt.clone(),
+            respondent: Arc::clone(&inner.respondent),
+            ledger: inner.ledger.clone(),
+            instructions: Arc::clone(&inner.instructions),
+            modifier: inner.modifier.clone(),
+            sampling: inner.respondent_sampling,
+            instruction_checks: inner.instruction_checks,
+            correspondent_prompt: inner.correspondent_prompt.get().cloned(),
+        }
+    }
 }
 
 /// Builds a [`ConversationGenerator`]; the required parts are a respondent prompt, a
@@ -353,6 +377,7 @@ pub struct ConversationGeneratorBuilder {
     correspondent: RoleSampling,
     judge: RoleSampling,
     ledger: Option<Ledger>,
+    hooks: Option<Arc<dyn TurnHooks>>,
 }
 
 /// A role's sampling settings as the builder was given them.
@@ -606,6 +631,14 @@ impl ConversationGeneratorBuilder {
         self
     }
 
+    /// Code of yours to run before and after every correspondent and respondent
+    /// completion, seeing the dialog so far; a hook's error fails the attempt with its
+    /// message.
+    pub fn turn_hooks(mut self, hooks: Arc<dyn TurnHooks>) -> Self {
+        self.hooks = Some(hooks);
+        self
+    }
+
     /// Checks the parts and builds the generator.
     pub fn build(self) -> Result<ConversationGenerator, EngineError> {
         self.check_sampling()?;
@@ -683,6 +716,7 @@ impl ConversationGeneratorBuilder {
                 correspondent_sampling: self.correspondent.or(temperature),
                 ledger,
                 accounted: Accounted::default(),
+                hooks: self.hooks,
             }),
         })
     }

@@ -17,6 +17,12 @@
 //! and stops at once on failures that would repeat (bad key, unknown model, dead
 //! server).
 //!
+//! [`StructuredGenerator`] makes schema-typed rows instead of dialogs (one output per
+//! instruction, checked against a JSON Schema and asked again once with the problems;
+//! [`check_output_schema`] checks the schema itself), with the same exact counts,
+//! failure budget, ledger and resume. [`TurnHooks`] run the caller's code before and after every completion
+//! of a dialog ([`ConversationGeneratorBuilder::turn_hooks`]).
+//!
 //! Runs are resumable: the run record (run id, seed, correspondent prompt) is saved in
 //! storage before the first dialog, and [`GenerateOptions::resume`] finishes a killed
 //! run by making only the dialogs whose ids (`<run_id>-<index>`) are missing, each with
@@ -54,13 +60,16 @@ pub use crate::{
     checks::OptionsError,
     error::{DialogError, EngineError},
     generator::{ConversationGenerator, ConversationGeneratorBuilder},
+    hooks::{HookError, TurnHooks, TurnRole, TurnView},
     options::{GenerateOptions, InFlight, Price, ProgressFn, Turns},
     policy::UnjudgedPolicy,
     pricing::{LedgerSummary, ModelSpend, PriceFn, SpendFigures},
     report::RunReport,
+    schema::{SchemaProblem, check_output_schema},
     stop::StopHandle,
     stop_rules::{StopRule, StopRuleError},
     stopping::{AllOf, AnyOf, ContextCoverage, CostBudget, ErrorRate, PersonaUsage, TokenBudget},
+    structured::{StructuredGenerator, StructuredGeneratorBuilder},
 };
 
 mod checks;
@@ -68,6 +77,7 @@ mod checks;
 mod dialog;
 mod error;
 mod generator;
+mod hooks;
 mod instructions;
 mod metrics;
 mod options;
@@ -75,6 +85,9 @@ mod policy;
 mod pricing;
 mod report;
 mod run;
+mod schema;
+mod slots;
 mod stop;
 mod stop_rules;
 mod stopping;
+mod structured;

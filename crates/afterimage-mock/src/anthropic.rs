@@ -18,6 +18,7 @@ pub(crate) fn messages(body: &Value, call: Call<'_>) -> Result<Answer, String> {
         mut rng,
         prose,
         cache,
+        ..
     } = call;
     let model = body
         .get("model")
@@ -38,6 +39,8 @@ pub(crate) fn messages(body: &Value, call: Call<'_>) -> Result<Answer, String> {
         tool,
         thinking: body.pointer("/thinking/type").and_then(Value::as_str) == Some("enabled"),
         prose_instead_of_json: prose,
+        // Structured output is a forced tool here; the fault covers the JSON modes.
+        break_schema: false,
     };
     let cached = cache.map_or(CacheUse::default(), |c| {
         c.explicit(&format!("anthropic/{model}"), &prompt)
@@ -241,6 +244,7 @@ mod tests {
             n: 0,
             rng: Rng::for_request(0, 0),
             prose: false,
+            break_schema: false,
             cache: None,
         };
         let body = json!({"messages": []});

@@ -18,6 +18,11 @@ pub struct MockConfig {
     /// use: prose where JSON was asked for (text requests get their usual answer), in
     /// `0.0..=1.0`.
     pub malformed_rate: f64,
+    /// Fraction of requests with a JSON schema (OpenAI `json_schema`, Gemini
+    /// `responseJsonSchema`) answered 200, billed, with JSON that breaks the schema (the
+    /// first required property left out), in `0.0..=1.0`; drawn apart from the other
+    /// faults, per request, so a request asked again may pass.
+    pub schema_violation_rate: f64,
     /// The `Retry-After` seconds sent with injected 429s.
     pub retry_after_secs: u64,
     /// When set, requests without this key (Bearer, `x-goog-api-key`, `x-api-key` or
@@ -51,6 +56,7 @@ impl Default for MockConfig {
             error_rate: 0.0,
             rate_limit_rate: 0.0,
             malformed_rate: 0.0,
+            schema_violation_rate: 0.0,
             retry_after_secs: 1,
             require_key: None,
             prose_instead_of_json: false,
@@ -92,6 +98,13 @@ impl MockConfig {
     /// content (clamped to `0.0..=1.0`).
     pub fn with_malformed_rate(mut self, rate: f64) -> Self {
         self.malformed_rate = clamp_rate(rate);
+        self
+    }
+
+    /// Sets the fraction of JSON-schema requests answered with JSON that breaks the
+    /// schema (clamped to `0.0..=1.0`).
+    pub fn with_schema_violation_rate(mut self, rate: f64) -> Self {
+        self.schema_violation_rate = clamp_rate(rate);
         self
     }
 

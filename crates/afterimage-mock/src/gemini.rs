@@ -28,6 +28,7 @@ pub(crate) fn generate(
         n,
         mut rng,
         prose,
+        break_schema,
         cache,
     } = call;
     let prompt = read_prompt(body)?;
@@ -38,6 +39,7 @@ pub(crate) fn generate(
         tool: pick_tool(body, &prompt, &mut rng),
         thinking: thinking(config),
         prose_instead_of_json: prose,
+        break_schema,
     };
     let cached = cache.map_or(0, |c| c.implicit(&format!("gemini/{model}"), &prompt).read);
     let reply = answer(&ask, rng, n);

@@ -8,8 +8,9 @@
 //! vectors hashed from the lowercased words of each text
 //! ([`MockConfig::embedding_dimensions`], 64 by default), so texts that share words are
 //! similar and retrieval works end to end. [`MockConfig`] adds latency with jitter, injected
-//! 500s and 429s (with `Retry-After`), an API key requirement, and prose where JSON was
-//! asked for; [`MockStats`] counts what was served, including the peak concurrency and
+//! 500s and 429s (with `Retry-After`), an API key requirement, prose where JSON was
+//! asked for, and JSON that breaks the requested schema
+//! ([`MockConfig::schema_violation_rate`]); [`MockStats`] counts what was served, including the peak concurrency and
 //! every token billed. A prompt cache per server ([`MockConfig::prompt_cache`], on by
 //! default from 1024 estimated tokens) reports a prefix shared with an earlier request
 //! as cached, in each format's own fields (Anthropic: only prefixes marked with

@@ -17,6 +17,7 @@ pub(crate) fn chat(body: &Value, call: Call<'_>) -> Result<Answer, String> {
         n,
         mut rng,
         prose,
+        break_schema,
         cache,
     } = call;
     let model = body
@@ -30,6 +31,7 @@ pub(crate) fn chat(body: &Value, call: Call<'_>) -> Result<Answer, String> {
         tool: pick_tool(body, &prompt, &mut rng),
         thinking: is_thinking_model(model),
         prose_instead_of_json: prose,
+        break_schema,
     };
     let cached = cache.map_or(0, |c| c.implicit(&format!("openai/{model}"), &prompt).read);
     let reply = answer(&ask, rng, n);

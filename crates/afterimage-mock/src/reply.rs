@@ -234,6 +234,8 @@ pub(crate) struct Ask<'a> {
     pub(crate) tool: Option<ToolPick<'a>>,
     pub(crate) thinking: bool,
     pub(crate) prose_instead_of_json: bool,
+    /// Answer a JSON-schema request with JSON that breaks the schema.
+    pub(crate) break_schema: bool,
 }
 
 /// Reasoning models by name, as served by DeepSeek and friends.
@@ -276,6 +278,9 @@ pub(crate) fn answer(ask: &Ask<'_>, rng: Rng, n: u64) -> Reply {
     } else {
         match ask.want {
             Want::Text => None,
+            Want::Schema(schema) if ask.break_schema => {
+                Some(broken(fill(schema, &mut text), schema))
+            }
             Want::Schema(schema) => Some(fill(schema, &mut text)),
             Want::AnyJson => Some(any_json(prompt, &mut text, last_user)),
         }
@@ -299,6 +304,22 @@ pub(crate) fn answer(ask: &Ask<'_>, rng: Rng, n: u64) -> Reply {
     Reply::Text {
         content,
         reasoning: ask.thinking.then(|| text.reasoning()),
+    }
+}
+
+/// `value` made invalid for `schema` the way models get it wrong: its first required
+/// property left out, else a list where an object was asked for.
+fn broken(mut value: Value, schema: &Value) -> Value {
+    let first_required = schema
+        .pointer("/required/0")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    match (first_required, value.as_object_mut()) {
+        (Some(name), Some(object)) => {
+            object.remove(&name);
+            value
+        }
+        _ => Value::Array(vec![value]),
     }
 }
 

@@ -115,6 +115,9 @@ pub(crate) struct Call<'a> {
     pub(crate) rng: Rng,
     /// [`MockConfig::prose_instead_of_json`].
     pub(crate) prose: bool,
+    /// Answer a JSON-schema request with JSON that breaks the schema
+    /// ([`MockConfig::schema_violation_rate`]).
+    pub(crate) break_schema: bool,
     /// The server's prompt cache, unless [`MockConfig::prompt_cache`] is off.
     pub(crate) cache: Option<&'a PromptCache>,
 }
@@ -494,6 +497,10 @@ async fn model_call(
         n,
         rng,
         prose: config.prose_instead_of_json || malformed,
+        // A draw of its own, so the other faults' rates stay as they were.
+        break_schema: config.schema_violation_rate > 0.0
+            && Rng::for_request(config.seed ^ 0x5c4e_3a17, n).next_f64()
+                < config.schema_violation_rate,
         cache: shared.cache.as_ref(),
     };
     let answer = respond(route, &value, call, config.embedding_dimensions)

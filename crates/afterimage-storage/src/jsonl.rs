@@ -118,6 +118,33 @@ impl JsonlStorage {
         read_report(&self.path, strict)
     }
 
+    /// Appends any serialisable record with an `id` field as one line, under the same
+    /// flush policy as conversation rows: what generators writing other row shapes
+    /// (structured outputs) use. Resume reads the ids back with
+    /// [`existing_ids`](Storage::existing_ids), whatever the rest of the line holds.
+    pub fn write_record<T: serde::Serialize>(
+        &self,
+        id: &str,
+        record: &T,
+    ) -> Result<(), StorageError> {
+        let mut line = serde_json::to_vec(record).map_err(|e| StorageError::Corrupt {
+            path: self.path.display().to_string(),
+            line: 0,
+            message: format!("row {id} cannot be serialised: {e}"),
+        })?;
+        line.push(b'\n');
+        // A row is a few KB going to the page cache: a plain write under a short lock
+        // costs microseconds, less than handing it to a blocking thread.
+        let mut writer = self.lock()?;
+        writer.buffer.extend_from_slice(&line);
+        writer.pending += 1;
+        let oldest = *writer.oldest.get_or_insert_with(Instant::now);
+        if writer.pending >= self.policy.rows.max(1) || oldest.elapsed() >= self.policy.interval {
+            self.drain(&mut writer, self.policy.fsync)?;
+        }
+        Ok(())
+    }
+
     fn io_error(&self, source: std::io::Error) -> StorageError {
         io_error(&self.path, source)
     }
@@ -166,22 +193,7 @@ impl JsonlStorage {
 #[async_trait]
 impl Storage for JsonlStorage {
     async fn write(&self, row: &ConversationRow) -> Result<(), StorageError> {
-        let mut line = serde_json::to_vec(row).map_err(|e| StorageError::Corrupt {
-            path: self.path.display().to_string(),
-            line: 0,
-            message: format!("row {} cannot be serialised: {e}", row.id),
-        })?;
-        line.push(b'\n');
-        // A row is a few KB going to the page cache: a plain write under a short lock
-        // costs microseconds, less than handing it to a blocking thread.
-        let mut writer = self.lock()?;
-        writer.buffer.extend_from_slice(&line);
-        writer.pending += 1;
-        let oldest = *writer.oldest.get_or_insert_with(Instant::now);
-        if writer.pending >= self.policy.rows.max(1) || oldest.elapsed() >= self.policy.interval {
-            self.drain(&mut writer, self.policy.fsync)?;
-        }
-        Ok(())
+        self.write_record(&row.id, row)
     }
 
     async fn existing_ids(&self) -> Result<Vec<String>, StorageError> {

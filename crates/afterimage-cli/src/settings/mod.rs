@@ -22,12 +22,14 @@ pub use self::{
     error::SettingsError,
     model::{Endpoint, EndpointOptions},
     sampling::RoleSampling,
+    structured::StructuredSection,
 };
 pub(crate) use self::{
     generation::criteria,
     model::EmbeddingEndpoint,
     prices::{ModelPrice, Prices, table_source},
     strategies::{PersonaSettings, RetrievalSettings, ToolSettings},
+    structured::{StructuredSettings, resolve as resolve_structured},
 };
 
 mod after_run;
@@ -41,6 +43,7 @@ mod prompts;
 mod quality;
 mod sampling;
 mod strategies;
+mod structured;
 #[cfg(test)]
 mod tests;
 

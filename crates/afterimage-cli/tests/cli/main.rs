@@ -17,6 +17,7 @@ mod quality;
 mod real_model;
 mod resume;
 mod signals;
+mod structured;
 
 struct Run {
     code: i32,
@@ -1020,7 +1021,7 @@ async fn generate_then_export_and_analyze() {
     }
     let run = Cli::new(&["export", "--list-formats"]).run().await;
     assert_eq!(run.code, 0);
-    assert_eq!(run.stdout.lines().count(), 5);
+    assert_eq!(run.stdout.lines().count(), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

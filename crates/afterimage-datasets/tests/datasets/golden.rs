@@ -68,6 +68,7 @@ fn openai_with_a_system_prompt() {
         FormatOptions {
             system_prompt: Some("You are a support agent.".into()),
             split_turns: false,
+            min_score_gap: None,
         },
     );
     check("openai_system.jsonl", &text);
@@ -101,6 +102,7 @@ fn alpaca_split_turns_writes_one_record_per_exchange() {
         FormatOptions {
             system_prompt: None,
             split_turns: true,
+            min_score_gap: None,
         },
     );
     check("alpaca_split_turns.jsonl", &text);

@@ -7,9 +7,9 @@ use afterimage_core::{
 };
 use afterimage_strategies::{Rejection, validate_tool_call};
 
-use super::Dialog;
-use crate::DialogError;
+use super::{Dialog, row_id};
 use crate::policy::Sampling;
+use crate::{DialogError, HookError, TurnRole, TurnView};
 
 /// Times a respondent reply with a bad tool call is discarded and asked for again, per
 /// turn, before the attempt is rejected.
@@ -26,6 +26,17 @@ pub(super) struct Conversed {
     /// The respondent's prompt at the last turn (a modifier may rewrite it for each
     /// follow-up question): what the row reports the assistant saw.
     pub(super) prompt: ModifiedPrompt,
+}
+
+/// Which hook a completion calls.
+#[derive(Clone, Copy)]
+enum Hook<'a> {
+    /// Before the completion.
+    Before,
+    /// After the correspondent wrote this.
+    AfterText(&'a str),
+    /// After the respondent replied this.
+    AfterReply(&'a Message),
 }
 
 /// One assistant turn: its tool rounds and its final reply.
@@ -101,12 +112,11 @@ impl Dialog<'_> {
     /// The simulated user's next message.
     async fn follow_up(&mut self, dialog: &[Message]) -> Result<String, DialogError> {
         let run = self.run;
-        let request = correspondent_request(
-            &run.correspondent_system,
-            dialog,
-            run.correspondent_sampling,
-        )
-        .cache_key(cache_key(&run.run_id, "c", &run.correspondent_system));
+        let system = &run.correspondent_system;
+        let role = TurnRole::Correspondent;
+        self.hook(role, system, dialog, Hook::Before).await?;
+        let request = correspondent_request(system, dialog, run.correspondent_sampling)
+            .cache_key(cache_key(&run.run_id, "c", system));
         let reply = run
             .correspondent
             .chat(request)
@@ -117,6 +127,8 @@ impl Dialog<'_> {
         if text.is_empty() {
             return Err(DialogError::EmptyReply("correspondent"));
         }
+        self.hook(role, system, dialog, Hook::AfterText(text))
+            .await?;
         Ok(text.to_owned())
     }
 
@@ -175,6 +187,8 @@ impl Dialog<'_> {
         so_far: Vec<Message>,
     ) -> Result<(Message, bool), DialogError> {
         let run = self.run;
+        let role = TurnRole::Respondent;
+        self.hook(role, system, &so_far, Hook::Before).await?;
         let request = respondent_request(system, &so_far, run.respondent_sampling)
             .tools(run.tools.specs.clone())
             .cache_key(cache_key(&run.run_id, "r", system));
@@ -191,7 +205,56 @@ impl Dialog<'_> {
         if message.content.trim().is_empty() && message.tool_calls.is_empty() {
             return Err(DialogError::EmptyReply("respondent"));
         }
+        self.hook(role, system, &so_far, Hook::AfterReply(&message))
+            .await?;
         Ok((message, reply.finish_reason == Some(FinishReason::Length)))
+    }
+
+    /// Calls the run's [`TurnHooks`](crate::TurnHooks), if any, around one completion
+    /// of `role` over `messages`; a hook's error fails the attempt.
+    async fn hook(
+        &self,
+        role: TurnRole,
+        system: &str,
+        messages: &[Message],
+        when: Hook<'_>,
+    ) -> Result<(), DialogError> {
+        let Some(hooks) = &self.run.hooks else {
+            return Ok(());
+        };
+        let users = messages.iter().filter(|m| m.role == Role::User).count() as u32;
+        let id = row_id(&self.run.run_id, self.index);
+        let view = TurnView {
+            dialog_id: &id,
+            index: self.index,
+            role,
+            // A follow-up opens the next turn; a reply belongs to the last question.
+            turn: if role == TurnRole::Correspondent {
+                users + 1
+            } else {
+                users.max(1)
+            },
+            system_prompt: system,
+            messages,
+        };
+        let (stage, result): (&'static str, Result<(), HookError>) = match (role, when) {
+            (TurnRole::Correspondent, Hook::Before) => (
+                "before_correspondent",
+                hooks.before_correspondent(&view).await,
+            ),
+            (TurnRole::Respondent, Hook::Before) => {
+                ("before_respondent", hooks.before_respondent(&view).await)
+            }
+            (_, Hook::AfterText(text)) => (
+                "after_correspondent",
+                hooks.after_correspondent(&view, text).await,
+            ),
+            (_, Hook::AfterReply(reply)) => (
+                "after_respondent",
+                hooks.after_respondent(&view, reply).await,
+            ),
+        };
+        result.map_err(|error| DialogError::Hook { stage, error })
     }
 
     /// Keeps the respondent's tool-calling `reply`, then each call's result from the

@@ -3,7 +3,9 @@
 
 mod follow_up;
 mod generate;
+mod hooks;
 mod quality;
 mod stopping;
+mod structured;
 mod tools;
 mod tools_http;

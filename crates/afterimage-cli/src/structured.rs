@@ -1,0 +1,213 @@
+//! `afterimage structured`: rows whose output matches a JSON Schema, from the same
+//! config a `generate` run uses plus its `structured:` section; and the schema check
+//! `validate` shows.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use afterimage_core::Storage;
+use afterimage_engine::{EngineError, RunReport, StopHandle};
+use afterimage_providers::{KeyStats, Provider, ThrottleStats};
+use afterimage_storage::JsonlStorage;
+use anyhow::{Context, anyhow};
+use clap::Args;
+
+use crate::Failure;
+use crate::build;
+use crate::commands::{preload_documents, record_structured_mode, recorded_mode};
+use crate::signals::{self, Signal};
+use crate::output::{Progress, print_report};
+use crate::settings::{KeyPolicy, Overrides, Settings, StructuredSettings, resolve_structured};
+
+/// `afterimage structured`
+#[derive(Debug, Args)]
+pub(crate) struct StructuredArgs {
+    /// The YAML config, with a `structured:` section holding the schema.
+    #[arg(short, long, value_name = "FILE")]
+    pub(crate) config: PathBuf,
+    /// Rows to write (structured.num_samples).
+    #[arg(long, value_name = "N")]
+    pub(crate) num_samples: Option<u64>,
+    /// The JSONL file rows go to (structured.output_path).
+    #[arg(short, long, value_name = "OUT")]
+    pub(crate) out: Option<String>,
+    /// Finish the run already in the output: same run id and seed, only the missing
+    /// rows.
+    #[arg(long)]
+    pub(crate) resume: bool,
+    /// Print the final report as one JSON object on stdout instead of the table.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// On Ctrl-C, SIGTERM or SIGHUP, start no new rows and give those in flight this
+    /// long to finish and be stored before cancelling the rest; the exit code is then
+    /// 128 + the signal's number and --resume finishes the run.
+    #[arg(long, value_name = "SECONDS", default_value_t = 25)]
+    pub(crate) grace: u64,
+    /// The provider (model.provider).
+    #[arg(long, value_parser = crate::args::provider_parser())]
+    pub(crate) provider: Option<Provider>,
+    /// The model name (model.model_name).
+    #[arg(long)]
+    pub(crate) model: Option<String>,
+    /// The API base URL (model.base_url).
+    #[arg(long, value_name = "URL")]
+    pub(crate) base_url: Option<String>,
+    /// Rows in flight (generation.max_concurrency).
+    #[arg(long, value_name = "N")]
+    pub(crate) max_concurrency: Option<usize>,
+    /// Seed for reproducible sampling (generation.seed).
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+}
+
+/// Runs `structured`.
+pub(crate) async fn run(args: StructuredArgs) -> Result<(), Failure> {
+    let (settings, structured) = settings(&args)?;
+    let mut settings = preload_documents(settings).await?;
+    let output = Arc::new(JsonlStorage::new(&structured.output));
+    if args.resume {
+        settings.structured_output_start = recorded_mode(output.as_ref()).await;
+    }
+    let storage: Arc<dyn Storage> = Arc::clone(&output) as _;
+    let (dialogs, options, pools) = build::generator(&settings, Arc::clone(&storage))
+        .await
+        .map_err(Failure::Usage)?;
+    let generator = dialogs
+        .structured()
+        .schema(structured.schema.clone())
+        .output(output)
+        .build()
+        .map_err(|e| Failure::Usage(e.into()))?;
+    let stop = StopHandle::new();
+    let caught = signals::watch(stop.clone(), Duration::from_secs(args.grace));
+    let progress = Progress::start(
+        Some(structured.num_samples),
+        !args.json && std::io::stderr().is_terminal(),
+    );
+    let options = options
+        .num_dialogs(structured.num_samples)
+        .resume(args.resume)
+        .stop_handle(stop)
+        .on_progress(progress.callback());
+    let result = generator.generate(options).await;
+    progress.finish();
+    if let Some(state) = &pools.structured {
+        record_structured_mode(storage.as_ref(), state).await;
+    }
+    let code = caught.signal().map_or(130, Signal::exit_code);
+    conclude(result, &settings, &pools, args.json, code)
+}
+
+/// The run's settings and its `structured:` section, resolved.
+fn settings(args: &StructuredArgs) -> Result<(Settings, StructuredSettings), Failure> {
+    let path = &args.config;
+    let mut raw = crate::config::load(path).map_err(|e| Failure::Usage(e.into()))?;
+    let section = raw.structured.take();
+    let structured = resolve_structured(
+        section.as_ref(),
+        path,
+        args.num_samples,
+        args.out.as_deref(),
+    )
+    .map_err(|e| Failure::Usage(anyhow!("{}: {e}", path.display())))?;
+    let overrides = Overrides {
+        provider: args.provider,
+        model: args.model.clone(),
+        base_url: args.base_url.clone(),
+        max_concurrency: args.max_concurrency,
+        seed: args.seed,
+        ..Overrides::default()
+    };
+    let env = |name: &str| std::env::var(name).ok();
+    let settings = Settings::resolve(raw, path, &overrides, env, KeyPolicy::Required)
+        .map_err(|e| Failure::Usage(anyhow!("{}: {e}", path.display())))?;
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok((settings, structured))
+}
+
+/// Prints the report and maps the outcome onto the exit code.
+fn conclude(
+    result: Result<RunReport, EngineError>,
+    settings: &Settings,
+    pools: &build::Meters,
+    json: bool,
+    interrupted_code: u8,
+) -> Result<(), Failure> {
+    let keys: Vec<KeyStats> = pools.keys.iter().flat_map(|p| p.stats()).collect();
+    let pacing: Vec<ThrottleStats> = pools.throttles.iter().map(|t| t.stats()).collect();
+    let print = |report: &RunReport| {
+        let prices = settings.price_source.as_deref();
+        print_report(
+            report,
+            &keys,
+            &pacing,
+            pools.structured.as_ref(),
+            prices,
+            json,
+        );
+    };
+    match result {
+        Ok(report) if report.interrupted => {
+            print(&report);
+            Err(Failure::Interrupted(
+                anyhow!(
+                    "{}\n{} rows written to {} are kept; run the same command with --resume to make the rest",
+                    report.stop_reason,
+                    report.rows_written,
+                    report.output
+                ),
+                interrupted_code,
+            ))
+        }
+        Ok(report) => {
+            print(&report);
+            Ok(())
+        }
+        Err(EngineError::RunFailed { cause, report }) => {
+            print(&report);
+            Err(Failure::Run(anyhow!(
+                "{cause} ({} rows written to {} are kept)",
+                report.rows_written,
+                report.output
+            )))
+        }
+        Err(e @ EngineError::Config(_)) => Err(Failure::Usage(e.into())),
+        Err(e) => Err(Failure::Run(e.into())),
+    }
+}
+
+/// `validate`'s line about the `structured:` section, when the config has one;
+/// whether it passed.
+pub(crate) fn check_section(config: &Path) -> bool {
+    let checked = crate::config::load(config)
+        .context("reading the config")
+        .and_then(|mut raw| {
+            let Some(section) = raw.structured.take() else {
+                return Ok(None);
+            };
+            resolve_structured(Some(&section), config, None, None)
+                .map(Some)
+                .map_err(Into::into)
+        });
+    match checked {
+        Ok(None) => true,
+        Ok(Some(s)) => {
+            println!(
+                "ok    structured: schema `{}` from {}, {} rows to {}",
+                s.schema.name,
+                s.origin,
+                s.num_samples,
+                s.output.display()
+            );
+            true
+        }
+        Err(e) => {
+            println!("fail  {e:#}");
+            false
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! `afterimage structured` end to end against the mock: the example writes exactly its
+//! rows with invalid outputs asked again and replaced, a SIGKILLed run resumes to
+//! exactly N distinct ids, schema files are JSON or YAML relative to the config, and
+//! `validate` names a broken schema.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use afterimage_mock::{MockConfig, MockServer};
+use afterimage_strategies::validate_arguments;
+
+use crate::{Cli, read_rows};
+
+fn examples() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+fn structured(config: &Path, base_url: &str, out: &Path) -> Cli {
+    Cli::new(&[
+        "structured",
+        "--config",
+        config.to_str().unwrap(),
+        "--provider",
+        "local",
+        "--base-url",
+        base_url,
+        "-o",
+        out.to_str().unwrap(),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_writes_exactly_its_rows_with_bad_outputs_asked_again() {
+    let config = MockConfig::default()
+        .with_latency(Duration::from_millis(2))
+        .with_schema_violation_rate(0.3)
+        .with_seed(11);
+    let server = MockServer::start(config).await.unwrap();
+    let example = examples().join("structured.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("faq.jsonl");
+
+    let validate = Cli::new(&[
+        "validate",
+        "--config",
+        example.to_str().unwrap(),
+        "--provider",
+        "local",
+        "--base-url",
+        &server.openai_base_url(),
+    ])
+    .run()
+    .await;
+    assert_eq!(validate.code, 0, "{}\n{}", validate.stdout, validate.stderr);
+    assert!(
+        validate
+            .stdout
+            .contains("ok    structured: schema `structured-faq`"),
+        "{}",
+        validate.stdout
+    );
+
+    let run = structured(&example, &server.openai_base_url(), &out)
+        .args(&["--json", "--max-concurrency", "4"])
+        .run()
+        .await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    let rows = read_rows(&out);
+    assert_eq!(rows.len(), 12);
+    assert_eq!(report["rows_written"], 12);
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(examples().join("structured-faq.json")).unwrap(),
+    )
+    .unwrap();
+    let ids: HashSet<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 12);
+    for row in &rows {
+        validate_arguments(&schema, &row["output"]).unwrap();
+        assert!(
+            row["context"].as_str().is_some_and(|c| !c.is_empty()),
+            "{row}"
+        );
+        assert_eq!(row["metadata"]["generation"]["schema"], "structured-faq");
+    }
+    // What the example costs: requests per row, and how often outputs were asked
+    // again or replaced (the mock breaks 30% of answers).
+    let requests = report["requests"].as_u64().unwrap();
+    let reasked = report["rejections"]["output_reasked"].as_u64().unwrap_or(0);
+    let failed = report["failures"]["output: invalid"].as_u64().unwrap_or(0);
+    eprintln!(
+        "structured example: {:.2} requests per row, {reasked} re-asks and {failed} rows replaced for 12 rows; failures {}",
+        requests as f64 / 12.0,
+        report["failures"]
+    );
+    assert!(reasked > 0, "{report}");
+    // The mock also breaks instruction batches; every failure is counted by cause.
+    let causes: u64 = report["failures"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(report["dialogs_failed"].as_u64(), Some(causes));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_run_resumes_to_exactly_n_distinct_ids() {
+    const N: usize = 30;
+    let server = MockServer::start(MockConfig::default().with_latency(Duration::from_millis(50)))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("run.yaml");
+    std::fs::write(
+        &config,
+        r#"
+generation: {max_concurrency: 4}
+model: {provider: local, model_name: mock-model}
+respondent: {system_prompt: You write knowledge-base entries.}
+documents:
+  provider: memory
+  texts:
+    - Error 503 means the service is unavailable. Retry after 5 minutes.
+    - To reset your password, click 'Forgot Password' on the login screen.
+context: {num_random_contexts: 1, n_instructions: 2}
+structured:
+  schema: {type: object, properties: {title: {type: string}, answer: {type: string}}, required: [title, answer]}
+  num_samples: 30
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("rows.jsonl");
+    let base_url = server.openai_base_url();
+    let command = |extra: &[&str]| {
+        structured(&config, &base_url, &out)
+            .args(&["--json"])
+            .args(extra)
+            .command()
+    };
+    let count = || {
+        std::fs::read_to_string(&out)
+            .map(|t| t.lines().filter(|l| l.ends_with('}')).count())
+            .unwrap_or(0)
+    };
+
+    let mut child = command(&[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count() < 3 {
+        assert!(child.try_wait().unwrap().is_none(), "ended before the kill");
+        assert!(Instant::now() < deadline, "no rows after 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    let killed_at = count();
+    assert!(killed_at < N, "the run finished before the kill");
+
+    let refused = command(&[]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--resume"));
+
+    let resumed = command(&["--resume"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert_eq!(resumed.status.code(), Some(0), "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&resumed.stdout).trim()).unwrap();
+    let rows = read_rows(&out);
+    assert_eq!(rows.len(), N);
+    let ids: HashSet<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), N);
+    let run_id = report["run_id"].as_str().unwrap();
+    assert!(ids.iter().all(|id| id.starts_with(&format!("{run_id}-"))));
+    assert_eq!(
+        report["rows_resumed"].as_u64().unwrap() + report["rows_written"].as_u64().unwrap(),
+        N as u64
+    );
+    // A dialog run cannot be resumed into these rows.
+    let wrong = Cli::generate(&config, &base_url, &out)
+        .args(&["--resume"])
+        .run()
+        .await;
+    assert_eq!(wrong.code, 2, "{}", wrong.stderr);
+    assert!(
+        wrong.stderr.contains("holds structured rows"),
+        "{}",
+        wrong.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn yaml_schema_files_are_read_relative_to_the_config_and_broken_ones_named() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(project.join("schemas")).unwrap();
+    std::fs::write(
+        project.join("schemas/recipe.yaml"),
+        "type: object\nproperties:\n  dish: {type: string}\n  minutes: {type: integer, minimum: 1}\nrequired: [dish, minutes]\n",
+    )
+    .unwrap();
+    let config = project.join("run.yaml");
+    let body = "model: {provider: local, model_name: mock-model}\nrespondent: {system_prompt: You are a chef.}\nstructured: {schema_file: schemas/recipe.yaml, num_samples: 3}\n";
+    std::fs::write(&config, body).unwrap();
+    let out = dir.path().join("recipes.jsonl");
+    // Run from another folder: the schema path is the config's, not the cwd's.
+    let run = structured(&config, &server.openai_base_url(), &out)
+        .current_dir(dir.path())
+        .run()
+        .await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let rows = read_rows(&out);
+    assert_eq!(rows.len(), 3);
+    assert!(
+        rows.iter()
+            .all(|r| r["output"]["minutes"].as_i64().unwrap() >= 1)
+    );
+    assert_eq!(rows[0]["metadata"]["generation"]["schema"], "recipe");
+
+    std::fs::write(
+        project.join("schemas/recipe.yaml"),
+        "type: object\nproperties:\n  dish: {type: sting}\nrequired: [dish]\n",
+    )
+    .unwrap();
+    let validate = Cli::new(&[
+        "validate",
+        "--config",
+        config.to_str().unwrap(),
+        "--base-url",
+        &server.openai_base_url(),
+    ])
+    .run()
+    .await;
+    assert_eq!(validate.code, 2, "{}", validate.stdout);
+    let line = validate
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("fail  structured"))
+        .unwrap_or_else(|| panic!("{}", validate.stdout));
+    assert!(line.contains("structured.schema_file"), "{line}");
+    assert!(line.contains("/properties/dish/type"), "{line}");
+    assert!(line.contains("unknown type \"sting\""), "{line}");
+    let run = structured(&config, &server.openai_base_url(), &out)
+        .run()
+        .await;
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("/properties/dish/type"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// A judged row as `generate` with `auto_improve` stores it.
+fn judged(id: &str, question: &str, answer: &str, score: Option<f64>) -> String {
+    let mut row = serde_json::json!({
+        "conversations": [
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": answer},
+        ],
+        "metadata": {"context_id": null, "context_ids": []},
+        "instruction_context": "",
+        "response_context": null,
+        "persona": null,
+        "id": id,
+    });
+    if let Some(score) = score {
+        row["final_score"] = score.into();
+    }
+    row.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_dpo_pairs_judged_rows_and_explains_unjudged_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let judged_rows = dir.path().join("judged.jsonl");
+    let lines = [
+        judged(
+            "r-000000",
+            "How do I reset my password?",
+            "Click 'Forgot Password'.",
+            Some(0.92),
+        ),
+        judged(
+            "r-000001",
+            "How do I reset my password?",
+            "I don't know.",
+            Some(0.31),
+        ),
+        judged(
+            "r-000002",
+            "What does error 503 mean?",
+            "The service is down; retry in 5 minutes.",
+            Some(0.88),
+        ),
+        judged(
+            "r-000003",
+            "What does error 503 mean?",
+            "It is unavailable.",
+            Some(0.80),
+        ),
+        judged("r-000004", "Can I pay by invoice?", "Yes.", Some(0.7)),
+    ];
+    std::fs::write(&judged_rows, lines.join("\n") + "\n").unwrap();
+    let out = dir.path().join("train");
+    let export = |extra: &[&str]| {
+        Cli::new(&[
+            "export",
+            judged_rows.to_str().unwrap(),
+            "--format",
+            "dpo",
+            "--out-dir",
+        ])
+        .args(&[out.to_str().unwrap(), "--json"])
+        .args(extra)
+    };
+    let run = export(&[]).run().await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let pairs = read_rows(&out.join("judged_dpo.jsonl"));
+    assert_eq!(pairs.len(), 1, "503's gap of 0.08 is below upstream's 0.2");
+    let pair = &pairs[0];
+    assert_eq!(
+        pair["prompt"],
+        serde_json::json!([{"role": "user", "content": "How do I reset my password?"}])
+    );
+    assert_eq!(pair["chosen"][0]["content"], "Click 'Forgot Password'.");
+    assert_eq!(pair["rejected"][0]["content"], "I don't know.");
+    assert_eq!(pair["chosen"][0]["role"], "assistant");
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(report["formats"][0]["skipped"]["small_gap"], 2);
+    assert_eq!(report["formats"][0]["skipped"]["unpaired"], 1);
+
+    let run = export(&["--min-score-gap", "0.05"]).run().await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(read_rows(&out.join("judged_dpo.jsonl")).len(), 2);
+
+    // `messages` and `oumi` are upstream's names for the openai shape.
+    let run = Cli::new(&[
+        "export",
+        judged_rows.to_str().unwrap(),
+        "--format",
+        "oumi",
+        "--out-dir",
+    ])
+    .args(&[out.to_str().unwrap()])
+    .run()
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(read_rows(&out.join("judged_openai.jsonl")).len(), 5);
+
+    let unjudged = dir.path().join("unjudged.jsonl");
+    std::fs::write(
+        &unjudged,
+        judged("u-000000", "How do I reset my password?", "Click it.", None) + "\n",
+    )
+    .unwrap();
+    let run = Cli::new(&["export", unjudged.to_str().unwrap(), "--format", "dpo"])
+        .run()
+        .await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("no row has one"), "{}", run.stderr);
+    assert!(run.stderr.contains("auto_improve"), "{}", run.stderr);
+    // `--all` leaves the pairs out of unjudged rows instead of failing.
+    let run = Cli::new(&["export", unjudged.to_str().unwrap(), "--all"])
+        .run()
+        .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}
