@@ -11,7 +11,9 @@
 //!   [`ConversationRow`] and the [`RunRecord`] that makes a run resumable;
 //! - the strategy traits: [`InstructionGenerator`], [`RespondentPromptModifier`],
 //!   [`StoppingCriterion`], [`Storage`], [`Evaluator`], [`DocumentSource`],
-//!   [`Retriever`].
+//!   [`Retriever`];
+//! - [`MinHash`], the near-duplicate signature the generator's filter and the
+//!   report's diversity figures share.
 //!
 //! A provider crate that depends on this crate alone plugs in everywhere: implement
 //! [`ChatModel`] and hand an `Arc<dyn ChatModel>` to the engine.
@@ -55,6 +57,7 @@ pub use crate::{
     json::{parse_lenient, snippet},
     ledger::{Ledger, LedgerBook, Metered},
     message::{FunctionCall, Message, Role, ToolCall, ToolSpec},
+    minhash::{MINHASH_HASHES, MinHash},
     parked::{Parked, ParkedRequests},
     price::Price,
     row::{
@@ -78,6 +81,7 @@ mod error;
 mod json;
 mod ledger;
 mod message;
+mod minhash;
 mod parked;
 mod price;
 mod row;
