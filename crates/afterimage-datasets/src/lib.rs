@@ -27,6 +27,10 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub use crate::{
+    diversity::{
+        DIVERSITY_SAMPLE, EMBEDDING_SAMPLE, EmbeddingSimilarity, Loops, NEAR_DUPLICATE_THRESHOLD,
+        SAMPLE_SEED, Sampled, ScopeDiversity, embedding_similarity,
+    },
     error::DatasetError,
     export::{
         ExportOptions, ExportReport, FormatReport, RowFilter, WrittenFile, export, has_tool_calls,
@@ -41,6 +45,7 @@ pub use crate::{
     },
 };
 
+mod diversity;
 mod error;
 mod export;
 mod format;
