@@ -92,6 +92,83 @@ pub struct EmbeddingSimilarity {
     pub mean_cosine: Sampled,
 }
 
+/// One figure of a kind of text, as the report and the comparison show it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ScopeMetric {
+    /// The JSON key.
+    pub(crate) key: &'static str,
+    /// Its name on the page.
+    pub(crate) label: &'static str,
+    /// The one line that explains it.
+    pub(crate) about: &'static str,
+    /// Whether a higher value is the more diverse.
+    pub(crate) higher_is_better: bool,
+    /// The value, and the sample it came from.
+    pub(crate) get: fn(&ScopeDiversity) -> (Option<f64>, Option<Sampled>),
+}
+
+/// The figures of each kind of text, in page order.
+pub(crate) const SCOPE_METRICS: [ScopeMetric; 6] = [
+    ScopeMetric {
+        key: "distinct_1",
+        label: "distinct-1",
+        about: "distinct words over words, on every text (Li et al., 2016); higher is more varied wording, and it falls as a dataset grows",
+        higher_is_better: true,
+        get: |s| (some(s.texts, s.distinct_1), None),
+    },
+    ScopeMetric {
+        key: "distinct_2",
+        label: "distinct-2",
+        about: "distinct word pairs over word pairs, on every text; higher is more varied",
+        higher_is_better: true,
+        get: |s| (some(s.texts, s.distinct_2), None),
+    },
+    ScopeMetric {
+        key: "distinct_3",
+        label: "distinct-3",
+        about: "distinct word triples over word triples, on every text; higher is more varied",
+        higher_is_better: true,
+        get: |s| (some(s.texts, s.distinct_3), None),
+    },
+    ScopeMetric {
+        key: "self_bleu",
+        label: "Self-BLEU",
+        about: "mean BLEU-4 of each sampled text against all the others as references (Zhu et al., 2018; smoothing method 1, closest-length brevity penalty); lower is more diverse",
+        higher_is_better: false,
+        get: |s| (s.self_bleu.map(|x| x.value), s.self_bleu),
+    },
+    ScopeMetric {
+        key: "compression_ratio",
+        label: "compression ratio",
+        about: "gzip size over raw size of the sampled texts, one per line (Shaib et al., arXiv 2403.00553, print the inverse); repetitive text compresses well, so higher is more diverse",
+        higher_is_better: true,
+        get: |s| (s.compression_ratio.map(|x| x.value), s.compression_ratio),
+    },
+    ScopeMetric {
+        key: "near_duplicate_pairs",
+        label: "near-duplicate pairs",
+        about: "share of pairs of sampled texts at or above 0.8 MinHash similarity of word 3-grams, the generator's own duplicate filter; lower is better",
+        higher_is_better: false,
+        get: |s| {
+            (
+                s.near_duplicate_pairs.map(|x| x.value),
+                s.near_duplicate_pairs,
+            )
+        },
+    },
+];
+
+/// The explanation of looping rows.
+pub(crate) const LOOPS_ABOUT: &str = "share of sampled rows where a user turn repeats an earlier user turn, or an assistant turn repeats the previous answer (the same MinHash notion); lower is better";
+
+/// The explanation of the embedding figure.
+pub(crate) const EMBEDDING_ABOUT: &str = "mean cosine similarity of the embeddings of sampled first questions, over all pairs; lower means the questions differ in meaning, not only in wording";
+
+/// A distinct-n value, when there was text to count.
+fn some(texts: u64, value: f64) -> Option<f64> {
+    (texts > 0).then_some(value)
+}
+
 /// The sampled figures of the three kinds of text, and loops.
 #[derive(Debug, Clone)]
 pub(crate) struct Measured {
