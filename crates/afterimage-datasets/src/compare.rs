@@ -208,11 +208,19 @@ fn describe(metric: &str) -> (&'static str, &'static str) {
         ),
         "distinct_first_question_share" => (
             "distinct first questions",
-            "share of rows whose first question (lower-cased, punctuation dropped) no other row asks first; higher is better",
+            "distinct first questions (lower-cased, punctuation dropped) over rows; higher is better",
         ),
         "looping_rows" => ("looping rows", LOOPS_ABOUT),
         "embedding_cosine" => ("embedding cosine", EMBEDDING_ABOUT),
         _ => ("", ""),
+    }
+}
+
+/// A figure as the page shows it: counts whole, the rest with three decimals.
+fn value(metric: &str, v: Option<f64>) -> String {
+    match v {
+        Some(v) if metric == "rows" => format!("{v:.0}"),
+        v => figure(v),
     }
 }
 

@@ -305,7 +305,7 @@ fn literature(h: &mut String, d: &Diversity) {
     for scope in scopes {
         let _ = write!(h, "<td class=\"muted\">{}</td>", scope.texts);
     }
-    h.push_str("</tr><tr><td class=\"muted\">sampled</td>");
+    h.push_str("</tr><tr><td></td>");
     for scope in scopes {
         let _ = write!(
             h,
