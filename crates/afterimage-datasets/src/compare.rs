@@ -242,10 +242,14 @@ pub fn render_comparison_html(c: &Comparison) -> String {
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{verdict}\">{verdict}</td></tr>",
             describe(&ch.metric).0,
             ch.scope.replace('_', " "),
-            figure(ch.a),
-            figure(ch.b),
-            ch.change
-                .map_or_else(|| "–".to_owned(), |d| format!("{d:+.3}"))
+            value(&ch.metric, ch.a),
+            value(&ch.metric, ch.b),
+            match (ch.verdict, ch.change) {
+                (Verdict::Same, _) => "0".to_owned(),
+                (_, Some(d)) if ch.metric == "rows" => format!("{d:+.0}"),
+                (_, Some(d)) => format!("{d:+.3}"),
+                (_, None) => "–".to_owned(),
+            }
         );
     }
     h.push_str("</table><ul class=\"muted\">");
