@@ -431,7 +431,7 @@ pub(crate) async fn after_generate(
     if json {
         eprintln!("{line}");
     } else {
-        println!("{line}");
+        print_stdout(&format!("{line}\n"));
     }
     if let Some(wanted) = wanted {
         let out_dir = wanted.out_dir.clone().unwrap_or_else(|| input_dir(input));
