@@ -330,7 +330,7 @@ async fn rag_modifier(
 
 /// The embedding endpoint, as the providers crate takes it, retrying as often as the
 /// chat models.
-fn embedding_endpoint(endpoint: &EmbeddingEndpoint, max_retries: u32) -> EmbeddingModel {
+pub(crate) fn embedding_endpoint(endpoint: &EmbeddingEndpoint, max_retries: u32) -> EmbeddingModel {
     let mut embedding =
         EmbeddingModel::new(endpoint.provider, &endpoint.model_name).max_retries(max_retries);
     embedding.base_url = endpoint.base_url.clone();

@@ -119,7 +119,7 @@ async fn conclude(
                 prices,
                 json,
             );
-            crate::datasets::after_generate(settings, &report.failures).await;
+            crate::datasets::after_generate(settings, &report.failures, json).await;
             Ok(())
         }
         Err(EngineError::RunFailed { cause, report }) => {

@@ -4,18 +4,22 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use afterimage_core::DocumentSource;
+use std::sync::Arc;
+
+use afterimage_core::{ConversationRow, DocumentSource, Embedder};
 use afterimage_datasets::{
-    AnalyzeOptions, DatasetError, ExportFormat, ExportOptions, ExportReport, FormatOptions,
-    RowFilter, analyze, export, read_dataset, render_html,
+    Analysis, AnalyzeOptions, DatasetError, ExportFormat, ExportOptions, ExportReport,
+    FormatOptions, RowFilter, analyze, compare, embedding_similarity, export, read_dataset,
+    render_comparison_html, render_html,
 };
+use afterimage_providers::Provider;
 use afterimage_storage::{StorageSpec, Stored};
 use afterimage_strategies::DirectoryDocumentProvider;
 use anyhow::{Context, anyhow};
 use clap::Args;
 
 use crate::Failure;
-use crate::settings::{AfterRun, DocumentsSpec, Settings};
+use crate::settings::{AfterRun, DocumentsSpec, KeyPolicy, Overrides, Settings};
 
 /// `afterimage export`
 #[derive(Debug, Args)]
@@ -89,6 +93,64 @@ pub(crate) struct AnalyzeArgs {
     /// The document folder the run drew from, to list documents never used.
     #[arg(long, value_name = "DIR")]
     pub(crate) documents: Option<PathBuf>,
+    /// A second dataset (FILE.jsonl, sqlite:FILE or postgres://...) to compare with
+    /// IN: both datasets' figures side by side, each change marked better or worse
+    /// (HTML default: next to IN, `<IN>_vs_<OTHER>.html`).
+    #[arg(long, value_name = "OTHER")]
+    pub(crate) compare: Option<String>,
+    /// A run config whose `retrieval.embedding` model embeds a sample of first
+    /// questions, for their mean pairwise cosine (the requests are paid for).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+}
+
+/// The embedding model `analyze --config` measures first questions with.
+struct AnalysisEmbedder {
+    embedder: Arc<dyn Embedder>,
+    model: String,
+    batch: usize,
+}
+
+/// The embedder of `config`'s `retrieval.embedding` section. The chat model's key is
+/// not needed; the embedding model's is.
+fn config_embedder(config: &Path) -> Result<AnalysisEmbedder, Failure> {
+    let usage = |e: anyhow::Error| Failure::Usage(anyhow!("{}: {e:#}", config.display()));
+    let raw = crate::config::load(config).map_err(|e| Failure::Usage(e.into()))?;
+    let settings = Settings::resolve(
+        raw,
+        config,
+        &Overrides::default(),
+        |name| std::env::var(name).ok(),
+        KeyPolicy::Optional,
+    )
+    .map_err(|e| usage(e.into()))?;
+    let Some(endpoint) = settings
+        .retrieval
+        .as_ref()
+        .and_then(|r| r.embedding.as_ref())
+    else {
+        return Err(usage(anyhow!(
+            "names no embedding model: analyze --config takes the one of `retrieval: {{retriever: embedding, embedding: {{provider: ..., model_name: ...}}}}`; add that section or drop --config"
+        )));
+    };
+    if endpoint.api_key.is_none() && endpoint.provider != Provider::Local {
+        return Err(usage(anyhow!(
+            "the embedding model needs an API key: set {} (or the variable retrieval.embedding.api_key_env names)",
+            endpoint
+                .provider
+                .default_key_env()
+                .unwrap_or("its key variable")
+        )));
+    }
+    let model = crate::build::embedding_endpoint(endpoint, settings.max_retries);
+    let embedder = model
+        .build()
+        .map_err(|e| usage(anyhow::Error::new(e).context("embedding settings")))?;
+    Ok(AnalysisEmbedder {
+        embedder,
+        batch: model.texts_per_request(),
+        model: endpoint.model_name.clone(),
+    })
 }
 
 /// Reading the input is the user's input being wrong (exit 2); writing is the run
@@ -233,38 +295,86 @@ fn export_summary(report: &ExportReport) -> String {
     out
 }
 
-/// Runs `analyze`.
+/// Runs `analyze`: one dataset's report, or two side by side with `--compare`.
 pub(crate) async fn run_analyze(args: AnalyzeArgs) -> Result<(), Failure> {
     let documents = match &args.documents {
         Some(dir) => Some(document_ids(dir).await.map_err(Failure::Usage)?),
         None => None,
     };
+    let embedder = args.config.as_deref().map(config_embedder).transpose()?;
     let input = StorageSpec::parse(&args.input);
-    let stored = read(&input).await?;
-    let analysis = analyze(
+    let analysis = analyze_stored(&input, documents.clone(), embedder.as_ref()).await?;
+    let Some(other) = &args.compare else {
+        let default = format!("{}.html", input.stem());
+        let html = html_path(&args, &input, &default);
+        if let Some(path) = &html {
+            write_html(path, &render_html(&analysis, &input.to_string())).map_err(Failure::Run)?;
+        }
+        return finish_analyze(&analysis, &args, html.as_deref(), analysis.summary.rows);
+    };
+    let other = StorageSpec::parse(other);
+    let theirs = analyze_stored(&other, documents, embedder.as_ref()).await?;
+    let rows = analysis.summary.rows + theirs.summary.rows;
+    let comparison = compare(analysis, &input.to_string(), theirs, &other.to_string());
+    let default = format!("{}_vs_{}.html", input.stem(), other.stem());
+    let html = html_path(&args, &input, &default);
+    if let Some(path) = &html {
+        write_html(path, &render_comparison_html(&comparison)).map_err(Failure::Run)?;
+    }
+    finish_analyze(&comparison, &args, html.as_deref(), rows)
+}
+
+/// Reads one dataset and computes its figures (with the embedding figure when an
+/// embedder is given).
+async fn analyze_stored(
+    input: &StorageSpec,
+    documents: Option<Vec<String>>,
+    embedder: Option<&AnalysisEmbedder>,
+) -> Result<Analysis, Failure> {
+    let stored = read(input).await?;
+    let mut analysis = analyze(
         &stored.rows,
         &AnalyzeOptions {
             documents,
             run_failures: stored.run.and_then(|run| run.failures),
         },
     );
-    let html = match (&args.html, args.json) {
-        (Some(path), _) => Some(path.clone()),
-        (None, false) => Some(input_dir(&input).join(format!("{}.html", input.stem()))),
-        (None, true) => None,
-    };
-    if let Some(path) = &html {
-        write_html(path, &render_html(&analysis, &input.to_string())).map_err(Failure::Run)?;
+    if let Some(e) = embedder {
+        analysis.diversity.embedding = embed(&stored.rows, e).await?;
     }
+    Ok(analysis)
+}
+
+async fn embed(
+    rows: &[ConversationRow],
+    e: &AnalysisEmbedder,
+) -> Result<Option<afterimage_datasets::EmbeddingSimilarity>, Failure> {
+    embedding_similarity(rows, e.embedder.as_ref(), &e.model, e.batch)
+        .await
+        .map_err(|e| Failure::Run(message(&e)))
+}
+
+/// Where the page goes: `--html`, else next to the input unless `--json` is given.
+fn html_path(args: &AnalyzeArgs, input: &StorageSpec, default: &str) -> Option<PathBuf> {
+    match (&args.html, args.json) {
+        (Some(path), _) => Some(path.clone()),
+        (None, false) => Some(input_dir(input).join(default)),
+        (None, true) => None,
+    }
+}
+
+/// Prints the figures with `--json`, else where the page went.
+fn finish_analyze(
+    figures: &impl serde::Serialize,
+    args: &AnalyzeArgs,
+    html: Option<&Path>,
+    rows: u64,
+) -> Result<(), Failure> {
     if args.json {
-        let json = serde_json::to_string(&analysis).map_err(|e| Failure::Run(e.into()))?;
+        let json = serde_json::to_string(figures).map_err(|e| Failure::Run(e.into()))?;
         print_stdout(&format!("{json}\n"));
-    } else if let Some(path) = &html {
-        println!(
-            "report of {} rows written to {}",
-            analysis.summary.rows,
-            path.display()
-        );
+    } else if let Some(path) = html {
+        println!("report of {rows} rows written to {}", path.display());
     }
     Ok(())
 }
@@ -285,28 +395,56 @@ fn write_html(path: &Path, html: &str) -> anyhow::Result<()> {
     std::fs::write(path, html).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// The export and report `output.export` and `analytics.auto_analyze` ask for after a
+/// The diversity line of the run summary (on stderr with `--json`), then the export
+/// and report `output.export` and `analytics.auto_analyze` ask for after a
 /// successful `generate`. A failure here is a warning: the rows are already stored and
 /// the run succeeded, so the exit code stays 0. Messages go to stderr, so `--json`
 /// keeps stdout to the run report. The rows are read from the output's own spec (a
 /// PostgreSQL URL keeps its password, which its display hides); failures come from
 /// the run record (summed over resumed sessions), else from this session's report.
-pub(crate) async fn after_generate(settings: &Settings, failures: &BTreeMap<String, u64>) {
+pub(crate) async fn after_generate(
+    settings: &Settings,
+    failures: &BTreeMap<String, u64>,
+    json: bool,
+) {
     let AfterRun {
         export: wanted,
         analyze: report_path,
     } = &settings.after_run;
-    if wanted.is_none() && report_path.is_none() {
-        return;
-    }
     let input = &settings.output;
     let stored = match read_dataset(input).await {
         Ok(stored) => stored,
-        Err(e) => {
+        Err(e) if wanted.is_some() || report_path.is_some() => {
             tracing::warn!("export and analysis skipped: {e:#}");
             return;
         }
+        Err(e) => {
+            tracing::debug!("no diversity figures: {e:#}");
+            return;
+        }
     };
+    let documents = match &settings.documents {
+        Some(DocumentsSpec::Loaded(docs)) => Some(docs.iter().map(|d| d.id.clone()).collect()),
+        _ => None,
+    };
+    let run_failures = stored
+        .run
+        .and_then(|run| run.failures)
+        .unwrap_or_else(|| failures.clone());
+    let analysis = analyze(
+        &stored.rows,
+        &AnalyzeOptions {
+            documents,
+            run_failures: Some(run_failures),
+        },
+    );
+    // With --json, stdout holds the run report alone.
+    let line = crate::output::diversity_line(&analysis.diversity);
+    if json {
+        eprintln!("{line}");
+    } else {
+        print_stdout(&format!("{line}\n"));
+    }
     if let Some(wanted) = wanted {
         let out_dir = wanted.out_dir.clone().unwrap_or_else(|| input_dir(input));
         match export(&stored.rows, &out_dir, &input.stem(), &wanted.options) {
@@ -315,21 +453,6 @@ pub(crate) async fn after_generate(settings: &Settings, failures: &BTreeMap<Stri
         }
     }
     if let Some(path) = report_path {
-        let documents = match &settings.documents {
-            Some(DocumentsSpec::Loaded(docs)) => Some(docs.iter().map(|d| d.id.clone()).collect()),
-            _ => None,
-        };
-        let run_failures = stored
-            .run
-            .and_then(|run| run.failures)
-            .unwrap_or_else(|| failures.clone());
-        let analysis = analyze(
-            &stored.rows,
-            &AnalyzeOptions {
-                documents,
-                run_failures: Some(run_failures),
-            },
-        );
         match write_html(path, &render_html(&analysis, &input.to_string())) {
             Ok(()) => eprintln!("report written to {}", path.display()),
             Err(e) => {

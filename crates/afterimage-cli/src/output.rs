@@ -159,6 +159,23 @@ pub(crate) fn print_report(
     }
 }
 
+/// The run's diversity in one line of the summary: first questions' Self-BLEU and
+/// near-duplicate pairs, assistant turns' distinct-2 and compression ratio, looping
+/// rows (`afterimage analyze` has the rest).
+pub(crate) fn diversity_line(d: &afterimage_datasets::Diversity) -> String {
+    let pct = |x: Option<f64>| x.map_or_else(|| "–".to_owned(), |v| format!("{:.1}%", v * 100.0));
+    let num = |x: Option<f64>| x.map_or_else(|| "–".to_owned(), |v| format!("{v:.2}"));
+    let value = |s: Option<afterimage_datasets::Sampled>| s.map(|s| s.value);
+    format!(
+        "diversity: first questions self-BLEU {}, near-duplicate pairs {}; answers distinct-2 {}, compression {}; looping rows {}",
+        num(value(d.first_questions.self_bleu)),
+        pct(value(d.first_questions.near_duplicate_pairs)),
+        num((d.assistant_turns.texts > 0).then_some(d.assistant_turns.distinct_2)),
+        num(value(d.assistant_turns.compression_ratio)),
+        pct(d.loops.map(|l| l.looping_rows.value)),
+    )
+}
+
 /// The structured output mode in one line: the mode, and why it is not the first one
 /// tried.
 fn structured_line(state: &StructuredOutputState) -> String {

@@ -13,7 +13,9 @@
 //!   providers and the engine update and the CLI serves;
 //! - the strategy traits: [`InstructionGenerator`], [`RespondentPromptModifier`],
 //!   [`StoppingCriterion`], [`Storage`], [`Evaluator`], [`DocumentSource`],
-//!   [`Retriever`].
+//!   [`Retriever`];
+//! - [`MinHash`], the near-duplicate signature the generator's filter and the
+//!   report's diversity figures share.
 //!
 //! A provider crate that depends on this crate alone plugs in everywhere: implement
 //! [`ChatModel`] and hand an `Arc<dyn ChatModel>` to the engine.
@@ -58,6 +60,7 @@ pub use crate::{
     ledger::{Ledger, LedgerBook, Metered},
     message::{FunctionCall, Message, Role, ToolCall, ToolSpec},
     metrics::{Counter, Gauge, Metrics},
+    minhash::{MINHASH_HASHES, MinHash},
     parked::{Parked, ParkedRequests},
     price::Price,
     row::{
@@ -82,6 +85,7 @@ mod json;
 mod ledger;
 mod message;
 mod metrics;
+mod minhash;
 mod parked;
 mod price;
 mod row;

@@ -1,6 +1,6 @@
 //! The one error type of this crate.
 
-use afterimage_core::StorageError;
+use afterimage_core::{ProviderError, StorageError};
 
 /// Why reading, exporting or reporting failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +26,15 @@ pub enum DatasetError {
         #[source]
         source: std::io::Error,
     },
+    /// Embedding texts for a similarity figure failed.
+    #[error("embedding first questions with {model}: {source}")]
+    Embedding {
+        /// The embedding model.
+        model: String,
+        /// The cause.
+        #[source]
+        source: ProviderError,
+    },
     /// An option is out of range or unknown.
     #[error("{0}")]
     Invalid(String),
@@ -39,6 +48,9 @@ impl DatasetError {
 
     /// Reading or writing a file failed.
     pub fn is_io(&self) -> bool {
-        matches!(self, DatasetError::Write { .. } | DatasetError::Storage(_))
+        matches!(
+            self,
+            DatasetError::Write { .. } | DatasetError::Storage(_) | DatasetError::Embedding { .. }
+        )
     }
 }

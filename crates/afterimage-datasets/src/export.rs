@@ -276,7 +276,7 @@ fn write_records(
 
 /// Fisher-Yates with SplitMix64: the same seed gives the same order on every
 /// platform and version, which a library RNG does not promise.
-fn shuffle<T>(items: &mut [T], seed: u64) {
+pub(crate) fn shuffle<T>(items: &mut [T], seed: u64) {
     let mut state = seed;
     let mut next = move || {
         state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);

@@ -9,6 +9,11 @@
 //!   format cannot express is skipped and counted ([`SkipReason`]), never written half.
 //! - [`analyze`] computes the figures ([`Analysis`], serialisable as JSON) and
 //!   [`render_html`] turns them into one self-contained HTML page with inline SVG.
+//!   Its diversity figures are the literature's (distinct-n, Self-BLEU, compression
+//!   ratio, near-duplicate pairs, looping rows), on bounded samples ([`Sampled`]);
+//!   [`embedding_similarity`] adds the mean cosine of first questions with an embedder.
+//! - [`compare`] puts two analyses side by side, each change marked better or worse
+//!   ([`render_comparison_html`]).
 //!
 //! ```
 //! use afterimage_core::{ConversationRow, Message};
@@ -27,6 +32,11 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub use crate::{
+    compare::{Change, Compared, Comparison, Verdict, compare, render_comparison_html},
+    diversity::{
+        DIVERSITY_SAMPLE, EMBEDDING_SAMPLE, EmbeddingSimilarity, Loops, NEAR_DUPLICATE_THRESHOLD,
+        SAMPLE_SEED, Sampled, ScopeDiversity, embedding_similarity,
+    },
     error::DatasetError,
     export::{
         ExportOptions, ExportReport, FormatReport, RowFilter, WrittenFile, export, has_tool_calls,
@@ -42,6 +52,8 @@ pub use crate::{
     },
 };
 
+mod compare;
+mod diversity;
 mod error;
 mod export;
 mod format;

@@ -8,7 +8,8 @@ use std::fmt::Write;
 
 use afterimage_core::Role;
 
-use crate::stats::{Analysis, Bucket, LengthStats, TextDiversity};
+use crate::diversity::{EMBEDDING_ABOUT, LOOPS_ABOUT, SCOPE_METRICS, Sampled};
+use crate::stats::{Analysis, Bucket, Diversity, LengthStats, TextDiversity};
 
 /// The `id`s of the report's sections, in page order (tests check each is present).
 pub const SECTIONS: [&str; 10] = [
@@ -40,7 +41,7 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-const STYLE: &str = "body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:24px;color:#1d2430;background:#fff}
+pub(crate) const STYLE: &str = "body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:24px;color:#1d2430;background:#fff}
 h1{font-size:26px;margin:0 0 4px}h2{font-size:19px;border-bottom:2px solid #dde3ec;padding-bottom:4px;margin-top:36px}
 .muted{color:#5b6678}.cards{display:flex;flex-wrap:wrap;gap:12px}.card{background:#f3f6fa;border-radius:8px;padding:10px 16px;min-width:130px}
 .card b{display:block;font-size:22px}table{border-collapse:collapse;margin:8px 0}td,th{padding:3px 10px;border-bottom:1px solid #e6eaf0;text-align:left;vertical-align:top}
@@ -285,7 +286,82 @@ fn diversity(h: &mut String, a: &Analysis) {
         h.push_str("<h3>Repeated first questions</h3>");
         bar_chart(h, &d.repeated_first_questions);
     }
+    literature(h, d);
     h.push_str("</section>");
+}
+
+/// The metrics papers use, per kind of text, each explained in one line.
+fn literature(h: &mut String, d: &Diversity) {
+    let scopes = [&d.first_questions, &d.user_turns, &d.assistant_turns];
+    h.push_str("<h3>Diversity metrics</h3><table id=\"diversity-metrics\"><tr><th>metric</th><th>first questions</th><th>user turns</th><th>assistant turns</th></tr>");
+    for metric in &SCOPE_METRICS {
+        let _ = write!(h, "<tr><td>{}</td>", metric.label);
+        for scope in scopes {
+            let _ = write!(h, "<td>{}</td>", figure((metric.get)(scope).0));
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("<tr><td class=\"muted\">texts</td>");
+    for scope in scopes {
+        let _ = write!(h, "<td class=\"muted\">{}</td>", scope.texts);
+    }
+    h.push_str("</tr><tr><td></td>");
+    for scope in scopes {
+        let _ = write!(
+            h,
+            "<td class=\"muted\">{}</td>",
+            sampled_text(scope.self_bleu)
+        );
+    }
+    h.push_str("</tr></table>");
+    match &d.loops {
+        Some(l) => {
+            let _ = write!(
+                h,
+                "<p>Looping rows: <b>{}</b> ({} with a repeated user turn, {} with a repeated answer; {}).</p>",
+                figure(Some(l.looping_rows.value)),
+                l.user_loops,
+                l.assistant_loops,
+                sampled_text(Some(l.looping_rows))
+            );
+        }
+        None => h.push_str("<p>Looping rows: no rows.</p>"),
+    }
+    match &d.embedding {
+        Some(e) => {
+            let _ = write!(
+                h,
+                "<p>Mean cosine of first-question embeddings ({}): <b>{}</b> ({}).</p>",
+                escape(&e.model),
+                figure(Some(e.mean_cosine.value)),
+                sampled_text(Some(e.mean_cosine))
+            );
+        }
+        None => h.push_str("<p class=\"muted\">Mean cosine of first-question embeddings: not measured (give <code>--config FILE</code> whose <code>retrieval.embedding</code> names an embedding model).</p>"),
+    }
+    h.push_str("<ul class=\"muted\">");
+    for metric in &SCOPE_METRICS {
+        let _ = write!(h, "<li><b>{}</b>: {}.</li>", metric.label, metric.about);
+    }
+    let _ = write!(
+        h,
+        "<li><b>looping rows</b>: {LOOPS_ABOUT}.</li><li><b>embedding cosine</b>: {EMBEDDING_ABOUT}.</li></ul><p class=\"muted\">Self-BLEU, compression, near-duplicate pairs and loops are computed on a sample of at most {} texts (rows, for loops) drawn with seed {}, so the same dataset always gives the same figures; distinct-n counts every text.</p>",
+        crate::DIVERSITY_SAMPLE,
+        d.seed
+    );
+}
+
+/// A figure with three decimals, or a dash when there was nothing to measure.
+pub(crate) fn figure(value: Option<f64>) -> String {
+    value.map_or_else(|| "–".to_owned(), |v| format!("{v:.3}"))
+}
+
+/// "sampled: n of N".
+pub(crate) fn sampled_text(sample: Option<Sampled>) -> String {
+    sample.map_or_else(
+        || "nothing to sample".to_owned(),
+        |s| format!("sampled: {} of {}", s.sampled, s.of),
+    )
 }
 
 fn lowest(h: &mut String, a: &Analysis) {

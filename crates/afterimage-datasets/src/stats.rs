@@ -6,6 +6,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use afterimage_core::{ConversationRow, Message, Role};
 use serde::Serialize;
 
+use crate::diversity::{
+    EmbeddingSimilarity, Loops, NEAR_DUPLICATE_THRESHOLD, SAMPLE_SEED, ScopeDiversity, measure,
+};
 use crate::export::{has_tool_calls, turns};
 
 /// What the analysis may know beyond the rows.
@@ -171,6 +174,22 @@ pub struct Diversity {
     pub distinct_first_questions: u64,
     /// First questions asked more than once (normalised), most repeated first.
     pub repeated_first_questions: Vec<Bucket>,
+    /// The seed of the samples below.
+    pub seed: u64,
+    /// The MinHash similarity from which two texts count as near duplicates (the
+    /// generator's).
+    pub near_duplicate_threshold: f64,
+    /// The first user message of each row.
+    pub first_questions: ScopeDiversity,
+    /// Every user message.
+    pub user_turns: ScopeDiversity,
+    /// Every assistant message with text.
+    pub assistant_turns: ScopeDiversity,
+    /// Rows whose turns repeat themselves (`None` without rows).
+    pub loops: Option<Loops>,
+    /// Mean cosine of first-question embeddings; `None` unless an embedder was given
+    /// ([`embedding_similarity`](crate::embedding_similarity)).
+    pub embedding: Option<EmbeddingSimilarity>,
 }
 
 /// Diversity of one side's words.
@@ -415,13 +434,13 @@ fn judge(rows: &[ConversationRow]) -> Judge {
     }
 }
 
-fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+pub(crate) fn words(text: &str) -> impl Iterator<Item = String> + '_ {
     text.split(|c: char| !c.is_alphanumeric() && c != '\'')
         .filter(|w| !w.is_empty())
         .map(str::to_lowercase)
 }
 
-fn text_diversity<'a>(texts: impl Iterator<Item = &'a str>) -> TextDiversity {
+pub(crate) fn text_diversity<'a>(texts: impl Iterator<Item = &'a str>) -> TextDiversity {
     // Words become small integers once, so n-grams are hashed as tuples of ids
     // rather than as joined strings (several times faster on large datasets).
     let mut ids: HashMap<String, u32> = HashMap::new();
@@ -458,14 +477,6 @@ fn text_diversity<'a>(texts: impl Iterator<Item = &'a str>) -> TextDiversity {
 }
 
 fn diversity(rows: &[ConversationRow]) -> Diversity {
-    let side = |role: Role| {
-        text_diversity(
-            rows.iter()
-                .flat_map(|r| &r.conversations)
-                .filter(move |m| m.role == role)
-                .map(|m| m.content.as_str()),
-        )
-    };
     let firsts: Vec<String> = rows
         .iter()
         .filter_map(|r| r.conversations.iter().find(|m| m.role == Role::User))
@@ -477,11 +488,19 @@ fn diversity(rows: &[ConversationRow]) -> Diversity {
         .filter(|b| b.count > 1)
         .take(10)
         .collect();
+    let measured = measure(rows);
     Diversity {
-        user: side(Role::User),
-        assistant: side(Role::Assistant),
+        user: measured.user_words,
+        assistant: measured.assistant_words,
         distinct_first_questions: distinct,
         repeated_first_questions: repeated,
+        seed: SAMPLE_SEED,
+        near_duplicate_threshold: NEAR_DUPLICATE_THRESHOLD,
+        first_questions: measured.first_questions,
+        user_turns: measured.user_turns,
+        assistant_turns: measured.assistant_turns,
+        loops: measured.loops,
+        embedding: None,
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use afterimage_mock::{MockConfig, MockServer};
 
+mod analyze;
 mod backends;
 mod base_urls;
 mod fuzz_corpus;

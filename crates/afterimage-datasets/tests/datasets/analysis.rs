@@ -63,6 +63,19 @@ fn figures_of_the_golden_input() {
     let json = serde_json::to_value(&a).unwrap();
     assert_eq!(json["summary"]["rows"], 4);
     assert_eq!(json["documents"]["never_used"][0], "docs/billing.md");
+    // The literature's figures, per kind of text, each saying what it sampled.
+    let d = &json["diversity"];
+    for scope in ["first_questions", "user_turns", "assistant_turns"] {
+        for key in ["self_bleu", "compression_ratio", "near_duplicate_pairs"] {
+            let figure = &d[scope][key];
+            assert!(figure["value"].is_f64(), "{scope}.{key}: {figure}");
+            assert_eq!(figure["sampled"], figure["of"], "{scope}.{key}: {figure}");
+        }
+    }
+    assert_eq!(d["first_questions"]["texts"], 4);
+    assert_eq!(d["loops"]["looping_rows"]["of"], 4);
+    assert_eq!(d["seed"], 42);
+    assert!(d["embedding"].is_null());
 }
 
 #[test]
@@ -96,6 +109,16 @@ fn html_has_every_section_and_escapes_dialog_text() {
     assert!(!html.contains("href="));
     assert!(html.contains("<svg"));
     assert!(html.contains("--documents DIR"));
+    // Each diversity figure is explained, and the page says what it sampled.
+    for label in [
+        "Self-BLEU",
+        "compression ratio",
+        "near-duplicate pairs",
+        "looping rows",
+    ] {
+        assert!(html.contains(&format!("<li><b>{label}</b>: ")), "{label}");
+    }
+    assert!(html.contains("sampled: 4 of 4"));
 }
 
 #[test]

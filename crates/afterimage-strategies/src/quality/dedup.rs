@@ -3,23 +3,21 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use afterimage_core::fnv1a;
-
-use super::checks::words;
+use afterimage_core::{MINHASH_HASHES, MinHash};
 
 /// Hash functions per signature: 16 bands of 6 rows. A pair at 0.8 Jaccard shares a
 /// band with probability 0.99, a pair at 0.3 (questions that only share an opening
 /// like "how do I") with 0.012, so the candidates checked stay a small share of what
 /// was seen. (16 bands of 4 rows made that 12%, and a check 1 ms at 100k questions.)
 /// The exact threshold is then checked on the signatures.
-const HASHES: usize = 96;
+const HASHES: usize = MINHASH_HASHES;
 const ROWS: usize = 6;
 
 /// Remembers every question it accepts and rejects new ones that are near
 /// duplicates (estimated Jaccard similarity of word 3-grams at or above a threshold).
 ///
-/// Hashes are FNV-1a mixed with splitmix64, stable across builds, so the same texts
-/// are always judged the same way.
+/// The signatures are core's [`MinHash`], stable across builds, so the same texts are
+/// always judged the same way (and the report's near-duplicate figures agree).
 #[derive(Debug)]
 pub struct NearDuplicates {
     threshold: f64,
@@ -28,7 +26,7 @@ pub struct NearDuplicates {
 
 #[derive(Debug, Default)]
 struct Index {
-    signatures: Vec<[u64; HASHES]>,
+    signatures: Vec<MinHash>,
     buckets: HashMap<(usize, u64), Vec<usize>>,
 }
 
@@ -44,16 +42,16 @@ impl NearDuplicates {
 
     /// Whether `text` is new; a new text is remembered.
     pub fn insert(&self, text: &str) -> bool {
-        let signature = signature(text);
+        let signature = MinHash::of(text);
         let Ok(mut index) = self.index.lock() else {
             return true;
         };
         let mut seen = HashSet::new();
         for band in 0..HASHES / ROWS {
-            let key = (band, band_hash(&signature, band));
+            let key = (band, signature.band_hash(band, ROWS));
             for &candidate in index.buckets.get(&key).into_iter().flatten() {
                 if seen.insert(candidate)
-                    && similarity(&index.signatures[candidate], &signature) >= self.threshold
+                    && index.signatures[candidate].similarity(&signature) >= self.threshold
                 {
                     return false;
                 }
@@ -62,7 +60,7 @@ impl NearDuplicates {
         let id = index.signatures.len();
         index.signatures.push(signature);
         for band in 0..HASHES / ROWS {
-            let key = (band, band_hash(&signature, band));
+            let key = (band, signature.band_hash(band, ROWS));
             index.buckets.entry(key).or_default().push(id);
         }
         true
@@ -77,43 +75,6 @@ impl NearDuplicates {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-fn signature(text: &str) -> [u64; HASHES] {
-    let words = words(text);
-    let shingles: Vec<u64> = if words.len() < 3 {
-        vec![fnv1a(words.join(" ").as_bytes())]
-    } else {
-        words
-            .windows(3)
-            .map(|w| fnv1a(w.join(" ").as_bytes()))
-            .collect()
-    };
-    let mut signature = [u64::MAX; HASHES];
-    for shingle in shingles {
-        for (i, slot) in signature.iter_mut().enumerate() {
-            let h = splitmix(shingle ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            *slot = (*slot).min(h);
-        }
-    }
-    signature
-}
-
-fn band_hash(signature: &[u64; HASHES], band: usize) -> u64 {
-    signature[band * ROWS..(band + 1) * ROWS]
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325, |acc, v| splitmix(acc ^ v))
-}
-
-fn similarity(a: &[u64; HASHES], b: &[u64; HASHES]) -> f64 {
-    a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / HASHES as f64
-}
-
-fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]
