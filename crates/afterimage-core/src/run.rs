@@ -76,6 +76,10 @@ pub struct RunRecord {
     /// of the last save: a killed session loses what it spent since then).
     #[serde(default, skip_serializing_if = "LedgerBook::is_empty")]
     pub ledger: LedgerBook,
+    /// Why the run's last session ended, in plain words (`None` while it runs, or
+    /// from an older afterimage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
 }
 
 impl RunRecord {
@@ -108,6 +112,7 @@ impl RunRecord {
             updated_at_ms: now,
             failures: None,
             ledger: LedgerBook::default(),
+            stop_reason: None,
         }
     }
 }

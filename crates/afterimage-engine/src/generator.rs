@@ -170,7 +170,10 @@ impl ConversationGenerator {
             correspondent_prompt,
             respondent_sampling: inner.respondent_sampling,
             correspondent_sampling: inner.correspondent_sampling,
-            instructions: InstructionPool::new(Arc::clone(&inner.instructions)),
+            instructions: InstructionPool::new(
+                Arc::clone(&inner.instructions),
+                options.steering.clone(),
+            ),
             modifier: inner.modifier.clone(),
             tools: Tools {
                 specs: inner.tools.clone(),
@@ -204,6 +207,10 @@ impl ConversationGenerator {
             Err(e) => (RunStatus::Failed, e.report()),
         };
         record.status = status;
+        record.stop_reason = match result {
+            Ok(report) => Some(report.stop_reason.clone()),
+            Err(e) => Some(e.to_string()),
+        };
         if let Some(report) = report {
             record.rows_written = report.rows_resumed + report.rows_written;
             record.add_failures(&report.failures);

@@ -54,6 +54,7 @@ pub use crate::{
     checks::OptionsError,
     error::{DialogError, EngineError},
     generator::{ConversationGenerator, ConversationGeneratorBuilder},
+    instructions::{OnExhausted, SteeringConfig},
     options::{GenerateOptions, InFlight, Price, ProgressFn, StopHandle, Turns},
     policy::UnjudgedPolicy,
     pricing::{LedgerSummary, ModelSpend, PriceFn, SpendFigures},
