@@ -451,7 +451,9 @@ fn run_options(settings: &Settings, parked: &ParkedRequests) -> anyhow::Result<G
         .max_concurrency(settings.max_concurrency)
         .stopping_criteria(criteria)
         .parked_requests(parked.clone())
-        .on_stop(settings.on_stop);
+        .on_stop(settings.on_stop)
+        .steering(settings.steering.clone())
+        .on_exhausted(settings.on_exhausted);
     if let Some(n) = settings.num_dialogs {
         options = options.num_dialogs(n);
     }
@@ -482,6 +484,7 @@ fn run_config(settings: &Settings) -> serde_json::Value {
         "max_concurrency": settings.max_concurrency,
         "seed": settings.seed,
         "auto_improve": settings.auto_improve,
+        "steering": settings.steering.enabled,
         "output": settings.output.to_string(),
         // The mode the run starts from; the mode that worked replaces it at the end.
         "structured_output": settings
