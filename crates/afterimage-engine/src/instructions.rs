@@ -1,9 +1,9 @@
 //! A shared queue of first questions, refilled from the instruction generator, and
 //! the steering that keeps those questions from repeating: each request names a
-//! question type, shows questions already asked about its documents once questions
-//! start to repeat, and raises the temperature with the share of recent near
-//! duplicates; when most recent draws are near duplicates anyway, the questions have
-//! run out.
+//! question type; once questions start to repeat it also shows questions already asked
+//! about its documents and a random section of a long document, and raises the
+//! temperature with the share of recent near duplicates. When most recent draws are
+//! near duplicates anyway, the questions have run out.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -136,15 +136,18 @@ impl Steerer {
             let pick = crate::dialog::dialog_seed(seed, QUESTION_TYPE_STREAM) % config.question_types.len() as u64;
             config.question_types[pick as usize].clone()
         });
-        let mut steering = Steering::new(kind)
-            .pressure(pressure, config.max_temperature)
-            .sections(config.section_chars);
+        let mut steering = Steering::new(kind).pressure(pressure, config.max_temperature);
+        // Until questions repeat, only the type varies: sections of a long document
+        // would change the respondent's prompt from dialog to dialog and so cost the
+        // prompt cache, and an avoid list would have nothing to say.
         if repeating {
-            steering = steering.avoiding(
-                Arc::clone(&self.asked),
-                config.avoid_count,
-                config.avoid_chars,
-            );
+            steering = steering
+                .avoiding(
+                    Arc::clone(&self.asked),
+                    config.avoid_count,
+                    config.avoid_chars,
+                )
+                .sections(config.section_chars);
         }
         request.steering(steering)
     }
