@@ -378,7 +378,10 @@ pub(crate) async fn generator(
         .ledger(pools.ledger.clone())
         .model(Arc::clone(&respondent))
         .storage(Arc::clone(&storage))
-        .instruction_checks(settings.quality.instruction_checks);
+        .instruction_checks(settings.quality.instruction_checks)
+        // Like the instruction checks, with or without the judge: a repeated first
+        // question is never worth a dialog, and it is how running out is noticed.
+        .dedup_questions(settings.quality.dedup);
     builder = sampling(builder, settings);
     if let Some(name) = &settings.correspondent_model_name {
         builder = builder.correspondent_model(model(settings, name, &client, &mut pools)?);
@@ -417,7 +420,6 @@ fn with_quality(
         .keep_best(quality.on_failure == OnFailure::KeepBest)
         .quality_checks(quality.checks)
         .on_unjudged(quality.on_unjudged)
-        .dedup_questions(quality.dedup)
 }
 
 /// What the assistant is shown of the documents: the retrieved chunks with
