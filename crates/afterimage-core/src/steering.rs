@@ -66,7 +66,13 @@ impl AskedQuestions {
 
     /// Up to `count` questions asked about `documents`, at most `chars` characters in
     /// all: a seeded sample, newest first among those drawn, each at most once.
-    pub fn sample(&self, documents: &[String], count: usize, chars: usize, seed: u64) -> Vec<String> {
+    pub fn sample(
+        &self,
+        documents: &[String],
+        count: usize,
+        chars: usize,
+        seed: u64,
+    ) -> Vec<String> {
         let Ok(map) = self.by_document.lock() else {
             return Vec::new();
         };
@@ -217,7 +223,11 @@ mod tests {
         }
         asked.record(&["b".to_owned()], "about b");
         let sample = asked.sample(&a, 10, 10_000, 1);
-        assert_eq!(sample.len(), 3, "only the newest three are kept: {sample:?}");
+        assert_eq!(
+            sample.len(),
+            3,
+            "only the newest three are kept: {sample:?}"
+        );
         assert!(!sample.iter().any(|q| q.ends_with('0') || q.ends_with('1')));
         assert!(!sample.contains(&"about b".to_owned()));
         // Count and characters both bound the sample.

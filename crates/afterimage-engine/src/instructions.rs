@@ -133,7 +133,8 @@ impl Steerer {
             .map(|d| (share(&d.recent), d.repeating))
             .unwrap_or((0.0, false));
         let kind = (!config.question_types.is_empty()).then(|| {
-            let pick = crate::dialog::dialog_seed(seed, QUESTION_TYPE_STREAM) % config.question_types.len() as u64;
+            let pick = crate::dialog::dialog_seed(seed, QUESTION_TYPE_STREAM)
+                % config.question_types.len() as u64;
             config.question_types[pick as usize].clone()
         });
         let mut steering = Steering::new(kind).pressure(pressure, config.max_temperature);

@@ -14,7 +14,7 @@ use crate::dialog::{
     DialogFailure, DialogOutcome, QualityCounts, RunContext, dialog_seed, pick_turns, run_dialog,
 };
 use crate::pricing::LedgerSummary;
-use crate::{EngineError, GenerateOptions, InFlight, RunReport, StopHandle, Turns};
+use crate::{DialogError, EngineError, GenerateOptions, InFlight, RunReport, StopHandle, Turns};
 
 /// How often the scheduler looks for dialogs parked on a retry delay.
 const PARKED_POLL: Duration = Duration::from_millis(50);
@@ -443,7 +443,10 @@ impl State {
         // failure.
         if error.is_exhausted() {
             if self.stop.is_none() {
-                self.stop = Some(Stop::Exhausted(error.to_string()));
+                self.stop = Some(Stop::Exhausted(match &error {
+                    DialogError::Instruction(e) => format!("instruction generator {e}"),
+                    other => other.to_string(),
+                }));
             }
             return;
         }

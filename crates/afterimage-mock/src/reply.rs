@@ -269,22 +269,7 @@ pub(crate) fn answer(ask: &Ask<'_>, rng: Rng, n: u64) -> Reply {
         .map(|steered| steered.reply(asked_count(prompt.texts(Role::System)), &mut text.rng));
 
     if let Some(tool) = ask.tool {
-        let steered = steered
-            .filter(|_| tool.parameters.is_some_and(|p| p.pointer("/properties/instructions").is_some()))
-            .and_then(|json| serde_json::from_str(&json).ok());
-        if let Some(arguments) = steered {
-            return Reply::ToolCall {
-                name: tool.name.to_string(),
-                arguments,
-            };
-        }
-        let arguments = tool
-            .parameters
-            .map_or_else(|| json!({}), |schema| fill(schema, &mut text));
-        return Reply::ToolCall {
-            name: tool.name.to_string(),
-            arguments,
-        };
+        return call(tool, steered, &mut text);
     }
 
     if let Some(content) = steered.filter(|_| !ask.prose_instead_of_json) {
@@ -321,6 +306,25 @@ pub(crate) fn answer(ask: &Ask<'_>, rng: Rng, n: u64) -> Reply {
     Reply::Text {
         content,
         reasoning: ask.thinking.then(|| text.reasoning()),
+    }
+}
+
+/// A call of `tool`: the steered questions when it is asked for instructions (an
+/// Anthropic schema comes as a forced tool), else arguments valid against its schema.
+fn call(tool: ToolPick<'_>, steered: Option<String>, text: &mut TextGen<'_>) -> Reply {
+    let asks_instructions = tool
+        .parameters
+        .is_some_and(|p| p.pointer("/properties/instructions").is_some());
+    let arguments = steered
+        .filter(|_| asks_instructions)
+        .and_then(|json| serde_json::from_str(&json).ok())
+        .unwrap_or_else(|| {
+            tool.parameters
+                .map_or_else(|| json!({}), |schema| fill(schema, text))
+        });
+    Reply::ToolCall {
+        name: tool.name.to_string(),
+        arguments,
     }
 }
 

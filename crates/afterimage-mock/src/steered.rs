@@ -140,7 +140,10 @@ impl<'a> Steered<'a> {
                 .map(str::trim)
                 .collect()
         });
-        let context = match (user_message.find("<context>"), user_message.find("</context>")) {
+        let context = match (
+            user_message.find("<context>"),
+            user_message.find("</context>"),
+        ) {
             (Some(open), Some(close)) if open < close => &user_message[open + 9..close],
             _ => user_message,
         };
@@ -197,7 +200,10 @@ pub(crate) fn asked_count<'a>(system_texts: impl IntoIterator<Item = &'a str>) -
         .into_iter()
         .find_map(|text| {
             let at = text.find("exactly ")? + "exactly ".len();
-            let digits: String = text[at..].chars().take_while(char::is_ascii_digit).collect();
+            let digits: String = text[at..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
             digits.parse().ok()
         })
         .unwrap_or(3)
@@ -229,15 +235,24 @@ mod tests {
 
     #[test]
     fn the_type_picks_the_family_and_the_avoid_list_is_skipped() {
-        let why = format!("{MESSAGE}\n\n{KIND_HEADING}\nEvery message is a why question (type: why).");
+        let why =
+            format!("{MESSAGE}\n\n{KIND_HEADING}\nEvery message is a why question (type: why).");
         let asked = questions(&why, 1);
         assert_eq!(asked.len(), 3);
-        assert!(asked.iter().all(|q| q.starts_with("Why") || q.starts_with("What is the reason")), "{asked:?}");
+        assert!(
+            asked
+                .iter()
+                .all(|q| q.starts_with("Why") || q.starts_with("What is the reason")),
+            "{asked:?}"
+        );
         // Listing all but one question of the family leaves only that one fresh.
         let pool = Steered::read(&why).unwrap().pool();
         let keep = pool[0].clone();
         let avoid: Vec<String> = pool[1..].iter().map(|q| format!("- {q}")).collect();
-        let message = format!("{why}\n\n{AVOID_HEADING}\nAsked already:\n{}", avoid.join("\n"));
+        let message = format!(
+            "{why}\n\n{AVOID_HEADING}\nAsked already:\n{}",
+            avoid.join("\n")
+        );
         assert_eq!(questions(&message, 2), [keep]);
     }
 
@@ -246,14 +261,20 @@ mod tests {
         let base = format!("{MESSAGE}\n\n{KIND_HEADING}\nA detail (type: detail).");
         let pool = Steered::read(&base).unwrap().pool();
         let avoid: Vec<String> = pool.iter().map(|q| format!("- {q}")).collect();
-        let message = format!("{base}\n\n{AVOID_HEADING}\nAsked already:\n{}", avoid.join("\n"));
+        let message = format!(
+            "{base}\n\n{AVOID_HEADING}\nAsked already:\n{}",
+            avoid.join("\n")
+        );
         let asked = questions(&message, 3);
         assert!(asked.iter().all(|q| pool.contains(q)));
     }
 
     #[test]
     fn the_count_comes_from_the_system_prompt() {
-        assert_eq!(asked_count(["Write exactly 2 different opening messages"]), 2);
+        assert_eq!(
+            asked_count(["Write exactly 2 different opening messages"]),
+            2
+        );
         assert_eq!(asked_count(["no count here"]), 3);
     }
 }

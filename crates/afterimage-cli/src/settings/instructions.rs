@@ -84,7 +84,11 @@ mod tests {
         ))
         .unwrap();
         assert!(!steering.enabled);
-        let names: Vec<&str> = steering.question_types.iter().map(|t| t.name.as_str()).collect();
+        let names: Vec<&str> = steering
+            .question_types
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
         assert_eq!(names, ["why", "pricing"]);
         assert_eq!(steering.section_chars, None);
     }

@@ -20,7 +20,13 @@ fn config(extra: &str) -> String {
 async fn run(
     server: &MockServer,
     config: &str,
-) -> (i32, serde_json::Value, String, Vec<serde_json::Value>, tempfile::TempDir) {
+) -> (
+    i32,
+    serde_json::Value,
+    String,
+    Vec<serde_json::Value>,
+    tempfile::TempDir,
+) {
     let (dir, path) = project(config);
     let out = dir.path().join("out.jsonl");
     let run = Cli::generate(&path, &server.openai_base_url(), &out)
@@ -28,7 +34,11 @@ async fn run(
         .run()
         .await;
     let report = serde_json::from_str(run.stdout.trim()).unwrap_or(serde_json::Value::Null);
-    let rows = if out.exists() { read_rows(&out) } else { Vec::new() };
+    let rows = if out.exists() {
+        read_rows(&out)
+    } else {
+        Vec::new()
+    };
     (run.code, report, run.stderr, rows, dir)
 }
 
@@ -61,7 +71,10 @@ async fn running_out_of_questions_ends_cleanly_and_steering_widens_the_pool() {
     let stats = Cli::new(&["stats", out.to_str().unwrap()]).run().await;
     assert_eq!(stats.code, 0, "{}", stats.stderr);
     assert!(
-        stats.stdout.lines().any(|l| l.starts_with("stopped") && l.contains("questions ran out")),
+        stats
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("stopped") && l.contains("questions ran out")),
         "{}",
         stats.stdout
     );
@@ -72,14 +85,21 @@ async fn running_out_of_questions_ends_cleanly_and_steering_widens_the_pool() {
         run(&server, &config("instructions:\n  steering: false\n")).await;
     assert_eq!(code, 0, "{stderr}");
     let off_reason = off["stop_reason"].as_str().unwrap();
-    assert!(off_reason.contains("instructions.steering: true"), "{off_reason}");
+    assert!(
+        off_reason.contains("instructions.steering: true"),
+        "{off_reason}"
+    );
     assert!(
         off_rows.len() * 2 < rows.len(),
         "steering on gave {} rows, off {}",
         rows.len(),
         off_rows.len()
     );
-    assert!(off_rows.iter().all(|r| r["metadata"].get("question_type").is_none()));
+    assert!(
+        off_rows
+            .iter()
+            .all(|r| r["metadata"].get("question_type").is_none())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,7 +132,10 @@ async fn a_misspelt_question_type_or_key_is_a_config_error() {
             "instructions.question_types[0]: `how-to` is no built-in question type",
         ),
         (config("instructions:\n  avoid_cont: 3\n"), "avoid_cont"),
-        (on_exhausted, "line 6 column 17: unknown variant `maybe`, expected one of stop, fail"),
+        (
+            on_exhausted,
+            "line 6 column 17: unknown variant `maybe`, expected one of stop, fail",
+        ),
     ] {
         let (code, _, stderr, _, _dir) = run(&server, &config).await;
         assert_eq!(code, 2, "{stderr}");

@@ -133,23 +133,38 @@ async fn requests_carry_the_type_and_what_to_avoid_and_running_out_ends_the_run(
         "{}",
         report.stop_reason
     );
-    assert!(report.stop_reason.contains("add documents"), "{}", report.stop_reason);
+    assert!(
+        report.stop_reason.contains("add documents"),
+        "{}",
+        report.stop_reason
+    );
     // Dialogs that met only near duplicates were replaced, never counted as failed
     // (the budget here is 0).
     assert_eq!(report.dialogs_failed, 0, "{:?}", report.failures);
-    assert!(report.rejections["duplicate_question"] >= 24, "{:?}", report.rejections);
+    assert!(
+        report.rejections["duplicate_question"] >= 24,
+        "{:?}",
+        report.rejections
+    );
 
     let bodies = instruction_bodies(&server).await;
     let names: Vec<&str> = DEFAULT_QUESTION_TYPES.iter().map(|(n, _)| *n).collect();
     // Every request names a question type.
-    assert!(bodies.iter().all(|b| user_message(b).contains("# Kind of message")));
+    assert!(
+        bodies
+            .iter()
+            .all(|b| user_message(b).contains("# Kind of message"))
+    );
     // The first knows of nothing asked; once questions repeat, the questions asked
     // already are listed, and the temperature rises above the writer's 0.7, within
     // the default bound of 1.0.
     assert!(!user_message(&bodies[0]).contains("# Already asked"));
     let last = user_message(bodies.last().unwrap());
     assert!(last.contains("# Already asked"), "{last}");
-    assert!(QUESTIONS.iter().all(|q| last.contains(&format!("- {q}"))), "{last}");
+    assert!(
+        QUESTIONS.iter().all(|q| last.contains(&format!("- {q}"))),
+        "{last}"
+    );
     let temperature = |b: &Value| b["temperature"].as_f64().unwrap();
     assert!((temperature(&bodies[0]) - 0.7).abs() < 1e-6);
     let hottest = bodies.iter().map(temperature).fold(0.0, f64::max);
@@ -165,7 +180,10 @@ async fn requests_carry_the_type_and_what_to_avoid_and_running_out_ends_the_run(
     for row in &rows {
         let kind = row["metadata"]["question_type"].as_str().unwrap();
         assert!(names.contains(&kind), "{kind}");
-        assert!(first_request.contains(&format!("(type: {kind})")), "{first_request}");
+        assert!(
+            first_request.contains(&format!("(type: {kind})")),
+            "{first_request}"
+        );
     }
 }
 
@@ -203,7 +221,9 @@ async fn without_steering_requests_are_as_before_and_running_out_still_ends_clea
     .unwrap();
     assert_eq!(report.rows_written, 3);
     assert!(
-        report.stop_reason.contains("turn steering on (instructions.steering: true)"),
+        report
+            .stop_reason
+            .contains("turn steering on (instructions.steering: true)"),
         "{}",
         report.stop_reason
     );
@@ -212,5 +232,9 @@ async fn without_steering_requests_are_as_before_and_running_out_still_ends_clea
         let message = user_message(b);
         !message.contains("# Kind of message") && !message.contains("# Already asked")
     }));
-    assert!(bodies.iter().all(|b| (b["temperature"].as_f64().unwrap() - 0.7).abs() < 1e-6));
+    assert!(
+        bodies
+            .iter()
+            .all(|b| (b["temperature"].as_f64().unwrap() - 0.7).abs() < 1e-6)
+    );
 }

@@ -191,7 +191,10 @@ impl InstructionGenerator for ContextualInstructionGenerator {
         let mut user = instruction_user_message(&request.correspondent_prompt, Some(&context));
         if let Some(steering) = steering {
             let ids: Vec<String> = documents.iter().map(|d| d.id.clone()).collect();
-            user.push_str(&steering_note(steering, &steering.avoid(&ids, request.seed)));
+            user.push_str(&steering_note(
+                steering,
+                &steering.avoid(&ids, request.seed),
+            ));
         }
         let asked = ask_for_instructions(
             self.model.as_ref(),

@@ -87,7 +87,11 @@ pub(crate) fn steering_note(steering: &Steering, avoid: &[String]) -> String {
 /// The context of a steered batch: each document whole, or, when it is longer than
 /// the steering's section size, one section of it chosen with `seed` (a long document
 /// otherwise draws questions about its start again and again).
-pub(crate) fn steered_context(documents: &[Document], steering: Option<&Steering>, seed: u64) -> String {
+pub(crate) fn steered_context(
+    documents: &[Document],
+    steering: Option<&Steering>,
+    seed: u64,
+) -> String {
     let Some(size) = steering.and_then(|s| s.section_chars) else {
         return merge_contexts(documents);
     };
@@ -98,7 +102,10 @@ pub(crate) fn steered_context(documents: &[Document], steering: Option<&Steering
             let mut document = document.clone();
             if document.text.chars().count() > size {
                 let chunks = chunk_text(&document.text, &ChunkOptions { size, overlap: 0 });
-                let pick = seed.wrapping_add(i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 33;
+                let pick = seed
+                    .wrapping_add(i as u64)
+                    .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                    >> 33;
                 if let Some(chunk) = chunks.get(pick as usize % chunks.len().max(1)) {
                     document.text = chunk.clone();
                 }
@@ -139,7 +146,10 @@ mod tests {
         let steering = Steering::new(builtin_question_type("why")).avoiding(asked, 8, 500);
         let avoid = steering.avoid(&["d".to_owned()], 1);
         let note = steering_note(&steering, &avoid);
-        assert!(note.contains("# Kind of message\nEvery message you write is a why question"), "{note}");
+        assert!(
+            note.contains("# Kind of message\nEvery message you write is a why question"),
+            "{note}"
+        );
         assert!(note.contains("(type: why)"), "{note}");
         assert!(note.ends_with("\n- How do I reset the router?"), "{note}");
         assert_eq!(steering_note(&Steering::default(), &[]), "");
@@ -149,7 +159,9 @@ mod tests {
 
     #[test]
     fn long_documents_are_shown_as_a_section() {
-        let text: String = (0..40).map(|i| format!("Paragraph {i} says something.\n\n")).collect();
+        let text: String = (0..40)
+            .map(|i| format!("Paragraph {i} says something.\n\n"))
+            .collect();
         let documents = [Document::with_id("long", text.clone())];
         let whole = steered_context(&documents, None, 3);
         assert_eq!(whole, text);
@@ -158,7 +170,10 @@ mod tests {
             .map(|seed| steered_context(&documents, Some(&steering), seed))
             .collect();
         assert!(sections.iter().all(|s| s.chars().count() <= 200));
-        assert!(sections.len() > 3, "sections vary with the seed: {sections:?}");
+        assert!(
+            sections.len() > 3,
+            "sections vary with the seed: {sections:?}"
+        );
         assert!(sections.iter().all(|s| text.contains(s.as_str())));
     }
 }

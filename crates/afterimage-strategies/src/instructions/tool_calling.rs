@@ -228,7 +228,10 @@ impl InstructionGenerator for ToolCallingInstructionGenerator {
         );
         if let Some(steering) = steering {
             let ids: Vec<String> = documents.iter().map(|d| d.id.clone()).collect();
-            user.push_str(&steering_note(steering, &steering.avoid(&ids, request.seed)));
+            user.push_str(&steering_note(
+                steering,
+                &steering.avoid(&ids, request.seed),
+            ));
         }
         let n = self.n_instructions;
         let asked = ask_for_instructions(

@@ -418,7 +418,10 @@ mod tests {
             None
         );
         // Short replies sharing words by chance are not a loop.
-        assert_eq!(cause(&["Is it on?", "Yes.", "Still on?", "Yes, it is."]), None);
+        assert_eq!(
+            cause(&["Is it on?", "Yes.", "Still on?", "Yes, it is."]),
+            None
+        );
     }
 
     #[test]
