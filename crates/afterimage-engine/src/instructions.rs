@@ -5,13 +5,13 @@
 //! temperature with the share of recent near duplicates. When most recent draws are
 //! near duplicates anyway, the questions have run out.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use afterimage_core::{
     AskedQuestions, Instruction, InstructionGenerator, InstructionRequest, QuestionType, Spent,
-    Steering, StrategyError,
+    Steering, StrategyError, fnv1a,
 };
 use tokio::sync::Notify;
 
@@ -104,11 +104,26 @@ struct Steerer {
 
 #[derive(Debug, Default)]
 struct Draws {
-    /// The last draws, `true` for a near duplicate.
-    recent: VecDeque<bool>,
-    /// Whether any draw of the run was a near duplicate: from then on requests show
-    /// what was asked already.
+    /// The last draws.
+    recent: VecDeque<Draw>,
+    /// Whether any draw of the run repeated an earlier question: from then on requests
+    /// show what was asked already.
     repeating: bool,
+    /// Hashes of every question drawn, so that exact repeats steer too when near
+    /// duplicates are not filtered (`dedup` off).
+    seen: HashSet<u64>,
+}
+
+/// How a drawn question compares with the run's earlier ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Draw {
+    /// New.
+    Fresh,
+    /// The same text as an earlier question, kept (no near-duplicate filter): it
+    /// steers, but never ends the run.
+    Repeat,
+    /// Skipped as a near duplicate: it steers, and counts towards running out.
+    Duplicate,
 }
 
 impl Steerer {
@@ -157,17 +172,27 @@ impl Steerer {
     /// avoid lists) or a near duplicate. Returns the exhaustion when most recent draws
     /// were near duplicates.
     fn drawn(&self, instruction: &Instruction, duplicate: bool) -> Option<Exhaustion> {
-        if !duplicate {
+        let mut draws = self.draws.lock().ok()?;
+        let key = fnv1a(instruction.text.trim().to_lowercase().as_bytes());
+        let draw = match (duplicate, draws.seen.insert(key)) {
+            (true, _) => Draw::Duplicate,
+            (false, false) => Draw::Repeat,
+            (false, true) => Draw::Fresh,
+        };
+        if draw == Draw::Fresh {
             self.asked
                 .record(&instruction.context_ids(), &instruction.text);
         }
-        let mut draws = self.draws.lock().ok()?;
-        draws.repeating |= duplicate;
-        draws.recent.push_back(duplicate);
+        draws.repeating |= draw != Draw::Fresh;
+        draws.recent.push_back(draw);
         if draws.recent.len() > WINDOW {
             draws.recent.pop_front();
         }
-        let duplicates = draws.recent.iter().filter(|d| **d).count();
+        let duplicates = draws
+            .recent
+            .iter()
+            .filter(|d| **d == Draw::Duplicate)
+            .count();
         (draws.recent.len() == WINDOW && duplicates >= EXHAUSTED_AT).then_some(Exhaustion {
             duplicates: duplicates as u32,
             draws: WINDOW as u32,
@@ -176,12 +201,12 @@ impl Steerer {
     }
 }
 
-/// The share of near duplicates among `recent` draws (0 when there are none).
-fn share(recent: &VecDeque<bool>) -> f32 {
+/// The share of repeats among `recent` draws (0 when there are none).
+fn share(recent: &VecDeque<Draw>) -> f32 {
     if recent.is_empty() {
         return 0.0;
     }
-    recent.iter().filter(|d| **d).count() as f32 / recent.len() as f32
+    recent.iter().filter(|d| **d != Draw::Fresh).count() as f32 / recent.len() as f32
 }
 
 /// The longest a dialog waits for a document visit to free up before its wait counts
@@ -281,5 +306,80 @@ impl InstructionPool {
 
     fn pop(&self) -> Option<Instruction> {
         self.queue.lock().ok()?.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use afterimage_core::GeneratedInstructions;
+
+    fn instruction(text: &str) -> Instruction {
+        let batch = GeneratedInstructions {
+            instructions: vec![text.to_owned()],
+            ..GeneratedInstructions::default()
+        };
+        Instruction::split(batch).remove(0)
+    }
+
+    fn steering(steerer: &Steerer) -> Steering {
+        steerer.request("A user.", 1).steering.unwrap()
+    }
+
+    #[test]
+    fn near_duplicates_steer_and_run_out_exact_repeats_only_steer() {
+        let steerer = Steerer::new(SteeringConfig::default());
+        let first = steering(&steerer);
+        assert!(first.question_type.is_some());
+        assert!(first.asked.is_none() && first.section_chars.is_none());
+        assert_eq!(first.pressure, 0.0);
+        // Without a near-duplicate filter, a question asked twice is kept: it steers
+        // (what to avoid, a higher temperature) but never ends the run.
+        for _ in 0..WINDOW * 2 {
+            assert!(
+                steerer
+                    .drawn(&instruction("How do I reset it?"), false)
+                    .is_none()
+            );
+        }
+        let steered = steering(&steerer);
+        assert!(steered.asked.is_some() && steered.section_chars.is_some());
+        assert!(steered.pressure > 0.9, "{}", steered.pressure);
+        assert_eq!(steered.avoid(&[], 3), ["How do I reset it?"]);
+
+        // Near duplicates run out at 24 of the last 32 draws, not before.
+        let steerer = Steerer::new(SteeringConfig::default());
+        for i in 0..8 {
+            assert!(
+                steerer
+                    .drawn(&instruction(&format!("Question {i}?")), false)
+                    .is_none()
+            );
+        }
+        for _ in 0..EXHAUSTED_AT - 1 {
+            assert!(steerer.drawn(&instruction("Question 0?"), true).is_none());
+        }
+        let out = steerer.drawn(&instruction("Question 0?"), true).unwrap();
+        assert_eq!((out.duplicates, out.draws, out.steered), (24, 32, true));
+    }
+
+    #[test]
+    fn steering_off_sends_plain_requests() {
+        let steerer = Steerer::new(SteeringConfig::off());
+        steerer.drawn(&instruction("Same?"), true);
+        assert!(steerer.request("A user.", 1).steering.is_none());
+    }
+
+    #[test]
+    fn question_types_vary_with_the_seed() {
+        let steerer = Steerer::new(SteeringConfig::default());
+        let kinds: HashSet<String> = (0..200)
+            .filter_map(|seed| steerer.request("A user.", seed).steering?.question_type)
+            .map(|kind| kind.name)
+            .collect();
+        assert_eq!(
+            kinds.len(),
+            afterimage_strategies::DEFAULT_QUESTION_TYPES.len()
+        );
     }
 }
