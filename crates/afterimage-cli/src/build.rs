@@ -378,7 +378,10 @@ pub(crate) async fn generator(
         .ledger(pools.ledger.clone())
         .model(Arc::clone(&respondent))
         .storage(Arc::clone(&storage))
-        .instruction_checks(settings.quality.instruction_checks);
+        .instruction_checks(settings.quality.instruction_checks)
+        // Like the instruction checks, with or without the judge: a repeated first
+        // question is never worth a dialog, and it is how running out is noticed.
+        .dedup_questions(settings.quality.dedup);
     builder = sampling(builder, settings);
     if let Some(name) = &settings.correspondent_model_name {
         builder = builder.correspondent_model(model(settings, name, &client, &mut pools)?);
@@ -417,7 +420,6 @@ fn with_quality(
         .keep_best(quality.on_failure == OnFailure::KeepBest)
         .quality_checks(quality.checks)
         .on_unjudged(quality.on_unjudged)
-        .dedup_questions(quality.dedup)
 }
 
 /// What the assistant is shown of the documents: the retrieved chunks with
@@ -451,7 +453,9 @@ fn run_options(settings: &Settings, parked: &ParkedRequests) -> anyhow::Result<G
         .max_concurrency(settings.max_concurrency)
         .stopping_criteria(criteria)
         .parked_requests(parked.clone())
-        .on_stop(settings.on_stop);
+        .on_stop(settings.on_stop)
+        .steering(settings.steering.clone())
+        .on_exhausted(settings.on_exhausted);
     if let Some(n) = settings.num_dialogs {
         options = options.num_dialogs(n);
     }
@@ -482,6 +486,7 @@ fn run_config(settings: &Settings) -> serde_json::Value {
         "max_concurrency": settings.max_concurrency,
         "seed": settings.seed,
         "auto_improve": settings.auto_improve,
+        "steering": settings.steering.enabled,
         "output": settings.output.to_string(),
         // The mode the run starts from; the mode that worked replaces it at the end.
         "structured_output": settings

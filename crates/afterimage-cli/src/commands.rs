@@ -424,10 +424,11 @@ pub(crate) async fn stats(args: StatsArgs) -> Result<(), Failure> {
     let mut stats = crate::output::Stats::of(&read);
     // The record's ledger counts what the rows do not: failed dialogs, rejected
     // attempts, unreadable answers. A store without a record has none.
-    if let Ok(Some(record)) = storage.load_run().await
-        && !record.ledger.is_empty()
-    {
-        stats.ledger = Some(afterimage_engine::LedgerSummary::of(&record.ledger));
+    if let Ok(Some(record)) = storage.load_run().await {
+        if !record.ledger.is_empty() {
+            stats.ledger = Some(afterimage_engine::LedgerSummary::of(&record.ledger));
+        }
+        stats.stop_reason = record.stop_reason;
     }
     print_stats(&stats, args.json);
     Ok(())

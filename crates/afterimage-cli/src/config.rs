@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use afterimage_engine::{InFlight, Price, StopRule, UnjudgedPolicy};
+use afterimage_engine::{InFlight, OnExhausted, Price, StopRule, UnjudgedPolicy};
 use afterimage_providers::{Provider, StructuredOutput};
 use afterimage_strategies::Aggregation;
 use serde::Deserialize;
@@ -32,6 +32,9 @@ pub struct RawConfig {
     /// Persona-driven instructions.
     #[serde(default)]
     pub personas: PersonasSection,
+    /// (ours) How first questions are steered away from repetition.
+    #[serde(default)]
+    pub instructions: InstructionsSection,
     /// (ours) Tools the assistant may call, for tool-calling dialogs.
     pub tools: Option<ToolsSection>,
     /// (ours) Retrieval: the assistant sees chunks found for the question (RAG).
@@ -81,6 +84,10 @@ pub struct Generation {
     /// `cancel`.
     #[serde(default)]
     pub on_stop: InFlight,
+    /// (ours) When the questions run out before the count: `stop` (end cleanly, exit
+    /// 0) or `fail` (exit 1, naming the rows missing).
+    #[serde(default)]
+    pub on_exhausted: OnExhausted,
 }
 
 impl Default for Generation {
@@ -94,6 +101,7 @@ impl Default for Generation {
             seed: None,
             max_failures: None,
             on_stop: InFlight::Finish,
+            on_exhausted: OnExhausted::Stop,
         }
     }
 }
@@ -236,6 +244,46 @@ pub struct DocumentsSection {
 
 fn default_content_key() -> String {
     "text".into()
+}
+
+/// `instructions:` (ours): steering first questions away from repetition.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstructionsSection {
+    /// Steer at all (default true): question types, questions to avoid, a higher
+    /// temperature when questions repeat, sections of long documents.
+    pub steering: Option<bool>,
+    /// The question types drawn per batch (default: the built-in seven).
+    pub question_types: Option<Vec<QuestionTypeEntry>>,
+    /// Most questions already asked shown to the writer (default 8).
+    pub avoid_count: Option<usize>,
+    /// Most characters of those questions in all (default 1200).
+    pub avoid_chars: Option<usize>,
+    /// The highest temperature repetition raises the writer's to (default 1.0).
+    pub max_temperature: Option<f32>,
+    /// Documents longer than this many characters are shown as a random section
+    /// (default 4000; 0 shows documents whole).
+    pub section_chars: Option<usize>,
+}
+
+/// One of `instructions.question_types`: a built-in type's name, or a type of one's own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum QuestionTypeEntry {
+    /// A built-in type (`how_to`, `troubleshooting`, ...).
+    Name(String),
+    /// `{name, description}`: a type of one's own.
+    Custom(CustomQuestionType),
+}
+
+/// `{name, description}` in `instructions.question_types`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomQuestionType {
+    /// Recorded in rows as `metadata.question_type`.
+    pub name: String,
+    /// What the writer is asked for ("a question about pricing and plans").
+    pub description: String,
 }
 
 /// `context:`

@@ -344,6 +344,9 @@ pub(crate) struct Stats {
     /// Every request the run paid for, from its run record (when the store has one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) ledger: Option<LedgerSummary>,
+    /// Why the run's last session ended, from its run record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) stop_reason: Option<String>,
 }
 
 /// The distribution of `final_score`.
@@ -464,6 +467,9 @@ pub(crate) fn print_stats(stats: &Stats, json: bool) {
     ];
     let mut rows: Vec<(String, String)> =
         rows.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    if let Some(reason) = &stats.stop_reason {
+        rows.push(("stopped".to_owned(), reason.clone()));
+    }
     if let Some(ledger) = &stats.ledger {
         rows.extend(ledger_rows(ledger, false));
     }

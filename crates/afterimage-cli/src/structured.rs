@@ -17,9 +17,9 @@ use clap::Args;
 use crate::Failure;
 use crate::build;
 use crate::commands::{preload_documents, record_structured_mode, recorded_mode};
-use crate::signals::{self, Signal};
 use crate::output::{Progress, print_report};
 use crate::settings::{KeyPolicy, Overrides, Settings, StructuredSettings, resolve_structured};
+use crate::signals::{self, Signal};
 
 /// `afterimage structured`
 #[derive(Debug, Args)]

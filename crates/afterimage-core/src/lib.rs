@@ -69,6 +69,7 @@ pub use crate::{
     },
     run::{RunRecord, RunStatus, split_row_id, unix_ms},
     secret::ApiKey,
+    steering::{AskedQuestions, QuestionType, Steering},
     strategy::{
         DocumentSource, Evaluator, FixedNumber, GeneratedInstructions, Instruction,
         InstructionGenerator, InstructionRequest, ModifiedPrompt, PersonaPick, PersonaSource,
@@ -91,6 +92,7 @@ mod price;
 mod row;
 mod run;
 mod secret;
+mod steering;
 mod strategy;
 #[cfg(feature = "testing")]
 pub mod testing;

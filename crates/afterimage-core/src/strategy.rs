@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use crate::{
     ConversationRow, Document, Evaluation, Message, Persona, PersonaDocument, RunRecord, Spent,
-    StorageError, StrategyError, ToolCall, ToolSpec, Usage,
+    Steering, StorageError, StrategyError, ToolCall, ToolSpec, Usage,
 };
 
 /// What an [`InstructionGenerator`] is asked for.
@@ -26,6 +26,11 @@ pub struct InstructionRequest {
     /// ([`InstructionGenerator::instruction_done`]), so a generator waiting for
     /// documents to free up will be woken.
     pub reports_outcomes: bool,
+    /// How to vary this batch away from questions already asked (a question type,
+    /// questions to avoid, a higher temperature, a section of a long document).
+    /// `None` (the default, and with steering off): ask as usual. Generators that do
+    /// not know it may ignore it.
+    pub steering: Option<Steering>,
 }
 
 impl InstructionRequest {
@@ -35,7 +40,14 @@ impl InstructionRequest {
             correspondent_prompt: correspondent_prompt.into(),
             seed,
             reports_outcomes: false,
+            steering: None,
         }
+    }
+
+    /// Steers this request away from repetition (see [`Steering`]).
+    pub fn steering(mut self, steering: Steering) -> Self {
+        self.steering = Some(steering);
+        self
     }
 
     /// Promises that every instruction handed out will be reported to

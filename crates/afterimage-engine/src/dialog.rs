@@ -90,7 +90,8 @@ pub(crate) struct Quality {
     pub(crate) keep_best: bool,
 }
 
-/// Most instructions a dialog draws looking for one that is not a near duplicate.
+/// Most instructions a dialog draws looking for one that is not a near duplicate
+/// before it is skipped (replaced, not counted as a failure).
 const MAX_DUPLICATE_DRAWS: u32 = 8;
 
 /// Most instructions a dialog discards as no request before it fails: they cost no
@@ -254,7 +255,10 @@ impl<'a> Dialog<'a> {
 
     /// What the user asks first: a request (one that fails the instruction checks is
     /// handed back and another drawn, [`MAX_REJECTED_DRAWS`] times) and not a near
-    /// duplicate of an earlier question (likewise, [`MAX_DUPLICATE_DRAWS`] times).
+    /// duplicate of an earlier question (likewise, [`MAX_DUPLICATE_DRAWS`] times, after
+    /// which the dialog is skipped). Every checked draw is told to the pool, which
+    /// steers later requests and says when most recent draws were near duplicates:
+    /// then the questions have run out and the dialog ends the run.
     async fn draw_instruction(&mut self) -> Result<Instruction, DialogError> {
         let run = self.run;
         loop {
@@ -272,14 +276,24 @@ impl<'a> Dialog<'a> {
                 continue;
             }
             run.watch.instruction_passed();
-            let Some(seen) = &run.quality.dedup else {
-                return Ok(instruction);
-            };
-            if seen.insert(&instruction.text) {
+            let fresh = run
+                .quality
+                .dedup
+                .as_ref()
+                .is_none_or(|seen| seen.insert(&instruction.text));
+            let exhausted = run.instructions.drawn(&instruction, !fresh);
+            if fresh {
                 return Ok(instruction);
             }
             run.instructions.done(&instruction, false);
             self.counts.duplicates += 1;
+            if let Some(out) = exhausted {
+                return Err(DialogError::QuestionsExhausted {
+                    duplicates: out.duplicates,
+                    draws: out.draws,
+                    steered: out.steered,
+                });
+            }
             if self.counts.duplicates >= MAX_DUPLICATE_DRAWS {
                 return Err(DialogError::Duplicates(self.counts.duplicates));
             }

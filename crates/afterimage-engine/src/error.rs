@@ -75,11 +75,24 @@ pub enum DialogError {
         /// Why the last one failed.
         last: String,
     },
-    /// The instruction generator kept producing near duplicates of earlier questions.
+    /// The dialog drew this many near duplicates of earlier questions in a row and gave
+    /// up; it is replaced, and does not count against the failure budget (running out
+    /// of questions is [`QuestionsExhausted`](Self::QuestionsExhausted)).
     #[error(
         "instruction generator: {0} questions in a row were near duplicates of earlier ones (the documents may be too few for this many dialogs)"
     )]
     Duplicates(u32),
+    /// The run's questions ran out: most recent draws were near duplicates of earlier
+    /// questions. It ends the run (cleanly, unless `on_exhausted` says to fail).
+    #[error("{}", exhausted_message(*.duplicates, *.draws, *.steered))]
+    QuestionsExhausted {
+        /// Near duplicates among the recent draws.
+        duplicates: u32,
+        /// Recent draws counted.
+        draws: u32,
+        /// Whether steering was on (question types, avoid lists, temperature).
+        steered: bool,
+    },
     /// The instruction generator kept producing questions that are no request.
     #[error("{}", junk_message(*.rejected, .last, .why, *.none_passed))]
     JunkInstructions {
@@ -126,6 +139,25 @@ pub enum DialogError {
     },
 }
 
+/// The message of [`DialogError::QuestionsExhausted`]: what ran out, and what gives
+/// more.
+fn exhausted_message(duplicates: u32, draws: u32, steered: bool) -> String {
+    let (after, more) = if steered {
+        (
+            ", even with steering (question types, questions to avoid, a higher temperature)",
+            "add documents, turn personas on (personas.enabled: true) or add question types (instructions.question_types)",
+        )
+    } else {
+        (
+            "",
+            "turn steering on (instructions.steering: true), add documents, turn personas on (personas.enabled: true)",
+        )
+    };
+    format!(
+        "questions ran out: {duplicates} of the last {draws} questions drawn were near duplicates of earlier ones{after}; for more rows, {more}"
+    )
+}
+
 /// The message of [`DialogError::JunkInstructions`]: what was discarded, and what to
 /// change.
 fn junk_message(rejected: u32, last: &str, why: &str, none_passed: bool) -> String {
@@ -153,6 +185,7 @@ impl DialogError {
             DialogError::Storage(_) => "storage".to_owned(),
             DialogError::Rejected { .. } => "quality: rejected".to_owned(),
             DialogError::Duplicates(_) => "instruction: duplicates".to_owned(),
+            DialogError::QuestionsExhausted { .. } => "instruction: exhausted".to_owned(),
             DialogError::JunkInstructions { .. } => "instruction: no_request".to_owned(),
             DialogError::JudgeUnreadable { .. } => "judge: unreadable".to_owned(),
             DialogError::Hook { stage, .. } => format!("hook: {stage}"),
@@ -170,6 +203,23 @@ impl DialogError {
             | DialogError::Judge(e) => e.as_provider(),
             _ => None,
         }
+    }
+
+    /// Whether the dialog ended because the instruction generator ran out (documents
+    /// at their visit target, or questions that only repeat): the run ends, and it is
+    /// no failure.
+    pub fn is_exhausted(&self) -> bool {
+        match self {
+            DialogError::Instruction(e) => e.is_exhausted(),
+            DialogError::QuestionsExhausted { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the dialog was only skipped (it drew near duplicates until it gave up):
+    /// it is replaced without counting against the failure budget.
+    pub fn is_skipped(&self) -> bool {
+        matches!(self, DialogError::Duplicates(_))
     }
 
     /// Whether every later dialog would fail the same way (bad key, unknown model,

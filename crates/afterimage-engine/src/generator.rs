@@ -172,7 +172,10 @@ impl ConversationGenerator {
             correspondent_prompt,
             respondent_sampling: inner.respondent_sampling,
             correspondent_sampling: inner.correspondent_sampling,
-            instructions: InstructionPool::new(Arc::clone(&inner.instructions)),
+            instructions: InstructionPool::new(
+                Arc::clone(&inner.instructions),
+                options.steering.clone(),
+            ),
             modifier: inner.modifier.clone(),
             tools: Tools {
                 specs: inner.tools.clone(),

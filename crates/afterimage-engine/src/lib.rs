@@ -12,6 +12,12 @@
 //! the document's title); discarded ones are counted by cause in the report. A judge
 //! whose first answers cannot be read stops the run ([`UnjudgedPolicy`]).
 //!
+//! First questions are steered away from repetition ([`SteeringConfig`]): each batch is
+//! asked for a question type, and once questions repeat the generator is shown what
+//! was asked already about its documents, at a higher temperature. When most recent
+//! questions are near duplicates anyway, the questions have run out and the run ends
+//! cleanly, or fails with [`OnExhausted::Fail`].
+//!
 //! The run writes exactly the requested number of rows at any concurrency: it never
 //! starts a dialog beyond the count, replaces failed dialogs within a failure budget,
 //! and stops at once on failures that would repeat (bad key, unknown model, dead
@@ -61,6 +67,7 @@ pub use crate::{
     error::{DialogError, EngineError},
     generator::{ConversationGenerator, ConversationGeneratorBuilder},
     hooks::{HookError, TurnHooks, TurnRole, TurnView},
+    instructions::{OnExhausted, SteeringConfig},
     options::{GenerateOptions, InFlight, Price, ProgressFn, Turns},
     policy::UnjudgedPolicy,
     pricing::{LedgerSummary, ModelSpend, PriceFn, SpendFigures},

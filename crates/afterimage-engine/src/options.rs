@@ -74,6 +74,8 @@ pub struct GenerateOptions {
     pub(crate) run_config: serde_json::Value,
     pub(crate) in_flight: InFlight,
     pub(crate) parked: Option<ParkedRequests>,
+    pub(crate) steering: crate::SteeringConfig,
+    pub(crate) on_exhausted: crate::OnExhausted,
 }
 
 /// What happens to dialogs still running when a stopping criterion fires (in a config:
@@ -109,6 +111,8 @@ impl Default for GenerateOptions {
             run_config: serde_json::Value::Null,
             in_flight: InFlight::Finish,
             parked: None,
+            steering: crate::SteeringConfig::default(),
+            on_exhausted: crate::OnExhausted::Stop,
         }
     }
 }
@@ -266,6 +270,22 @@ impl GenerateOptions {
     /// a rate-limited server harder.
     pub fn parked_requests(mut self, gauge: ParkedRequests) -> Self {
         self.parked = Some(gauge);
+        self
+    }
+
+    /// How the instruction generator is steered away from questions already asked
+    /// (on by default: [`SteeringConfig::default`](crate::SteeringConfig); off with
+    /// [`SteeringConfig::off`](crate::SteeringConfig::off)).
+    pub fn steering(mut self, steering: crate::SteeringConfig) -> Self {
+        self.steering = steering;
+        self
+    }
+
+    /// What happens when the questions run out before the count is reached:
+    /// [`OnExhausted::Stop`](crate::OnExhausted) (the default) ends the run cleanly
+    /// with the rows written, `Fail` makes it an error naming the rows missing.
+    pub fn on_exhausted(mut self, policy: crate::OnExhausted) -> Self {
+        self.on_exhausted = policy;
         self
     }
 

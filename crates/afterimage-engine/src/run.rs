@@ -34,6 +34,8 @@ pub(crate) struct Plan {
     pub(crate) done: HashSet<u64>,
     /// Stored rows per document of a resumed run: coverage goes on from them.
     pub(crate) stored_visits: HashMap<String, u64>,
+    /// Whether running out of questions before the count fails the run.
+    pub(crate) on_exhausted: crate::OnExhausted,
 }
 
 impl Plan {
@@ -57,6 +59,7 @@ impl Plan {
             backoff_base: options.failure_backoff,
             done: HashSet::new(),
             stored_visits: HashMap::new(),
+            on_exhausted: options.on_exhausted,
         })
     }
 }
@@ -335,9 +338,10 @@ impl<'a> Scheduler<'a> {
 
     /// Flushes storage and reports; a run stopped by failures, or whose rows could not
     /// be flushed, is an error carrying the report.
-    async fn finish(self) -> Result<RunReport, EngineError> {
+    async fn finish(mut self) -> Result<RunReport, EngineError> {
         let run = &self.run;
         let flushed = run.storage.flush().await;
+        self.state.fail_if_exhausted_short(self.plan);
         let report = self.state.report(run, self.plan, self.started.elapsed());
         if let Err(e) = flushed {
             return Err(EngineError::RunFailed {
@@ -484,13 +488,19 @@ impl State {
         self.spend(failure.spent);
         self.count_quality(*failure.quality);
         let error = failure.error;
-        // Running out of documents is how a coverage run ends, not a failure.
-        if let DialogError::Instruction(e) = &error
-            && e.is_exhausted()
-        {
+        // Running out of documents (how a coverage run ends) or of new questions ends
+        // the run; a dialog that only met near duplicates is replaced. Neither is a
+        // failure.
+        if error.is_exhausted() {
             if self.stop.is_none() {
-                self.stop = Some(Stop::Exhausted(e.to_string()));
+                self.stop = Some(Stop::Exhausted(match &error {
+                    DialogError::Instruction(e) => format!("instruction generator {e}"),
+                    other => other.to_string(),
+                }));
             }
+            return;
+        }
+        if error.is_skipped() {
             return;
         }
         let seen = self.failures.entry(error.cause()).or_default();
@@ -546,6 +556,21 @@ impl State {
         }
     }
 
+    /// With [`OnExhausted::Fail`](crate::OnExhausted::Fail), a run whose questions ran
+    /// out before its count fails, naming the rows missing.
+    fn fail_if_exhausted_short(&mut self, plan: &Plan) {
+        let (Some(Stop::Exhausted(what)), Some(cap)) = (&self.stop, plan.cap) else {
+            return;
+        };
+        let rows = self.progress.rows_written;
+        if plan.on_exhausted == crate::OnExhausted::Fail && rows < cap {
+            self.stop = Some(Stop::Failed(format!(
+                "run stopped with {rows} of {cap} rows ({} missing; generation.on_exhausted: fail): {what}",
+                cap - rows
+            )));
+        }
+    }
+
     fn backoff(&self) -> Duration {
         self.next_delay
     }
@@ -562,7 +587,7 @@ impl State {
         };
         let stop_reason = match stop {
             Some(Stop::Criterion(c)) => format!("stopping criterion met: {c}"),
-            Some(Stop::Exhausted(what)) => format!("instruction generator {what}"),
+            Some(Stop::Exhausted(what)) => what.clone(),
             Some(Stop::Interrupted(reason)) => format!(
                 "interrupted{}: no new dialogs were started; {} in flight finished and were stored",
                 reason

@@ -295,7 +295,7 @@ impl StructuredGenerator {
             run_id: record.run_id.clone(),
             seed: record.seed,
             correspondent_prompt: record.correspondent_prompt.clone(),
-            pool: InstructionPool::new(Arc::clone(&parts.instructions)),
+            pool: InstructionPool::new(Arc::clone(&parts.instructions), options.steering.clone()),
         });
         let session = Session {
             plan,

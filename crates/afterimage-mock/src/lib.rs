@@ -20,7 +20,10 @@
 //! validates against the requested schema (arrays of `questions` are distinct questions
 //! built from words of the prompt), a system prompt casting the model as the user gets a
 //! follow-up question, one asking to write a system prompt gets a user persona's, anything
-//! else an assistant answer quoting the user. Offered tools are called (arguments valid
+//! else an assistant answer quoting the user. An instruction request that afterimage
+//! steers (a question type, questions already asked) is answered from a finite pool of
+//! questions per document, leaving out those already asked, so steering widens what
+//! the mock writes and a small document still runs out. Offered tools are called (arguments valid
 //! against their parameters), `stream: true` is answered with SSE. Every reply differs
 //! from the previous one, so generated datasets are not all identical.
 //!
@@ -71,4 +74,5 @@ mod reply;
 mod schema_fill;
 mod server;
 mod stats;
+mod steered;
 mod text;

@@ -6,6 +6,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use serde_json::{Value, json};
 
 use crate::schema_fill::{embedded_object, fill, fill_like, is_schema_like};
+use crate::steered::{Steered, asked_count};
 use crate::text::{
     Rng, TextGen, approx_tokens, collect_keywords, contains_ci, plays_user, requested_tag,
     word_count, writes_prompt,
@@ -262,17 +263,23 @@ pub(crate) fn answer(ask: &Ask<'_>, rng: Rng, n: u64) -> Reply {
         ask.tool.is_some() || (!ask.prose_instead_of_json && !matches!(ask.want, Want::Text));
     let keywords = prompt.keywords(if structured { None } else { focus });
     let mut text = TextGen::new(keywords, rng, n);
+    // A steered instruction request is answered from the document's pool of questions.
+    let steered = structured
+        .then_some(last_user)
+        .flatten()
+        .and_then(Steered::read)
+        .map(|steered| steered.reply(asked_count(prompt.texts(Role::System)), &mut text.rng));
 
     if let Some(tool) = ask.tool {
-        let arguments = tool
-            .parameters
-            .map_or_else(|| json!({}), |schema| fill(schema, &mut text));
-        return Reply::ToolCall {
-            name: tool.name.to_string(),
-            arguments,
-        };
+        return call(tool, steered, &mut text);
     }
 
+    if let Some(content) = steered.filter(|_| !ask.prose_instead_of_json) {
+        return Reply::Text {
+            content,
+            reasoning: ask.thinking.then(|| text.reasoning()),
+        };
+    }
     let json = if ask.prose_instead_of_json {
         None
     } else {
@@ -320,6 +327,25 @@ fn broken(mut value: Value, schema: &Value) -> Value {
             value
         }
         _ => Value::Array(vec![value]),
+    }
+}
+
+/// A call of `tool`: the steered questions when it is asked for instructions (an
+/// Anthropic schema comes as a forced tool), else arguments valid against its schema.
+fn call(tool: ToolPick<'_>, steered: Option<String>, text: &mut TextGen<'_>) -> Reply {
+    let asks_instructions = tool
+        .parameters
+        .is_some_and(|p| p.pointer("/properties/instructions").is_some());
+    let arguments = steered
+        .filter(|_| asks_instructions)
+        .and_then(|json| serde_json::from_str(&json).ok())
+        .unwrap_or_else(|| {
+            tool.parameters
+                .map_or_else(|| json!({}), |schema| fill(schema, text))
+        });
+    Reply::ToolCall {
+        name: tool.name.to_string(),
+        arguments,
     }
 }
 

@@ -661,7 +661,8 @@ fn quote(text: &str) -> String {
     out.replace('"', "'")
 }
 
-fn capitalize(word: &str) -> String {
+/// `word` with its first letter in upper case.
+pub(crate) fn capitalize(word: &str) -> String {
     let mut chars = word.chars();
     match chars.next() {
         Some(first) => first.to_uppercase().chain(chars).collect(),

@@ -112,9 +112,10 @@ pub use crate::{
     instructions::{
         CORRESPONDENT_FOLLOW_UP_NOTE, ContextualInstructionGenerator,
         DEFAULT_CONTEXTUAL_INSTRUCTION_PROMPT, DEFAULT_PERSONA_INSTRUCTION_PROMPT,
-        DEFAULT_SIMPLE_INSTRUCTION_PROMPT, DEFAULT_TOOL_CALLING_INSTRUCTION_PROMPT,
-        PersonaInstructionGenerator, SimpleInstructionGenerator, ToolCallingInstructionGenerator,
-        correspondent_follow_up_note, write_correspondent_prompt,
+        DEFAULT_QUESTION_TYPES, DEFAULT_SIMPLE_INSTRUCTION_PROMPT,
+        DEFAULT_TOOL_CALLING_INSTRUCTION_PROMPT, PersonaInstructionGenerator,
+        SimpleInstructionGenerator, ToolCallingInstructionGenerator, builtin_question_type,
+        correspondent_follow_up_note, default_question_types, write_correspondent_prompt,
     },
     modifiers::{
         DEFAULT_RAG_RESPONDENT_TEMPLATE, DEFAULT_RESPONDENT_CONTEXT_TEMPLATE, NO_RETRIEVED_CONTEXT,

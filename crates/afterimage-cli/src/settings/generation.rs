@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use afterimage_core::StoppingCriterion;
-use afterimage_engine::{GenerateOptions, InFlight, OptionsError, StopRule, StopRuleError, Turns};
+use afterimage_engine::{
+    GenerateOptions, InFlight, OnExhausted, OptionsError, StopRule, StopRuleError, Turns,
+};
 
 use super::{Overrides, SettingsError};
 use crate::config::Generation;
@@ -18,6 +20,7 @@ pub(super) struct Run {
     pub(super) max_failures: Option<u64>,
     pub(super) stopping: Vec<StopRule>,
     pub(super) on_stop: InFlight,
+    pub(super) on_exhausted: OnExhausted,
 }
 
 /// Dialogs in flight: `--max-concurrency`, the file's, else the provider's default.
@@ -76,6 +79,7 @@ pub(super) fn resolve(
         max_failures: generation.max_failures,
         stopping: generation.stopping.clone(),
         on_stop: generation.on_stop,
+        on_exhausted: generation.on_exhausted,
     })
 }
 

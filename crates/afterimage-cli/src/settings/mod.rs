@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use afterimage_core::ApiKey;
-use afterimage_engine::{InFlight, StopRule, Turns};
+use afterimage_engine::{InFlight, OnExhausted, SteeringConfig, StopRule, Turns};
 use afterimage_providers::ThrottleConfig;
 use afterimage_storage::StorageSpec;
 
@@ -36,6 +36,7 @@ mod after_run;
 mod documents;
 mod error;
 mod generation;
+mod instructions;
 mod model;
 mod output;
 mod prices;
@@ -136,6 +137,10 @@ pub struct Settings {
     pub stopping: Vec<StopRule>,
     /// What a stopping rule does to dialogs in flight.
     pub on_stop: InFlight,
+    /// How first questions are steered away from repetition (`instructions:`).
+    pub steering: SteeringConfig,
+    /// What running out of questions does (`generation.on_exhausted`).
+    pub on_exhausted: OnExhausted,
     /// Where rows go.
     pub output: StorageSpec,
     /// Rows to write.
@@ -230,7 +235,9 @@ impl Settings {
         };
         let strategies = strategies::resolve(&raw, base_dir, has_documents, &chat)?;
         let target_visits = documents::target_visits(&raw.context, &run.stopping)?;
+        let steering = instructions::resolve(&raw.instructions)?;
         let sections = Sections {
+            steering,
             model,
             prompts,
             context,
@@ -249,6 +256,7 @@ impl Settings {
 
 /// The sections, each resolved on its own.
 struct Sections {
+    steering: SteeringConfig,
     model: model::MainModel,
     prompts: prompts::Prompts,
     context: documents::Context,
@@ -313,6 +321,8 @@ impl Sections {
             retrieval: strategies.retrieval,
             stopping: run.stopping,
             on_stop: run.on_stop,
+            steering: self.steering,
+            on_exhausted: run.on_exhausted,
             output: self.output,
             num_dialogs: run.num_dialogs,
             turns: run.turns,

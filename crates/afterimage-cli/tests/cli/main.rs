@@ -11,6 +11,7 @@ use afterimage_mock::{MockConfig, MockServer};
 mod analyze;
 mod backends;
 mod base_urls;
+mod diversity;
 mod fuzz_corpus;
 mod ledger;
 mod metrics;

@@ -5,6 +5,7 @@ mod follow_up;
 mod generate;
 mod hooks;
 mod quality;
+mod steering;
 mod stopping;
 mod structured;
 mod tools;

@@ -63,15 +63,21 @@ fn is_judge(request: &ChatRequest) -> bool {
 /// Answers every role; the judge's answers come from `judge`.
 fn model(judge: fn(usize) -> String) -> Arc<ScriptedModel> {
     let judged = Arc::new(AtomicUsize::new(0));
+    let said = Arc::new(AtomicUsize::new(0));
     Arc::new(ScriptedModel::new("tiny", move |request| {
-        let judged = Arc::clone(&judged);
+        let (judged, said) = (Arc::clone(&judged), Arc::clone(&said));
         async move {
             if is_judge(&request) {
                 return Ok(ChatResponse::text(judge(
                     judged.fetch_add(1, Ordering::SeqCst),
                 )));
             }
-            Ok(ChatResponse::text("Hold the reset button for ten seconds."))
+            // Numbered, so an assistant never repeats its previous answer (a loop the
+            // cheap checks reject).
+            let n = said.fetch_add(1, Ordering::SeqCst);
+            Ok(ChatResponse::text(format!(
+                "Hold the reset button for {n} seconds, then wait."
+            )))
         }
     }))
 }

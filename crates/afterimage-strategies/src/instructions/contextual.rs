@@ -15,7 +15,8 @@ use super::prompts::{
     DEFAULT_CONTEXTUAL_INSTRUCTION_PROMPT, DEFAULT_PERSONA_INSTRUCTION_PROMPT,
     instruction_user_message,
 };
-use crate::documents::{DocumentPool, DocumentSampler, merge_contexts};
+use super::steering::{steered_context, steered_metadata, steered_temperature, steering_note};
+use crate::documents::{DocumentPool, DocumentSampler};
 use crate::template::fill;
 
 /// Samples documents and asks the model for first questions a real user would send
@@ -185,12 +186,21 @@ impl InstructionGenerator for ContextualInstructionGenerator {
         let template = self.template();
         let n = self.n_instructions.to_string();
         let who = persona.as_ref().map_or("", |p| p.description.as_str());
-        let context = merge_contexts(documents);
+        let steering = request.steering.as_ref();
+        let context = steered_context(documents, steering, request.seed);
+        let mut user = instruction_user_message(&request.correspondent_prompt, Some(&context));
+        if let Some(steering) = steering {
+            let ids: Vec<String> = documents.iter().map(|d| d.id.clone()).collect();
+            user.push_str(&steering_note(
+                steering,
+                &steering.avoid(&ids, request.seed),
+            ));
+        }
         let asked = ask_for_instructions(
             self.model.as_ref(),
             fill(template, &[("n_instructions", &n), ("persona", who)]),
-            instruction_user_message(&request.correspondent_prompt, Some(&context)),
-            self.temperature,
+            user,
+            steered_temperature(steering, self.temperature),
             self.n_instructions,
         )
         .await?;
@@ -202,7 +212,7 @@ impl InstructionGenerator for ContextualInstructionGenerator {
             documents,
             context,
             persona,
-            metadata: serde_json::Map::new(),
+            metadata: steered_metadata(steering),
             usage,
             requests,
         })

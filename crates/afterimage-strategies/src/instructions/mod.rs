@@ -6,6 +6,9 @@
 //! generated persona's voice, or requests that need the given tools. They share one
 //! way of asking a model for a list of questions and reading its answer. The
 //! correspondent writer turns the assistant's system prompt into the simulated user's.
+//! Each built-in generator follows the request's
+//! [`Steering`](afterimage_core::Steering) (`steering.rs`): the question type asked for,
+//! the questions to avoid, a raised temperature, a section of a long document.
 
 mod ask;
 mod contextual;
@@ -13,6 +16,7 @@ mod correspondent;
 mod persona;
 mod prompts;
 mod simple;
+mod steering;
 mod tool_calling;
 
 pub use self::contextual::ContextualInstructionGenerator;
@@ -24,6 +28,7 @@ pub use self::prompts::{
     DEFAULT_TOOL_CALLING_INSTRUCTION_PROMPT,
 };
 pub use self::simple::SimpleInstructionGenerator;
+pub use self::steering::{DEFAULT_QUESTION_TYPES, builtin_question_type, default_question_types};
 pub use self::tool_calling::ToolCallingInstructionGenerator;
 
 /// The persona generator reads its answers as the same kind of keyed JSON list.

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 
 use super::ask::ask_for_instructions;
 use super::prompts::{DEFAULT_SIMPLE_INSTRUCTION_PROMPT, instruction_user_message};
+use super::steering::{steered_metadata, steered_temperature, steering_note};
 use crate::template::fill;
 
 /// Asks the model for first questions the simulated user would send, knowing only the
@@ -76,16 +77,22 @@ impl InstructionGenerator for SimpleInstructionGenerator {
                 "n_instructions must be at least 1".to_owned(),
             ));
         }
+        let steering = request.steering.as_ref();
+        let mut user = instruction_user_message(&request.correspondent_prompt, None);
+        if let Some(steering) = steering {
+            user.push_str(&steering_note(steering, &steering.avoid(&[], request.seed)));
+        }
         let asked = ask_for_instructions(
             self.model.as_ref(),
             fill(&self.system_prompt, &[("n_instructions", &n.to_string())]),
-            instruction_user_message(&request.correspondent_prompt, None),
-            self.temperature,
+            user,
+            steered_temperature(steering, self.temperature),
             n,
         )
         .await?;
         Ok(GeneratedInstructions {
             instructions: asked.instructions,
+            metadata: steered_metadata(steering),
             usage: asked.usage,
             requests: asked.requests,
             ..GeneratedInstructions::default()

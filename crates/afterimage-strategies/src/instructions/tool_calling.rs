@@ -16,7 +16,8 @@ use rand::seq::index;
 use super::ask::ask_for_instructions;
 use super::persona::pick_persona;
 use super::prompts::{DEFAULT_TOOL_CALLING_INSTRUCTION_PROMPT, instruction_user_message};
-use crate::documents::{DocumentPool, Reservation, merge_contexts};
+use super::steering::{steered_context, steered_metadata, steered_temperature, steering_note};
+use crate::documents::{DocumentPool, Reservation};
 use crate::template::fill;
 
 /// Samples a few of the tools and asks the model for first requests a real user would
@@ -218,25 +219,33 @@ impl InstructionGenerator for ToolCallingInstructionGenerator {
             .map_or(request.correspondent_prompt.as_str(), |p| {
                 p.description.as_str()
             });
-        let context = merge_contexts(documents);
-        let user = format!(
+        let steering = request.steering.as_ref();
+        let context = steered_context(documents, steering, request.seed);
+        let mut user = format!(
             "{}\n\n{}",
             instruction_user_message(who, (!documents.is_empty()).then_some(context.as_str())),
             tools_section(&tools)
         );
+        if let Some(steering) = steering {
+            let ids: Vec<String> = documents.iter().map(|d| d.id.clone()).collect();
+            user.push_str(&steering_note(
+                steering,
+                &steering.avoid(&ids, request.seed),
+            ));
+        }
         let n = self.n_instructions;
         let asked = ask_for_instructions(
             self.model.as_ref(),
             fill(&self.system_prompt, &[("n_instructions", &n.to_string())]),
             user,
-            self.temperature,
+            steered_temperature(steering, self.temperature),
             n,
         )
         .await?;
         usage += asked.usage;
         requests += asked.requests;
         let documents = reserved.map_or_else(Vec::new, |r| r.confirm(asked.instructions.len()));
-        let mut metadata = serde_json::Map::new();
+        let mut metadata = steered_metadata(steering);
         let names: Vec<serde_json::Value> = tools.iter().map(|t| t.name.clone().into()).collect();
         metadata.insert("tools".to_owned(), names.into());
         Ok(GeneratedInstructions {

@@ -20,7 +20,8 @@ impl std::fmt::Display for Rejection {
 /// Checks a finished dialog (user first, alternating) without a model: empty or
 /// truncated replies (`truncated`: a reply ended on the token limit), the simulated
 /// user speaking as the assistant or as an AI, the user switching language, an
-/// assistant refusal, and a user turn repeating an earlier one.
+/// assistant refusal, a user turn repeating an earlier one, and an assistant reply
+/// repeating the one before it (a dialog going round in a loop).
 ///
 /// The rules are deliberately conservative: a false reject costs a regeneration, a
 /// false accept only what the judge would have caught anyway.
@@ -87,6 +88,24 @@ pub fn check_dialog(messages: &[Message], truncated: bool) -> Result<(), Rejecti
                 "repeated_user_turn",
                 format!("user turn {} repeats turn {}", i + 1, j + 1),
             );
+        }
+    }
+    repeated_answer(messages)
+}
+
+/// An assistant reply saying again what the reply before it said: the dialog loops
+/// (the same answer to a reworded question, or to "and then?").
+fn repeated_answer(messages: &[Message]) -> Result<(), Rejection> {
+    let answers: Vec<&str> = by_role(messages, Role::Assistant)
+        .into_iter()
+        .filter(|text| !text.trim().is_empty())
+        .collect();
+    for (i, pair) in answers.windows(2).enumerate() {
+        if repeats(pair[0], pair[1]) {
+            return Err(Rejection {
+                cause: "repeated_assistant_turn",
+                detail: format!("assistant reply {} repeats reply {}", i + 2, i + 1),
+            });
         }
     }
     Ok(())
@@ -368,6 +387,40 @@ mod tests {
                 "Five days.",
             ]),
             Some("repeated_user_turn")
+        );
+    }
+
+    #[test]
+    fn an_assistant_repeating_its_previous_answer_loops() {
+        let answer = "Open Settings, choose Network, then press Reset and wait for the light.";
+        assert_eq!(
+            cause(&["How do I reset it?", answer, "And if that fails?", answer]),
+            Some("repeated_assistant_turn")
+        );
+        // Nearly the same words in a different order are the same answer.
+        assert_eq!(
+            cause(&[
+                "How do I reset it?",
+                answer,
+                "And if that fails?",
+                "Choose Network, open Settings, then press Reset and wait for the light.",
+            ]),
+            Some("repeated_assistant_turn")
+        );
+        // Only the previous answer counts, and a different answer passes.
+        assert_eq!(
+            cause(&[
+                "How do I reset it?",
+                answer,
+                "And if that fails?",
+                "Unplug it for ten seconds, then call support with the serial number.",
+            ]),
+            None
+        );
+        // Short replies sharing words by chance are not a loop.
+        assert_eq!(
+            cause(&["Is it on?", "Yes.", "Still on?", "Yes, it is."]),
+            None
         );
     }
 

@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use afterimage_core::testing::ScriptedModel;
 use afterimage_core::{
-    ChatResponse, Document, DocumentSource, InstructionGenerator, InstructionRequest, Role,
-    StrategyError, Usage,
+    AskedQuestions, ChatResponse, Document, DocumentSource, InstructionGenerator,
+    InstructionRequest, Role, Steering, StrategyError, ToolSpec, Usage,
 };
 use afterimage_strategies::{
     CONTEXT_SEPARATOR, ContextualInstructionGenerator, InMemoryDocumentProvider,
-    SimpleInstructionGenerator,
+    SimpleInstructionGenerator, ToolCallingInstructionGenerator, builtin_question_type,
 };
 use async_trait::async_trait;
 use serde_json::json;
@@ -350,4 +350,80 @@ async fn simple_generator_uses_the_correspondent_prompt_alone() {
             .contains("Write exactly 2 different opening messages")
     );
     assert_eq!(sent.response_schema.as_ref().unwrap().name, "instructions");
+}
+
+/// A steered request: the `why` type, one question to avoid about `documents`, and
+/// questions repeating hard enough to raise the temperature.
+fn steered(documents: &[String]) -> InstructionRequest {
+    let asked = Arc::new(AskedQuestions::new(8));
+    asked.record(documents, "How often should I oil my chain?");
+    request().steering(
+        Steering::new(builtin_question_type("why"))
+            .avoiding(asked, 8, 1000)
+            .pressure(0.5, 1.1)
+            .sections(Some(40)),
+    )
+}
+
+#[tokio::test]
+async fn every_generator_follows_the_steering() {
+    let answer = r#"{"instructions": ["Why does a chain wear out?"]}"#;
+    let text = "Chains need oil every 300 km. Dry chains wear out fast and squeak in the rain.";
+    let document = Document::new(text);
+    let ids = [document.id.clone()];
+    let tool = ToolSpec {
+        name: "find_shop".into(),
+        description: "Finds a bike shop near a place.".into(),
+        parameters: json!({"type": "object", "properties": {"place": {"type": "string"}}}),
+    };
+    let simple_model = answering(&[answer]);
+    let contextual_model = answering(&[answer]);
+    let tools_model = answering(&[answer]);
+    let batches = [
+        SimpleInstructionGenerator::new(simple_model.clone())
+            .generate(&steered(&[]))
+            .await
+            .unwrap(),
+        ContextualInstructionGenerator::new(contextual_model.clone(), docs(&[text]))
+            .generate(&steered(&ids))
+            .await
+            .unwrap(),
+        ToolCallingInstructionGenerator::new(tools_model.clone(), vec![tool])
+            .documents(docs(&[text]))
+            .generate(&steered(&ids))
+            .await
+            .unwrap(),
+    ];
+    for (batch, model) in batches
+        .iter()
+        .zip([simple_model, contextual_model, tools_model])
+    {
+        assert_eq!(batch.metadata["question_type"], "why");
+        let sent = &model.requests()[0];
+        // Half the pressure: halfway from the writer's 0.7 to the bound of 1.1.
+        assert!((sent.temperature.unwrap() - 0.9).abs() < 1e-6);
+        let user = &sent.messages[1].content;
+        assert!(
+            user.contains("# Kind of message\nEvery message you write is a why question"),
+            "{user}"
+        );
+        assert!(
+            user.ends_with("- How often should I oil my chain?"),
+            "{user}"
+        );
+    }
+    // A long document is shown as a section, which becomes the batch's context.
+    assert!(
+        batches[1].context.chars().count() <= 40,
+        "{}",
+        batches[1].context
+    );
+    assert!(text.contains(batches[1].context.as_str()));
+    // Unsteered, the same generator shows the whole document and names no type.
+    let plain = ContextualInstructionGenerator::new(answering(&[answer]), docs(&[text]))
+        .generate(&request())
+        .await
+        .unwrap();
+    assert_eq!(plain.context, text);
+    assert!(plain.metadata.get("question_type").is_none());
 }
