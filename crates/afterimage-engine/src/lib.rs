@@ -56,6 +56,10 @@ pub use crate::{
     generator::{ConversationGenerator, ConversationGeneratorBuilder},
     options::{GenerateOptions, InFlight, Price, ProgressFn, StopHandle, Turns},
     policy::UnjudgedPolicy,
+    preference::{
+        Candidate, GapStats, LabelWins, PairFormat, PairStrategy, PreferenceAnalytics,
+        PreferenceGenerator, PreferenceGeneratorBuilder, PreferencePair, PreferenceReport,
+    },
     pricing::{LedgerSummary, ModelSpend, PriceFn, SpendFigures},
     report::RunReport,
     stop_rules::{StopRule, StopRuleError},
@@ -70,6 +74,7 @@ mod generator;
 mod instructions;
 mod options;
 mod policy;
+mod preference;
 mod pricing;
 mod report;
 mod run;

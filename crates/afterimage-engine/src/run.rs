@@ -22,8 +22,23 @@ const PARKED_POLL: Duration = Duration::from_millis(50);
 /// The longest pause before a replacement dialog starts after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// What a slot runs instead of a dialog (preference pairs bring their own): the same
+/// counting, replacement, resume and ledger apply to it.
+pub(crate) type Job = Arc<
+    dyn Fn(
+            Arc<RunContext>,
+            u64,
+            Duration,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<DialogOutcome, DialogFailure>> + Send>,
+        > + Send
+        + Sync,
+>;
+
 /// Validated run limits.
 pub(crate) struct Plan {
+    /// What each slot runs (`None`: a dialog).
+    pub(crate) job: Option<Job>,
     pub(crate) cap: Option<u64>,
     pub(crate) criteria: Vec<Arc<dyn StoppingCriterion>>,
     pub(crate) max_failures: u64,
@@ -50,6 +65,7 @@ impl Plan {
             .max_failures
             .unwrap_or_else(|| 10 + cap.map_or(100, |n| n / 10));
         Ok(Plan {
+            job: None,
             cap,
             criteria,
             max_failures,
@@ -210,8 +226,11 @@ impl<'a> Scheduler<'a> {
             }
             let index = self.order.next(&plan.done);
             let delay = state.backoff();
-            self.tasks
-                .spawn(run_dialog(Arc::clone(&self.run), index, delay));
+            let run = Arc::clone(&self.run);
+            match &plan.job {
+                Some(job) => self.tasks.spawn(job(run, index, delay)),
+                None => self.tasks.spawn(run_dialog(run, index, delay)),
+            };
         }
     }
 

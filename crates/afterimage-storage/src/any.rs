@@ -161,6 +161,10 @@ impl Storage for AnyStorage {
         self.inner().write(row).await
     }
 
+    async fn write_record(&self, record: &serde_json::Value) -> Result<(), StorageError> {
+        self.inner().write_record(record).await
+    }
+
     async fn existing_ids(&self) -> Result<Vec<String>, StorageError> {
         self.inner().existing_ids().await
     }

@@ -142,6 +142,20 @@ impl JsonlStorage {
         Ok(file)
     }
 
+    /// Buffers one whole line and hands the buffer over as the policy says.
+    fn append(&self, line: &[u8]) -> Result<(), StorageError> {
+        // A row is a few KB going to the page cache: a plain write under a short lock
+        // costs microseconds, less than handing it to a blocking thread.
+        let mut writer = self.lock()?;
+        writer.buffer.extend_from_slice(line);
+        writer.pending += 1;
+        let oldest = *writer.oldest.get_or_insert_with(Instant::now);
+        if writer.pending >= self.policy.rows.max(1) || oldest.elapsed() >= self.policy.interval {
+            self.drain(&mut writer, self.policy.fsync)?;
+        }
+        Ok(())
+    }
+
     /// Hands the buffered rows to the OS in one write (and fsyncs under the policy).
     fn drain(&self, writer: &mut Writer, fsync: bool) -> Result<(), StorageError> {
         if writer.file.is_none() {
@@ -172,16 +186,17 @@ impl Storage for JsonlStorage {
             message: format!("row {} cannot be serialised: {e}", row.id),
         })?;
         line.push(b'\n');
-        // A row is a few KB going to the page cache: a plain write under a short lock
-        // costs microseconds, less than handing it to a blocking thread.
-        let mut writer = self.lock()?;
-        writer.buffer.extend_from_slice(&line);
-        writer.pending += 1;
-        let oldest = *writer.oldest.get_or_insert_with(Instant::now);
-        if writer.pending >= self.policy.rows.max(1) || oldest.elapsed() >= self.policy.interval {
-            self.drain(&mut writer, self.policy.fsync)?;
-        }
-        Ok(())
+        self.append(&line)
+    }
+
+    async fn write_record(&self, record: &serde_json::Value) -> Result<(), StorageError> {
+        let mut line = serde_json::to_vec(record).map_err(|e| StorageError::Corrupt {
+            path: self.path.display().to_string(),
+            line: 0,
+            message: format!("a record cannot be serialised: {e}"),
+        })?;
+        line.push(b'\n');
+        self.append(&line)
     }
 
     async fn existing_ids(&self) -> Result<Vec<String>, StorageError> {
