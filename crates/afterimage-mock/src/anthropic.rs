@@ -38,6 +38,7 @@ pub(crate) fn messages(body: &Value, call: Call<'_>) -> Result<Answer, String> {
         tool,
         thinking: body.pointer("/thinking/type").and_then(Value::as_str) == Some("enabled"),
         prose_instead_of_json: prose,
+        temperature: body.get("temperature").and_then(Value::as_f64),
     };
     let cached = cache.map_or(CacheUse::default(), |c| {
         c.explicit(&format!("anthropic/{model}"), &prompt)

@@ -38,6 +38,9 @@ pub(crate) fn generate(
         tool: pick_tool(body, &prompt, &mut rng),
         thinking: thinking(config),
         prose_instead_of_json: prose,
+        temperature: config
+            .and_then(|c| c.get("temperature"))
+            .and_then(Value::as_f64),
     };
     let cached = cache.map_or(0, |c| c.implicit(&format!("gemini/{model}"), &prompt).read);
     let reply = answer(&ask, rng, n);

@@ -30,6 +30,7 @@ pub(crate) fn chat(body: &Value, call: Call<'_>) -> Result<Answer, String> {
         tool: pick_tool(body, &prompt, &mut rng),
         thinking: is_thinking_model(model),
         prose_instead_of_json: prose,
+        temperature: body.get("temperature").and_then(Value::as_f64),
     };
     let cached = cache.map_or(0, |c| c.implicit(&format!("openai/{model}"), &prompt).read);
     let reply = answer(&ask, rng, n);

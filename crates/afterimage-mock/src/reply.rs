@@ -234,6 +234,9 @@ pub(crate) struct Ask<'a> {
     pub(crate) tool: Option<ToolPick<'a>>,
     pub(crate) thinking: bool,
     pub(crate) prose_instead_of_json: bool,
+    /// The sampling temperature asked for: at 0.85 and above, half the answers are
+    /// one terse sentence, as a careless model's might be.
+    pub(crate) temperature: Option<f64>,
 }
 
 /// Reasoning models by name, as served by DeepSeek and friends.
@@ -260,6 +263,9 @@ pub(crate) fn answer(ask: &Ask<'_>, rng: Rng, n: u64) -> Reply {
         ask.tool.is_some() || (!ask.prose_instead_of_json && !matches!(ask.want, Want::Text));
     let keywords = prompt.keywords(if structured { None } else { focus });
     let mut text = TextGen::new(keywords, rng, n);
+    // The judge rates what the transcript's assistant said last: a terse answer
+    // scores low, so preference pairs see real gaps.
+    text.low_scores = structured && last_user.is_some_and(judges_a_terse_answer);
 
     if let Some(tool) = ask.tool {
         let arguments = tool
@@ -287,6 +293,8 @@ pub(crate) fn answer(ask: &Ask<'_>, rng: Rng, n: u64) -> Reply {
                 text.user_system_prompt()
             } else if plays_user {
                 text.follow_up()
+            } else if terse(prompt, ask.temperature, &mut text) {
+                text.sentence(0)
             } else {
                 text.answer(last_user)
             };
@@ -300,6 +308,28 @@ pub(crate) fn answer(ask: &Ask<'_>, rng: Rng, n: u64) -> Reply {
         content,
         reasoning: ask.thinking.then(|| text.reasoning()),
     }
+}
+
+/// Whether the assistant answers in one short sentence: its system prompt asks for
+/// that, or a high temperature made it careless (half the time).
+fn terse(prompt: &Prompt<'_>, temperature: Option<f64>, text: &mut TextGen<'_>) -> bool {
+    if prompt
+        .texts(Role::System)
+        .any(|s| contains_ci(s, "one short sentence"))
+    {
+        return true;
+    }
+    temperature.is_some_and(|t| t >= 0.85) && text.rng.next_f64() < 0.5
+}
+
+/// Whether `request` is a judge's transcript (`N. Assistant: ...` lines) whose last
+/// assistant turn has fewer than 15 words.
+fn judges_a_terse_answer(request: &str) -> bool {
+    let Some(at) = request.rfind(". Assistant:") else {
+        return false;
+    };
+    let answer = &request[at + ". Assistant:".len()..];
+    word_count(answer) < 15
 }
 
 /// JSON without an API-level schema: follow a schema or example written into the

@@ -134,6 +134,8 @@ struct Shared {
     cache: Option<PromptCache>,
     /// Per API key: the start of its current one-minute window and the requests in it.
     rpm_windows: Mutex<HashMap<String, (Instant, u32)>>,
+    /// Chat requests per model name asked for.
+    by_model: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 /// The length of a [`MockConfig::rpm_limit`] window.
@@ -196,6 +198,7 @@ impl MockServer {
             next_request: AtomicU64::new(0),
             cache,
             rpm_windows: Mutex::new(HashMap::new()),
+            by_model: Mutex::default(),
         });
         let (shutdown, signal) = watch::channel(false);
         let task = runtime.spawn(accept_loop(listener, Arc::clone(&shared), signal));
@@ -241,6 +244,15 @@ impl MockServer {
     /// A snapshot of the request counters.
     pub fn stats(&self) -> MockStats {
         self.shared.stats.snapshot()
+    }
+
+    /// Chat requests (all three formats, faults included) per model name asked for.
+    pub fn requests_by_model(&self) -> std::collections::BTreeMap<String, u64> {
+        self.shared
+            .by_model
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Zeroes the counters (e.g. after a benchmark's warm-up).
@@ -475,6 +487,10 @@ async fn model_call(
         return Ok(rpm_refusal(route.dialect(), retry_after).into_response());
     }
     let value = read_object(body).await?;
+    if let Some(model) = chat_model(route, &value) {
+        let mut by_model = shared.by_model.lock().unwrap_or_else(|e| e.into_inner());
+        *by_model.entry(model.to_owned()).or_default() += 1;
+    }
     let n = shared.next_request.fetch_add(1, Relaxed);
     let mut rng = Rng::for_request(config.seed, n);
     let (delay, malformed) = inject_faults(config, stats, &mut rng).await?;
@@ -492,6 +508,20 @@ async fn model_call(
         stats.served(tokens);
     }
     Ok(answer.into_response())
+}
+
+/// The model a chat request asks for (none for embeddings).
+fn chat_model<'v>(route: Route<'v>, value: &'v Value) -> Option<&'v str> {
+    match route {
+        Route::GeminiGenerate { model, .. } => Some(model),
+        Route::OpenAiChat | Route::AnthropicMessages => Some(
+            value
+                .get("model")
+                .and_then(Value::as_str)
+                .unwrap_or(crate::reply::DEFAULT_MODEL),
+        ),
+        _ => None,
+    }
 }
 
 /// The counter of model calls `route` belongs to.
@@ -782,6 +812,7 @@ mod tests {
             next_request: AtomicU64::new(0),
             cache: None,
             rpm_windows: Mutex::new(HashMap::new()),
+            by_model: Mutex::default(),
         };
         let t0 = Instant::now();
         assert_eq!(shared.over_rpm_limit("a", t0), None);
