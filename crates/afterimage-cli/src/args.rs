@@ -30,6 +30,8 @@ pub(crate) enum Command {
     Analyze(crate::datasets::AnalyzeArgs),
     /// Summarise stored rows (a JSONL file, sqlite:FILE or postgres://...).
     Stats(StatsArgs),
+    /// Generate preference pairs (DPO data) from a YAML config's `preference:` section.
+    Preference(crate::preference::PreferenceArgs),
 }
 
 /// `afterimage stats`

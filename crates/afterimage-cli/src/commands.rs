@@ -166,7 +166,7 @@ async fn record_structured_mode(storage: &dyn Storage, state: &StructuredOutputS
 
 /// First Ctrl-C: start no new dialogs, let those in flight finish and be stored.
 /// Second: stop at once (rows already written are whole lines).
-fn watch_ctrl_c(stop: StopHandle) {
+pub(crate) fn watch_ctrl_c(stop: StopHandle) {
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_err() {
             return;
@@ -380,7 +380,7 @@ fn settings(path: &Path, overrides: Overrides, keys: KeyPolicy) -> Result<Settin
     Ok(settings)
 }
 
-async fn preload_documents(mut settings: Settings) -> Result<Settings, Failure> {
+pub(crate) async fn preload_documents(mut settings: Settings) -> Result<Settings, Failure> {
     if let Some(spec) = &settings.documents {
         let docs = load_documents(spec, settings.min_length)
             .await

@@ -38,7 +38,8 @@ pub use crate::{
     },
     settings::{
         AfterRun, AutoExport, DocumentsSpec, Endpoint, EndpointOptions, KeyPolicy, Overrides,
-        RoleSampling, Settings, SettingsError,
+        PreferenceOverrides, PreferenceSection, PreferenceSettings, RoleSampling, Settings,
+        SettingsError,
     },
 };
 
@@ -48,6 +49,7 @@ mod commands;
 mod config;
 mod datasets;
 mod output;
+mod preference;
 mod settings;
 
 /// How a command failed, which decides the exit code.
@@ -93,6 +95,7 @@ pub fn main() -> ExitCode {
             args::Command::Stats(args) => commands::stats(args).await,
             args::Command::Export(args) => datasets::run_export(args).await,
             args::Command::Analyze(args) => datasets::run_analyze(args).await,
+            args::Command::Preference(args) => preference::run(args).await,
         }
     });
     match result {

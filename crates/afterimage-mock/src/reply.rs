@@ -234,7 +234,7 @@ pub(crate) struct Ask<'a> {
     pub(crate) tool: Option<ToolPick<'a>>,
     pub(crate) thinking: bool,
     pub(crate) prose_instead_of_json: bool,
-    /// The sampling temperature asked for: at 0.85 and above, half the answers are
+    /// The sampling temperature asked for: at 0.85 and above, about two answers in three are
     /// one terse sentence, as a careless model's might be.
     pub(crate) temperature: Option<f64>,
 }
@@ -311,7 +311,7 @@ pub(crate) fn answer(ask: &Ask<'_>, rng: Rng, n: u64) -> Reply {
 }
 
 /// Whether the assistant answers in one short sentence: its system prompt asks for
-/// that, or a high temperature made it careless (half the time).
+/// that, or a high temperature made it careless (about two times in three).
 fn terse(prompt: &Prompt<'_>, temperature: Option<f64>, text: &mut TextGen<'_>) -> bool {
     if prompt
         .texts(Role::System)
@@ -319,7 +319,7 @@ fn terse(prompt: &Prompt<'_>, temperature: Option<f64>, text: &mut TextGen<'_>) 
     {
         return true;
     }
-    temperature.is_some_and(|t| t >= 0.85) && text.rng.next_f64() < 0.5
+    temperature.is_some_and(|t| t >= 0.85) && text.rng.next_f64() < 0.65
 }
 
 /// Whether `request` is a judge's transcript (`N. Assistant: ...` lines) whose last

@@ -21,6 +21,7 @@ pub use self::{
     documents::DocumentsSpec,
     error::SettingsError,
     model::{Endpoint, EndpointOptions},
+    preference::{PreferenceOverrides, PreferenceSection, PreferenceSettings},
     sampling::RoleSampling,
 };
 pub(crate) use self::{
@@ -36,6 +37,7 @@ mod error;
 mod generation;
 mod model;
 mod output;
+pub(crate) mod preference;
 mod prices;
 mod prompts;
 mod quality;
@@ -334,7 +336,6 @@ fn upstream_gaps(raw: &RawConfig) -> Vec<String> {
     for (present, name) in [
         (raw.skills.is_some(), "the `skills` section"),
         (raw.skill.is_some(), "the `skill` section"),
-        (raw.preference.is_some(), "the `preference` section"),
     ] {
         if present {
             gap(name);

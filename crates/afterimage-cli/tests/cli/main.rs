@@ -12,6 +12,7 @@ mod backends;
 mod base_urls;
 mod fuzz_corpus;
 mod ledger;
+mod preference;
 mod quality;
 mod real_model;
 mod resume;
