@@ -409,3 +409,49 @@ async fn hugging_face_datasets_loads_the_pairs() {
         assert!(String::from_utf8_lossy(&output.stdout).starts_with("3 "));
     }
 }
+
+/// `examples/preference.yaml` through `afterimage preference`: its 20 chat_dpo pairs,
+/// with the requests per kept pair and the discard rate printed for the notes.
+pub(crate) async fn run_example(server: &MockServer, config: &Path, dir: &Path) {
+    let out = dir.join("preferences.jsonl");
+    let run = Cli::new(&[
+        "preference",
+        "-c",
+        config.to_str().unwrap(),
+        "--provider",
+        "local",
+        "--base-url",
+        &server.openai_base_url(),
+        "-o",
+        out.to_str().unwrap(),
+        "--save-log",
+        "--json",
+    ])
+    .run()
+    .await;
+    assert_eq!(run.code, 0, "preference: {}\n{}", run.stdout, run.stderr);
+    let report: Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    let rows = read_rows(&out);
+    assert_pairs(&rows, 20);
+    assert!(rows.iter().all(|r| r["prompt"][0]["role"] == "system"));
+    let analytics = &report["preference"];
+    let discarded: u64 = analytics["discarded"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert!(
+        discarded > 0,
+        "the mock's judge should discard some: {report}"
+    );
+    let log = read_rows(&dir.join("preferences_log.jsonl"));
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0]["_analytics"]["preference"], *analytics);
+    eprintln!(
+        "examples/preference.yaml: {} pairs, {:.1} requests per kept pair, discard rate {}",
+        rows.len(),
+        report["requests"].as_f64().unwrap() / rows.len() as f64,
+        analytics["discard_rate"]
+    );
+}
