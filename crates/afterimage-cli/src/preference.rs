@@ -104,6 +104,9 @@ pub(crate) async fn run(args: PreferenceArgs) -> Result<(), Failure> {
         builder = builder.secondary_model(model.clone());
     }
     let generator = builder.build().map_err(|e| Failure::Usage(e.into()))?;
+    if args.resume {
+        check_resumed_format(storage.as_ref(), pairs.format).await?;
+    }
     let stop = StopHandle::new();
     watch_ctrl_c(stop.clone());
     let progress = Progress::start(
@@ -111,12 +114,46 @@ pub(crate) async fn run(args: PreferenceArgs) -> Result<(), Failure> {
         !args.json && std::io::stderr().is_terminal(),
     );
     let options = options
+        .run_config(run_config(&settings, &pairs))
         .resume(args.resume)
         .stop_handle(stop)
         .on_progress(progress.callback());
     let result = generator.generate(options).await;
     progress.finish();
     conclude(result, &settings, &pairs, &pools, args.json)
+}
+
+/// What the run record keeps: the dialog settings and the pairs'.
+fn run_config(settings: &Settings, pairs: &PreferenceSettings) -> serde_json::Value {
+    let mut config = build::run_config(settings);
+    config["preference"] = serde_json::json!({
+        "num_pairs": pairs.num_pairs,
+        "num_responses": pairs.num_responses,
+        "min_score_gap": pairs.min_score_gap,
+        "strategy": pairs.strategy.name(),
+        "secondary_model": pairs.secondary_model,
+        "multi_turn": pairs.multi_turn,
+        "output_format": pairs.format.name(),
+    });
+    config
+}
+
+/// A resumed run keeps its format: one file holding two shapes would not load.
+async fn check_resumed_format(storage: &JsonlStorage, format: PairFormat) -> Result<(), Failure> {
+    let Ok(Some(record)) = storage.load_run().await else {
+        return Ok(());
+    };
+    let stored = record
+        .config
+        .pointer("/preference/output_format")
+        .and_then(serde_json::Value::as_str);
+    match stored {
+        Some(stored) if stored != format.name() => Err(Failure::Usage(anyhow!(
+            "{} holds {stored} pairs, and this run would add {format} ones: resume with --format {stored}, or choose another output",
+            storage.location()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The config with the flags applied: the run's settings and the pairs'.

@@ -465,7 +465,8 @@ impl State {
         let seen = self.failures.entry(error.cause()).or_default();
         // The first failure of each kind is worth a line; the rest are counted (the
         // progress bar and the report show them), not repeated.
-        if *seen == 0 {
+        // A discarded preference pair is the process working, not a failure to warn of.
+        if *seen == 0 && !matches!(error, DialogError::ScoreGap { .. }) {
             tracing::warn!(cause = %error.cause(), "dialog failed (more like it are only counted): {error}");
         } else {
             tracing::debug!(cause = %error.cause(), "dialog failed: {error}");

@@ -281,6 +281,13 @@ async fn an_existing_output_needs_resume_and_a_misspelled_key_is_named() {
         .await;
     assert_eq!(resumed.code, 0, "{}", resumed.stderr);
     assert_eq!(read_rows(&out).len(), 2);
+    // ... but not in another format: one file holding two shapes would not load.
+    let mixed = preference(&path, &server.openai_base_url(), &out)
+        .args(&["--resume", "--format", "chat_dpo"])
+        .run()
+        .await;
+    assert_eq!(mixed.code, 2);
+    assert!(mixed.stderr.contains("holds dpo pairs"), "{}", mixed.stderr);
 
     std::fs::write(&path, config("  num_pair: 2\n")).unwrap();
     let typo = preference(&path, &server.openai_base_url(), &out)
