@@ -192,7 +192,8 @@ pub(crate) async fn validate(args: ValidateArgs) -> Result<(), Failure> {
     let documents = check_documents(&settings).await;
     show_personas_and_tools(&settings);
     let output = check_output_line(&settings).await;
-    let usage_problems = [key, documents, output]
+    let pairs = crate::preference::check_section(&args.config);
+    let usage_problems = [key, documents, output, pairs]
         .into_iter()
         .filter(|passed| !passed)
         .count();

@@ -12,6 +12,9 @@
 //! [`afterimage_storage::StorageSpec`], as are the export and report `generate` runs
 //! after a successful run.
 //!
+//! `afterimage preference -c run.yaml` makes preference pairs (DPO data) from the same
+//! config and its `preference:` section.
+//!
 //! The config goes through two stages: [`RawConfig`] is what the file says,
 //! [`Settings`] is the resolved and checked run; only the latter reaches the engine.
 //! A config that cannot run fails with a [`SettingsError`] naming the key at fault.

@@ -191,6 +191,34 @@ fn resolve(args: &PreferenceArgs) -> Result<(Settings, PreferenceSettings), Fail
     Ok((settings, pairs))
 }
 
+/// `validate`'s line for a `preference:` section (none without one); whether it
+/// resolves.
+pub(crate) fn check_section(config: &std::path::Path) -> bool {
+    let Ok(raw) = config::load(config) else {
+        return true;
+    };
+    let Some(section) = raw.preference.as_ref() else {
+        return true;
+    };
+    match preference::resolve(Some(section), &PreferenceOverrides::default()) {
+        Ok(pairs) => {
+            println!(
+                "ok    preference: {} {} pairs of {} candidates ({}) to {}",
+                pairs.num_pairs,
+                pairs.format,
+                pairs.num_responses,
+                pairs.strategy,
+                pairs.output.display()
+            );
+            true
+        }
+        Err(e) => {
+            println!("fail  {e}");
+            false
+        }
+    }
+}
+
 /// `--dry-run`: what the run would do.
 fn print_plan(settings: &Settings, pairs: &PreferenceSettings) {
     println!(

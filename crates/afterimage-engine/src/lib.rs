@@ -17,6 +17,11 @@
 //! and stops at once on failures that would repeat (bad key, unknown model, dead
 //! server).
 //!
+//! [`PreferenceGenerator`] makes preference pairs (DPO data) with the same parts and
+//! scheduler: per question, several candidate answers that differ by a
+//! [`PairStrategy`], scored by the judge; the best and the worst are written as one row
+//! in a [`PairFormat`] when their scores are far enough apart.
+//!
 //! Runs are resumable: the run record (run id, seed, correspondent prompt) is saved in
 //! storage before the first dialog, and [`GenerateOptions::resume`] finishes a killed
 //! run by making only the dialogs whose ids (`<run_id>-<index>`) are missing, each with

@@ -45,6 +45,35 @@ const DEFAULT_MIN_SCORE_GAP: f64 = 0.1;
 /// [`Storage::write_record`](afterimage_core::Storage::write_record) (JSON Lines), one
 /// row per pair in the chosen [`PairFormat`], with id `<run_id>-<index>`; a killed run
 /// resumes with [`GenerateOptions::resume`], writing only the missing pairs.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use afterimage_engine::{
+///     ConversationGenerator, GenerateOptions, PairFormat, PairStrategy, PreferenceGenerator,
+/// };
+/// use afterimage_storage::JsonlStorage;
+/// use afterimage_strategies::SimpleInstructionGenerator;
+///
+/// # async fn demo(model: Arc<dyn afterimage_core::ChatModel>) -> Result<(), Box<dyn std::error::Error>> {
+/// let conversation = ConversationGenerator::builder()
+///     .respondent_prompt("You are a Tier 1 technical support agent.")
+///     .model(model.clone())
+///     .instruction_generator(Arc::new(SimpleInstructionGenerator::new(model)))
+///     .auto_improve(true) // its judge scores the candidates
+///     .storage(Arc::new(JsonlStorage::new("prefs.jsonl")))
+///     .build()?;
+/// let pairs = PreferenceGenerator::builder()
+///     .conversation(conversation)
+///     .strategy(PairStrategy::Prompt)
+///     .format(PairFormat::ChatDpo)
+///     .build()?;
+/// let report = pairs
+///     .generate(GenerateOptions::new().num_dialogs(100).max_concurrency(8))
+///     .await?;
+/// println!("{} pairs, discard rate {}", report.run.rows_written, report.preference.discard_rate);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct PreferenceGenerator {
     conversation: ConversationGenerator,

@@ -297,6 +297,21 @@ async fn an_existing_output_needs_resume_and_a_misspelled_key_is_named() {
     assert!(typo.stderr.contains("num_pair"), "{}", typo.stderr);
 
     std::fs::write(&path, config("  strategy: model\n")).unwrap();
+    let validate = Cli::new(&[
+        "validate",
+        "-c",
+        path.to_str().unwrap(),
+        "--base-url",
+        &server.openai_base_url(),
+    ])
+    .run()
+    .await;
+    assert_eq!(validate.code, 2, "{}", validate.stdout);
+    assert!(
+        validate.stdout.contains("fail  preference.secondary_model"),
+        "{}",
+        validate.stdout
+    );
     let dry = preference(&path, &server.openai_base_url(), &out)
         .args(&["--dry-run"])
         .run()
