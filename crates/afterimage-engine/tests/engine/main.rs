@@ -3,6 +3,7 @@
 
 mod follow_up;
 mod generate;
+mod preference;
 mod quality;
 mod stopping;
 mod tools;
