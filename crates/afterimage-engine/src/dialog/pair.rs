@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use afterimage_core::{ChatModel, Instruction, Message, ModifiedPrompt, Role, Spent, Verdict};
+use afterimage_core::{
+    ChatModel, Instruction, Message, ModifiedPrompt, Role, Spent, StrategyError, Verdict,
+};
 use futures::future::join_all;
 
 use super::converse::{cache_key, respondent_request};
@@ -200,15 +202,38 @@ impl Dialog<'_> {
                     requests,
                     ..
                 }) => {
+                    run.watch.judge_answered(None);
                     self.spent += Spent::new(requests, usage);
                     scores.push(score);
                 }
-                Err(e) => failure = failure.or(Some(e)),
+                Err(e) => failure = failure.or(Some(self.unscored(job, e))),
             }
         }
         match failure {
-            Some(e) => Err(DialogError::Judge(e)),
+            Some(e) => Err(e),
             None => Ok(scores),
+        }
+    }
+
+    /// A candidate the judge could not score fails the attempt; a judge whose first
+    /// answers are all unreadable stops the run, as for dialogs.
+    fn unscored(&mut self, job: &PairJob, e: StrategyError) -> DialogError {
+        let StrategyError::MalformedOutput { message } = &e else {
+            return DialogError::Judge(e);
+        };
+        self.counts.unjudged += 1;
+        match self
+            .run
+            .watch
+            .judge_answered(Some(super::gate::answer_start(message)))
+        {
+            Some(tally) => DialogError::JudgeUnreadable {
+                model: job.judge.model_name().unwrap_or("unnamed").to_owned(),
+                unreadable: tally.unreadable,
+                answers: tally.answers,
+                last: tally.last,
+            },
+            None => DialogError::Judge(e),
         }
     }
 }

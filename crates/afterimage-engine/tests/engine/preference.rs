@@ -197,3 +197,47 @@ async fn a_database_refuses_pairs_with_the_reason() {
         .unwrap_err();
     assert!(err.to_string().contains("JSONL"), "{err}");
 }
+
+/// Never answers in a shape anyone can read.
+#[derive(Debug)]
+struct Garbled;
+
+#[async_trait::async_trait]
+impl Evaluator for Garbled {
+    async fn evaluate(&self, _row: &ConversationRow) -> Result<Verdict, StrategyError> {
+        Err(StrategyError::MalformedOutput {
+            message: "no scores; the answer starts: I think it is fine".to_owned(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_judge_that_never_answers_readably_stops_the_run_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model();
+    let conversation = ConversationGenerator::builder()
+        .respondent_prompt("You are a support agent.")
+        .correspondent_prompt("You are a customer.")
+        .model(Arc::clone(&model) as _)
+        .instruction_generator(Arc::new(Questions))
+        .dedup_questions(false)
+        .storage(Arc::new(JsonlStorage::new(dir.path().join("p.jsonl"))))
+        .build()
+        .unwrap();
+    let generator = PreferenceGenerator::builder()
+        .conversation(conversation)
+        .judge(Arc::new(Garbled))
+        .build()
+        .unwrap();
+    let err = generator
+        .generate(GenerateOptions::new().num_dialogs(5).max_concurrency(1))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("never answered in readable JSON"),
+        "{err}"
+    );
+    // Stopped after the judge's first ten answers (two per attempt), not after the
+    // budget of fifty attempts.
+    assert!(model.calls() <= 12, "{} requests", model.calls());
+}
