@@ -10,7 +10,6 @@ use afterimage_engine::{
     EngineError, PairFormat, PreferenceGenerator, PreferenceReport, StopHandle,
 };
 use afterimage_providers::{KeyStats, Provider, ThrottleStats};
-use afterimage_storage::JsonlStorage;
 use anyhow::{Context, anyhow};
 use clap::Args;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -36,7 +35,7 @@ pub(crate) struct PreferenceArgs {
     /// The rows' shape (preference.output_format).
     #[arg(long, value_name = "F", value_parser = format_parser())]
     pub(crate) format: Option<PairFormat>,
-    /// The JSONL file pairs go to (preference.output_path).
+    /// Where pairs go (preference.output_path): FILE.jsonl, sqlite:FILE or postgres://...
     #[arg(short, long, value_name = "FILE")]
     pub(crate) output: Option<String>,
     /// Also write the run's analytics to `<output>_log.jsonl` (preference.save_log).
@@ -88,11 +87,17 @@ pub(crate) async fn run(args: PreferenceArgs) -> Result<(), Failure> {
     let mut settings = preload_documents(settings).await?;
     // The judge scores every candidate; `quality:` configures it as for dialogs.
     settings.auto_improve = true;
-    let storage = Arc::new(JsonlStorage::new(&pairs.output));
-    let (conversation, options, pools) =
-        build::generator(&settings, Arc::clone(&storage) as Arc<dyn Storage>)
+    let storage: Arc<dyn Storage> = Arc::new(
+        pairs
+            .output
+            .open()
             .await
-            .map_err(Failure::Usage)?;
+            .with_context(|| format!("opening the output {}", pairs.output))
+            .map_err(Failure::Usage)?,
+    );
+    let (conversation, options, pools) = build::generator(&settings, Arc::clone(&storage))
+        .await
+        .map_err(Failure::Usage)?;
     let mut builder = PreferenceGenerator::builder()
         .conversation(conversation)
         .num_responses(pairs.num_responses)
@@ -139,7 +144,7 @@ fn run_config(settings: &Settings, pairs: &PreferenceSettings) -> serde_json::Va
 }
 
 /// A resumed run keeps its format: one file holding two shapes would not load.
-async fn check_resumed_format(storage: &JsonlStorage, format: PairFormat) -> Result<(), Failure> {
+async fn check_resumed_format(storage: &dyn Storage, format: PairFormat) -> Result<(), Failure> {
     let Ok(Some(record)) = storage.load_run().await else {
         return Ok(());
     };
@@ -204,11 +209,7 @@ pub(crate) fn check_section(config: &std::path::Path) -> bool {
         Ok(pairs) => {
             println!(
                 "ok    preference: {} {} pairs of {} candidates ({}) to {}",
-                pairs.num_pairs,
-                pairs.format,
-                pairs.num_responses,
-                pairs.strategy,
-                pairs.output.display()
+                pairs.num_pairs, pairs.format, pairs.num_responses, pairs.strategy, pairs.output
             );
             true
         }
@@ -225,7 +226,7 @@ fn print_plan(settings: &Settings, pairs: &PreferenceSettings) {
         "would write {} {} pairs to {} with {} on {}",
         pairs.num_pairs,
         pairs.format,
-        pairs.output.display(),
+        pairs.output,
         settings.model_name,
         settings.provider.name()
     );

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use afterimage_engine::{PairFormat, PairStrategy};
+use afterimage_storage::StorageSpec;
 use serde::Deserialize;
 
 use super::SettingsError;
@@ -34,8 +35,8 @@ pub struct PreferenceSection {
     /// `dpo` (default), `chat_dpo`, `ultrafeedback`, `anthropic_hh` or `orpo`.
     #[serde(default)]
     pub output_format: PairFormat,
-    /// The JSONL file pairs go to (default `./preferences.jsonl`, relative to the
-    /// current folder as upstream's).
+    /// Where pairs go (default `./preferences.jsonl`, relative to the current folder
+    /// as upstream's; also `sqlite:FILE` or `postgres://...`).
     #[serde(default = "default_output_path")]
     pub output_path: String,
     /// Also write the run's analytics to a log file.
@@ -111,8 +112,8 @@ pub struct PreferenceSettings {
     pub max_concurrency: Option<usize>,
     /// The rows' shape.
     pub format: PairFormat,
-    /// The JSONL output.
-    pub output: PathBuf,
+    /// Where pairs go: a JSONL file, `sqlite:FILE` or `postgres://...`.
+    pub output: StorageSpec,
     /// Where the analytics log goes, with `save_log`.
     pub log: Option<PathBuf>,
 }
@@ -175,22 +176,23 @@ pub(crate) fn resolve(
     })
 }
 
-/// Pairs are JSON Lines: a database URL is refused with the reason.
-fn output_file(path: &str) -> Result<PathBuf, SettingsError> {
-    let lower = path.to_ascii_lowercase();
-    if lower.starts_with("sqlite:") || lower.starts_with("postgres") || path.trim().is_empty() {
+/// Where pairs go; an empty name is refused.
+fn output_file(path: &str) -> Result<StorageSpec, SettingsError> {
+    if path.trim().is_empty() {
         return Err(SettingsError::new(
             "preference.output_path",
-            format!(
-                "{path:?}: preference pairs are written to a JSONL file; give a file name such as preferences.jsonl"
-            ),
+            "is empty: give a file name such as preferences.jsonl (or sqlite:FILE, postgres://...)",
         ));
     }
-    Ok(PathBuf::from(path))
+    Ok(StorageSpec::parse(path))
 }
 
-/// `prefs.jsonl` -> `prefs_log.jsonl`.
-fn log_file(output: &std::path::Path) -> PathBuf {
+/// `prefs.jsonl` -> `prefs_log.jsonl` (`runs.db` -> `runs_log.jsonl`); for
+/// PostgreSQL, `preferences_log.jsonl` in the current folder.
+fn log_file(output: &StorageSpec) -> PathBuf {
+    let Some(output) = output.file() else {
+        return PathBuf::from("preferences_log.jsonl");
+    };
     let stem = output.file_stem().map_or_else(
         || "preferences".into(),
         |s| s.to_string_lossy().into_owned(),
@@ -215,7 +217,7 @@ mod tests {
         );
         assert_eq!(s.strategy, PairStrategy::Temperature);
         assert_eq!(s.format, PairFormat::Dpo);
-        assert_eq!(s.output, PathBuf::from("./preferences.jsonl"));
+        assert_eq!(s.output.to_string(), "./preferences.jsonl");
         assert_eq!(s.log, None);
     }
 
@@ -243,7 +245,7 @@ mod tests {
         assert_eq!(err("strategy: model\n"), "preference.secondary_model");
         assert_eq!(err("num_responses: 1\n"), "preference.num_responses");
         assert_eq!(err("min_score_gap: 2\n"), "preference.min_score_gap");
-        assert_eq!(err("output_path: sqlite:p.db\n"), "preference.output_path");
+        assert_eq!(err("output_path: ''\n"), "preference.output_path");
         assert!(serde_saphyr::from_str::<PreferenceSection>("num_pair: 3\n").is_err());
         assert!(serde_saphyr::from_str::<PreferenceSection>("strategy: random\n").is_err());
     }

@@ -477,3 +477,47 @@ pub(crate) async fn run_example(server: &MockServer, config: &Path, dir: &Path) 
         analytics["discard_rate"]
     );
 }
+
+/// Pairs in SQLite or PostgreSQL: exact, refused without `--resume`, resumed to a
+/// larger count with only the missing ones.
+async fn database_pairs(server: &MockServer, out: &str) {
+    use afterimage_core::Storage as _;
+    let (dir, path) = project(&config("  num_pairs: 3\n  strategy: prompt\n"));
+    let _keep = dir;
+    let run = |extra: &[&str]| {
+        Cli::new(&[
+            "preference",
+            "-c",
+            path.to_str().unwrap(),
+            "--base-url",
+            &server.openai_base_url(),
+            "-o",
+            out,
+        ])
+        .args(extra)
+    };
+    let first = run(&[]).run().await;
+    assert_eq!(first.code, 0, "{out}: {}", first.stderr);
+    let again = run(&[]).run().await;
+    assert_eq!(again.code, 2, "{out}: {}", again.stderr);
+    assert!(again.stderr.contains("--resume"), "{}", again.stderr);
+    let resumed = run(&["--resume", "--num-pairs", "5"]).run().await;
+    assert_eq!(resumed.code, 0, "{out}: {}", resumed.stderr);
+    let storage = afterimage_storage::StorageSpec::parse(out)
+        .open()
+        .await
+        .unwrap();
+    let ids: HashSet<String> = storage.existing_ids().await.unwrap().into_iter().collect();
+    assert_eq!(ids.len(), 5, "{out}: {ids:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_and_postgres_keep_pairs_and_resume() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite:{}", dir.path().join("pairs.db").display());
+    database_pairs(&server, &sqlite).await;
+    let schema = crate::PostgresSchema::new();
+    database_pairs(&server, &schema.url).await;
+    schema.drop().await;
+}

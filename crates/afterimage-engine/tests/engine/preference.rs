@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use afterimage_core::Storage as _;
 use afterimage_core::testing::ScriptedModel;
 use afterimage_core::{
     ChatResponse, ConversationRow, Evaluation, Evaluator, GeneratedInstructions, Grade,
@@ -187,15 +188,53 @@ async fn the_model_strategy_asks_the_secondary_model_by_name() {
 }
 
 #[tokio::test]
-async fn a_database_refuses_pairs_with_the_reason() {
+async fn sqlite_keeps_pairs_and_resumes_them_by_id() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = SqliteStorage::open(dir.path().join("p.db")).unwrap();
-    let generator = pairs(&model(), Arc::new(storage), PairStrategy::Temperature).unwrap();
+    let path = dir.path().join("p.db");
+    let storage = Arc::new(SqliteStorage::open(&path).unwrap());
+    let generator = pairs(&model(), storage.clone(), PairStrategy::Temperature).unwrap();
+    generator
+        .generate(GenerateOptions::new().num_dialogs(2))
+        .await
+        .unwrap();
+    let ids = storage.existing_ids().await.unwrap();
+    assert_eq!(ids.len(), 2);
+    // A resumed run with a larger count writes only the missing pairs.
+    let report = generator
+        .generate(GenerateOptions::new().num_dialogs(4).resume(true))
+        .await
+        .unwrap();
+    assert_eq!((report.run.rows_resumed, report.run.rows_written), (2, 2));
+    let mut all = storage.existing_ids().await.unwrap();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 4);
+    assert!(ids.iter().all(|id| all.contains(id)));
+}
+
+/// Keeps dialog rows only: the trait's default for records.
+#[derive(Debug)]
+struct RowsOnly;
+
+#[async_trait::async_trait]
+impl afterimage_core::Storage for RowsOnly {
+    async fn write(&self, _row: &ConversationRow) -> Result<(), afterimage_core::StorageError> {
+        Ok(())
+    }
+
+    fn location(&self) -> String {
+        "rows-only".to_owned()
+    }
+}
+
+#[tokio::test]
+async fn a_storage_without_records_refuses_pairs_with_the_reason() {
+    let generator = pairs(&model(), Arc::new(RowsOnly), PairStrategy::Temperature).unwrap();
     let err = generator
         .generate(GenerateOptions::new().num_dialogs(1))
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("JSONL"), "{err}");
+    assert!(err.to_string().contains("not preference pairs"), "{err}");
 }
 
 /// Never answers in a shape anyone can read.
