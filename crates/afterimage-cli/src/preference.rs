@@ -114,9 +114,11 @@ pub(crate) async fn run(args: PreferenceArgs) -> Result<(), Failure> {
     }
     let stop = StopHandle::new();
     watch_ctrl_c(stop.clone());
-    let progress = Progress::start(
+    let progress = Progress::counting(
         Some(pairs.num_pairs),
         !args.json && std::io::stderr().is_terminal(),
+        "pairs",
+        "not kept",
     );
     let options = options
         .run_config(run_config(&settings, &pairs))

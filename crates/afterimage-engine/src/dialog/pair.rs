@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use afterimage_core::{
-    ChatModel, Instruction, Message, ModifiedPrompt, Role, Spent, StrategyError, Verdict,
+    ChatModel, Instruction, Message, ModifiedPrompt, Spent, StrategyError, Verdict,
 };
 use futures::future::join_all;
 
@@ -265,7 +265,7 @@ async fn ask(
         .await
         .map_err(DialogError::Respondent)?;
     let text = reply.message.content.trim().to_owned();
-    if text.is_empty() || reply.message.role == Role::Tool {
+    if text.is_empty() {
         return Err(DialogError::EmptyReply("respondent"));
     }
     Ok(Asked {
