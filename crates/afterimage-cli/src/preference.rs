@@ -38,7 +38,8 @@ pub(crate) struct PreferenceArgs {
     /// Where pairs go (preference.output_path): FILE.jsonl, sqlite:FILE or postgres://...
     #[arg(short, long, value_name = "FILE")]
     pub(crate) output: Option<String>,
-    /// Also write the run's analytics to `<output>_log.jsonl` (preference.save_log).
+    /// Also write every pair whole (all candidates) and the run's analytics to
+    /// `<output>_log.jsonl` (preference.save_log).
     #[arg(long)]
     pub(crate) save_log: bool,
     /// Check the config and show what would run, without calling any model.
@@ -107,6 +108,9 @@ pub(crate) async fn run(args: PreferenceArgs) -> Result<(), Failure> {
         .format(pairs.format);
     if let Some(model) = &pairs.secondary_model {
         builder = builder.secondary_model(model.clone());
+    }
+    if let Some(log) = &pairs.log {
+        builder = builder.log(Arc::new(afterimage_storage::JsonlStorage::new(log)));
     }
     let generator = builder.build().map_err(|e| Failure::Usage(e.into()))?;
     if args.resume {
@@ -343,7 +347,7 @@ fn print_analytics(report: &PreferenceReport) {
     }
 }
 
-/// Appends the analytics as `{"_analytics": ...}` to the log file.
+/// Appends the analytics as `{"_analytics": ...}` to the log file, after the pairs.
 fn save_log(path: &std::path::Path, report: &PreferenceReport) -> anyhow::Result<()> {
     use std::io::Write as _;
     let line = serde_json::json!({ "_analytics": report });

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use afterimage_core::Evaluator;
+use afterimage_core::{Evaluator, Storage};
 use serde::Serialize;
 
 use crate::run::Job;
@@ -90,6 +90,7 @@ struct PairSettings {
     multi_turn: bool,
     format: PairFormat,
     judge: Arc<dyn Evaluator>,
+    log: Option<Arc<dyn Storage>>,
 }
 
 /// What a pair task needs: the settings and the run's analytics.
@@ -103,6 +104,8 @@ pub(crate) struct PairJob {
     pub(crate) format: PairFormat,
     pub(crate) judge: Arc<dyn Evaluator>,
     pub(crate) collector: Collector,
+    /// Where every kept pair also goes whole, every candidate included.
+    pub(crate) log: Option<Arc<dyn Storage>>,
 }
 
 impl PairJob {
@@ -170,6 +173,7 @@ impl PreferenceGenerator {
             format: s.format,
             judge: Arc::clone(&s.judge),
             collector: Collector::default(),
+            log: s.log.clone(),
         });
         let task = Arc::clone(&job);
         let slot: Job = Arc::new(move |run, index, delay| {
@@ -180,7 +184,13 @@ impl PreferenceGenerator {
                 delay,
             ))
         });
-        let run = self.conversation.run_jobs(options, Some(slot)).await?;
+        let run = self.conversation.run_jobs(options, Some(slot)).await;
+        if let Some(log) = &s.log
+            && let Err(e) = log.flush().await
+        {
+            tracing::warn!("could not flush the pair log {}: {e}", log.location());
+        }
+        let run = run?;
         let preference = job.collector.analytics(run.failures.clone());
         Ok(PreferenceReport {
             run,
@@ -207,6 +217,7 @@ pub struct PreferenceGeneratorBuilder {
     secondary_model: Option<String>,
     multi_turn: bool,
     format: PairFormat,
+    log: Option<Arc<dyn Storage>>,
 }
 
 impl PreferenceGeneratorBuilder {
@@ -262,6 +273,13 @@ impl PreferenceGeneratorBuilder {
         self
     }
 
+    /// Also write every kept pair whole (each candidate's answer, score and label)
+    /// to `log` (upstream's `save_log`); a failed log write only warns.
+    pub fn log(mut self, log: Arc<dyn Storage>) -> Self {
+        self.log = Some(log);
+        self
+    }
+
     /// Checks the settings and builds the generator.
     pub fn build(self) -> Result<PreferenceGenerator, EngineError> {
         let config = |m: String| EngineError::Config(m);
@@ -299,6 +317,7 @@ impl PreferenceGeneratorBuilder {
                 multi_turn: self.multi_turn,
                 format: self.format,
                 judge,
+                log: self.log,
             }),
         })
     }

@@ -39,7 +39,7 @@ pub struct PreferenceSection {
     /// as upstream's; also `sqlite:FILE` or `postgres://...`).
     #[serde(default = "default_output_path")]
     pub output_path: String,
-    /// Also write the run's analytics to a log file.
+    /// Also write every pair whole (all candidates) and the analytics to a log file.
     #[serde(default)]
     pub save_log: bool,
     /// The log file (default: the output's name with `_log.jsonl`).

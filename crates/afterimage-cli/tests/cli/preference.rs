@@ -467,9 +467,16 @@ pub(crate) async fn run_example(server: &MockServer, config: &Path, dir: &Path) 
         discarded > 0,
         "the mock's judge should discard some: {report}"
     );
+    // The log: each pair whole (every candidate's answer), then the analytics.
     let log = read_rows(&dir.join("preferences_log.jsonl"));
-    assert_eq!(log.len(), 1);
-    assert_eq!(log[0]["_analytics"]["preference"], *analytics);
+    assert_eq!(log.len(), 21);
+    for pair in &log[..20] {
+        let candidates = pair["candidates"].as_array().unwrap();
+        assert_eq!(candidates.len(), 3);
+        assert!(candidates.iter().all(|c| c["response"].is_string()));
+        assert!(rows.iter().any(|r| r["id"] == pair["id"]));
+    }
+    assert_eq!(log[20]["_analytics"]["preference"], *analytics);
     eprintln!(
         "examples/preference.yaml: {} pairs, {:.1} requests per kept pair, discard rate {}",
         rows.len(),

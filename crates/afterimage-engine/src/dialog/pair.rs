@@ -93,6 +93,12 @@ impl Dialog<'_> {
             .write_record(&job.format.row(&pair))
             .await
             .map_err(DialogError::Storage)?;
+        // The pair is stored; a log that cannot keep it is worth a warning, not the pair.
+        if let Some(log) = &job.log
+            && let Err(e) = log.write_record(&pair.to_json()).await
+        {
+            tracing::warn!("could not log pair {} to {}: {e}", pair.id, log.location());
+        }
         job.collector.kept(&pair);
         outcome.stored = true;
         Ok(Stored {

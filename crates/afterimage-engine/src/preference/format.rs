@@ -69,6 +69,26 @@ impl PreferencePair {
         self.chosen().score - self.rejected().score
     }
 
+    /// The whole pair, every candidate's answer included (the log's line).
+    pub fn to_json(&self) -> Value {
+        let candidates: Vec<Value> = self
+            .candidates
+            .iter()
+            .map(|c| {
+                json!({"label": c.label, "model": c.model, "temperature": c.temperature, "score": c.score, "response": c.text})
+            })
+            .collect();
+        json!({
+            "id": self.id,
+            "system_prompt": self.system_prompt,
+            "history": self.history.iter().map(message).collect::<Vec<_>>(),
+            "candidates": candidates,
+            "chosen": self.chosen,
+            "rejected": self.rejected,
+            "metadata": self.metadata(),
+        })
+    }
+
     /// The last user message: what the candidates answer.
     fn question(&self) -> &str {
         self.history
