@@ -33,6 +33,8 @@ pub(crate) enum Command {
     Stats(StatsArgs),
     /// Generate rows whose output matches a JSON Schema (the `structured:` section).
     Structured(crate::structured::StructuredArgs),
+    /// Generate preference pairs (DPO data) from a YAML config's `preference:` section.
+    Preference(crate::preference::PreferenceArgs),
 }
 
 /// The end of `generate --help`.

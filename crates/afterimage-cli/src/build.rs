@@ -477,7 +477,7 @@ fn run_options(settings: &Settings, parked: &ParkedRequests) -> anyhow::Result<G
 }
 
 /// The settings kept in the run record for people reading the store; no keys.
-fn run_config(settings: &Settings) -> serde_json::Value {
+pub(crate) fn run_config(settings: &Settings) -> serde_json::Value {
     serde_json::json!({
         "provider": settings.provider.name(),
         "model_name": settings.model_name,

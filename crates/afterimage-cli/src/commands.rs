@@ -189,7 +189,8 @@ pub(crate) async fn validate(args: ValidateArgs) -> Result<(), Failure> {
     show_personas_and_tools(&settings);
     let structured = crate::structured::check_section(&args.config);
     let output = check_output_line(&settings).await;
-    let usage_problems = [key, documents, structured, output]
+    let pairs = crate::preference::check_section(&args.config);
+    let usage_problems = [key, documents, structured, output, pairs]
         .into_iter()
         .filter(|passed| !passed)
         .count();

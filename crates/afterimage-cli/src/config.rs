@@ -52,8 +52,8 @@ pub struct RawConfig {
     /// The analysis report written after a run.
     #[serde(default)]
     pub analytics: AnalyticsSection,
-    /// Upstream's preference-pair generation (not implemented here yet).
-    pub preference: Option<IgnoredAny>,
+    /// Preference pairs (`afterimage preference`; `generate` ignores it).
+    pub preference: Option<crate::settings::PreferenceSection>,
     /// (ours) Schema-typed rows for `afterimage structured`.
     pub structured: Option<crate::settings::StructuredSection>,
 }

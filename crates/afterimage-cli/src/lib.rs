@@ -12,6 +12,9 @@
 //! [`afterimage_storage::StorageSpec`], as are the export and report `generate` runs
 //! after a successful run.
 //!
+//! `afterimage preference -c run.yaml` makes preference pairs (DPO data) from the same
+//! config and its `preference:` section.
+//!
 //! The config goes through two stages: [`RawConfig`] is what the file says,
 //! [`Settings`] is the resolved and checked run; only the latter reaches the engine.
 //! A config that cannot run fails with a [`SettingsError`] naming the key at fault.
@@ -40,7 +43,8 @@ pub use crate::{
     },
     settings::{
         AfterRun, AutoExport, DocumentsSpec, Endpoint, EndpointOptions, KeyPolicy, Overrides,
-        RoleSampling, Settings, SettingsError, StructuredSection,
+        PreferenceOverrides, PreferenceSection, PreferenceSettings, RoleSampling, Settings,
+        SettingsError, StructuredSection,
     },
 };
 
@@ -51,6 +55,7 @@ mod config;
 mod datasets;
 mod metrics;
 mod output;
+mod preference;
 mod settings;
 mod signals;
 mod structured;
@@ -100,6 +105,7 @@ pub fn main() -> ExitCode {
             args::Command::Export(args) => datasets::run_export(args).await,
             args::Command::Analyze(args) => datasets::run_analyze(args).await,
             args::Command::Structured(args) => structured::run(args).await,
+            args::Command::Preference(args) => preference::run(args).await,
         }
     });
     match result {

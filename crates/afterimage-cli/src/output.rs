@@ -20,11 +20,24 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 pub(crate) struct Progress {
     bar: ProgressBar,
     total: Option<u64>,
+    /// What the ended attempts that wrote nothing are called.
+    failed: &'static str,
 }
 
 impl Progress {
     /// Starts a bar counting up to `total` rows (a spinner when there is no count).
     pub(crate) fn start(total: Option<u64>, visible: bool) -> Progress {
+        Self::counting(total, visible, "dialogs", "failed")
+    }
+
+    /// Starts a bar counting `unit` (`pairs`), the attempts that wrote nothing shown
+    /// as `failed` (`not kept`).
+    pub(crate) fn counting(
+        total: Option<u64>,
+        visible: bool,
+        unit: &str,
+        failed: &'static str,
+    ) -> Progress {
         let bar = match total {
             Some(n) => ProgressBar::new(n),
             None => ProgressBar::no_length(),
@@ -32,11 +45,13 @@ impl Progress {
         if visible {
             bar.set_draw_target(ProgressDrawTarget::stderr());
             let template = if total.is_some() {
-                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} dialogs  {rate}  ETA {eta}  {msg}"
+                format!(
+                    "{{spinner}} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {unit}  {{rate}}  ETA {{eta}}  {{msg}}"
+                )
             } else {
-                "{spinner} [{elapsed_precise}] {pos} dialogs  {rate}  {msg}"
+                format!("{{spinner}} [{{elapsed_precise}}] {{pos}} {unit}  {{rate}}  {{msg}}")
             };
-            if let Ok(style) = ProgressStyle::with_template(template) {
+            if let Ok(style) = ProgressStyle::with_template(&template) {
                 // indicatif's own `{per_sec}` shows four decimals (`56.6072/s`).
                 let style = style.with_key(
                     "rate",
@@ -50,13 +65,13 @@ impl Progress {
         } else {
             bar.set_draw_target(ProgressDrawTarget::hidden());
         }
-        Progress { bar, total }
+        Progress { bar, total, failed }
     }
 
     /// The engine callback that moves the bar.
     pub(crate) fn callback(&self) -> impl Fn(&RunProgress) + Send + Sync + 'static {
         let bar = self.bar.clone();
-        let total = self.total;
+        let (total, failed) = (self.total, self.failed);
         move |progress: &RunProgress| {
             bar.set_position(progress.rows_written);
             // The ledger's: every request paid for, failed ones and earlier sessions'
@@ -76,7 +91,7 @@ impl Progress {
                 })
                 .unwrap_or_default();
             bar.set_message(format!(
-                "{} failed  {} requests{cost}",
+                "{} {failed}  {} requests{cost}",
                 progress.dialogs_failed, progress.ledger.requests
             ));
         }

@@ -332,6 +332,19 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Stores one finished row durably (a whole row or nothing).
     async fn write(&self, row: &ConversationRow) -> Result<(), StorageError>;
 
+    /// Stores one finished record that is not a dialog row (a preference pair), whole
+    /// or not at all. Its `id` and `metadata.context_ids` fields are read back like a
+    /// row's by [`existing_ids`](Self::existing_ids) and
+    /// [`context_visits`](Self::context_visits), so such a run resumes like a dialog
+    /// run. Storages that cannot keep such records refuse (the default).
+    async fn write_record(&self, record: &serde_json::Value) -> Result<(), StorageError> {
+        let _ = record;
+        Err(StorageError::Backend(format!(
+            "{} keeps dialog rows only, not preference pairs: write them to a JSONL file",
+            self.location()
+        )))
+    }
+
     /// Ids of rows already stored, so a run can resume without duplicates.
     async fn existing_ids(&self) -> Result<Vec<String>, StorageError> {
         Ok(Vec::new())

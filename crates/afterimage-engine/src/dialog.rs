@@ -21,9 +21,11 @@ use crate::{DialogError, Turns, UnjudgedPolicy};
 
 mod converse;
 mod gate;
+mod pair;
 mod watch;
 
 use gate::Attempts;
+pub(crate) use pair::run_pair;
 pub(crate) use watch::RunWatch;
 
 /// Everything a dialog needs, shared by all dialogs of a run.

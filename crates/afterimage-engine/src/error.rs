@@ -105,6 +105,17 @@ pub enum DialogError {
         /// Whether no question of the run ever passed (then the run stops).
         none_passed: bool,
     },
+    /// The candidates of a preference pair scored too close together to teach a
+    /// preference: the pair is discarded and another made in its place.
+    #[error(
+        "the best and worst candidates scored {gap:.3} apart, less than min_score_gap {min_gap}"
+    )]
+    ScoreGap {
+        /// Best score minus worst score.
+        gap: f64,
+        /// The gap a pair needs.
+        min_gap: f64,
+    },
     /// The judge's first answers could not be read (policy
     /// [`UnjudgedPolicy::Stop`](crate::UnjudgedPolicy::Stop)).
     #[error(
@@ -190,6 +201,7 @@ impl DialogError {
             DialogError::JudgeUnreadable { .. } => "judge: unreadable".to_owned(),
             DialogError::Hook { stage, .. } => format!("hook: {stage}"),
             DialogError::InvalidOutput { .. } => "output: invalid".to_owned(),
+            DialogError::ScoreGap { .. } => "pair: score_gap_too_small".to_owned(),
         }
     }
 

@@ -21,7 +21,7 @@ use crate::dialog::{Quality, RunContext, RunWatch, Tally, Tools};
 use crate::instructions::InstructionPool;
 use crate::policy::Sampling;
 use crate::pricing::{Accounted, Prices, RunLedger};
-use crate::run::{Plan, execute};
+use crate::run::{Job, Plan, execute};
 use crate::{EngineError, GenerateOptions, RunReport, TurnHooks, UnjudgedPolicy};
 
 /// Generates multi-turn dialogs between a simulated user (the correspondent) and the
@@ -75,8 +75,19 @@ impl ConversationGenerator {
     /// With [`GenerateOptions::resume`], the run recorded in storage is finished
     /// instead: same run id, seed and correspondent prompt, only the missing dialogs.
     pub async fn generate(&self, options: GenerateOptions) -> Result<RunReport, EngineError> {
+        self.run_jobs(options, None).await
+    }
+
+    /// [`generate`](Self::generate), each slot running `job` instead of a dialog
+    /// when one is given.
+    pub(crate) async fn run_jobs(
+        &self,
+        options: GenerateOptions,
+        job: Option<Job>,
+    ) -> Result<RunReport, EngineError> {
         let start = self.accounted();
         let mut plan = Plan::new(&options)?;
+        plan.job = job;
         let (mut record, setup) = self.open_run(&options, &mut plan).await?;
         record.status = RunStatus::Running;
         record.stop_reason = None;
@@ -113,6 +124,11 @@ impl ConversationGenerator {
     /// builder, or its own): what its runs paid for, by model and role.
     pub fn ledger(&self) -> &Ledger {
         &self.inner.ledger
+    }
+
+    /// The judge `auto_improve` set up (or the one given), if any.
+    pub(crate) fn evaluator(&self) -> Option<Arc<dyn Evaluator>> {
+        self.inner.evaluator.clone()
     }
 
     /// The part of the ledger earlier runs of this generator account for.

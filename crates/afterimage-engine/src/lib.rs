@@ -29,6 +29,11 @@
 //! failure budget, ledger and resume. [`TurnHooks`] run the caller's code before and after every completion
 //! of a dialog ([`ConversationGeneratorBuilder::turn_hooks`]).
 //!
+//! [`PreferenceGenerator`] makes preference pairs (DPO data) with the same parts and
+//! scheduler: per question, several candidate answers that differ by a
+//! [`PairStrategy`], scored by the judge; the best and the worst are written as one row
+//! in a [`PairFormat`] when their scores are far enough apart.
+//!
 //! Runs are resumable: the run record (run id, seed, correspondent prompt) is saved in
 //! storage before the first dialog, and [`GenerateOptions::resume`] finishes a killed
 //! run by making only the dialogs whose ids (`<run_id>-<index>`) are missing, each with
@@ -70,6 +75,10 @@ pub use crate::{
     instructions::{OnExhausted, SteeringConfig},
     options::{GenerateOptions, InFlight, Price, ProgressFn, Turns},
     policy::UnjudgedPolicy,
+    preference::{
+        Candidate, GapStats, LabelWins, PairFormat, PairStrategy, PreferenceAnalytics,
+        PreferenceGenerator, PreferenceGeneratorBuilder, PreferencePair, PreferenceReport,
+    },
     pricing::{LedgerSummary, ModelSpend, PriceFn, SpendFigures},
     report::RunReport,
     schema::{SchemaProblem, check_output_schema},
@@ -89,6 +98,7 @@ mod instructions;
 mod metrics;
 mod options;
 mod policy;
+mod preference;
 mod pricing;
 mod report;
 mod run;

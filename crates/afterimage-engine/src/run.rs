@@ -23,8 +23,23 @@ const PARKED_POLL: Duration = Duration::from_millis(50);
 /// The longest pause before a replacement dialog starts after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// What a slot runs instead of a dialog (preference pairs bring their own): the same
+/// counting, replacement, resume and ledger apply to it.
+pub(crate) type Job = Arc<
+    dyn Fn(
+            Arc<RunContext>,
+            u64,
+            Duration,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<DialogOutcome, DialogFailure>> + Send>,
+        > + Send
+        + Sync,
+>;
+
 /// Validated run limits.
 pub(crate) struct Plan {
+    /// What each slot runs (`None`: a dialog).
+    pub(crate) job: Option<Job>,
     pub(crate) cap: Option<u64>,
     pub(crate) criteria: Vec<Arc<dyn StoppingCriterion>>,
     pub(crate) max_failures: u64,
@@ -53,6 +68,7 @@ impl Plan {
             .max_failures
             .unwrap_or_else(|| 10 + cap.map_or(100, |n| n / 10));
         Ok(Plan {
+            job: None,
             cap,
             criteria,
             max_failures,
@@ -220,7 +236,11 @@ impl<'a> Scheduler<'a> {
             }
             let index = self.order.next(&plan.done);
             let delay = state.backoff();
-            let dialog = run_dialog(Arc::clone(&self.run), index, delay);
+            let run = Arc::clone(&self.run);
+            let dialog = match &plan.job {
+                Some(job) => job(run, index, delay),
+                None => Box::pin(run_dialog(run, index, delay)),
+            };
             let in_flight = self.metrics.started();
             self.tasks.spawn(async move {
                 let _in_flight = in_flight;
@@ -506,7 +526,8 @@ impl State {
         let seen = self.failures.entry(error.cause()).or_default();
         // The first failure of each kind is worth a line; the rest are counted (the
         // progress bar and the report show them), not repeated.
-        if *seen == 0 {
+        // A discarded preference pair is the process working, not a failure to warn of.
+        if *seen == 0 && !matches!(error, DialogError::ScoreGap { .. }) {
             tracing::warn!(cause = %error.cause(), "dialog failed (more like it are only counted): {error}");
         } else {
             tracing::debug!(cause = %error.cause(), "dialog failed: {error}");

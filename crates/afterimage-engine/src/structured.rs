@@ -585,7 +585,7 @@ impl Row<'_> {
         };
         run.parts
             .output
-            .write_record(&id, &row)
+            .write_serialized(&id, &row)
             .map_err(DialogError::Storage)?;
         self.done.persona = persona.map(|p| p.description.clone());
         self.done.context_ids = context_ids;

@@ -41,6 +41,7 @@ pub(crate) fn messages(body: &Value, call: Call<'_>) -> Result<Answer, String> {
         prose_instead_of_json: prose,
         // Structured output is a forced tool here; the fault covers the JSON modes.
         break_schema: false,
+        temperature: body.get("temperature").and_then(Value::as_f64),
     };
     let cached = cache.map_or(CacheUse::default(), |c| {
         c.explicit(&format!("anthropic/{model}"), &prompt)

@@ -40,6 +40,9 @@ pub(crate) fn generate(
         thinking: thinking(config),
         prose_instead_of_json: prose,
         break_schema,
+        temperature: config
+            .and_then(|c| c.get("temperature"))
+            .and_then(Value::as_f64),
     };
     let cached = cache.map_or(0, |c| c.implicit(&format!("gemini/{model}"), &prompt).read);
     let reply = answer(&ask, rng, n);

@@ -32,6 +32,7 @@ pub(crate) fn chat(body: &Value, call: Call<'_>) -> Result<Answer, String> {
         thinking: is_thinking_model(model),
         prose_instead_of_json: prose,
         break_schema,
+        temperature: body.get("temperature").and_then(Value::as_f64),
     };
     let cached = cache.map_or(0, |c| c.implicit(&format!("openai/{model}"), &prompt).read);
     let reply = answer(&ask, rng, n);

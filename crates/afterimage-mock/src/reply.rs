@@ -237,6 +237,9 @@ pub(crate) struct Ask<'a> {
     pub(crate) prose_instead_of_json: bool,
     /// Answer a JSON-schema request with JSON that breaks the schema.
     pub(crate) break_schema: bool,
+    /// The sampling temperature asked for: at 0.85 and above, about two answers in three are
+    /// one terse sentence, as a careless model's might be.
+    pub(crate) temperature: Option<f64>,
 }
 
 /// Reasoning models by name, as served by DeepSeek and friends.
@@ -269,6 +272,9 @@ pub(crate) fn answer(ask: &Ask<'_>, rng: Rng, n: u64) -> Reply {
         .flatten()
         .and_then(Steered::read)
         .map(|steered| steered.reply(asked_count(prompt.texts(Role::System)), &mut text.rng));
+    // The judge rates what the transcript's assistant said last: a terse answer
+    // scores low, so preference pairs see real gaps.
+    text.low_scores = structured && last_user.is_some_and(judges_a_terse_answer);
 
     if let Some(tool) = ask.tool {
         return call(tool, steered, &mut text);
@@ -299,6 +305,8 @@ pub(crate) fn answer(ask: &Ask<'_>, rng: Rng, n: u64) -> Reply {
                 text.user_system_prompt()
             } else if plays_user {
                 text.follow_up()
+            } else if terse(prompt, ask.temperature, &mut text) {
+                text.sentence(0)
             } else {
                 text.answer(last_user)
             };
@@ -347,6 +355,28 @@ fn call(tool: ToolPick<'_>, steered: Option<String>, text: &mut TextGen<'_>) -> 
         name: tool.name.to_string(),
         arguments,
     }
+}
+
+/// Whether the assistant answers in one short sentence: its system prompt asks for
+/// that, or a high temperature made it careless (about two times in three).
+fn terse(prompt: &Prompt<'_>, temperature: Option<f64>, text: &mut TextGen<'_>) -> bool {
+    if prompt
+        .texts(Role::System)
+        .any(|s| contains_ci(s, "one short sentence"))
+    {
+        return true;
+    }
+    temperature.is_some_and(|t| t >= 0.85) && text.rng.next_f64() < 0.65
+}
+
+/// Whether `request` is a judge's transcript (`N. Assistant: ...` lines) whose last
+/// assistant turn has fewer than 15 words.
+fn judges_a_terse_answer(request: &str) -> bool {
+    let Some(at) = request.rfind(". Assistant:") else {
+        return false;
+    };
+    let answer = &request[at + ". Assistant:".len()..];
+    word_count(answer) < 15
 }
 
 /// JSON without an API-level schema: follow a schema or example written into the

@@ -498,7 +498,11 @@ impl<'s> Filler<'s, '_, '_> {
     ) -> Value {
         let range = Range::of(schema);
         // High in the range: judges' scores should look like passing scores.
-        let f = 0.8 + 0.15 * self.text.rng.next_f64();
+        let f = if self.text.low_scores {
+            0.3 + 0.2 * self.text.rng.next_f64()
+        } else {
+            0.8 + 0.15 * self.text.rng.next_f64()
+        };
         let v = range.place(f, default_number(name, integer, f, variant));
         let mut v = if integer {
             range.round_integer(v)

@@ -139,6 +139,8 @@ struct Shared {
     rpm_windows: Mutex<HashMap<String, (Instant, u32)>>,
     /// Milliseconds added to every answer from now on ([`MockServer::set_extra_latency`]).
     extra_latency_ms: AtomicU64,
+    /// Chat requests per model name asked for.
+    by_model: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 /// The length of a [`MockConfig::rpm_limit`] window.
@@ -202,6 +204,7 @@ impl MockServer {
             cache,
             rpm_windows: Mutex::new(HashMap::new()),
             extra_latency_ms: AtomicU64::new(0),
+            by_model: Mutex::default(),
         });
         let (shutdown, signal) = watch::channel(false);
         let task = runtime.spawn(accept_loop(listener, Arc::clone(&shared), signal));
@@ -255,6 +258,15 @@ impl MockServer {
     pub fn set_extra_latency(&self, latency: Duration) {
         let ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
         self.shared.extra_latency_ms.store(ms, Relaxed);
+    }
+
+    /// Chat requests (all three formats, faults included) per model name asked for.
+    pub fn requests_by_model(&self) -> std::collections::BTreeMap<String, u64> {
+        self.shared
+            .by_model
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Zeroes the counters (e.g. after a benchmark's warm-up).
@@ -489,6 +501,10 @@ async fn model_call(
         return Ok(rpm_refusal(route.dialect(), retry_after).into_response());
     }
     let value = read_object(body).await?;
+    if let Some(model) = chat_model(route, &value) {
+        let mut by_model = shared.by_model.lock().unwrap_or_else(|e| e.into_inner());
+        *by_model.entry(model.to_owned()).or_default() += 1;
+    }
     let n = shared.next_request.fetch_add(1, Relaxed);
     let mut rng = Rng::for_request(config.seed, n);
     let (delay, malformed) = inject_faults(config, stats, &mut rng).await?;
@@ -511,6 +527,20 @@ async fn model_call(
         stats.served(tokens);
     }
     Ok(answer.into_response())
+}
+
+/// The model a chat request asks for (none for embeddings).
+fn chat_model<'v>(route: Route<'v>, value: &'v Value) -> Option<&'v str> {
+    match route {
+        Route::GeminiGenerate { model, .. } => Some(model),
+        Route::OpenAiChat | Route::AnthropicMessages => Some(
+            value
+                .get("model")
+                .and_then(Value::as_str)
+                .unwrap_or(crate::reply::DEFAULT_MODEL),
+        ),
+        _ => None,
+    }
 }
 
 /// The counter of model calls `route` belongs to.
@@ -802,6 +832,7 @@ mod tests {
             cache: None,
             rpm_windows: Mutex::new(HashMap::new()),
             extra_latency_ms: AtomicU64::new(0),
+            by_model: Mutex::default(),
         };
         let t0 = Instant::now();
         assert_eq!(shared.over_rpm_limit("a", t0), None);

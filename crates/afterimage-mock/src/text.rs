@@ -491,6 +491,8 @@ pub(crate) struct TextGen<'a> {
     /// The request's random stream.
     pub(crate) rng: Rng,
     counter: u64,
+    /// Numbers (judges' scores) land low in their range instead of high.
+    pub(crate) low_scores: bool,
 }
 
 impl<'a> TextGen<'a> {
@@ -500,6 +502,7 @@ impl<'a> TextGen<'a> {
             keywords,
             rng,
             counter,
+            low_scores: false,
         }
     }
 

@@ -161,6 +161,10 @@ impl Storage for AnyStorage {
         self.inner().write(row).await
     }
 
+    async fn write_record(&self, record: &serde_json::Value) -> Result<(), StorageError> {
+        self.inner().write_record(record).await
+    }
+
     async fn existing_ids(&self) -> Result<Vec<String>, StorageError> {
         self.inner().existing_ids().await
     }
@@ -245,6 +249,33 @@ pub(crate) struct RowFields {
 }
 
 impl RowFields {
+    /// The columns of a record that is not a dialog row (a preference pair): its `id`,
+    /// the run in it, `metadata.chosen_score` as the score, `metadata.persona`.
+    pub(crate) fn of_record(record: &serde_json::Value) -> Result<RowFields, StorageError> {
+        let id = record
+            .get("id")
+            .and_then(serde_json::Value::as_str)
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| {
+                StorageError::Backend("a record without an `id` cannot be stored".into())
+            })?;
+        let metadata = record.get("metadata");
+        Ok(RowFields {
+            id: id.to_owned(),
+            run_id: split_row_id(id)
+                .map(|(run, _)| run.to_owned())
+                .unwrap_or_default(),
+            json: record.to_string(),
+            score: metadata
+                .and_then(|m| m.get("chosen_score"))
+                .and_then(serde_json::Value::as_f64),
+            persona: metadata
+                .and_then(|m| m.get("persona"))
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
+        })
+    }
+
     pub(crate) fn of(row: &ConversationRow) -> Result<RowFields, StorageError> {
         let json = serde_json::to_string(row).map_err(|e| {
             StorageError::Backend(format!("row {} cannot be serialised: {e}", row.id))

@@ -122,7 +122,7 @@ impl JsonlStorage {
     /// flush policy as conversation rows: what generators writing other row shapes
     /// (structured outputs) use. Resume reads the ids back with
     /// [`existing_ids`](Storage::existing_ids), whatever the rest of the line holds.
-    pub fn write_record<T: serde::Serialize>(
+    pub fn write_serialized<T: serde::Serialize>(
         &self,
         id: &str,
         record: &T,
@@ -133,16 +133,7 @@ impl JsonlStorage {
             message: format!("row {id} cannot be serialised: {e}"),
         })?;
         line.push(b'\n');
-        // A row is a few KB going to the page cache: a plain write under a short lock
-        // costs microseconds, less than handing it to a blocking thread.
-        let mut writer = self.lock()?;
-        writer.buffer.extend_from_slice(&line);
-        writer.pending += 1;
-        let oldest = *writer.oldest.get_or_insert_with(Instant::now);
-        if writer.pending >= self.policy.rows.max(1) || oldest.elapsed() >= self.policy.interval {
-            self.drain(&mut writer, self.policy.fsync)?;
-        }
-        Ok(())
+        self.append(&line)
     }
 
     fn io_error(&self, source: std::io::Error) -> StorageError {
@@ -169,6 +160,20 @@ impl JsonlStorage {
         Ok(file)
     }
 
+    /// Buffers one whole line and hands the buffer over as the policy says.
+    fn append(&self, line: &[u8]) -> Result<(), StorageError> {
+        // A row is a few KB going to the page cache: a plain write under a short lock
+        // costs microseconds, less than handing it to a blocking thread.
+        let mut writer = self.lock()?;
+        writer.buffer.extend_from_slice(line);
+        writer.pending += 1;
+        let oldest = *writer.oldest.get_or_insert_with(Instant::now);
+        if writer.pending >= self.policy.rows.max(1) || oldest.elapsed() >= self.policy.interval {
+            self.drain(&mut writer, self.policy.fsync)?;
+        }
+        Ok(())
+    }
+
     /// Hands the buffered rows to the OS in one write (and fsyncs under the policy).
     fn drain(&self, writer: &mut Writer, fsync: bool) -> Result<(), StorageError> {
         if writer.file.is_none() {
@@ -193,7 +198,15 @@ impl JsonlStorage {
 #[async_trait]
 impl Storage for JsonlStorage {
     async fn write(&self, row: &ConversationRow) -> Result<(), StorageError> {
-        self.write_record(&row.id, row)
+        self.write_serialized(&row.id, row)
+    }
+
+    async fn write_record(&self, record: &serde_json::Value) -> Result<(), StorageError> {
+        let id = record
+            .get("id")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("(no id)");
+        self.write_serialized(id, record)
     }
 
     async fn existing_ids(&self) -> Result<Vec<String>, StorageError> {

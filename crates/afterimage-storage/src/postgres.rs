@@ -125,10 +125,9 @@ impl PostgresStorage {
     }
 }
 
-#[async_trait]
-impl Storage for PostgresStorage {
-    async fn write(&self, row: &ConversationRow) -> Result<(), StorageError> {
-        let fields = RowFields::of(row)?;
+impl PostgresStorage {
+    /// Hands one row's columns to the writer and waits for its commit.
+    async fn send(&self, fields: RowFields) -> Result<(), StorageError> {
         let (ack, done) = oneshot::channel();
         self.commands
             .send((fields, ack))
@@ -136,6 +135,17 @@ impl Storage for PostgresStorage {
         done.await
             .map_err(|_| StorageError::Backend("the PostgreSQL writer has stopped".into()))?
             .map_err(|e| StorageError::Backend(format!("{}: {e}", self.location)))
+    }
+}
+
+#[async_trait]
+impl Storage for PostgresStorage {
+    async fn write(&self, row: &ConversationRow) -> Result<(), StorageError> {
+        self.send(RowFields::of(row)?).await
+    }
+
+    async fn write_record(&self, record: &serde_json::Value) -> Result<(), StorageError> {
+        self.send(RowFields::of_record(record)?).await
     }
 
     async fn existing_ids(&self) -> Result<Vec<String>, StorageError> {

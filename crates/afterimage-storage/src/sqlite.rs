@@ -147,10 +147,9 @@ impl SqliteStorage {
     }
 }
 
-#[async_trait]
-impl Storage for SqliteStorage {
-    async fn write(&self, row: &ConversationRow) -> Result<(), StorageError> {
-        let fields = RowFields::of(row)?;
+impl SqliteStorage {
+    /// Hands one row's columns to the writer and waits for its commit.
+    async fn send(&self, fields: RowFields) -> Result<(), StorageError> {
         let (ack, done) = oneshot::channel();
         self.commands
             .lock()
@@ -160,6 +159,17 @@ impl Storage for SqliteStorage {
         done.await
             .map_err(|_| StorageError::Backend("the SQLite writer has stopped".into()))?
             .map_err(|e| StorageError::Backend(format!("{}: {e}", self.path.display())))
+    }
+}
+
+#[async_trait]
+impl Storage for SqliteStorage {
+    async fn write(&self, row: &ConversationRow) -> Result<(), StorageError> {
+        self.send(RowFields::of(row)?).await
+    }
+
+    async fn write_record(&self, record: &serde_json::Value) -> Result<(), StorageError> {
+        self.send(RowFields::of_record(record)?).await
     }
 
     async fn existing_ids(&self) -> Result<Vec<String>, StorageError> {

@@ -21,6 +21,7 @@ pub use self::{
     documents::DocumentsSpec,
     error::SettingsError,
     model::{Endpoint, EndpointOptions},
+    preference::{PreferenceOverrides, PreferenceSection, PreferenceSettings},
     sampling::RoleSampling,
     structured::StructuredSection,
 };
@@ -39,6 +40,7 @@ mod generation;
 mod instructions;
 mod model;
 mod output;
+pub(crate) mod preference;
 mod prices;
 mod prompts;
 mod quality;
@@ -347,7 +349,6 @@ fn upstream_gaps(raw: &RawConfig) -> Vec<String> {
     for (present, name) in [
         (raw.skills.is_some(), "the `skills` section"),
         (raw.skill.is_some(), "the `skill` section"),
-        (raw.preference.is_some(), "the `preference` section"),
     ] {
         if present {
             gap(name);

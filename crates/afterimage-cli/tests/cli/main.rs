@@ -15,6 +15,7 @@ mod diversity;
 mod fuzz_corpus;
 mod ledger;
 mod metrics;
+mod preference;
 mod quality;
 mod real_model;
 mod resume;
@@ -690,6 +691,7 @@ async fn every_example_config_validates_and_generates_against_the_mock() {
             "auto-improve" => {
                 assert!(rows.iter().all(|r| r["final_score"].is_number()));
             }
+            "preference" => preference::run_example(&server, &path, out_dir.path()).await,
             _ => {}
         }
         checked.push(name);
@@ -700,6 +702,7 @@ async fn every_example_config_validates_and_generates_against_the_mock() {
         "tool-calling",
         "support-bot",
         "auto-improve",
+        "preference",
     ] {
         assert!(
             checked.iter().any(|c| c == expected),

@@ -110,7 +110,7 @@ impl Dialog<'_> {
     }
 
     /// The simulated user's next message.
-    async fn follow_up(&mut self, dialog: &[Message]) -> Result<String, DialogError> {
+    pub(super) async fn follow_up(&mut self, dialog: &[Message]) -> Result<String, DialogError> {
         let run = self.run;
         let system = &run.correspondent_system;
         let role = TurnRole::Correspondent;
@@ -302,14 +302,18 @@ fn check_tool_calls<'t>(
 /// prompt (the respondent's carries its document) share a prefix, so the provider can
 /// route them to the same cache. The prompt is hashed (stably, so a resumed run keeps
 /// its keys) to keep the key short.
-fn cache_key(run_id: &str, role: &str, system: &str) -> String {
+pub(super) fn cache_key(run_id: &str, role: &str, system: &str) -> String {
     format!(
         "{run_id}/{role}/{:016x}",
         afterimage_core::fnv1a(system.as_bytes())
     )
 }
 
-fn respondent_request(system: &str, dialog: &[Message], sampling: Sampling) -> ChatRequest {
+pub(super) fn respondent_request(
+    system: &str,
+    dialog: &[Message],
+    sampling: Sampling,
+) -> ChatRequest {
     let mut messages = Vec::with_capacity(dialog.len() + 1);
     messages.push(Message::system(system));
     messages.extend(dialog.iter().cloned());

@@ -100,7 +100,7 @@ impl Dialog<'_> {
 
 /// The start of the judge's answer quoted in `message` (the whole message when it
 /// quotes none), short enough for a one-line error.
-fn answer_start(message: &str) -> String {
+pub(super) fn answer_start(message: &str) -> String {
     const QUOTED: &str = "the answer starts: ";
     let answer = message
         .find(QUOTED)

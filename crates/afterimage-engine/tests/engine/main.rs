@@ -4,6 +4,7 @@
 mod follow_up;
 mod generate;
 mod hooks;
+mod preference;
 mod quality;
 mod steering;
 mod stopping;

@@ -993,3 +993,63 @@ async fn embeddings_share_the_fault_injection_of_model_calls() {
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(server.stats().errors_injected, 1);
 }
+
+#[tokio::test]
+async fn terse_answers_are_asked_for_and_judged_low() {
+    let server = server(MockConfig::default()).await;
+    let ask = |system: &str, model: &str| {
+        json!({
+            "model": model,
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": QUESTION},
+            ],
+        })
+    };
+    let (_, terse) = post(
+        &chat_url(&server),
+        &ask(
+            &format!("{SYSTEM} Answer in one short sentence."),
+            "primary",
+        ),
+    )
+    .await;
+    let (_, full) = post(&chat_url(&server), &ask(SYSTEM, "secondary")).await;
+    let (terse, full) = (content(&terse).to_owned(), content(&full).to_owned());
+    assert!(words(&terse) < 15, "{terse}");
+    assert!(words(&full) >= 15, "{full}");
+
+    // A judge's transcript: the score follows the last assistant answer's length.
+    let judge = |answer: &str| {
+        json!({
+            "model": "judge",
+            "messages": [
+                {"role": "system", "content": "Grade the conversation."},
+                {"role": "user", "content": format!("# Conversation\n1. User: {QUESTION}\n\n2. Assistant: {answer}")},
+            ],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "grade", "schema": {
+                "type": "object",
+                "properties": {"helpfulness": {"type": "object", "properties": {"score": {"type": "number", "minimum": 0, "maximum": 1}}, "required": ["score"]}},
+                "required": ["helpfulness"],
+            }}},
+        })
+    };
+    let score = |reply: &Value| -> f64 {
+        let v: Value = serde_json::from_str(content(reply)).unwrap();
+        v["helpfulness"]["score"].as_f64().unwrap()
+    };
+    let (_, low) = post(&chat_url(&server), &judge(&terse)).await;
+    let (_, high) = post(&chat_url(&server), &judge(&full)).await;
+    assert!(score(&low) < 0.55, "{low}");
+    assert!(score(&high) >= 0.8, "{high}");
+
+    let by_model = server.requests_by_model();
+    assert_eq!(
+        (
+            by_model["primary"],
+            by_model["secondary"],
+            by_model["judge"]
+        ),
+        (1, 1, 2)
+    );
+}
