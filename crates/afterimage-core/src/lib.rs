@@ -63,6 +63,7 @@ pub use crate::{
     },
     run::{RunRecord, RunStatus, split_row_id, unix_ms},
     secret::ApiKey,
+    slots::{Completion, Renewal, Slot, SlotCounts, Slots, WorkerReport},
     strategy::{
         DocumentSource, Evaluator, FixedNumber, GeneratedInstructions, Instruction,
         InstructionGenerator, InstructionRequest, ModifiedPrompt, PersonaPick, PersonaSource,
@@ -83,6 +84,7 @@ mod price;
 mod row;
 mod run;
 mod secret;
+mod slots;
 mod strategy;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -41,6 +41,9 @@
 
 pub use crate::{
     any::{AnyStorage, ReadReport, StorageSpec, Stored},
+    lease::{
+        DEFAULT_SLOT_FAILURES, FleetStatus, PgSlots, WorkerStatus, cancel_fleet_run, fleet_status,
+    },
     jsonl::{FlushPolicy, JsonlStorage, read_report, read_rows},
     postgres::PostgresStorage,
     sqlite::SqliteStorage,
@@ -50,5 +53,6 @@ pub(crate) use crate::any::RowFields;
 
 mod any;
 mod jsonl;
+mod lease;
 mod postgres;
 mod sqlite;
