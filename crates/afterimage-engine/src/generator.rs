@@ -21,6 +21,7 @@ use crate::dialog::{Quality, RunContext, RunWatch, Tally, Tools};
 use crate::instructions::InstructionPool;
 use crate::policy::Sampling;
 use crate::pricing::{Accounted, Prices, RunLedger};
+use crate::fleet::{FencedStorage, execute_shared, join_run};
 use crate::run::{Plan, execute};
 use crate::{EngineError, GenerateOptions, RunReport, UnjudgedPolicy};
 
@@ -74,6 +75,9 @@ impl ConversationGenerator {
     /// With [`GenerateOptions::resume`], the run recorded in storage is finished
     /// instead: same run id, seed and correspondent prompt, only the missing dialogs.
     pub async fn generate(&self, options: GenerateOptions) -> Result<RunReport, EngineError> {
+        if let Some(shared) = options.shared.clone() {
+            return self.generate_shared(options, &shared).await;
+        }
         let start = self.accounted();
         let mut plan = Plan::new(&options)?;
         let (mut record, setup) = self.open_run(&options, &mut plan).await?;
@@ -99,6 +103,59 @@ impl ConversationGenerator {
         let result = execute(Arc::clone(&run), plan, &options, setup, &mut record).await;
         record.ledger = run.ledger.run();
         self.close_run(&mut record, &result).await;
+        *self
+            .inner
+            .accounted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = self.inner.ledger.book();
+        result
+    }
+
+    /// Works on a run shared with other workers ([`GenerateOptions::shared`]): joins
+    /// it (creating it when first), then makes dialogs from its slots until none is
+    /// open. The run record's status is left to the fleet (`afterimage status`).
+    async fn generate_shared(
+        &self,
+        options: GenerateOptions,
+        shared: &crate::SharedRun,
+    ) -> Result<RunReport, EngineError> {
+        let start = self.accounted();
+        let plan = Plan::new(&options)?;
+        let count = plan.cap.ok_or_else(|| {
+            EngineError::Config(
+                "a shared run needs a count: set num_dialogs (generation.num_dialogs or --num-dialogs)".into(),
+            )
+        })?;
+        let slots = Arc::clone(shared.slots());
+        let (record, setup, _created) = join_run(slots.as_ref(), count, || async {
+            let (prompt, setup) = self.prepare_correspondent_prompt().await?;
+            let seed = options.seed.unwrap_or_else(rand::random);
+            let mut record = RunRecord::new(slots.run_id(), seed, prompt);
+            record.rows_requested = Some(count);
+            record.config = options.run_config.clone();
+            self.save_run(&mut record).await.map_err(|e| {
+                EngineError::Setup(format!(
+                    "saving the run record in {}: {e}",
+                    self.inner.storage.location()
+                ))
+            })?;
+            Ok((record, setup))
+        })
+        .await?;
+        let ledger = RunLedger::new(
+            self.inner.ledger.clone(),
+            LedgerBook::default(),
+            start,
+            Prices::of(&options),
+        );
+        let fenced = Arc::new(FencedStorage::new(
+            Arc::clone(&self.inner.storage),
+            Arc::clone(&slots),
+        ));
+        let mut context = self.run_context(&record, &options, ledger);
+        context.storage = Arc::clone(&fenced) as Arc<dyn Storage>;
+        let run = Arc::new(context);
+        let result = execute_shared(run, fenced, plan, &options, shared, setup).await;
         *self
             .inner
             .accounted

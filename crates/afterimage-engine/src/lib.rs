@@ -53,6 +53,7 @@
 pub use crate::{
     checks::OptionsError,
     error::{DialogError, EngineError},
+    fleet::{FleetCounters, ShareFn, SharedRun},
     generator::{ConversationGenerator, ConversationGeneratorBuilder},
     options::{GenerateOptions, InFlight, Price, ProgressFn, StopHandle, Turns},
     policy::UnjudgedPolicy,
@@ -66,6 +67,7 @@ mod checks;
 
 mod dialog;
 mod error;
+mod fleet;
 mod generator;
 mod instructions;
 mod options;
