@@ -30,6 +30,11 @@ pub(crate) enum Command {
     Analyze(crate::datasets::AnalyzeArgs),
     /// Summarise stored rows (a JSONL file, sqlite:FILE or postgres://...).
     Stats(StatsArgs),
+    /// Show where a run stands: slots done, in flight and failed, and each worker of a
+    /// shared run (PostgreSQL) with its last heartbeat.
+    Status(crate::fleet::StatusArgs),
+    /// Ask a shared run's workers to stop claiming dialogs and finish those they hold.
+    Cancel(crate::fleet::CancelArgs),
 }
 
 /// `afterimage stats`
@@ -66,6 +71,9 @@ pub(crate) struct GenerateArgs {
     /// Settings that override the config.
     #[command(flatten)]
     pub(crate) overrides: OverrideArgs,
+    /// Shared-run flags (`--run`, `--join`, `--lease`).
+    #[command(flatten)]
+    pub(crate) fleet: crate::fleet::FleetArgs,
 }
 
 /// `afterimage validate`

@@ -43,6 +43,8 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
         .map_err(Failure::Usage)?;
 
     let mut options = options.resume(args.resume);
+    let joined = args.fleet.join;
+    options = crate::fleet::apply(&args.fleet, &settings.output, &pools.throttles, options).await?;
     if let Some(max_cost) = args.max_cost {
         if settings.price.is_none() {
             return Err(Failure::Usage(anyhow!(
@@ -68,7 +70,7 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
         record_structured_mode(storage.as_ref(), state).await;
     }
 
-    conclude(result, &settings, &pools, args.json).await
+    conclude(result, &settings, &pools, args.json, !joined).await
 }
 
 /// Prints the run's report and maps its outcome onto the exit: a finished run also
@@ -78,6 +80,7 @@ async fn conclude(
     settings: &Settings,
     pools: &build::Meters,
     json: bool,
+    after_run: bool,
 ) -> Result<(), Failure> {
     let keys: Vec<KeyStats> = pools.keys.iter().flat_map(|p| p.stats()).collect();
     let pacing: Vec<ThrottleStats> = pools.throttles.iter().map(|t| t.stats()).collect();
@@ -107,7 +110,10 @@ async fn conclude(
                 prices,
                 json,
             );
-            crate::datasets::after_generate(settings, &report.failures).await;
+            // A shared run's export is one job after the fleet ends, not every worker's.
+            if after_run {
+                crate::datasets::after_generate(settings, &report.failures).await;
+            }
             Ok(())
         }
         Err(EngineError::RunFailed { cause, report }) => {

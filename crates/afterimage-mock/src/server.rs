@@ -134,12 +134,25 @@ struct Shared {
     cache: Option<PromptCache>,
     /// Per API key: the start of its current one-minute window and the requests in it.
     rpm_windows: Mutex<HashMap<String, (Instant, u32)>>,
+    /// When the server started, and the model requests of each second since.
+    started: Instant,
+    per_second: Mutex<Vec<u64>>,
 }
 
 /// The length of a [`MockConfig::rpm_limit`] window.
 const RPM_WINDOW: Duration = Duration::from_secs(60);
 
 impl Shared {
+    /// Counts a model request in the second it arrived.
+    fn count_second(&self, now: Instant) {
+        let second = now.duration_since(self.started).as_secs() as usize;
+        let mut seconds = self.per_second.lock().unwrap_or_else(|e| e.into_inner());
+        if seconds.len() <= second {
+            seconds.resize(second + 1, 0);
+        }
+        seconds[second] += 1;
+    }
+
     /// Counts a model request against `key`'s per-minute budget: `Some(retry_after_secs)`
     /// when it is over the limit.
     fn over_rpm_limit(&self, key: &str, now: Instant) -> Option<u64> {
@@ -196,6 +209,8 @@ impl MockServer {
             next_request: AtomicU64::new(0),
             cache,
             rpm_windows: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+            per_second: Mutex::new(Vec::new()),
         });
         let (shutdown, signal) = watch::channel(false);
         let task = runtime.spawn(accept_loop(listener, Arc::clone(&shared), signal));
@@ -241,6 +256,16 @@ impl MockServer {
     /// A snapshot of the request counters.
     pub fn stats(&self) -> MockStats {
         self.shared.stats.snapshot()
+    }
+
+    /// Model requests received in each second since the server started (429s
+    /// included), to check a client's pacing over any window.
+    pub fn requests_per_second(&self) -> Vec<u64> {
+        self.shared
+            .per_second
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Zeroes the counters (e.g. after a benchmark's warm-up).
@@ -470,6 +495,7 @@ async fn model_call(
 ) -> Result<Response<Full<Bytes>>, Refusal> {
     let (stats, config) = (&shared.stats, &shared.config);
     bump(call_counter(stats, route));
+    shared.count_second(Instant::now());
     if let Some(retry_after) = shared.over_rpm_limit(request_key(parts), Instant::now()) {
         bump(&stats.rate_limited);
         return Ok(rpm_refusal(route.dialect(), retry_after).into_response());

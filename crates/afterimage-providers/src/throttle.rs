@@ -91,11 +91,17 @@ const WINDOW: usize = 64;
 /// window is not full yet).
 const BURST_MIN: usize = 8;
 
+/// The part of an equal share a worker paces at: the rest absorbs the burst each
+/// worker may take and the heartbeat it takes for shares to follow a joining worker.
+const SHARE_HEADROOM: f64 = 0.9;
+
 /// A token bucket that may go into debt, so one large request is never refused;
 /// later ones wait until the debt is paid.
 #[derive(Debug)]
 struct Bucket {
     per_minute: Option<f64>,
+    /// The most the bucket holds (a minute's worth, or a second's for a share).
+    capacity: f64,
     level: f64,
     updated: Instant,
 }
@@ -104,9 +110,23 @@ impl Bucket {
     fn new(per_minute: Option<f64>) -> Self {
         Bucket {
             per_minute,
+            capacity: per_minute.unwrap_or(0.0),
             level: per_minute.unwrap_or(0.0),
             updated: Instant::now(),
         }
+    }
+
+    /// Paces at `fraction` of `base` per minute with at most a second's worth of
+    /// burst, so the shares of several processes never add up to more than the
+    /// whole in any window (a minute's burst per process would double it).
+    fn share(&mut self, base: Option<f64>, fraction: f64) {
+        let Some(base) = base else {
+            return;
+        };
+        let rate = base * fraction;
+        self.per_minute = Some(rate);
+        self.capacity = (rate / 60.0).max(1.0);
+        self.level = self.level.min(self.capacity);
     }
 
     /// Takes `amount`; returns how long the caller must wait first.
@@ -115,7 +135,7 @@ impl Bucket {
             return Duration::ZERO;
         };
         let refill = now.duration_since(self.updated).as_secs_f64() * rate / 60.0;
-        self.level = (self.level + refill).min(rate);
+        self.level = (self.level + refill).min(self.capacity);
         self.updated = now;
         self.level -= amount;
         if self.level >= 0.0 {
@@ -149,6 +169,23 @@ impl Throttle {
             }),
             freed: Notify::new(),
         }
+    }
+
+    /// Takes this process's share of the configured requests and tokens per minute
+    /// when `workers` processes share them (a run joined by several workers): each
+    /// paces at 90% of an equal part, with a second's burst at most, so the fleet
+    /// stays under the limits in every window while a joining or leaving worker's
+    /// share settles (at the next heartbeat). `1` restores a second's burst at 90%
+    /// of the whole.
+    pub fn share_limits(&self, workers: u32) {
+        let fraction = SHARE_HEADROOM / f64::from(workers.max(1));
+        let mut state = self.lock();
+        state
+            .requests
+            .share(self.config.requests_per_minute.map(f64::from), fraction);
+        state
+            .tokens
+            .share(self.config.tokens_per_minute.map(|t| t as f64), fraction);
     }
 
     /// How the limit moved.
