@@ -252,7 +252,7 @@ impl Slots for PgSlots {
             self.claims
                 .execute(
                     "INSERT INTO fleet_slots (run_id, idx)
-                     SELECT $1, g FROM generate_series(0, $2 - 1) AS g
+                     SELECT $1, g FROM generate_series(0::bigint, $2::bigint - 1) AS g
                      ON CONFLICT DO NOTHING",
                     &[&record.run_id, &(count as i64)],
                 )

@@ -10,6 +10,7 @@ use afterimage_mock::{MockConfig, MockServer};
 
 mod backends;
 mod base_urls;
+mod fleet;
 mod fuzz_corpus;
 mod ledger;
 mod quality;
