@@ -92,7 +92,7 @@ async fn open_slots(db: &tokio_postgres::Client, run: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_workers_under_sigkill_and_sigstop_store_exactly_n_rows() {
     const N: i64 = 1000;
-    let server = MockServer::start(MockConfig::default().with_latency(Duration::from_millis(20)))
+    let server = MockServer::start(MockConfig::default().with_latency(Duration::from_millis(40)))
         .await
         .unwrap();
     let schema = PostgresSchema::new();
@@ -109,8 +109,9 @@ async fn four_workers_under_sigkill_and_sigstop_store_exactly_n_rows() {
     let db = client(&schema).await;
     let deadline = Instant::now() + Duration::from_secs(90);
     let (mut kills, mut pauses, mut tick) = (0, 0, 0u32);
+    let mut paused: Vec<(u32, Instant)> = Vec::new();
     // Wait for the run to exist, then SIGKILL one worker every second (replacing it)
-    // and, twice, SIGSTOP one for twice the lease.
+    // and, twice, SIGSTOP another for twice the lease.
     while open_slots(&db, run).await == i64::MAX || open_slots(&db, run).await > 0 {
         assert!(Instant::now() < deadline, "the run did not finish in 90 s");
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -118,19 +119,40 @@ async fn four_workers_under_sigkill_and_sigstop_store_exactly_n_rows() {
         if open_slots(&db, run).await == i64::MAX {
             continue;
         }
-        let victim = tick as usize % workers.len();
-        if tick.is_multiple_of(3) && pauses < 2 {
-            signal(&workers[victim], "-STOP");
-            tokio::time::sleep(Duration::from_secs(4)).await;
-            signal(&workers[victim], "-CONT");
+        // Pause one worker for twice the lease (in the background, so the kills go
+        // on), and SIGKILL another, replacing it; a paused worker is never killed.
+        workers.rotate_left(1);
+        let pid = workers[0].id();
+        if tick.is_multiple_of(4) && pauses < 2 {
+            signal(&workers[0], "-STOP");
+            paused.push((pid, Instant::now() + Duration::from_secs(4)));
             pauses += 1;
-        } else if open_slots(&db, run).await > N / 10 {
+        }
+        for (pid, until) in &paused {
+            if Instant::now() >= *until {
+                let _ = std::process::Command::new("kill")
+                    .args(["-CONT", &pid.to_string()])
+                    .status();
+            }
+        }
+        paused.retain(|(_, until)| Instant::now() < *until);
+        let victim = workers
+            .iter()
+            .position(|w| !paused.iter().any(|(p, _)| *p == w.id()));
+        if let Some(victim) = victim
+            && open_slots(&db, run).await > N / 20
+        {
             let mut dead = workers.remove(victim);
             dead.kill().unwrap();
             dead.wait().unwrap();
             kills += 1;
             workers.push(spawn());
         }
+    }
+    for (pid, _) in paused.drain(..) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &pid.to_string()])
+            .status();
     }
     for mut child in workers.drain(..) {
         let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
