@@ -240,6 +240,10 @@ pub(crate) async fn execute_shared(
     setup: Spent,
 ) -> Result<RunReport, EngineError> {
     let mut worker = Worker::new(run, fenced, &plan, options, shared, setup);
+    // Report in (and take this worker's share of the rate limits) before the first
+    // claim, so the first requests are already paced as a part of the fleet.
+    worker.beat.tick().await;
+    worker.heartbeat().await;
     loop {
         worker.claim().await;
         if worker.tasks.is_empty() && worker.idle_and_done().await {

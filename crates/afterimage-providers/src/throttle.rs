@@ -124,9 +124,14 @@ impl Bucket {
             return;
         };
         let rate = base * fraction;
+        if self.per_minute == Some(rate) && self.capacity < base {
+            return;
+        }
         self.per_minute = Some(rate);
         self.capacity = (rate / 60.0).max(1.0);
-        self.level = self.level.min(self.capacity);
+        // A new share starts empty: what this process already sent counts against
+        // the window the other workers are now pacing in.
+        self.level = self.level.min(0.0);
     }
 
     /// Takes `amount`; returns how long the caller must wait first.

@@ -209,3 +209,51 @@ async fn four_workers_under_sigkill_and_sigstop_store_exactly_n_rows() {
     assert_eq!(missing.code, 2, "{}", missing.stderr);
     schema.drop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_workers_share_a_600_rpm_limit_in_every_window() {
+    const RPM: u64 = 600;
+    const WINDOW: usize = 10;
+    let server = MockServer::start(MockConfig::default().with_latency(Duration::from_millis(20)))
+        .await
+        .unwrap();
+    let schema = PostgresSchema::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("run.yaml");
+    let limited = CONFIG
+        .replace("num_dialogs: 1000", "num_dialogs: 110")
+        .replace("model_name: mock-model", "model_name: mock-model\n  requests_per_minute: 600");
+    std::fs::write(&config, limited).unwrap();
+    let base_url = server.openai_base_url();
+    let workers: Vec<Child> = (1..=4)
+        .map(|n| worker(&config, &base_url, &schema.url, "rpm", dir.path(), n))
+        .collect();
+    for mut child in workers {
+        let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+            .await
+            .unwrap();
+        assert!(status.success(), "{status}: {}", logs(dir.path()));
+    }
+    let seconds = server.requests_per_second();
+    let total: u64 = seconds.iter().sum();
+    // Each worker paces at 90% of a quarter with a second's burst at most, so the
+    // limit holds in any window, not only in whole minutes: a 10-second window may
+    // hold a sixth of the minute's budget, which makes the test short.
+    let budget = RPM * WINDOW as u64 / 60;
+    let busiest = seconds
+        .windows(WINDOW.min(seconds.len()))
+        .map(|w| w.iter().sum::<u64>())
+        .max()
+        .unwrap_or(0);
+    let minute = seconds.windows(60.min(seconds.len())).map(|w| w.iter().sum::<u64>()).max();
+    eprintln!("rpm: {total} requests in {} s, busiest {WINDOW} s window {busiest} (budget {budget}), busiest minute {minute:?}: {seconds:?}", seconds.len());
+    assert!(busiest <= budget, "{busiest} requests in {WINDOW} s: {seconds:?}");
+    assert!(minute.unwrap_or(0) <= RPM);
+    // And the budget is used: the run took about as long as the limit requires.
+    assert!(total >= 110, "{total}");
+    assert!(
+        (seconds.len() as u64) * 10 <= total * 2,
+        "the fleet used less than half the limit: {seconds:?}"
+    );
+    schema.drop().await;
+}
