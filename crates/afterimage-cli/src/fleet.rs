@@ -216,7 +216,9 @@ fn print_fleet(fleet: &FleetStatus, json: bool) {
         fleet.cost(),
         fleet.fenced()
     ));
-    line("worker                                  state     heartbeat  in flight  rows  claimed  fenced  cost");
+    line(
+        "worker                                  state     heartbeat  in flight  rows  claimed  fenced  cost",
+    );
     for w in &fleet.workers {
         line(&format!(
             "{:<39} {:<9} {:>8.1}s  {:>9}  {:>4}  {:>7}  {:>6}  {:.4}",

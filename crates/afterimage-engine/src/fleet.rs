@@ -212,7 +212,8 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<(RunRecord, Spent), EngineError>>,
 {
-    let setup = |e: StorageError| EngineError::Setup(format!("joining run {}: {e}", slots.run_id()));
+    let setup =
+        |e: StorageError| EngineError::Setup(format!("joining run {}: {e}", slots.run_id()));
     if let Some(record) = slots.begin_setup().await.map_err(setup)? {
         slots.end_setup().await.map_err(setup)?;
         return Ok((record, Spent::default(), false));
@@ -318,7 +319,9 @@ impl<'a> Worker<'a> {
     }
 
     fn room(&self) -> usize {
-        self.options.max_concurrency.saturating_sub(self.tasks.len())
+        self.options
+            .max_concurrency
+            .saturating_sub(self.tasks.len())
     }
 
     /// Claims up to a batch when there is room for one, or for less once
@@ -450,7 +453,10 @@ impl<'a> Worker<'a> {
                 let cause = failure.error.cause();
                 self.state.record_failure(failure, self.plan);
                 if let Err(e) = self.shared.slots.fail(slot, &cause).await {
-                    tracing::warn!("handing back dialog {} for another attempt: {e}", slot.index);
+                    tracing::warn!(
+                        "handing back dialog {} for another attempt: {e}",
+                        slot.index
+                    );
                 }
             }
             Err(e) if e.is_cancelled() => {
@@ -540,12 +546,13 @@ impl<'a> Worker<'a> {
     async fn finish(mut self) -> Result<RunReport, EngineError> {
         let slots = &self.shared.slots;
         // Nothing is in flight here; a last heartbeat records this worker's totals.
-        let _ = slots.renew(WorkerReport {
-            in_flight: 0,
-            rows: self.state.progress.rows_written,
-            cost: self.own_cost(),
-        })
-        .await;
+        let _ = slots
+            .renew(WorkerReport {
+                in_flight: 0,
+                rows: self.state.progress.rows_written,
+                cost: self.own_cost(),
+            })
+            .await;
         if let Err(e) = slots.release_all().await {
             tracing::warn!("handing back the slots of run {}: {e}", self.run.run_id);
         }

@@ -18,10 +18,10 @@ use afterimage_strategies::{
 use tokio::sync::OnceCell;
 
 use crate::dialog::{Quality, RunContext, RunWatch, Tally, Tools};
+use crate::fleet::{FencedStorage, execute_shared, join_run};
 use crate::instructions::InstructionPool;
 use crate::policy::Sampling;
 use crate::pricing::{Accounted, Prices, RunLedger};
-use crate::fleet::{FencedStorage, execute_shared, join_run};
 use crate::run::{Plan, execute};
 use crate::{EngineError, GenerateOptions, RunReport, UnjudgedPolicy};
 

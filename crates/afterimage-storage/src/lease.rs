@@ -167,7 +167,12 @@ fn new_worker_id() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     let mixed = afterimage_core::fnv1a(format!("{nanos}-{}", std::process::id()).as_bytes());
-    format!("{}-{}-{:08x}", host_name(), std::process::id(), mixed as u32)
+    format!(
+        "{}-{}-{:08x}",
+        host_name(),
+        std::process::id(),
+        mixed as u32
+    )
 }
 
 fn host_name() -> String {
@@ -228,11 +233,7 @@ impl Slots for PgSlots {
     }
 
     async fn create(&self, record: &RunRecord, count: u64) -> Result<(), StorageError> {
-        let created = self
-            .claims
-            .batch_execute("BEGIN")
-            .await
-            .map_err(backend);
+        let created = self.claims.batch_execute("BEGIN").await.map_err(backend);
         let insert = async {
             created?;
             self.claims

@@ -41,10 +41,10 @@
 
 pub use crate::{
     any::{AnyStorage, ReadReport, StorageSpec, Stored},
+    jsonl::{FlushPolicy, JsonlStorage, read_report, read_rows},
     lease::{
         DEFAULT_SLOT_FAILURES, FleetStatus, PgSlots, WorkerStatus, cancel_fleet_run, fleet_status,
     },
-    jsonl::{FlushPolicy, JsonlStorage, read_report, read_rows},
     postgres::PostgresStorage,
     sqlite::SqliteStorage,
 };

@@ -262,7 +262,7 @@ impl Storage for PostgresStorage {
 
 /// Connects to `url` (its `schema=NAME` applied) and creates or checks the schema.
 pub(crate) async fn connect_client(url: &str) -> Result<Client, StorageError> {
-let (url_without_schema, schema) = split_schema(url);
+    let (url_without_schema, schema) = split_schema(url);
     let (client, connection) = tokio_postgres::connect(&url_without_schema, NoTls)
         .await
         .map_err(|e| {

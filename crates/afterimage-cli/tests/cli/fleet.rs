@@ -188,7 +188,9 @@ async fn four_workers_under_sigkill_and_sigstop_store_exactly_n_rows() {
         .await
         .unwrap()
         .get(0);
-    eprintln!("chaos: {kills} kills, {pauses} pauses, {started} workers, {fenced} late completions refused");
+    eprintln!(
+        "chaos: {kills} kills, {pauses} pauses, {started} workers, {fenced} late completions refused"
+    );
     assert!(
         fenced > 0,
         "no late completion was refused after {pauses} pauses"
@@ -201,11 +203,17 @@ async fn four_workers_under_sigkill_and_sigstop_store_exactly_n_rows() {
     assert_eq!(status.code, 0, "{}", status.stderr);
     let status: serde_json::Value = serde_json::from_str(status.stdout.trim()).unwrap();
     assert_eq!(status["slots"]["done"], N, "{status}");
-    assert_eq!(status["workers"].as_array().unwrap().len(), started, "{status}");
+    assert_eq!(
+        status["workers"].as_array().unwrap().len(),
+        started,
+        "{status}"
+    );
     assert_eq!(status["fenced"], fenced, "{status}");
     let cancel = Cli::new(&["cancel", &schema.url, "--run", run]).run().await;
     assert_eq!(cancel.code, 0, "{}", cancel.stderr);
-    let missing = Cli::new(&["cancel", &schema.url, "--run", "nope"]).run().await;
+    let missing = Cli::new(&["cancel", &schema.url, "--run", "nope"])
+        .run()
+        .await;
     assert_eq!(missing.code, 2, "{}", missing.stderr);
     schema.drop().await;
 }
@@ -222,7 +230,10 @@ async fn four_workers_share_a_600_rpm_limit_in_every_window() {
     let config = dir.path().join("run.yaml");
     let limited = CONFIG
         .replace("num_dialogs: 1000", "num_dialogs: 110")
-        .replace("model_name: mock-model", "model_name: mock-model\n  requests_per_minute: 600");
+        .replace(
+            "model_name: mock-model",
+            "model_name: mock-model\n  requests_per_minute: 600",
+        );
     std::fs::write(&config, limited).unwrap();
     let base_url = server.openai_base_url();
     let workers: Vec<Child> = (1..=4)
@@ -245,9 +256,18 @@ async fn four_workers_share_a_600_rpm_limit_in_every_window() {
         .map(|w| w.iter().sum::<u64>())
         .max()
         .unwrap_or(0);
-    let minute = seconds.windows(60.min(seconds.len())).map(|w| w.iter().sum::<u64>()).max();
-    eprintln!("rpm: {total} requests in {} s, busiest {WINDOW} s window {busiest} (budget {budget}), busiest minute {minute:?}: {seconds:?}", seconds.len());
-    assert!(busiest <= budget, "{busiest} requests in {WINDOW} s: {seconds:?}");
+    let minute = seconds
+        .windows(60.min(seconds.len()))
+        .map(|w| w.iter().sum::<u64>())
+        .max();
+    eprintln!(
+        "rpm: {total} requests in {} s, busiest {WINDOW} s window {busiest} (budget {budget}), busiest minute {minute:?}: {seconds:?}",
+        seconds.len()
+    );
+    assert!(
+        busiest <= budget,
+        "{busiest} requests in {WINDOW} s: {seconds:?}"
+    );
     assert!(minute.unwrap_or(0) <= RPM);
     // And the budget is used: the run took about as long as the limit requires.
     assert!(total >= 110, "{total}");

@@ -73,7 +73,13 @@ async fn leases_are_exclusive_fenced_and_reclaimed() {
     let failing = theirs[0];
     b.fail(failing, "judge").await.unwrap();
     let retry = b.claim(1).await.unwrap();
-    assert_eq!(retry, vec![Slot { index: failing.index, attempt: 2 }]);
+    assert_eq!(
+        retry,
+        vec![Slot {
+            index: failing.index,
+            attempt: 2
+        }]
+    );
     b.fail(retry[0], "judge").await.unwrap();
     let counts = b.counts().await.unwrap();
     assert_eq!((counts.done, counts.failed), (1, 1), "{counts:?}");
@@ -85,7 +91,10 @@ async fn leases_are_exclusive_fenced_and_reclaimed() {
     assert_eq!(status.workers.len(), 2);
     assert_eq!(status.fenced(), 2);
     assert!(cancel_fleet_run(&db.url, "fleet").await.unwrap());
-    assert!(a.claim(4).await.unwrap().is_empty(), "a cancelled run gives nothing");
+    assert!(
+        a.claim(4).await.unwrap().is_empty(),
+        "a cancelled run gives nothing"
+    );
     assert!(a.renew(WorkerReport::default()).await.unwrap().cancelled);
     db.drop().await;
 }
