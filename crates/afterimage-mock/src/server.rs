@@ -808,6 +808,8 @@ mod tests {
             next_request: AtomicU64::new(0),
             cache: None,
             rpm_windows: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+            per_second: Mutex::new(Vec::new()),
         };
         let t0 = Instant::now();
         assert_eq!(shared.over_rpm_limit("a", t0), None);
@@ -822,6 +824,12 @@ mod tests {
         assert_eq!(shared.over_rpm_limit("b", t0), None);
         // A new minute, a new budget.
         assert_eq!(shared.over_rpm_limit("a", t0 + RPM_WINDOW), None);
+        // Requests are counted in the second they arrived.
+        let start = shared.started;
+        for at in [start, start, start + Duration::from_millis(2500)] {
+            shared.count_second(at);
+        }
+        assert_eq!(*shared.per_second.lock().unwrap(), vec![2, 0, 1]);
     }
 
     #[test]
