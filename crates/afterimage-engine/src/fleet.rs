@@ -31,6 +31,10 @@ const CLAIM_BATCH: usize = 16;
 /// How long a worker with free room waits before claiming less than a full batch.
 const CLAIM_EVERY: Duration = Duration::from_millis(25);
 
+/// The longest time between heartbeats, whatever the lease: rate shares follow a
+/// joining or leaving worker, and lost dialogs stop, within it.
+const MAX_BEAT: Duration = Duration::from_secs(2);
+
 /// The longest wait between claims when the pool had nothing to give.
 const MAX_IDLE: Duration = Duration::from_secs(1);
 
@@ -298,7 +302,11 @@ impl<'a> Worker<'a> {
         let mut state = State::default();
         state.spend(setup);
         let lease = shared.slots.lease();
-        let mut beat = tokio::time::interval((lease / 3).max(Duration::from_millis(50)));
+        let mut beat = tokio::time::interval(
+            (lease / 3)
+                .min(MAX_BEAT)
+                .max(Duration::from_millis(50)),
+        );
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Worker {
             run,

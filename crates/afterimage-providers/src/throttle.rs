@@ -371,4 +371,45 @@ mod tests {
         // Unlimited never waits.
         assert_eq!(Bucket::new(None).take(1e9, start), Duration::ZERO);
     }
+
+    /// Requests `bucket` lets through in `seconds` when asked for one every 10 ms.
+    fn admitted(bucket: &mut Bucket, start: Instant, seconds: u64) -> u64 {
+        let mut admitted = 0;
+        let mut now = start;
+        while now < start + Duration::from_secs(seconds) {
+            let wait = bucket.take(1.0, now);
+            now += wait.max(Duration::from_millis(10));
+            if now <= start + Duration::from_secs(seconds) {
+                admitted += 1;
+            }
+        }
+        admitted
+    }
+
+    #[test]
+    fn a_share_paces_a_quarter_with_no_minute_burst() {
+        let start = Instant::now();
+        let mut whole = Bucket::new(Some(600.0));
+        whole.updated = start;
+        // Alone, a full bucket lets a minute's budget through at once.
+        assert!(admitted(&mut whole, start, 10) > 600);
+        let mut share = Bucket::new(Some(600.0));
+        share.updated = start;
+        share.share(Some(600.0), SHARE_HEADROOM / 4.0);
+        // A quarter at 90% is 2.25 a second: four such workers stay under the 100
+        // requests a 10-second window allows, and under 600 in a minute.
+        let ten = admitted(&mut share, start, 10);
+        assert!(4 * ten <= 100, "{ten}");
+        assert!(ten >= 20, "{ten}");
+        let mut minute = Bucket::new(Some(600.0));
+        minute.updated = start;
+        minute.share(Some(600.0), SHARE_HEADROOM / 4.0);
+        assert!(4 * admitted(&mut minute, start, 60) <= 600);
+        // The same share again keeps the bucket; a new one starts it empty.
+        share.level = 1.0;
+        share.share(Some(600.0), SHARE_HEADROOM / 4.0);
+        assert_eq!(share.level, 1.0);
+        share.share(Some(600.0), SHARE_HEADROOM / 3.0);
+        assert!(share.level <= 0.0);
+    }
 }
