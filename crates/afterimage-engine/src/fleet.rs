@@ -302,11 +302,8 @@ impl<'a> Worker<'a> {
         let mut state = State::default();
         state.spend(setup);
         let lease = shared.slots.lease();
-        let mut beat = tokio::time::interval(
-            (lease / 3)
-                .min(MAX_BEAT)
-                .max(Duration::from_millis(50)),
-        );
+        let mut beat =
+            tokio::time::interval((lease / 3).min(MAX_BEAT).max(Duration::from_millis(50)));
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Worker {
             run,

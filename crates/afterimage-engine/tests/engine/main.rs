@@ -4,6 +4,7 @@
 mod follow_up;
 mod generate;
 mod quality;
+mod shared;
 mod stopping;
 mod tools;
 mod tools_http;
