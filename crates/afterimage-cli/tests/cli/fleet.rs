@@ -277,3 +277,34 @@ async fn four_workers_share_a_600_rpm_limit_in_every_window() {
     );
     schema.drop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_process_output_shows_its_record_and_refuses_join_and_cancel() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let (dir, config) = crate::project(crate::LOCAL);
+    let out = dir.path().join("rows.jsonl");
+    let out_text = out.to_str().unwrap();
+    let run = Cli::generate(&config, &server.openai_base_url(), &out)
+        .args(&["--run", "solo"])
+        .run()
+        .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let status = Cli::new(&["status", out_text, "--json"]).run().await;
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    let status: serde_json::Value = serde_json::from_str(status.stdout.trim()).unwrap();
+    assert_eq!(status["run_id"], "solo", "{status}");
+    assert_eq!(status["status"], "done");
+    assert_eq!(status["rows_written"], 12);
+    let other = Cli::new(&["status", out_text, "--run", "other"]).run().await;
+    assert_eq!(other.code, 2, "{}", other.stderr);
+
+    let join = Cli::generate(&config, &server.openai_base_url(), dir.path().join("b.jsonl"))
+        .args(&["--run", "solo", "--join"])
+        .run()
+        .await;
+    assert_eq!(join.code, 2);
+    assert!(join.stderr.contains("PostgreSQL"), "{}", join.stderr);
+    let cancel = Cli::new(&["cancel", out_text, "--run", "solo"]).run().await;
+    assert_eq!(cancel.code, 2);
+    assert!(cancel.stderr.contains("Ctrl-C"), "{}", cancel.stderr);
+}
