@@ -49,7 +49,9 @@ pub struct Renewal {
     /// The slots this worker still holds (their leases renewed); a dialog in flight
     /// whose slot is missing was taken over and should stop.
     pub held: Vec<Slot>,
-    /// Workers that reported within the lease, this one included (at least 1).
+    /// Workers seen in the last minute, this one included (at least 1): a worker
+    /// that died or left still spent its part of the provider's minute window, so
+    /// the rate shares grow back only once that window has passed.
     pub live_workers: u32,
     /// Someone asked the run to stop (`afterimage cancel`): claim nothing more.
     pub cancelled: bool,
@@ -120,4 +122,10 @@ pub trait Slots: Send + Sync + std::fmt::Debug {
 
     /// Where the run's slots stand.
     async fn counts(&self) -> Result<SlotCounts, StorageError>;
+
+    /// Slots still to be made (pending or leased); cheaper than
+    /// [`counts`](Slots::counts) where a backend can count only those.
+    async fn open(&self) -> Result<u64, StorageError> {
+        Ok(self.counts().await?.open())
+    }
 }

@@ -429,8 +429,8 @@ impl<'a> Worker<'a> {
         if self.state.stop.is_some() {
             return true;
         }
-        match self.shared.slots.counts().await {
-            Ok(counts) => counts.open() == 0,
+        match self.shared.slots.open().await {
+            Ok(open) => open == 0,
             Err(e) => {
                 tracing::warn!("reading the slots of run {}: {e}", self.run.run_id);
                 false

@@ -156,12 +156,29 @@ impl ConversationGenerator {
         context.storage = Arc::clone(&fenced) as Arc<dyn Storage>;
         let run = Arc::new(context);
         let result = execute_shared(run, fenced, plan, &options, shared, setup).await;
+        self.close_shared(record, slots.as_ref()).await;
         *self
             .inner
             .accounted
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = self.inner.ledger.book();
         result
+    }
+
+    /// Marks the shared run done in its record once no slot is open (the worker that
+    /// sees it first; the others write the same).
+    async fn close_shared(&self, mut record: RunRecord, slots: &dyn afterimage_core::Slots) {
+        let Ok(counts) = slots.counts().await else {
+            return;
+        };
+        if counts.open() > 0 {
+            return;
+        }
+        record.status = RunStatus::Done;
+        record.rows_written = counts.done;
+        if let Err(e) = self.save_run(&mut record).await {
+            tracing::warn!("could not save the record of the shared run: {e}");
+        }
     }
 
     /// The ledger every model of this generator records in (the one given to the

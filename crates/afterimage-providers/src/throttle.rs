@@ -76,6 +76,8 @@ struct State {
     paced: u64,
     /// The server said its window is spent: no request before this.
     paused_until: Option<Instant>,
+    /// How many times the rate shares changed ([`Throttle::share_limits`]).
+    shares: u64,
     /// The last outcomes (true: rate limited or overloaded), newest last.
     recent: std::collections::VecDeque<bool>,
 }
@@ -119,19 +121,21 @@ impl Bucket {
     /// Paces at `fraction` of `base` per minute with at most a second's worth of
     /// burst, so the shares of several processes never add up to more than the
     /// whole in any window (a minute's burst per process would double it).
-    fn share(&mut self, base: Option<f64>, fraction: f64) {
+    /// Returns whether the share changed.
+    fn share(&mut self, base: Option<f64>, fraction: f64) -> bool {
         let Some(base) = base else {
-            return;
+            return false;
         };
         let rate = base * fraction;
         if self.per_minute == Some(rate) && self.capacity < base {
-            return;
+            return false;
         }
         self.per_minute = Some(rate);
         self.capacity = (rate / 60.0).max(1.0);
-        // A new share starts empty: what this process already sent counts against
-        // the window the other workers are now pacing in.
-        self.level = self.level.min(0.0);
+        // A new share starts empty; the requests still waiting on the old one's debt
+        // queue again (see `Throttle::acquire`), so the debt goes with them.
+        self.level = 0.0;
+        true
     }
 
     /// Takes `amount`; returns how long the caller must wait first.
@@ -170,6 +174,7 @@ impl Throttle {
                 tokens: Bucket::new(config.tokens_per_minute.map(|t| t as f64)),
                 paced: 0,
                 paused_until: None,
+                shares: 0,
                 recent: std::collections::VecDeque::with_capacity(WINDOW),
             }),
             freed: Notify::new(),
@@ -185,12 +190,15 @@ impl Throttle {
     pub fn share_limits(&self, workers: u32) {
         let fraction = SHARE_HEADROOM / f64::from(workers.max(1));
         let mut state = self.lock();
-        state
+        let requests = state
             .requests
             .share(self.config.requests_per_minute.map(f64::from), fraction);
-        state
+        let tokens = state
             .tokens
             .share(self.config.tokens_per_minute.map(|t| t as f64), fraction);
+        if requests || tokens {
+            state.shares += 1;
+        }
     }
 
     /// How the limit moved.
@@ -241,24 +249,32 @@ impl Throttle {
             }
             freed.await;
         }
-        let wait = {
-            let mut state = self.lock();
-            let now = Instant::now();
-            let paused = state
-                .paused_until
-                .map_or(Duration::ZERO, |until| until.saturating_duration_since(now));
-            let wait = state
-                .requests
-                .take(1.0, now)
-                .max(state.tokens.take(estimated_tokens as f64, now))
-                .max(paused);
-            if !wait.is_zero() {
-                state.paced += 1;
+        loop {
+            let (wait, shares) = {
+                let mut state = self.lock();
+                let now = Instant::now();
+                let paused = state
+                    .paused_until
+                    .map_or(Duration::ZERO, |until| until.saturating_duration_since(now));
+                let wait = state
+                    .requests
+                    .take(1.0, now)
+                    .max(state.tokens.take(estimated_tokens as f64, now))
+                    .max(paused);
+                if !wait.is_zero() {
+                    state.paced += 1;
+                }
+                (wait, state.shares)
+            };
+            if wait.is_zero() {
+                return;
             }
-            wait
-        };
-        if !wait.is_zero() {
             tokio::time::sleep(wait).await;
+            // A new share while waiting: the wait was reckoned at the old rate, so
+            // queue again at the new one.
+            if self.lock().shares == shares {
+                return;
+            }
         }
     }
 
@@ -395,7 +411,7 @@ mod tests {
         assert!(admitted(&mut whole, start, 10) > 600);
         let mut share = Bucket::new(Some(600.0));
         share.updated = start;
-        share.share(Some(600.0), SHARE_HEADROOM / 4.0);
+        assert!(share.share(Some(600.0), SHARE_HEADROOM / 4.0));
         // A quarter at 90% is 2.25 a second: four such workers stay under the 100
         // requests a 10-second window allows, and under 600 in a minute.
         let ten = admitted(&mut share, start, 10);
@@ -403,13 +419,13 @@ mod tests {
         assert!(ten >= 20, "{ten}");
         let mut minute = Bucket::new(Some(600.0));
         minute.updated = start;
-        minute.share(Some(600.0), SHARE_HEADROOM / 4.0);
+        assert!(minute.share(Some(600.0), SHARE_HEADROOM / 4.0));
         assert!(4 * admitted(&mut minute, start, 60) <= 600);
         // The same share again keeps the bucket; a new one starts it empty.
         share.level = 1.0;
-        share.share(Some(600.0), SHARE_HEADROOM / 4.0);
+        assert!(!share.share(Some(600.0), SHARE_HEADROOM / 4.0));
         assert_eq!(share.level, 1.0);
-        share.share(Some(600.0), SHARE_HEADROOM / 3.0);
-        assert!(share.level <= 0.0);
+        assert!(share.share(Some(600.0), SHARE_HEADROOM / 3.0));
+        assert_eq!(share.level, 0.0);
     }
 }

@@ -400,11 +400,10 @@ impl Slots for PgSlots {
             .query_one(
                 "SELECT coalesce((SELECT state FROM fleet_runs WHERE run_id = $1), 'running'),
                         (SELECT count(*) FROM fleet_workers
-                          WHERE run_id = $1 AND state = 'running'
-                            AND last_seen > now() - make_interval(secs => $3)),
+                          WHERE run_id = $1 AND last_seen > now() - interval '1 minute'),
                         (SELECT coalesce(sum(cost), 0) FROM fleet_workers
                           WHERE run_id = $1 AND worker_id <> $2)",
-                &[&self.run_id, &self.worker_id, &self.lease_secs()],
+                &[&self.run_id, &self.worker_id],
             )
             .await
             .map_err(backend)?;
@@ -424,6 +423,20 @@ impl Slots for PgSlots {
 
     async fn counts(&self) -> Result<SlotCounts, StorageError> {
         slot_counts(&self.claims, &self.run_id).await
+    }
+
+    async fn open(&self) -> Result<u64, StorageError> {
+        // The partial index holds only open slots: this stays cheap for huge runs.
+        let row = self
+            .claims
+            .query_one(
+                "SELECT count(*) FROM fleet_slots
+                  WHERE run_id = $1 AND state IN ('pending', 'leased')",
+                &[&self.run_id],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(row.get::<_, i64>(0).max(0) as u64)
     }
 }
 

@@ -119,14 +119,17 @@ async fn four_workers_under_sigkill_and_sigstop_store_exactly_n_rows() {
         if open_slots(&db, run).await == i64::MAX {
             continue;
         }
-        // Pause one worker for twice the lease (in the background, so the kills go
-        // on), and SIGKILL another, replacing it; a paused worker is never killed.
-        workers.rotate_left(1);
-        let pid = workers[0].id();
-        if tick.is_multiple_of(4) && pauses < 2 {
-            signal(&workers[0], "-STOP");
-            paused.push((pid, Instant::now() + Duration::from_secs(4)));
-            pauses += 1;
+        // Pause the oldest worker (it holds dialogs) for twice the lease, in the
+        // background so the kills go on, and SIGKILL the oldest of the others,
+        // replacing it; a paused worker is never killed.
+        let running =
+            |w: &Child, paused: &[(u32, Instant)]| !paused.iter().any(|(p, _)| *p == w.id());
+        if tick.is_multiple_of(3) && pauses < 3 {
+            if let Some(oldest) = workers.iter().find(|w| running(w, &paused)) {
+                signal(oldest, "-STOP");
+                paused.push((oldest.id(), Instant::now() + Duration::from_secs(4)));
+                pauses += 1;
+            }
         }
         for (pid, until) in &paused {
             if Instant::now() >= *until {
@@ -136,9 +139,7 @@ async fn four_workers_under_sigkill_and_sigstop_store_exactly_n_rows() {
             }
         }
         paused.retain(|(_, until)| Instant::now() < *until);
-        let victim = workers
-            .iter()
-            .position(|w| !paused.iter().any(|(p, _)| *p == w.id()));
+        let victim = workers.iter().position(|w| running(w, &paused));
         if let Some(victim) = victim
             && open_slots(&db, run).await > N / 20
         {
@@ -180,6 +181,12 @@ async fn four_workers_under_sigkill_and_sigstop_store_exactly_n_rows() {
         .unwrap()
         .get(0);
     assert_eq!(done, N);
+    let record: String = db
+        .query_one("SELECT status FROM runs WHERE run_id = $1", &[&run])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(record, "done");
     let fenced: i64 = db
         .query_one(
             "SELECT coalesce(sum(fenced), 0)::bigint FROM fleet_workers WHERE run_id = $1",
@@ -295,13 +302,19 @@ async fn a_single_process_output_shows_its_record_and_refuses_join_and_cancel() 
     assert_eq!(status["run_id"], "solo", "{status}");
     assert_eq!(status["status"], "done");
     assert_eq!(status["rows_written"], 12);
-    let other = Cli::new(&["status", out_text, "--run", "other"]).run().await;
-    assert_eq!(other.code, 2, "{}", other.stderr);
-
-    let join = Cli::generate(&config, &server.openai_base_url(), dir.path().join("b.jsonl"))
-        .args(&["--run", "solo", "--join"])
+    let other = Cli::new(&["status", out_text, "--run", "other"])
         .run()
         .await;
+    assert_eq!(other.code, 2, "{}", other.stderr);
+
+    let join = Cli::generate(
+        &config,
+        &server.openai_base_url(),
+        dir.path().join("b.jsonl"),
+    )
+    .args(&["--run", "solo", "--join"])
+    .run()
+    .await;
     assert_eq!(join.code, 2);
     assert!(join.stderr.contains("PostgreSQL"), "{}", join.stderr);
     let cancel = Cli::new(&["cancel", out_text, "--run", "solo"]).run().await;
