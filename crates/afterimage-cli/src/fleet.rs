@@ -198,6 +198,7 @@ fn print_fleet(fleet: &FleetStatus, json: bool) {
             object.insert("eta_secs".into(), fleet.eta_secs().into());
             object.insert("cost".into(), fleet.cost().into());
             object.insert("fenced".into(), fleet.fenced().into());
+            object.insert("leases_lost".into(), fleet.leases_lost().into());
         }
         line(&value.to_string());
         return;
@@ -211,9 +212,10 @@ fn print_fleet(fleet: &FleetStatus, json: bool) {
         .eta_secs()
         .map_or("unknown".to_owned(), |e| format!("{e:.0}s"));
     line(&format!(
-        "rate {:.2} rows/s, ETA {eta}, cost {:.4}, late completions refused {}",
+        "rate {:.2} rows/s, ETA {eta}, cost {:.4}, leases lost {}, late completions refused {}",
         fleet.rate(),
         fleet.cost(),
+        fleet.leases_lost(),
         fleet.fenced()
     ));
     line(

@@ -41,6 +41,8 @@ pub struct WorkerReport {
     pub rows: u64,
     /// What this worker's requests cost so far.
     pub cost: f64,
+    /// Dialogs this worker cancelled because their lease was taken over.
+    pub leases_lost: u64,
 }
 
 /// What a heartbeat learned.

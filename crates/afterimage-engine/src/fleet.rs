@@ -483,6 +483,7 @@ impl<'a> Worker<'a> {
             in_flight: self.tasks.len() as u64,
             rows: self.state.progress.rows_written,
             cost: self.own_cost(),
+            leases_lost: self.shared.counters.leases_lost.load(Ordering::Relaxed),
         };
         match self.shared.slots.renew(report).await {
             Ok(renewal) => {
@@ -556,6 +557,7 @@ impl<'a> Worker<'a> {
                 in_flight: 0,
                 rows: self.state.progress.rows_written,
                 cost: self.own_cost(),
+                leases_lost: self.shared.counters.leases_lost.load(Ordering::Relaxed),
             })
             .await;
         if let Err(e) = slots.release_all().await {

@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS fleet_workers (
     rows_stored bigint NOT NULL DEFAULT 0,
     claimed bigint NOT NULL DEFAULT 0,
     fenced bigint NOT NULL DEFAULT 0,
+    leases_lost bigint NOT NULL DEFAULT 0,
     cost double precision NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS fleet_workers_run ON fleet_workers (run_id);
@@ -445,11 +446,12 @@ impl PgSlots {
         self.beats
             .execute(
                 "INSERT INTO fleet_workers (worker_id, run_id, host, pid, in_flight, rows_stored,
-                                            claimed, cost)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                                            claimed, cost, leases_lost)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                  ON CONFLICT (worker_id) DO UPDATE SET last_seen = now(),
                      in_flight = excluded.in_flight, rows_stored = excluded.rows_stored,
-                     claimed = excluded.claimed, cost = excluded.cost",
+                     claimed = excluded.claimed, cost = excluded.cost,
+                     leases_lost = excluded.leases_lost",
                 &[
                     &self.worker_id,
                     &self.run_id,
@@ -459,6 +461,7 @@ impl PgSlots {
                     &(report.rows as i64),
                     &(self.claimed.load(Ordering::Relaxed) as i64),
                     &report.cost,
+                    &(report.leases_lost as i64),
                 ],
             )
             .await
@@ -505,6 +508,8 @@ pub struct WorkerStatus {
     pub claimed: u64,
     /// Its completions refused because its lease had been taken over.
     pub fenced: u64,
+    /// Its dialogs cancelled because their lease had been taken over.
+    pub leases_lost: u64,
     /// What its requests cost.
     pub cost: f64,
 }
@@ -547,6 +552,11 @@ impl FleetStatus {
         self.workers.iter().map(|w| w.cost).sum()
     }
 
+    /// Dialogs cancelled for a lost lease, over all workers.
+    pub fn leases_lost(&self) -> u64 {
+        self.workers.iter().map(|w| w.leases_lost).sum()
+    }
+
     /// Completions refused by the fence, over all workers.
     pub fn fenced(&self) -> u64 {
         self.workers.iter().map(|w| w.fenced).sum()
@@ -577,7 +587,7 @@ pub async fn fleet_status(
     let workers = client
         .query(
             "SELECT worker_id, state, extract(epoch FROM now() - last_seen)::float8, in_flight,
-                    rows_stored, claimed, fenced, cost
+                    rows_stored, claimed, fenced, cost, leases_lost
                FROM fleet_workers WHERE run_id = $1 ORDER BY started_at",
             &[&run_id],
         )
@@ -593,6 +603,7 @@ pub async fn fleet_status(
             claimed: row.get::<_, i64>(5).max(0) as u64,
             fenced: row.get::<_, i64>(6).max(0) as u64,
             cost: row.get(7),
+            leases_lost: row.get::<_, i64>(8).max(0) as u64,
         })
         .collect();
     Ok(Some(FleetStatus {

@@ -216,6 +216,10 @@ async fn four_workers_under_sigkill_and_sigstop_store_exactly_n_rows() {
         "{status}"
     );
     assert_eq!(status["fenced"], fenced, "{status}");
+    eprintln!(
+        "chaos: leases lost (dialogs cancelled by heartbeat) {}",
+        status["leases_lost"]
+    );
     let cancel = Cli::new(&["cancel", &schema.url, "--run", run]).run().await;
     assert_eq!(cancel.code, 0, "{}", cancel.stderr);
     let missing = Cli::new(&["cancel", &schema.url, "--run", "nope"])
