@@ -95,8 +95,14 @@ async fn conclude(
                 prices,
                 json,
             );
+            // A worker of a shared run handed its claims back: the run goes on.
+            let rest = if after_run {
+                "run the same command with --resume to make the rest"
+            } else {
+                "the other workers go on with the run, and the same command joins it again"
+            };
             Err(Failure::Interrupted(anyhow!(
-                "interrupted: {} rows written to {} are kept; run the same command with --resume to make the rest",
+                "interrupted: {} rows written to {} are kept; {rest}",
                 report.rows_written,
                 report.output
             )))

@@ -124,12 +124,13 @@ async fn four_workers_under_sigkill_and_sigstop_store_exactly_n_rows() {
         // replacing it; a paused worker is never killed.
         let running =
             |w: &Child, paused: &[(u32, Instant)]| !paused.iter().any(|(p, _)| *p == w.id());
-        if tick.is_multiple_of(3) && pauses < 3 {
-            if let Some(oldest) = workers.iter().find(|w| running(w, &paused)) {
-                signal(oldest, "-STOP");
-                paused.push((oldest.id(), Instant::now() + Duration::from_secs(4)));
-                pauses += 1;
-            }
+        if tick.is_multiple_of(3)
+            && pauses < 3
+            && let Some(oldest) = workers.iter().find(|w| running(w, &paused))
+        {
+            signal(oldest, "-STOP");
+            paused.push((oldest.id(), Instant::now() + Duration::from_secs(4)));
+            pauses += 1;
         }
         for (pid, until) in &paused {
             if Instant::now() >= *until {
