@@ -66,7 +66,8 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
     let options = options.on_progress(progress.callback());
     let result = generator.generate(options).await;
     progress.finish();
-    if let Some(state) = &pools.structured {
+    // A shared run's record belongs to the fleet (and the output may hold other runs).
+    if let Some(state) = pools.structured.as_ref().filter(|_| !joined) {
         record_structured_mode(storage.as_ref(), state).await;
     }
 
