@@ -519,7 +519,7 @@ pub struct WorkerStatus {
 pub struct FleetStatus {
     /// The run's name.
     pub run_id: String,
-    /// `running` or `cancelled`.
+    /// `running`, `done` (no slot open) or `cancelled`.
     pub state: String,
     /// Rows asked for.
     pub target: u64,
@@ -606,9 +606,15 @@ pub async fn fleet_status(
             leases_lost: row.get::<_, i64>(8).max(0) as u64,
         })
         .collect();
+    let slots = slot_counts(&client, &run_id).await?;
+    let state: String = run.get(1);
     Ok(Some(FleetStatus {
-        slots: slot_counts(&client, &run_id).await?,
-        state: run.get(1),
+        state: if state == "running" && slots.open() == 0 {
+            "done".to_owned()
+        } else {
+            state
+        },
+        slots,
         target: run.get::<_, i64>(2).max(0) as u64,
         age_secs: run.get(3),
         run_id,

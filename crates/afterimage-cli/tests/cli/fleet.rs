@@ -14,7 +14,7 @@ const CONFIG: &str = r#"
 generation:
   num_dialogs: 1000
   max_turns: 1
-  max_concurrency: 16
+  max_concurrency: 8
 model:
   provider: local
   model_name: mock-model
@@ -92,7 +92,7 @@ async fn open_slots(db: &tokio_postgres::Client, run: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_workers_under_sigkill_and_sigstop_store_exactly_n_rows() {
     const N: i64 = 1000;
-    let server = MockServer::start(MockConfig::default().with_latency(Duration::from_millis(40)))
+    let server = MockServer::start(MockConfig::default().with_latency(Duration::from_millis(80)))
         .await
         .unwrap();
     let schema = PostgresSchema::new();
@@ -211,6 +211,7 @@ async fn four_workers_under_sigkill_and_sigstop_store_exactly_n_rows() {
     assert_eq!(status.code, 0, "{}", status.stderr);
     let status: serde_json::Value = serde_json::from_str(status.stdout.trim()).unwrap();
     assert_eq!(status["slots"]["done"], N, "{status}");
+    assert_eq!(status["state"], "done", "{status}");
     assert_eq!(
         status["workers"].as_array().unwrap().len(),
         started,
