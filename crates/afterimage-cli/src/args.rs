@@ -35,6 +35,11 @@ pub(crate) enum Command {
     Structured(crate::structured::StructuredArgs),
     /// Generate preference pairs (DPO data) from a YAML config's `preference:` section.
     Preference(crate::preference::PreferenceArgs),
+    /// Show where a run stands: slots done, in flight and failed, and each worker of a
+    /// shared run (PostgreSQL) with its last heartbeat.
+    Status(crate::fleet::StatusArgs),
+    /// Ask a shared run's workers to stop claiming dialogs and finish those they hold.
+    Cancel(crate::fleet::CancelArgs),
 }
 
 /// The end of `generate --help`.
@@ -92,6 +97,9 @@ pub(crate) struct GenerateArgs {
     /// Settings that override the config.
     #[command(flatten)]
     pub(crate) overrides: OverrideArgs,
+    /// Shared-run flags (`--run`, `--join`, `--lease`).
+    #[command(flatten)]
+    pub(crate) fleet: crate::fleet::FleetArgs,
 }
 
 /// `afterimage validate`

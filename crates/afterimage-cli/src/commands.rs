@@ -51,6 +51,8 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
         .map_err(Failure::Usage)?;
 
     let mut options = options.resume(args.resume);
+    let joined = args.fleet.join;
+    options = crate::fleet::apply(&args.fleet, &settings.output, &pools.throttles, options).await?;
     if let Some(max_cost) = args.max_cost {
         if settings.price.is_none() {
             return Err(Failure::Usage(anyhow!(
@@ -70,12 +72,13 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
     let options = options.on_progress(progress.callback());
     let result = generator.generate(options).await;
     progress.finish();
-    if let Some(state) = &pools.structured {
+    // A shared run's record belongs to the fleet (and the output may hold other runs).
+    if let Some(state) = pools.structured.as_ref().filter(|_| !joined) {
         record_structured_mode(storage.as_ref(), state).await;
     }
 
     let code = caught.signal().map_or(130, Signal::exit_code);
-    conclude(result, &settings, &pools, args.json, code).await
+    conclude(result, &settings, &pools, args.json, code, !joined).await
 }
 
 /// Prints the run's report and maps its outcome onto the exit: a finished run also
@@ -86,6 +89,7 @@ async fn conclude(
     pools: &build::Meters,
     json: bool,
     interrupted_code: u8,
+    after_run: bool,
 ) -> Result<(), Failure> {
     let keys: Vec<KeyStats> = pools.keys.iter().flat_map(|p| p.stats()).collect();
     let pacing: Vec<ThrottleStats> = pools.throttles.iter().map(|t| t.stats()).collect();
@@ -100,9 +104,15 @@ async fn conclude(
                 prices,
                 json,
             );
+            // A worker of a shared run handed its claims back: the run goes on.
+            let rest = if after_run {
+                "run the same command with --resume to make the rest"
+            } else {
+                "the other workers go on with the run, and the same command joins it again"
+            };
             Err(Failure::Interrupted(
                 anyhow!(
-                    "{}\n{} rows written to {} are kept; run the same command with --resume to make the rest",
+                    "{}\n{} rows written to {} are kept; {rest}",
                     report.stop_reason,
                     report.rows_written,
                     report.output
@@ -119,7 +129,10 @@ async fn conclude(
                 prices,
                 json,
             );
-            crate::datasets::after_generate(settings, &report.failures, json).await;
+            // A shared run's export is one job after the fleet ends, not every worker's.
+            if after_run {
+                crate::datasets::after_generate(settings, &report.failures, json).await;
+            }
             Ok(())
         }
         Err(EngineError::RunFailed { cause, report }) => {

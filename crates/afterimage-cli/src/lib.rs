@@ -53,6 +53,7 @@ mod build;
 mod commands;
 mod config;
 mod datasets;
+mod fleet;
 mod metrics;
 mod output;
 mod preference;
@@ -102,6 +103,8 @@ pub fn main() -> ExitCode {
             args::Command::Generate(args) => commands::generate(args).await,
             args::Command::Validate(args) => commands::validate(args).await,
             args::Command::Stats(args) => commands::stats(args).await,
+            args::Command::Status(args) => fleet::status(args).await,
+            args::Command::Cancel(args) => fleet::cancel(args).await,
             args::Command::Export(args) => datasets::run_export(args).await,
             args::Command::Analyze(args) => datasets::run_analyze(args).await,
             args::Command::Structured(args) => structured::run(args).await,

@@ -69,6 +69,7 @@ pub use crate::{
     },
     run::{RunRecord, RunStatus, split_row_id, unix_ms},
     secret::ApiKey,
+    slots::{Completion, Renewal, Slot, SlotCounts, Slots, WorkerReport},
     steering::{AskedQuestions, QuestionType, Steering},
     strategy::{
         DocumentSource, Evaluator, FixedNumber, GeneratedInstructions, Instruction,
@@ -92,6 +93,7 @@ mod price;
 mod row;
 mod run;
 mod secret;
+mod slots;
 mod steering;
 mod strategy;
 #[cfg(feature = "testing")]

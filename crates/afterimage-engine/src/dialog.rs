@@ -179,10 +179,22 @@ pub(crate) async fn run_dialog(
     index: u64,
     start_delay: Duration,
 ) -> Result<DialogOutcome, DialogFailure> {
+    let seed = dialog_seed(run.seed, index);
+    run_dialog_seeded(run, index, seed, start_delay).await
+}
+
+/// [`run_dialog`] with the dialog's seed given (a shared run's replacement attempt
+/// draws a seed of its own).
+pub(crate) async fn run_dialog_seeded(
+    run: Arc<RunContext>,
+    index: u64,
+    seed: u64,
+    start_delay: Duration,
+) -> Result<DialogOutcome, DialogFailure> {
     if !start_delay.is_zero() {
         tokio::time::sleep(start_delay).await;
     }
-    let mut dialog = Dialog::new(&run, index);
+    let mut dialog = Dialog::new(&run, index, seed);
     let stored = dialog.steps().await;
     dialog.finish(stored)
 }
@@ -206,11 +218,11 @@ struct Stored {
 }
 
 impl<'a> Dialog<'a> {
-    fn new(run: &'a RunContext, index: u64) -> Self {
+    fn new(run: &'a RunContext, index: u64, seed: u64) -> Self {
         Dialog {
             run,
             index,
-            seed: dialog_seed(run.seed, index),
+            seed,
             started: Instant::now(),
             spent: Spent::default(),
             counts: QualityCounts::default(),

@@ -18,6 +18,7 @@ use afterimage_strategies::{
 use tokio::sync::OnceCell;
 
 use crate::dialog::{Quality, RunContext, RunWatch, Tally, Tools};
+use crate::fleet::{FencedStorage, execute_shared, join_run};
 use crate::instructions::InstructionPool;
 use crate::policy::Sampling;
 use crate::pricing::{Accounted, Prices, RunLedger};
@@ -75,6 +76,9 @@ impl ConversationGenerator {
     /// With [`GenerateOptions::resume`], the run recorded in storage is finished
     /// instead: same run id, seed and correspondent prompt, only the missing dialogs.
     pub async fn generate(&self, options: GenerateOptions) -> Result<RunReport, EngineError> {
+        if let Some(shared) = options.shared.clone() {
+            return self.generate_shared(options, &shared).await;
+        }
         self.run_jobs(options, None).await
     }
 
@@ -118,6 +122,76 @@ impl ConversationGenerator {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = self.inner.ledger.book();
         result
+    }
+
+    /// Works on a run shared with other workers ([`GenerateOptions::shared`]): joins
+    /// it (creating it when first), then makes dialogs from its slots until none is
+    /// open. The run record's status is left to the fleet (`afterimage status`).
+    async fn generate_shared(
+        &self,
+        options: GenerateOptions,
+        shared: &crate::SharedRun,
+    ) -> Result<RunReport, EngineError> {
+        let start = self.accounted();
+        let plan = Plan::new(&options)?;
+        let count = plan.cap.ok_or_else(|| {
+            EngineError::Config(
+                "a shared run needs a count: set num_dialogs (generation.num_dialogs or --num-dialogs)".into(),
+            )
+        })?;
+        let slots = Arc::clone(shared.slots());
+        let (record, setup, _created) = join_run(slots.as_ref(), count, || async {
+            let (prompt, setup) = self.prepare_correspondent_prompt().await?;
+            let seed = options.seed.unwrap_or_else(rand::random);
+            let mut record = RunRecord::new(slots.run_id(), seed, prompt);
+            record.rows_requested = Some(count);
+            record.config = options.run_config.clone();
+            self.save_run(&mut record).await.map_err(|e| {
+                EngineError::Setup(format!(
+                    "saving the run record in {}: {e}",
+                    self.inner.storage.location()
+                ))
+            })?;
+            Ok((record, setup))
+        })
+        .await?;
+        let ledger = RunLedger::new(
+            self.inner.ledger.clone(),
+            LedgerBook::default(),
+            start,
+            Prices::of(&options),
+        );
+        let fenced = Arc::new(FencedStorage::new(
+            Arc::clone(&self.inner.storage),
+            Arc::clone(&slots),
+        ));
+        let mut context = self.run_context(&record, &options, ledger);
+        context.storage = Arc::clone(&fenced) as Arc<dyn Storage>;
+        let run = Arc::new(context);
+        let result = execute_shared(run, fenced, plan, &options, shared, setup).await;
+        self.close_shared(record, slots.as_ref()).await;
+        *self
+            .inner
+            .accounted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = self.inner.ledger.book();
+        result
+    }
+
+    /// Marks the shared run done in its record once no slot is open (the worker that
+    /// sees it first; the others write the same).
+    async fn close_shared(&self, mut record: RunRecord, slots: &dyn afterimage_core::Slots) {
+        let Ok(counts) = slots.counts().await else {
+            return;
+        };
+        if counts.open() > 0 {
+            return;
+        }
+        record.status = RunStatus::Done;
+        record.rows_written = counts.done;
+        if let Err(e) = self.save_run(&mut record).await {
+            tracing::warn!("could not save the record of the shared run: {e}");
+        }
     }
 
     /// The ledger every model of this generator records in (the one given to the

@@ -70,6 +70,7 @@
 pub use crate::{
     checks::OptionsError,
     error::{DialogError, EngineError},
+    fleet::{FleetCounters, ShareFn, SharedRun},
     generator::{ConversationGenerator, ConversationGeneratorBuilder},
     hooks::{HookError, TurnHooks, TurnRole, TurnView},
     instructions::{OnExhausted, SteeringConfig},
@@ -92,6 +93,7 @@ mod checks;
 
 mod dialog;
 mod error;
+mod fleet;
 mod generator;
 mod hooks;
 mod instructions;

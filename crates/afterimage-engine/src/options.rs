@@ -76,6 +76,7 @@ pub struct GenerateOptions {
     pub(crate) parked: Option<ParkedRequests>,
     pub(crate) steering: crate::SteeringConfig,
     pub(crate) on_exhausted: crate::OnExhausted,
+    pub(crate) shared: Option<crate::SharedRun>,
 }
 
 /// What happens to dialogs still running when a stopping criterion fires (in a config:
@@ -113,6 +114,7 @@ impl Default for GenerateOptions {
             parked: None,
             steering: crate::SteeringConfig::default(),
             on_exhausted: crate::OnExhausted::Stop,
+            shared: None,
         }
     }
 }
@@ -247,6 +249,15 @@ impl GenerateOptions {
         self
     }
 
+    /// Joins a run shared with other workers: dialogs come from its slots (the first
+    /// worker creates the run with `num_dialogs` slots, the others read its record),
+    /// and rows are stored by completing their slot. The stored-rows check of a new
+    /// run and `resume` do not apply: the slots say what is left.
+    pub fn shared(mut self, shared: crate::SharedRun) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
     /// The settings to keep in the run record, for people reading the store later.
     /// Never put API keys here.
     pub fn run_config(mut self, config: serde_json::Value) -> Self {
@@ -316,6 +327,7 @@ impl std::fmt::Debug for GenerateOptions {
             .field("max_failures", &self.max_failures)
             .field("run_id", &self.run_id)
             .field("resume", &self.resume)
+            .field("shared", &self.shared)
             .finish_non_exhaustive()
     }
 }

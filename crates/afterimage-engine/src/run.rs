@@ -433,7 +433,7 @@ impl StartOrder {
     }
 }
 
-enum Stop {
+pub(crate) enum Stop {
     Criterion(String),
     /// The instruction generator ran out of material (documents at their target).
     Exhausted(String),
@@ -443,25 +443,25 @@ enum Stop {
 }
 
 #[derive(Default)]
-struct State {
-    progress: RunProgress,
-    personas: HashSet<String>,
-    failures: BTreeMap<String, u64>,
-    rejections: BTreeMap<String, u64>,
-    instructions_rejected: BTreeMap<String, u64>,
-    unjudged: u64,
-    regenerations: u64,
-    consecutive_failures: u32,
-    next_delay: Duration,
-    stop: Option<Stop>,
-    resumed: u64,
-    cancelled: u64,
+pub(crate) struct State {
+    pub(crate) progress: RunProgress,
+    pub(crate) personas: HashSet<String>,
+    pub(crate) failures: BTreeMap<String, u64>,
+    pub(crate) rejections: BTreeMap<String, u64>,
+    pub(crate) instructions_rejected: BTreeMap<String, u64>,
+    pub(crate) unjudged: u64,
+    pub(crate) regenerations: u64,
+    pub(crate) consecutive_failures: u32,
+    pub(crate) next_delay: Duration,
+    pub(crate) stop: Option<Stop>,
+    pub(crate) resumed: u64,
+    pub(crate) cancelled: u64,
     /// Dialogs that finished and were stored after a stop was asked for.
-    drained: u64,
+    pub(crate) drained: u64,
 }
 
 impl State {
-    fn spend(&mut self, spent: Spent) {
+    pub(crate) fn spend(&mut self, spent: Spent) {
         self.progress.requests += u64::from(spent.requests);
         self.progress.usage += spent.usage;
     }
@@ -485,7 +485,7 @@ impl State {
         self.unjudged += u64::from(counts.unjudged);
     }
 
-    fn record_row(&mut self, outcome: DialogOutcome) {
+    pub(crate) fn record_row(&mut self, outcome: DialogOutcome) {
         self.spend(outcome.spent);
         self.count_quality(outcome.quality);
         self.progress.rows_written += 1;
@@ -504,7 +504,7 @@ impl State {
         self.next_delay = Duration::ZERO;
     }
 
-    fn record_failure(&mut self, failure: DialogFailure, plan: &Plan) {
+    pub(crate) fn record_failure(&mut self, failure: DialogFailure, plan: &Plan) {
         self.spend(failure.spent);
         self.count_quality(*failure.quality);
         let error = failure.error;
@@ -566,7 +566,7 @@ impl State {
         }
     }
 
-    fn record_crash(&mut self, message: String, plan: &Plan) {
+    pub(crate) fn record_crash(&mut self, message: String, plan: &Plan) {
         *self.failures.entry("crash".into()).or_default() += 1;
         self.progress.dialogs_failed += 1;
         tracing::error!("a dialog task crashed: {message}");
@@ -592,11 +592,11 @@ impl State {
         }
     }
 
-    fn backoff(&self) -> Duration {
+    pub(crate) fn backoff(&self) -> Duration {
         self.next_delay
     }
 
-    fn report(&self, run: &RunContext, plan: &Plan, elapsed: Duration) -> RunReport {
+    pub(crate) fn report(&self, run: &RunContext, plan: &Plan, elapsed: Duration) -> RunReport {
         let rows = self.progress.rows_written - self.resumed;
         // A stop that came as the last dialogs finished still wrote every row asked.
         let count_reached = plan

@@ -141,12 +141,25 @@ struct Shared {
     extra_latency_ms: AtomicU64,
     /// Chat requests per model name asked for.
     by_model: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// When the server started, and the model requests of each second since.
+    started: Instant,
+    per_second: Mutex<Vec<u64>>,
 }
 
 /// The length of a [`MockConfig::rpm_limit`] window.
 const RPM_WINDOW: Duration = Duration::from_secs(60);
 
 impl Shared {
+    /// Counts a model request in the second it arrived.
+    fn count_second(&self, now: Instant) {
+        let second = now.duration_since(self.started).as_secs() as usize;
+        let mut seconds = self.per_second.lock().unwrap_or_else(|e| e.into_inner());
+        if seconds.len() <= second {
+            seconds.resize(second + 1, 0);
+        }
+        seconds[second] += 1;
+    }
+
     /// Counts a model request against `key`'s per-minute budget: `Some(retry_after_secs)`
     /// when it is over the limit.
     fn over_rpm_limit(&self, key: &str, now: Instant) -> Option<u64> {
@@ -205,6 +218,8 @@ impl MockServer {
             rpm_windows: Mutex::new(HashMap::new()),
             extra_latency_ms: AtomicU64::new(0),
             by_model: Mutex::default(),
+            started: Instant::now(),
+            per_second: Mutex::new(Vec::new()),
         });
         let (shutdown, signal) = watch::channel(false);
         let task = runtime.spawn(accept_loop(listener, Arc::clone(&shared), signal));
@@ -264,6 +279,16 @@ impl MockServer {
     pub fn requests_by_model(&self) -> std::collections::BTreeMap<String, u64> {
         self.shared
             .by_model
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Model requests received in each second since the server started (429s
+    /// included), to check a client's pacing over any window.
+    pub fn requests_per_second(&self) -> Vec<u64> {
+        self.shared
+            .per_second
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -496,6 +521,7 @@ async fn model_call(
 ) -> Result<Response<Full<Bytes>>, Refusal> {
     let (stats, config) = (&shared.stats, &shared.config);
     bump(call_counter(stats, route));
+    shared.count_second(Instant::now());
     if let Some(retry_after) = shared.over_rpm_limit(request_key(parts), Instant::now()) {
         bump(&stats.rate_limited);
         return Ok(rpm_refusal(route.dialect(), retry_after).into_response());
@@ -833,6 +859,8 @@ mod tests {
             rpm_windows: Mutex::new(HashMap::new()),
             extra_latency_ms: AtomicU64::new(0),
             by_model: Mutex::default(),
+            started: Instant::now(),
+            per_second: Mutex::new(Vec::new()),
         };
         let t0 = Instant::now();
         assert_eq!(shared.over_rpm_limit("a", t0), None);
@@ -847,6 +875,12 @@ mod tests {
         assert_eq!(shared.over_rpm_limit("b", t0), None);
         // A new minute, a new budget.
         assert_eq!(shared.over_rpm_limit("a", t0 + RPM_WINDOW), None);
+        // Requests are counted in the second they arrived.
+        let start = shared.started;
+        for at in [start, start, start + Duration::from_millis(2500)] {
+            shared.count_second(at);
+        }
+        assert_eq!(*shared.per_second.lock().unwrap(), vec![2, 0, 1]);
     }
 
     #[test]

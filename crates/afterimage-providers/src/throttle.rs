@@ -78,6 +78,8 @@ struct State {
     paced: u64,
     /// The server said its window is spent: no request before this.
     paused_until: Option<Instant>,
+    /// How many times the rate shares changed ([`Throttle::share_limits`]).
+    shares: u64,
     /// The last outcomes (true: rate limited or overloaded), newest last.
     recent: std::collections::VecDeque<bool>,
 }
@@ -93,11 +95,17 @@ const WINDOW: usize = 64;
 /// window is not full yet).
 const BURST_MIN: usize = 8;
 
+/// The part of an equal share a worker paces at: the rest absorbs the burst each
+/// worker may take and the heartbeat it takes for shares to follow a joining worker.
+const SHARE_HEADROOM: f64 = 0.9;
+
 /// A token bucket that may go into debt, so one large request is never refused;
 /// later ones wait until the debt is paid.
 #[derive(Debug)]
 struct Bucket {
     per_minute: Option<f64>,
+    /// The most the bucket holds (a minute's worth, or a second's for a share).
+    capacity: f64,
     level: f64,
     updated: Instant,
 }
@@ -106,9 +114,30 @@ impl Bucket {
     fn new(per_minute: Option<f64>) -> Self {
         Bucket {
             per_minute,
+            capacity: per_minute.unwrap_or(0.0),
             level: per_minute.unwrap_or(0.0),
             updated: Instant::now(),
         }
+    }
+
+    /// Paces at `fraction` of `base` per minute with at most a second's worth of
+    /// burst, so the shares of several processes never add up to more than the
+    /// whole in any window (a minute's burst per process would double it).
+    /// Returns whether the share changed.
+    fn share(&mut self, base: Option<f64>, fraction: f64) -> bool {
+        let Some(base) = base else {
+            return false;
+        };
+        let rate = base * fraction;
+        if self.per_minute == Some(rate) && self.capacity < base {
+            return false;
+        }
+        self.per_minute = Some(rate);
+        self.capacity = (rate / 60.0).max(1.0);
+        // A new share starts empty; the requests still waiting on the old one's debt
+        // queue again (see `Throttle::acquire`), so the debt goes with them.
+        self.level = 0.0;
+        true
     }
 
     /// Takes `amount`; returns how long the caller must wait first.
@@ -117,7 +146,7 @@ impl Bucket {
             return Duration::ZERO;
         };
         let refill = now.duration_since(self.updated).as_secs_f64() * rate / 60.0;
-        self.level = (self.level + refill).min(rate);
+        self.level = (self.level + refill).min(self.capacity);
         self.updated = now;
         self.level -= amount;
         if self.level >= 0.0 {
@@ -155,9 +184,30 @@ impl Throttle {
                 tokens: Bucket::new(config.tokens_per_minute.map(|t| t as f64)),
                 paced: 0,
                 paused_until: None,
+                shares: 0,
                 recent: std::collections::VecDeque::with_capacity(WINDOW),
             }),
             freed: Notify::new(),
+        }
+    }
+
+    /// Takes this process's share of the configured requests and tokens per minute
+    /// when `workers` processes share them (a run joined by several workers): each
+    /// paces at 90% of an equal part, with a second's burst at most, so the fleet
+    /// stays under the limits in every window while a joining or leaving worker's
+    /// share settles (at the next heartbeat). `1` restores a second's burst at 90%
+    /// of the whole.
+    pub fn share_limits(&self, workers: u32) {
+        let fraction = SHARE_HEADROOM / f64::from(workers.max(1));
+        let mut state = self.lock();
+        let requests = state
+            .requests
+            .share(self.config.requests_per_minute.map(f64::from), fraction);
+        let tokens = state
+            .tokens
+            .share(self.config.tokens_per_minute.map(|t| t as f64), fraction);
+        if requests || tokens {
+            state.shares += 1;
         }
     }
 
@@ -209,25 +259,33 @@ impl Throttle {
             }
             freed.await;
         }
-        let wait = {
-            let mut state = self.lock();
-            let now = Instant::now();
-            let paused = state
-                .paused_until
-                .map_or(Duration::ZERO, |until| until.saturating_duration_since(now));
-            let wait = state
-                .requests
-                .take(1.0, now)
-                .max(state.tokens.take(estimated_tokens as f64, now))
-                .max(paused);
-            if !wait.is_zero() {
-                state.paced += 1;
-                rate_limit_wait("pacing");
+        loop {
+            let (wait, shares) = {
+                let mut state = self.lock();
+                let now = Instant::now();
+                let paused = state
+                    .paused_until
+                    .map_or(Duration::ZERO, |until| until.saturating_duration_since(now));
+                let wait = state
+                    .requests
+                    .take(1.0, now)
+                    .max(state.tokens.take(estimated_tokens as f64, now))
+                    .max(paused);
+                if !wait.is_zero() {
+                    state.paced += 1;
+                    rate_limit_wait("pacing");
+                }
+                (wait, state.shares)
+            };
+            if wait.is_zero() {
+                return;
             }
-            wait
-        };
-        if !wait.is_zero() {
             tokio::time::sleep(wait).await;
+            // A new share while waiting: the wait was reckoned at the old rate, so
+            // queue again at the new one.
+            if self.lock().shares == shares {
+                return;
+            }
         }
     }
 
@@ -361,5 +419,46 @@ mod tests {
         assert_eq!(bucket.take(1.0, start), Duration::from_secs(1));
         // Unlimited never waits.
         assert_eq!(Bucket::new(None).take(1e9, start), Duration::ZERO);
+    }
+
+    /// Requests `bucket` lets through in `seconds` when asked for one every 10 ms.
+    fn admitted(bucket: &mut Bucket, start: Instant, seconds: u64) -> u64 {
+        let mut admitted = 0;
+        let mut now = start;
+        while now < start + Duration::from_secs(seconds) {
+            let wait = bucket.take(1.0, now);
+            now += wait.max(Duration::from_millis(10));
+            if now <= start + Duration::from_secs(seconds) {
+                admitted += 1;
+            }
+        }
+        admitted
+    }
+
+    #[test]
+    fn a_share_paces_a_quarter_with_no_minute_burst() {
+        let start = Instant::now();
+        let mut whole = Bucket::new(Some(600.0));
+        whole.updated = start;
+        // Alone, a full bucket lets a minute's budget through at once.
+        assert!(admitted(&mut whole, start, 10) > 600);
+        let mut share = Bucket::new(Some(600.0));
+        share.updated = start;
+        assert!(share.share(Some(600.0), SHARE_HEADROOM / 4.0));
+        // A quarter at 90% is 2.25 a second: four such workers stay under the 100
+        // requests a 10-second window allows, and under 600 in a minute.
+        let ten = admitted(&mut share, start, 10);
+        assert!(4 * ten <= 100, "{ten}");
+        assert!(ten >= 20, "{ten}");
+        let mut minute = Bucket::new(Some(600.0));
+        minute.updated = start;
+        assert!(minute.share(Some(600.0), SHARE_HEADROOM / 4.0));
+        assert!(4 * admitted(&mut minute, start, 60) <= 600);
+        // The same share again keeps the bucket; a new one starts it empty.
+        share.level = 1.0;
+        assert!(!share.share(Some(600.0), SHARE_HEADROOM / 4.0));
+        assert_eq!(share.level, 1.0);
+        assert!(share.share(Some(600.0), SHARE_HEADROOM / 3.0));
+        assert_eq!(share.level, 0.0);
     }
 }

@@ -42,6 +42,9 @@
 pub use crate::{
     any::{AnyStorage, ReadReport, StorageSpec, Stored},
     jsonl::{FlushPolicy, JsonlStorage, read_report, read_rows},
+    lease::{
+        DEFAULT_SLOT_FAILURES, FleetStatus, PgSlots, WorkerStatus, cancel_fleet_run, fleet_status,
+    },
     postgres::PostgresStorage,
     sqlite::SqliteStorage,
 };
@@ -50,5 +53,6 @@ pub(crate) use crate::any::RowFields;
 
 mod any;
 mod jsonl;
+mod lease;
 mod postgres;
 mod sqlite;

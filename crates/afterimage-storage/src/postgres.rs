@@ -66,22 +66,7 @@ pub struct PostgresStorage {
 impl PostgresStorage {
     /// Connects to `url`, creating or checking the schema.
     pub async fn connect(url: &str) -> Result<Self, StorageError> {
-        let (url_without_schema, schema) = split_schema(url);
-        let (client, connection) = tokio_postgres::connect(&url_without_schema, NoTls)
-            .await
-            .map_err(|e| {
-                StorageError::Backend(format!(
-                    "cannot connect to {}: {e}; check that the server runs and that the URL's host, port, user and database are right",
-                    redact(url)
-                ))
-            })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::error!("PostgreSQL connection closed: {e}");
-            }
-        });
-        migrate(&client, schema.as_deref()).await?;
-        let client = Arc::new(client);
+        let client = Arc::new(connect_client(url).await?);
         let (commands, receiver) = mpsc::unbounded_channel();
         tokio::spawn(writer_loop(Arc::clone(&client), receiver));
         Ok(PostgresStorage {
@@ -285,11 +270,31 @@ impl Storage for PostgresStorage {
     }
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StorageError> {
+/// Connects to `url` (its `schema=NAME` applied) and creates or checks the schema.
+pub(crate) async fn connect_client(url: &str) -> Result<Client, StorageError> {
+    let (url_without_schema, schema) = split_schema(url);
+    let (client, connection) = tokio_postgres::connect(&url_without_schema, NoTls)
+        .await
+        .map_err(|e| {
+            StorageError::Backend(format!(
+                "cannot connect to {}: {e}; check that the server runs and that the URL's host, port, user and database are right",
+                redact(url)
+            ))
+        })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::error!("PostgreSQL connection closed: {e}");
+        }
+    });
+    migrate(&client, schema.as_deref()).await?;
+    Ok(client)
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StorageError> {
     serde_json::to_string(value).map_err(|e| StorageError::Backend(format!("run record: {e}")))
 }
 
-fn backend(e: tokio_postgres::Error) -> StorageError {
+pub(crate) fn backend(e: tokio_postgres::Error) -> StorageError {
     StorageError::Backend(format!("postgres: {e}"))
 }
 

@@ -12,6 +12,7 @@ mod analyze;
 mod backends;
 mod base_urls;
 mod diversity;
+mod fleet;
 mod fuzz_corpus;
 mod ledger;
 mod metrics;

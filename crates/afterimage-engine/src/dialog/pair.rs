@@ -12,7 +12,9 @@ use afterimage_core::{
 use futures::future::join_all;
 
 use super::converse::{cache_key, respondent_request};
-use super::{Dialog, DialogFailure, DialogOutcome, Outcome, RunContext, Stored, build_row};
+use super::{
+    Dialog, DialogFailure, DialogOutcome, Outcome, RunContext, Stored, build_row, dialog_seed,
+};
 use crate::DialogError;
 use crate::Turns;
 use crate::preference::{Candidate, PairJob, PreferencePair, Variant, Which};
@@ -29,7 +31,7 @@ pub(crate) async fn run_pair(
     if !start_delay.is_zero() {
         tokio::time::sleep(start_delay).await;
     }
-    let mut dialog = Dialog::new(&run, index);
+    let mut dialog = Dialog::new(&run, index, dialog_seed(run.seed, index));
     let stored = dialog.pair_steps(&job).await;
     dialog.finish(stored)
 }

@@ -6,6 +6,7 @@ mod generate;
 mod hooks;
 mod preference;
 mod quality;
+mod shared;
 mod steering;
 mod stopping;
 mod structured;

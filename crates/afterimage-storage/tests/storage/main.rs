@@ -6,6 +6,7 @@
 mod backends;
 mod documents;
 mod jsonl;
+mod lease;
 mod reading;
 
 /// A schema of its own on the test server, dropped at the end.
