@@ -260,6 +260,7 @@ pub(crate) async fn execute_shared(
                 worker.joined(joined).await;
             }
             _ = worker.beat.tick() => worker.heartbeat().await,
+            () = grace_over(options), if !worker.tasks.is_empty() => worker.cancel_all(),
             () = tokio::time::sleep(wait) => {}
         }
         worker.check_stop();
@@ -268,6 +269,20 @@ pub(crate) async fn execute_shared(
         }
     }
     worker.finish().await
+}
+
+/// Resolves when the stop's grace period is over (or a second signal cancels); never
+/// without a stop handle.
+async fn grace_over(options: &GenerateOptions) {
+    match &options.stop {
+        Some(stop) => stop.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A fleet counter in the process's metrics registry.
+fn fleet_metric(name: &str, help: &str) -> afterimage_core::Counter {
+    afterimage_core::Metrics::global().counter(name, help, &[])
 }
 
 type Joined = Result<(Id, Result<DialogOutcome, DialogFailure>), tokio::task::JoinError>;
@@ -359,6 +374,11 @@ impl<'a> Worker<'a> {
         counters
             .slots_claimed
             .fetch_add(claimed.len() as u64, Ordering::Relaxed);
+        fleet_metric(
+            "afterimage_slots_claimed_total",
+            "Slots of a shared run this worker claimed (each claim is one attempt).",
+        )
+        .add(claimed.len() as f64);
         for slot in claimed {
             self.start(slot);
         }
@@ -453,6 +473,7 @@ impl<'a> Worker<'a> {
             Ok((_, Err(failure))) if was_fenced => {
                 self.state.spend(failure.spent);
                 self.shared.counters.fenced.fetch_add(1, Ordering::Relaxed);
+                fleet_metric("afterimage_late_completions_refused_total", "Dialogs finished after their lease was taken over, whose rows the coordinator refused.").inc();
             }
             Ok((_, Err(failure))) => {
                 let cause = failure.error.cause();
@@ -523,7 +544,16 @@ impl<'a> Worker<'a> {
                     .counters
                     .leases_lost
                     .fetch_add(1, Ordering::Relaxed);
+                fleet_metric("afterimage_leases_lost_total", "Dialogs this worker cancelled because their lease was taken over or the coordinator was out of reach.").inc();
             }
+        }
+    }
+
+    /// The grace period after a stop is over: cancels every dialog in flight; their
+    /// claims go back to the pool when the worker finishes.
+    fn cancel_all(&mut self) {
+        for (_, handle) in self.running.values() {
+            handle.abort();
         }
     }
 
