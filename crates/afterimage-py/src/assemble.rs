@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use afterimage_core::{
     ApiKey, ChatModel, DocumentSource, FixedNumber, InstructionGenerator, Ledger, ParkedRequests,
-    RespondentPromptModifier, Storage, StoppingCriterion,
+    RespondentPromptModifier, StoppingCriterion, Storage,
 };
 use afterimage_engine::{ConversationGenerator, GenerateOptions, PersonaUsage};
 use afterimage_providers::{Endpoint, Provider, SharedParts};
@@ -70,7 +70,9 @@ fn endpoint(spec: &ModelSpec, concurrency: usize) -> PyResult<Endpoint> {
         keys.extend(provider.default_key_env().and_then(env));
     }
     if keys.is_empty() && provider != Provider::Local {
-        let variable = provider.default_key_env().unwrap_or("the provider's key variable");
+        let variable = provider
+            .default_key_env()
+            .unwrap_or("the provider's key variable");
         return Err(bad(format!(
             "api_key is missing for {}: pass api_key=... or set {variable}",
             provider.name()

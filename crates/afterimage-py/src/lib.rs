@@ -4,10 +4,10 @@
 //! The native part, `afterimage_rs._native`, is small on purpose: the seed's classes
 //! (`ConversationGenerator`, the callbacks by their upstream names, `JSONLStorage`)
 //! are Python in `python/afterimage_rs/`, and describe a run as JSON plus the Python
-//! callback objects. [`generate`] builds the run through the library crates (the
+//! callback objects. `generate` builds the run through the library crates (the
 //! providers' `Endpoint` stack, the strategies, the engine's builder) and returns an
 //! awaitable; Python callbacks reach the engine through adapters implementing the core
-//! traits. [`cli_main`] is the `afterimage` command: the CLI crate's own entry, so the
+//! traits. `cli_main` is the `afterimage` command: the CLI crate's own entry, so the
 //! wheel carries one copy of the engine.
 //!
 //! ```python
