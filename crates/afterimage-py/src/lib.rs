@@ -4,9 +4,9 @@
 //! The native part, `afterimage_rs._native`, is small on purpose: the seed's classes
 //! (`ConversationGenerator`, the callbacks by their upstream names, `JSONLStorage`)
 //! are Python in `python/afterimage_rs/`, and describe a run as JSON plus the Python
-//! callback objects. `generate` builds the run through the library crates (the
-//! providers' `Endpoint` stack, the strategies, the engine's builder) and returns an
-//! awaitable; Python callbacks reach the engine through adapters implementing the core
+//! callback objects. `run` builds the run through the library crates (the
+//! providers' `Endpoint` stack, the strategies, the engine's builder) and runs it in
+//! the worker thread `generate` awaits; Python callbacks reach the engine through adapters implementing the core
 //! traits. `cli_main` is the `afterimage` command: the CLI crate's own entry, so the
 //! wheel carries one copy of the engine.
 //!
@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3_async_runtimes::TaskLocals;
 
 use crate::assemble::Objects;
 use crate::callbacks::{
@@ -39,25 +40,50 @@ mod assemble;
 mod callbacks;
 mod spec;
 
-/// Runs one generation: `generator` and `run` are the JSON the Python layer wrote;
-/// `instructions`, `modifier` and `stoppers` are the Python callbacks it refers to.
-/// Returns an awaitable whose result is the run report as JSON.
+/// Stops a run from Python: dialogs in flight finish, no new one starts (the engine's
+/// stop handle; `generate` uses it when its task is cancelled).
+#[pyclass(frozen)]
+#[derive(Debug, Default)]
+struct StopHandle(afterimage_engine::StopHandle);
+
+#[pymethods]
+impl StopHandle {
+    #[new]
+    fn new() -> Self {
+        StopHandle::default()
+    }
+
+    /// Asks the run to stop.
+    fn stop(&self) {
+        self.0.stop();
+    }
+}
+
+/// Runs one generation and blocks until it ends, with the GIL released: `generate`
+/// calls it in a worker thread (`run_in_executor`), so the result comes back through
+/// asyncio's own machinery and no engine thread touches Python after the run. `generator`
+/// and `run` are the JSON the Python layer wrote; `event_loop` is the caller's loop,
+/// where async callbacks run; `instructions`, `modifier` and `stoppers` are the Python
+/// callbacks the JSON refers to. Returns the run report as JSON.
 #[pyfunction]
-#[pyo3(signature = (generator, run, instructions=None, modifier=None, stoppers=Vec::new()))]
-fn generate<'py>(
-    py: Python<'py>,
+#[pyo3(signature = (generator, run, event_loop, instructions=None, modifier=None, stoppers=Vec::new(), stop=None))]
+#[allow(clippy::too_many_arguments)]
+fn run(
+    py: Python<'_>,
     generator: &str,
     run: &str,
+    event_loop: Bound<'_, PyAny>,
     instructions: Option<Py<PyAny>>,
     modifier: Option<Py<PyAny>>,
     stoppers: Vec<Option<Py<PyAny>>>,
-) -> PyResult<Bound<'py, PyAny>> {
+    stop: Option<Py<StopHandle>>,
+) -> PyResult<String> {
     let spec: GeneratorSpec = serde_json::from_str(generator)
         .map_err(|e| PyValueError::new_err(format!("generator settings: {e}")))?;
     let run: RunSpec = serde_json::from_str(run)
         .map_err(|e| PyValueError::new_err(format!("generate() arguments: {e}")))?;
-    let locals = pyo3_async_runtimes::tokio::get_current_locals(py)?;
-    let bridge = Arc::new(Bridge::new(py, locals.clone())?);
+    let locals = TaskLocals::new(event_loop).copy_context(py)?;
+    let bridge = Arc::new(Bridge::new(py, locals)?);
     let wrap = |object: Py<PyAny>, role: &str| Callback::new(py, object, role, &bridge);
     let objects = Objects {
         instructions: instructions
@@ -68,13 +94,17 @@ fn generate<'py>(
             .map(|o| o.map(|o| PyStoppingCriterion(wrap(o, "stopping_criteria"))))
             .collect(),
     };
-    pyo3_async_runtimes::tokio::future_into_py_with_locals(py, locals, async move {
-        let (generator, options) = assemble::generator(&spec, &run, objects)?;
-        let result = generator.generate(options).await;
-        // The generator holds the callbacks; drop them before the error is built.
-        drop(generator);
-        finish(result, &bridge)
-    })
+    let stop = stop.map(|s| s.get().0.clone());
+    let result = py.detach(|| {
+        pyo3_async_runtimes::tokio::get_runtime().block_on(async move {
+            let (generator, mut options) = assemble::generator(&spec, &run, objects)?;
+            if let Some(stop) = stop {
+                options = options.stop_handle(stop);
+            }
+            Ok::<_, PyErr>(generator.generate(options).await)
+        })
+    })?;
+    finish(result, &bridge)
 }
 
 /// The report as JSON, or the exception to raise: a callback's own (chained under
@@ -119,7 +149,8 @@ fn cli_main(py: Python<'_>, argv: Vec<String>) -> u8 {
 /// The native part of `afterimage_rs`.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(generate, m)?)?;
+    m.add_function(wrap_pyfunction!(run, m)?)?;
+    m.add_class::<StopHandle>()?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -65,6 +65,20 @@ def test_the_seeds_complete_example_runs_with_only_its_import_changed(mock_env):
         assert "final_score" in row and "evaluation" in row
 
 
+def test_the_custom_callback_example_runs_as_a_script(mock_env):
+    done = run_script(EXAMPLES / "custom_callbacks.py", mock_env)
+    # A clean exit: no engine thread touches Python while the interpreter shuts down.
+    assert done.returncode == 0, done.stderr
+    assert "4 rows written to custom.jsonl" in done.stdout
+    rows = read_rows(mock_env / "custom.jsonl")
+    assert [r["metadata"]["context_ids"] for r in rows] == [
+        ["faq-billing"], ["faq-login"], ["faq-billing"], ["faq-login"]
+    ]
+    for row in rows:
+        check_dialog(row)
+        assert row["response_context"] == row["instruction_context"]
+
+
 class FixedQuestions(BaseInstructionGeneratorCallback):
     """A sync instruction callback: questions from a list, about one context."""
 
@@ -242,3 +256,39 @@ def test_the_package_ships_its_types():
     package = Path(afterimage_rs.__file__).parent
     assert (package / "py.typed").is_file()
     assert (package / "_native.pyi").is_file()
+
+
+class CancelAfter(BaseStoppingCallback):
+    """Never stops by itself: cancels the task awaiting `generate` after `n` rows."""
+
+    def __init__(self, n, loop, task):
+        self.n, self.loop, self.task = n, loop, task
+
+    def should_stop(self, state):
+        if state.num_generated >= self.n:
+            self.loop.call_soon_threadsafe(self.task.cancel)
+        return False
+
+
+def test_cancelling_generate_stops_the_run_and_keeps_whole_rows(mock_env):
+    generator = ConversationGenerator(
+        respondent_prompt="You are a support agent.",
+        correspondent_prompt="You are a user.",
+        instruction_generator_callback=FixedQuestions(),
+        storage=JSONLStorage("rows.jsonl"),
+    )
+
+    async def main():
+        task = asyncio.current_task()
+        stop = CancelAfter(2, asyncio.get_running_loop(), task)
+        await generator.generate(
+            num_dialogs=100_000, max_concurrency=2, stopping_criteria=[stop]
+        )
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(main())
+    rows = read_rows(mock_env / "rows.jsonl")
+    # Stopped long before its count; the dialogs in flight were finished, not torn.
+    assert 2 <= len(rows) < 1000
+    for row in rows:
+        check_dialog(row)

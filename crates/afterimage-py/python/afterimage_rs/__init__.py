@@ -16,6 +16,8 @@ engine's; custom callbacks written in Python (subclasses of
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -551,9 +553,24 @@ class ConversationGenerator:
             "seed": seed,
             "stopping_criteria": stops,
         }
-        report = await _native.generate(
-            json.dumps(spec), json.dumps(run), callback, modifier, objects
+        loop = asyncio.get_running_loop()
+        stop = _native.StopHandle()
+        # The engine runs in a worker thread with the GIL released; async callbacks
+        # come back to this loop. Cancelling this task stops the run: dialogs in
+        # flight finish and are stored, no new one starts.
+        running = loop.run_in_executor(
+            None,
+            functools.partial(
+                _native.run, json.dumps(spec), json.dumps(run), loop,
+                callback, modifier, objects, stop,
+            ),
         )
+        try:
+            report = await asyncio.shield(running)
+        except asyncio.CancelledError:
+            stop.stop()
+            await asyncio.wait([running])
+            raise
         return GenerationReport(json.loads(report))
 
 
