@@ -252,6 +252,27 @@ def test_the_afterimage_command_is_on_the_venvs_path(tmp_path):
     assert "frobnicate" in wrong.stderr
 
 
+def test_the_afterimage_command_generates_a_dataset(mock_url, tmp_path):
+    from conftest import REPO
+
+    command = shutil.which("afterimage", path=str(Path(sys.executable).parent))
+    out = tmp_path / "support.jsonl"
+    done = subprocess.run(
+        [
+            command, "generate", "--config", str(REPO / "examples/support-bot.yaml"),
+            "--provider", "local", "--model", "mock-model", "--base-url", mock_url + "/v1",
+            "--num-dialogs", "3", "--out", str(out), "--json",
+        ],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rows_written"] == 3
+    rows = read_rows(out)
+    assert len(rows) == 3
+    for row in rows:
+        check_dialog(row)
+
+
 def test_the_package_ships_its_types():
     package = Path(afterimage_rs.__file__).parent
     assert (package / "py.typed").is_file()
