@@ -71,14 +71,16 @@ impl Bridge {
             .take()
     }
 
-    /// Calls the bridge's async `function` with `args`, awaits the coroutine on the
-    /// asyncio loop without holding the GIL, and returns the JSON it answered.
-    async fn call_async<A>(&self, function: &str, args: A) -> PyResult<String>
+    /// Calls the bridge's async `function` with the arguments `args` makes, awaits the
+    /// coroutine on the asyncio loop without holding the GIL, and returns the JSON it
+    /// answered.
+    async fn call_async<A, F>(&self, function: &str, args: F) -> PyResult<String>
     where
-        A: for<'py> pyo3::call::PyCallArgs<'py> + Send,
+        F: for<'py> FnOnce(Python<'py>) -> A + Send,
+        A: for<'py> pyo3::call::PyCallArgs<'py>,
     {
         let future = Python::attach(|py| {
-            let coroutine = self.module.bind(py).getattr(function)?.call1(args)?;
+            let coroutine = self.module.bind(py).getattr(function)?.call1(args(py))?;
             pyo3_async_runtimes::into_future_with_locals(&self.locals, coroutine)
         })?;
         let answer = future.await?;
@@ -126,8 +128,8 @@ impl Callback {
         StrategyError::Config(message)
     }
 
-    fn object(&self) -> Py<PyAny> {
-        Python::attach(|py| self.object.clone_ref(py))
+    fn object(&self, py: Python<'_>) -> Py<PyAny> {
+        self.object.clone_ref(py)
     }
 }
 
@@ -189,11 +191,11 @@ impl InstructionGenerator for PyInstructionGenerator {
         &self,
         request: &InstructionRequest,
     ) -> Result<GeneratedInstructions, StrategyError> {
-        let args = (self.0.object(), request.correspondent_prompt.clone());
+        let prompt = request.correspondent_prompt.as_str();
         let json = self
             .0
             .bridge
-            .call_async("call_instructions", args)
+            .call_async("call_instructions", |py| (self.0.object(py), prompt))
             .await
             .map_err(|e| self.0.failed("agenerate", e, false))?;
         let batch: PyInstructions =
@@ -223,16 +225,13 @@ impl RespondentPromptModifier for PyPromptModifier {
         respondent_prompt: &str,
         instruction: &Instruction,
     ) -> Result<ModifiedPrompt, StrategyError> {
-        let args = (
-            self.0.object(),
-            respondent_prompt.to_owned(),
-            instruction.source.context.clone(),
-            instruction.text.clone(),
-        );
+        let (context, text) = (instruction.source.context.as_str(), &instruction.text);
         let json = self
             .0
             .bridge
-            .call_async("call_modifier", args)
+            .call_async("call_modifier", |py| {
+                (self.0.object(py), respondent_prompt, context, text.as_str())
+            })
             .await
             .map_err(|e| self.0.failed("agenerate", e, false))?;
         let prompt: PyPrompt =
@@ -260,7 +259,7 @@ impl StoppingCriterion for PyStoppingCriterion {
                 .bridge
                 .module(py)
                 .getattr("call_should_stop")?
-                .call1((self.0.object.clone_ref(py), state))?
+                .call1((self.0.object(py), state))?
                 .extract::<bool>()
         });
         match answer {
