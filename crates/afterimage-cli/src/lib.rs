@@ -75,16 +75,24 @@ pub(crate) enum Failure {
 
 /// Runs the CLI with the process's arguments and returns its exit code.
 pub fn main() -> ExitCode {
-    let cli = match args::Cli::try_parse() {
+    ExitCode::from(run(std::env::args_os()))
+}
+
+/// Runs the CLI with `args` (the program name first) and returns its exit code as a
+/// number, for hosts that are not the `afterimage` binary: the Python wheel's
+/// `afterimage` command passes `sys.argv`, since the process's own arguments are
+/// Python's.
+pub fn run<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match args::Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             // clap prints help and version to stdout and usage errors to stderr.
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if e.use_stderr() { 2 } else { 0 };
         }
     };
     init_logging();
@@ -95,7 +103,7 @@ pub fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
+            return 1;
         }
     };
     let result = runtime.block_on(async {
@@ -112,20 +120,20 @@ pub fn main() -> ExitCode {
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(Failure::Usage(e)) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            2
         }
         Err(Failure::Run(e)) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            1
         }
         Err(Failure::Interrupted(e, code)) => {
             // After a SIGHUP the terminal may be gone: the exit code must still say so.
             use std::io::Write as _;
             let _ = writeln!(std::io::stderr(), "{e:#}");
-            ExitCode::from(code)
+            code
         }
     }
 }
