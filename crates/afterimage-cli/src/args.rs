@@ -113,9 +113,9 @@ pub(crate) struct ValidateArgs {
     pub(crate) overrides: OverrideArgs,
 }
 
-/// Flags that override the config file.
+/// The model and seed flags every generating command shares.
 #[derive(Debug, Args, Clone)]
-pub(crate) struct OverrideArgs {
+pub(crate) struct ModelFlags {
     /// The provider (model.provider).
     #[arg(long, value_parser = provider_parser())]
     pub(crate) provider: Option<Provider>,
@@ -125,6 +125,30 @@ pub(crate) struct OverrideArgs {
     /// The API base URL (model.base_url).
     #[arg(long, value_name = "URL")]
     pub(crate) base_url: Option<String>,
+    /// Seed for reproducible sampling (generation.seed).
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+}
+
+impl ModelFlags {
+    /// The config overrides these flags make; the command adds its own.
+    pub(crate) fn overrides(&self) -> Overrides {
+        Overrides {
+            provider: self.provider,
+            model: self.model.clone(),
+            base_url: self.base_url.clone(),
+            seed: self.seed,
+            ..Overrides::default()
+        }
+    }
+}
+
+/// Flags that override the config file.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct OverrideArgs {
+    /// Provider, model, base URL and seed.
+    #[command(flatten)]
+    pub(crate) model: ModelFlags,
     /// Rows to write (generation.num_dialogs).
     #[arg(long, value_name = "N")]
     pub(crate) num_dialogs: Option<u64>,
@@ -137,9 +161,6 @@ pub(crate) struct OverrideArgs {
     /// Where rows go (output.path): FILE.jsonl, sqlite:FILE or postgres://...
     #[arg(long, value_name = "OUT")]
     pub(crate) out: Option<String>,
-    /// Seed for reproducible sampling (generation.seed).
-    #[arg(long)]
-    pub(crate) seed: Option<u64>,
 }
 
 /// `--provider`: the catalogue's names, each with its description in `--help`.
@@ -153,14 +174,11 @@ pub(crate) fn provider_parser() -> impl TypedValueParser<Value = Provider> {
 impl From<OverrideArgs> for Overrides {
     fn from(args: OverrideArgs) -> Self {
         Overrides {
-            provider: args.provider,
-            model: args.model,
-            base_url: args.base_url,
             num_dialogs: args.num_dialogs,
             max_turns: args.max_turns,
             max_concurrency: args.max_concurrency,
             out: args.out,
-            seed: args.seed,
+            ..args.model.overrides()
         }
     }
 }

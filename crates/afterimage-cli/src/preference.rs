@@ -10,7 +10,7 @@ use afterimage_core::Storage;
 use afterimage_engine::{
     EngineError, PairFormat, PreferenceGenerator, PreferenceReport, StopHandle,
 };
-use afterimage_providers::{KeyStats, Provider, ThrottleStats};
+use afterimage_providers::{KeyStats, ThrottleStats};
 use anyhow::{Context, anyhow};
 use clap::Args;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -59,24 +59,15 @@ pub(crate) struct PreferenceArgs {
     /// 128 + the signal's number and --resume finishes the run.
     #[arg(long, value_name = "SECONDS", default_value_t = 25)]
     pub(crate) grace: u64,
-    /// The provider (model.provider).
-    #[arg(long)]
-    pub(crate) provider: Option<Provider>,
-    /// The model name (model.model_name).
-    #[arg(long)]
-    pub(crate) model: Option<String>,
-    /// The API base URL (model.base_url).
-    #[arg(long, value_name = "URL")]
-    pub(crate) base_url: Option<String>,
+    /// Provider, model, base URL and seed.
+    #[command(flatten)]
+    pub(crate) model: crate::args::ModelFlags,
     /// Pairs in flight (preference.max_concurrency).
     #[arg(long, value_name = "N")]
     pub(crate) max_concurrency: Option<usize>,
     /// Most assistant replies of a multi-turn pair (generation.max_turns).
     #[arg(long, value_name = "N")]
     pub(crate) max_turns: Option<u32>,
-    /// Seed for reproducible sampling (generation.seed).
-    #[arg(long)]
-    pub(crate) seed: Option<u64>,
 }
 
 /// `--format`: the format names.
@@ -188,14 +179,10 @@ fn resolve(args: &PreferenceArgs) -> Result<(Settings, PreferenceSettings), Fail
     let pairs = preference::resolve(raw.preference.as_ref(), &flags)
         .map_err(|e| Failure::Usage(anyhow!("{}: {e}", path.display())))?;
     let overrides = Overrides {
-        provider: args.provider,
-        model: args.model.clone(),
-        base_url: args.base_url.clone(),
         num_dialogs: Some(pairs.num_pairs),
         max_turns: args.max_turns,
         max_concurrency: args.max_concurrency.or(pairs.max_concurrency),
-        out: None,
-        seed: args.seed,
+        ..args.model.overrides()
     };
     let keys = if args.dry_run {
         KeyPolicy::Optional
