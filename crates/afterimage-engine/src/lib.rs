@@ -105,7 +105,6 @@ mod pricing;
 mod report;
 mod run;
 mod schema;
-mod slots;
 mod stop;
 mod stop_rules;
 mod stopping;
