@@ -813,14 +813,7 @@ impl ConversationGeneratorBuilder {
             )));
         }
         check_tool_names(&self.tools)?;
-        // Offered tools need something to answer them: by default the respondent's
-        // model plays them.
-        let tool_executor = self.tool_executor.or_else(|| {
-            (!self.tools.is_empty()).then(|| {
-                let simulator = ledger.meter(Arc::clone(&model), "tools");
-                Arc::new(LlmToolSimulator::new(simulator)) as Arc<dyn ToolExecutor>
-            })
-        });
+        let tool_executor = tool_executor(self.tool_executor, &self.tools, &ledger, &model);
         let correspondent_prompt = OnceCell::new_with(self.correspondent_prompt);
         let temperature = self.temperature.unwrap_or(0.7);
         Ok(ConversationGenerator {
@@ -917,6 +910,22 @@ fn built_in_judge(
         judge = judge.temperature(t);
     }
     Arc::new(judge)
+}
+
+/// The executor given, else, when tools are offered, a simulator on the respondent's
+/// model: offered tools need something to answer them.
+fn tool_executor(
+    given: Option<Arc<dyn ToolExecutor>>,
+    tools: &[ToolSpec],
+    ledger: &Ledger,
+    model: &Arc<dyn ChatModel>,
+) -> Option<Arc<dyn ToolExecutor>> {
+    given.or_else(|| {
+        (!tools.is_empty()).then(|| {
+            let simulator = ledger.meter(Arc::clone(model), "tools");
+            Arc::new(LlmToolSimulator::new(simulator)) as Arc<dyn ToolExecutor>
+        })
+    })
 }
 
 /// Tool names must be unique: a call names the tool it wants.
