@@ -269,6 +269,95 @@ async fn a_killed_postgres_run_resumes_to_exactly_n_distinct_ids() {
     schema.drop().await;
 }
 
+/// A structured run is a job of the dialog scheduler, so the grace period holds: at
+/// its end the rows still in flight are cancelled, the record says `stopped` and why,
+/// and `--resume` finishes the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_of_the_grace_period_cancels_rows_in_flight() {
+    const N: usize = 20;
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("run.yaml");
+    std::fs::write(
+        &config,
+        "generation: {max_concurrency: 4}\nmodel: {provider: local, model_name: mock-model}\nrespondent: {system_prompt: You write knowledge-base entries.}\nstructured: {schema: {type: object, properties: {title: {type: string}}, required: [title]}, num_samples: 20}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("rows.jsonl");
+    let command = |extra: &[&str]| {
+        structured(&config, &server.openai_base_url(), &out)
+            .args(&["--json"])
+            .args(extra)
+            .command()
+    };
+    let mut child = command(&["--grace", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read_lines(&out) < 3 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ended before the signal"
+        );
+        assert!(Instant::now() < deadline, "no rows after 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Requests in flight now hang far past the grace.
+    server.set_extra_latency(Duration::from_secs(120));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let signalled = Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let took = signalled.elapsed();
+    assert_eq!(output.status.code(), Some(143));
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(15),
+        "took {took:?}: the grace is 2 s, the rows in flight would take 120 s"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim()).unwrap();
+    let reason = report["stop_reason"].as_str().unwrap();
+    assert!(reason.starts_with("interrupted by SIGTERM"), "{reason}");
+    assert!(reason.contains("in flight were cancelled"), "{reason}");
+    assert_eq!(
+        read_lines(&out),
+        report["rows_written"].as_u64().unwrap() as usize
+    );
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("rows.jsonl.run.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["status"], "stopped", "{record}");
+    assert_eq!(record["stop_reason"], reason);
+
+    server.set_extra_latency(Duration::ZERO);
+    let resumed = command(&["--resume"]).output().unwrap();
+    assert_eq!(
+        resumed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let ids: HashSet<String> = read_rows(&out)
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!((read_lines(&out), ids.len()), (N, N));
+}
+
+fn read_lines(out: &Path) -> usize {
+    std::fs::read_to_string(out).map_or(0, |t| t.lines().filter(|l| l.ends_with('}')).count())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn yaml_schema_files_are_read_relative_to_the_config_and_broken_ones_named() {
     let server = MockServer::start(MockConfig::default()).await.unwrap();
