@@ -261,7 +261,7 @@ impl StructuredGenerator {
     }
 }
 
-impl crate::ConversationGenerator {
+impl ConversationGenerator {
     /// A [`StructuredGenerator`] builder holding this generator's respondent prompt,
     /// model (recording in the same ledger), sampling settings, instruction generator,
     /// modifier and correspondent prompt (when one was given): add a schema and an
@@ -288,7 +288,9 @@ impl crate::ConversationGenerator {
     }
 }
 
-/// The parts of a [`crate::ConversationGenerator`] a structured run takes over.
+/// What a structured run is made of: the parts a [`ConversationGenerator`] hands over
+/// (`structured()`), or a builder's, from which `ConversationGenerator::for_structured`
+/// makes the generator whose scheduler runs the rows.
 pub(crate) struct FromDialogs {
     pub(crate) respondent_prompt: String,
     /// Already metered in `ledger`.

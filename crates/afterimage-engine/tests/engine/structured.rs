@@ -10,7 +10,7 @@ use afterimage_core::{
     ApiKey, ChatModel, ChatRequest, ChatResponse, GeneratedInstructions, InstructionGenerator,
     InstructionRequest, JsonSchema, ProviderError, StrategyError,
 };
-use afterimage_engine::{EngineError, GenerateOptions, StructuredGenerator};
+use afterimage_engine::{ConversationGenerator, EngineError, GenerateOptions, StructuredGenerator};
 use afterimage_mock::{MockConfig, MockServer};
 use afterimage_providers::OpenAiCompatible;
 use afterimage_storage::JsonlStorage;
@@ -289,4 +289,65 @@ async fn a_broken_schema_or_an_output_holding_rows_is_refused() {
         .unwrap();
     assert_eq!((report.rows_resumed, report.rows_written), (2, 0));
     assert_eq!(read_rows(&path).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn neither_generator_resumes_the_others_run() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (dialogs_out, rows_out) = (
+        dir.path().join("dialogs.jsonl"),
+        dir.path().join("rows.jsonl"),
+    );
+    let dialogs = |path: &std::path::Path| {
+        ConversationGenerator::builder()
+            .respondent_prompt("You write FAQ entries.")
+            .correspondent_prompt("You are a customer.")
+            .model(client(&server))
+            .instruction_generator(Arc::new(OneQuestion))
+            .storage(Arc::new(JsonlStorage::new(path)))
+            .build()
+            .unwrap()
+    };
+    let options = || GenerateOptions::new().num_dialogs(2).fixed_turns(1);
+    dialogs(&dialogs_out).generate(options()).await.unwrap();
+    // The generator's own parts, rows to another output: one ledger for both runs.
+    let generator = dialogs(&dialogs_out)
+        .structured()
+        .schema(schema())
+        .output(Arc::new(JsonlStorage::new(&rows_out)))
+        .build()
+        .unwrap();
+    generator.generate(options()).await.unwrap();
+    assert_eq!(read_rows(&rows_out).len(), 2);
+
+    let into_dialogs = dialogs(&dialogs_out)
+        .structured()
+        .schema(schema())
+        .output(Arc::new(JsonlStorage::new(&dialogs_out)))
+        .build()
+        .unwrap()
+        .generate(options().num_dialogs(3).resume(true))
+        .await
+        .unwrap_err();
+    assert!(into_dialogs.is_config(), "{into_dialogs}");
+    assert!(
+        into_dialogs
+            .to_string()
+            .contains("holds a dialog run, not structured rows"),
+        "{into_dialogs}"
+    );
+    let into_rows = dialogs(&rows_out)
+        .generate(options().num_dialogs(3).resume(true))
+        .await
+        .unwrap_err();
+    assert!(
+        into_rows
+            .to_string()
+            .contains("holds structured rows, not dialogs"),
+        "{into_rows}"
+    );
+    // Both outputs are as they were.
+    assert_eq!(read_rows(&dialogs_out).len(), 2);
+    assert_eq!(read_rows(&rows_out).len(), 2);
 }
