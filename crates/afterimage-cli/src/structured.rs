@@ -10,7 +10,6 @@ use std::time::Duration;
 use afterimage_core::Storage;
 use afterimage_engine::{EngineError, RunReport, StopHandle};
 use afterimage_providers::{KeyStats, Provider, ThrottleStats};
-use afterimage_storage::JsonlStorage;
 use anyhow::{Context, anyhow};
 use clap::Args;
 
@@ -30,7 +29,8 @@ pub(crate) struct StructuredArgs {
     /// Rows to write (structured.num_samples).
     #[arg(long, value_name = "N")]
     pub(crate) num_samples: Option<u64>,
-    /// The JSONL file rows go to (structured.output_path).
+    /// Where rows go (structured.output_path): FILE.jsonl, sqlite:FILE or
+    /// postgres://...
     #[arg(short, long, value_name = "OUT")]
     pub(crate) out: Option<String>,
     /// Finish the run already in the output: same run id and seed, only the missing
@@ -45,6 +45,11 @@ pub(crate) struct StructuredArgs {
     /// 128 + the signal's number and --resume finishes the run.
     #[arg(long, value_name = "SECONDS", default_value_t = 25)]
     pub(crate) grace: u64,
+    /// Serve live counters in the Prometheus text format on http://HOST:PORT/metrics
+    /// while the run goes on (rows, requests, tokens, cost); port 0 picks a free
+    /// one, printed on stderr.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) metrics_addr: Option<String>,
     /// The provider (model.provider).
     #[arg(long, value_parser = crate::args::provider_parser())]
     pub(crate) provider: Option<Provider>,
@@ -64,24 +69,35 @@ pub(crate) struct StructuredArgs {
 
 /// Runs `structured`.
 pub(crate) async fn run(args: StructuredArgs) -> Result<(), Failure> {
+    // First, so a SIGTERM during setup already drains instead of killing.
+    let stop = StopHandle::new();
+    let caught = signals::watch(stop.clone(), Duration::from_secs(args.grace));
     let (settings, structured) = settings(&args)?;
-    let mut settings = preload_documents(settings).await?;
-    let output = Arc::new(JsonlStorage::new(&structured.output));
-    if args.resume {
-        settings.structured_output_start = recorded_mode(output.as_ref()).await;
+    if let Some(addr) = &args.metrics_addr {
+        let bound = crate::metrics::serve(addr).await.map_err(Failure::Usage)?;
+        eprintln!("serving metrics on http://{bound}/metrics");
     }
-    let storage: Arc<dyn Storage> = Arc::clone(&output) as _;
+    let mut settings = preload_documents(settings).await?;
+    let storage: Arc<dyn Storage> = Arc::new(
+        structured
+            .output
+            .open()
+            .await
+            .with_context(|| format!("opening the output {}", structured.output))
+            .map_err(Failure::Usage)?,
+    );
+    if args.resume {
+        settings.structured_output_start = recorded_mode(storage.as_ref()).await;
+    }
     let (dialogs, options, pools) = build::generator(&settings, Arc::clone(&storage))
         .await
         .map_err(Failure::Usage)?;
     let generator = dialogs
         .structured()
         .schema(structured.schema.clone())
-        .output(output)
+        .output(Arc::clone(&storage))
         .build()
         .map_err(|e| Failure::Usage(e.into()))?;
-    let stop = StopHandle::new();
-    let caught = signals::watch(stop.clone(), Duration::from_secs(args.grace));
     let progress = Progress::start(
         Some(structured.num_samples),
         !args.json && std::io::stderr().is_terminal(),
@@ -198,10 +214,7 @@ pub(crate) fn check_section(config: &Path) -> bool {
         Ok(Some(s)) => {
             println!(
                 "ok    structured: schema `{}` from {}, {} rows to {}",
-                s.schema.name,
-                s.origin,
-                s.num_samples,
-                s.output.display()
+                s.schema.name, s.origin, s.num_samples, s.output
             );
             true
         }

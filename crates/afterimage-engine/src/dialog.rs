@@ -22,10 +22,12 @@ use crate::{DialogError, Turns, UnjudgedPolicy};
 mod converse;
 mod gate;
 mod pair;
+mod structured;
 mod watch;
 
 use gate::Attempts;
 pub(crate) use pair::run_pair;
+pub(crate) use structured::run_structured;
 pub(crate) use watch::RunWatch;
 
 /// Everything a dialog needs, shared by all dialogs of a run.

@@ -61,6 +61,10 @@ struct Inner {
     /// The ledger as far as earlier runs of this generator account for it.
     accounted: Accounted,
     hooks: Option<Arc<dyn TurnHooks>>,
+    /// Whether the correspondent model writes the correspondent prompt when neither
+    /// the caller nor the instruction generator gives one (structured rows never
+    /// spend a request on it: nobody plays the user).
+    writes_correspondent_prompt: bool,
 }
 
 impl ConversationGenerator {
@@ -79,20 +83,23 @@ impl ConversationGenerator {
         if let Some(shared) = options.shared.clone() {
             return self.generate_shared(options, &shared).await;
         }
-        self.run_jobs(options, None).await
+        self.run_jobs(options, None, None).await
     }
 
     /// [`generate`](Self::generate), each slot running `job` instead of a dialog
-    /// when one is given.
+    /// when one is given. `kind` names the generator in the run record
+    /// (`config.generator`; `None`: dialogs), so that a resume by another generator
+    /// is refused.
     pub(crate) async fn run_jobs(
         &self,
         options: GenerateOptions,
         job: Option<Job>,
+        kind: Option<&str>,
     ) -> Result<RunReport, EngineError> {
         let start = self.accounted();
         let mut plan = Plan::new(&options)?;
         plan.job = job;
-        let (mut record, setup) = self.open_run(&options, &mut plan).await?;
+        let (mut record, setup) = self.open_run(&options, &mut plan, kind).await?;
         record.status = RunStatus::Running;
         record.stop_reason = None;
         record.rows_requested = plan.cap;
@@ -100,6 +107,7 @@ impl ConversationGenerator {
         if !options.run_config.is_null() {
             record.config = options.run_config.clone();
         }
+        mark_generator(&mut record, kind);
         self.save_run(&mut record).await.map_err(|e| {
             EngineError::Setup(format!(
                 "saving the run record in {}: {e}",
@@ -220,9 +228,10 @@ impl ConversationGenerator {
         &self,
         options: &GenerateOptions,
         plan: &mut Plan,
+        kind: Option<&str>,
     ) -> Result<(RunRecord, Spent), EngineError> {
         let inner = &self.inner;
-        let Some((record, done)) = self.resumable_run(options).await? else {
+        let Some((record, done)) = self.resumable_run(options, kind).await? else {
             let (prompt, setup) = self.prepare_correspondent_prompt().await?;
             let run_id = options.run_id.clone().unwrap_or_else(new_run_id);
             let seed = options.seed.unwrap_or_else(rand::random);
@@ -319,10 +328,12 @@ impl ConversationGenerator {
     }
 
     /// With `resume`, the stored run and the indices it already wrote; `None` when a
-    /// new run starts. Without `resume`, an output holding rows is an error.
+    /// new run starts. Without `resume`, an output holding rows is an error, and so
+    /// is a run another generator (`kind`) made.
     async fn resumable_run(
         &self,
         options: &GenerateOptions,
+        kind: Option<&str>,
     ) -> Result<Option<(RunRecord, HashSet<u64>)>, EngineError> {
         let storage = &self.inner.storage;
         let location = storage.location();
@@ -355,12 +366,7 @@ impl ConversationGenerator {
                 ids.len()
             )));
         };
-        // Other generators (structured rows) mark their runs; their rows are no dialogs.
-        if let Some(kind) = record.config.get("generator").and_then(|k| k.as_str()) {
-            return Err(EngineError::Config(format!(
-                "{location} holds {kind} rows, not dialogs: resume it with `afterimage {kind}`, or choose another output"
-            )));
-        }
+        check_generator(&record, kind, &location)?;
         let done = stored_indices(&ids, &record.run_id, &location)?;
         if let Some(seed) = options.seed.filter(|s| *s != record.seed) {
             tracing::warn!(
@@ -405,6 +411,7 @@ impl ConversationGenerator {
                     .map_err(|e| EngineError::Setup(format!("instruction generator: {e}")))?;
                 match own {
                     Some(prompt) => Ok(prompt),
+                    None if !inner.writes_correspondent_prompt => Ok(String::new()),
                     None => write_correspondent_prompt(&tally, &inner.respondent_prompt)
                         .await
                         .map_err(|e| {
@@ -435,6 +442,43 @@ impl ConversationGenerator {
             sampling: inner.respondent_sampling,
             instruction_checks: inner.instruction_checks,
             correspondent_prompt: inner.correspondent_prompt.get().cloned(),
+        }
+    }
+
+    /// The generator a [`StructuredGenerator`](crate::StructuredGenerator) runs its
+    /// rows with: `parts` as the respondent, rows to `storage`; no judge, checks,
+    /// tools or hooks, and no request spent on a correspondent prompt.
+    pub(crate) fn for_structured(
+        parts: crate::structured::FromDialogs,
+        storage: Arc<dyn Storage>,
+    ) -> Self {
+        ConversationGenerator {
+            inner: Arc::new(Inner {
+                respondent_prompt: parts.respondent_prompt,
+                correspondent: Arc::clone(&parts.respondent),
+                respondent: parts.respondent,
+                correspondent_prompt: OnceCell::new_with(parts.correspondent_prompt),
+                instructions: parts.instructions,
+                modifier: parts.modifier,
+                tools: Vec::new(),
+                tool_executor: None,
+                max_tool_rounds: 0,
+                storage,
+                evaluator: None,
+                min_score: 0.0,
+                max_attempts: 1,
+                keep_best: true,
+                checks: false,
+                instruction_checks: parts.instruction_checks,
+                on_unjudged: UnjudgedPolicy::default(),
+                dedup: false,
+                respondent_sampling: parts.sampling,
+                correspondent_sampling: parts.sampling,
+                ledger: parts.ledger,
+                accounted: Accounted::default(),
+                hooks: None,
+                writes_correspondent_prompt: false,
+            }),
         }
     }
 }
@@ -769,14 +813,7 @@ impl ConversationGeneratorBuilder {
             )));
         }
         check_tool_names(&self.tools)?;
-        // Offered tools need something to answer them: by default the respondent's
-        // model plays them.
-        let tool_executor = self.tool_executor.or_else(|| {
-            (!self.tools.is_empty()).then(|| {
-                let simulator = ledger.meter(Arc::clone(&model), "tools");
-                Arc::new(LlmToolSimulator::new(simulator)) as Arc<dyn ToolExecutor>
-            })
-        });
+        let tool_executor = tool_executor(self.tool_executor, &self.tools, &ledger, &model);
         let correspondent_prompt = OnceCell::new_with(self.correspondent_prompt);
         let temperature = self.temperature.unwrap_or(0.7);
         Ok(ConversationGenerator {
@@ -810,6 +847,7 @@ impl ConversationGeneratorBuilder {
                 ledger,
                 accounted: Accounted::default(),
                 hooks: self.hooks,
+                writes_correspondent_prompt: true,
             }),
         })
     }
@@ -874,6 +912,22 @@ fn built_in_judge(
     Arc::new(judge)
 }
 
+/// The executor given, else, when tools are offered, a simulator on the respondent's
+/// model: offered tools need something to answer them.
+fn tool_executor(
+    given: Option<Arc<dyn ToolExecutor>>,
+    tools: &[ToolSpec],
+    ledger: &Ledger,
+    model: &Arc<dyn ChatModel>,
+) -> Option<Arc<dyn ToolExecutor>> {
+    given.or_else(|| {
+        (!tools.is_empty()).then(|| {
+            let simulator = ledger.meter(Arc::clone(model), "tools");
+            Arc::new(LlmToolSimulator::new(simulator)) as Arc<dyn ToolExecutor>
+        })
+    })
+}
+
 /// Tool names must be unique: a call names the tool it wants.
 fn check_tool_names(tools: &[ToolSpec]) -> Result<(), EngineError> {
     let mut names = HashSet::new();
@@ -906,6 +960,39 @@ fn stored_indices(
         }
     }
     Ok(done)
+}
+
+/// Marks the record with the generator that makes its rows (`None`: dialogs, which
+/// leave the record as it is).
+fn mark_generator(record: &mut RunRecord, kind: Option<&str>) {
+    let Some(kind) = kind else {
+        return;
+    };
+    if !record.config.is_object() {
+        record.config = serde_json::Value::Object(serde_json::Map::new());
+    }
+    if let Some(config) = record.config.as_object_mut() {
+        config.insert("generator".into(), kind.into());
+    }
+}
+
+/// Refuses to resume a run another generator made: its rows are not `kind`'s.
+fn check_generator(
+    record: &RunRecord,
+    kind: Option<&str>,
+    location: &str,
+) -> Result<(), EngineError> {
+    let recorded = record.config.get("generator").and_then(|k| k.as_str());
+    if recorded == kind {
+        return Ok(());
+    }
+    let wanted = kind.map_or_else(|| "dialogs".to_owned(), |k| format!("{k} rows"));
+    Err(EngineError::Config(match recorded {
+        Some(other) => format!(
+            "{location} holds {other} rows, not {wanted}: resume it with `afterimage {other}`, or choose another output"
+        ),
+        None => format!("{location} holds a dialog run, not {wanted}: choose another output"),
+    }))
 }
 
 /// A short random run id (12 hex digits).

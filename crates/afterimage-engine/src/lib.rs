@@ -25,8 +25,9 @@
 //!
 //! [`StructuredGenerator`] makes schema-typed rows instead of dialogs (one output per
 //! instruction, checked against a JSON Schema and asked again once with the problems;
-//! [`check_output_schema`] checks the schema itself), with the same exact counts,
-//! failure budget, ledger and resume. [`TurnHooks`] run the caller's code before and after every completion
+//! [`check_output_schema`] checks the schema itself) as jobs of the same
+//! scheduler: the same exact counts, failure budget, stop handle, ledger and resume.
+//! [`TurnHooks`] run the caller's code before and after every completion
 //! of a dialog ([`ConversationGeneratorBuilder::turn_hooks`]).
 //!
 //! [`PreferenceGenerator`] makes preference pairs (DPO data) with the same parts and
@@ -105,7 +106,6 @@ mod pricing;
 mod report;
 mod run;
 mod schema;
-mod slots;
 mod stop;
 mod stop_rules;
 mod stopping;

@@ -184,7 +184,7 @@ impl PreferenceGenerator {
                 delay,
             ))
         });
-        let run = self.conversation.run_jobs(options, Some(slot)).await;
+        let run = self.conversation.run_jobs(options, Some(slot), None).await;
         if let Some(log) = &s.log
             && let Err(e) = log.flush().await
         {

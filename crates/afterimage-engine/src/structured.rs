@@ -1,34 +1,23 @@
 //! `StructuredGenerator`: one JSON output per instruction, checked against a JSON
-//! Schema, in the Python library's structured row shape, with a dialog run's exact
-//! counts, failure budget, ledger and resume.
+//! Schema, in the Python library's structured row shape. A structured run is a dialog
+//! run with another job in each slot (`crate::run`): the same exact count, failure
+//! budget, stop handle and grace deadline, metrics, ledger, run record and resume; the
+//! one row is `crate::dialog::structured`.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use afterimage_core::{
-    ChatModel, ChatRequest, Instruction, InstructionGenerator, JsonSchema, Ledger, LedgerBook,
-    Message, ModifiedPrompt, RespondentPromptModifier, RunStatus, Spent, Storage, Usage,
-    parse_lenient, snippet, unix_ms,
+    ChatModel, InstructionGenerator, JsonSchema, Ledger, RespondentPromptModifier, Storage,
 };
-use afterimage_storage::JsonlStorage;
-use afterimage_strategies::{InstructionContext, check_instruction, validate_arguments};
-use serde::Serialize;
-use serde_json::Value;
 
-use crate::dialog::{dialog_seed, row_id};
-use crate::instructions::InstructionPool;
 use crate::policy::Sampling;
-use crate::pricing::{Accounted, Prices, RunLedger};
-use crate::run::Plan;
+use crate::run::Job;
 use crate::schema::check_output_schema;
-use crate::slots::{JobDone, JobFailed, JobResult, Session, open_record, run_jobs};
-use crate::{DialogError, EngineError, GenerateOptions, RunReport};
-
-/// Most generated questions a row discards (instruction checks) before it fails.
-const MAX_REJECTED_DRAWS: usize = 10;
+use crate::{ConversationGenerator, EngineError, GenerateOptions, RunReport, Turns};
 
 /// Generates one schema-valid JSON output per instruction and streams the rows
-/// `{instruction, context, persona, output, metadata, id}` to a JSONL file.
+/// `{instruction, context, persona, output, metadata, id}` to storage (JSON Lines,
+/// SQLite or PostgreSQL, through [`Storage::write_record`]).
 ///
 /// Each row draws an instruction (from any [`InstructionGenerator`], with its
 /// document and persona), lets the modifier write the system prompt, and asks the
@@ -66,22 +55,17 @@ const MAX_REJECTED_DRAWS: usize = 10;
 /// ```
 #[derive(Debug, Clone)]
 pub struct StructuredGenerator {
-    parts: Arc<Parts>,
+    /// The dialog generator whose scheduler runs the rows (its storage, ledger,
+    /// instruction generator and modifier are the rows').
+    conversation: ConversationGenerator,
+    job: Arc<StructuredJob>,
 }
 
+/// What every row of a generator shares besides the run.
 #[derive(Debug)]
-struct Parts {
-    schema: JsonSchema,
-    respondent_prompt: String,
-    correspondent_prompt: Option<String>,
-    model: Arc<dyn ChatModel>,
-    instructions: Arc<dyn InstructionGenerator>,
-    modifier: Option<Arc<dyn RespondentPromptModifier>>,
-    sampling: Sampling,
-    output: Arc<JsonlStorage>,
-    ledger: Ledger,
-    instruction_checks: bool,
-    accounted: Accounted,
+pub(crate) struct StructuredJob {
+    /// The schema every output must match, sent as the request's response format.
+    pub(crate) schema: JsonSchema,
 }
 
 /// Builds a [`StructuredGenerator`]: a schema, a respondent prompt, a model, an
@@ -98,7 +82,7 @@ pub struct StructuredGeneratorBuilder {
     modifier: Option<Arc<dyn RespondentPromptModifier>>,
     temperature: Option<f32>,
     max_tokens: Option<u32>,
-    output: Option<Arc<JsonlStorage>>,
+    output: Option<Arc<dyn Storage>>,
     ledger: Option<Ledger>,
     instruction_checks: Option<bool>,
 }
@@ -165,8 +149,10 @@ impl StructuredGeneratorBuilder {
         self
     }
 
-    /// The JSONL file rows go to (its run record beside it, as for dialogs).
-    pub fn output(mut self, output: Arc<JsonlStorage>) -> Self {
+    /// Where rows go: any storage that keeps records
+    /// ([`Storage::write_record`]): a JSONL file (its run record beside it), SQLite
+    /// or PostgreSQL, as for dialogs.
+    pub fn output(mut self, output: Arc<dyn Storage>) -> Self {
         self.output = Some(output);
         self
     }
@@ -221,23 +207,22 @@ impl StructuredGeneratorBuilder {
         } else {
             ledger.meter(model, "respondent")
         };
+        let parts = FromDialogs {
+            respondent_prompt,
+            respondent: model,
+            ledger,
+            instructions,
+            modifier: self.modifier,
+            sampling: Sampling {
+                temperature,
+                max_tokens: self.max_tokens.filter(|n| *n > 0),
+            },
+            instruction_checks: self.instruction_checks.unwrap_or(true),
+            correspondent_prompt: self.correspondent_prompt,
+        };
         Ok(StructuredGenerator {
-            parts: Arc::new(Parts {
-                schema,
-                respondent_prompt,
-                correspondent_prompt: self.correspondent_prompt,
-                model,
-                instructions,
-                modifier: self.modifier,
-                sampling: Sampling {
-                    temperature,
-                    max_tokens: self.max_tokens.filter(|n| *n > 0),
-                },
-                output,
-                ledger,
-                instruction_checks: self.instruction_checks.unwrap_or(true),
-                accounted: Accounted::default(),
-            }),
+            conversation: ConversationGenerator::for_structured(parts, output),
+            job: Arc::new(StructuredJob { schema }),
         })
     }
 }
@@ -250,92 +235,33 @@ impl StructuredGenerator {
 
     /// The ledger the model records in.
     pub fn ledger(&self) -> &Ledger {
-        &self.parts.ledger
+        self.conversation.ledger()
     }
 
     /// Writes rows until the options' count (or a stopping criterion, the failure
     /// budget, the stop handle) ends the run. With [`GenerateOptions::resume`], the
-    /// run recorded next to the output is finished: same run id and seed, only the
-    /// missing rows; without it, an output holding rows is refused.
-    pub async fn generate(&self, options: GenerateOptions) -> Result<RunReport, EngineError> {
-        let parts = &self.parts;
-        let start = self.accounted();
-        let mut plan = Plan::new(&options)?;
-        let storage: &dyn Storage = parts.output.as_ref();
-        let correspondent_prompt = self.correspondent_prompt().await?;
-        let (mut record, done) =
-            open_record(storage, &options, "structured", &correspondent_prompt).await?;
-        if !done.is_empty() {
-            plan.stored_visits = storage
-                .context_visits()
-                .await
-                .map_err(|e| EngineError::Setup(format!("reading {}: {e}", storage.location())))?;
-            parts.instructions.record_stored_visits(&plan.stored_visits);
-        }
-        plan.done = done;
-        record.status = RunStatus::Running;
-        record.rows_requested = plan.cap;
-        record.rows_written = plan.done.len() as u64;
-        record.updated_at_ms = unix_ms();
-        // Saved before the first row, so a run killed at any point can be resumed.
-        storage.save_run(&record).await.map_err(|e| {
-            EngineError::Setup(format!(
-                "saving the run record in {}: {e}",
-                storage.location()
+    /// run recorded in the output is finished: same run id and seed, only the missing
+    /// rows; without it, an output holding rows is refused, and so is an output
+    /// holding another generator's run (dialogs) even with it.
+    pub async fn generate(&self, mut options: GenerateOptions) -> Result<RunReport, EngineError> {
+        // Turns do not apply to a row; one turn keeps the slots in index order.
+        options.turns = Turns::Exactly(1);
+        let job = Arc::clone(&self.job);
+        let slot: Job = Arc::new(move |run, index, delay| {
+            Box::pin(crate::dialog::run_structured(
+                run,
+                Arc::clone(&job),
+                index,
+                delay,
             ))
-        })?;
-        let ledger = RunLedger::new(
-            parts.ledger.clone(),
-            record.ledger.clone(),
-            start,
-            Prices::of(&options),
-        );
-        let run = Arc::new(RowRun {
-            parts: Arc::clone(parts),
-            run_id: record.run_id.clone(),
-            seed: record.seed,
-            correspondent_prompt: record.correspondent_prompt.clone(),
-            pool: InstructionPool::new(Arc::clone(&parts.instructions), options.steering.clone()),
         });
-        let session = Session {
-            plan,
-            options: &options,
-            storage,
-            ledger: &ledger,
-            record: &mut record,
-        };
-        let result = run_jobs(session, |index| make_row(Arc::clone(&run), index)).await;
-        record.ledger = ledger.run();
-        crate::slots::close_record(storage, &mut record, &result).await;
-        *parts.accounted.lock().unwrap_or_else(|e| e.into_inner()) = parts.ledger.book();
-        result
-    }
-
-    fn accounted(&self) -> LedgerBook {
-        self.parts
-            .accounted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// The one given, else the instruction generator's own, else none (no request is
-    /// spent on writing one: the output model never plays the user).
-    async fn correspondent_prompt(&self) -> Result<String, EngineError> {
-        let parts = &self.parts;
-        if let Some(prompt) = &parts.correspondent_prompt {
-            return Ok(prompt.clone());
-        }
-        let own = parts
-            .instructions
-            .correspondent_prompt(&parts.respondent_prompt)
+        self.conversation
+            .run_jobs(options, Some(slot), Some("structured"))
             .await
-            .map_err(|e| EngineError::Setup(format!("instruction generator: {e}")))?;
-        Ok(own.unwrap_or_default())
     }
 }
 
-impl crate::ConversationGenerator {
+impl ConversationGenerator {
     /// A [`StructuredGenerator`] builder holding this generator's respondent prompt,
     /// model (recording in the same ledger), sampling settings, instruction generator,
     /// modifier and correspondent prompt (when one was given): add a schema and an
@@ -362,7 +288,9 @@ impl crate::ConversationGenerator {
     }
 }
 
-/// The parts of a [`crate::ConversationGenerator`] a structured run takes over.
+/// What a structured run is made of: the parts a [`ConversationGenerator`] hands over
+/// (`structured()`), or a builder's, from which `ConversationGenerator::for_structured`
+/// makes the generator whose scheduler runs the rows.
 pub(crate) struct FromDialogs {
     pub(crate) respondent_prompt: String,
     /// Already metered in `ledger`.
@@ -373,298 +301,4 @@ pub(crate) struct FromDialogs {
     pub(crate) sampling: Sampling,
     pub(crate) instruction_checks: bool,
     pub(crate) correspondent_prompt: Option<String>,
-}
-
-/// What every row of a run shares.
-#[derive(Debug)]
-struct RowRun {
-    parts: Arc<Parts>,
-    run_id: String,
-    seed: u64,
-    correspondent_prompt: String,
-    pool: InstructionPool,
-}
-
-/// One row on its way.
-struct Row<'a> {
-    run: &'a RowRun,
-    index: u64,
-    seed: u64,
-    started: Instant,
-    done: JobDone,
-}
-
-/// Makes row `index`: the steps of [`Row::steps`], with what they spent either way.
-async fn make_row(run: Arc<RowRun>, index: u64) -> JobResult {
-    let mut row = Row {
-        run: &run,
-        index,
-        seed: dialog_seed(run.seed, index),
-        started: Instant::now(),
-        done: JobDone::default(),
-    };
-    match row.steps().await {
-        Ok(()) => Ok(row.done),
-        Err(error) => Err(Box::new(JobFailed {
-            error,
-            so_far: row.done,
-        })),
-    }
-}
-
-/// Tells the instruction generator how the row made from an instruction ended, also
-/// when the task is dropped.
-struct Outcome<'a> {
-    pool: &'a InstructionPool,
-    instruction: &'a Instruction,
-    stored: bool,
-}
-
-impl Drop for Outcome<'_> {
-    fn drop(&mut self) {
-        self.pool.done(self.instruction, self.stored);
-    }
-}
-
-impl Row<'_> {
-    /// Draw an instruction, write the system prompt, ask for a valid output, store.
-    async fn steps(&mut self) -> Result<(), DialogError> {
-        let run = self.run;
-        let instruction = self.draw_instruction().await?;
-        let mut outcome = Outcome {
-            pool: &run.pool,
-            instruction: &instruction,
-            stored: false,
-        };
-        let prompt = match &run.parts.modifier {
-            Some(modifier) => modifier
-                .modify(&run.parts.respondent_prompt, &instruction)
-                .await
-                .map_err(DialogError::Modifier)?,
-            None => ModifiedPrompt {
-                system_prompt: run.parts.respondent_prompt.clone(),
-                ..ModifiedPrompt::default()
-            },
-        };
-        let (output, requests) = self.valid_output(&prompt, &instruction).await?;
-        self.store(&instruction, &prompt, output, requests)?;
-        outcome.stored = true;
-        Ok(())
-    }
-
-    /// The next instruction that passes the instruction checks (when on).
-    async fn draw_instruction(&mut self) -> Result<Instruction, DialogError> {
-        let run = self.run;
-        loop {
-            let draws = self.done.instructions_rejected.len() as u64;
-            let (instruction, refill) = run
-                .pool
-                .next(&run.correspondent_prompt, self.seed.wrapping_add(draws))
-                .await
-                .map_err(DialogError::Instruction)?;
-            self.done.spent += refill;
-            let Err(rejection) = self.check(&instruction) else {
-                return Ok(instruction);
-            };
-            run.pool.done(&instruction, false);
-            self.done.instructions_rejected.push(rejection.cause);
-            if self.done.instructions_rejected.len() >= MAX_REJECTED_DRAWS {
-                return Err(DialogError::JunkInstructions {
-                    rejected: MAX_REJECTED_DRAWS as u32,
-                    last: snippet(instruction.text.trim(), 60),
-                    why: rejection.to_string(),
-                    none_passed: false,
-                });
-            }
-        }
-    }
-
-    fn check(
-        &self,
-        instruction: &Instruction,
-    ) -> Result<(), afterimage_strategies::InstructionRejection> {
-        let run = self.run;
-        if !run.parts.instruction_checks {
-            return Ok(());
-        }
-        let mut context = InstructionContext::new().prompt(&run.correspondent_prompt);
-        if let Some(template) = run.pool.prompt_template() {
-            context = context.prompt(template);
-        }
-        for document in &instruction.source.documents {
-            context = context.document(&document.text);
-        }
-        check_instruction(&instruction.text, &context)
-    }
-
-    /// Asks for the output; an answer that is not JSON matching the schema is asked
-    /// again once, with what was wrong. Returns the output and the requests made.
-    async fn valid_output(
-        &mut self,
-        prompt: &ModifiedPrompt,
-        instruction: &Instruction,
-    ) -> Result<(Value, u32), DialogError> {
-        let parts = &self.run.parts;
-        let mut messages = vec![
-            Message::system(prompt.system_prompt.as_str()),
-            Message::user(instruction.text.as_str()),
-        ];
-        for attempt in 1..=2 {
-            let request = parts
-                .sampling
-                .apply(ChatRequest::new(messages.clone()))
-                .json_schema(parts.schema.clone());
-            let reply = parts
-                .model
-                .chat(request)
-                .await
-                .map_err(DialogError::Respondent)?;
-            self.done.spent += Spent::one(reply.usage);
-            let problems = match output_problems(&reply.message.content, &parts.schema.schema) {
-                Ok(output) => return Ok((output, attempt)),
-                Err(problems) => problems,
-            };
-            if attempt == 2 {
-                return Err(DialogError::InvalidOutput {
-                    attempts: attempt,
-                    problems,
-                });
-            }
-            self.done.rejections.push("output_reasked");
-            tracing::debug!(%problems, "an output did not match the schema; asking again");
-            messages.push(Message::assistant(reply.message.content));
-            messages.push(Message::user(reask_note(&problems)));
-        }
-        Err(DialogError::InvalidOutput {
-            attempts: 2,
-            problems: "no answer".to_owned(),
-        })
-    }
-
-    /// Writes the row, and notes its documents and persona for the run's counts.
-    fn store(
-        &mut self,
-        instruction: &Instruction,
-        prompt: &ModifiedPrompt,
-        output: Value,
-        requests: u32,
-    ) -> Result<(), DialogError> {
-        let run = self.run;
-        let source = &instruction.source;
-        let persona = source.persona.as_ref();
-        let context_ids = instruction.context_ids();
-        let context = prompt
-            .response_context
-            .as_deref()
-            .or((!source.context.is_empty()).then_some(source.context.as_str()));
-        let id = row_id(&run.run_id, self.index);
-        let row = StructuredRow {
-            instruction: &instruction.text,
-            context,
-            persona: persona.map(|p| p.description.as_str()),
-            output,
-            metadata: RowMetadata {
-                context_id: context_ids.first().map(String::as_str),
-                context_ids: &context_ids,
-                persona_name: persona.map(|p| p.description.as_str()),
-                persona_generation_depth: persona.and_then(|p| p.generation_depth),
-                generation: Generation {
-                    run_id: &run.run_id,
-                    index: self.index,
-                    model: run.parts.model.model_id(),
-                    schema: &run.parts.schema.name,
-                    attempts: requests,
-                    requests: self.done.spent.requests,
-                    usage: self.done.spent.usage,
-                    finished_at_ms: unix_ms(),
-                    elapsed_ms: self.started.elapsed().as_millis() as u64,
-                    seed: self.seed,
-                },
-            },
-            id: &id,
-        };
-        run.parts
-            .output
-            .write_serialized(&id, &row)
-            .map_err(DialogError::Storage)?;
-        self.done.persona = persona.map(|p| p.description.clone());
-        self.done.context_ids = context_ids;
-        Ok(())
-    }
-}
-
-/// The output in `content` when it is JSON matching `schema`, else what is wrong with
-/// it, in one line.
-fn output_problems(content: &str, schema: &Value) -> Result<Value, String> {
-    if content.trim().is_empty() {
-        return Err("the answer was empty".to_owned());
-    }
-    let value: Value = parse_lenient(content).map_err(|e| e.to_string())?;
-    validate_arguments(schema, &value).map_err(|errors| errors.join("; "))?;
-    Ok(value)
-}
-
-/// The user message asking again after an invalid answer.
-fn reask_note(problems: &str) -> String {
-    format!(
-        "Your answer does not match the required JSON Schema: {problems}. Answer again with only the corrected JSON value, matching the schema exactly."
-    )
-}
-
-/// A structured row, in the Python library's shape (`id` added).
-#[derive(Serialize)]
-struct StructuredRow<'a> {
-    instruction: &'a str,
-    context: Option<&'a str>,
-    persona: Option<&'a str>,
-    output: Value,
-    metadata: RowMetadata<'a>,
-    id: &'a str,
-}
-
-#[derive(Serialize)]
-struct RowMetadata<'a> {
-    context_id: Option<&'a str>,
-    context_ids: &'a [String],
-    persona_name: Option<&'a str>,
-    persona_generation_depth: Option<u32>,
-    generation: Generation<'a>,
-}
-
-/// How the row was made.
-#[derive(Serialize)]
-struct Generation<'a> {
-    run_id: &'a str,
-    index: u64,
-    model: &'a str,
-    schema: &'a str,
-    /// Requests for the output: 1, or 2 when it was asked again.
-    attempts: u32,
-    /// Every request of the row (instruction batches it refilled included).
-    requests: u32,
-    usage: Usage,
-    finished_at_ms: u64,
-    elapsed_ms: u64,
-    seed: u64,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn outputs_are_read_leniently_and_checked_against_the_schema() {
-        let schema = serde_json::json!({
-            "type": "object",
-            "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
-            "required": ["name", "age"],
-        });
-        let ok = output_problems("```json\n{\"name\": \"Ada\", \"age\": 36}\n```", &schema);
-        assert_eq!(ok.unwrap()["name"], "Ada");
-        let wrong = output_problems("{\"name\": 5}", &schema).unwrap_err();
-        assert!(wrong.contains("`/name`: expected string"), "{wrong}");
-        assert!(wrong.contains("missing required property `age`"), "{wrong}");
-        assert!(output_problems("I cannot do that.", &schema).is_err());
-        assert!(output_problems("  ", &schema).is_err());
-    }
 }

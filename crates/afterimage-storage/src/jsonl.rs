@@ -119,10 +119,10 @@ impl JsonlStorage {
     }
 
     /// Appends any serialisable record with an `id` field as one line, under the same
-    /// flush policy as conversation rows: what generators writing other row shapes
-    /// (structured outputs) use. Resume reads the ids back with
+    /// flush policy as conversation rows (rows, and the other shapes
+    /// [`Storage::write_record`] takes). Resume reads the ids back with
     /// [`existing_ids`](Storage::existing_ids), whatever the rest of the line holds.
-    pub fn write_serialized<T: serde::Serialize>(
+    fn write_serialized<T: serde::Serialize>(
         &self,
         id: &str,
         record: &T,

@@ -2,7 +2,9 @@
 //! schema, inline or in a JSON or YAML file relative to the config, the number of
 //! rows and where they go. Read by `afterimage structured` and checked by `validate`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use afterimage_storage::StorageSpec;
 
 use afterimage_core::JsonSchema;
 use serde::Deserialize;
@@ -22,8 +24,9 @@ pub struct StructuredSection {
     pub name: Option<String>,
     /// Rows to write (default 10).
     pub num_samples: Option<u64>,
-    /// The JSONL file rows go to, relative to the working directory as `output.path`
-    /// (default `./afterimage_structured.jsonl`).
+    /// Where rows go, as `output.path` says it: a JSONL file relative to the working
+    /// directory, `sqlite:FILE` or `postgres://...` (default
+    /// `./afterimage_structured.jsonl`).
     pub output_path: Option<String>,
 }
 
@@ -36,8 +39,8 @@ pub(crate) struct StructuredSettings {
     pub(crate) origin: String,
     /// Rows to write.
     pub(crate) num_samples: u64,
-    /// The JSONL file.
-    pub(crate) output: PathBuf,
+    /// The storage rows go to.
+    pub(crate) output: StorageSpec,
 }
 
 /// Resolves `structured:` (from the config at `config_path`), `--num-samples` and
@@ -95,10 +98,10 @@ pub(crate) fn resolve(
             "0 rows asks for nothing: give at least 1",
         ));
     }
-    let output = out
-        .or(section.output_path.as_deref())
-        .unwrap_or("./afterimage_structured.jsonl");
-    let output = output_file(output)?;
+    let output = StorageSpec::parse(
+        out.or(section.output_path.as_deref())
+            .unwrap_or("./afterimage_structured.jsonl"),
+    );
     Ok(StructuredSettings {
         schema: JsonSchema::new(name, value),
         origin,
@@ -151,19 +154,6 @@ fn schema_name(name: &str) -> String {
     }
 }
 
-/// Structured rows go to a JSONL file; database outputs are refused by name.
-fn output_file(output: &str) -> Result<PathBuf, SettingsError> {
-    match afterimage_storage::StorageSpec::parse(output) {
-        afterimage_storage::StorageSpec::Jsonl(path) => Ok(path),
-        _ => Err(SettingsError::new(
-            "structured.output_path",
-            format!(
-                "structured rows go to a JSONL file, not {output:?}: give a path such as ./structured.jsonl"
-            ),
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +192,32 @@ mod tests {
             assert_eq!(settings.schema.schema["required"][0], "q");
             assert_eq!(settings.num_samples, 3);
         }
+        // Rows go to any storage `generate` writes to.
+        let db = resolve(
+            Some(&section(
+                "schema: {type: object}\noutput_path: sqlite:x.db\n",
+            )),
+            &config,
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            db.output,
+            StorageSpec::Sqlite(std::path::PathBuf::from("x.db"))
+        );
+        let pg = resolve(
+            Some(&section("schema: {type: object}\n")),
+            &config,
+            None,
+            Some("postgres://postgres@127.0.0.1:5432/test"),
+        )
+        .unwrap();
+        assert!(
+            matches!(pg.output, StorageSpec::Postgres(_)),
+            "{}",
+            pg.output
+        );
     }
 
     #[test]
@@ -215,8 +231,6 @@ mod tests {
         let missing = error("schema_file: nowhere.json\n");
         assert_eq!(missing.key(), "structured.schema_file");
         assert!(missing.message().contains("nowhere.json"), "{missing}");
-        let db = error("schema: {type: object}\noutput_path: sqlite:x.db\n");
-        assert_eq!(db.key(), "structured.output_path");
         assert!(serde_saphyr::from_str::<StructuredSection>("shema: {}\n").is_err());
     }
 }

@@ -1,7 +1,9 @@
 //! `afterimage structured` end to end against the mock: the example writes exactly its
 //! rows with invalid outputs asked again and replaced, a SIGKILLed run resumes to
-//! exactly N distinct ids, schema files are JSON or YAML relative to the config, and
-//! `validate` names a broken schema.
+//! exactly N distinct ids in JSONL, SQLite and PostgreSQL (URL in
+//! `AFTERIMAGE_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`),
+//! schema files are JSON or YAML relative to the config, and `validate` names a broken
+//! schema.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -9,9 +11,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use afterimage_mock::{MockConfig, MockServer};
+use afterimage_storage::StorageSpec;
 use afterimage_strategies::validate_arguments;
 
-use crate::{Cli, read_rows};
+use crate::{Cli, PostgresSchema, read_rows};
 
 fn examples() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
@@ -106,8 +109,52 @@ async fn the_example_writes_exactly_its_rows_with_bad_outputs_asked_again() {
     assert_eq!(report["dialogs_failed"].as_u64(), Some(causes));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_run_resumes_to_exactly_n_distinct_ids() {
+/// Rows stored in `out` now; a JSONL line being written is not counted.
+async fn stored_now(out: &str) -> usize {
+    use afterimage_core::Storage as _;
+    match StorageSpec::parse(out) {
+        StorageSpec::Jsonl(path) => std::fs::read_to_string(path)
+            .map(|t| t.lines().filter(|l| l.ends_with('}')).count())
+            .unwrap_or(0),
+        spec => match spec.open_existing().await {
+            Ok(storage) => storage.existing_ids().await.map_or(0, |ids| ids.len()),
+            Err(_) => 0,
+        },
+    }
+}
+
+/// Every structured row in `out` as its JSON value (PostgreSQL's in `schema`).
+async fn stored_rows(out: &str, schema: Option<&PostgresSchema>) -> Vec<serde_json::Value> {
+    match StorageSpec::parse(out) {
+        StorageSpec::Jsonl(path) => read_rows(&path),
+        StorageSpec::Sqlite(path) => {
+            let db = rusqlite::Connection::open(path).unwrap();
+            let mut statement = db.prepare("SELECT row FROM conversations").unwrap();
+            statement
+                .query_map([], |row| row.get::<_, String>(0))
+                .unwrap()
+                .map(|text| serde_json::from_str(&text.unwrap()).unwrap())
+                .collect()
+        }
+        StorageSpec::Postgres(_) => {
+            let schema = schema.expect("a PostgreSQL output comes with its schema");
+            let (client, connection) = tokio_postgres::connect(&schema.base, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            let query = format!("SELECT row::text FROM \"{}\".conversations", schema.name);
+            let rows = client.query(&query, &[]).await.unwrap();
+            rows.iter()
+                .map(|row| serde_json::from_str(row.get::<_, &str>(0)).unwrap())
+                .collect()
+        }
+    }
+}
+
+/// Starts a structured run into `out`, SIGKILLs it after a few rows, checks that it is
+/// refused without `--resume` and by `generate --resume`, resumes it, and checks that
+/// `out` holds exactly N rows of one run in the structured shape.
+async fn kill_then_resume(out: &str, schema: Option<&PostgresSchema>) {
     const N: usize = 30;
     let server = MockServer::start(MockConfig::default().with_latency(Duration::from_millis(50)))
         .await
@@ -132,18 +179,12 @@ structured:
 "#,
     )
     .unwrap();
-    let out = dir.path().join("rows.jsonl");
     let base_url = server.openai_base_url();
     let command = |extra: &[&str]| {
-        structured(&config, &base_url, &out)
+        structured(&config, &base_url, Path::new(out))
             .args(&["--json"])
             .args(extra)
             .command()
-    };
-    let count = || {
-        std::fs::read_to_string(&out)
-            .map(|t| t.lines().filter(|l| l.ends_with('}')).count())
-            .unwrap_or(0)
     };
 
     let mut child = command(&[])
@@ -152,37 +193,21 @@ structured:
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while count() < 3 {
+    while stored_now(out).await < 3 {
         assert!(child.try_wait().unwrap().is_none(), "ended before the kill");
         assert!(Instant::now() < deadline, "no rows after 60 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     child.kill().unwrap(); // SIGKILL on Unix
     child.wait().unwrap();
-    let killed_at = count();
+    let killed_at = stored_now(out).await;
     assert!(killed_at < N, "the run finished before the kill");
 
     let refused = command(&[]).output().unwrap();
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--resume"));
-
-    let resumed = command(&["--resume"]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&resumed.stderr);
-    assert_eq!(resumed.status.code(), Some(0), "{stderr}");
-    let report: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&resumed.stdout).trim()).unwrap();
-    let rows = read_rows(&out);
-    assert_eq!(rows.len(), N);
-    let ids: HashSet<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
-    assert_eq!(ids.len(), N);
-    let run_id = report["run_id"].as_str().unwrap();
-    assert!(ids.iter().all(|id| id.starts_with(&format!("{run_id}-"))));
-    assert_eq!(
-        report["rows_resumed"].as_u64().unwrap() + report["rows_written"].as_u64().unwrap(),
-        N as u64
-    );
     // A dialog run cannot be resumed into these rows.
-    let wrong = Cli::generate(&config, &base_url, &out)
+    let wrong = Cli::generate(&config, &base_url, out)
         .args(&["--resume"])
         .run()
         .await;
@@ -192,6 +217,145 @@ structured:
         "{}",
         wrong.stderr
     );
+
+    let resumed = command(&["--resume"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert_eq!(resumed.status.code(), Some(0), "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&resumed.stdout).trim()).unwrap();
+    assert!(
+        report["rows_resumed"].as_u64().unwrap() >= killed_at as u64,
+        "{report}"
+    );
+    assert_eq!(
+        report["rows_resumed"].as_u64().unwrap() + report["rows_written"].as_u64().unwrap(),
+        N as u64
+    );
+    let rows = stored_rows(out, schema).await;
+    assert_eq!(rows.len(), N);
+    let ids: HashSet<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), N);
+    let run_id = report["run_id"].as_str().unwrap();
+    assert!(ids.iter().all(|id| id.starts_with(&format!("{run_id}-"))));
+    for row in &rows {
+        assert!(
+            row["instruction"].as_str().is_some_and(|q| !q.is_empty()),
+            "{row}"
+        );
+        assert!(row["output"]["title"].is_string(), "{row}");
+        assert!(row["output"]["answer"].is_string(), "{row}");
+        assert_eq!(row["metadata"]["generation"]["run_id"], run_id, "{row}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_run_resumes_to_exactly_n_distinct_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rows.jsonl");
+    kill_then_resume(out.to_str().unwrap(), None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_sqlite_run_resumes_to_exactly_n_distinct_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = format!("sqlite:{}", dir.path().join("rows.db").display());
+    kill_then_resume(&out, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_postgres_run_resumes_to_exactly_n_distinct_ids() {
+    let schema = PostgresSchema::new();
+    kill_then_resume(&schema.url, Some(&schema)).await;
+    schema.drop().await;
+}
+
+/// A structured run is a job of the dialog scheduler, so the grace period holds: at
+/// its end the rows still in flight are cancelled, the record says `stopped` and why,
+/// and `--resume` finishes the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_of_the_grace_period_cancels_rows_in_flight() {
+    const N: usize = 20;
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("run.yaml");
+    std::fs::write(
+        &config,
+        "generation: {max_concurrency: 4}\nmodel: {provider: local, model_name: mock-model}\nrespondent: {system_prompt: You write knowledge-base entries.}\nstructured: {schema: {type: object, properties: {title: {type: string}}, required: [title]}, num_samples: 20}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("rows.jsonl");
+    let command = |extra: &[&str]| {
+        structured(&config, &server.openai_base_url(), &out)
+            .args(&["--json"])
+            .args(extra)
+            .command()
+    };
+    let mut child = command(&["--grace", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read_lines(&out) < 3 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ended before the signal"
+        );
+        assert!(Instant::now() < deadline, "no rows after 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Requests in flight now hang far past the grace.
+    server.set_extra_latency(Duration::from_secs(120));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let signalled = Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let took = signalled.elapsed();
+    assert_eq!(output.status.code(), Some(143));
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(15),
+        "took {took:?}: the grace is 2 s, the rows in flight would take 120 s"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim()).unwrap();
+    let reason = report["stop_reason"].as_str().unwrap();
+    assert!(reason.starts_with("interrupted by SIGTERM"), "{reason}");
+    assert!(reason.contains("in flight were cancelled"), "{reason}");
+    assert_eq!(
+        read_lines(&out),
+        report["rows_written"].as_u64().unwrap() as usize
+    );
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("rows.jsonl.run.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["status"], "stopped", "{record}");
+    assert_eq!(record["stop_reason"], reason);
+
+    server.set_extra_latency(Duration::ZERO);
+    let resumed = command(&["--resume"]).output().unwrap();
+    assert_eq!(
+        resumed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let ids: HashSet<String> = read_rows(&out)
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!((read_lines(&out), ids.len()), (N, N));
+}
+
+fn read_lines(out: &Path) -> usize {
+    std::fs::read_to_string(out).map_or(0, |t| t.lines().filter(|l| l.ends_with('}')).count())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
