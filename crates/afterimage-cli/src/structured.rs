@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use afterimage_core::Storage;
 use afterimage_engine::{EngineError, RunReport, StopHandle};
-use afterimage_providers::{KeyStats, Provider, ThrottleStats};
+use afterimage_providers::{KeyStats, ThrottleStats};
 use anyhow::{Context, anyhow};
 use clap::Args;
 
@@ -50,21 +50,12 @@ pub(crate) struct StructuredArgs {
     /// one, printed on stderr.
     #[arg(long, value_name = "HOST:PORT")]
     pub(crate) metrics_addr: Option<String>,
-    /// The provider (model.provider).
-    #[arg(long, value_parser = crate::args::provider_parser())]
-    pub(crate) provider: Option<Provider>,
-    /// The model name (model.model_name).
-    #[arg(long)]
-    pub(crate) model: Option<String>,
-    /// The API base URL (model.base_url).
-    #[arg(long, value_name = "URL")]
-    pub(crate) base_url: Option<String>,
+    /// Provider, model, base URL and seed.
+    #[command(flatten)]
+    pub(crate) model: crate::args::ModelFlags,
     /// Rows in flight (generation.max_concurrency).
     #[arg(long, value_name = "N")]
     pub(crate) max_concurrency: Option<usize>,
-    /// Seed for reproducible sampling (generation.seed).
-    #[arg(long)]
-    pub(crate) seed: Option<u64>,
 }
 
 /// Runs `structured`.
@@ -129,12 +120,8 @@ fn settings(args: &StructuredArgs) -> Result<(Settings, StructuredSettings), Fai
     )
     .map_err(|e| Failure::Usage(anyhow!("{}: {e}", path.display())))?;
     let overrides = Overrides {
-        provider: args.provider,
-        model: args.model.clone(),
-        base_url: args.base_url.clone(),
         max_concurrency: args.max_concurrency,
-        seed: args.seed,
-        ..Overrides::default()
+        ..args.model.overrides()
     };
     let env = |name: &str| std::env::var(name).ok();
     let settings = Settings::resolve(raw, path, &overrides, env, KeyPolicy::Required)
