@@ -536,3 +536,80 @@ async fn export_dpo_pairs_judged_rows_and_explains_unjudged_ones() {
         .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
 }
+
+/// Loads `file` with Hugging Face `datasets` and checks its row count and columns.
+fn load_with_datasets(python: &std::ffi::OsStr, file: &Path, rows: usize, columns: &str) {
+    let script = format!(
+        "import sys\nfrom datasets import load_dataset\nds = load_dataset('json', data_files=sys.argv[1], split='train')\nassert ds.num_rows == {rows}, ds.num_rows\nfor c in '{columns}'.split(','):\n    assert c in ds.column_names, (c, ds.column_names)\nprint(ds.num_rows)\n"
+    );
+    let home = file.with_extension("hf");
+    let output = std::process::Command::new(python)
+        .args(["-c", &script, file.to_str().unwrap()])
+        .env("HF_DATASETS_OFFLINE", "1")
+        .env("HF_HOME", &home)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}: {}",
+        file.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hugging_face_datasets_loads_structured_rows_and_dpo_pairs() {
+    let Some(python) = std::env::var_os("AFTERIMAGE_TEST_DATASETS_PYTHON") else {
+        eprintln!(
+            "skipped: AFTERIMAGE_TEST_DATASETS_PYTHON is not set (a Python with the `datasets` package, e.g. a venv under ~/.cache/afterimage)"
+        );
+        return;
+    };
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("faq.jsonl");
+    let run = structured(
+        &examples().join("structured.yaml"),
+        &server.openai_base_url(),
+        &out,
+    )
+    .run()
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    load_with_datasets(
+        &python,
+        &out,
+        12,
+        "instruction,context,persona,output,metadata,id",
+    );
+
+    let judged_rows = dir.path().join("judged.jsonl");
+    let lines = [
+        judged(
+            "r-000000",
+            "How do I pay?",
+            "By card or invoice.",
+            Some(0.9),
+        ),
+        judged("r-000001", "How do I pay?", "Somehow.", Some(0.2)),
+    ];
+    std::fs::write(&judged_rows, lines.join("\n") + "\n").unwrap();
+    let export_dir = dir.path().join("train");
+    let run = Cli::new(&[
+        "export",
+        judged_rows.to_str().unwrap(),
+        "--format",
+        "dpo",
+        "--out-dir",
+    ])
+    .args(&[export_dir.to_str().unwrap()])
+    .run()
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    load_with_datasets(
+        &python,
+        &export_dir.join("judged_dpo.jsonl"),
+        1,
+        "prompt,chosen,rejected",
+    );
+}
