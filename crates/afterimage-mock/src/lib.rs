@@ -65,6 +65,7 @@ pub use crate::{
 };
 
 mod anthropic;
+mod batch;
 mod cache;
 mod config;
 mod embeddings;
