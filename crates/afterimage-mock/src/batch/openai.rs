@@ -67,8 +67,8 @@ struct Part<'a> {
 fn multipart<'a>(body: &'a [u8], boundary: &str) -> Vec<Part<'a>> {
     let delimiter = format!("--{boundary}");
     let mut parts = Vec::new();
-    let mut chunks = split(body, delimiter.as_bytes()).into_iter().skip(1);
-    while let Some(chunk) = chunks.next() {
+    let chunks = split(body, delimiter.as_bytes()).into_iter().skip(1);
+    for chunk in chunks {
         if chunk.starts_with(b"--") {
             break;
         }

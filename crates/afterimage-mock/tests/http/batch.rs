@@ -255,7 +255,7 @@ async fn openai_line_faults_land_in_the_error_file_or_go_missing() {
         [400, 429, 500]
     );
     let missing = ids.len() - output.len() - errors.len();
-    assert!(missing > 0 && output.len() > 0, "{missing} missing");
+    assert!(missing > 0 && !output.is_empty(), "{missing} missing");
     assert_eq!(batch["request_counts"]["failed"], errors.len());
     assert_eq!(server.batch_requests_answered(), output.len() as u64);
     server.shutdown().await;
