@@ -826,7 +826,9 @@ pub async fn run(port: u16, config: MockConfig) -> io::Result<()> {
     say(format_args!(
         "afterimage-mock listening on {}\n  OpenAI base URL: {}  (POST /chat/completions, /embeddings, GET /models)\n  \
          Gemini base URL: {}  (POST /models/{{model}}:generateContent, :batchEmbedContents, GET /models)\n  \
-         Anthropic base URL: {}  (POST /messages, GET /models)\nPress Ctrl-C to stop.",
+         Anthropic base URL: {}  (POST /messages, GET /models)\n  \
+         Batches: OpenAI /v1/files + /v1/batches, Anthropic /v1/messages/batches, Gemini \
+         /v1beta/models/{{model}}:batchGenerateContent + /v1beta/batches\nPress Ctrl-C to stop.",
         server.base_url(),
         server.openai_base_url(),
         server.gemini_base_url(),
