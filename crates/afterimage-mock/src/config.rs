@@ -64,6 +64,16 @@ pub struct MockConfig {
     /// Fraction of batches that expire with only the first half of their lines done
     /// (the rest `batch_expired` / `expired`; Gemini `EXPIRED` without results).
     pub batch_expiry_rate: f64,
+    /// Fraction of OpenAI batches failing with `token_limit_exceeded` (the enqueued
+    /// token limit of the model), in `0.0..=1.0`.
+    pub batch_token_limit_rate: f64,
+    /// The most requests one batch may hold (`None`: the provider's own limit, 50,000
+    /// OpenAI, 100,000 Anthropic): beyond it OpenAI fails the batch's validation,
+    /// Anthropic and Gemini answer the create 400. For tests of splitting.
+    pub batch_max_requests: Option<usize>,
+    /// For this long after its create, a batch is not found (404) on get, cancel and
+    /// results, as a real API may answer a poll sent right after the create.
+    pub batch_hidden_for: Duration,
     /// Batches and files are visible only to the API key that created them (default
     /// on, as the real APIs scope them to a project): another key gets 404.
     pub batch_pin_keys: bool,
@@ -95,6 +105,9 @@ impl Default for MockConfig {
             batch_missing_rate: 0.0,
             batch_validation_failure_rate: 0.0,
             batch_expiry_rate: 0.0,
+            batch_token_limit_rate: 0.0,
+            batch_max_requests: None,
+            batch_hidden_for: Duration::ZERO,
             batch_pin_keys: true,
             gemini_job_states: false,
         }
@@ -215,6 +228,24 @@ impl MockConfig {
     /// Sets the fraction of batches expiring with partial results (clamped).
     pub fn with_batch_expiry_rate(mut self, rate: f64) -> Self {
         self.batch_expiry_rate = clamp_rate(rate);
+        self
+    }
+
+    /// Sets the fraction of OpenAI batches failing with `token_limit_exceeded` (clamped).
+    pub fn with_batch_token_limit_rate(mut self, rate: f64) -> Self {
+        self.batch_token_limit_rate = clamp_rate(rate);
+        self
+    }
+
+    /// Limits the requests per batch (`0` keeps the provider's own limit).
+    pub fn with_batch_max_requests(mut self, max: usize) -> Self {
+        self.batch_max_requests = (max > 0).then_some(max);
+        self
+    }
+
+    /// Hides each batch for `hidden` after its create (404 on get, cancel, results).
+    pub fn with_batch_hidden_for(mut self, hidden: Duration) -> Self {
+        self.batch_hidden_for = hidden;
         self
     }
 

@@ -22,9 +22,10 @@ pub(super) async fn create(ctx: &Ctx<'_>, body: Incoming) -> Result<Answer, Refu
         .and_then(Value::as_array)
         .filter(|r| !r.is_empty())
         .ok_or_else(|| bad_request("requests: must be a non-empty array."))?;
-    if requests.len() > MAX_REQUESTS {
+    let max = ctx.max_requests(MAX_REQUESTS);
+    if requests.len() > max {
         return Err(bad_request(format!(
-            "requests: at most {MAX_REQUESTS} requests per batch."
+            "requests: at most {max} requests per batch."
         )));
     }
     let mut seen = HashSet::new();

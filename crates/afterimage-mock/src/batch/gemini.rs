@@ -39,6 +39,12 @@ pub(super) async fn create(ctx: &Ctx<'_>, model: &str, body: Incoming) -> Result
         .ok_or_else(|| {
             bad_request("batch.input_config.requests.requests must be a non-empty array.")
         })?;
+    let max = ctx.max_requests(usize::MAX);
+    if requests.len() > max {
+        return Err(bad_request(format!(
+            "batch.input_config.requests.requests: at most {max} requests per batch (afterimage-mock batch_max_requests)."
+        )));
+    }
     let parsed = requests
         .iter()
         .enumerate()

@@ -142,11 +142,22 @@ impl Ctx<'_> {
             .clamp(1, max)
     }
 
+    /// The most requests a batch may hold under `provider_max`.
+    fn max_requests(&self, provider_max: usize) -> usize {
+        self.shared
+            .config
+            .batch_max_requests
+            .map_or(provider_max, |m| m.min(provider_max))
+    }
+
     /// The batch `id` as seen by this key, settling its results if it has ended.
     fn settle(&self, inner: &mut Inner, id: &str) -> Result<(usize, Stage), Refusal> {
         let index = inner
             .find(id, &self.key, self.pin())
             .ok_or_else(|| not_found(id))?;
+        if inner.batches[index].age(self.now) < self.shared.config.batch_hidden_for {
+            return Err(not_found(id));
+        }
         let stage = self.settle_at(inner, index);
         Ok((index, stage))
     }

@@ -154,7 +154,12 @@ pub(super) async fn create(ctx: &Ctx<'_>, body: Incoming) -> Result<Answer, Refu
         .get(file_id)
         .filter(|f| !ctx.pin() || f.key == ctx.key)
         .ok_or_else(|| not_found(file_id))?;
-    let (requests, model, errors) = parse_input(&file.bytes);
+    let (requests, model, mut errors) = parse_input(&file.bytes);
+    let max = ctx.max_requests(MAX_REQUESTS);
+    if requests.len() > max {
+        let message = format!("A batch holds at most {max} requests.");
+        push_error(&mut errors, 0, "too_many_requests", message);
+    }
     let new = NewBatch {
         protocol: Protocol::OpenAi,
         key: ctx.key.clone(),
@@ -235,10 +240,6 @@ fn parse_input(bytes: &[u8]) -> (Requests, String, Vec<Value>) {
             "empty_file",
             "The input file has no requests.".into(),
         );
-    }
-    if requests.len() > MAX_REQUESTS {
-        let message = format!("A batch holds at most {MAX_REQUESTS} requests.");
-        push_error(&mut errors, 0, "too_many_requests", message);
     }
     (requests, model.unwrap_or_default(), errors)
 }

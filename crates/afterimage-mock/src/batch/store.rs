@@ -193,7 +193,14 @@ impl Inner {
                 "code": "invalid_request", "line": 1, "param": null,
                 "message": "The batch failed validation (injected by afterimage-mock).",
             })])
-        } else if draw < validation + config.batch_expiry_rate {
+        } else if new.protocol == Protocol::OpenAi
+            && draw < validation + config.batch_token_limit_rate
+        {
+            Fate::Fail(vec![serde_json::json!({
+                "code": "token_limit_exceeded", "line": null, "param": null,
+                "message": format!("Enqueued token limit reached for {} (injected by afterimage-mock). Wait for your batches to finish before submitting more.", new.model),
+            })])
+        } else if draw < validation + token_limit(new.protocol, config) + config.batch_expiry_rate {
             Fate::Expire
         } else {
             Fate::Run
@@ -249,6 +256,15 @@ impl Inner {
     }
 }
 
+/// The token-limit rate that applies to `protocol` (OpenAI only).
+fn token_limit(protocol: Protocol, config: &MockConfig) -> f64 {
+    if protocol == Protocol::OpenAi {
+        config.batch_token_limit_rate
+    } else {
+        0.0
+    }
+}
+
 fn line_fault(config: &MockConfig, draw: f64) -> LineFault {
     let retryable = config.batch_retryable_rate;
     let permanent = retryable + config.batch_permanent_rate;
@@ -264,6 +280,11 @@ fn line_fault(config: &MockConfig, draw: f64) -> LineFault {
 }
 
 impl Batch {
+    /// How long ago the batch was created.
+    pub(crate) fn age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.started)
+    }
+
     /// Phases elapsed at `now`, fractional.
     fn phases_at(&self, at: Instant) -> f64 {
         let phase = self.phase.as_secs_f64();

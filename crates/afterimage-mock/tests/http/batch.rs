@@ -707,3 +707,82 @@ async fn gemini_faults_job_states_cancel_and_failure() {
     assert!(op["error"]["message"].is_string());
     server.shutdown().await;
 }
+
+// ---- Limits and whole-batch faults ----
+
+#[tokio::test]
+async fn a_low_request_limit_fails_or_refuses_big_batches_on_each_protocol() {
+    let server = server(MockConfig::default().with_batch_max_requests(3)).await;
+    let created = openai_create(&server, "k", &ids(4), "big").await;
+    let batch = openai_poll(&server, "k", created["id"].as_str().unwrap()).await;
+    assert_eq!(batch["status"], "failed");
+    assert_eq!(batch["errors"]["data"][0]["code"], "too_many_requests");
+    let created = openai_create(&server, "k", &ids(3), "fits").await;
+    let batch = openai_poll(&server, "k", created["id"].as_str().unwrap()).await;
+    assert_eq!(batch["status"], "completed");
+
+    let requests: Vec<Value> = ids(4)
+        .iter()
+        .map(|id| json!({"custom_id": id, "params": {"model": "m", "max_tokens": 8, "messages": []}}))
+        .collect();
+    let (status, text) = send(
+        anthropic(reqwest::Method::POST, &server, "", "k").json(&json!({"requests": requests})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        json_of(&text)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 3")
+    );
+
+    let requests: Vec<Value> = ids(4)
+        .iter()
+        .map(|id| json!({"request": {"contents": []}, "metadata": {"key": id}}))
+        .collect();
+    let body = json!({"batch": {"input_config": {"requests": {"requests": requests}}}});
+    let (status, _) = send(
+        gemini(
+            reqwest::Method::POST,
+            &server,
+            "/models/g:batchGenerateContent",
+            "k",
+        )
+        .json(&body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn token_limit_exceeded_fails_an_openai_batch() {
+    let server = server(MockConfig::default().with_batch_token_limit_rate(1.0)).await;
+    let created = openai_create(&server, "k", &ids(2), "x").await;
+    let batch = openai_poll(&server, "k", created["id"].as_str().unwrap()).await;
+    assert_eq!(batch["status"], "failed");
+    assert_eq!(batch["errors"]["data"][0]["code"], "token_limit_exceeded");
+    // Requests were still submitted, once each.
+    assert_eq!(server.batch_submissions().values().sum::<u64>(), 2);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_batch_just_created_can_be_not_found_yet_but_listed() {
+    let config = MockConfig::default().with_batch_hidden_for(Duration::from_secs(3600));
+    let server = server(config).await;
+    let created = openai_create(&server, "k", &ids(1), "fresh").await;
+    let id = created["id"].as_str().unwrap();
+    let (status, _) = send(openai(
+        reqwest::Method::GET,
+        &server,
+        &format!("/batches/{id}"),
+        "k",
+    ))
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, text) = send(openai(reqwest::Method::GET, &server, "/batches", "k")).await;
+    assert_eq!(json_of(&text)["data"][0]["id"], id);
+    server.shutdown().await;
+}
