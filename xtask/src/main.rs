@@ -88,7 +88,10 @@ Options:
   --batch-permanent-rate R   Fraction of batch lines answered 400 [default: 0]
   --batch-missing-rate R     Fraction of batch lines left out of the results [default: 0]
   --batch-failure-rate R     Fraction of OpenAI/Gemini batches failing validation [default: 0]
-  --batch-expiry-rate R      Fraction of batches expiring half done [default: 0]";
+  --batch-expiry-rate R      Fraction of batches expiring half done [default: 0]
+  --batch-token-limit-rate R Fraction of OpenAI batches failing token_limit_exceeded [default: 0]
+  --batch-max-requests N     Most requests per batch [default: the provider's]
+  --batch-hidden-ms MS       A new batch is 404 for this long [default: 0]";
 
 /// `cargo xtask mock`: the mock LLM server in the foreground.
 fn mock(args: &[String]) -> Result<()> {
@@ -126,6 +129,9 @@ const MOCK_FLAGS: &[&str] = &[
     "--batch-missing-rate",
     "--batch-failure-rate",
     "--batch-expiry-rate",
+    "--batch-token-limit-rate",
+    "--batch-max-requests",
+    "--batch-hidden-ms",
 ];
 
 /// The mock's configuration from [`MOCK_FLAGS`] and `--prose`.
@@ -145,6 +151,11 @@ fn mock_config(flags: &Flags) -> Result<afterimage_mock::MockConfig> {
         .with_batch_missing_rate(rate(flags, "--batch-missing-rate")?)
         .with_batch_validation_failure_rate(rate(flags, "--batch-failure-rate")?)
         .with_batch_expiry_rate(rate(flags, "--batch-expiry-rate")?)
+        .with_batch_token_limit_rate(rate(flags, "--batch-token-limit-rate")?)
+        .with_batch_max_requests(flags.value("--batch-max-requests")?.unwrap_or(0))
+        .with_batch_hidden_for(Duration::from_millis(
+            flags.value("--batch-hidden-ms")?.unwrap_or(0),
+        ))
         .with_prose_instead_of_json(flags.switch("--prose"))
         .with_seed(flags.value("--seed")?.unwrap_or(0));
     if let Some(secs) = flags.value("--retry-after-secs")? {
