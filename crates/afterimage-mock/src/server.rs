@@ -39,6 +39,8 @@ pub(crate) struct Answer {
     content_type: &'static str,
     body: Vec<u8>,
     retry_after: Option<u64>,
+    /// One more header (Gemini's `x-goog-upload-url`).
+    header: Option<(&'static str, String)>,
     /// The tokens a chat answer bills, counted in the stats once it is sent.
     served: Option<Served>,
 }
@@ -52,6 +54,7 @@ impl Answer {
             // Serializing a `Value` to memory cannot fail.
             body: serde_json::to_vec(value).unwrap_or_default(),
             retry_after: None,
+            header: None,
             served: None,
         }
     }
@@ -63,8 +66,15 @@ impl Answer {
             content_type,
             body,
             retry_after: None,
+            header: None,
             served: None,
         }
+    }
+
+    /// The same answer with one more header.
+    pub(crate) fn with_header(mut self, name: &'static str, value: String) -> Self {
+        self.header = Some((name, value));
+        self
     }
 
     /// The same answer, billing `tokens`.
@@ -81,6 +91,11 @@ impl Answer {
             header::CONTENT_TYPE,
             HeaderValue::from_static(self.content_type),
         );
+        if let Some((name, value)) = self.header
+            && let Ok(value) = HeaderValue::from_str(&value)
+        {
+            headers.insert(name, value);
+        }
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
@@ -112,6 +127,7 @@ impl Sse {
             content_type: "text/event-stream",
             body: self.0,
             retry_after: None,
+            header: None,
             served: None,
         }
     }

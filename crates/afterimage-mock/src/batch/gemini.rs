@@ -1,13 +1,16 @@
 //! Gemini's batch mode: `POST /v1beta/models/{model}:batchGenerateContent` (inline
-//! requests), `GET /v1beta/batches[/{id}]`, `POST /v1beta/batches/{id}:cancel`.
+//! requests or an uploaded JSONL file), `GET /v1beta/batches[/{id}]`,
+//! `POST /v1beta/batches/{id}:cancel`, and the Files API pieces a file batch needs
+//! (resumable `POST /upload/v1beta/files`, `GET /v1beta/files/{id}`,
+//! `GET /download/v1beta/files/{id}:download`).
 
 use hyper::StatusCode;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use super::store::{Batch, End, Fate, NewBatch, Outcome, Protocol, Stage};
-use super::{Ctx, bad_request, rfc3339};
-use crate::server::{Answer, Refusal, read_json};
+use super::store::{Batch, End, Fate, File, Inner, NewBatch, Outcome, Protocol, Stage};
+use super::{Ctx, bad_request, jsonl, not_found, rfc3339};
+use crate::server::{Answer, Refusal, read_bytes, read_json};
 
 const BATCH_TYPE: &str =
     "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch";
@@ -27,25 +30,61 @@ pub(super) async fn create(ctx: &Ctx<'_>, model: &str, body: Incoming) -> Result
         .ok_or_else(|| bad_request("The body must hold a 'batch' object."))?;
     let input = field(batch, "inputConfig", "input_config")
         .ok_or_else(|| bad_request("batch.input_config is required."))?;
-    if field(input, "fileName", "file_name").is_some() {
-        return Err(bad_request(
-            "afterimage-mock batches inline requests only (batch.input_config.requests); file input is not served.",
-        ));
+    let (requests, input_file_id, errors) = match field(input, "fileName", "file_name") {
+        Some(name) => {
+            let name = name.as_str().unwrap_or_default();
+            let inner = ctx.shared.batches.lock();
+            let file = inner
+                .files
+                .get(name)
+                .filter(|f| f.purpose == "batch" && (!ctx.pin() || f.key == ctx.key))
+                .ok_or_else(|| not_found(name))?;
+            let (requests, errors) = file_requests(&file.bytes);
+            (requests, name.to_string(), errors)
+        }
+        None => (inline_requests(input)?, String::new(), Vec::new()),
+    };
+    let max = ctx.max_requests(usize::MAX);
+    if requests.len() > max {
+        return Err(bad_request(format!(
+            "A batch holds at most {max} requests here (afterimage-mock batch_max_requests)."
+        )));
     }
+    let display_name = field(batch, "displayName", "display_name")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let new = NewBatch {
+        protocol: Protocol::Gemini,
+        key: ctx.key.clone(),
+        model: model.trim_start_matches("models/").to_string(),
+        metadata: display_name,
+        input_file_id,
+        requests,
+        errors,
+    };
+    let mut inner = ctx.shared.batches.lock();
+    let index = inner.create(new, &ctx.shared.config, ctx.unix);
+    let batch = &inner.batches[index];
+    Ok(Answer::json(
+        StatusCode::OK,
+        &operation(ctx, batch, batch.stage(ctx.now)),
+    ))
+}
+
+type Requests = Vec<(String, Value, Value)>;
+
+/// `input_config.requests.requests[{request, metadata}]`; the key is `metadata.key`.
+fn inline_requests(input: &Value) -> Result<Requests, Refusal> {
     let requests = input
         .pointer("/requests/requests")
         .and_then(Value::as_array)
         .filter(|r| !r.is_empty())
         .ok_or_else(|| {
-            bad_request("batch.input_config.requests.requests must be a non-empty array.")
+            bad_request(
+                "batch.input_config needs requests.requests (a non-empty array) or file_name.",
+            )
         })?;
-    let max = ctx.max_requests(usize::MAX);
-    if requests.len() > max {
-        return Err(bad_request(format!(
-            "batch.input_config.requests.requests: at most {max} requests per batch (afterimage-mock batch_max_requests)."
-        )));
-    }
-    let parsed = requests
+    Ok(requests
         .iter()
         .enumerate()
         .map(|(i, r)| {
@@ -57,32 +96,160 @@ pub(super) async fn create(ctx: &Ctx<'_>, model: &str, body: Incoming) -> Result
             let request = r.get("request").cloned().unwrap_or(Value::Null);
             (key, request, metadata)
         })
-        .collect();
-    let display_name = field(batch, "displayName", "display_name")
-        .cloned()
-        .unwrap_or(Value::Null);
-    let new = NewBatch {
-        protocol: Protocol::Gemini,
-        key: ctx.key.clone(),
-        model: model.trim_start_matches("models/").to_string(),
-        metadata: display_name,
-        input_file_id: String::new(),
-        requests: parsed,
-        errors: Vec::new(),
-    };
+        .collect())
+}
+
+/// The lines `{key, request}` of an uploaded input file, and what fails validation.
+fn file_requests(bytes: &[u8]) -> (Requests, Vec<Value>) {
+    let (mut requests, mut errors) = (Vec::new(), Vec::new());
+    let text = String::from_utf8_lossy(bytes);
+    for (i, raw) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let value = serde_json::from_str::<Value>(raw).ok();
+        match value.as_ref().and_then(|v| Some((v.get("key")?.as_str()?, v.get("request")?))) {
+            Some((key, request)) => requests.push((key.to_string(), request.clone(), json!({"key": key}))),
+            None => errors.push(json!({
+                "line": i + 1,
+                "message": format!("Line {} of the input file is not a JSON object with 'key' and 'request'.", i + 1),
+            })),
+        }
+    }
+    if requests.is_empty() && errors.is_empty() {
+        errors.push(json!({"line": 0, "message": "The input file has no requests."}));
+    }
+    (requests, errors)
+}
+
+/// `POST /upload/v1beta/files`, resumable: `start` answers the upload URL in
+/// `x-goog-upload-url`; `upload, finalize` to it stores the bytes.
+pub(super) async fn upload(ctx: &Ctx<'_>, body: Incoming) -> Result<Answer, Refusal> {
+    let command = ctx.upload_command.to_ascii_lowercase();
+    if command.contains("start") {
+        let start = read_json(body).await.unwrap_or(Value::Null);
+        let display = start
+            .pointer("/file/display_name")
+            .or_else(|| start.pointer("/file/displayName"))
+            .and_then(Value::as_str)
+            .unwrap_or("upload.jsonl");
+        let mut inner = ctx.shared.batches.lock();
+        let name = inner.new_id("files/");
+        let url = format!(
+            "http://{}/upload/v1beta/files?upload_id={}",
+            ctx.host,
+            name.trim_start_matches("files/")
+        );
+        let file = File {
+            key: ctx.key.clone(),
+            filename: display.to_string(),
+            purpose: "pending".to_string(),
+            bytes: Vec::new(),
+            created_at: ctx.unix,
+        };
+        inner.files.insert(name, file);
+        return Ok(Answer::json(StatusCode::OK, &json!({})).with_header("x-goog-upload-url", url));
+    }
+    if !command.contains("upload") {
+        return Err(bad_request(
+            "Send X-Goog-Upload-Command: start, then upload, finalize to the URL it returns.",
+        ));
+    }
+    let name = format!("files/{}", ctx.param("upload_id").unwrap_or_default());
+    let bytes = read_bytes(body).await?;
     let mut inner = ctx.shared.batches.lock();
-    let index = inner.create(new, &ctx.shared.config, ctx.unix);
-    let batch = &inner.batches[index];
-    Ok(Answer::json(
-        StatusCode::OK,
-        &operation(ctx, batch, batch.stage(ctx.now)),
-    ))
+    let file = inner
+        .files
+        .get_mut(&name)
+        .filter(|f| f.purpose == "pending" && (!ctx.pin() || f.key == ctx.key))
+        .ok_or_else(|| not_found(&name))?;
+    file.bytes = bytes.to_vec();
+    file.purpose = "batch".to_string();
+    let object = file_object(ctx, &name, file);
+    Ok(Answer::json(StatusCode::OK, &json!({"file": object})))
+}
+
+fn file_object(ctx: &Ctx<'_>, name: &str, file: &File) -> Value {
+    json!({
+        "name": name, "displayName": file.filename, "mimeType": "application/jsonl",
+        "sizeBytes": file.bytes.len().to_string(), "createTime": rfc3339(file.created_at),
+        "state": "ACTIVE", "uri": format!("http://{}/v1beta/{name}", ctx.host),
+        "downloadUri": format!("http://{}/download/v1beta/{name}:download?alt=media", ctx.host),
+    })
+}
+
+/// `GET /v1beta/files/{id}` (the object) or `/download/…:download` (the bytes).
+pub(super) fn file(ctx: &Ctx<'_>, name: &str, content: bool) -> Result<Answer, Refusal> {
+    let inner = ctx.shared.batches.lock();
+    let file = inner
+        .files
+        .get(name)
+        .filter(|f| !ctx.pin() || f.key == ctx.key)
+        .ok_or_else(|| not_found(name))?;
+    Ok(if content {
+        Answer::bytes(StatusCode::OK, "application/jsonl", file.bytes.clone())
+    } else {
+        Answer::json(StatusCode::OK, &file_object(ctx, name, file))
+    })
+}
+
+/// Writes a file batch's responses file once it has ended: one line per result,
+/// `{key, response}` or `{key, error}`.
+fn write_responses(inner: &mut Inner, index: usize, unix: u64) {
+    let Some(batch) = inner.batches.get(index) else {
+        return;
+    };
+    if batch.input_file_id.is_empty() || batch.files_written || batch.outcomes.is_none() {
+        return;
+    }
+    let lines: Vec<Value> = batch
+        .results()
+        .into_iter()
+        .filter_map(|(line, outcome)| {
+            let mut result = line_result(outcome)?;
+            result["key"] = json!(line.custom_id);
+            Some(result)
+        })
+        .collect();
+    let file = File {
+        key: batch.key.clone(),
+        filename: format!("{}-responses.jsonl", batch.id),
+        purpose: "batch_output".to_string(),
+        bytes: jsonl(lines),
+        created_at: unix,
+    };
+    let name = inner.new_id("files/");
+    inner.files.insert(name.clone(), file);
+    if let Some(batch) = inner.batches.get_mut(index) {
+        batch.output_file_id = Some(name);
+        batch.files_written = true;
+    }
+}
+
+/// A result line's `response` or `error`; `None` for lines not in the results.
+fn line_result(outcome: &Outcome) -> Option<Value> {
+    let error = |status: StatusCode, message: &str| json!({"error": crate::gemini::error(status, message, 1)["error"].take()});
+    Some(match outcome {
+        Outcome::Ok(response) => json!({"response": response}),
+        Outcome::Retryable { server: false } => error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Resource exhausted (injected by afterimage-mock).",
+        ),
+        Outcome::Retryable { server: true } => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal error (injected by afterimage-mock).",
+        ),
+        Outcome::Permanent(message) => error(StatusCode::BAD_REQUEST, message),
+        Outcome::Missing | Outcome::Unfinished => return None,
+    })
 }
 
 /// `GET /v1beta/batches/{id}`.
 pub(super) fn get(ctx: &Ctx<'_>, id: &str) -> Result<Answer, Refusal> {
     let mut inner = ctx.shared.batches.lock();
     let (index, stage) = ctx.settle(&mut inner, id)?;
+    write_responses(&mut inner, index, ctx.unix);
     Ok(Answer::json(
         StatusCode::OK,
         &operation(ctx, &inner.batches[index], stage),
@@ -118,6 +285,7 @@ pub(super) fn list(ctx: &Ctx<'_>) -> Result<Answer, Refusal> {
     let mut operations = Vec::new();
     for &i in visible.iter().skip(start).take(size) {
         let stage = ctx.settle_at(&mut inner, i);
+        write_responses(&mut inner, i, ctx.unix);
         operations.push(operation(ctx, &inner.batches[i], stage));
     }
     let mut body = json!({"operations": operations});
@@ -151,34 +319,15 @@ fn operation(ctx: &Ctx<'_>, batch: &Batch, stage: Stage) -> Value {
     let mut inlined = Vec::new();
     let (mut succeeded, mut failed) = (0, 0);
     for (line, outcome) in batch.results() {
-        let error = |status: StatusCode, message: &str| {
-            crate::gemini::error(status, message, 1)["error"].take()
-        };
-        let result = match outcome {
-            Outcome::Ok(response) => json!({"response": response}),
-            Outcome::Retryable { server: false } => {
-                json!({"error": error(StatusCode::TOO_MANY_REQUESTS, "Resource exhausted (injected by afterimage-mock).")})
-            }
-            Outcome::Retryable { server: true } => {
-                json!({"error": error(StatusCode::INTERNAL_SERVER_ERROR, "Internal error (injected by afterimage-mock).")})
-            }
-            Outcome::Permanent(message) => {
-                json!({"error": error(StatusCode::BAD_REQUEST, message)})
-            }
-            Outcome::Missing => {
-                succeeded += 1;
-                continue;
-            }
-            Outcome::Unfinished => continue,
-        };
-        if result.get("response").is_some() {
-            succeeded += 1;
-        } else {
-            failed += 1;
+        match outcome {
+            Outcome::Ok(_) | Outcome::Missing => succeeded += 1,
+            Outcome::Unfinished => {}
+            _ => failed += 1,
         }
-        let mut result = result;
-        result["metadata"] = line.metadata.clone();
-        inlined.push(result);
+        if let Some(mut result) = line_result(outcome) {
+            result["metadata"] = line.metadata.clone();
+            inlined.push(result);
+        }
     }
     let pending = match stage {
         Stage::Running(done) => n - done,
@@ -209,10 +358,13 @@ fn operation(ctx: &Ctx<'_>, batch: &Batch, stage: Stage) -> Value {
             op["error"] = json!({"code": 3, "message": message});
         }
         (_, Stage::Ended(End::Completed | End::Cancelled)) => {
-            let output = json!({"inlinedResponses": {"inlinedResponses": inlined}});
-            metadata["output"] = output.clone();
-            let mut response = json!({"@type": OUTPUT_TYPE});
-            response["inlinedResponses"] = output["inlinedResponses"].clone();
+            let output = match &batch.output_file_id {
+                Some(name) => json!({"responsesFile": name}),
+                None => json!({"inlinedResponses": {"inlinedResponses": inlined}}),
+            };
+            let mut response = output.clone();
+            response["@type"] = json!(OUTPUT_TYPE);
+            metadata["output"] = output;
             op["response"] = response;
         }
         _ => {}

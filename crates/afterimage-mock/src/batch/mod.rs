@@ -37,11 +37,23 @@ pub(crate) enum Route {
     GeminiList,
     GeminiGet(String),
     GeminiCancel(String),
+    GeminiUpload,
+    GeminiFile(String),
+    GeminiDownload(String),
 }
 
 impl Route {
     /// The batch route of `path`, if it is one.
     pub(crate) fn parse(method: &Method, path: &str) -> Option<Route> {
+        if path == "/upload/v1beta/files" {
+            return (method == Method::POST).then_some(Route::GeminiUpload);
+        }
+        if let Some(rest) = path.strip_prefix("/download/v1beta/files/") {
+            let id = rest
+                .strip_suffix(":download")
+                .filter(|id| !id.contains('/'))?;
+            return (method == Method::GET).then(|| Route::GeminiDownload(format!("files/{id}")));
+        }
         if let Some(rest) = path.strip_prefix("/v1beta") {
             return Route::gemini(method, rest);
         }
@@ -76,6 +88,10 @@ impl Route {
             return (post && !model.is_empty() && !model.contains('/'))
                 .then(|| Route::GeminiCreate(model.to_string()));
         }
+        if let Some(id) = rest.strip_prefix("/files/") {
+            return (method == Method::GET && !id.is_empty() && !id.contains('/'))
+                .then(|| Route::GeminiFile(format!("files/{id}")));
+        }
         if rest == "/batches" {
             return (method == Method::GET).then_some(Route::GeminiList);
         }
@@ -103,7 +119,10 @@ impl Route {
             Route::GeminiCreate(_)
             | Route::GeminiList
             | Route::GeminiGet(_)
-            | Route::GeminiCancel(_) => Dialect::Gemini,
+            | Route::GeminiCancel(_)
+            | Route::GeminiUpload
+            | Route::GeminiFile(_)
+            | Route::GeminiDownload(_) => Dialect::Gemini,
             _ => Dialect::OpenAi,
         }
     }
@@ -117,6 +136,8 @@ pub(crate) struct Ctx<'a> {
     query: String,
     host: String,
     content_type: String,
+    /// Gemini's `X-Goog-Upload-Command`.
+    upload_command: String,
     now: Instant,
     unix: u64,
 }
@@ -208,6 +229,7 @@ pub(crate) async fn handle(shared: &Shared, route: Route, parts: &Parts, body: I
         query: parts.uri.query().unwrap_or_default().to_string(),
         host: header("host"),
         content_type: header("content-type"),
+        upload_command: header("x-goog-upload-command"),
         now: Instant::now(),
         unix: unix_now(),
     };
@@ -229,6 +251,9 @@ pub(crate) async fn handle(shared: &Shared, route: Route, parts: &Parts, body: I
         Route::GeminiList => gemini::list(&ctx),
         Route::GeminiGet(id) => gemini::get(&ctx, &id),
         Route::GeminiCancel(id) => gemini::cancel(&ctx, &id),
+        Route::GeminiUpload => gemini::upload(&ctx, body).await,
+        Route::GeminiFile(id) => gemini::file(&ctx, &id, false),
+        Route::GeminiDownload(id) => gemini::file(&ctx, &id, true),
     };
     result.unwrap_or_else(|(status, message)| error_answer(dialect, status, &message, 1))
 }
@@ -297,6 +322,14 @@ mod tests {
         assert_eq!(
             Route::parse(&get, "/v1beta/batches/x"),
             Some(Route::GeminiGet("batches/x".into()))
+        );
+        assert_eq!(
+            Route::parse(&get, "/download/v1beta/files/abc:download"),
+            Some(Route::GeminiDownload("files/abc".into()))
+        );
+        assert_eq!(
+            Route::parse(&post, "/upload/v1beta/files"),
+            Some(Route::GeminiUpload)
         );
         // The synchronous routes stay theirs.
         assert_eq!(Route::parse(&post, "/v1/messages"), None);

@@ -786,3 +786,87 @@ async fn a_batch_just_created_can_be_not_found_yet_but_listed() {
     assert_eq!(json_of(&text)["data"][0]["id"], id);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn gemini_file_batch_uploads_resumably_and_answers_in_a_responses_file() {
+    let server = server(MockConfig::default()).await;
+    let ids = ids(5);
+    let content: String = ids
+        .iter()
+        .map(|id| {
+            let line = json!({"key": id, "request": {"contents": [
+                {"role": "user", "parts": [{"text": format!("Question number {id}?")}]}]}});
+            format!("{line}\n")
+        })
+        .collect();
+    let start = reqwest::Client::new()
+        .post(format!("{}/upload/v1beta/files", server.base_url()))
+        .header("x-goog-api-key", "key-a")
+        .header("X-Goog-Upload-Protocol", "resumable")
+        .header("X-Goog-Upload-Command", "start")
+        .json(&json!({"file": {"display_name": "round-1"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(start.status(), StatusCode::OK);
+    let url = start.headers()["x-goog-upload-url"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let (status, text) = send(
+        reqwest::Client::new()
+            .post(url)
+            .header("x-goog-api-key", "key-a")
+            .header("X-Goog-Upload-Command", "upload, finalize")
+            .header("X-Goog-Upload-Offset", "0")
+            .body(content.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let file = json_of(&text)["file"].clone();
+    assert_eq!(file["sizeBytes"], content.len().to_string());
+    let body = json!({"batch": {"display_name": "file-round",
+        "input_config": {"file_name": file["name"]}}});
+    let (status, text) = send(
+        gemini(
+            reqwest::Method::POST,
+            &server,
+            "/models/gemini-mock:batchGenerateContent",
+            "key-a",
+        )
+        .json(&body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let op = gemini_poll(&server, "key-a", json_of(&text)["name"].as_str().unwrap()).await;
+    assert_eq!(op["metadata"]["state"], "BATCH_STATE_SUCCEEDED");
+    let responses = op["metadata"]["output"]["responsesFile"].as_str().unwrap();
+    assert_eq!(op["response"]["responsesFile"], responses);
+    let download = |key: &'static str| {
+        reqwest::Client::new()
+            .get(format!(
+                "{}/download/v1beta/{responses}:download?alt=media",
+                server.base_url()
+            ))
+            .header("x-goog-api-key", key)
+    };
+    let (status, _) = send(download("key-b")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, text) = send(download("key-a")).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut keys: Vec<String> = lines(&text)
+        .iter()
+        .map(|line| {
+            let key = line["key"].as_str().unwrap();
+            let answer = line["response"]["candidates"][0]["content"]["parts"][0]["text"]
+                .as_str()
+                .unwrap();
+            assert!(answer.contains(key), "{answer}");
+            key.to_string()
+        })
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ids);
+    assert_eq!(server.batch_requests_answered(), 5);
+    server.shutdown().await;
+}
