@@ -1,6 +1,6 @@
 //! The three batch protocols: OpenAI files + batches, Anthropic Message Batches and
-//! Gemini `batchGenerateContent`, on a clock of [`MockConfig::batch_phase`] phases
-//! (`crate::MockConfig`), each line answered as the synchronous endpoint would answer it.
+//! Gemini `batchGenerateContent`, on a clock of [`crate::MockConfig::batch_phase`]
+//! phases, each line answered as the synchronous endpoint would answer it.
 
 mod anthropic;
 mod gemini;
@@ -40,6 +40,9 @@ pub(crate) enum Route {
     GeminiUpload,
     GeminiFile(String),
     GeminiDownload(String),
+    OpenAiDeleteFile(String),
+    AnthropicDelete(String),
+    GeminiDelete(String),
 }
 
 impl Route {
@@ -61,6 +64,13 @@ impl Route {
         let post = method == Method::POST;
         let segments: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
         let id = |s: &str| s.to_string();
+        if method == Method::DELETE {
+            return match segments.as_slice() {
+                ["files", f] => Some(Route::OpenAiDeleteFile(id(f))),
+                ["messages", "batches", b] => Some(Route::AnthropicDelete(id(b))),
+                _ => None,
+            };
+        }
         Some(match (post, segments.as_slice()) {
             (true, ["files"]) => Route::OpenAiUpload,
             (false, ["files", f]) => Route::OpenAiFile(id(f)),
@@ -99,6 +109,9 @@ impl Route {
         if name.is_empty() || name.contains('/') {
             return None;
         }
+        if method == Method::DELETE {
+            return Some(Route::GeminiDelete(format!("batches/{name}")));
+        }
         match (post, name.strip_suffix(":cancel")) {
             (true, Some(id)) => Some(Route::GeminiCancel(format!("batches/{id}"))),
             (false, None) if method == Method::GET => {
@@ -115,14 +128,16 @@ impl Route {
             | Route::AnthropicList
             | Route::AnthropicGet(_)
             | Route::AnthropicCancel(_)
-            | Route::AnthropicResults(_) => Dialect::Anthropic,
+            | Route::AnthropicResults(_)
+            | Route::AnthropicDelete(_) => Dialect::Anthropic,
             Route::GeminiCreate(_)
             | Route::GeminiList
             | Route::GeminiGet(_)
             | Route::GeminiCancel(_)
             | Route::GeminiUpload
             | Route::GeminiFile(_)
-            | Route::GeminiDownload(_) => Dialect::Gemini,
+            | Route::GeminiDownload(_)
+            | Route::GeminiDelete(_) => Dialect::Gemini,
             _ => Dialect::OpenAi,
         }
     }
@@ -254,8 +269,28 @@ pub(crate) async fn handle(shared: &Shared, route: Route, parts: &Parts, body: I
         Route::GeminiUpload => gemini::upload(&ctx, body).await,
         Route::GeminiFile(id) => gemini::file(&ctx, &id, false),
         Route::GeminiDownload(id) => gemini::file(&ctx, &id, true),
+        Route::OpenAiDeleteFile(id) => openai::delete_file(&ctx, &id),
+        Route::AnthropicDelete(id) => delete_batch(&ctx, &id, Dialect::Anthropic),
+        Route::GeminiDelete(id) => delete_batch(&ctx, &id, Dialect::Gemini),
     };
     result.unwrap_or_else(|(status, message)| error_answer(dialect, status, &message, 1))
+}
+
+/// `DELETE` of an Anthropic message batch (only once ended) or a Gemini batch job.
+fn delete_batch(ctx: &Ctx<'_>, id: &str, dialect: Dialect) -> Result<Answer, Refusal> {
+    let mut inner = ctx.shared.batches.lock();
+    let (index, stage) = ctx.settle(&mut inner, id)?;
+    if dialect == Dialect::Anthropic && !matches!(stage, Stage::Ended(_)) {
+        return Err(bad_request(format!(
+            "Batch {id} is still processing; cancel it and delete it once it has ended."
+        )));
+    }
+    inner.batches.remove(index);
+    let body = match dialect {
+        Dialect::Anthropic => serde_json::json!({"id": id, "type": "message_batch_deleted"}),
+        _ => serde_json::json!({}),
+    };
+    Ok(Answer::json(StatusCode::OK, &body))
 }
 
 /// Values as JSON Lines.
@@ -339,6 +374,14 @@ mod tests {
             None
         );
         assert_eq!(Route::parse(&Method::DELETE, "/v1/batches"), None);
+        assert_eq!(
+            Route::parse(&Method::DELETE, "/v1/files/f1"),
+            Some(Route::OpenAiDeleteFile("f1".into()))
+        );
+        assert_eq!(
+            Route::parse(&Method::DELETE, "/v1beta/batches/x"),
+            Some(Route::GeminiDelete("batches/x".into()))
+        );
     }
 
     #[test]

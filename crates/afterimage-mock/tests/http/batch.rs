@@ -870,3 +870,86 @@ async fn gemini_file_batch_uploads_resumably_and_answers_in_a_responses_file() {
     assert_eq!(server.batch_requests_answered(), 5);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn deletes_remove_files_and_ended_batches_only() {
+    let server = server(MockConfig::default()).await;
+    let created = openai_create(&server, "k", &ids(1), "x").await;
+    let file = created["input_file_id"].as_str().unwrap();
+    let (status, _) = send(openai(
+        reqwest::Method::DELETE,
+        &server,
+        &format!("/files/{file}"),
+        "other",
+    ))
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, text) = send(openai(
+        reqwest::Method::DELETE,
+        &server,
+        &format!("/files/{file}"),
+        "k",
+    ))
+    .await;
+    assert_eq!(
+        (status, json_of(&text)["deleted"].clone()),
+        (StatusCode::OK, json!(true))
+    );
+    let (status, _) = send(openai(
+        reqwest::Method::GET,
+        &server,
+        &format!("/files/{file}/content"),
+        "k",
+    ))
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let created = anthropic_create(&server, "k", &ids(1)).await;
+    let id = created["id"].as_str().unwrap();
+    let (status, _) = send(anthropic(
+        reqwest::Method::DELETE,
+        &server,
+        &format!("/{id}"),
+        "k",
+    ))
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "still processing");
+    anthropic_poll(&server, "k", id).await;
+    let (status, text) = send(anthropic(
+        reqwest::Method::DELETE,
+        &server,
+        &format!("/{id}"),
+        "k",
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(json_of(&text)["type"], "message_batch_deleted");
+    let (status, _) = send(anthropic(
+        reqwest::Method::GET,
+        &server,
+        &format!("/{id}"),
+        "k",
+    ))
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let created = gemini_create(&server, "k", &ids(1), "x").await;
+    let name = created["name"].as_str().unwrap();
+    let (status, _) = send(gemini(
+        reqwest::Method::DELETE,
+        &server,
+        &format!("/{name}"),
+        "k",
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = send(gemini(
+        reqwest::Method::GET,
+        &server,
+        &format!("/{name}"),
+        "k",
+    ))
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    server.shutdown().await;
+}
