@@ -163,6 +163,8 @@ pub(super) async fn create(ctx: &Ctx<'_>, body: Incoming) -> Result<Answer, Refu
     if text("completion_window") != "24h" {
         return Err(bad_request("completion_window must be '24h'."));
     }
+    let metadata = body.get("metadata").cloned().unwrap_or(Value::Null);
+    check_metadata(&metadata)?;
     let mut inner = ctx.shared.batches.lock();
     let file = inner
         .files
@@ -179,7 +181,7 @@ pub(super) async fn create(ctx: &Ctx<'_>, body: Incoming) -> Result<Answer, Refu
         protocol: Protocol::OpenAi,
         key: ctx.key.clone(),
         model,
-        metadata: body.get("metadata").cloned().unwrap_or(Value::Null),
+        metadata,
         input_file_id: file_id.to_string(),
         requests,
         errors,
@@ -190,6 +192,27 @@ pub(super) async fn create(ctx: &Ctx<'_>, body: Incoming) -> Result<Answer, Refu
         StatusCode::OK,
         &object(batch, batch.stage(ctx.now)),
     ))
+}
+
+/// OpenAI's metadata rules: up to 16 string pairs, keys up to 64 characters, values
+/// up to 512.
+fn check_metadata(metadata: &Value) -> Result<(), Refusal> {
+    let pairs = match metadata {
+        Value::Null => return Ok(()),
+        Value::Object(pairs) => pairs,
+        _ => return Err(bad_request("metadata must be an object of strings.")),
+    };
+    let fits = pairs.len() <= 16
+        && pairs.iter().all(|(k, v)| {
+            k.chars().count() <= 64 && v.as_str().is_some_and(|v| v.chars().count() <= 512)
+        });
+    if fits {
+        Ok(())
+    } else {
+        Err(bad_request(
+            "metadata holds at most 16 pairs of strings, keys up to 64 characters and values up to 512.",
+        ))
+    }
 }
 
 type Requests = Vec<(String, Value, Value)>;

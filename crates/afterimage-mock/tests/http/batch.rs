@@ -953,3 +953,28 @@ async fn deletes_remove_files_and_ended_batches_only() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn batch_routes_need_the_required_key_and_check_openai_metadata() {
+    let server = server(MockConfig::default().with_require_key("secret")).await;
+    let (status, text) = send(openai(reqwest::Method::GET, &server, "/batches", "wrong")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(json_of(&text)["error"]["message"].is_string());
+    let (status, _) = send(anthropic(reqwest::Method::GET, &server, "", "wrong")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let file = upload(&server, "secret", &openai_input(&ids(1))).await;
+    let long = "v".repeat(513);
+    let body = json!({"input_file_id": file, "endpoint": "/v1/chat/completions",
+        "completion_window": "24h", "metadata": {"round": long}});
+    let (status, text) =
+        send(openai(reqwest::Method::POST, &server, "/batches", "secret").json(&body)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        json_of(&text)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("512")
+    );
+    assert_eq!(server.batches_created(), 0);
+    server.shutdown().await;
+}
