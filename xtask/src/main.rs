@@ -82,7 +82,16 @@ Options:
   --prose                Answer JSON-schema requests with prose
   --schema-violation-rate R  Fraction of JSON-schema requests answered with JSON
                          that leaves out a required property [default: 0]
-  --seed N               Seed for faults, jitter and text [default: 0]";
+  --seed N               Seed for faults, jitter and text [default: 0]
+  --batch-phase-ms MS    Length of each batch phase (three to a batch) [default: 200]
+  --batch-retryable-rate R   Fraction of batch lines answered 429/5xx [default: 0]
+  --batch-permanent-rate R   Fraction of batch lines answered 400 [default: 0]
+  --batch-missing-rate R     Fraction of batch lines left out of the results [default: 0]
+  --batch-failure-rate R     Fraction of OpenAI/Gemini batches failing validation [default: 0]
+  --batch-expiry-rate R      Fraction of batches expiring half done [default: 0]
+  --batch-token-limit-rate R Fraction of OpenAI batches failing token_limit_exceeded [default: 0]
+  --batch-max-requests N     Most requests per batch [default: the provider's]
+  --batch-hidden-ms MS       A new batch is 404 for this long [default: 0]";
 
 /// `cargo xtask mock`: the mock LLM server in the foreground.
 fn mock(args: &[String]) -> Result<()> {
@@ -114,6 +123,15 @@ const MOCK_FLAGS: &[&str] = &[
     "--require-key",
     "--seed",
     "--schema-violation-rate",
+    "--batch-phase-ms",
+    "--batch-retryable-rate",
+    "--batch-permanent-rate",
+    "--batch-missing-rate",
+    "--batch-failure-rate",
+    "--batch-expiry-rate",
+    "--batch-token-limit-rate",
+    "--batch-max-requests",
+    "--batch-hidden-ms",
 ];
 
 /// The mock's configuration from [`MOCK_FLAGS`] and `--prose`.
@@ -128,6 +146,16 @@ fn mock_config(flags: &Flags) -> Result<afterimage_mock::MockConfig> {
         .with_error_rate(rate(flags, "--error-rate")?)
         .with_rate_limit_rate(rate(flags, "--rate-limit-rate")?)
         .with_schema_violation_rate(rate(flags, "--schema-violation-rate")?)
+        .with_batch_retryable_rate(rate(flags, "--batch-retryable-rate")?)
+        .with_batch_permanent_rate(rate(flags, "--batch-permanent-rate")?)
+        .with_batch_missing_rate(rate(flags, "--batch-missing-rate")?)
+        .with_batch_validation_failure_rate(rate(flags, "--batch-failure-rate")?)
+        .with_batch_expiry_rate(rate(flags, "--batch-expiry-rate")?)
+        .with_batch_token_limit_rate(rate(flags, "--batch-token-limit-rate")?)
+        .with_batch_max_requests(flags.value("--batch-max-requests")?.unwrap_or(0))
+        .with_batch_hidden_for(Duration::from_millis(
+            flags.value("--batch-hidden-ms")?.unwrap_or(0),
+        ))
         .with_prose_instead_of_json(flags.switch("--prose"))
         .with_seed(flags.value("--seed")?.unwrap_or(0));
     if let Some(secs) = flags.value("--retry-after-secs")? {
@@ -135,6 +163,9 @@ fn mock_config(flags: &Flags) -> Result<afterimage_mock::MockConfig> {
     }
     if let Some(key) = flags.value::<String>("--require-key")? {
         config = config.with_require_key(key);
+    }
+    if let Some(ms) = flags.value("--batch-phase-ms")? {
+        config = config.with_batch_phase(Duration::from_millis(ms));
     }
     if let Some(rpm) = flags.value("--rpm-limit")? {
         config = config.with_rpm_limit(rpm);

@@ -46,6 +46,40 @@ pub struct MockConfig {
     /// The shortest prefix the cache keeps, in the mock's estimated tokens (default
     /// 1024, the real providers' minimum); tests set it low to cache small prompts.
     pub prompt_cache_min_tokens: u64,
+    /// How long each phase of a batch lasts (OpenAI validating, in progress, finalizing;
+    /// Anthropic and Gemini run the same three phases under their own state names).
+    /// Default 200 ms, so a run of many rounds takes seconds.
+    pub batch_phase: Duration,
+    /// Fraction of batch lines answered with a retryable error (429 or 5xx, Anthropic
+    /// `rate_limit_error`/`overloaded_error`), in `0.0..=1.0`.
+    pub batch_retryable_rate: f64,
+    /// Fraction of batch lines answered with a permanent error (400,
+    /// `invalid_request_error`), in `0.0..=1.0`.
+    pub batch_permanent_rate: f64,
+    /// Fraction of batch lines left out of the results altogether, in `0.0..=1.0`.
+    pub batch_missing_rate: f64,
+    /// Fraction of OpenAI and Gemini batches that fail validation as a whole (OpenAI
+    /// `failed` with `errors.data`, Gemini `FAILED`), in `0.0..=1.0`.
+    pub batch_validation_failure_rate: f64,
+    /// Fraction of batches that expire with only the first half of their lines done
+    /// (the rest `batch_expired` / `expired`; Gemini `EXPIRED` without results).
+    pub batch_expiry_rate: f64,
+    /// Fraction of OpenAI batches failing with `token_limit_exceeded` (the enqueued
+    /// token limit of the model), in `0.0..=1.0`.
+    pub batch_token_limit_rate: f64,
+    /// The most requests one batch may hold (`None`: the provider's own limit, 50,000
+    /// OpenAI, 100,000 Anthropic): beyond it OpenAI fails the batch's validation,
+    /// Anthropic and Gemini answer the create 400. For tests of splitting.
+    pub batch_max_requests: Option<usize>,
+    /// For this long after its create, a batch is not found (404) on get, cancel and
+    /// results, as a real API may answer a poll sent right after the create.
+    pub batch_hidden_for: Duration,
+    /// Batches and files are visible only to the API key that created them (default
+    /// on, as the real APIs scope them to a project): another key gets 404.
+    pub batch_pin_keys: bool,
+    /// Gemini batch states are written `JOB_STATE_*` (the SDK's spelling) instead of
+    /// the wire's `BATCH_STATE_*`.
+    pub gemini_job_states: bool,
 }
 
 impl Default for MockConfig {
@@ -65,6 +99,17 @@ impl Default for MockConfig {
             embedding_dimensions: 64,
             prompt_cache: true,
             prompt_cache_min_tokens: DEFAULT_PROMPT_CACHE_MIN_TOKENS,
+            batch_phase: Duration::from_millis(200),
+            batch_retryable_rate: 0.0,
+            batch_permanent_rate: 0.0,
+            batch_missing_rate: 0.0,
+            batch_validation_failure_rate: 0.0,
+            batch_expiry_rate: 0.0,
+            batch_token_limit_rate: 0.0,
+            batch_max_requests: None,
+            batch_hidden_for: Duration::ZERO,
+            batch_pin_keys: true,
+            gemini_job_states: false,
         }
     }
 }
@@ -147,6 +192,72 @@ impl MockConfig {
     /// Sets the shortest cached prefix, in estimated tokens (at least 1).
     pub fn with_prompt_cache_min_tokens(mut self, tokens: u64) -> Self {
         self.prompt_cache_min_tokens = tokens.max(1);
+        self
+    }
+
+    /// Sets the length of each batch phase.
+    pub fn with_batch_phase(mut self, phase: Duration) -> Self {
+        self.batch_phase = phase;
+        self
+    }
+
+    /// Sets the fraction of batch lines answered with a retryable error (clamped).
+    pub fn with_batch_retryable_rate(mut self, rate: f64) -> Self {
+        self.batch_retryable_rate = clamp_rate(rate);
+        self
+    }
+
+    /// Sets the fraction of batch lines answered with a permanent error (clamped).
+    pub fn with_batch_permanent_rate(mut self, rate: f64) -> Self {
+        self.batch_permanent_rate = clamp_rate(rate);
+        self
+    }
+
+    /// Sets the fraction of batch lines missing from the results (clamped).
+    pub fn with_batch_missing_rate(mut self, rate: f64) -> Self {
+        self.batch_missing_rate = clamp_rate(rate);
+        self
+    }
+
+    /// Sets the fraction of OpenAI and Gemini batches failing validation (clamped).
+    pub fn with_batch_validation_failure_rate(mut self, rate: f64) -> Self {
+        self.batch_validation_failure_rate = clamp_rate(rate);
+        self
+    }
+
+    /// Sets the fraction of batches expiring with partial results (clamped).
+    pub fn with_batch_expiry_rate(mut self, rate: f64) -> Self {
+        self.batch_expiry_rate = clamp_rate(rate);
+        self
+    }
+
+    /// Sets the fraction of OpenAI batches failing with `token_limit_exceeded` (clamped).
+    pub fn with_batch_token_limit_rate(mut self, rate: f64) -> Self {
+        self.batch_token_limit_rate = clamp_rate(rate);
+        self
+    }
+
+    /// Limits the requests per batch (`0` keeps the provider's own limit).
+    pub fn with_batch_max_requests(mut self, max: usize) -> Self {
+        self.batch_max_requests = (max > 0).then_some(max);
+        self
+    }
+
+    /// Hides each batch for `hidden` after its create (404 on get, cancel, results).
+    pub fn with_batch_hidden_for(mut self, hidden: Duration) -> Self {
+        self.batch_hidden_for = hidden;
+        self
+    }
+
+    /// Pins batches and files to the key that created them (or shows them to all).
+    pub fn with_batch_pin_keys(mut self, pin: bool) -> Self {
+        self.batch_pin_keys = pin;
+        self
+    }
+
+    /// Writes Gemini batch states as `JOB_STATE_*` instead of `BATCH_STATE_*`.
+    pub fn with_gemini_job_states(mut self, job: bool) -> Self {
+        self.gemini_job_states = job;
         self
     }
 

@@ -16,6 +16,23 @@
 //! as cached, in each format's own fields (Anthropic: only prefixes marked with
 //! `cache_control`).
 //!
+//! The three batch protocols are served too, each line answered as its synchronous
+//! endpoint would answer it: OpenAI (`POST /v1/files` multipart, `/v1/files/{id}/content`,
+//! `/v1/batches` create, get, list with `after`/`limit`, cancel; output and error files of
+//! shuffled lines), Anthropic (`/v1/messages/batches` create, get, list, cancel,
+//! `/results`; counts only once ended) and Gemini (`:batchGenerateContent` with inline
+//! requests or a JSONL file uploaded resumably at `/upload/v1beta/files`,
+//! `/v1beta/batches` get, list, `:cancel`, the responses file at
+//! `/download/v1beta/files/{id}:download`; `BATCH_STATE_*` or, with
+//! [`MockConfig::gemini_job_states`], `JOB_STATE_*`). A batch runs three phases of
+//! [`MockConfig::batch_phase`] (200 ms by default); the `batch_*` switches inject
+//! retryable, permanent and missing lines, whole batches failing validation (or OpenAI's
+//! `token_limit_exceeded`), expiry with half the lines done, a lower request limit per
+//! batch and a window after create in which the batch is not found yet. Batches and files are visible only to the API key that
+//! created them. [`MockServer::batch_submissions`] counts submissions per `custom_id`
+//! (a request submitted twice shows 2), beside [`MockServer::batches_created`] and
+//! [`MockServer::batch_requests_answered`].
+//!
 //! Answers need no model but look the part: structured-output requests get JSON that
 //! validates against the requested schema (arrays of `questions` are distinct questions
 //! built from words of the prompt), a system prompt casting the model as the user gets a
@@ -65,6 +82,7 @@ pub use crate::{
 };
 
 mod anthropic;
+mod batch;
 mod cache;
 mod config;
 mod embeddings;

@@ -39,6 +39,8 @@ pub(crate) struct Answer {
     content_type: &'static str,
     body: Vec<u8>,
     retry_after: Option<u64>,
+    /// One more header (Gemini's `x-goog-upload-url`).
+    header: Option<(&'static str, String)>,
     /// The tokens a chat answer bills, counted in the stats once it is sent.
     served: Option<Served>,
 }
@@ -52,8 +54,27 @@ impl Answer {
             // Serializing a `Value` to memory cannot fail.
             body: serde_json::to_vec(value).unwrap_or_default(),
             retry_after: None,
+            header: None,
             served: None,
         }
+    }
+
+    /// Raw bytes of `content_type`.
+    pub(crate) fn bytes(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Self {
+        Answer {
+            status,
+            content_type,
+            body,
+            retry_after: None,
+            header: None,
+            served: None,
+        }
+    }
+
+    /// The same answer with one more header.
+    pub(crate) fn with_header(mut self, name: &'static str, value: String) -> Self {
+        self.header = Some((name, value));
+        self
     }
 
     /// The same answer, billing `tokens`.
@@ -62,7 +83,7 @@ impl Answer {
         self
     }
 
-    fn into_response(self) -> Response<Full<Bytes>> {
+    pub(crate) fn into_response(self) -> Response<Full<Bytes>> {
         let mut response = Response::new(Full::new(Bytes::from(self.body)));
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
@@ -70,6 +91,11 @@ impl Answer {
             header::CONTENT_TYPE,
             HeaderValue::from_static(self.content_type),
         );
+        if let Some((name, value)) = self.header
+            && let Ok(value) = HeaderValue::from_str(&value)
+        {
+            headers.insert(name, value);
+        }
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
@@ -101,6 +127,7 @@ impl Sse {
             content_type: "text/event-stream",
             body: self.0,
             retry_after: None,
+            header: None,
             served: None,
         }
     }
@@ -129,12 +156,15 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// What every request handler shares.
 #[derive(Debug)]
-struct Shared {
-    config: MockConfig,
-    stats: Counters,
+pub(crate) struct Shared {
+    pub(crate) config: MockConfig,
+    pub(crate) stats: Counters,
     next_request: AtomicU64,
     cache: Option<PromptCache>,
+    /// Files and batches of the three batch protocols.
+    pub(crate) batches: crate::batch::Store,
     /// Per API key: the start of its current one-minute window and the requests in it.
     rpm_windows: Mutex<HashMap<String, (Instant, u32)>>,
     /// Milliseconds added to every answer from now on ([`MockServer::set_extra_latency`]).
@@ -220,6 +250,7 @@ impl MockServer {
             by_model: Mutex::default(),
             started: Instant::now(),
             per_second: Mutex::new(Vec::new()),
+            batches: crate::batch::Store::default(),
         });
         let (shutdown, signal) = watch::channel(false);
         let task = runtime.spawn(accept_loop(listener, Arc::clone(&shared), signal));
@@ -294,6 +325,23 @@ impl MockServer {
             .clone()
     }
 
+    /// Batch requests submitted per `custom_id` (Gemini: metadata `key`) over all
+    /// batches and protocols: a count above 1 is a request submitted twice.
+    pub fn batch_submissions(&self) -> std::collections::BTreeMap<String, u64> {
+        self.shared.batches.lock().submissions.clone()
+    }
+
+    /// Batches created, over all three protocols (failed ones included).
+    pub fn batches_created(&self) -> u64 {
+        self.shared.batches.lock().batches.len() as u64
+    }
+
+    /// Batch lines the model answered (injected line faults and lines a cancel or
+    /// expiry left unrun are not counted).
+    pub fn batch_requests_answered(&self) -> u64 {
+        self.shared.batches.lock().answered
+    }
+
     /// Zeroes the counters (e.g. after a benchmark's warm-up).
     pub fn reset_stats(&self) {
         self.shared.stats.reset();
@@ -363,7 +411,7 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>, mut signal: watch::Receiv
 
 /// Which wire format an error should be written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dialect {
+pub(crate) enum Dialect {
     OpenAi,
     Gemini,
     Anthropic,
@@ -465,6 +513,19 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
     let fail = |status: StatusCode, message: &str| {
         error_answer(dialect, status, message, config.retry_after_secs).into_response()
     };
+    if let Some(batch_route) = crate::batch::Route::parse(&parts.method, parts.uri.path()) {
+        if let Some(key) = &config.require_key
+            && !authorized(&parts, key)
+        {
+            bump(&stats.unauthorized);
+            let dialect = batch_route.dialect();
+            let message = "Incorrect API key provided (afterimage-mock requires a key).";
+            return error_answer(dialect, StatusCode::UNAUTHORIZED, message, 1).into_response();
+        }
+        return crate::batch::handle(shared, batch_route, &parts, body)
+            .await
+            .into_response();
+    }
 
     if matches!(route, Route::NotFound(_)) {
         bump(&stats.not_found);
@@ -509,7 +570,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
 }
 
 /// Why a request got an error instead of an answer: the status and the message.
-type Refusal = (StatusCode, String);
+pub(crate) type Refusal = (StatusCode, String);
 
 /// A chat/generate/embedding request: the per-key limit, faults, then the answer, then
 /// the latency.
@@ -553,6 +614,38 @@ async fn model_call(
         stats.served(tokens);
     }
     Ok(answer.into_response())
+}
+
+/// The body the synchronous endpoint would answer one batch line with, billed in the
+/// stats; `Err` is why the line is a bad request.
+pub(crate) fn answer_line(
+    shared: &Shared,
+    protocol: crate::batch::Protocol,
+    model: &str,
+    body: &Value,
+) -> Result<Value, String> {
+    use crate::batch::Protocol;
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        return Err("Streaming is not supported in a batch.".to_string());
+    }
+    let n = shared.next_request.fetch_add(1, Relaxed);
+    let config = &shared.config;
+    let call = Call {
+        n,
+        rng: Rng::for_request(config.seed, n),
+        prose: config.prose_instead_of_json,
+        break_schema: false,
+        cache: shared.cache.as_ref(),
+    };
+    let answer = match protocol {
+        Protocol::OpenAi => openai::chat(body, call)?,
+        Protocol::Anthropic => anthropic::messages(body, call)?,
+        Protocol::Gemini => gemini::generate(model, body, call, None)?,
+    };
+    if let Some(tokens) = answer.served {
+        shared.stats.served(tokens);
+    }
+    serde_json::from_slice(&answer.body).map_err(|e| e.to_string())
 }
 
 /// The model a chat request asks for (none for embeddings).
@@ -664,7 +757,17 @@ async fn read_object(body: Incoming) -> Result<Value, Refusal> {
     Ok(value)
 }
 
-async fn read_json(body: Incoming) -> Result<Value, Refusal> {
+/// The body as JSON.
+pub(crate) async fn read_json(body: Incoming) -> Result<Value, Refusal> {
+    let bytes = read_bytes(body).await?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        let message = format!("We could not parse the JSON body of your request: {e}");
+        (StatusCode::BAD_REQUEST, message)
+    })
+}
+
+/// The body's bytes, up to [`MAX_BODY`].
+pub(crate) async fn read_bytes(body: Incoming) -> Result<Bytes, Refusal> {
     let bytes = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
@@ -678,14 +781,11 @@ async fn read_json(body: Incoming) -> Result<Value, Refusal> {
             ));
         }
     };
-    serde_json::from_slice(&bytes).map_err(|e| {
-        let message = format!("We could not parse the JSON body of your request: {e}");
-        (StatusCode::BAD_REQUEST, message)
-    })
+    Ok(bytes)
 }
 
 /// The API key a request carries (see [`authorized`]), or `""` without one.
-fn request_key(parts: &Parts) -> &str {
+pub(crate) fn request_key(parts: &Parts) -> &str {
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     header(header::AUTHORIZATION.as_str())
         .and_then(|v| v.strip_prefix("Bearer "))
@@ -716,7 +816,13 @@ fn authorized(parts: &Parts, key: &str) -> bool {
             .is_some_and(|q| q.split('&').any(|kv| kv.strip_prefix("key=") == Some(key)))
 }
 
-fn error_answer(dialect: Dialect, status: StatusCode, message: &str, retry_after: u64) -> Answer {
+/// An error in `dialect`'s shape (429s carry `Retry-After`).
+pub(crate) fn error_answer(
+    dialect: Dialect,
+    status: StatusCode,
+    message: &str,
+    retry_after: u64,
+) -> Answer {
     let body = match dialect {
         Dialect::OpenAi => openai::error(status, message),
         Dialect::Gemini => gemini::error(status, message, retry_after),
@@ -736,7 +842,9 @@ pub async fn run(port: u16, config: MockConfig) -> io::Result<()> {
     say(format_args!(
         "afterimage-mock listening on {}\n  OpenAI base URL: {}  (POST /chat/completions, /embeddings, GET /models)\n  \
          Gemini base URL: {}  (POST /models/{{model}}:generateContent, :batchEmbedContents, GET /models)\n  \
-         Anthropic base URL: {}  (POST /messages, GET /models)\nPress Ctrl-C to stop.",
+         Anthropic base URL: {}  (POST /messages, GET /models)\n  \
+         Batches: OpenAI /v1/files + /v1/batches, Anthropic /v1/messages/batches, Gemini \
+         /v1beta/models/{{model}}:batchGenerateContent + /v1beta/batches\nPress Ctrl-C to stop.",
         server.base_url(),
         server.openai_base_url(),
         server.gemini_base_url(),
@@ -861,6 +969,7 @@ mod tests {
             by_model: Mutex::default(),
             started: Instant::now(),
             per_second: Mutex::new(Vec::new()),
+            batches: crate::batch::Store::default(),
         };
         let t0 = Instant::now();
         assert_eq!(shared.over_rpm_limit("a", t0), None);

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod anthropic;
+mod batch;
 mod caching;
 
 use std::time::{Duration, Instant};
