@@ -318,6 +318,29 @@ impl Http {
             .map(|(text, _)| text)
     }
 
+    /// Sends `method` to `{base}{path}` with an optional raw body and its content
+    /// type; the body of a 2xx answer. A 404 is not told apart: batch endpoints are
+    /// not chat endpoints.
+    pub(crate) async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+        model: &str,
+    ) -> Result<String, ProviderError> {
+        let url = self.url(path);
+        tracing::debug!(%url, model, %method, "batch request");
+        let mut request = self.client.request(method, &url);
+        if let Some((content_type, bytes)) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(bytes);
+        }
+        self.execute(request, &url, model, false)
+            .await
+            .map(|(text, _)| text)
+    }
+
     /// [`exchange`](Self::exchange), counted in the request metrics.
     async fn execute(
         &self,
