@@ -211,7 +211,7 @@ pub(crate) fn check_submission(
 /// A create refused for the enqueued-token limit, as its own error.
 fn token_limit(error: ProviderError) -> BatchError {
     let message = error.to_string();
-    if message.contains(TOKEN_LIMIT_CODE) || message.contains("enqueued token") {
+    if message.contains(TOKEN_LIMIT_CODE) || message.to_lowercase().contains("enqueued token") {
         BatchError::TokenLimitExceeded { message }
     } else {
         BatchError::Provider(error)
