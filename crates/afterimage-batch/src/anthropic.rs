@@ -6,6 +6,7 @@ use afterimage_providers::{Anthropic, Provider, Transport, decode_chat_response,
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
+use crate::DEFAULT_MAX_RESULT_BYTES;
 use crate::backend::BatchBackend;
 use crate::openai::check_submission;
 use crate::types::{
@@ -19,6 +20,8 @@ use crate::wire::{by_id, count, not_found_is_transient, parse, string_at, to_byt
 pub struct AnthropicBatch {
     client: Anthropic,
     transport: Transport,
+    /// The same connection, reading result files up to their own limit.
+    results: Transport,
 }
 
 impl AnthropicBatch {
@@ -26,7 +29,20 @@ impl AnthropicBatch {
     /// timeouts and request body serialization.
     pub fn new(client: Anthropic) -> Self {
         let transport = client.transport();
-        AnthropicBatch { client, transport }
+        let results = transport
+            .clone()
+            .max_response_bytes(DEFAULT_MAX_RESULT_BYTES);
+        AnthropicBatch {
+            client,
+            transport,
+            results,
+        }
+    }
+
+    /// Reads result files up to `bytes` instead of [`DEFAULT_MAX_RESULT_BYTES`].
+    pub fn max_result_bytes(mut self, bytes: usize) -> Self {
+        self.results = self.transport.clone().max_response_bytes(bytes);
+        self
     }
 
     fn line(&self, item: &BatchItem) -> Result<Vec<u8>, BatchError> {
@@ -108,7 +124,7 @@ impl BatchBackend for AnthropicBatch {
     async fn fetch_results(&self, batch: &RemoteBatch) -> Result<Vec<u8>, BatchError> {
         let path = format!("/messages/batches/{}/results", batch.id);
         let text = self
-            .transport
+            .results
             .get(&path)
             .await
             .map_err(|e| not_found_is_transient(e, &batch.id))?;

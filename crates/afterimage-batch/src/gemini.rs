@@ -2,10 +2,12 @@
 //! (model in the path, local key as display name), results inline in the finished
 //! operation. States come spelled `BATCH_STATE_*` or `JOB_STATE_*`.
 
+use afterimage_core::ProviderError;
 use afterimage_providers::{Gemini, Provider, Transport, decode_chat_response};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
+use crate::DEFAULT_MAX_RESULT_BYTES;
 use crate::backend::BatchBackend;
 use crate::openai::check_submission;
 use crate::types::{
@@ -24,6 +26,8 @@ const INLINE_BYTES: usize = 20_000_000 - 64 * 1024;
 pub struct GeminiBatch {
     client: Gemini,
     transport: Transport,
+    /// The same connection, reading result files up to their own limit.
+    results: Transport,
 }
 
 impl GeminiBatch {
@@ -31,7 +35,20 @@ impl GeminiBatch {
     /// body serialization.
     pub fn new(client: Gemini) -> Self {
         let transport = client.transport();
-        GeminiBatch { client, transport }
+        let results = transport
+            .clone()
+            .max_response_bytes(DEFAULT_MAX_RESULT_BYTES);
+        GeminiBatch {
+            client,
+            transport,
+            results,
+        }
+    }
+
+    /// Reads result files up to `bytes` instead of [`DEFAULT_MAX_RESULT_BYTES`].
+    pub fn max_result_bytes(mut self, bytes: usize) -> Self {
+        self.results = self.transport.clone().max_response_bytes(bytes);
+        self
     }
 
     fn line(&self, item: &BatchItem) -> Result<Vec<u8>, BatchError> {
@@ -39,9 +56,14 @@ impl GeminiBatch {
         to_bytes(&json!({"request": request, "metadata": {"key": item.custom_id}}))
     }
 
-    async fn get_batch(&self, batch: &RemoteBatch) -> Result<Value, BatchError> {
-        let text = self
-            .transport
+    /// The batch's operation, read through `transport`: a finished one carries the
+    /// inlined results.
+    async fn get_batch(
+        &self,
+        batch: &RemoteBatch,
+        transport: &Transport,
+    ) -> Result<Value, BatchError> {
+        let text = transport
             .get(&format!("/{}", batch.id))
             .await
             .map_err(|e| not_found_is_transient(e, &batch.id))?;
@@ -83,7 +105,11 @@ impl BatchBackend for GeminiBatch {
             "input_config": {"requests": {"requests": requests}},
         }});
         let path = format!("/models/{model}:batchGenerateContent");
-        let text = self.transport.post_json(&path, &body).await?;
+        let text = self
+            .transport
+            .post_json(&path, &body)
+            .await
+            .map_err(queue_full)?;
         remote(&parse(&text, "a batch operation")?)
     }
 
@@ -107,11 +133,11 @@ impl BatchBackend for GeminiBatch {
     }
 
     async fn poll(&self, batch: &RemoteBatch) -> Result<BatchStatus, BatchError> {
-        Ok(status(&self.get_batch(batch).await?))
+        Ok(status(&self.get_batch(batch, &self.transport).await?))
     }
 
     async fn fetch_results(&self, batch: &RemoteBatch) -> Result<Vec<u8>, BatchError> {
-        let operation = self.get_batch(batch).await?;
+        let operation = self.get_batch(batch, &self.results).await?;
         let responses = [
             "/response/inlinedResponses/inlinedResponses",
             "/metadata/output/inlinedResponses/inlinedResponses",
@@ -174,6 +200,15 @@ impl BatchBackend for GeminiBatch {
             .await
             .map(|_| ())
             .map_err(|e| not_found_is_transient(e, &batch.id))
+    }
+}
+
+/// Gemini answers a create beyond the enqueued-token quota with 429
+/// RESOURCE_EXHAUSTED: a smaller batch, once running ones finish, is the remedy.
+fn queue_full(error: ProviderError) -> BatchError {
+    match error {
+        ProviderError::RateLimited { message, .. } => BatchError::TokenLimitExceeded { message },
+        other => BatchError::Provider(other),
     }
 }
 

@@ -40,6 +40,11 @@
 //! ```
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+/// The largest result file (or Gemini operation with inlined results) a backend reads
+/// unless told otherwise (`max_result_bytes`): chat clients stop at 16 MiB, far below
+/// what a full batch returns.
+pub const DEFAULT_MAX_RESULT_BYTES: usize = 512 * 1024 * 1024;
+
 pub use crate::{
     anthropic::AnthropicBatch,
     backend::BatchBackend,

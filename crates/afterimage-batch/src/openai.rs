@@ -7,6 +7,7 @@ use afterimage_providers::{OpenAiCompatible, Provider, Transport, decode_chat_re
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
+use crate::DEFAULT_MAX_RESULT_BYTES;
 use crate::backend::BatchBackend;
 use crate::split::check_ids;
 use crate::types::{
@@ -27,6 +28,8 @@ const BOUNDARY: &str = "afterimage-batch-upload-7f3c9a";
 pub struct OpenAiBatch {
     client: OpenAiCompatible,
     transport: Transport,
+    /// The same connection, reading result files up to their own limit.
+    results: Transport,
 }
 
 impl OpenAiBatch {
@@ -34,7 +37,20 @@ impl OpenAiBatch {
     /// body serialization.
     pub fn new(client: OpenAiCompatible) -> Self {
         let transport = client.transport();
-        OpenAiBatch { client, transport }
+        let results = transport
+            .clone()
+            .max_response_bytes(DEFAULT_MAX_RESULT_BYTES);
+        OpenAiBatch {
+            client,
+            transport,
+            results,
+        }
+    }
+
+    /// Reads result files up to `bytes` instead of [`DEFAULT_MAX_RESULT_BYTES`].
+    pub fn max_result_bytes(mut self, bytes: usize) -> Self {
+        self.results = self.transport.clone().max_response_bytes(bytes);
+        self
     }
 
     fn line(&self, item: &BatchItem) -> Result<Vec<u8>, BatchError> {
@@ -133,10 +149,7 @@ impl BatchBackend for OpenAiBatch {
         let mut raw = Vec::new();
         for field in ["output_file_id", "error_file_id"] {
             if let Some(file) = object.get(field).and_then(Value::as_str) {
-                let text = self
-                    .transport
-                    .get(&format!("/files/{file}/content"))
-                    .await?;
+                let text = self.results.get(&format!("/files/{file}/content")).await?;
                 raw.extend(text.into_bytes());
                 if !raw.ends_with(b"\n") {
                     raw.push(b'\n');

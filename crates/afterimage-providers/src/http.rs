@@ -272,6 +272,12 @@ impl Http {
         &self.base_url
     }
 
+    /// This connection with another limit on the bodies it reads.
+    pub(crate) fn with_max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes.max(1);
+        self
+    }
+
     /// The full URL of `path`.
     pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)

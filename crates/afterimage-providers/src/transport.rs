@@ -28,6 +28,13 @@ impl Transport {
         }
     }
 
+    /// This transport reading bodies up to `bytes` (batch result files are far
+    /// larger than chat answers); the client it came from keeps its own limit.
+    pub fn max_response_bytes(mut self, bytes: usize) -> Self {
+        self.http = self.http.with_max_response_bytes(bytes);
+        self
+    }
+
     /// The base URL paths are appended to.
     pub fn base_url(&self) -> &str {
         self.http.base_url()

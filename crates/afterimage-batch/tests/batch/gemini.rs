@@ -2,7 +2,7 @@
 //! responses, find by display name, cancel.
 
 use afterimage_batch::{
-    BatchBackend, BatchPhase, EndKind, GeminiBatch, ItemOutcome, RemoteBatch, missing,
+    BatchBackend, BatchError, BatchPhase, EndKind, GeminiBatch, ItemOutcome, RemoteBatch, missing,
 };
 use afterimage_core::{ApiKey, ChatModel};
 use afterimage_providers::Gemini;
@@ -216,4 +216,26 @@ async fn cancel_posts_to_the_batch() {
         .cancel(&remote())
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_create_refused_with_resource_exhausted_is_the_token_limit() {
+    let server = MockServer::start().await;
+    let batch_path = format!("/v1beta/models/{MODEL}:batchGenerateContent");
+    Mock::given(method("POST"))
+        .and(path(batch_path.as_str()))
+        .respond_with(
+            ResponseTemplate::new(429).set_body_json(json!({"error": {"code": 429,
+            "message": "Enqueued tokens quota exceeded", "status": "RESOURCE_EXHAUSTED"}})),
+        )
+        .mount(&server)
+        .await;
+    let error = GeminiBatch::new(client(&server))
+        .submit("k", &[item("a", MODEL, "q")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, BatchError::TokenLimitExceeded { .. }),
+        "{error}"
+    );
 }

@@ -355,3 +355,43 @@ async fn cancel_posts_to_the_batch() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn result_files_are_read_past_the_chat_limit_up_to_their_own() {
+    let server = MockServer::start().await;
+    let mut object = batch_object("completed");
+    object["output_file_id"] = json!("file-out");
+    Mock::given(method("GET"))
+        .and(path("/v1/batches/batch_1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(object))
+        .mount(&server)
+        .await;
+    let big = format!(
+        "{}\n",
+        json!({"custom_id": "x", "response": null, "error": {"code": "batch_expired", "message": "x".repeat(8000)}})
+    );
+    Mock::given(method("GET"))
+        .and(path("/v1/files/file-out/content"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(big.clone()))
+        .mount(&server)
+        .await;
+    let small = || {
+        OpenAiCompatible::builder(format!("{}/v1", server.uri()))
+            .api_key(ApiKey::new("sk-batch-test"))
+            .model("gpt-4o-mini")
+            .max_response_bytes(2048)
+            .build()
+            .unwrap()
+    };
+    let raw = OpenAiBatch::new(small())
+        .fetch_results(&remote())
+        .await
+        .unwrap();
+    assert_eq!(raw, big.as_bytes());
+    let error = OpenAiBatch::new(small())
+        .max_result_bytes(4096)
+        .fetch_results(&remote())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("larger than"), "{error}");
+}
