@@ -207,3 +207,14 @@ async fn cancel_posts_to_the_batch() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn ids_anthropic_refuses_are_caught_before_any_request() {
+    let server = MockServer::start().await;
+    let error = AnthropicBatch::new(client(&server))
+        .submit("k", &[item("d1:t2.a", MODEL, "q")])
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("d1:t2.a"), "{error}");
+    assert!(server.received_requests().await.unwrap().is_empty());
+}

@@ -395,3 +395,15 @@ async fn result_files_are_read_past_the_chat_limit_up_to_their_own() {
         .unwrap_err();
     assert!(error.to_string().contains("larger than"), "{error}");
 }
+
+#[test]
+fn debug_output_never_shows_the_key() {
+    let client = OpenAiCompatible::builder("http://127.0.0.1:9/v1")
+        .api_key(ApiKey::new("sk-batch-secret-123"))
+        .model("gpt-4o-mini")
+        .build()
+        .unwrap();
+    let shown = format!("{:?}", OpenAiBatch::new(client));
+    assert!(!shown.contains("sk-batch-secret-123"), "{shown}");
+    assert!(shown.contains("127.0.0.1:9"), "{shown}");
+}
