@@ -87,6 +87,20 @@ impl Anthropic {
         &self.structured_output
     }
 
+    /// The JSON body this client would POST to `/messages` for `request` (its
+    /// `model`, else the client's), in the structured-output mode the endpoint uses
+    /// now: a batch request's `params`.
+    pub fn request_body(&self, request: &ChatRequest) -> Result<serde_json::Value, ProviderError> {
+        let model = request.model.as_deref().unwrap_or(&self.model);
+        let body = self.body(request, model, self.structured_output.mode())?;
+        crate::transport::to_value(&body)
+    }
+
+    /// This client's connection, for the provider's batch endpoints.
+    pub fn transport(&self) -> crate::Transport {
+        crate::Transport::new(self.http.clone(), &self.model)
+    }
+
     fn body<'a>(
         &self,
         request: &'a ChatRequest,

@@ -100,6 +100,19 @@ impl Gemini {
         &self.structured_output
     }
 
+    /// The JSON body this client would POST to `:generateContent` for `request`, in
+    /// the structured-output mode the endpoint uses now: a batch request's `request`.
+    /// The model is not in the body but in the path.
+    pub fn request_body(&self, request: &ChatRequest) -> Result<serde_json::Value, ProviderError> {
+        let body = self.body(request, self.structured_output.mode())?;
+        crate::transport::to_value(&body)
+    }
+
+    /// This client's connection, for the provider's batch endpoints.
+    pub fn transport(&self) -> crate::Transport {
+        crate::Transport::new(self.http.clone(), &self.model)
+    }
+
     fn body<'a>(
         &self,
         request: &'a ChatRequest,

@@ -272,6 +272,12 @@ impl Http {
         &self.base_url
     }
 
+    /// This connection with another limit on the bodies it reads.
+    pub(crate) fn with_max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes.max(1);
+        self
+    }
+
     /// The full URL of `path`.
     pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
@@ -314,6 +320,29 @@ impl Http {
         let url = self.url(path);
         tracing::debug!(%url, model, "GET");
         self.execute(self.client.get(&url), &url, model, diagnose)
+            .await
+            .map(|(text, _)| text)
+    }
+
+    /// Sends `method` to `{base}{path}` with an optional raw body and its content
+    /// type; the body of a 2xx answer. A 404 is not told apart: batch endpoints are
+    /// not chat endpoints.
+    pub(crate) async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+        model: &str,
+    ) -> Result<String, ProviderError> {
+        let url = self.url(path);
+        tracing::debug!(%url, model, %method, "batch request");
+        let mut request = self.client.request(method, &url);
+        if let Some((content_type, bytes)) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(bytes);
+        }
+        self.execute(request, &url, model, false)
             .await
             .map(|(text, _)| text)
     }

@@ -29,6 +29,8 @@
 //! - [`BuildError`]: settings that cannot work (bad base URL, no model).
 //! - [`decode_chat_response`] and [`decode_error`]: a provider's response and error
 //!   bodies decoded without sending anything (batch result files, tests, fuzzing).
+//! - [`Transport`]: a client's connection lent to its provider's batch endpoints;
+//!   each client's `request_body` is the JSON it would send for a request.
 //!
 //! Gemini and Anthropic base URLs may be a server's root: a URL without a version
 //! segment gets `/v1beta` or `/v1`. Response bodies are read up to a limit
@@ -108,6 +110,7 @@ pub use crate::{
     stack::{EmbeddingEndpoint, Endpoint, ModelStack, SharedParts},
     structured::{ModeChange, StructuredOutput, StructuredOutputState, UnknownMode},
     throttle::{Throttle, ThrottleConfig, ThrottleStats},
+    transport::Transport,
 };
 
 mod anthropic;
@@ -125,4 +128,5 @@ mod retry;
 mod stack;
 mod structured;
 mod throttle;
+mod transport;
 mod usage;
