@@ -2,6 +2,7 @@
 //! documented batch wire format, in one test binary; splitting beside them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod against_mock;
 mod anthropic;
 mod gemini;
 mod openai;
