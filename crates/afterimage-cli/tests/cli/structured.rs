@@ -274,13 +274,16 @@ async fn a_killed_postgres_run_resumes_to_exactly_n_distinct_ids() {
 /// and `--resume` finishes the run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_end_of_the_grace_period_cancels_rows_in_flight() {
-    const N: usize = 20;
-    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    // Enough rows, slowly enough, that the run is still going when the test signals it,
+    // however loaded the machine (at least 200 / 4 x 20 ms = 1 s of requests).
+    const N: usize = 200;
+    let config = MockConfig::default().with_latency(Duration::from_millis(20));
+    let server = MockServer::start(config).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("run.yaml");
     std::fs::write(
         &config,
-        "generation: {max_concurrency: 4}\nmodel: {provider: local, model_name: mock-model}\nrespondent: {system_prompt: You write knowledge-base entries.}\nstructured: {schema: {type: object, properties: {title: {type: string}}, required: [title]}, num_samples: 20}\n",
+        "generation: {max_concurrency: 4}\nmodel: {provider: local, model_name: mock-model}\nrespondent: {system_prompt: You write knowledge-base entries.}\nstructured: {schema: {type: object, properties: {title: {type: string}}, required: [title]}, num_samples: 200}\n",
     )
     .unwrap();
     let out = dir.path().join("rows.jsonl");
