@@ -49,6 +49,8 @@ pub use crate::{
     anthropic::AnthropicBatch,
     backend::BatchBackend,
     backoff::{POLL_INITIAL, POLL_MAX, poll_delay},
+    batcher::{BatchReport, Batcher},
+    batching_model::{BatchSettings, BatchingChatModel, Live, RequestRole, Tail},
     gemini::GeminiBatch,
     openai::{OPENAI_KEY_METADATA, OpenAiBatch},
     split::{line_errors_to_ids, missing, split},
@@ -61,6 +63,8 @@ pub use crate::{
 mod anthropic;
 mod backend;
 mod backoff;
+mod batcher;
+mod batching_model;
 mod gemini;
 mod openai;
 mod split;
