@@ -141,7 +141,7 @@ impl Task {
             };
             match msg {
                 Some(Msg::Park(parked)) => {
-                    pending.push(parked);
+                    pending.push(*parked);
                     last_arrival = Instant::now();
                 }
                 Some(Msg::Wake) => {}

@@ -89,7 +89,7 @@ impl RequestRole {
 /// What the batcher's task receives.
 pub(crate) enum Msg {
     /// A request waiting for its outcome.
-    Park(Parked),
+    Park(Box<Parked>),
     /// The number of live dialogs changed: look at the barrier again.
     Wake,
 }
@@ -200,7 +200,7 @@ impl ChatModel for BatchingChatModel {
                 .into(),
             retryable: false,
         };
-        self.tx.send(Msg::Park(parked)).map_err(|_| stopped())?;
+        self.tx.send(Msg::Park(Box::new(parked))).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 
