@@ -200,7 +200,9 @@ impl ChatModel for BatchingChatModel {
                 .into(),
             retryable: false,
         };
-        self.tx.send(Msg::Park(Box::new(parked))).map_err(|_| stopped())?;
+        self.tx
+            .send(Msg::Park(Box::new(parked)))
+            .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 
