@@ -37,6 +37,32 @@ pub struct BatchReport {
 /// A handle on the batcher's task: hands out [`Live`] guards (and through them the
 /// [`BatchingChatModel`](crate::BatchingChatModel)s) and reads the counters. The task
 /// ends once every handle, guard and model is dropped and its last round is answered.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use afterimage_batch::{BatchSettings, Batcher, OpenAiBatch, RequestRole};
+/// use afterimage_core::{ApiKey, ChatModel, ChatRequest, Message};
+/// use afterimage_providers::OpenAiCompatible;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = || OpenAiCompatible::openai().api_key(ApiKey::new("sk-...")).model("gpt-4o-mini").build();
+/// let backend = Arc::new(OpenAiBatch::new(client()?));
+/// let batcher = Batcher::start("r1", "gpt-4o-mini", backend, Some(Arc::new(client()?)), BatchSettings::default());
+/// let mut dialogs = tokio::task::JoinSet::new();
+/// for d in 0..100 {
+///     let live = batcher.live(d); // before the spawn, so the first round waits for it
+///     dialogs.spawn(async move {
+///         let model = live.model(RequestRole::Assistant);
+///         model.chat(ChatRequest::new(vec![Message::user("Hi")])).await
+///     });
+/// }
+/// while let Some(answer) = dialogs.join_next().await {
+///     println!("{}", answer??.message.content);
+/// }
+/// println!("{} rounds", batcher.report().rounds);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Batcher {
     shared: Arc<Shared>,

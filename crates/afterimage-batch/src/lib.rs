@@ -12,6 +12,12 @@
 //! - [`split()`] cuts a round into batches within [`BatchLimits`]; [`missing()`] names
 //!   the ids an ended batch did not answer; [`line_errors_to_ids()`] maps a rejected
 //!   batch's [`LineError`]s onto ids; [`poll_delay()`] spaces polls.
+//! - [`Batcher`]: one task that gathers the requests of [`BatchingChatModel`]s (a
+//!   `ChatModel`, so dialog code is unchanged) into rounds, submits a round when every
+//!   dialog holding a [`Live`] guard is parked, after [`BatchSettings::linger`] without
+//!   news or at the provider's size limit, retries retryable and missing requests under
+//!   a new attempt id, fails permanent ones with a 400-class error, sends small rounds
+//!   through the synchronous model ([`Tail`]) and counts it all in a [`BatchReport`].
 //! - [`BatchError`]: besides provider errors, the enqueued-token limit
 //!   ([`BatchError::TokenLimitExceeded`]) and a batch not yet visible after create
 //!   ([`BatchError::NotYetVisible`]), both for the caller to wait out.
