@@ -2,7 +2,7 @@
 //! as provider batches (or through the synchronous model when it is small), polls,
 //! applies the results and answers the waiting dialogs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, atomic::AtomicUsize, atomic::Ordering};
 
 use afterimage_core::{ChatModel, ProviderError};
@@ -12,7 +12,8 @@ use tokio::time::Instant;
 
 use crate::batching_model::{Live, Msg, Parked, Shared};
 use crate::{
-    BatchBackend, BatchError, BatchItem, BatchPhase, BatchSettings, ItemOutcome, Tail, split,
+    BatchBackend, BatchError, BatchItem, BatchPhase, BatchSettings, BatchStatus, EndKind,
+    ItemOutcome, Tail, line_errors_to_ids, split,
 };
 
 /// What the batcher did, for the run's report.
@@ -38,6 +39,10 @@ pub struct BatchReport {
 /// [`BatchingChatModel`](crate::BatchingChatModel)s) and reads the counters. The task
 /// ends once every handle, guard and model is dropped and its last round is answered.
 ///
+/// Take the guards of all dialogs started together before any of them runs (and a new
+/// dialog's guard before the one it replaces is dropped): the first dialog to park
+/// among fewer guards would otherwise go in a round of its own.
+///
 /// ```no_run
 /// use std::sync::Arc;
 /// use afterimage_batch::{BatchSettings, Batcher, OpenAiBatch, RequestRole};
@@ -48,9 +53,9 @@ pub struct BatchReport {
 /// let client = || OpenAiCompatible::openai().api_key(ApiKey::new("sk-...")).model("gpt-4o-mini").build();
 /// let backend = Arc::new(OpenAiBatch::new(client()?));
 /// let batcher = Batcher::start("r1", "gpt-4o-mini", backend, Some(Arc::new(client()?)), BatchSettings::default());
+/// let guards: Vec<_> = (0..100).map(|d| batcher.live(d)).collect();
 /// let mut dialogs = tokio::task::JoinSet::new();
-/// for d in 0..100 {
-///     let live = batcher.live(d); // before the spawn, so the first round waits for it
+/// for live in guards {
 ///     dialogs.spawn(async move {
 ///         let model = live.model(RequestRole::Assistant);
 ///         model.chat(ChatRequest::new(vec![Message::user("Hi")])).await
@@ -340,14 +345,43 @@ async fn run_batch(
         report.batches_submitted += 1;
         report.requests_submitted += chunk.len() as u64;
     }
-    if let Err(e) = wait_for_end(backend, &batch, settings).await {
-        return all(ItemOutcome::Retryable(e.to_string()));
+    let status = match wait_for_end(backend, &batch, settings).await {
+        Ok(status) => status,
+        Err(e) => return all(ItemOutcome::Retryable(e.to_string())),
+    };
+    if status.phase == BatchPhase::Ended(EndKind::Failed) {
+        return rejected(&chunk, &status);
     }
     let parsed = match backend.fetch_results(&batch).await {
         Ok(raw) => backend.parse_results(&raw, &chunk),
         Err(e) => Err(e),
     };
     parsed.unwrap_or_else(|e| all(ItemOutcome::Retryable(e.to_string())))
+}
+
+/// The outcomes of a batch that failed as a whole: lines the provider named are
+/// permanent, the others wait for the next round without them. A batch-wide error
+/// other than the enqueued-token limit would repeat, so it is permanent for all.
+fn rejected(chunk: &[BatchItem], status: &BatchStatus) -> Vec<(String, ItemOutcome)> {
+    let ids: Vec<String> = chunk.iter().map(|i| i.custom_id.clone()).collect();
+    let (mut outcomes, whole) = line_errors_to_ids(&ids, &status.errors);
+    let rest = match whole.first() {
+        Some(error) if !status.token_limit_exceeded() => ItemOutcome::Permanent(format!(
+            "the provider rejected the batch: {}: {}",
+            error.code, error.message
+        )),
+        _ => ItemOutcome::Retryable(format!(
+            "the batch failed ({}) because of other requests in it",
+            status.raw_state
+        )),
+    };
+    let named: HashSet<String> = outcomes.iter().map(|(id, _)| id.clone()).collect();
+    outcomes.extend(
+        ids.into_iter()
+            .filter(|id| !named.contains(id))
+            .map(|id| (id, rest.clone())),
+    );
+    outcomes
 }
 
 /// Polls until the batch ends, spacing polls by `settings` and starting over when
@@ -357,12 +391,12 @@ async fn wait_for_end(
     backend: &dyn BatchBackend,
     batch: &crate::RemoteBatch,
     settings: &BatchSettings,
-) -> Result<(), BatchError> {
+) -> Result<BatchStatus, BatchError> {
     let mut attempt = 0;
     let mut phase: Option<BatchPhase> = None;
     loop {
         match backend.poll(batch).await {
-            Ok(status) if status.phase.is_ended() => return Ok(()),
+            Ok(status) if status.phase.is_ended() => return Ok(status),
             Ok(status) => {
                 if phase != Some(status.phase) {
                     attempt = 0;

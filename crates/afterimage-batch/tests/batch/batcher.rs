@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use afterimage_batch::{
-    AnthropicBatch, BatchBackend, BatchSettings, Batcher, GeminiBatch, OpenAiBatch, RequestRole,
-    Tail,
+    AnthropicBatch, BatchBackend, BatchError, BatchItem, BatchLimits, BatchSettings, BatchStatus,
+    Batcher, GeminiBatch, ItemOutcome, OpenAiBatch, RemoteBatch, RequestRole, Tail,
 };
 use afterimage_core::{ApiKey, ChatModel, ChatRequest, Message, ProviderError};
 use afterimage_mock::{MockConfig, MockServer};
@@ -98,9 +98,20 @@ async fn server(config: MockConfig) -> MockServer {
 /// Runs `DIALOGS` dialogs of `TURNS` sequential calls each (a user call, then
 /// alternating), each holding its `Live` guard; returns every call's result.
 async fn dialogs(batcher: &Batcher) -> Vec<Result<String, ProviderError>> {
+    dialogs_of(batcher, DIALOGS, TURNS).await
+}
+
+/// `count` dialogs of `turns` calls each.
+async fn dialogs_of(
+    batcher: &Batcher,
+    count: u64,
+    turns: usize,
+) -> Vec<Result<String, ProviderError>> {
+    // Every guard before any dialog runs, or the first to park would find itself
+    // the only live caller and go alone.
+    let guards: Vec<_> = (0..count).map(|d| (d, batcher.live(d))).collect();
     let mut tasks = tokio::task::JoinSet::new();
-    for d in 0..DIALOGS {
-        let live = batcher.live(d);
+    for (d, live) in guards {
         tasks.spawn(async move {
             let (user, assistant) = (
                 live.model(RequestRole::User),
@@ -111,7 +122,7 @@ async fn dialogs(batcher: &Batcher) -> Vec<Result<String, ProviderError>> {
                 Message::user(format!("Hello from {d}")),
             ];
             let mut results = Vec::new();
-            for turn in 0..TURNS {
+            for turn in 0..turns {
                 let model = if turn % 2 == 0 { &assistant } else { &user };
                 let result = model
                     .chat(ChatRequest::new(history.clone()).max_tokens(32))
@@ -289,4 +300,119 @@ async fn tail_batch_keeps_small_rounds_in_batches() {
     assert_eq!(server.stats().generate_content, 0);
     assert_eq!(server.batch_submissions().len(), 60);
     assert_eq!(batcher.report().sync_requests, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_batch_fails_the_named_line_and_retries_the_others() {
+    let config = MockConfig::default().with_batch_validation_failure_rate(1.0);
+    let server = server(config).await;
+    let (backend, sync, model) = clients(&server, Provider::OpenAi);
+    let settings = BatchSettings {
+        max_request_attempts: 10,
+        ..fast()
+    };
+    let batcher = Batcher::start("r7", model, backend, Some(sync), settings);
+    let results = dialogs_of(&batcher, 4, 1).await;
+    // Every batch names its first line, so one request fails per round.
+    for result in &results {
+        let error = result.as_ref().unwrap_err();
+        assert!(
+            matches!(error, ProviderError::BadRequest { status: 400, .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("invalid_request"), "{error}");
+    }
+    let report = batcher.report();
+    assert_eq!(
+        (report.rounds, report.permanent_failures, report.retried),
+        (4, 4, 6)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linger_submits_when_a_live_dialog_never_parks() {
+    let server = server(MockConfig::default()).await;
+    let (backend, sync, model) = clients(&server, Provider::Gemini);
+    let settings = BatchSettings {
+        linger: Duration::from_millis(200),
+        ..fast()
+    };
+    let batcher = Batcher::start("r8", model, backend, Some(sync), settings);
+    // A dialog that is live but busy elsewhere: the barrier never closes.
+    let idle = batcher.live(99);
+    let results = dialogs_of(&batcher, 5, 2).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(batcher.report().rounds >= 2);
+    assert_eq!(server.batch_submissions().len(), 10);
+    drop(idle);
+}
+
+/// The OpenAI backend with a provider limit of `max` requests per batch.
+struct Small {
+    inner: OpenAiBatch,
+    max: usize,
+}
+
+#[async_trait::async_trait]
+impl BatchBackend for Small {
+    fn limits(&self) -> BatchLimits {
+        BatchLimits {
+            max_requests: self.max,
+            ..self.inner.limits()
+        }
+    }
+    fn line_bytes(&self, item: &BatchItem) -> Result<usize, BatchError> {
+        self.inner.line_bytes(item)
+    }
+    async fn submit(&self, key: &str, items: &[BatchItem]) -> Result<RemoteBatch, BatchError> {
+        assert!(
+            items.len() <= self.max,
+            "{} items in one batch",
+            items.len()
+        );
+        self.inner.submit(key, items).await
+    }
+    async fn find(&self, key: &str, requests: usize) -> Result<Vec<RemoteBatch>, BatchError> {
+        self.inner.find(key, requests).await
+    }
+    async fn poll(&self, batch: &RemoteBatch) -> Result<BatchStatus, BatchError> {
+        self.inner.poll(batch).await
+    }
+    async fn fetch_results(&self, batch: &RemoteBatch) -> Result<Vec<u8>, BatchError> {
+        self.inner.fetch_results(batch).await
+    }
+    fn parse_results(
+        &self,
+        raw: &[u8],
+        submitted: &[BatchItem],
+    ) -> Result<Vec<(String, ItemOutcome)>, BatchError> {
+        self.inner.parse_results(raw, submitted)
+    }
+    async fn cancel(&self, batch: &RemoteBatch) -> Result<(), BatchError> {
+        self.inner.cancel(batch).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_batch_goes_without_waiting_for_the_others() {
+    let server = server(MockConfig::default()).await;
+    let client = OpenAiCompatible::builder(server.openai_base_url())
+        .api_key(ApiKey::new("sk-mock"))
+        .model("gpt-4o-mini")
+        .build()
+        .unwrap();
+    let backend = Arc::new(Small {
+        inner: OpenAiBatch::new(client),
+        max: 8,
+    });
+    let batcher = Batcher::start("r9", "gpt-4o-mini", backend, None, fast());
+    let results = dialogs(&batcher).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let report = batcher.report();
+    // A round goes as soon as 8 are parked instead of waiting for all 20 (which would
+    // make 3 rounds of 3 batches): one batch per round, at least 60 / 8 of them.
+    assert!(report.rounds >= 8, "{report:?}");
+    assert_eq!(report.batches_submitted, report.rounds);
+    assert_eq!(report.batches_submitted, server.batches_created());
+    assert_eq!(report.requests_submitted, 60);
 }
