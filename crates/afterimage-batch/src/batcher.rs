@@ -79,7 +79,8 @@ impl Batcher {
     /// Starts the batcher's task on the current tokio runtime. `run` prefixes every
     /// request id (kept to its first 8 characters of `[A-Za-z0-9]`, so ids stay
     /// within Anthropic's pattern); `model` names the model for requests that name
-    /// none; `sync` answers small rounds when `settings.tail` is [`Tail::Sync`].
+    /// none; `sync` answers small rounds when `settings.tail` is [`Tail::Sync`]
+    /// (without it every round is a batch).
     pub fn start(
         run: &str,
         model: impl Into<String>,
@@ -204,29 +205,7 @@ impl Task {
 
     /// Submits the round as batches, at most `max_open_batches` at a time.
     async fn run_batches(&self, round_no: u64, round: &[Parked]) -> HashMap<String, ItemOutcome> {
-        let items: Vec<BatchItem> = round
-            .iter()
-            .map(|p| {
-                let model = p
-                    .request
-                    .model
-                    .clone()
-                    .unwrap_or_else(|| self.shared.model.clone());
-                BatchItem::new(p.custom_id(), model, p.request.clone())
-            })
-            .collect();
-        let backend = &self.backend;
-        let chunks = match split(items, &backend.limits(), |i| backend.line_bytes(i)) {
-            Ok(chunks) => chunks,
-            Err(e) => {
-                let outcome = ItemOutcome::Permanent(e.to_string());
-                return round
-                    .iter()
-                    .map(|p| (p.custom_id(), outcome.clone()))
-                    .collect();
-            }
-        };
-        let mut outcomes = HashMap::new();
+        let (chunks, mut outcomes) = self.chunks(round);
         let mut chunks = chunks.into_iter().enumerate().peekable();
         while chunks.peek().is_some() {
             let mut open = JoinSet::new();
@@ -246,6 +225,42 @@ impl Task {
             }
         }
         outcomes
+    }
+
+    /// The round cut into batches, and the outcomes of requests no batch can take: one
+    /// the backend cannot serialize or larger than a whole batch fails alone rather
+    /// than taking the round down with it.
+    fn chunks(&self, round: &[Parked]) -> (Vec<Vec<BatchItem>>, HashMap<String, ItemOutcome>) {
+        let backend = &self.backend;
+        let limits = backend.limits();
+        let mut refused = HashMap::new();
+        let mut items = Vec::with_capacity(round.len());
+        for p in round {
+            let model = p.request.model.clone();
+            let model = model.unwrap_or_else(|| self.shared.model.clone());
+            let item = BatchItem::new(p.custom_id(), model, p.request.clone());
+            match backend.line_bytes(&item) {
+                Ok(bytes) if bytes < limits.max_bytes => items.push(item),
+                Ok(bytes) => {
+                    let message = format!(
+                        "request {} is {bytes} bytes serialized, over the provider's {} bytes per batch; shorten the conversation or use the synchronous API",
+                        p.key, limits.max_bytes
+                    );
+                    refused.insert(item.custom_id, ItemOutcome::Permanent(message));
+                }
+                Err(e) => {
+                    refused.insert(item.custom_id, ItemOutcome::Permanent(e.to_string()));
+                }
+            }
+        }
+        match split(items, &limits, |i| backend.line_bytes(i)) {
+            Ok(chunks) => (chunks, refused),
+            Err(e) => {
+                let outcome = ItemOutcome::Permanent(e.to_string());
+                let all = round.iter().map(|p| (p.custom_id(), outcome.clone()));
+                (Vec::new(), all.collect())
+            }
+        }
     }
 
     /// Answers each request of the round from `outcomes`; returns those to retry.

@@ -351,6 +351,7 @@ async fn linger_submits_when_a_live_dialog_never_parks() {
 struct Small {
     inner: OpenAiBatch,
     max: usize,
+    max_bytes: usize,
 }
 
 #[async_trait::async_trait]
@@ -358,6 +359,7 @@ impl BatchBackend for Small {
     fn limits(&self) -> BatchLimits {
         BatchLimits {
             max_requests: self.max,
+            max_bytes: self.max_bytes,
             ..self.inner.limits()
         }
     }
@@ -404,6 +406,7 @@ async fn a_full_batch_goes_without_waiting_for_the_others() {
     let backend = Arc::new(Small {
         inner: OpenAiBatch::new(client),
         max: 8,
+        max_bytes: 1 << 20,
     });
     let batcher = Batcher::start("r9", "gpt-4o-mini", backend, None, fast());
     let results = dialogs(&batcher).await;
@@ -415,4 +418,41 @@ async fn a_full_batch_goes_without_waiting_for_the_others() {
     assert_eq!(report.batches_submitted, report.rounds);
     assert_eq!(report.batches_submitted, server.batches_created());
     assert_eq!(report.requests_submitted, 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_too_large_for_any_batch_fails_alone() {
+    let server = server(MockConfig::default()).await;
+    let client = OpenAiCompatible::builder(server.openai_base_url())
+        .api_key(ApiKey::new("sk-mock"))
+        .model("gpt-4o-mini")
+        .build()
+        .unwrap();
+    let backend = Arc::new(Small {
+        inner: OpenAiBatch::new(client),
+        max: 100,
+        max_bytes: 2_000,
+    });
+    let batcher = Batcher::start("r10", "gpt-4o-mini", backend, None, fast());
+    let (small, large) = (batcher.live(0), batcher.live(1));
+    let ask = |live: &afterimage_batch::Live, text: String| {
+        let model = live.model(RequestRole::User);
+        async move {
+            model
+                .chat(ChatRequest::new(vec![Message::user(text)]))
+                .await
+        }
+    };
+    let (fits, too_big) = tokio::join!(ask(&small, "Hi".into()), ask(&large, "x".repeat(5_000)));
+    assert!(fits.is_ok(), "{fits:?}");
+    let error = too_big.unwrap_err();
+    assert!(
+        matches!(error, ProviderError::BadRequest { status: 400, .. }),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("over the provider's 2000 bytes"),
+        "{error}"
+    );
+    assert_eq!(server.batch_submissions().len(), 1);
 }
