@@ -210,3 +210,23 @@ impl ChatModel for BatchingChatModel {
         &self.shared.model
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_waits_double_from_the_initial_to_the_max() {
+        let settings = BatchSettings {
+            poll_initial: Duration::from_millis(10),
+            poll_max: Duration::from_millis(50),
+            ..BatchSettings::default()
+        };
+        let waits: Vec<u128> = (0..5).map(|a| settings.poll_wait(a).as_millis()).collect();
+        assert_eq!(waits, [10, 20, 40, 50, 50]);
+        assert_eq!(settings.poll_wait(u32::MAX), Duration::from_millis(50));
+        let defaults = BatchSettings::default();
+        assert_eq!(defaults.poll_wait(0), crate::POLL_INITIAL);
+        assert_eq!(defaults.poll_wait(40), crate::POLL_MAX);
+    }
+}

@@ -456,3 +456,31 @@ async fn a_request_too_large_for_any_batch_fails_alone() {
     );
     assert_eq!(server.batch_submissions().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_dialog_no_longer_holds_the_round_back() {
+    let server = server(MockConfig::default()).await;
+    let (backend, sync, model) = clients(&server, Provider::Anthropic);
+    // The linger is far longer than the test: only the barrier can close rounds.
+    let batcher = Batcher::start("r11", model, backend, Some(sync), fast());
+    let guards: Vec<_> = (0..12).map(|d| (d, batcher.live(d))).collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (d, live) in guards {
+        tasks.spawn(async move {
+            let model = live.model(RequestRole::Assistant);
+            for turn in 0..=(d % 3) {
+                let request = ChatRequest::new(vec![Message::user(format!("Turn {turn}"))]);
+                model.chat(request).await.unwrap();
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let report = batcher.report();
+    assert_eq!(
+        (report.rounds, report.requests_submitted),
+        (3, 24),
+        "{report:?}"
+    );
+}
