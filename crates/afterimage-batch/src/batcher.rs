@@ -2,7 +2,7 @@
 //! as provider batches (or through the synchronous model when it is small), polls,
 //! applies the results and answers the waiting dialogs.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, atomic::AtomicUsize, atomic::Ordering};
 
 use afterimage_core::{ChatModel, ProviderError};
@@ -23,7 +23,8 @@ pub struct BatchReport {
     pub rounds: u64,
     /// Provider batches created.
     pub batches_submitted: u64,
-    /// Requests sent in batches (each attempt counts).
+    /// Requests sent in batches (each submission counts, a batch refused for the
+    /// enqueued-token limit included).
     pub requests_submitted: u64,
     /// Requests sent through the synchronous model (each attempt counts).
     pub sync_requests: u64,
@@ -203,14 +204,19 @@ impl Task {
         self.apply(round, outcomes)
     }
 
-    /// Submits the round as batches, at most `max_open_batches` at a time.
+    /// Submits the round as batches, at most `max_open_batches` at a time. A batch
+    /// refused for the provider's enqueued-token limit is halved and sent again once
+    /// the batches beside it have finished, without spending an attempt.
     async fn run_batches(&self, round_no: u64, round: &[Parked]) -> HashMap<String, ItemOutcome> {
         let (chunks, mut outcomes) = self.chunks(round);
-        let mut chunks = chunks.into_iter().enumerate().peekable();
-        while chunks.peek().is_some() {
+        let mut queue: VecDeque<Vec<BatchItem>> = chunks.into();
+        let mut n = 0;
+        while !queue.is_empty() {
             let mut open = JoinSet::new();
-            for (n, chunk) in chunks.by_ref().take(self.settings.max_open_batches.max(1)) {
+            let take = self.settings.max_open_batches.max(1).min(queue.len());
+            for chunk in queue.drain(..take) {
                 let key = format!("{}-round{round_no}-{n}", self.shared.run);
+                n += 1;
                 let backend = Arc::clone(&self.backend);
                 let settings = self.settings.clone();
                 let report = Arc::clone(&self.report);
@@ -219,8 +225,13 @@ impl Task {
                 );
             }
             while let Some(done) = open.join_next().await {
-                if let Ok(results) = done {
-                    outcomes.extend(results);
+                match done {
+                    Ok(Run::Done(results)) => outcomes.extend(results),
+                    Ok(Run::TokenLimit(mut chunk)) => {
+                        let half = chunk.split_off(chunk.len() / 2);
+                        queue.extend([chunk, half]);
+                    }
+                    Err(_) => {}
                 }
             }
         }
@@ -344,15 +355,20 @@ async fn run_batch(
     chunk: Vec<BatchItem>,
     settings: &BatchSettings,
     report: &Mutex<BatchReport>,
-) -> Vec<(String, ItemOutcome)> {
-    let all = |outcome: ItemOutcome| -> Vec<(String, ItemOutcome)> {
-        chunk
-            .iter()
-            .map(|i| (i.custom_id.clone(), outcome.clone()))
-            .collect()
+) -> Run {
+    let all = |outcome: ItemOutcome| -> Run {
+        Run::Done(
+            chunk
+                .iter()
+                .map(|i| (i.custom_id.clone(), outcome.clone()))
+                .collect(),
+        )
     };
     let batch = match backend.submit(key, &chunk).await {
         Ok(batch) => batch,
+        Err(BatchError::TokenLimitExceeded { .. }) if chunk.len() > 1 => {
+            return Run::TokenLimit(chunk);
+        }
         Err(e) => return all(batch_outcome(&e)),
     };
     {
@@ -364,14 +380,25 @@ async fn run_batch(
         Ok(status) => status,
         Err(e) => return all(ItemOutcome::Retryable(e.to_string())),
     };
+    if status.token_limit_exceeded() && chunk.len() > 1 {
+        return Run::TokenLimit(chunk);
+    }
     if status.phase == BatchPhase::Ended(EndKind::Failed) {
-        return rejected(&chunk, &status);
+        return Run::Done(rejected(&chunk, &status));
     }
     let parsed = match backend.fetch_results(&batch).await {
         Ok(raw) => backend.parse_results(&raw, &chunk),
         Err(e) => Err(e),
     };
-    parsed.unwrap_or_else(|e| all(ItemOutcome::Retryable(e.to_string())))
+    parsed.map_or_else(|e| all(ItemOutcome::Retryable(e.to_string())), Run::Done)
+}
+
+/// How one batch went.
+enum Run {
+    /// Its requests' outcomes.
+    Done(Vec<(String, ItemOutcome)>),
+    /// Refused for the enqueued-token limit: to be sent again in halves.
+    TokenLimit(Vec<BatchItem>),
 }
 
 /// The outcomes of a batch that failed as a whole: lines the provider named are
@@ -381,7 +408,10 @@ fn rejected(chunk: &[BatchItem], status: &BatchStatus) -> Vec<(String, ItemOutco
     let ids: Vec<String> = chunk.iter().map(|i| i.custom_id.clone()).collect();
     let (mut outcomes, whole) = line_errors_to_ids(&ids, &status.errors);
     let rest = match whole.first() {
-        Some(error) if !status.token_limit_exceeded() => ItemOutcome::Permanent(format!(
+        _ if status.token_limit_exceeded() => ItemOutcome::Retryable(
+            "the provider's enqueued-token limit was reached even for this request alone".into(),
+        ),
+        Some(error) => ItemOutcome::Permanent(format!(
             "the provider rejected the batch: {}: {}",
             error.code, error.message
         )),

@@ -352,6 +352,8 @@ struct Small {
     inner: OpenAiBatch,
     max: usize,
     max_bytes: usize,
+    /// More requests than this in one submit are refused as the enqueued-token limit.
+    max_enqueued: usize,
 }
 
 #[async_trait::async_trait]
@@ -372,6 +374,11 @@ impl BatchBackend for Small {
             "{} items in one batch",
             items.len()
         );
+        if items.len() > self.max_enqueued {
+            return Err(BatchError::TokenLimitExceeded {
+                message: "enqueued token limit reached".into(),
+            });
+        }
         self.inner.submit(key, items).await
     }
     async fn find(&self, key: &str, requests: usize) -> Result<Vec<RemoteBatch>, BatchError> {
@@ -407,6 +414,7 @@ async fn a_full_batch_goes_without_waiting_for_the_others() {
         inner: OpenAiBatch::new(client),
         max: 8,
         max_bytes: 1 << 20,
+        max_enqueued: 100,
     });
     let batcher = Batcher::start("r9", "gpt-4o-mini", backend, None, fast());
     let results = dialogs(&batcher).await;
@@ -432,6 +440,7 @@ async fn a_request_too_large_for_any_batch_fails_alone() {
         inner: OpenAiBatch::new(client),
         max: 100,
         max_bytes: 2_000,
+        max_enqueued: 100,
     });
     let batcher = Batcher::start("r10", "gpt-4o-mini", backend, None, fast());
     let (small, large) = (batcher.live(0), batcher.live(1));
@@ -483,4 +492,33 @@ async fn a_finished_dialog_no_longer_holds_the_round_back() {
         (3, 24),
         "{report:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_over_the_enqueued_token_limit_is_halved_without_spending_attempts() {
+    let server = server(MockConfig::default()).await;
+    let client = OpenAiCompatible::builder(server.openai_base_url())
+        .api_key(ApiKey::new("sk-mock"))
+        .model("gpt-4o-mini")
+        .build()
+        .unwrap();
+    let backend = Arc::new(Small {
+        inner: OpenAiBatch::new(client),
+        max: 100,
+        max_bytes: 1 << 20,
+        max_enqueued: 6,
+    });
+    let settings = BatchSettings {
+        max_request_attempts: 1,
+        ..fast()
+    };
+    let batcher = Batcher::start("r12", "gpt-4o-mini", backend, None, settings);
+    let results = dialogs(&batcher).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let report = batcher.report();
+    // Each round of 20 is refused, then 10 + 10, then goes as four batches of 5.
+    assert_eq!((report.rounds, report.retried), (3, 0), "{report:?}");
+    assert_eq!(report.batches_submitted, 12);
+    assert_eq!(server.batches_created(), 12);
+    assert!(server.batch_submissions().values().all(|&n| n == 1));
 }
