@@ -12,6 +12,12 @@
 //! - [`split()`] cuts a round into batches within [`BatchLimits`]; [`missing()`] names
 //!   the ids an ended batch did not answer; [`line_errors_to_ids()`] maps a rejected
 //!   batch's [`LineError`]s onto ids; [`poll_delay()`] spaces polls.
+//! - [`Batcher`]: one task that gathers the requests of [`BatchingChatModel`]s (a
+//!   `ChatModel`, so dialog code is unchanged) into rounds, submits a round when every
+//!   dialog holding a [`Live`] guard is parked, after [`BatchSettings::linger`] without
+//!   news or at the provider's size limit, retries retryable and missing requests under
+//!   a new attempt id, fails permanent ones with a 400-class error, sends small rounds
+//!   through the synchronous model ([`Tail`]) and counts it all in a [`BatchReport`].
 //! - [`BatchError`]: besides provider errors, the enqueued-token limit
 //!   ([`BatchError::TokenLimitExceeded`]) and a batch not yet visible after create
 //!   ([`BatchError::NotYetVisible`]), both for the caller to wait out.
@@ -49,6 +55,8 @@ pub use crate::{
     anthropic::AnthropicBatch,
     backend::BatchBackend,
     backoff::{POLL_INITIAL, POLL_MAX, poll_delay},
+    batcher::{BatchReport, Batcher},
+    batching_model::{BatchSettings, BatchingChatModel, Live, RequestRole, Tail},
     gemini::GeminiBatch,
     openai::{OPENAI_KEY_METADATA, OpenAiBatch},
     split::{line_errors_to_ids, missing, split},
@@ -61,6 +69,8 @@ pub use crate::{
 mod anthropic;
 mod backend;
 mod backoff;
+mod batcher;
+mod batching_model;
 mod gemini;
 mod openai;
 mod split;

@@ -4,6 +4,7 @@
 
 mod against_mock;
 mod anthropic;
+mod batcher;
 mod gemini;
 mod openai;
 mod split;

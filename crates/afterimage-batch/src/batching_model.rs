@@ -1,0 +1,232 @@
+//! The dialog's side of batch mode: a `ChatModel` that parks each request with the
+//! batcher and waits for its outcome, the `Live` guard a running dialog holds, and the
+//! settings.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU32, AtomicUsize, Ordering},
+};
+use std::time::Duration;
+
+use afterimage_core::{ChatModel, ChatRequest, ChatResponse, ProviderError};
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+
+/// What a round smaller than `min_requests` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tail {
+    /// Goes through the synchronous model: full price, answered in seconds.
+    #[default]
+    Sync,
+    /// Goes as a batch anyway: half price, one more batch turnaround.
+    Batch,
+}
+
+/// How the batcher forms rounds, polls and retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchSettings {
+    /// A round with fewer requests takes the `tail` path (default 50).
+    pub min_requests: usize,
+    /// What a small round does (default [`Tail::Sync`]).
+    pub tail: Tail,
+    /// A round is submitted when nothing new has arrived for this long (default 2 s).
+    pub linger: Duration,
+    /// Batches of one round in flight at once (default 10).
+    pub max_open_batches: usize,
+    /// The first wait between polls of a batch (default 15 s).
+    pub poll_initial: Duration,
+    /// The longest wait between polls, which double up to it (default 5 minutes).
+    pub poll_max: Duration,
+    /// Submissions of one request before its dialog fails (default 3).
+    pub max_request_attempts: u32,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        BatchSettings {
+            min_requests: 50,
+            tail: Tail::Sync,
+            linger: Duration::from_secs(2),
+            max_open_batches: 10,
+            poll_initial: crate::POLL_INITIAL,
+            poll_max: crate::POLL_MAX,
+            max_request_attempts: 3,
+        }
+    }
+}
+
+impl BatchSettings {
+    /// The wait before poll `attempt` (0 first) of a batch whose phase has not changed.
+    pub(crate) fn poll_wait(&self, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX);
+        self.poll_initial
+            .checked_mul(factor)
+            .map_or(self.poll_max, |d| d.min(self.poll_max))
+    }
+}
+
+/// Who in a dialog sends a request: part of its id, so a journal can tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestRole {
+    /// The simulated user (correspondent): `u`.
+    User,
+    /// The assistant (respondent): `a`.
+    Assistant,
+    /// The judge: `j`.
+    Judge,
+}
+
+impl RequestRole {
+    fn letter(self) -> char {
+        match self {
+            RequestRole::User => 'u',
+            RequestRole::Assistant => 'a',
+            RequestRole::Judge => 'j',
+        }
+    }
+}
+
+/// What the batcher's task receives.
+pub(crate) enum Msg {
+    /// A request waiting for its outcome.
+    Park(Box<Parked>),
+    /// The number of live dialogs changed: look at the barrier again.
+    Wake,
+}
+
+/// One waiting request.
+pub(crate) struct Parked {
+    /// `{run}-{dialog:06}-{step:02}{role}`: the same for every attempt.
+    pub(crate) key: String,
+    /// 1 for the first submission.
+    pub(crate) attempt: u32,
+    /// What to send.
+    pub(crate) request: ChatRequest,
+    /// Where the outcome goes.
+    pub(crate) reply: oneshot::Sender<Result<ChatResponse, ProviderError>>,
+}
+
+impl Parked {
+    /// The id this attempt is submitted under: `{key}-{attempt}`.
+    pub(crate) fn custom_id(&self) -> String {
+        format!("{}-{}", self.key, self.attempt)
+    }
+}
+
+/// What the models and guards share with the batcher's task.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) run: String,
+    pub(crate) model: String,
+    pub(crate) live: AtomicUsize,
+}
+
+/// Held by a dialog while it runs, so the batcher knows how many callers to wait
+/// for before it submits a round. Take it before spawning the dialog's task; dropping
+/// it (the dialog finished or failed) lets the batcher stop waiting for that dialog.
+#[derive(Debug)]
+pub struct Live {
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<Msg>,
+    dialog: u64,
+    steps: Arc<AtomicU32>,
+}
+
+impl Live {
+    pub(crate) fn new(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Msg>, dialog: u64) -> Self {
+        shared.live.fetch_add(1, Ordering::SeqCst);
+        Live {
+            shared,
+            tx,
+            dialog,
+            steps: Arc::new(AtomicU32::new(0)),
+        }
+    }
+
+    /// The model this dialog's `role` calls; all roles of one dialog share its step
+    /// count, so every request of the dialog gets its own id.
+    pub fn model(&self, role: RequestRole) -> BatchingChatModel {
+        BatchingChatModel {
+            shared: Arc::clone(&self.shared),
+            tx: self.tx.clone(),
+            dialog: self.dialog,
+            role,
+            steps: Arc::clone(&self.steps),
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.shared.live.fetch_sub(1, Ordering::SeqCst);
+        // The batcher may have stopped already; then nobody waits for the news.
+        let _ = self.tx.send(Msg::Wake);
+    }
+}
+
+/// A [`ChatModel`] that answers through provider batches: each `chat()` parks its
+/// request with the [`Batcher`](crate::Batcher) under the id
+/// `{run}-{dialog:06}-{step:02}{role}-{attempt}` (`[A-Za-z0-9_-]`, at most 64
+/// characters, so every provider takes it) and waits for the round that answers it.
+#[derive(Debug, Clone)]
+pub struct BatchingChatModel {
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<Msg>,
+    dialog: u64,
+    role: RequestRole,
+    steps: Arc<AtomicU32>,
+}
+
+#[async_trait]
+impl ChatModel for BatchingChatModel {
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let step = self.steps.fetch_add(1, Ordering::SeqCst);
+        let key = format!(
+            "{}-{:06}-{:02}{}",
+            self.shared.run,
+            self.dialog,
+            step,
+            self.role.letter()
+        );
+        let (reply, answer) = oneshot::channel();
+        let parked = Parked {
+            key,
+            attempt: 1,
+            request,
+            reply,
+        };
+        let stopped = || ProviderError::Other {
+            message: "the batcher stopped before this request was answered; start the run again"
+                .into(),
+            retryable: false,
+        };
+        self.tx
+            .send(Msg::Park(Box::new(parked)))
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    fn model_id(&self) -> &str {
+        &self.shared.model
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_waits_double_from_the_initial_to_the_max() {
+        let settings = BatchSettings {
+            poll_initial: Duration::from_millis(10),
+            poll_max: Duration::from_millis(50),
+            ..BatchSettings::default()
+        };
+        let waits: Vec<u128> = (0..5).map(|a| settings.poll_wait(a).as_millis()).collect();
+        assert_eq!(waits, [10, 20, 40, 50, 50]);
+        assert_eq!(settings.poll_wait(u32::MAX), Duration::from_millis(50));
+        let defaults = BatchSettings::default();
+        assert_eq!(defaults.poll_wait(0), crate::POLL_INITIAL);
+        assert_eq!(defaults.poll_wait(40), crate::POLL_MAX);
+    }
+}
