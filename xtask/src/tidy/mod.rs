@@ -4,7 +4,7 @@
 //! there is the source of the layering rule (normal and dev-dependencies), every path
 //! and every `function()` it names must exist, every crate shows its public face in a
 //! documented `lib.rs`, every module opens with a `//!` doc, no product function grows
-//! past [`lengths::MAX_FN_LINES`], and the API docs build with warnings denied.
+//! past [`lengths::MAX_FN_LINES`], no merge conflict marker is left behind, and the API docs build with warnings denied.
 //! Everything is read from the files directly, so the check costs no dependency.
 
 use std::path::{Path, PathBuf};
@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 mod architecture;
 mod layering;
 mod lengths;
+mod markers;
 mod sources;
 
 /// Runs every check and lists all violations at once; `docs` also builds the API docs
@@ -26,6 +27,7 @@ pub(crate) fn tidy(root: &Path, docs: bool) -> Result<()> {
     problems.extend(architecture::check(root, &map)?);
     problems.extend(sources::check(root)?);
     problems.extend(lengths::check(root)?);
+    problems.extend(markers::check(root)?);
     if docs && problems.is_empty() {
         problems.extend(docs_build(root)?);
     }
