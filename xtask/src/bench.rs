@@ -807,6 +807,10 @@ context:
   n_instructions: 3
 quality:
   auto_improve: false
+  # Throughput, not diversity: the mock's question pool is finite, and near-duplicate
+  # filtering would end the run (questions ran out) before N; exact repeats only
+  # steer. Python ignores the key.
+  dedup: false
 output:
   path: {out}
 ",

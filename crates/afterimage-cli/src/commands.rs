@@ -131,7 +131,8 @@ async fn conclude(
             );
             // A shared run's export is one job after the fleet ends, not every worker's.
             if after_run {
-                crate::datasets::after_generate(settings, &report.failures, json).await;
+                let rows = report.rows_resumed + report.rows_written;
+                crate::datasets::after_generate(settings, &report.failures, rows, json).await;
             }
             Ok(())
         }

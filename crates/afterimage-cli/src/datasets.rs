@@ -395,6 +395,10 @@ fn write_html(path: &Path, html: &str) -> anyhow::Result<()> {
     std::fs::write(path, html).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// The most rows `generate`'s summary reads back for its diversity line when no
+/// export or report reads them anyway.
+const SUMMARY_DIVERSITY_MAX_ROWS: u64 = 10_000;
+
 /// The diversity line of the run summary (on stderr with `--json`), then the export
 /// and report `output.export` and `analytics.auto_analyze` ask for after a
 /// successful `generate`. A failure here is a warning: the rows are already stored and
@@ -405,6 +409,7 @@ fn write_html(path: &Path, html: &str) -> anyhow::Result<()> {
 pub(crate) async fn after_generate(
     settings: &Settings,
     failures: &BTreeMap<String, u64>,
+    rows: u64,
     json: bool,
 ) {
     let AfterRun {
@@ -412,6 +417,20 @@ pub(crate) async fn after_generate(
         analyze: report_path,
     } = &settings.after_run;
     let input = &settings.output;
+    // Reading a large output back only for the summary line would make the end of a
+    // long run its most expensive moment (100k rows: seconds and hundreds of MB, where
+    // the run itself held tens of MB); `analyze` gives the figures on demand.
+    if wanted.is_none() && report_path.is_none() && rows > SUMMARY_DIVERSITY_MAX_ROWS {
+        let line = format!(
+            "diversity: not computed after {rows} rows (the summary reads back at most {SUMMARY_DIVERSITY_MAX_ROWS}); run `afterimage analyze {input}` for the figures"
+        );
+        if json {
+            eprintln!("{line}");
+        } else {
+            print_stdout(&format!("{line}\n"));
+        }
+        return;
+    }
     let stored = match read_dataset(input).await {
         Ok(stored) => stored,
         Err(e) if wanted.is_some() || report_path.is_some() => {
