@@ -13,7 +13,7 @@ use crate::types::{
     BatchCounts, BatchError, BatchItem, BatchLimits, BatchPhase, BatchStatus, EndKind, IdRule,
     ItemOutcome, RemoteBatch,
 };
-use crate::wire::{by_id, count, not_found_is_transient, parse, string_at, to_bytes, unknown_id};
+use crate::wire::{count, custom_id_lines, not_found_is_transient, parse, string_at, to_bytes};
 
 /// Anthropic's Message Batches API, through an [`Anthropic`] client and its key.
 #[derive(Debug, Clone)]
@@ -136,21 +136,7 @@ impl BatchBackend for AnthropicBatch {
         raw: &[u8],
         submitted: &[BatchItem],
     ) -> Result<Vec<(String, ItemOutcome)>, BatchError> {
-        let items = by_id(submitted);
-        let mut outcomes = Vec::new();
-        for line in String::from_utf8_lossy(raw)
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-        {
-            let value = parse(line, "a batch result line")?;
-            let id = string_at(&value, "/custom_id", "a result line")?;
-            let Some(item) = items.get(id.as_str()) else {
-                unknown_id(&id);
-                continue;
-            };
-            outcomes.push((id, result_outcome(&value, item)));
-        }
-        Ok(outcomes)
+        custom_id_lines(raw, submitted, result_outcome)
     }
 
     async fn cancel(&self, batch: &RemoteBatch) -> Result<(), BatchError> {

@@ -15,7 +15,7 @@ use crate::types::{
     ItemOutcome, LineError, RemoteBatch, TOKEN_LIMIT_CODE,
 };
 use crate::wire::{
-    by_id, count, not_found_is_transient, parse, status_outcome, string_at, to_bytes, unknown_id,
+    count, custom_id_lines, not_found_is_transient, parse, status_outcome, string_at, to_bytes,
 };
 
 /// The metadata key that carries the local batch key.
@@ -164,21 +164,7 @@ impl BatchBackend for OpenAiBatch {
         raw: &[u8],
         submitted: &[BatchItem],
     ) -> Result<Vec<(String, ItemOutcome)>, BatchError> {
-        let items = by_id(submitted);
-        let mut outcomes = Vec::new();
-        for line in String::from_utf8_lossy(raw)
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-        {
-            let value = parse(line, "a batch result line")?;
-            let id = string_at(&value, "/custom_id", "a result line")?;
-            let Some(item) = items.get(id.as_str()) else {
-                unknown_id(&id);
-                continue;
-            };
-            outcomes.push((id, line_outcome(&value, item)));
-        }
-        Ok(outcomes)
+        custom_id_lines(raw, submitted, line_outcome)
     }
 
     async fn cancel(&self, batch: &RemoteBatch) -> Result<(), BatchError> {

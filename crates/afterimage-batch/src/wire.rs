@@ -72,3 +72,28 @@ pub(crate) fn unknown_id(id: &str) {
         "batch result for an id this batch did not submit; skipped"
     );
 }
+
+/// Parses result lines that name their request under `/custom_id` (OpenAI and
+/// Anthropic), each matched to what was submitted and judged by `outcome`; a line
+/// naming no submitted request is logged and skipped.
+pub(crate) fn custom_id_lines(
+    raw: &[u8],
+    submitted: &[BatchItem],
+    outcome: fn(&Value, &BatchItem) -> ItemOutcome,
+) -> Result<Vec<(String, ItemOutcome)>, BatchError> {
+    let items = by_id(submitted);
+    let mut outcomes = Vec::new();
+    for line in String::from_utf8_lossy(raw)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+    {
+        let value = parse(line, "a batch result line")?;
+        let id = string_at(&value, "/custom_id", "a result line")?;
+        let Some(item) = items.get(id.as_str()) else {
+            unknown_id(&id);
+            continue;
+        };
+        outcomes.push((id, outcome(&value, item)));
+    }
+    Ok(outcomes)
+}
