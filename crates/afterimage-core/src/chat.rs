@@ -140,6 +140,9 @@ pub struct ChatResponse {
     pub model: String,
     /// What the server's rate-limit headers said, when it sent them.
     pub rate_limit: Option<RateLimitHint>,
+    /// Whether a provider's batch API answered it (billed at the batch rate, see
+    /// [`Price::batch_rate`](crate::Price::batch_rate)), not the synchronous API.
+    pub batched: bool,
 }
 
 /// A server's account of the rate limit after a request (OpenAI's and many gateways'
@@ -165,6 +168,7 @@ impl ChatResponse {
             finish_reason: Some(FinishReason::Stop),
             model: String::new(),
             rate_limit: None,
+            batched: false,
         }
     }
 

@@ -164,6 +164,30 @@ impl Ledger {
     }
 }
 
+/// What the ledger marks a model's name with for the requests a batch API answered, so
+/// that they are priced at the batch rate and reported apart.
+pub const BATCH_LEDGER_SUFFIX: &str = " (batch)";
+
+/// The ledger's name for `model`'s batched requests: `gpt-4o-mini (batch)`.
+pub fn batch_ledger_name(model: &str) -> String {
+    format!("{model}{BATCH_LEDGER_SUFFIX}")
+}
+
+/// A ledger name split into the model and whether it holds batched requests.
+///
+/// ```
+/// use afterimage_core::{batch_ledger_name, split_batch_ledger_name};
+///
+/// assert_eq!(split_batch_ledger_name(&batch_ledger_name("m")), ("m", true));
+/// assert_eq!(split_batch_ledger_name("m"), ("m", false));
+/// ```
+pub fn split_batch_ledger_name(name: &str) -> (&str, bool) {
+    match name.strip_suffix(BATCH_LEDGER_SUFFIX) {
+        Some(model) => (model, true),
+        None => (name, false),
+    }
+}
+
 /// A [`ChatModel`] that records the usage of every answer of the model below it in a
 /// [`Ledger`], under the model asked for and a role.
 ///
@@ -198,7 +222,12 @@ impl ChatModel for Metered {
             .clone()
             .unwrap_or_else(|| self.inner.model_id().to_owned());
         let response = self.inner.chat(request).await?;
-        self.ledger.record(&model, &self.role, response.usage);
+        if response.batched {
+            self.ledger
+                .record(&batch_ledger_name(&model), &self.role, response.usage);
+        } else {
+            self.ledger.record(&model, &self.role, response.usage);
+        }
         Ok(response)
     }
 

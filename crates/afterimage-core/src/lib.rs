@@ -14,6 +14,9 @@
 //! - the strategy traits: [`InstructionGenerator`], [`RespondentPromptModifier`],
 //!   [`StoppingCriterion`], [`Storage`], [`Evaluator`], [`DocumentSource`],
 //!   [`Retriever`];
+//! - the dialog scope: [`in_dialog()`] runs a dialog so that the models it calls can
+//!   name each request ([`next_dialog_step()`]), and [`LiveDialogs`] is told which
+//!   dialogs run (batch mode's barrier);
 //! - [`MinHash`], the near-duplicate signature the generator's filter and the
 //!   report's diversity figures share.
 //!
@@ -52,17 +55,21 @@ pub use crate::{
     chat::{
         ChatModel, ChatRequest, ChatResponse, Embedder, FinishReason, JsonSchema, RateLimitHint,
     },
+    dialog_scope::{DialogStep, InDialog, LiveDialogs, LiveGuard, in_dialog, next_dialog_step},
     document::{
         Document, Persona, PersonaDocument, PersonaLayer, PersonaLayerInfo, content_id, fnv1a,
     },
     error::{ProviderError, StorageError, StrategyError},
     json::{parse_lenient, snippet},
-    ledger::{Ledger, LedgerBook, Metered},
+    ledger::{
+        BATCH_LEDGER_SUFFIX, Ledger, LedgerBook, Metered, batch_ledger_name,
+        split_batch_ledger_name,
+    },
     message::{FunctionCall, Message, Role, ToolCall, ToolSpec},
     metrics::{Counter, Gauge, Metrics},
     minhash::{MINHASH_HASHES, MinHash},
     parked::{Parked, ParkedRequests},
-    price::Price,
+    price::{DEFAULT_BATCH_FACTOR, Price},
     row::{
         AttemptInfo, ConversationRow, CriterionScore, Evaluation, GenerationInfo, Grade,
         RowMetadata,
@@ -81,6 +88,7 @@ pub use crate::{
 };
 
 mod chat;
+mod dialog_scope;
 mod document;
 mod error;
 mod json;

@@ -4,6 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::Usage;
 
+/// The share of the synchronous rates a batch API bills when a price does not say.
+pub const DEFAULT_BATCH_FACTOR: f64 = 0.5;
+
 /// What a model's tokens cost, in your currency per million tokens.
 ///
 /// Input and output prices are required. Cache reads and cache writes default to the
@@ -115,6 +118,24 @@ impl Price {
             cache_write_per_million: self.cache_write_per_million.map(|p| p * factor),
             batch_factor: None,
         })
+    }
+
+    /// What the provider's batch API charges: [`batched`](Self::batched) when the price
+    /// has a `batch_factor`, else half of every rate (OpenAI, Anthropic and Gemini all
+    /// bill batches at half price).
+    ///
+    /// ```
+    /// use afterimage_core::Price;
+    ///
+    /// assert_eq!(Price::new(0.15, 0.6).batch_rate(), Price::new(0.075, 0.3));
+    /// assert_eq!(Price::new(1.0, 2.0).batch_factor(0.8).batch_rate(), Price::new(0.8, 1.6));
+    /// ```
+    pub fn batch_rate(&self) -> Price {
+        let half = Price {
+            batch_factor: Some(DEFAULT_BATCH_FACTOR),
+            ..*self
+        };
+        self.batched().or_else(|| half.batched()).unwrap_or(*self)
     }
 
     /// The first rate that is negative or not a number, by its key; `None` when every

@@ -28,13 +28,17 @@ impl Prices {
         }
     }
 
-    /// The price of `model`, when known.
+    /// The price of `model`, when known; a ledger name of batched requests
+    /// (`gpt-4o-mini (batch)`) is priced at its model's batch rate.
     pub(crate) fn get(&self, model: &str) -> Option<Price> {
-        self.by_model
+        let (model, batched) = afterimage_core::split_batch_ledger_name(model);
+        let price = self
+            .by_model
             .get(model)
             .copied()
             .or_else(|| self.lookup.as_ref().and_then(|f| f(model)))
-            .or(self.fallback)
+            .or(self.fallback)?;
+        Some(if batched { price.batch_rate() } else { price })
     }
 
     /// Whether any price was given.

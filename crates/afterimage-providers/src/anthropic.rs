@@ -210,6 +210,7 @@ impl Anthropic {
                 .filter(|m| !m.is_empty())
                 .unwrap_or_else(|| model.to_owned()),
             rate_limit: None,
+            batched: false,
         }
     }
 }

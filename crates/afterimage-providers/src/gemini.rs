@@ -245,6 +245,7 @@ impl Gemini {
                 .filter(|m| !m.is_empty())
                 .unwrap_or_else(|| model.to_owned()),
             rate_limit: None,
+            batched: false,
         })
     }
 }

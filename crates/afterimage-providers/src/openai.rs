@@ -222,6 +222,7 @@ impl OpenAiCompatible {
                 .filter(|m| !m.is_empty())
                 .unwrap_or_else(|| model.to_owned()),
             rate_limit: None,
+            batched: false,
         })
     }
 }
