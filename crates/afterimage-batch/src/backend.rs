@@ -12,6 +12,13 @@ pub trait BatchBackend: Send + Sync {
     /// What one batch may hold.
     fn limits(&self) -> BatchLimits;
 
+    /// A short, non-secret name of the key this backend calls with (never the key
+    /// itself): the journal pins each batch to it, since only the creating key may
+    /// poll, download or cancel a batch. Empty when the backend cannot tell.
+    fn key_fingerprint(&self) -> String {
+        String::new()
+    }
+
     /// The serialized size of `item`'s line, as `submit` sends it (without newline);
     /// what [`split`](crate::split) measures.
     fn line_bytes(&self, item: &BatchItem) -> Result<usize, BatchError>;

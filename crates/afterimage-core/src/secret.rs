@@ -16,6 +16,21 @@ impl ApiKey {
         &self.0
     }
 
+    /// A short name for the key that does not reveal it (`k` and 8 hex digits of a
+    /// 64-bit FNV-1a hash): enough to tell a pool's keys apart in a journal or a log.
+    ///
+    /// ```
+    /// use afterimage_core::ApiKey;
+    ///
+    /// let fp = ApiKey::new("sk-secret-one").fingerprint();
+    /// assert_eq!(fp.len(), 9);
+    /// assert_ne!(fp, ApiKey::new("sk-secret-two").fingerprint());
+    /// assert!(!fp.contains("secret"));
+    /// ```
+    pub fn fingerprint(&self) -> String {
+        format!("k{:08x}", crate::fnv1a(self.0.as_bytes()) >> 32)
+    }
+
     /// Replaces every occurrence of the key in `text` (a server may echo it back in an
     /// error body) so the text is safe to log or store.
     pub fn redact(&self, text: &str) -> String {
