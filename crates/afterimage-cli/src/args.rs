@@ -48,6 +48,10 @@ Stopping: Ctrl-C, SIGTERM or SIGHUP starts no new dialogs and lets those in flig
 within --grace; a second signal cancels them at once. Rows written are kept and the run
 record says `stopped`; run the same command with --resume to finish.
 
+In batch mode (--batch), the provider batches keep running after a stop (their ids are
+printed): --resume picks them up, `afterimage batch status|cancel OUTPUT` checks or
+cancels them, and --cancel-on-exit cancels them on the way out.
+
 Exit codes: 0 done, 1 the run failed, 2 bad usage or config; a run stopped by a signal
 exits 128 + its number: 130 Ctrl-C (SIGINT), 143 SIGTERM, 129 SIGHUP.";
 
@@ -94,6 +98,14 @@ pub(crate) struct GenerateArgs {
     /// port 0 picks a free one, printed on stderr.
     #[arg(long, value_name = "HOST:PORT")]
     pub(crate) metrics_addr: Option<String>,
+    /// Send the dialogs' requests through the provider's batch API at half price, one
+    /// round per batch turnaround (turns on the config's `batch:` section).
+    #[arg(long)]
+    pub(crate) batch: bool,
+    /// In batch mode, cancel the open provider batches on Ctrl-C, SIGTERM or SIGHUP
+    /// instead of leaving them running for --resume (batch.cancel_on_exit).
+    #[arg(long)]
+    pub(crate) cancel_on_exit: bool,
     /// Settings that override the config.
     #[command(flatten)]
     pub(crate) overrides: OverrideArgs,

@@ -28,7 +28,9 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
     // First, so a SIGTERM during setup already drains instead of killing.
     let stop = StopHandle::new();
     let caught = signals::watch(stop.clone(), Duration::from_secs(args.grace));
-    let settings = settings(&args.config, args.overrides.into(), KeyPolicy::Required)?;
+    let mut overrides: Overrides = args.overrides.into();
+    (overrides.batch, overrides.cancel_on_exit) = (args.batch, args.cancel_on_exit);
+    let settings = settings(&args.config, overrides, KeyPolicy::Required)?;
     if let Some(addr) = &args.metrics_addr {
         let bound = crate::metrics::serve(addr).await.map_err(Failure::Usage)?;
         eprintln!("serving metrics on http://{bound}/metrics");

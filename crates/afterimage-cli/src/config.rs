@@ -56,6 +56,8 @@ pub struct RawConfig {
     pub preference: Option<crate::settings::PreferenceSection>,
     /// (ours) Schema-typed rows for `afterimage structured`.
     pub structured: Option<crate::settings::StructuredSection>,
+    /// (ours) Batch mode: dialogs through the providers' batch APIs.
+    pub batch: Option<crate::settings::BatchSection>,
 }
 
 /// `generation:`

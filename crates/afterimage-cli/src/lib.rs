@@ -42,13 +42,14 @@ pub use crate::{
         load as load_config, parse as parse_config,
     },
     settings::{
-        AfterRun, AutoExport, DocumentsSpec, Endpoint, EndpointOptions, KeyPolicy, Overrides,
-        PreferenceOverrides, PreferenceSection, PreferenceSettings, RoleSampling, Settings,
-        SettingsError, StructuredSection,
+        AfterRun, AutoExport, BatchRole, BatchSection, DocumentsSpec, Endpoint, EndpointOptions,
+        KeyPolicy, Overrides, Oversample, PollSection, PreferenceOverrides, PreferenceSection,
+        PreferenceSettings, RoleSampling, Settings, SettingsError, StructuredSection, TailMode,
     },
 };
 
 mod args;
+mod batch;
 mod build;
 mod commands;
 mod config;

@@ -18,6 +18,7 @@ use afterimage_providers::Provider;
 
 pub use self::{
     after_run::{AfterRun, AutoExport},
+    batch::{BatchRole, BatchSection, Oversample, PollSection, TailMode},
     documents::DocumentsSpec,
     error::SettingsError,
     model::{Endpoint, EndpointOptions},
@@ -26,6 +27,7 @@ pub use self::{
     structured::StructuredSection,
 };
 pub(crate) use self::{
+    batch::{BatchConfig, BatchFlags},
     generation::criteria,
     model::EmbeddingEndpoint,
     prices::{ModelPrice, Prices, table_source},
@@ -34,6 +36,7 @@ pub(crate) use self::{
 };
 
 mod after_run;
+pub(crate) mod batch;
 mod documents;
 mod error;
 mod generation;
@@ -69,6 +72,10 @@ pub struct Overrides {
     pub out: Option<String>,
     /// `--seed`
     pub seed: Option<u64>,
+    /// `--batch`
+    pub batch: bool,
+    /// `--cancel-on-exit`
+    pub cancel_on_exit: bool,
 }
 
 /// A run, fully resolved.
@@ -165,6 +172,8 @@ pub struct Settings {
     pub quality: crate::config::QualitySection,
     /// The export and report to write after a successful run.
     pub after_run: AfterRun,
+    /// Batch mode (`batch:`, `--batch`), when on.
+    pub(crate) batch: Option<BatchConfig>,
     /// Things the user should know (parts of the file not implemented here yet).
     pub warnings: Vec<String>,
 }
@@ -228,6 +237,17 @@ impl Settings {
             ));
         }
         let after_run = after_run::after_run(&raw, &output)?;
+        let flags = BatchFlags {
+            enabled: overrides.batch,
+            cancel_on_exit: overrides.cancel_on_exit,
+        };
+        let batch = batch::resolve(
+            raw.batch.as_ref(),
+            flags,
+            model.provider,
+            model.base_url.as_deref(),
+            &output,
+        )?;
         let chat = strategies::Chat {
             provider: model.provider,
             base_url: model.base_url.as_deref(),
@@ -251,6 +271,7 @@ impl Settings {
             judge,
             prices,
             after_run,
+            batch,
         };
         Ok(sections.into_settings(raw.quality, warnings))
     }
@@ -270,6 +291,7 @@ struct Sections {
     judge: quality::Judge,
     prices: Prices,
     after_run: AfterRun,
+    batch: Option<BatchConfig>,
 }
 
 impl Sections {
@@ -335,6 +357,7 @@ impl Sections {
             evaluator_model_name: judge.model_name,
             evaluator: judge.endpoint,
             after_run: self.after_run,
+            batch: self.batch,
             quality,
             warnings,
         }
