@@ -40,6 +40,10 @@ pub(crate) enum Command {
     Status(crate::fleet::StatusArgs),
     /// Ask a shared run's workers to stop claiming dialogs and finish those they hold.
     Cancel(crate::fleet::CancelArgs),
+    /// The provider batches of a batch-mode run (`generate --batch`): where they stand,
+    /// or cancel them.
+    #[command(subcommand)]
+    Batch(crate::batch::BatchCommand),
 }
 
 /// The end of `generate --help`.

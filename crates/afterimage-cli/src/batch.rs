@@ -1,7 +1,411 @@
 //! Batch mode in the CLI (`generate --batch`, `afterimage batch status|cancel`): it
-//! builds the provider's batch backends and the batcher, says what the run will take,
-//! shows rounds and batches as they go, and leaves or cancels batches on a stop.
+//! builds the provider's batch backends and the batcher, hands the engine the batched
+//! models of the roles `batch.roles` names, says what the run will take, shows rounds
+//! and batches as they go, and leaves (or cancels) open batches on a stop.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use afterimage_batch::{Batcher, Journal, RequestRole};
+use afterimage_core::{ChatModel, Ledger, Storage, split_batch_ledger_name};
+use afterimage_engine::{EngineError, GenerateOptions, RunReport, StopRule};
+use afterimage_providers::Provider;
+use afterimage_storage::StorageSpec;
+use anyhow::{Context, anyhow};
+
+use crate::Failure;
+use crate::settings::{BatchConfig, Prices, Settings};
 
 mod backends;
+mod progress;
+mod report;
+mod status;
 
 pub(crate) use backends::{Keyed, backends, pinned};
+pub(crate) use report::BatchSummary;
+pub(crate) use status::{BatchCommand, run as command};
+
+/// What `generate` settles before the generator is built: the run id the batcher
+/// prefixes request ids with, and the journal it writes.
+#[derive(Debug)]
+pub(crate) struct BatchStart {
+    /// The run's id: a new run's, or the resumed one's.
+    pub(crate) run_id: String,
+    /// The journal in `batch.dir`.
+    pub(crate) journal: Journal,
+    /// The money limit checked before each round (`--max-cost`, a `budget` rule).
+    pub(crate) max_cost: Option<f64>,
+}
+
+/// The run id and journal of a batch-mode run: on `--resume` the stored run's (or,
+/// when no row was written yet, the journal's), else a new id.
+pub(crate) async fn prepare(
+    settings: &Settings,
+    storage: &dyn Storage,
+    resume: bool,
+    max_cost: Option<f64>,
+) -> Result<Option<BatchStart>, Failure> {
+    let Some(config) = &settings.batch else {
+        return Ok(None);
+    };
+    let run_id = if resume {
+        resumed_run_id(config, storage).await?
+    } else {
+        None
+    }
+    .unwrap_or_else(new_run_id);
+    std::fs::create_dir_all(&config.dir)
+        .with_context(|| format!("creating the batch journal folder {}", config.dir.display()))
+        .map_err(Failure::Usage)?;
+    let journal = Journal::open(&config.dir, &run_id)
+        .with_context(|| format!("opening the batch journal in {}", config.dir.display()))
+        .map_err(Failure::Usage)?;
+    let max_cost = max_cost.or_else(|| budget(&settings.stopping));
+    Ok(Some(BatchStart {
+        run_id,
+        journal,
+        max_cost,
+    }))
+}
+
+/// The run id to resume: the run record's, else the journal's (a run killed before
+/// its first row).
+async fn resumed_run_id(
+    config: &BatchConfig,
+    storage: &dyn Storage,
+) -> Result<Option<String>, Failure> {
+    if let Ok(Some(record)) = storage.load_run().await {
+        return Ok(Some(record.run_id));
+    }
+    if !config.dir.exists() {
+        return Ok(None);
+    }
+    let summary = Journal::summary(&config.dir)
+        .with_context(|| format!("reading the batch journal in {}", config.dir.display()))
+        .map_err(Failure::Usage)?;
+    Ok(Some(summary.run_id))
+}
+
+/// A new run id, as the engine makes them: 12 hex digits.
+fn new_run_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    hasher.write_u128(now);
+    hasher.write_u32(std::process::id());
+    format!("{:012x}", hasher.finish() & 0xffff_ffff_ffff)
+}
+
+/// The smallest money limit among the top-level `budget` rules.
+fn budget(rules: &[StopRule]) -> Option<f64> {
+    rules
+        .iter()
+        .filter_map(|rule| match rule {
+            StopRule::Budget { max_cost, .. } => *max_cost,
+            _ => None,
+        })
+        .reduce(f64::min)
+}
+
+/// The models the dialog roles call: batched for the roles `batch.roles` names,
+/// the synchronous stack for the others.
+#[derive(Debug, Clone)]
+pub(crate) struct RoleModels {
+    /// The assistant's.
+    pub(crate) respondent: Arc<dyn ChatModel>,
+    /// The simulated user's (`None`: the engine's default, the respondent's).
+    pub(crate) correspondent: Option<Arc<dyn ChatModel>>,
+    /// The judge's, unless the judge has an endpoint of its own.
+    pub(crate) judge: Arc<dyn ChatModel>,
+}
+
+impl RoleModels {
+    /// Every role on `sync`.
+    pub(crate) fn sync(sync: &Arc<dyn ChatModel>) -> Self {
+        RoleModels {
+            respondent: Arc::clone(sync),
+            correspondent: None,
+            judge: Arc::clone(sync),
+        }
+    }
+}
+
+/// Batch mode while `generate` runs: the batcher and what the CLI says about it.
+#[derive(Debug)]
+pub(crate) struct BatchRun {
+    /// The batcher every batched role parks its requests with.
+    pub(crate) batcher: Batcher,
+    config: BatchConfig,
+    provider: Provider,
+    oversample: f64,
+    rounds: RoundEstimate,
+}
+
+/// The rounds a dialog takes, as the engine predicts them.
+#[derive(Debug, Clone, Copy)]
+struct RoundEstimate {
+    floor: usize,
+    with_regenerations: usize,
+    max_turns: u32,
+    judged: bool,
+    regenerations: u32,
+}
+
+/// Starts the batcher over the provider's batch API (one backend per key), with
+/// `sync` (the production stack) for small rounds, and returns it with the models
+/// of the dialog roles.
+pub(crate) fn start(
+    settings: &Settings,
+    start: BatchStart,
+    sync: &Arc<dyn ChatModel>,
+    client: &reqwest::Client,
+    ledger: &Ledger,
+) -> anyhow::Result<(BatchRun, RoleModels)> {
+    let config = settings
+        .batch
+        .clone()
+        .ok_or_else(|| anyhow!("batch mode is off"))?;
+    let backends = backends(settings, client)?
+        .into_iter()
+        .map(|k| k.backend)
+        .collect();
+    let mut batch_settings = config.settings.clone();
+    batch_settings.keep_files = config.keep_files;
+    let batcher = Batcher::start(
+        &start.run_id,
+        settings.model_name.clone(),
+        backends,
+        Some(Arc::clone(sync)),
+        batch_settings,
+        Some(start.journal),
+    );
+    if let Some(max_cost) = start.max_cost {
+        batcher.set_round_gate(budget_gate(
+            ledger.clone(),
+            settings.prices.clone(),
+            max_cost,
+        ));
+    }
+    let models = role_models(settings, &config, &batcher, sync);
+    let run = BatchRun {
+        batcher,
+        oversample: config.oversample_factor(settings.auto_improve),
+        provider: settings.provider,
+        rounds: estimate(settings),
+        config,
+    };
+    Ok((run, models))
+}
+
+/// The batched model for the roles `batch.roles` names; a correspondent with a model
+/// of its own (and a judge with an endpoint of its own) stays synchronous, since one
+/// batcher serves one model.
+fn role_models(
+    settings: &Settings,
+    config: &BatchConfig,
+    batcher: &Batcher,
+    sync: &Arc<dyn ChatModel>,
+) -> RoleModels {
+    let pick = |batched: bool, role: RequestRole| -> Arc<dyn ChatModel> {
+        if batched {
+            batcher.model(role)
+        } else {
+            Arc::clone(sync)
+        }
+    };
+    if config.roles.correspondent && settings.correspondent_model_name.is_some() {
+        tracing::warn!(
+            "batch.roles: the correspondent has a model of its own (correspondent.model_name), so its requests stay synchronous"
+        );
+    }
+    if config.roles.judge && settings.auto_improve && settings.evaluator.is_some() {
+        tracing::warn!(
+            "batch.roles: the judge has an endpoint of its own (quality.evaluator), so its requests stay synchronous"
+        );
+    }
+    RoleModels {
+        respondent: pick(config.roles.respondent, RequestRole::Assistant),
+        correspondent: Some(pick(config.roles.correspondent, RequestRole::User)),
+        judge: pick(config.roles.judge, RequestRole::Judge),
+    }
+}
+
+/// The rounds a dialog of the run takes: the engine's prediction for its turns,
+/// judge and regenerations.
+fn estimate(settings: &Settings) -> RoundEstimate {
+    let max_turns = settings.turns.max();
+    let judged = settings.auto_improve;
+    let regenerations = if judged {
+        settings.quality.max_regenerations
+    } else {
+        0
+    };
+    let predicted = afterimage_engine::predicted_rounds(max_turns, judged, regenerations);
+    RoundEstimate {
+        floor: predicted.floor,
+        with_regenerations: predicted.with_regenerations,
+        max_turns,
+        judged,
+        regenerations,
+    }
+}
+
+/// Stops the batcher before a round once the run's spend reaches `max_cost`, at the
+/// settings' prices (batched requests at their batch rate).
+fn budget_gate(
+    ledger: Ledger,
+    prices: Prices,
+    max_cost: f64,
+) -> Arc<dyn Fn(usize) -> Result<(), String> + Send + Sync> {
+    Arc::new(move |round| {
+        let spent = ledger_cost(&ledger, &prices);
+        if spent >= max_cost {
+            Err(format!(
+                "the budget of {max_cost:.4} is spent ({spent:.4} so far): round {round} is not submitted"
+            ))
+        } else {
+            Ok(())
+        }
+    })
+}
+
+/// What the ledger's requests cost at `prices`; models without a price count nothing.
+fn ledger_cost(ledger: &Ledger, prices: &Prices) -> f64 {
+    let book = ledger.book();
+    book.models()
+        .filter_map(|(name, _)| {
+            let (model, batched) = split_batch_ledger_name(name);
+            let price = prices.get(model)?;
+            let price = if batched { price.batch_rate() } else { price };
+            Some(price.cost(book.model_total(name).usage))
+        })
+        .sum()
+}
+
+impl BatchRun {
+    /// The engine's options for batch mode: it tells the batcher which dialogs run,
+    /// starts spares, and uses the batcher's run id.
+    pub(crate) fn apply(&self, options: GenerateOptions, run_id: &str) -> GenerateOptions {
+        options
+            .live_dialogs(Arc::new(self.batcher.clone()))
+            .oversample(self.oversample)
+            .run_id(run_id)
+    }
+
+    /// Before the run: the API, the rounds and the provider's stated turnaround.
+    pub(crate) fn announce(&self) {
+        let r = self.rounds;
+        let why = format!(
+            "2 × {} turn{}{}",
+            r.max_turns,
+            if r.max_turns == 1 { "" } else { "s" },
+            if r.judged { " + judge" } else { "" }
+        );
+        let more = match r.regenerations {
+            0 => String::new(),
+            1 => format!("; {} with one regeneration", r.with_regenerations),
+            n => format!("; {} with {n} regenerations", r.with_regenerations),
+        };
+        let spares = if self.oversample > 1.0 {
+            format!(
+                "; {:.0}% spare dialogs start beside the rows asked for (batch.oversample)",
+                (self.oversample - 1.0) * 100.0
+            )
+        } else {
+            String::new()
+        };
+        crate::batch::progress::say(&format!(
+            "batch mode: {} batch API, about {} rounds ({why}{more}); each round takes one batch turnaround: {}{spares}",
+            api_name(self.provider),
+            r.floor,
+            turnaround(self.provider)
+        ));
+    }
+
+    /// Prints a line per round and per open batch while the run goes on, until the
+    /// returned guard is dropped.
+    pub(crate) fn watch(&self) -> progress::Watch {
+        progress::Watch::start(self.batcher.clone(), self.provider, self.rounds.floor)
+    }
+
+    /// Once the run returned: a finished run cancels batches left with spare dialogs'
+    /// requests only; a stopped or failed one leaves its open batches running (or
+    /// cancels them with `cancel_on_exit`) and says how to resume, check or cancel them.
+    pub(crate) async fn close(
+        &self,
+        result: &Result<RunReport, EngineError>,
+        output: &StorageSpec,
+        config: &Path,
+    ) {
+        if matches!(result, Ok(report) if !report.interrupted) {
+            let spares = self.batcher.shutdown(true).await;
+            if !spares.is_empty() {
+                let ids: Vec<&str> = spares.iter().map(|b| b.id.as_str()).collect();
+                progress::say(&format!(
+                    "cancelled {} provider batch(es) of spare dialogs the run no longer needs: {}",
+                    ids.len(),
+                    ids.join(", ")
+                ));
+            }
+            return;
+        }
+        let cancel = self.config.cancel_on_exit;
+        let open = self.batcher.shutdown(cancel).await;
+        let config = config.display().to_string();
+        progress::stopped(
+            &open,
+            cancel,
+            &resume_command(),
+            &output.to_string(),
+            &config,
+        );
+    }
+
+    /// The figures for the report, once the run ended.
+    pub(crate) fn summary(&self, ledger: &afterimage_engine::LedgerSummary) -> BatchSummary {
+        BatchSummary::of(&self.batcher.report(), ledger)
+    }
+}
+
+/// This process's command line with `--resume`: what finishes the run.
+fn resume_command() -> String {
+    let mut words: Vec<String> = std::env::args().skip(1).collect();
+    if !words.iter().any(|w| w == "--resume") {
+        words.push("--resume".into());
+    }
+    let quoted: Vec<String> = words
+        .iter()
+        .map(|w| {
+            if w.is_empty() || w.contains(|c: char| c.is_whitespace() || c == '\'') {
+                format!("'{}'", w.replace('\'', r"'\''"))
+            } else {
+                w.clone()
+            }
+        })
+        .collect();
+    format!("afterimage {}", quoted.join(" "))
+}
+
+/// How the provider's batch API is named in messages.
+fn api_name(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Anthropic => "Anthropic Message Batches",
+        Provider::Gemini => "Gemini",
+        Provider::Openai => "OpenAI",
+        _ => "OpenAI-compatible",
+    }
+}
+
+/// What the provider says about a batch's turnaround (vendor statements, not SLAs).
+fn turnaround(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Openai => "OpenAI says within 24 h, often much sooner",
+        Provider::Anthropic => "Anthropic says most batches end within 1 hour, at most 24 h",
+        Provider::Gemini => {
+            "Gemini targets 24 h, in most cases much sooner (a job pending for 48 h expires)"
+        }
+        _ => "as long as this server takes (OpenAI's own API says within 24 h)",
+    }
+}

@@ -20,6 +20,7 @@ use afterimage_strategies::{
 };
 use anyhow::Context;
 
+use crate::batch::RoleModels;
 use crate::config::OnFailure;
 use crate::settings::{
     DocumentsSpec, EmbeddingEndpoint, Endpoint, EndpointOptions, PersonaSettings,
@@ -41,6 +42,8 @@ pub(crate) struct Meters {
     /// Every request the run pays for, by model and role: the engine's models and
     /// those built here (judge, instructions, personas, embeddings) record in it.
     pub(crate) ledger: Ledger,
+    /// Batch mode's batcher, when the run has one.
+    pub(crate) batch: Option<crate::batch::BatchRun>,
 }
 
 /// The main endpoint of a run with `model_name` as its model.
@@ -112,7 +115,8 @@ fn judge_endpoint(endpoint: &Endpoint) -> ModelEndpoint {
     with_options(judge, &endpoint.options)
 }
 
-/// The judge `quality` describes, on its own endpoint or the respondent's model.
+/// The judge `quality` describes, on its own endpoint or `respondent` (the main
+/// endpoint's model, batched or not).
 fn judge(
     settings: &Settings,
     respondent: &Arc<dyn ChatModel>,
@@ -370,13 +374,32 @@ pub(crate) async fn generator(
     settings: &Settings,
     storage: Arc<dyn Storage>,
 ) -> anyhow::Result<(ConversationGenerator, GenerateOptions, Meters)> {
+    generator_with(settings, storage, None).await
+}
+
+/// The generator and options for a run writing to `storage`, its dialog roles
+/// batched (the batcher kept in the meters) when `batch` is given.
+pub(crate) async fn generator_with(
+    settings: &Settings,
+    storage: Arc<dyn Storage>,
+    batch: Option<crate::batch::BatchStart>,
+) -> anyhow::Result<(ConversationGenerator, GenerateOptions, Meters)> {
     let client = http_client(settings)?;
     let mut pools = Meters::default();
     let respondent = model(settings, &settings.model_name, &client, &mut pools)?;
+    let roles = match batch {
+        None => RoleModels::sync(&respondent),
+        Some(start) => {
+            let (run, roles) =
+                crate::batch::start(settings, start, &respondent, &client, &pools.ledger)?;
+            pools.batch = Some(run);
+            roles
+        }
+    };
     let mut builder = ConversationGenerator::builder()
         .respondent_prompt(settings.respondent_prompt.clone())
         .ledger(pools.ledger.clone())
-        .model(Arc::clone(&respondent))
+        .model(Arc::clone(&roles.respondent))
         .storage(Arc::clone(&storage))
         .instruction_checks(settings.quality.instruction_checks)
         // Like the instruction checks, with or without the judge: a repeated first
@@ -385,9 +408,11 @@ pub(crate) async fn generator(
     builder = sampling(builder, settings);
     if let Some(name) = &settings.correspondent_model_name {
         builder = builder.correspondent_model(model(settings, name, &client, &mut pools)?);
+    } else if let Some(correspondent) = &roles.correspondent {
+        builder = builder.correspondent_model(Arc::clone(correspondent));
     }
     if settings.auto_improve {
-        let judge = judge(settings, &respondent, &client, &mut pools)?;
+        let judge = judge(settings, &roles.judge, &client, &mut pools)?;
         builder = with_quality(builder, settings, judge);
     }
     if let Some(prompt) = &settings.correspondent_prompt {

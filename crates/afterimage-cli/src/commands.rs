@@ -48,7 +48,10 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
     if args.resume {
         settings.structured_output_start = recorded_mode(storage.as_ref()).await;
     }
-    let (generator, options, pools) = build::generator(&settings, Arc::clone(&storage))
+    let batch =
+        crate::batch::prepare(&settings, storage.as_ref(), args.resume, args.max_cost).await?;
+    let batch_run_id = batch.as_ref().map(|b| b.run_id.clone());
+    let (generator, options, pools) = build::generator_with(&settings, Arc::clone(&storage), batch)
         .await
         .map_err(Failure::Usage)?;
 
@@ -66,14 +69,23 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
         options = options.stopping_criterion(Arc::new(CostBudget { max_cost }));
     }
     options = options.stop_handle(stop);
+    if let (Some(run), Some(id)) = (&pools.batch, &batch_run_id) {
+        options = run.apply(options, id);
+        run.announce();
+    }
 
     let progress = Progress::start(
         settings.num_dialogs,
         !args.json && std::io::stderr().is_terminal(),
     );
     let options = options.on_progress(progress.callback());
+    let watch = pools.batch.as_ref().map(crate::batch::BatchRun::watch);
     let result = generator.generate(options).await;
+    drop(watch);
     progress.finish();
+    if let Some(run) = &pools.batch {
+        run.close(&result, &settings.output, &args.config).await;
+    }
     // A shared run's record belongs to the fleet (and the output may hold other runs).
     if let Some(state) = pools.structured.as_ref().filter(|_| !joined) {
         record_structured_mode(storage.as_ref(), state).await;
@@ -94,6 +106,7 @@ async fn conclude(
     after_run: bool,
 ) -> Result<(), Failure> {
     let keys: Vec<KeyStats> = pools.keys.iter().flat_map(|p| p.stats()).collect();
+    let batch = |report: &RunReport| pools.batch.as_ref().map(|b| b.summary(&report.ledger));
     let pacing: Vec<ThrottleStats> = pools.throttles.iter().map(|t| t.stats()).collect();
     let prices = settings.price_source.as_deref();
     match result {
@@ -105,6 +118,7 @@ async fn conclude(
                 pools.structured.as_ref(),
                 prices,
                 json,
+                batch(&report).as_ref(),
             );
             // A worker of a shared run handed its claims back: the run goes on.
             let rest = if after_run {
@@ -130,6 +144,7 @@ async fn conclude(
                 pools.structured.as_ref(),
                 prices,
                 json,
+                batch(&report).as_ref(),
             );
             // A shared run's export is one job after the fleet ends, not every worker's.
             if after_run {
@@ -146,6 +161,7 @@ async fn conclude(
                 pools.structured.as_ref(),
                 prices,
                 json,
+                batch(&report).as_ref(),
             );
             Err(Failure::Run(anyhow!(
                 "{cause} ({} rows written to {} are kept)",
@@ -384,7 +400,12 @@ fn validate_verdict(config: &Path, usage_problems: usize, endpoint: bool) -> Res
     }
 }
 
-fn settings(path: &Path, overrides: Overrides, keys: KeyPolicy) -> Result<Settings, Failure> {
+/// The config at `path` resolved with `overrides`; warnings are logged.
+pub(crate) fn settings(
+    path: &Path,
+    overrides: Overrides,
+    keys: KeyPolicy,
+) -> Result<Settings, Failure> {
     let raw = config::load(path).map_err(|e| Failure::Usage(e.into()))?;
     let settings = Settings::resolve(raw, path, &overrides, |name| std::env::var(name).ok(), keys)
         .map_err(|e| Failure::Usage(anyhow!("{}: {e}", path.display())))?;

@@ -114,6 +114,7 @@ where
             args::Command::Stats(args) => commands::stats(args).await,
             args::Command::Status(args) => fleet::status(args).await,
             args::Command::Cancel(args) => fleet::cancel(args).await,
+            args::Command::Batch(command) => batch::command(command).await,
             args::Command::Export(args) => datasets::run_export(args).await,
             args::Command::Analyze(args) => datasets::run_analyze(args).await,
             args::Command::Structured(args) => structured::run(args).await,

@@ -117,10 +117,17 @@ pub(crate) fn print_report(
     structured: Option<&StructuredOutputState>,
     prices: Option<&str>,
     json: bool,
+    batch: Option<&crate::batch::BatchSummary>,
 ) {
     if json {
         let mut value = serde_json::to_value(report).unwrap_or_default();
         if let Some(object) = value.as_object_mut() {
+            if let Some(batch) = batch {
+                object.insert(
+                    "batch".into(),
+                    serde_json::to_value(batch).unwrap_or_default(),
+                );
+            }
             if let Some(source) = prices {
                 object.insert("prices".into(), source.into());
             }
@@ -142,6 +149,9 @@ pub(crate) fn print_report(
         return;
     }
     out!("{}", table(report));
+    for line in batch.map(|b| b.lines()).unwrap_or_default() {
+        out!("{line}");
+    }
     if let Some(source) = prices {
         out!("prices: {source}");
     }

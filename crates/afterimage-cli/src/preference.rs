@@ -267,7 +267,7 @@ fn conclude(
     let report = match result {
         Ok(report) => report,
         Err(EngineError::RunFailed { cause, report }) => {
-            print_report(&report, &keys, &pacing, None, None, json);
+            print_report(&report, &keys, &pacing, None, None, json, None);
             return Err(Failure::Run(anyhow!(
                 "{cause} ({} pairs written to {} are kept)",
                 report.rows_written,
@@ -287,6 +287,7 @@ fn conclude(
             None,
             settings.price_source.as_deref(),
             false,
+            None,
         );
         print_analytics(&report);
     }

@@ -151,6 +151,7 @@ fn conclude(
             pools.structured.as_ref(),
             prices,
             json,
+            None,
         );
     };
     match result {
