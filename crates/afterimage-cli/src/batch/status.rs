@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 
 use super::backends::{Keyed, backends, pinned};
 use crate::Failure;
+use crate::args::ModelFlags;
 use crate::settings::{KeyPolicy, Overrides, Settings};
 
 /// `afterimage batch ...`
@@ -33,6 +34,9 @@ pub(crate) struct BatchTarget {
     /// The run's YAML config: its provider, base URL and keys.
     #[arg(short, long, value_name = "FILE")]
     pub(crate) config: PathBuf,
+    /// The provider, model and base URL, when the run overrode the config's.
+    #[command(flatten)]
+    pub(crate) model: ModelFlags,
 }
 
 /// Runs `afterimage batch status|cancel`.
@@ -94,7 +98,7 @@ fn target_settings(target: &BatchTarget) -> Result<Settings, Failure> {
     let overrides = Overrides {
         out: Some(target.output.clone()),
         batch: true,
-        ..Overrides::default()
+        ..target.model.overrides()
     };
     crate::commands::settings(&target.config, overrides, KeyPolicy::Required)
 }

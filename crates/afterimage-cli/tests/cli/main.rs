@@ -11,6 +11,7 @@ use afterimage_mock::{MockConfig, MockServer};
 mod analyze;
 mod backends;
 mod base_urls;
+mod batch;
 mod diversity;
 mod fleet;
 mod fuzz_corpus;

@@ -1,0 +1,398 @@
+//! Batch mode through the real binary against the mock's three batch protocols:
+//! `generate --batch` on the support-bot example writes exactly N rows within the
+//! predicted rounds, no request is submitted twice, line faults are retried or
+//! replaced, a kill at every journal boundary and a Ctrl-C resume exactly, and
+//! `batch status|cancel` reach the batches a stopped run left open.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use afterimage_mock::{BatchStall, MockConfig, MockServer};
+
+use crate::{Cli, Run, read_rows};
+
+/// Rows the support-bot example asks for.
+const N: usize = 10;
+
+/// Test speed: every round a batch (however small), polled every few ms.
+const FAST: &str = "  min_requests: 1\n  linger_ms: 50\n  poll: {initial_s: 0.02, max_s: 0.1}\n";
+
+/// A provider's batch protocol on the mock.
+#[derive(Clone, Copy)]
+struct Protocol {
+    provider: &'static str,
+    model: &'static str,
+    key_env: &'static str,
+    base_url: fn(&MockServer) -> String,
+}
+
+const OPENAI: Protocol = Protocol {
+    provider: "openai",
+    model: "gpt-4o-mini",
+    key_env: "OPENAI_API_KEY",
+    base_url: MockServer::openai_base_url,
+};
+
+const ANTHROPIC: Protocol = Protocol {
+    provider: "anthropic",
+    model: "claude-sonnet-4-5",
+    key_env: "ANTHROPIC_API_KEY",
+    base_url: MockServer::anthropic_base_url,
+};
+
+const GEMINI: Protocol = Protocol {
+    provider: "gemini",
+    model: "gemini-2.0-flash",
+    key_env: "GEMINI_API_KEY",
+    base_url: MockServer::gemini_base_url,
+};
+
+/// One batch-mode run in its own folder: `examples/support-bot.yaml` with `batch`
+/// (the section's lines) appended, its documents found where the example keeps them.
+struct Scene {
+    server: MockServer,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    out: PathBuf,
+    protocol: Protocol,
+}
+
+impl Scene {
+    async fn new(protocol: Protocol, mock: MockConfig, batch: &str) -> Scene {
+        let server = MockServer::start(mock).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = support_bot(dir.path(), batch);
+        let out = dir.path().join("rows.jsonl");
+        Scene {
+            server,
+            dir,
+            config,
+            out,
+            protocol,
+        }
+    }
+
+    /// `generate --config ... --batch` on this scene's protocol, every dialog (and
+    /// its spares) in flight at once, so rounds are as the prediction counts them.
+    fn generate(&self, extra: &[&str]) -> Cli {
+        let p = self.protocol;
+        Cli::generate(&self.config, &(p.base_url)(&self.server), &self.out)
+            .args(&["--batch", "--provider", p.provider, "--model", p.model])
+            .args(&["--max-concurrency", "16", "--json"])
+            .args(extra)
+            .env(p.key_env, "key-one".into())
+    }
+
+    /// `afterimage batch COMMAND OUT --config CONFIG` with `key` as the API key.
+    async fn batch_command(&self, command: &str, key: &str) -> Run {
+        let p = self.protocol;
+        let (out, config) = (self.out.to_str().unwrap(), self.config.to_str().unwrap());
+        Cli::new(&["batch", command, out, "--config", config])
+            .args(&["--provider", p.provider, "--base-url"])
+            .args(&[&(p.base_url)(&self.server)])
+            .env(p.key_env, key.into())
+            .run()
+            .await
+    }
+
+    /// Starts a run as a child, its stderr in a log file.
+    fn spawn(&self, extra: &[&str]) -> Child {
+        let log = std::fs::File::create(self.dir.path().join("run.log")).unwrap();
+        self.generate(extra)
+            .command()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("run.log")).unwrap_or_default()
+    }
+
+    /// Waits until `ready` holds, the child still running.
+    async fn wait_for(&self, child: &mut Child, what: &str, ready: impl Fn(&MockServer) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ready(&self.server) {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the run ended before {what}: {}",
+                self.log()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "no {what} after 60 s: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Exactly N rows with N distinct ids, and no request submitted twice.
+    fn assert_exact(&self) {
+        let rows = read_rows(&self.out);
+        assert_eq!(rows.len(), N);
+        let ids: BTreeSet<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+        assert_eq!(ids.len(), N, "duplicate row ids");
+        let submissions = self.server.batch_submissions();
+        assert!(!submissions.is_empty(), "nothing went through a batch");
+        let twice: Vec<_> = submissions.iter().filter(|(_, n)| **n != 1).collect();
+        assert!(twice.is_empty(), "submitted more than once: {twice:?}");
+    }
+}
+
+/// The support-bot example, its documents at their absolute place, plus `batch:`.
+fn support_bot(dir: &Path, batch: &str) -> PathBuf {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let docs = examples.join("support-docs");
+    let text = std::fs::read_to_string(examples.join("support-bot.yaml"))
+        .unwrap()
+        .replace("path: support-docs", &format!("path: {}", docs.display()));
+    assert!(
+        text.contains(docs.to_str().unwrap()),
+        "the example moved its documents"
+    );
+    let config = dir.join("run.yaml");
+    std::fs::write(&config, format!("{text}\nbatch:\n{batch}")).unwrap();
+    config
+}
+
+/// The report's `batch` object, after a run that exited 0.
+fn batch_report(run: &Run) -> serde_json::Value {
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(
+        report["rows_written"].as_u64().unwrap() + report["rows_resumed"].as_u64().unwrap(),
+        N as u64,
+        "{report}"
+    );
+    report["batch"].clone()
+}
+
+/// The "about N rounds (...; M with ...)" figures of the announcement.
+fn predicted(stderr: &str) -> (u64, u64) {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("batch mode: "))
+        .unwrap_or_else(|| panic!("no announcement: {stderr}"));
+    let number_after = |marker: &str| -> u64 {
+        let (_, rest) = line.split_once(marker).unwrap_or_else(|| panic!("{line}"));
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    (number_after("about "), number_after("; "))
+}
+
+async fn exit(child: Child) -> (i32, String) {
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output.status.code().unwrap_or(-1), stdout)
+}
+
+fn send(child: &Child, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn fast_mock() -> MockConfig {
+    MockConfig::default().with_batch_phase(Duration::from_millis(20))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_support_bot_example_writes_exactly_n_rows_over_each_protocol() {
+    for protocol in [OPENAI, ANTHROPIC, GEMINI] {
+        let scene = Scene::new(protocol, fast_mock(), FAST).await;
+        let run = scene.generate(&[]).run().await;
+        let batch = batch_report(&run);
+        scene.assert_exact();
+        let (floor, with_regenerations) = predicted(&run.stderr);
+        assert!(
+            run.stderr.contains("each round takes one batch turnaround"),
+            "{}",
+            run.stderr
+        );
+        let rounds = batch["rounds"].as_u64().unwrap();
+        let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+        let bound = if report["regenerations"] == 0 {
+            floor
+        } else {
+            with_regenerations
+        };
+        assert!(
+            rounds >= 1 && rounds <= bound,
+            "{}: {rounds} rounds, predicted {floor}/{with_regenerations}: {batch}",
+            protocol.provider
+        );
+        assert!(batch["batches"].as_u64().unwrap() >= rounds, "{batch}");
+        assert_eq!(batch["submissions_max"], 1, "{batch}");
+        assert_eq!(batch["sync_requests"], 0, "{batch}");
+        assert!(batch["batch_answered"].as_u64().unwrap() > 0, "{batch}");
+        // The ledger prices batched answers apart from the synchronous ones.
+        let models = report["ledger"]["by_model"].as_object().unwrap();
+        assert!(
+            models.keys().any(|m| m.ends_with(" (batch)")),
+            "{}",
+            report["ledger"]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typos_and_bad_values_in_the_batch_section_are_errors_naming_the_key() {
+    let server = MockServer::start(fast_mock()).await.unwrap();
+    for (section, names) in [
+        ("  min_request: 1\n", ["min_request", "line"]),
+        ("  poll: {initial: 1}\n", ["initial", "line"]),
+        ("  oversample: 0.5\n", ["batch.oversample", "at least 1"]),
+        ("  tail: later\n", ["later", "line"]),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = support_bot(dir.path(), section);
+        let out = dir.path().join("rows.jsonl");
+        let run = Cli::generate(&config, &server.openai_base_url(), &out)
+            .args(&["--batch", "--provider", "openai"])
+            .env("OPENAI_API_KEY", "k".into())
+            .run()
+            .await;
+        assert_eq!(run.code, 2, "{section}: {}", run.stderr);
+        for name in names {
+            assert!(run.stderr.contains(name), "{section}: {}", run.stderr);
+        }
+        assert!(!out.exists(), "nothing ran");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn line_faults_are_retried_or_replaced_and_still_give_exactly_n() {
+    let mock = fast_mock()
+        .with_batch_retryable_rate(0.1)
+        .with_batch_permanent_rate(0.03)
+        .with_batch_missing_rate(0.1);
+    for protocol in [OPENAI, ANTHROPIC] {
+        let scene = Scene::new(protocol, mock.clone(), FAST).await;
+        let batch = batch_report(&scene.generate(&[]).run().await);
+        scene.assert_exact();
+        assert!(batch["retried"].as_u64().unwrap() > 0, "{batch}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_at_every_journal_boundary_then_resume_gives_exactly_n() {
+    for stall in [
+        BatchStall::Upload,
+        BatchStall::CreateBefore,
+        BatchStall::CreateAfter,
+        BatchStall::Poll,
+        BatchStall::Results,
+    ] {
+        let scene = Scene::new(OPENAI, fast_mock(), FAST).await;
+        scene.server.stall_batches(stall);
+        let mut child = scene.spawn(&[]);
+        scene
+            .wait_for(&mut child, "a stalled batch call", |s| {
+                s.batch_stalled() > 0
+            })
+            .await;
+        send(&child, "KILL");
+        let _ = exit(child).await;
+        scene.server.unstall_batches();
+        let run = scene.generate(&["--resume"]).run().await;
+        batch_report(&run);
+        scene.assert_exact();
+    }
+}
+
+/// A run stopped by Ctrl-C while its batches run; returns the scene, with the
+/// batches held at their poll.
+async fn stopped_by_ctrl_c() -> (Scene, String) {
+    let scene = Scene::new(OPENAI, fast_mock(), FAST).await;
+    scene.server.stall_batches(BatchStall::Poll);
+    let mut child = scene.spawn(&["--grace", "0"]);
+    scene
+        .wait_for(&mut child, "an open batch", |s| {
+            s.batches_created() > 0 && s.batch_stalled() > 0
+        })
+        .await;
+    send(&child, "INT");
+    let (code, _) = exit(child).await;
+    assert_eq!(code, 130, "{}", scene.log());
+    let log = scene.log();
+    assert!(log.contains("provider batch(es) running"), "{log}");
+    assert!(log.contains("--resume"), "{log}");
+    assert!(log.contains("afterimage batch status"), "{log}");
+    assert!(log.contains("afterimage batch cancel"), "{log}");
+    (scene, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_leaves_the_batches_running_and_resume_adopts_them() {
+    let (scene, _) = stopped_by_ctrl_c().await;
+    let created = scene.server.batches_created();
+    scene.server.unstall_batches();
+    let run = scene.generate(&["--resume"]).run().await;
+    batch_report(&run);
+    scene.assert_exact();
+    assert!(scene.server.batches_created() >= created);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_status_and_cancel_reach_the_batches_a_stopped_run_left_open() {
+    let (scene, log) = stopped_by_ctrl_c().await;
+    scene.server.unstall_batches();
+    let status = scene.batch_command("status", "key-one").await;
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    let open: Vec<&str> = status
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("ok "))
+        .collect();
+    assert!(!open.is_empty(), "{}", status.stdout);
+    for line in &open {
+        let id = line
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .trim_end_matches(':');
+        assert!(log.contains(id), "{id} was not named at the stop: {log}");
+    }
+
+    // Only the key that created a batch sees it.
+    let other = scene.batch_command("status", "key-two").await;
+    assert_ne!(other.code, 0, "{}", other.stdout);
+    assert!(other.stdout.contains("not configured"), "{}", other.stdout);
+
+    let cancel = scene.batch_command("cancel", "key-one").await;
+    assert_eq!(cancel.code, 0, "{}", cancel.stderr);
+    assert!(cancel.stdout.contains("cancelled "), "{}", cancel.stdout);
+
+    // No journal: a clear error.
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = dir.path().join("other.jsonl");
+    let missing = Cli::new(&["batch", "status", elsewhere.to_str().unwrap()])
+        .args(&[
+            "--config",
+            scene.config.to_str().unwrap(),
+            "--provider",
+            "openai",
+        ])
+        .env("OPENAI_API_KEY", "key-one".into())
+        .run()
+        .await;
+    assert_eq!(missing.code, 2, "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("no batch journal"),
+        "{}",
+        missing.stderr
+    );
+}
