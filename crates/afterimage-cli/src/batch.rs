@@ -54,9 +54,6 @@ pub(crate) async fn prepare(
         None
     }
     .unwrap_or_else(new_run_id);
-    std::fs::create_dir_all(&config.dir)
-        .with_context(|| format!("creating the batch journal folder {}", config.dir.display()))
-        .map_err(Failure::Usage)?;
     let journal = Journal::open(&config.dir, &run_id)
         .with_context(|| format!("opening the batch journal in {}", config.dir.display()))
         .map_err(Failure::Usage)?;
@@ -146,8 +143,8 @@ pub(crate) struct BatchRun {
 /// The rounds a dialog takes, as the engine predicts them.
 #[derive(Debug, Clone, Copy)]
 struct RoundEstimate {
-    floor: usize,
-    with_regenerations: usize,
+    floor: u32,
+    with_regenerations: u32,
     max_turns: u32,
     judged: bool,
     regenerations: u32,
@@ -167,7 +164,7 @@ pub(crate) fn start(
         .batch
         .clone()
         .ok_or_else(|| anyhow!("batch mode is off"))?;
-    let backends = backends(settings, client)?
+    let backends: Vec<_> = backends(settings, client)?
         .into_iter()
         .map(|k| k.backend)
         .collect();

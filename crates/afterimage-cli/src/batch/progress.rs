@@ -22,7 +22,7 @@ pub(crate) struct Watch(tokio::task::JoinHandle<()>);
 
 impl Watch {
     /// Starts printing `batcher`'s rounds and batches; `rounds` is the predicted count.
-    pub(crate) fn start(batcher: Batcher, provider: Provider, rounds: usize) -> Watch {
+    pub(crate) fn start(batcher: Batcher, provider: Provider, rounds: u32) -> Watch {
         Watch(tokio::spawn(async move {
             let mut shown = String::new();
             loop {
@@ -45,7 +45,7 @@ impl Drop for Watch {
 
 /// `batch round 3/≈9: 2 open · batch_a running 5/12 · msgbatch_b in_progress (counts
 /// appear when the batch ends)`.
-pub(crate) fn describe(progress: &BatchProgress, provider: Provider, rounds: usize) -> String {
+pub(crate) fn describe(progress: &BatchProgress, provider: Provider, rounds: u32) -> String {
     let mut line = format!("batch round {}/≈{rounds}", progress.round);
     if progress.open.is_empty() {
         line.push_str(&format!(": {} requests waiting", progress.waiting));

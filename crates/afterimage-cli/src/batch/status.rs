@@ -71,7 +71,7 @@ pub(crate) async fn run(command: BatchCommand) -> Result<(), Failure> {
     let mut failed = 0;
     for open in &summary.open {
         let remote = RemoteBatch {
-            id: open.id.clone(),
+            id: open.batch_id.clone(),
             local_key: Some(open.local_key.clone()),
             requests: Some(open.requests as u64),
         };
@@ -80,7 +80,7 @@ pub(crate) async fn run(command: BatchCommand) -> Result<(), Failure> {
             Err(e) => Err(e),
         };
         if let Err(e) = done {
-            println!("fail  {}: {e:#}", open.id);
+            println!("fail  {}: {e:#}", open.batch_id);
             failed += 1;
         }
     }
