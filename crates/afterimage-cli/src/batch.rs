@@ -21,7 +21,7 @@ mod progress;
 mod report;
 mod status;
 
-pub(crate) use backends::{Keyed, backends, pinned};
+pub(crate) use backends::backends;
 pub(crate) use report::BatchSummary;
 pub(crate) use status::{BatchCommand, run as command};
 
