@@ -128,23 +128,29 @@ fn say_pending(count: usize) {
     }
 }
 
-/// Polls (or cancels, then polls) one batch and prints its line.
+/// Polls one batch (and cancels it when asked and it has not ended) and prints its
+/// line.
 async fn one(backend: &dyn BatchBackend, remote: &RemoteBatch, cancel: bool) -> anyhow::Result<()> {
-    if cancel {
-        backend.cancel(remote).await?;
-    }
-    let status = backend.poll(remote).await?;
+    let mut status = backend.poll(remote).await?;
+    let verb = match (cancel, status.phase.is_ended()) {
+        (true, false) => {
+            backend.cancel(remote).await?;
+            status = backend.poll(remote).await?;
+            "cancelled"
+        }
+        (true, true) => "ended  ",
+        (false, _) => "ok     ",
+    };
     let counts = match status.counts {
         Some(c) if c.total > 0 => format!(
             "{} succeeded, {} failed, {} pending of {}",
             c.succeeded, c.failed, c.pending, c.total
         ),
         _ => format!(
-            "{} requests (counts not given yet)",
+            "{} requests; counts not given yet",
             remote.requests.unwrap_or(0)
         ),
     };
-    let verb = if cancel { "cancelled" } else { "ok   " };
     println!("{verb} {}: {} ({counts})", remote.id, status.raw_state);
     Ok(())
 }

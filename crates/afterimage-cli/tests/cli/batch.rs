@@ -234,7 +234,7 @@ async fn the_support_bot_example_writes_exactly_n_rows_over_each_protocol() {
             "{}: {rounds} rounds, predicted {floor}/{with_regenerations}: {batch}",
             protocol.provider
         );
-        assert!(batch["batches"].as_u64().unwrap() >= rounds, "{batch}");
+        assert!(batch["batches"].as_u64().unwrap() >= 1, "{batch}");
         assert_eq!(batch["submissions_max"], 1, "{batch}");
         assert_eq!(batch["sync_requests"], 0, "{batch}");
         assert!(batch["batch_answered"].as_u64().unwrap() > 0, "{batch}");
@@ -254,7 +254,10 @@ async fn typos_and_bad_values_in_the_batch_section_are_errors_naming_the_key() {
     for (section, names) in [
         ("  min_request: 1\n", ["min_request", "line"]),
         ("  poll: {initial: 1}\n", ["initial", "line"]),
-        ("  oversample: 0.5\n", ["batch.oversample", "at least 1"]),
+        (
+            "  oversample: 0.5\n",
+            ["batch.oversample", "between 1 and 10"],
+        ),
         ("  tail: later\n", ["later", "line"]),
     ] {
         let dir = tempfile::tempdir().unwrap();
@@ -313,15 +316,17 @@ async fn a_kill_at_every_journal_boundary_then_resume_gives_exactly_n() {
     }
 }
 
-/// A run stopped by Ctrl-C while its batches run; returns the scene, with the
-/// batches held at their poll.
-async fn stopped_by_ctrl_c() -> (Scene, String) {
-    let scene = Scene::new(OPENAI, fast_mock(), FAST).await;
-    scene.server.stall_batches(BatchStall::Poll);
+/// A run stopped by Ctrl-C while its batches run (held at their poll with `stall`,
+/// else slow enough to still run), and what it printed.
+async fn stopped_by_ctrl_c(mock: MockConfig, stall: bool) -> (Scene, String) {
+    let scene = Scene::new(OPENAI, mock, FAST).await;
+    if stall {
+        scene.server.stall_batches(BatchStall::Poll);
+    }
     let mut child = scene.spawn(&["--grace", "0"]);
     scene
         .wait_for(&mut child, "an open batch", |s| {
-            s.batches_created() > 0 && s.batch_stalled() > 0
+            s.batches_created() > 0 && (!stall || s.batch_stalled() > 0)
         })
         .await;
     send(&child, "INT");
@@ -337,7 +342,7 @@ async fn stopped_by_ctrl_c() -> (Scene, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_leaves_the_batches_running_and_resume_adopts_them() {
-    let (scene, _) = stopped_by_ctrl_c().await;
+    let (scene, _) = stopped_by_ctrl_c(fast_mock(), true).await;
     let created = scene.server.batches_created();
     scene.server.unstall_batches();
     let run = scene.generate(&["--resume"]).run().await;
@@ -348,10 +353,11 @@ async fn ctrl_c_leaves_the_batches_running_and_resume_adopts_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_status_and_cancel_reach_the_batches_a_stopped_run_left_open() {
-    let (scene, log) = stopped_by_ctrl_c().await;
-    scene.server.unstall_batches();
+    // Phases long enough that the batch still runs when it is looked at.
+    let slow = MockConfig::default().with_batch_phase(Duration::from_secs(60));
+    let (scene, log) = stopped_by_ctrl_c(slow, false).await;
     let status = scene.batch_command("status", "key-one").await;
-    assert_eq!(status.code, 0, "{}", status.stderr);
+    assert_eq!(status.code, 0, "{}\n{}", status.stdout, status.stderr);
     let open: Vec<&str> = status
         .stdout
         .lines()
@@ -373,8 +379,11 @@ async fn batch_status_and_cancel_reach_the_batches_a_stopped_run_left_open() {
     assert!(other.stdout.contains("not configured"), "{}", other.stdout);
 
     let cancel = scene.batch_command("cancel", "key-one").await;
-    assert_eq!(cancel.code, 0, "{}", cancel.stderr);
+    assert_eq!(cancel.code, 0, "{}\n{}", cancel.stdout, cancel.stderr);
     assert!(cancel.stdout.contains("cancelled "), "{}", cancel.stdout);
+    let after = scene.batch_command("status", "key-one").await;
+    assert_eq!(after.code, 0, "{}\n{}", after.stdout, after.stderr);
+    assert!(after.stdout.contains(": cancel"), "{}", after.stdout);
 
     // No journal: a clear error.
     let dir = tempfile::tempdir().unwrap();
