@@ -314,7 +314,7 @@ impl BatchRun {
             String::new()
         };
         crate::batch::progress::say(&format!(
-            "batch mode: {} batch API, about {} rounds ({why}{more}); each round takes one batch turnaround: {}{spares}",
+            "batch mode: {}, about {} rounds ({why}{more}); each round takes one batch turnaround: {}{spares}",
             api_name(self.provider),
             r.floor,
             turnaround(self.provider)
@@ -366,6 +366,18 @@ impl BatchRun {
     }
 }
 
+/// `validate`'s batch line, when the config turns batch mode on.
+pub(crate) fn validate_line(settings: &Settings) -> Option<String> {
+    let config = settings.batch.as_ref()?;
+    let rounds = estimate(settings);
+    Some(format!(
+        "batch mode: {}, about {} rounds; journal in {}",
+        api_name(settings.provider),
+        rounds.floor,
+        config.dir.display()
+    ))
+}
+
 /// This process's command line with `--resume`: what finishes the run.
 fn resume_command() -> String {
     let mut words: Vec<String> = std::env::args().skip(1).collect();
@@ -388,10 +400,10 @@ fn resume_command() -> String {
 /// How the provider's batch API is named in messages.
 fn api_name(provider: Provider) -> &'static str {
     match provider {
-        Provider::Anthropic => "Anthropic Message Batches",
-        Provider::Gemini => "Gemini",
-        Provider::Openai => "OpenAI",
-        _ => "OpenAI-compatible",
+        Provider::Anthropic => "Anthropic Message Batches API",
+        Provider::Gemini => "Gemini batch API",
+        Provider::Openai => "OpenAI Batch API",
+        _ => "OpenAI-compatible batch API",
     }
 }
 

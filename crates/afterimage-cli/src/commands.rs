@@ -221,6 +221,9 @@ pub(crate) async fn validate(args: ValidateArgs) -> Result<(), Failure> {
     show_personas_and_tools(&settings);
     let structured = crate::structured::check_section(&args.config);
     let output = check_output_line(&settings).await;
+    if let Some(line) = crate::batch::validate_line(&settings) {
+        println!("ok    {line}");
+    }
     let pairs = crate::preference::check_section(&args.config);
     let usage_problems = [key, documents, structured, output, pairs]
         .into_iter()

@@ -112,10 +112,16 @@ impl Scene {
         std::fs::read_to_string(self.dir.path().join("run.log")).unwrap_or_default()
     }
 
-    /// Waits until `ready` holds, the child still running.
-    async fn wait_for(&self, child: &mut Child, what: &str, ready: impl Fn(&MockServer) -> bool) {
+    /// Waits until `ready` holds of the mock and the run's log, the child still
+    /// running.
+    async fn wait_for(
+        &self,
+        child: &mut Child,
+        what: &str,
+        ready: impl Fn(&MockServer, &str) -> bool,
+    ) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !ready(&self.server) {
+        while !ready(&self.server, &self.log()) {
             assert!(
                 child.try_wait().unwrap().is_none(),
                 "the run ended before {what}: {}",
@@ -325,8 +331,9 @@ async fn stopped_by_ctrl_c(mock: MockConfig, stall: bool) -> (Scene, String) {
     }
     let mut child = scene.spawn(&["--grace", "0"]);
     scene
-        .wait_for(&mut child, "an open batch", |s| {
-            s.batches_created() > 0 && (!stall || s.batch_stalled() > 0)
+        .wait_for(&mut child, "an open batch", |s, log| {
+            // Held at its poll, or shown open: either way the run knows the batch.
+            s.batch_stalled() > 0 || log.contains(": 1 open")
         })
         .await;
     send(&child, "INT");
@@ -404,4 +411,32 @@ async fn batch_status_and_cancel_reach_the_batches_a_stopped_run_left_open() {
         "{}",
         missing.stderr
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_on_exit_cancels_the_open_batches_on_ctrl_c() {
+    let slow = MockConfig::default().with_batch_phase(Duration::from_secs(60));
+    let scene = Scene::new(OPENAI, slow, FAST).await;
+    let mut child = scene.spawn(&["--grace", "0", "--cancel-on-exit"]);
+    scene
+        .wait_for(&mut child, "an open batch", |_, log| {
+            log.contains(": 1 open")
+        })
+        .await;
+    send(&child, "INT");
+    let (code, _) = exit(child).await;
+    assert_eq!(code, 130, "{}", scene.log());
+    let log = scene.log();
+    assert!(log.contains("cancelled 1 provider batch(es)"), "{log}");
+    let status = scene.batch_command("status", "key-one").await;
+    assert_eq!(status.code, 0, "{}\n{}", status.stdout, status.stderr);
+    assert!(status.stdout.contains(": cancel"), "{}", status.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_budget_is_checked_before_each_round() {
+    let scene = Scene::new(OPENAI, fast_mock(), FAST).await;
+    let run = scene.generate(&["--max-cost", "0.0008"]).run().await;
+    eprintln!("{}\n{}", run.stderr, run.stdout);
+    assert_ne!(run.code, 0);
 }
