@@ -309,7 +309,7 @@ async fn a_kill_at_every_journal_boundary_then_resume_gives_exactly_n() {
         scene.server.stall_batches(stall);
         let mut child = scene.spawn(&[]);
         scene
-            .wait_for(&mut child, "a stalled batch call", |s| {
+            .wait_for(&mut child, "a stalled batch call", |s, _| {
                 s.batch_stalled() > 0
             })
             .await;
