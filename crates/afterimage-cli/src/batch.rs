@@ -418,3 +418,72 @@ fn turnaround(provider: Provider) -> &'static str {
         _ => "as long as this server takes (OpenAI's own API says within 24 h)",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use afterimage_core::Usage;
+
+    fn settings(yaml: &str) -> Settings {
+        let raw = crate::config::parse(yaml).unwrap();
+        let env = |name: &str| (name == "OPENAI_API_KEY").then(|| "k".to_owned());
+        let overrides = crate::settings::Overrides {
+            batch: true,
+            ..Default::default()
+        };
+        Settings::resolve(
+            raw,
+            Path::new("run.yaml"),
+            &overrides,
+            env,
+            crate::KeyPolicy::Required,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_round_gate_stops_at_the_budget_with_batched_answers_at_half_price() {
+        let settings = settings(
+            "model: {provider: openai, model_name: m, price: {input_per_million: 1, output_per_million: 1}}\n",
+        );
+        let ledger = Ledger::new();
+        // A million batched tokens cost 0.5 at the batch rate.
+        ledger.record("m (batch)", "respondent", Usage::new(1_000_000, 0));
+        let under = budget_gate(ledger.clone(), settings.prices.clone(), 0.6);
+        assert!(under(3).is_ok());
+        let over = budget_gate(ledger.clone(), settings.prices.clone(), 0.5);
+        let refused = over(3).unwrap_err();
+        assert!(
+            refused.contains("round 3") && refused.contains("0.5"),
+            "{refused}"
+        );
+        ledger.record("m", "instructions", Usage::new(200_000, 0));
+        assert!(
+            under(4).is_err(),
+            "synchronous answers count at the full rate"
+        );
+    }
+
+    #[test]
+    fn the_budget_is_the_smallest_money_limit() {
+        let s = settings(
+            "generation: {stopping: [{type: budget, max_cost: 3}, {type: budget, max_cost: 2}, {type: fixed, n: 5}]}\nmodel: {provider: openai, model_name: m, price: {input_per_million: 1, output_per_million: 1}}\n",
+        );
+        assert_eq!(budget(&s.stopping), Some(2.0));
+        assert_eq!(budget(&[]), None);
+    }
+
+    #[test]
+    fn the_announcement_and_validate_name_the_api_and_rounds() {
+        let s = settings(
+            "generation: {max_turns: 4}\nmodel: {provider: openai}\nquality: {auto_improve: true, max_regenerations: 1}\n",
+        );
+        let line = validate_line(&s).unwrap();
+        assert!(
+            line.starts_with("batch mode: OpenAI Batch API, about 9 rounds"),
+            "{line}"
+        );
+        assert!(turnaround(Provider::Anthropic).contains("1 hour"));
+        assert!(resume_command().ends_with("--resume"));
+    }
+}
