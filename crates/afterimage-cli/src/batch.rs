@@ -425,7 +425,8 @@ mod tests {
     use afterimage_core::Usage;
 
     fn settings(yaml: &str) -> Settings {
-        let raw = crate::config::parse(yaml).unwrap();
+        let raw =
+            crate::config::parse(&format!("respondent: {{system_prompt: hi}}\n{yaml}")).unwrap();
         let env = |name: &str| (name == "OPENAI_API_KEY").then(|| "k".to_owned());
         let overrides = crate::settings::Overrides {
             batch: true,
