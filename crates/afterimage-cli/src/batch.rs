@@ -323,8 +323,13 @@ impl BatchRun {
 
     /// Prints a line per round and per open batch while the run goes on, until the
     /// returned guard is dropped.
-    pub(crate) fn watch(&self) -> progress::Watch {
-        progress::Watch::start(self.batcher.clone(), self.provider, self.rounds.floor)
+    pub(crate) fn watch(&self, print: progress::Printer) -> progress::Watch {
+        progress::Watch::start(
+            self.batcher.clone(),
+            self.provider,
+            self.rounds.floor,
+            print,
+        )
     }
 
     /// Once the run returned: a finished run cancels batches left with spare dialogs'

@@ -79,7 +79,10 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
         !args.json && std::io::stderr().is_terminal(),
     );
     let options = options.on_progress(progress.callback());
-    let watch = pools.batch.as_ref().map(crate::batch::BatchRun::watch);
+    let watch = pools
+        .batch
+        .as_ref()
+        .map(|run| run.watch(Arc::new(progress.printer())));
     let result = generator.generate(options).await;
     drop(watch);
     progress.finish();

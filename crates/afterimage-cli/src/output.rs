@@ -97,6 +97,20 @@ impl Progress {
         }
     }
 
+    /// Prints a line above the bar (on stderr as is when the bar is hidden), so that
+    /// lines printed while it runs do not break it.
+    pub(crate) fn printer(&self) -> impl Fn(&str) + Send + Sync + 'static {
+        let bar = self.bar.clone();
+        move |line: &str| {
+            if bar.is_hidden() {
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stderr(), "{line}");
+            } else {
+                bar.println(line);
+            }
+        }
+    }
+
     /// Removes the bar.
     pub(crate) fn finish(&self) {
         self.bar.finish_and_clear();

@@ -16,20 +16,28 @@ pub(crate) fn say(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
+/// Where progress lines go (above the progress bar, when there is one).
+pub(crate) type Printer = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
 /// The progress printer's task, stopped when dropped.
 #[derive(Debug)]
 pub(crate) struct Watch(tokio::task::JoinHandle<()>);
 
 impl Watch {
     /// Starts printing `batcher`'s rounds and batches; `rounds` is the predicted count.
-    pub(crate) fn start(batcher: Batcher, provider: Provider, rounds: u32) -> Watch {
+    pub(crate) fn start(
+        batcher: Batcher,
+        provider: Provider,
+        rounds: u32,
+        print: Printer,
+    ) -> Watch {
         Watch(tokio::spawn(async move {
             let mut shown = String::new();
             loop {
                 tokio::time::sleep(TICK).await;
                 let line = describe(&batcher.progress(), provider, rounds);
                 if line != shown {
-                    say(&line);
+                    print(&line);
                     shown = line;
                 }
             }
