@@ -432,3 +432,39 @@ async fn cancel_on_exit_cancels_the_open_batches_on_ctrl_c() {
     assert_eq!(status.code, 0, "{}\n{}", status.stdout, status.stderr);
     assert!(status.stdout.contains(": cancel"), "{}", status.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_text_report_gives_rounds_submissions_and_cost_batch_against_sync() {
+    let scene = Scene::new(OPENAI, fast_mock(), FAST).await;
+    let p = scene.protocol;
+    let run = Cli::generate(&scene.config, &(p.base_url)(&scene.server), &scene.out)
+        .args(&["--batch", "--provider", p.provider, "--model", p.model])
+        .args(&["--max-concurrency", "16"])
+        .env(p.key_env, "key-one".into())
+        .run()
+        .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("batch: "))
+        .collect();
+    assert_eq!(lines.len(), 3, "{}", run.stdout);
+    assert!(
+        lines[0].contains("rounds") && lines[0].contains("at most 1)"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[1].contains("replayed 0 answers"), "{}", lines[1]);
+    assert!(
+        lines[2].contains("batched answers") && lines[2].contains("synchronous ones"),
+        "{}",
+        lines[2]
+    );
+    assert!(
+        !lines[2].contains("unknown"),
+        "gpt-4o-mini has a built-in price: {}",
+        lines[2]
+    );
+    scene.assert_exact();
+}
