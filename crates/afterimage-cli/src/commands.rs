@@ -48,6 +48,11 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
     if args.resume {
         settings.structured_output_start = recorded_mode(storage.as_ref()).await;
     }
+    if settings.batch.is_some() && args.fleet.join {
+        return Err(Failure::Usage(anyhow!(
+            "batch mode cannot run as a worker of a shared run (--join): run it as one process without --join, or turn batch mode off"
+        )));
+    }
     let batch =
         crate::batch::prepare(&settings, storage.as_ref(), args.resume, args.max_cost).await?;
     let batch_run_id = batch.as_ref().map(|b| b.run_id.clone());
