@@ -288,7 +288,7 @@ async fn line_faults_are_retried_or_replaced_and_still_give_exactly_n() {
         .with_batch_retryable_rate(0.1)
         .with_batch_permanent_rate(0.03)
         .with_batch_missing_rate(0.1);
-    for protocol in [OPENAI, ANTHROPIC] {
+    for protocol in [OPENAI, ANTHROPIC, GEMINI] {
         let scene = Scene::new(protocol, mock.clone(), FAST).await;
         let batch = batch_report(&scene.generate(&[]).run().await);
         scene.assert_exact();
