@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use afterimage_batch::{Batcher, Journal, RequestRole};
-use afterimage_core::{ChatModel, Ledger, Storage, split_batch_ledger_name};
+use afterimage_core::{ChatModel, Ledger, RunRecord, Storage, split_batch_ledger_name};
 use afterimage_engine::{EngineError, GenerateOptions, RunReport, StopRule};
 use afterimage_providers::Provider;
 use afterimage_storage::StorageSpec;
@@ -35,6 +35,8 @@ pub(crate) struct BatchStart {
     pub(crate) journal: Journal,
     /// The money limit checked before each round (`--max-cost`, a `budget` rule).
     pub(crate) max_cost: Option<f64>,
+    /// The pass rate a resumed run observed, for `oversample: auto`.
+    pub(crate) pass_rate: Option<f64>,
 }
 
 /// The run id and journal of a batch-mode run: on `--resume` the stored run's (or,
@@ -48,32 +50,30 @@ pub(crate) async fn prepare(
     let Some(config) = &settings.batch else {
         return Ok(None);
     };
-    let run_id = if resume {
-        resumed_run_id(config, storage).await?
+    let record = if resume {
+        storage.load_run().await.ok().flatten()
     } else {
         None
-    }
-    .unwrap_or_else(new_run_id);
+    };
+    let run_id = match (&record, resume) {
+        (Some(record), _) => record.run_id.clone(),
+        (None, true) => journal_run_id(config)?.unwrap_or_else(new_run_id),
+        (None, false) => new_run_id(),
+    };
     let journal = Journal::open(&config.dir, &run_id)
         .with_context(|| format!("opening the batch journal in {}", config.dir.display()))
         .map_err(Failure::Usage)?;
-    let max_cost = max_cost.or_else(|| budget(&settings.stopping));
     Ok(Some(BatchStart {
         run_id,
         journal,
-        max_cost,
+        max_cost: max_cost.or_else(|| budget(&settings.stopping)),
+        pass_rate: record.as_ref().and_then(pass_rate),
     }))
 }
 
-/// The run id to resume: the run record's, else the journal's (a run killed before
-/// its first row).
-async fn resumed_run_id(
-    config: &BatchConfig,
-    storage: &dyn Storage,
-) -> Result<Option<String>, Failure> {
-    if let Ok(Some(record)) = storage.load_run().await {
-        return Ok(Some(record.run_id));
-    }
+/// The run id of the journal in `batch.dir`, when there is one (a run killed before
+/// its first row has no run record yet).
+fn journal_run_id(config: &BatchConfig) -> Result<Option<String>, Failure> {
     if !config.dir.exists() {
         return Ok(None);
     }
@@ -82,6 +82,18 @@ async fn resumed_run_id(
         .map_err(Failure::Usage)?;
     Ok(Some(summary.run_id))
 }
+
+/// The share of a stored run's finished dialogs that made a row, once there are
+/// enough of them to say (what `oversample: auto` starts spares for).
+fn pass_rate(record: &RunRecord) -> Option<f64> {
+    let failed: u64 = record.failures.iter().flat_map(|f| f.values()).sum();
+    let ended = record.rows_written + failed;
+    (ended >= MIN_OBSERVED_DIALOGS && record.rows_written > 0)
+        .then(|| record.rows_written as f64 / ended as f64)
+}
+
+/// Finished dialogs a resumed run needs before its pass rate replaces the assumed one.
+const MIN_OBSERVED_DIALOGS: u64 = 20;
 
 /// A new run id, as the engine makes them: 12 hex digits.
 fn new_run_id() -> String {
@@ -188,7 +200,7 @@ pub(crate) fn start(
     let models = role_models(settings, &config, &batcher, sync);
     let run = BatchRun {
         batcher,
-        oversample: config.oversample_factor(settings.auto_improve),
+        oversample: config.oversample_factor(settings.auto_improve, start.pass_rate),
         provider: settings.provider,
         rounds: estimate(settings),
         config,
@@ -468,6 +480,19 @@ mod tests {
             under(4).is_err(),
             "synchronous answers count at the full rate"
         );
+    }
+
+    #[test]
+    fn auto_oversampling_reads_a_resumed_runs_pass_rate_once_it_has_enough() {
+        let mut record = RunRecord::new("r", 1, "");
+        record.rows_written = 10;
+        assert_eq!(pass_rate(&record), None, "too few to say");
+        record.rows_written = 30;
+        assert_eq!(pass_rate(&record), Some(1.0));
+        record.failures = Some([("judge: below min_score".to_owned(), 10)].into());
+        assert_eq!(pass_rate(&record), Some(0.75));
+        record.rows_written = 5;
+        assert_eq!(pass_rate(&record), None);
     }
 
     #[test]

@@ -112,12 +112,14 @@ pub(crate) struct BatchConfig {
 
 impl BatchConfig {
     /// The oversampling factor the run uses: the fixed one, or for `auto` the
-    /// inverse of an assumed pass rate (judged dialogs fail sometimes; others do not).
-    pub(crate) fn oversample_factor(&self, judged: bool) -> f64 {
-        match self.oversample {
-            Some(factor) => factor,
-            None if judged => AUTO_JUDGED_OVERSAMPLE,
-            None => 1.0,
+    /// inverse of the pass rate a resumed run `observed` (at most 2), else of an
+    /// assumed one (judged dialogs fail sometimes; others hardly).
+    pub(crate) fn oversample_factor(&self, judged: bool, observed: Option<f64>) -> f64 {
+        match (self.oversample, observed) {
+            (Some(factor), _) => factor,
+            (None, Some(rate)) if rate > 0.0 => (1.0 / rate).clamp(1.0, 2.0),
+            (None, _) if judged => AUTO_JUDGED_OVERSAMPLE,
+            (None, _) => 1.0,
         }
     }
 }
@@ -310,8 +312,11 @@ mod tests {
         assert_eq!(config.settings, BatchSettings::default());
         assert!(config.roles.respondent && config.roles.correspondent && config.roles.judge);
         assert_eq!(config.dir, PathBuf::from("out/rows.jsonl.batch"));
-        assert_eq!(config.oversample_factor(true), AUTO_JUDGED_OVERSAMPLE);
-        assert_eq!(config.oversample_factor(false), 1.0);
+        assert_eq!(config.oversample_factor(true, None), AUTO_JUDGED_OVERSAMPLE);
+        assert_eq!(config.oversample_factor(false, None), 1.0);
+        assert_eq!(config.oversample_factor(true, Some(0.8)), 1.25);
+        assert_eq!(config.oversample_factor(true, Some(0.1)), 2.0);
+        assert_eq!(config.oversample_factor(false, Some(1.0)), 1.0);
         assert!(!config.cancel_on_exit && !config.keep_files);
         let off = resolve(
             None,
