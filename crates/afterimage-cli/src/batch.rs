@@ -261,18 +261,21 @@ fn estimate(settings: &Settings) -> RoundEstimate {
     }
 }
 
-/// Stops the batcher before a round once the run's spend reaches `max_cost`, at the
-/// settings' prices (batched requests at their batch rate).
+/// Refuses a round whose projected cost (its requests at the mean cost of a batched
+/// request so far) would take the run's spend past `max_cost`, at the settings'
+/// prices (batched requests at their batch rate).
 fn budget_gate(
     ledger: Ledger,
     prices: Prices,
     max_cost: f64,
 ) -> Arc<dyn Fn(usize) -> Result<(), String> + Send + Sync> {
-    Arc::new(move |round| {
-        let spent = ledger_cost(&ledger, &prices);
-        if spent >= max_cost {
+    Arc::new(move |requests| {
+        let spend = Spend::of(&ledger, &prices);
+        let next = spend.per_batched_request() * requests as f64;
+        if spend.total + next > max_cost || spend.total >= max_cost {
             Err(format!(
-                "the budget of {max_cost:.4} is spent ({spent:.4} so far): round {round} is not submitted"
+                "the budget of {max_cost:.4} would be passed: {:.4} is spent, and the next round of {requests} requests would add about {next:.4}",
+                spend.total
             ))
         } else {
             Ok(())
@@ -280,17 +283,45 @@ fn budget_gate(
     })
 }
 
-/// What the ledger's requests cost at `prices`; models without a price count nothing.
-fn ledger_cost(ledger: &Ledger, prices: &Prices) -> f64 {
-    let book = ledger.book();
-    book.models()
-        .filter_map(|(name, _)| {
+/// What the ledger's requests cost at the settings' prices; models without a price
+/// count nothing.
+#[derive(Debug, Default)]
+struct Spend {
+    total: f64,
+    batched: f64,
+    batched_requests: u64,
+}
+
+impl Spend {
+    fn of(ledger: &Ledger, prices: &Prices) -> Spend {
+        let book = ledger.book();
+        let mut spend = Spend::default();
+        for (name, _) in book.models() {
             let (model, batched) = split_batch_ledger_name(name);
-            let price = prices.get(model)?;
-            let price = if batched { price.batch_rate() } else { price };
-            Some(price.cost(book.model_total(name).usage))
-        })
-        .sum()
+            let Some(price) = prices.get(model) else {
+                continue;
+            };
+            let spent = book.model_total(name);
+            if batched {
+                let cost = price.batch_rate().cost(spent.usage);
+                spend.batched += cost;
+                spend.batched_requests += u64::from(spent.requests);
+                spend.total += cost;
+            } else {
+                spend.total += price.cost(spent.usage);
+            }
+        }
+        spend
+    }
+
+    /// The mean cost of one batched request so far (0 before the first).
+    fn per_batched_request(&self) -> f64 {
+        if self.batched_requests == 0 {
+            0.0
+        } else {
+            self.batched / self.batched_requests as f64
+        }
+    }
 }
 
 impl BatchRun {
@@ -460,26 +491,29 @@ mod tests {
     }
 
     #[test]
-    fn the_round_gate_stops_at_the_budget_with_batched_answers_at_half_price() {
+    fn the_round_gate_projects_the_round_with_batched_answers_at_half_price() {
         let settings = settings(
             "model: {provider: openai, model_name: m, price: {input_per_million: 1, output_per_million: 1}}\n",
         );
         let ledger = Ledger::new();
-        // A million batched tokens cost 0.5 at the batch rate.
-        ledger.record("m (batch)", "respondent", Usage::new(1_000_000, 0));
-        let under = budget_gate(ledger.clone(), settings.prices.clone(), 0.6);
-        assert!(under(3).is_ok());
-        let over = budget_gate(ledger.clone(), settings.prices.clone(), 0.5);
-        let refused = over(3).unwrap_err();
+        // Two batched requests of half a million tokens: 0.5 at the batch rate, 0.25
+        // per request.
+        ledger.record("m (batch)", "respondent", Usage::new(500_000, 0));
+        ledger.record("m (batch)", "respondent", Usage::new(500_000, 0));
+        let gate = budget_gate(ledger.clone(), settings.prices.clone(), 1.0);
+        assert!(gate(2).is_ok(), "0.5 + 2 × 0.25 stays within 1.0");
+        let refused = gate(3).unwrap_err();
         assert!(
-            refused.contains("round 3") && refused.contains("0.5"),
+            refused.contains("round of 3 requests") && refused.contains("0.5000 is spent"),
             "{refused}"
         );
-        ledger.record("m", "instructions", Usage::new(200_000, 0));
+        ledger.record("m", "instructions", Usage::new(400_000, 0));
         assert!(
-            under(4).is_err(),
+            gate(1).is_err(),
             "synchronous answers count at the full rate"
         );
+        let spent = budget_gate(ledger, settings.prices.clone(), 0.5);
+        assert!(spent(0).is_err(), "a spent budget refuses any round");
     }
 
     #[test]
