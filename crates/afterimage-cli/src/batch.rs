@@ -428,7 +428,7 @@ pub(crate) fn validate_line(settings: &Settings) -> Option<String> {
 
 /// This process's command line with `--resume`: what finishes the run.
 fn resume_command() -> String {
-    let mut words: Vec<String> = std::env::args().skip(1).collect();
+    let mut words: Vec<String> = crate::invocation().to_vec();
     if !words.iter().any(|w| w == "--resume") {
         words.push("--resume".into());
     }

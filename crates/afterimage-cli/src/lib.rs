@@ -62,6 +62,15 @@ mod settings;
 mod signals;
 mod structured;
 
+/// The arguments this run was started with (the program name left out), for the
+/// commands it prints to run again (`--resume`).
+static INVOCATION: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// The arguments of this run, as [`run`] got them.
+pub(crate) fn invocation() -> &'static [String] {
+    INVOCATION.get().map_or(&[], Vec::as_slice)
+}
+
 /// How a command failed, which decides the exit code.
 #[derive(Debug)]
 pub(crate) enum Failure {
@@ -88,6 +97,13 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    let _ = INVOCATION.set(
+        args.iter()
+            .skip(1)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+    );
     let cli = match args::Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
