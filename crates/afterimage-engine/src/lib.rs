@@ -83,6 +83,7 @@ pub use crate::{
     },
     pricing::{LedgerSummary, ModelSpend, PriceFn, SpendFigures},
     report::RunReport,
+    rounds::{RoundEstimate, predicted_rounds},
     schema::{SchemaProblem, check_output_schema},
     stop::StopHandle,
     stop_rules::{StopRule, StopRuleError},
@@ -104,6 +105,8 @@ mod policy;
 mod preference;
 mod pricing;
 mod report;
+mod rounds;
+mod rows;
 mod run;
 mod schema;
 mod stop;
