@@ -37,7 +37,8 @@ pub struct RunReport {
     /// Spare dialogs discarded because the count was reached before they could store
     /// a row (see [`GenerateOptions::oversample`](crate::GenerateOptions::oversample)):
     /// cancelled while running, or finished too late. What they spent is in the
-    /// [`ledger`](Self::ledger), not in [`requests`](Self::requests).
+    /// [`ledger`](Self::ledger) (the cancelled ones' requests are not in
+    /// [`requests`](Self::requests)).
     pub spares: u64,
     /// Model requests made (instructions, both dialog roles, judge).
     pub requests: u64,

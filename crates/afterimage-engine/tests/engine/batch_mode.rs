@@ -275,7 +275,7 @@ const UNDER_WAY: u64 = 18; // N × 1.5
 
 /// Rejected by the judge: every third dialog of the first wave.
 fn rejected(dialog: u64) -> bool {
-    dialog < UNDER_WAY && dialog % 3 == 0
+    dialog < UNDER_WAY && dialog.is_multiple_of(3)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -488,8 +488,7 @@ async fn steps_per_dialog(
         )
         .await
         .unwrap();
-    let steps = counted.steps.lock().unwrap().clone();
-    steps
+    counted.steps.lock().unwrap().clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
