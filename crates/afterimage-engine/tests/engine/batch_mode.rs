@@ -549,3 +549,99 @@ async fn a_shared_run_refuses_batch_mode_and_spares() {
         .unwrap_err();
     assert!(refused.to_string().contains("oversample"), "{refused}");
 }
+
+/// Passes requests on to a model, writing down the dialog step each was asked at.
+#[derive(Debug)]
+struct Stepping {
+    inner: Arc<dyn afterimage_core::ChatModel>,
+    log: Log,
+}
+
+#[async_trait::async_trait]
+impl afterimage_core::ChatModel for Stepping {
+    async fn chat(
+        &self,
+        request: ChatRequest,
+    ) -> Result<ChatResponse, afterimage_core::ProviderError> {
+        let step = next_dialog_step().expect("a request outside any dialog");
+        self.log.lock().unwrap().push(Event::Ask(step));
+        self.inner.chat(request).await
+    }
+
+    fn model_id(&self) -> &str {
+        self.inner.model_id()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn structured_jobs_run_in_their_dialog_scope_with_spares_and_exact_rows() {
+    use afterimage_mock::{MockConfig, MockServer};
+    let config = MockConfig::default()
+        .with_latency(std::time::Duration::from_millis(2))
+        .with_schema_violation_rate(0.5)
+        .with_seed(5);
+    let server = MockServer::start(config).await.unwrap();
+    let live = Arc::new(RecordingLive::default());
+    let client = afterimage_providers::OpenAiCompatible::builder(server.openai_base_url())
+        .api_key(afterimage_core::ApiKey::new("sk-test"))
+        .model("mock-model")
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let model = Arc::new(Stepping {
+        inner: Arc::new(client),
+        log: Arc::clone(&live.log),
+    });
+    let docs = Arc::new(InMemoryDocumentProvider::new([
+        "Error 503 means the service is unavailable. Retry after 5 minutes.",
+        "To reset your password, click 'Forgot Password' on the login screen.",
+    ]));
+    let schema = afterimage_core::JsonSchema::new(
+        "faq_entry",
+        serde_json::json!({
+            "type": "object",
+            "properties": {"title": {"type": "string"}, "answer": {"type": "string"}},
+            "required": ["title", "answer"],
+            "additionalProperties": false,
+        }),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("faq.jsonl");
+    let report = afterimage_engine::StructuredGenerator::builder()
+        .schema(schema)
+        .respondent_prompt("You write FAQ entries for a support site.")
+        .model(Arc::clone(&model) as _)
+        .instruction_generator(Arc::new(ContextualInstructionGenerator::new(model, docs)))
+        .output(Arc::new(JsonlStorage::new(&path)))
+        .build()
+        .unwrap()
+        .generate(
+            GenerateOptions::new()
+                .num_dialogs(10)
+                .max_concurrency(32)
+                .max_failures(50)
+                .oversample(1.5)
+                .live_dialogs(live.clone()),
+        )
+        .await
+        .unwrap();
+    let written = rows(&path);
+    assert_eq!((written.len(), ids(&written).len()), (10, 10));
+    assert_eq!(report.rows_written, 10);
+    let log = live.log.lock().unwrap().clone();
+    let entered = log.iter().filter(|e| matches!(e, Event::Enter(_))).count() as u64;
+    let left = log.iter().filter(|e| matches!(e, Event::Leave(_))).count() as u64;
+    assert_eq!(entered, left);
+    // Every job that entered ended as a row, a failure or a spare.
+    assert_eq!(
+        entered,
+        report.rows_written + report.dialogs_failed + report.spares,
+        "{report:?}"
+    );
+    assert!(entered >= 15, "the spares started with the first wave");
+    // Each job's requests are numbered from 0 without a gap.
+    for (dialog, steps) in steps_by_dialog(&log) {
+        let want: Vec<u32> = (0..steps.len() as u32).collect();
+        assert_eq!(steps, want, "job {dialog}");
+    }
+}
