@@ -5,6 +5,7 @@
 mod anthropic;
 mod gemini;
 mod openai;
+mod stall;
 mod store;
 
 use std::time::Instant;
@@ -15,6 +16,7 @@ use hyper::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::server::{Answer, Dialect, Refusal, Shared, answer_line, error_answer, unix_now};
+pub use stall::BatchStall;
 use store::{Inner, Stage};
 pub(crate) use store::{Protocol, Store};
 
@@ -228,7 +230,8 @@ fn bad_request(message: impl Into<String>) -> Refusal {
     (StatusCode::BAD_REQUEST, message.into())
 }
 
-/// Answers a batch route.
+/// Answers a batch route, hanging first (or after a create) while
+/// [`crate::MockServer::stall_batches`] stalls its point.
 pub(crate) async fn handle(shared: &Shared, route: Route, parts: &Parts, body: Incoming) -> Answer {
     let header = |name: &str| {
         parts
@@ -238,40 +241,54 @@ pub(crate) async fn handle(shared: &Shared, route: Route, parts: &Parts, body: I
             .unwrap_or_default()
             .to_string()
     };
+    let upload_command = header("x-goog-upload-command");
+    let stall = &shared.batches.stall;
+    stall
+        .wait(BatchStall::before(&route, &upload_command))
+        .await;
+    // Read the clock after a stall, so a released poll sees the batch as it is now.
     let ctx = Ctx {
         shared,
         key: crate::server::request_key(parts).to_string(),
         query: parts.uri.query().unwrap_or_default().to_string(),
         host: header("host"),
         content_type: header("content-type"),
-        upload_command: header("x-goog-upload-command"),
+        upload_command,
         now: Instant::now(),
         unix: unix_now(),
     };
+    let after = BatchStall::after(&route);
+    let answer = dispatch(&ctx, route, body).await;
+    stall.wait(after).await;
+    answer
+}
+
+/// Answers a batch route, or with its error.
+async fn dispatch(ctx: &Ctx<'_>, route: Route, body: Incoming) -> Answer {
     let dialect = route.dialect();
     let result = match route {
-        Route::OpenAiUpload => openai::upload(&ctx, body).await,
-        Route::OpenAiFile(id) => openai::file(&ctx, &id, false),
-        Route::OpenAiFileContent(id) => openai::file(&ctx, &id, true),
-        Route::OpenAiCreate => openai::create(&ctx, body).await,
-        Route::OpenAiList => openai::list(&ctx),
-        Route::OpenAiGet(id) => openai::get(&ctx, &id),
-        Route::OpenAiCancel(id) => openai::cancel(&ctx, &id),
-        Route::AnthropicCreate => anthropic::create(&ctx, body).await,
-        Route::AnthropicList => anthropic::list(&ctx),
-        Route::AnthropicGet(id) => anthropic::get(&ctx, &id),
-        Route::AnthropicCancel(id) => anthropic::cancel(&ctx, &id),
-        Route::AnthropicResults(id) => anthropic::results(&ctx, &id),
-        Route::GeminiCreate(model) => gemini::create(&ctx, &model, body).await,
-        Route::GeminiList => gemini::list(&ctx),
-        Route::GeminiGet(id) => gemini::get(&ctx, &id),
-        Route::GeminiCancel(id) => gemini::cancel(&ctx, &id),
-        Route::GeminiUpload => gemini::upload(&ctx, body).await,
-        Route::GeminiFile(id) => gemini::file(&ctx, &id, false),
-        Route::GeminiDownload(id) => gemini::file(&ctx, &id, true),
-        Route::OpenAiDeleteFile(id) => openai::delete_file(&ctx, &id),
-        Route::AnthropicDelete(id) => delete_batch(&ctx, &id, Dialect::Anthropic),
-        Route::GeminiDelete(id) => delete_batch(&ctx, &id, Dialect::Gemini),
+        Route::OpenAiUpload => openai::upload(ctx, body).await,
+        Route::OpenAiFile(id) => openai::file(ctx, &id, false),
+        Route::OpenAiFileContent(id) => openai::file(ctx, &id, true),
+        Route::OpenAiCreate => openai::create(ctx, body).await,
+        Route::OpenAiList => openai::list(ctx),
+        Route::OpenAiGet(id) => openai::get(ctx, &id),
+        Route::OpenAiCancel(id) => openai::cancel(ctx, &id),
+        Route::AnthropicCreate => anthropic::create(ctx, body).await,
+        Route::AnthropicList => anthropic::list(ctx),
+        Route::AnthropicGet(id) => anthropic::get(ctx, &id),
+        Route::AnthropicCancel(id) => anthropic::cancel(ctx, &id),
+        Route::AnthropicResults(id) => anthropic::results(ctx, &id),
+        Route::GeminiCreate(model) => gemini::create(ctx, &model, body).await,
+        Route::GeminiList => gemini::list(ctx),
+        Route::GeminiGet(id) => gemini::get(ctx, &id),
+        Route::GeminiCancel(id) => gemini::cancel(ctx, &id),
+        Route::GeminiUpload => gemini::upload(ctx, body).await,
+        Route::GeminiFile(id) => gemini::file(ctx, &id, false),
+        Route::GeminiDownload(id) => gemini::file(ctx, &id, true),
+        Route::OpenAiDeleteFile(id) => openai::delete_file(ctx, &id),
+        Route::AnthropicDelete(id) => delete_batch(ctx, &id, Dialect::Anthropic),
+        Route::GeminiDelete(id) => delete_batch(ctx, &id, Dialect::Gemini),
     };
     result.unwrap_or_else(|(status, message)| error_answer(dialect, status, &message, 1))
 }

@@ -13,14 +13,17 @@ use crate::text::Rng;
 /// Salt of the per-line and per-batch fault draws, apart from the reply streams.
 const FAULT_SALT: u64 = 0xba7c_4f00_d1e5_0001;
 
-/// Everything the batch routes share, behind one lock.
+/// Everything the batch routes share: the state behind one lock, and the stall switch.
 #[derive(Debug, Default)]
-pub(crate) struct Store(Mutex<Inner>);
+pub(crate) struct Store {
+    inner: Mutex<Inner>,
+    pub(crate) stall: super::stall::Stall,
+}
 
 impl Store {
     /// The state, also after a handler panicked while holding it.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
