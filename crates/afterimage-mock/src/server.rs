@@ -361,6 +361,12 @@ impl MockServer {
         self.shared.batches.stall.hanging()
     }
 
+    /// Files deleted through the OpenAI (`DELETE /v1/files/{id}`) or Gemini (`DELETE
+    /// /v1beta/files/{id}`) Files API; a deleted file answers 404 afterwards.
+    pub fn files_deleted(&self) -> u64 {
+        self.shared.batches.lock().files_deleted
+    }
+
     /// Zeroes the counters (e.g. after a benchmark's warm-up).
     pub fn reset_stats(&self) {
         self.shared.stats.reset();

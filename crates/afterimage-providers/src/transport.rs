@@ -4,6 +4,7 @@
 
 use afterimage_core::ProviderError;
 use reqwest::Method;
+use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 use crate::http::Http;
@@ -11,7 +12,8 @@ use crate::http::Http;
 /// A chat client's HTTP connection, for a provider's other endpoints (batches, files).
 ///
 /// Paths are relative to the client's base URL (`/batches` on OpenAI's
-/// `https://api.openai.com/v1`). Errors are the [`ProviderError`]s the chat client
+/// `https://api.openai.com/v1`); a full URL is accepted only on the base URL's host
+/// (the key goes with it), as Gemini's upload URLs are. Errors are the [`ProviderError`]s the chat client
 /// would return for the same status; no 404 is diagnosed as a wrong model. `Debug`
 /// never shows the key.
 #[derive(Debug, Clone)]
@@ -40,11 +42,37 @@ impl Transport {
         self.http.base_url()
     }
 
+    /// The URL of `path` under `prefix` on the base URL's host, keeping the base
+    /// URL's own path: `("/upload", "/files")` on `https://h/v1beta` is
+    /// `https://h/upload/v1beta/files` (Gemini's upload and download endpoints).
+    pub fn prefixed_url(&self, prefix: &str, path: &str) -> String {
+        let origin = self.http.origin();
+        let base_path = &self.base_url()[origin.len()..];
+        format!("{origin}{prefix}{base_path}{path}")
+    }
+
+    /// A short, non-secret name of the client's key
+    /// ([`afterimage_core::ApiKey::fingerprint`]); empty when it has none.
+    pub fn key_fingerprint(&self) -> String {
+        self.http.key_fingerprint()
+    }
+
     /// GETs `path`; the body of a 2xx answer.
     pub async fn get(&self, path: &str) -> Result<String, ProviderError> {
-        self.http
-            .send_raw(Method::GET, path, None, &self.model)
-            .await
+        self.send(Method::GET, path, &[], None).await.map(|r| r.body)
+    }
+
+    /// POSTs a raw body with extra `headers` to `target` (a path, or a URL on the
+    /// base URL's host); the body and headers of a 2xx answer.
+    pub async fn post_with_headers(
+        &self,
+        target: &str,
+        headers: &[(&str, &str)],
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Reply, ProviderError> {
+        let body = Some((content_type, bytes));
+        self.send(Method::POST, target, headers, body).await
     }
 
     /// POSTs `body` as JSON to `path`; the body of a 2xx answer.
@@ -64,23 +92,52 @@ impl Transport {
         bytes: Vec<u8>,
     ) -> Result<String, ProviderError> {
         let body = Some((content_type, bytes));
-        self.http
-            .send_raw(Method::POST, path, body, &self.model)
+        self.send(Method::POST, path, &[], body)
             .await
+            .map(|r| r.body)
     }
 
     /// POSTs to `path` without a body (a cancel).
     pub async fn post_empty(&self, path: &str) -> Result<String, ProviderError> {
-        self.http
-            .send_raw(Method::POST, path, None, &self.model)
+        self.send(Method::POST, path, &[], None)
             .await
+            .map(|r| r.body)
     }
 
     /// DELETEs `path`.
     pub async fn delete(&self, path: &str) -> Result<String, ProviderError> {
-        self.http
-            .send_raw(Method::DELETE, path, None, &self.model)
+        self.send(Method::DELETE, path, &[], None)
             .await
+            .map(|r| r.body)
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<Reply, ProviderError> {
+        let (body, headers) = self
+            .http
+            .send_raw(method, target, headers, body, &self.model)
+            .await?;
+        Ok(Reply { body, headers })
+    }
+}
+
+/// A 2xx answer: its body and the headers it came with.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The body, as text.
+    pub body: String,
+    headers: HeaderMap,
+}
+
+impl Reply {
+    /// The value of header `name` (any case), if present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
 

@@ -45,6 +45,7 @@ pub(crate) enum Route {
     OpenAiDeleteFile(String),
     AnthropicDelete(String),
     GeminiDelete(String),
+    GeminiDeleteFile(String),
 }
 
 impl Route {
@@ -101,8 +102,15 @@ impl Route {
                 .then(|| Route::GeminiCreate(model.to_string()));
         }
         if let Some(id) = rest.strip_prefix("/files/") {
-            return (method == Method::GET && !id.is_empty() && !id.contains('/'))
-                .then(|| Route::GeminiFile(format!("files/{id}")));
+            if id.is_empty() || id.contains('/') {
+                return None;
+            }
+            let name = format!("files/{id}");
+            return match *method {
+                Method::GET => Some(Route::GeminiFile(name)),
+                Method::DELETE => Some(Route::GeminiDeleteFile(name)),
+                _ => None,
+            };
         }
         if rest == "/batches" {
             return (method == Method::GET).then_some(Route::GeminiList);
@@ -139,7 +147,8 @@ impl Route {
             | Route::GeminiUpload
             | Route::GeminiFile(_)
             | Route::GeminiDownload(_)
-            | Route::GeminiDelete(_) => Dialect::Gemini,
+            | Route::GeminiDelete(_)
+            | Route::GeminiDeleteFile(_) => Dialect::Gemini,
             _ => Dialect::OpenAi,
         }
     }
@@ -172,12 +181,14 @@ impl Ctx<'_> {
             .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
     }
 
-    /// The `limit`-style parameter `name`, clamped to `1..=max`.
+    /// The `limit`-style parameter `name`, clamped to `1..=max` and to
+    /// [`crate::MockConfig::batch_list_page`].
     fn limit(&self, name: &str, default: usize, max: usize) -> usize {
+        let max = self.shared.config.batch_list_page.map_or(max, |m| m.min(max));
         self.param(name)
             .and_then(|v| v.parse().ok())
             .unwrap_or(default)
-            .clamp(1, max)
+            .clamp(1, max.max(1))
     }
 
     /// The most requests a batch may hold under `provider_max`.
@@ -286,11 +297,32 @@ async fn dispatch(ctx: &Ctx<'_>, route: Route, body: Incoming) -> Answer {
         Route::GeminiUpload => gemini::upload(ctx, body).await,
         Route::GeminiFile(id) => gemini::file(ctx, &id, false),
         Route::GeminiDownload(id) => gemini::file(ctx, &id, true),
-        Route::OpenAiDeleteFile(id) => openai::delete_file(ctx, &id),
+        Route::OpenAiDeleteFile(id) => delete_file(ctx, &id, Dialect::OpenAi),
+        Route::GeminiDeleteFile(id) => delete_file(ctx, &id, Dialect::Gemini),
         Route::AnthropicDelete(id) => delete_batch(ctx, &id, Dialect::Anthropic),
         Route::GeminiDelete(id) => delete_batch(ctx, &id, Dialect::Gemini),
     };
     result.unwrap_or_else(|(status, message)| error_answer(dialect, status, &message, 1))
+}
+
+/// `DELETE /v1/files/{id}` or `/v1beta/files/{id}`, counted; the file is gone
+/// (404) afterwards.
+fn delete_file(ctx: &Ctx<'_>, id: &str, dialect: Dialect) -> Result<Answer, Refusal> {
+    let mut inner = ctx.shared.batches.lock();
+    let visible = inner
+        .files
+        .get(id)
+        .is_some_and(|f| !ctx.pin() || f.key == ctx.key);
+    if !visible {
+        return Err(not_found(id));
+    }
+    inner.files.remove(id);
+    inner.files_deleted += 1;
+    let body = match dialect {
+        Dialect::OpenAi => serde_json::json!({"id": id, "object": "file", "deleted": true}),
+        _ => serde_json::json!({}),
+    };
+    Ok(Answer::json(StatusCode::OK, &body))
 }
 
 /// `DELETE` of an Anthropic message batch (only once ended) or a Gemini batch job.
@@ -394,6 +426,10 @@ mod tests {
         assert_eq!(
             Route::parse(&Method::DELETE, "/v1/files/f1"),
             Some(Route::OpenAiDeleteFile("f1".into()))
+        );
+        assert_eq!(
+            Route::parse(&Method::DELETE, "/v1beta/files/f"),
+            Some(Route::GeminiDeleteFile("files/f".into()))
         );
         assert_eq!(
             Route::parse(&Method::DELETE, "/v1beta/batches/x"),

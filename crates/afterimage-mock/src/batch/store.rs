@@ -37,6 +37,8 @@ pub(crate) struct Inner {
     pub(crate) submissions: BTreeMap<String, u64>,
     /// Batch lines answered by the model (faults and unfinished lines not counted).
     pub(crate) answered: u64,
+    /// Files deleted through the OpenAI or Gemini Files API.
+    pub(crate) files_deleted: u64,
     next_id: u64,
 }
 
