@@ -49,6 +49,7 @@ pub fn kind(outcome: &ItemOutcome) -> &'static str {
         ItemOutcome::Ok(_) => "ok",
         ItemOutcome::Retryable(_) => "retryable",
         ItemOutcome::Permanent(_) => "permanent",
+        ItemOutcome::Fatal(_) => "fatal",
     }
 }
 

@@ -241,6 +241,10 @@ fn line_result(outcome: &Outcome) -> Option<Value> {
             "Internal error (injected by afterimage-mock).",
         ),
         Outcome::Permanent(message) => error(StatusCode::BAD_REQUEST, message),
+        Outcome::NoCredit => error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "You exceeded your current quota, please check your plan and billing details.",
+        ),
         Outcome::Missing | Outcome::Unfinished => return None,
     })
 }

@@ -221,7 +221,12 @@ impl Ctx<'_> {
         let (stage, answered) = batch.settle(self.now, &mut |line, _| {
             answer_line(shared, protocol, &model, &line.body)
         });
-        inner.answered += answered;
+        let credit = shared.config.batch_credit;
+        let paid = credit.map_or(answered, |c| answered.min(c.saturating_sub(inner.answered)));
+        if paid < answered {
+            batch.refuse_beyond(paid);
+        }
+        inner.answered += paid;
         stage
     }
 }

@@ -419,6 +419,11 @@ fn write_files(inner: &mut super::store::Inner, index: usize, unix: u64) {
             Outcome::Permanent(message) => {
                 errors.push(error_line(StatusCode::BAD_REQUEST, message));
             }
+            Outcome::NoCredit => {
+                let status = StatusCode::TOO_MANY_REQUESTS;
+                let body = json!({"error": {"message": "You exceeded your current quota, please check your plan and billing details.", "type": "insufficient_quota", "param": null, "code": "insufficient_quota"}});
+                errors.push(json!({"id": id, "custom_id": line.custom_id, "response": response(status, body), "error": null}));
+            }
             Outcome::Missing => {}
             Outcome::Unfinished => {
                 let (code, message) = if expired {

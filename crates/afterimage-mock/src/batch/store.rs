@@ -101,6 +101,8 @@ pub(crate) enum Outcome {
     Missing,
     /// Not run: the batch was cancelled or expired first.
     Unfinished,
+    /// Not run: the account's credit ran out ([`MockConfig::batch_credit`]).
+    NoCredit,
 }
 
 /// Where a batch is in its life.
@@ -389,6 +391,21 @@ impl Batch {
             .collect();
         self.outcomes = Some(outcomes);
         (stage, answered)
+    }
+
+    /// Turns the answered lines after the first `paid` (in input order) into
+    /// [`Outcome::NoCredit`]: the credit ran out mid-batch.
+    pub(crate) fn refuse_beyond(&mut self, paid: u64) {
+        let mut left = paid;
+        for outcome in self.outcomes.iter_mut().flatten() {
+            if let Outcome::Ok(_) = outcome {
+                if left == 0 {
+                    *outcome = Outcome::NoCredit;
+                } else {
+                    left -= 1;
+                }
+            }
+        }
     }
 
     /// The settled outcomes in result order, with their lines.
