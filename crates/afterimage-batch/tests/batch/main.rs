@@ -6,6 +6,7 @@ mod against_mock;
 mod anthropic;
 mod batcher;
 mod gemini;
+mod mock_edges;
 mod openai;
 mod split;
 
