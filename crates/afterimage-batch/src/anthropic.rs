@@ -293,7 +293,11 @@ fn errored(value: &Value, item: &BatchItem) -> ItemOutcome {
             ItemOutcome::Fatal(ProviderError::QuotaExhausted { message })
         }
         "authentication_error" | "permission_error" => {
-            let status = if kind == "authentication_error" { 401 } else { 403 };
+            let status = if kind == "authentication_error" {
+                401
+            } else {
+                403
+            };
             ItemOutcome::Fatal(ProviderError::Auth { status, message })
         }
         "invalid_request_error" | "not_found_error" => ItemOutcome::Permanent(reason),

@@ -81,7 +81,11 @@ impl GeminiBatch {
 
     /// `input_config` for `items`: inline requests, or an uploaded JSONL file of
     /// `{key, request}` lines when the inline body would pass the limit.
-    async fn input_config(&self, local_key: &str, items: &[BatchItem]) -> Result<Value, BatchError> {
+    async fn input_config(
+        &self,
+        local_key: &str,
+        items: &[BatchItem],
+    ) -> Result<Value, BatchError> {
         let mut requests = Vec::with_capacity(items.len());
         let mut bytes = 0;
         for item in items {
@@ -95,7 +99,9 @@ impl GeminiBatch {
         let mut jsonl = Vec::with_capacity(bytes);
         for (item, mut line) in items.iter().zip(requests) {
             let request = line.get_mut("request").map(Value::take);
-            jsonl.extend(to_bytes(&json!({"key": item.custom_id, "request": request}))?);
+            jsonl.extend(to_bytes(
+                &json!({"key": item.custom_id, "request": request}),
+            )?);
             jsonl.push(b'\n');
         }
         let file = self.upload(local_key, jsonl).await?;
@@ -130,7 +136,11 @@ impl GeminiBatch {
             .transport
             .post_with_headers(target, &finish, "application/jsonl", jsonl)
             .await?;
-        string_at(&parse(&done.body, "a file")?, "/file/name", "the uploaded file")
+        string_at(
+            &parse(&done.body, "a file")?,
+            "/file/name",
+            "the uploaded file",
+        )
     }
 
     /// The JSONL lines of a responses file.
@@ -315,9 +325,12 @@ impl BatchBackend for GeminiBatch {
 
     async fn delete_files(&self, batch: &RemoteBatch) -> Result<(), BatchError> {
         let operation = self.get_batch(batch, &self.transport).await?;
-        let input = ["/metadata/inputConfig/fileName", "/metadata/input_config/file_name"]
-            .iter()
-            .find_map(|p| operation.pointer(p).and_then(Value::as_str));
+        let input = [
+            "/metadata/inputConfig/fileName",
+            "/metadata/input_config/file_name",
+        ]
+        .iter()
+        .find_map(|p| operation.pointer(p).and_then(Value::as_str));
         let output = output_at(&operation, "/responsesFile");
         for file in input.into_iter().chain(output) {
             delete_if_present(&self.transport, &format!("/{file}")).await?;
@@ -329,9 +342,11 @@ impl BatchBackend for GeminiBatch {
 /// A string under the operation's output, read where either the docs or the SDK
 /// put it.
 fn output_at<'a>(operation: &'a Value, field: &str) -> Option<&'a str> {
-    OUTPUTS
-        .iter()
-        .find_map(|p| operation.pointer(&format!("{p}{field}")).and_then(Value::as_str))
+    OUTPUTS.iter().find_map(|p| {
+        operation
+            .pointer(&format!("{p}{field}"))
+            .and_then(Value::as_str)
+    })
 }
 
 /// Gemini answers a create beyond the enqueued-token quota with 429

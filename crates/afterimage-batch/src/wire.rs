@@ -175,7 +175,6 @@ pub(crate) fn unix_from_rfc3339(text: &str) -> Option<u64> {
     u64::try_from(days * 86_400 + hour * 3600 + minute * 60 + second).ok()
 }
 
-
 /// DELETEs `path`; a file already gone (404) is as good as deleted.
 pub(crate) async fn delete_if_present(
     transport: &afterimage_providers::Transport,
@@ -183,9 +182,7 @@ pub(crate) async fn delete_if_present(
 ) -> Result<(), BatchError> {
     match transport.delete(path).await {
         Ok(_) => Ok(()),
-        Err(ProviderError::ModelNotFound { .. } | ProviderError::EndpointNotFound { .. }) => {
-            Ok(())
-        }
+        Err(ProviderError::ModelNotFound { .. } | ProviderError::EndpointNotFound { .. }) => Ok(()),
         Err(other) => Err(BatchError::Provider(other)),
     }
 }

@@ -382,7 +382,10 @@ impl Http {
 
     /// A short, non-secret name of the key (empty without one).
     pub(crate) fn key_fingerprint(&self) -> String {
-        self.key.as_ref().map(ApiKey::fingerprint).unwrap_or_default()
+        self.key
+            .as_ref()
+            .map(ApiKey::fingerprint)
+            .unwrap_or_default()
     }
 
     /// [`exchange`](Self::exchange), counted in the request metrics.

@@ -59,7 +59,9 @@ impl Transport {
 
     /// GETs `path`; the body of a 2xx answer.
     pub async fn get(&self, path: &str) -> Result<String, ProviderError> {
-        self.send(Method::GET, path, &[], None).await.map(|r| r.body)
+        self.send(Method::GET, path, &[], None)
+            .await
+            .map(|r| r.body)
     }
 
     /// POSTs a raw body with extra `headers` to `target` (a path, or a URL on the

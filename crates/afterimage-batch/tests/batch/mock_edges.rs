@@ -176,7 +176,10 @@ async fn find_reads_past_the_first_page_on_each_protocol() {
     for k in [0, n - 1] {
         let found = openai.find(&format!("key-{k}"), 1).await.unwrap();
         assert_eq!(found.len(), 1, "key-{k}");
-        assert_eq!(found[0].local_key.as_deref(), Some(format!("key-{k}").as_str()));
+        assert_eq!(
+            found[0].local_key.as_deref(),
+            Some(format!("key-{k}").as_str())
+        );
     }
     let gemini = gemini(&server, "g-a");
     many_batches(&gemini, GEMINI, n).await;
@@ -215,7 +218,10 @@ async fn a_big_gemini_round_goes_up_as_a_file_and_comes_back_as_one() {
     // Both files existed: the uploaded input and the responses file.
     backend.delete_files(&batch).await.unwrap();
     assert_eq!(server.files_deleted(), 2);
-    assert!(backend.fetch_results(&batch).await.is_err(), "results still there");
+    assert!(
+        backend.fetch_results(&batch).await.is_err(),
+        "results still there"
+    );
     // Deleting again finds nothing left and is no error.
     backend.delete_files(&batch).await.unwrap();
     assert_eq!(server.files_deleted(), 2);
@@ -243,7 +249,10 @@ async fn openai_deletes_its_input_output_and_error_files() {
     assert!(permanent.count() > 0, "no error file to delete");
     backend.delete_files(&batch).await.unwrap();
     assert_eq!(server.files_deleted(), 3);
-    assert!(backend.fetch_results(&batch).await.is_err(), "results still there");
+    assert!(
+        backend.fetch_results(&batch).await.is_err(),
+        "results still there"
+    );
     backend.delete_files(&batch).await.unwrap();
     assert_eq!(server.files_deleted(), 3);
     // Anthropic keeps no files: nothing to delete, nothing counted.
@@ -275,8 +284,14 @@ async fn a_low_balance_is_fatal_on_anthropic_and_openai() {
         let ItemOutcome::Fatal(error) = outcome else {
             panic!("not fatal: {}", kind(&outcome));
         };
-        assert!(matches!(error, ProviderError::QuotaExhausted { .. }), "{error}");
-        assert!(error.to_string().contains("credit balance is too low"), "{error}");
+        assert!(
+            matches!(error, ProviderError::QuotaExhausted { .. }),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("credit balance is too low"),
+            "{error}"
+        );
         assert!(error.is_fatal() && !error.is_retryable());
     }
     let server = mock(MockConfig::default().with_batch_credit(4)).await;
@@ -284,6 +299,9 @@ async fn a_low_balance_is_fatal_on_anthropic_and_openai() {
         let ItemOutcome::Fatal(error) = outcome else {
             panic!("not fatal: {}", kind(&outcome));
         };
-        assert!(matches!(error, ProviderError::QuotaExhausted { .. }), "{error}");
+        assert!(
+            matches!(error, ProviderError::QuotaExhausted { .. }),
+            "{error}"
+        );
     }
 }

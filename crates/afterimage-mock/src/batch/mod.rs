@@ -184,7 +184,11 @@ impl Ctx<'_> {
     /// The `limit`-style parameter `name`, clamped to `1..=max` and to
     /// [`crate::MockConfig::batch_list_page`].
     fn limit(&self, name: &str, default: usize, max: usize) -> usize {
-        let max = self.shared.config.batch_list_page.map_or(max, |m| m.min(max));
+        let max = self
+            .shared
+            .config
+            .batch_list_page
+            .map_or(max, |m| m.min(max));
         self.param(name)
             .and_then(|v| v.parse().ok())
             .unwrap_or(default)
