@@ -150,3 +150,67 @@ pub(crate) fn to_value<T: serde::Serialize>(body: &T) -> Result<Value, ProviderE
         retryable: false,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use afterimage_core::ApiKey;
+
+    use crate::Gemini;
+
+    fn transport(base: &str, key: Option<&str>) -> super::Transport {
+        let mut builder = Gemini::builder().base_url(base).model("gemini-2.5-flash");
+        if let Some(key) = key {
+            builder = builder.api_key(ApiKey::new(key));
+        }
+        builder.build().unwrap().transport()
+    }
+
+    #[test]
+    fn prefixed_urls_keep_the_host_and_the_base_path() {
+        let t = transport(
+            "https://generativelanguage.googleapis.com/v1beta",
+            Some("k"),
+        );
+        assert_eq!(
+            t.prefixed_url("/upload", "/files"),
+            "https://generativelanguage.googleapis.com/upload/v1beta/files"
+        );
+        let local = transport("http://127.0.0.1:8080/v1beta", None);
+        assert_eq!(
+            local.prefixed_url("/download", "/files/a:download?alt=media"),
+            "http://127.0.0.1:8080/download/v1beta/files/a:download?alt=media"
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_names_the_key_without_showing_it() {
+        let t = transport("http://127.0.0.1:8080/v1beta", Some("AIza-secret-key"));
+        assert_eq!(
+            t.key_fingerprint(),
+            ApiKey::new("AIza-secret-key").fingerprint()
+        );
+        assert!(!t.key_fingerprint().contains("secret"));
+        let bare = transport("http://127.0.0.1:8080/v1beta", None);
+        assert_eq!(bare.key_fingerprint(), "");
+    }
+
+    #[tokio::test]
+    async fn a_url_on_another_host_is_refused_before_any_request() {
+        let t = transport("http://127.0.0.1:9/v1beta", Some("AIza-secret-key"));
+        for url in [
+            "http://evil.example/upload",
+            "http://127.0.0.1:90/upload",
+            "http://127.0.0.1:9.evil.example/upload",
+        ] {
+            let error = t
+                .post_with_headers(url, &[], "application/json", Vec::new())
+                .await
+                .unwrap_err();
+            assert!(
+                error.to_string().contains("not on the base URL's host"),
+                "{url}: {error}"
+            );
+            assert!(!error.to_string().contains("secret"));
+        }
+    }
+}
