@@ -28,8 +28,11 @@
 //! [`MockConfig::batch_phase`] (200 ms by default); the `batch_*` switches inject
 //! retryable, permanent and missing lines, whole batches failing validation (or OpenAI's
 //! `token_limit_exceeded`), expiry with half the lines done, a lower request limit per
-//! batch and a window after create in which the batch is not found yet. Batches and files are visible only to the API key that
-//! created them. [`MockServer::batch_submissions`] counts submissions per `custom_id`
+//! batch, a window after create in which the batch is not found yet, short list pages
+//! ([`MockConfig::with_batch_list_page`]) and an account whose credit runs out
+//! ([`MockConfig::with_batch_credit`]). Batches and files are visible only to the API
+//! key that created them; files can be deleted (OpenAI and Gemini, counted by
+//! [`MockServer::files_deleted`]) and answer 404 afterwards. [`MockServer::batch_submissions`] counts submissions per `custom_id`
 //! (a request submitted twice shows 2), beside [`MockServer::batches_created`] and
 //! [`MockServer::batch_requests_answered`]. For crash tests,
 //! [`MockServer::stall_batches`] makes one point of the protocols hang (upload, create

@@ -20,7 +20,8 @@ pub enum BatchStall {
     /// Every get of one batch hangs.
     Poll,
     /// Downloads of results hang: OpenAI file content, Anthropic `/results`, Gemini's
-    /// responses file.
+    /// responses file. (An inline Gemini batch brings its results with the get of the
+    /// batch: stall [`BatchStall::Poll`] for it.)
     Results,
 }
 
