@@ -284,6 +284,8 @@ impl Task {
             });
             let answer = match outcome {
                 ItemOutcome::Ok(response) => Ok(*response),
+                // No credit or a refused key: fatal, so the engine stops the run.
+                ItemOutcome::Fatal(error) => Err(error),
                 ItemOutcome::Permanent(message) => {
                     report.permanent_failures += 1;
                     Err(ProviderError::BadRequest {

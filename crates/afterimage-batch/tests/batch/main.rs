@@ -6,6 +6,7 @@ mod against_mock;
 mod anthropic;
 mod batcher;
 mod gemini;
+mod mock_edges;
 mod openai;
 mod split;
 
@@ -49,6 +50,7 @@ pub fn kind(outcome: &ItemOutcome) -> &'static str {
         ItemOutcome::Ok(_) => "ok",
         ItemOutcome::Retryable(_) => "retryable",
         ItemOutcome::Permanent(_) => "permanent",
+        ItemOutcome::Fatal(_) => "fatal",
     }
 }
 
