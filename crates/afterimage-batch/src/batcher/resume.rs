@@ -55,7 +55,9 @@ impl Task {
             }));
             return None;
         }
-        let latest = *self.highest.get(&parked.key)?;
+        let Some(&latest) = self.highest.get(&parked.key) else {
+            return Some(parked);
+        };
         let id = format!("{}-{latest}", parked.key);
         let Some((hash, outcome)) = self.cache.get(&id) else {
             return Some(parked);
