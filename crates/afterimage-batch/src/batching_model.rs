@@ -186,7 +186,11 @@ impl BatchingChatModel {
         }
     }
 
-    async fn park(&self, step: DialogStep, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
+    async fn park(
+        &self,
+        step: DialogStep,
+        request: ChatRequest,
+    ) -> Result<ChatResponse, ProviderError> {
         let key = format!(
             "{}-{:06}-{:02}{}",
             self.shared.run,
@@ -203,10 +207,12 @@ impl BatchingChatModel {
             request,
             reply,
         };
-        let stopped = || ProviderError::Other {
+        let stopped = || {
+            ProviderError::Other {
             message: "the batcher stopped before this request was answered; start the run again to resume it"
                 .into(),
             retryable: false,
+        }
         };
         self.tx
             .send(Msg::Park(Box::new(parked)))

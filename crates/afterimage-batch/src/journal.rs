@@ -226,10 +226,19 @@ impl StoredRequest {
     }
 }
 
-/// The hash a `request` record keeps: FNV-1a of the request serialized with its
-/// model (the id left out), as 16 hex digits. It detects a changed config, nothing
-/// more.
-pub(crate) fn request_hash(model: &str, request: &ChatRequest) -> String {
+/// The hash `request` and `response` records keep: FNV-1a of the request serialized
+/// with its model (`request.model` is not read; the id is left out), as 16 hex
+/// digits. It detects a changed config, nothing more.
+///
+/// ```
+/// use afterimage_batch::request_hash;
+/// use afterimage_core::{ChatRequest, Message};
+///
+/// let hi = ChatRequest::new(vec![Message::user("Hi")]);
+/// assert_eq!(request_hash("m", &hi), request_hash("m", &hi.clone()));
+/// assert_ne!(request_hash("m", &hi), request_hash("other", &hi));
+/// ```
+pub fn request_hash(model: &str, request: &ChatRequest) -> String {
     let body = serde_json::to_vec(&StoredRequest::new("", model, request)).unwrap_or_default();
     format!("{:016x}", afterimage_core::fnv1a(&body))
 }
@@ -301,7 +310,11 @@ impl Journal {
     /// `run_id`, or reopens it. A journal of another run is refused
     /// ([`BatchError::OtherRun`]); a last line torn by a crash is cut off.
     pub fn open(dir: &Path, run_id: &str) -> Result<Journal, BatchError> {
-        for sub in [dir.to_path_buf(), dir.join(RESULTS_DIR), dir.join(REQUESTS_DIR)] {
+        for sub in [
+            dir.to_path_buf(),
+            dir.join(RESULTS_DIR),
+            dir.join(REQUESTS_DIR),
+        ] {
             std::fs::create_dir_all(&sub).map_err(|e| io_error(&sub, &e))?;
         }
         let path = dir.join(JOURNAL_FILE);
@@ -382,12 +395,29 @@ impl Journal {
         Ok(JournalState::from_records(self.records()?))
     }
 
-    /// Writes and fsyncs `items` to `requests/<local_key>.jsonl`.
-    pub(crate) fn write_requests(
+    /// Records that a batch of `items` is about to be created under `local_key` with
+    /// the key whose fingerprint is `backend`, in round `round`: first the items to
+    /// `requests/<local_key>.jsonl` (so a resume can decode the batch), then the
+    /// `intent` record, both on disk before this returns. Call it before the create.
+    pub fn record_intent(
         &self,
         local_key: &str,
+        backend: &str,
+        round: u64,
         items: &[BatchItem],
     ) -> Result<(), BatchError> {
+        self.write_requests(local_key, items)?;
+        self.append(&[JournalRecord::Intent {
+            local_key: local_key.to_owned(),
+            backend: backend.to_owned(),
+            custom_ids: items.iter().map(|i| i.custom_id.clone()).collect(),
+            created_at_ms: now_ms(),
+            round,
+        }])
+    }
+
+    /// Writes and fsyncs `items` to `requests/<local_key>.jsonl`.
+    fn write_requests(&self, local_key: &str, items: &[BatchItem]) -> Result<(), BatchError> {
         let mut bytes = Vec::new();
         for item in items {
             let stored = StoredRequest::new(&item.custom_id, &item.model, &item.request);

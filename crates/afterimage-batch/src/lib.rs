@@ -70,7 +70,7 @@ pub use crate::{
     gemini::GeminiBatch,
     journal::{
         Journal, JournalBatch, JournalIntent, JournalRecord, JournalSummary, StoredOutcome,
-        StoredResponse,
+        StoredResponse, request_hash,
     },
     openai::{OPENAI_KEY_METADATA, OpenAiBatch},
     split::{line_errors_to_ids, missing, split},

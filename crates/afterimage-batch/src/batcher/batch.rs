@@ -9,7 +9,7 @@ use tokio::time::{Duration, Instant};
 
 use super::round::response_record;
 use super::{Ctx, Open, OpenBatch};
-use crate::journal::{JournalRecord, now_ms, request_hash};
+use crate::journal::{JournalRecord, request_hash};
 use crate::{
     BatchBackend, BatchError, BatchItem, BatchPhase, BatchStatus, EndKind, ItemOutcome,
     RemoteBatch, line_errors_to_ids,
@@ -38,7 +38,12 @@ fn all(chunk: &[BatchItem], outcome: &ItemOutcome) -> Run {
 
 /// Creates one batch of `chunk` under `local_key` with the next key of the pool and
 /// runs it to its end; a failure of the whole batch becomes every item's outcome.
-pub(super) async fn run(ctx: Arc<Ctx>, round: u64, local_key: String, chunk: Vec<BatchItem>) -> Run {
+pub(super) async fn run(
+    ctx: Arc<Ctx>,
+    round: u64,
+    local_key: String,
+    chunk: Vec<BatchItem>,
+) -> Run {
     let Some(backend) = ctx.next_backend() else {
         let message = "batch mode has no batch backend configured; give the provider a key";
         return all(&chunk, &ItemOutcome::Permanent(message.into()));
@@ -68,17 +73,10 @@ fn record_intent(
     fingerprint: &str,
     chunk: &[BatchItem],
 ) -> Result<(), BatchError> {
-    let Some(journal) = &ctx.journal else {
-        return Ok(());
-    };
-    journal.write_requests(local_key, chunk)?;
-    journal.append(&[JournalRecord::Intent {
-        local_key: local_key.to_owned(),
-        backend: fingerprint.to_owned(),
-        custom_ids: chunk.iter().map(|i| i.custom_id.clone()).collect(),
-        created_at_ms: now_ms(),
-        round,
-    }])
+    match &ctx.journal {
+        Some(journal) => journal.record_intent(local_key, fingerprint, round, chunk),
+        None => Ok(()),
+    }
 }
 
 /// A create that failed. One the provider certainly refused closes its intent; an
@@ -164,7 +162,10 @@ pub(super) async fn finish(
 ) -> Run {
     let run = match wait_for_end(ctx, backend, &batch, visible_by).await {
         Ok(status) => ended(ctx, backend, &batch, chunk, &status, results).await,
-        Err(e) => all(chunk, &ItemOutcome::Retryable(format!("batch {}: {e}", batch.id))),
+        Err(e) => all(
+            chunk,
+            &ItemOutcome::Retryable(format!("batch {}: {e}", batch.id)),
+        ),
     };
     if let Run::Done(outcomes) = &run {
         record_applied(ctx, &batch, chunk, outcomes);
@@ -252,7 +253,11 @@ fn record_applied(
         .iter()
         .filter_map(|item| {
             let (id, outcome) = outcomes.iter().find(|(id, _)| *id == item.custom_id)?;
-            Some(response_record(id, request_hash(&item.model, &item.request), outcome))
+            Some(response_record(
+                id,
+                request_hash(&item.model, &item.request),
+                outcome,
+            ))
         })
         .collect();
     records.push(JournalRecord::Applied {

@@ -108,7 +108,10 @@ async fn adopt(
             return None;
         }
     };
-    let found: Vec<RemoteBatch> = found.into_iter().filter(|b| !known.contains(&b.id)).collect();
+    let found: Vec<RemoteBatch> = found
+        .into_iter()
+        .filter(|b| !known.contains(&b.id))
+        .collect();
     let record = match found.as_slice() {
         [one] => JournalRecord::Submitted {
             local_key: local_key.clone(),
@@ -186,7 +189,15 @@ async fn reattach(ctx: &Ctx, journal: &Journal, submitted: Submitted) {
         items.len(),
     );
     // Long after its create, a 404 means the batch is lost.
-    let run = batch::finish(ctx, &*backend, remote, &items, submitted.results, Instant::now()).await;
+    let run = batch::finish(
+        ctx,
+        &*backend,
+        remote,
+        &items,
+        submitted.results,
+        Instant::now(),
+    )
+    .await;
     if let Run::TokenLimit(_) = run {
         tracing::info!("a re-attached batch hit the enqueued-token limit; its requests go again");
     }

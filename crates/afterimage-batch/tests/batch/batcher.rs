@@ -20,14 +20,14 @@ const DIALOGS: u64 = 20;
 const TURNS: usize = 3;
 
 #[derive(Clone, Copy, Debug)]
-enum Provider {
+pub(crate) enum Provider {
     OpenAi,
     Anthropic,
     Gemini,
 }
 
 /// The backend, the synchronous model and the model name for `provider` on `server`.
-fn clients(
+pub(crate) fn clients(
     server: &MockServer,
     provider: Provider,
 ) -> (Arc<dyn BatchBackend>, Arc<dyn ChatModel>, &'static str) {
@@ -80,7 +80,7 @@ fn clients(
 }
 
 /// Milliseconds instead of minutes, and every round a batch unless a test says so.
-fn fast() -> BatchSettings {
+pub(crate) fn fast() -> BatchSettings {
     BatchSettings {
         min_requests: 1,
         linger: Duration::from_secs(30),
@@ -90,7 +90,7 @@ fn fast() -> BatchSettings {
     }
 }
 
-async fn server(config: MockConfig) -> MockServer {
+pub(crate) async fn server(config: MockConfig) -> MockServer {
     let config = config
         .with_batch_phase(Duration::from_millis(30))
         .with_seed(11);
@@ -105,7 +105,7 @@ async fn dialogs(batcher: &Batcher) -> Vec<Result<String, ProviderError>> {
 }
 
 /// `count` dialogs of `turns` calls each.
-async fn dialogs_of(
+pub(crate) async fn dialogs_of(
     batcher: &Batcher,
     count: u64,
     turns: usize,
@@ -148,7 +148,7 @@ async fn dialogs_of(
 }
 
 /// Submissions per request key (the id without its attempt), from the mock's side.
-fn per_key(submissions: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+pub(crate) fn per_key(submissions: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     let mut keys = BTreeMap::new();
     for (id, n) in submissions {
         let key = id.rsplit_once('-').unwrap().0.to_string();

@@ -6,7 +6,9 @@ mod against_mock;
 mod anthropic;
 mod batcher;
 mod gemini;
+mod journal;
 mod openai;
+mod resume;
 mod split;
 
 use afterimage_batch::{BatchItem, ItemOutcome};
