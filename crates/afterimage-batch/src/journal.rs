@@ -354,7 +354,14 @@ impl Journal {
     /// What the journal in `dir` says, read without changing anything.
     pub fn summary(dir: &Path) -> Result<JournalSummary, BatchError> {
         let path = dir.join(JOURNAL_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| io_error(&path, &e))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => BatchError::Journal {
+                path: path.display().to_string(),
+                message: "no batch journal here: give the output of a run made with batch mode"
+                    .into(),
+            },
+            _ => io_error(&path, &e),
+        })?;
         let state = JournalState::from_records(parse_lines(&text, &path)?);
         Ok(state.summary())
     }

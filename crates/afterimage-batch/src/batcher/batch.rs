@@ -22,8 +22,15 @@ const VISIBLE_WITHIN: Duration = Duration::from_secs(60);
 pub(super) enum Run {
     /// Its requests' outcomes.
     Done(Vec<(String, ItemOutcome)>),
-    /// Refused for the enqueued-token limit: to be sent again in halves.
-    TokenLimit(Vec<BatchItem>),
+    /// Refused for the enqueued-token limit: to be sent again in halves. `created`
+    /// when the batch existed (and failed): its ids are spent, the halves need new
+    /// ones.
+    TokenLimit {
+        /// The batch's items.
+        chunk: Vec<BatchItem>,
+        /// Whether the provider had created the batch.
+        created: bool,
+    },
 }
 
 /// The same outcome for every item.
@@ -97,7 +104,10 @@ fn refused(ctx: &Ctx, local_key: &str, chunk: Vec<BatchItem>, error: &BatchError
         }
     }
     match error {
-        BatchError::TokenLimitExceeded { .. } if chunk.len() > 1 => Run::TokenLimit(chunk),
+        BatchError::TokenLimitExceeded { .. } if chunk.len() > 1 => Run::TokenLimit {
+            chunk,
+            created: false,
+        },
         _ => all(&chunk, &batch_outcome(error)),
     }
 }
@@ -186,7 +196,10 @@ async fn ended(
     results: Option<String>,
 ) -> Run {
     if status.token_limit_exceeded() && chunk.len() > 1 {
-        return Run::TokenLimit(chunk.to_vec());
+        return Run::TokenLimit {
+            chunk: chunk.to_vec(),
+            created: true,
+        };
     }
     if status.phase == BatchPhase::Ended(EndKind::Failed) {
         return Run::Done(rejected(chunk, status));

@@ -35,8 +35,11 @@ impl Task {
         self.round_offset = state.last_round;
         self.highest.clone_from(&state.highest);
         let mut open: Vec<Submitted> = state.open.into_values().collect();
+        let mut known = state.known;
         for (local_key, intent) in state.unsubmitted {
-            if let Some(found) = adopt(&self.ctx, journal, &state.known, local_key, intent).await {
+            if let Some(found) = adopt(&self.ctx, journal, &known, local_key, intent).await {
+                // Two intents of one size must not adopt the same batch.
+                known.insert(found.batch_id.clone());
                 open.push(found);
             }
         }
@@ -198,7 +201,7 @@ async fn reattach(ctx: &Ctx, journal: &Journal, submitted: Submitted) {
         Instant::now(),
     )
     .await;
-    if let Run::TokenLimit(_) = run {
+    if let Run::TokenLimit { .. } = run {
         tracing::info!("a re-attached batch hit the enqueued-token limit; its requests go again");
     }
 }

@@ -127,7 +127,7 @@ impl Task {
                 self.ctx.state().report.sync_requests += round.len() as u64;
                 run_sync(&self.ctx, sync, &round).await
             }
-            None => self.run_batches(round_no, &round).await,
+            None => self.run_batches(round_no, &mut round).await,
         };
         self.apply(round, outcomes)
     }
@@ -191,8 +191,13 @@ impl Task {
 
     /// Submits the round as batches, at most `max_open_batches` at a time. A batch
     /// refused for the provider's enqueued-token limit is halved and sent again once
-    /// the batches beside it have finished, without spending an attempt.
-    async fn run_batches(&self, round_no: u64, round: &[Parked]) -> HashMap<String, ItemOutcome> {
+    /// the batches beside it have finished, without spending an attempt (under new
+    /// ids if the provider had created it).
+    async fn run_batches(
+        &mut self,
+        round_no: u64,
+        round: &mut [Parked],
+    ) -> HashMap<String, ItemOutcome> {
         let (chunks, mut outcomes) = self.chunks(round);
         let mut queue: VecDeque<Vec<BatchItem>> = chunks.into();
         let mut n = 0;
@@ -207,7 +212,13 @@ impl Task {
             while let Some(done) = open.join_next().await {
                 match done {
                     Ok(Run::Done(results)) => outcomes.extend(results),
-                    Ok(Run::TokenLimit(mut chunk)) => {
+                    Ok(Run::TokenLimit { mut chunk, created }) => {
+                        if created && let Err(e) = self.renumber(round, &mut chunk) {
+                            let outcome = ItemOutcome::Permanent(e.to_string());
+                            let ids = chunk.into_iter().map(|i| (i.custom_id, outcome.clone()));
+                            outcomes.extend(ids);
+                            continue;
+                        }
                         let half = chunk.split_off(chunk.len() / 2);
                         queue.extend([chunk, half]);
                     }
@@ -216,6 +227,40 @@ impl Task {
             }
         }
         outcomes
+    }
+
+    /// Gives the items of a batch the provider created and failed new attempts, so
+    /// their ids are never submitted twice; journals them like any round's requests.
+    fn renumber(
+        &mut self,
+        round: &mut [Parked],
+        chunk: &mut [BatchItem],
+    ) -> Result<(), crate::BatchError> {
+        let index: HashMap<String, usize> = round
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.custom_id(), i))
+            .collect();
+        let mut renamed = Vec::with_capacity(chunk.len());
+        for item in chunk.iter_mut() {
+            let Some(parked) = index.get(&item.custom_id).map(|&i| &mut round[i]) else {
+                continue;
+            };
+            let highest = self.highest.entry(parked.key.clone()).or_default();
+            *highest += 1;
+            parked.attempt = *highest;
+            item.custom_id = parked.custom_id();
+            renamed.push(JournalRecord::Request {
+                custom_id: item.custom_id.clone(),
+                key: parked.key.clone(),
+                attempt: parked.attempt,
+                hash: request_hash(&item.model, &item.request),
+            });
+        }
+        match &self.ctx.journal {
+            Some(journal) => journal.append(&renamed),
+            None => Ok(()),
+        }
     }
 
     /// The round cut into batches, and the outcomes of requests no batch can take: one

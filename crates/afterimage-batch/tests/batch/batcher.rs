@@ -530,3 +530,28 @@ async fn a_batch_over_the_enqueued_token_limit_is_halved_without_spending_attemp
     assert_eq!(server.batches_created(), 12);
     assert!(server.batch_submissions().values().all(|&n| n == 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_batch_failing_on_the_token_limit_is_halved_under_new_ids() {
+    let config = MockConfig::default().with_batch_token_limit_rate(0.5);
+    let server = server(config).await;
+    let (backend, _, model) = clients(&server, Provider::OpenAi);
+    let settings = BatchSettings {
+        max_request_attempts: 10,
+        ..fast()
+    };
+    let batcher = Batcher::start("r13", model, vec![backend], None, settings, None);
+    let results = dialogs_of(&batcher, 8, 2).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let report = batcher.report();
+    assert!(report.batches_submitted > report.rounds, "{report:?}");
+    let submissions = server.batch_submissions();
+    assert!(
+        submissions.values().all(|&n| n == 1),
+        "an id went in two batches: {submissions:?}"
+    );
+    assert!(
+        submissions.keys().any(|id| !id.ends_with("-1")),
+        "{submissions:?}"
+    );
+}

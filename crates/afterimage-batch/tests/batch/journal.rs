@@ -169,3 +169,13 @@ fn the_summary_names_open_batches_and_unconfirmed_intents() {
     assert_eq!(summary.unsubmitted[0].requests, 2);
     assert_eq!(summary.responses, 1);
 }
+
+#[test]
+fn a_summary_where_no_journal_is_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = Journal::summary(dir.path()).unwrap_err();
+    assert!(
+        error.to_string().contains("no batch journal here"),
+        "{error}"
+    );
+}
