@@ -59,10 +59,12 @@ pub(super) async fn run(
     if let Err(e) = record_intent(&ctx, round, &local_key, &fingerprint, &chunk) {
         return all(&chunk, &ItemOutcome::Permanent(e.to_string()));
     }
-    let batch = match backend.submit(&local_key, &chunk).await {
+    let mut batch = match backend.submit(&local_key, &chunk).await {
         Ok(batch) => batch,
         Err(e) => return refused(&ctx, &local_key, chunk, &e),
     };
+    // Anthropic keeps no tag; the results file is named by our key all the same.
+    batch.local_key = Some(local_key.clone());
     if let Err(e) = record_submitted(&ctx, &local_key, &batch, &fingerprint, chunk.len()) {
         // The batch runs, unjournalled: a resume finds it by its key. Its requests
         // go again under new ids rather than wait on a batch no journal knows.
@@ -172,10 +174,7 @@ pub(super) async fn finish(
 ) -> Run {
     let run = match wait_for_end(ctx, backend, &batch, visible_by).await {
         Ok(status) => ended(ctx, backend, &batch, chunk, &status, results).await,
-        Err(e) => all(
-            chunk,
-            &ItemOutcome::Retryable(format!("batch {}: {e}", batch.id)),
-        ),
+        Err(e) => all(chunk, &unreadable(&batch, &e)),
     };
     if let Run::Done(outcomes) = &run {
         record_applied(ctx, &batch, chunk, outcomes);
@@ -184,6 +183,17 @@ pub(super) async fn finish(
     }
     ctx.state().open.remove(&batch.id);
     run
+}
+
+/// The outcome of each request of a batch that could not be polled to its end.
+fn unreadable(batch: &RemoteBatch, error: &BatchError) -> ItemOutcome {
+    ItemOutcome::Retryable(match error {
+        BatchError::NotYetVisible { .. } => format!(
+            "batch {} is gone (HTTP 404 with the key that created it, long after its create: expired or deleted); its requests go again",
+            batch.id
+        ),
+        _ => format!("batch {}: {error}", batch.id),
+    })
 }
 
 /// The outcomes of an ended batch.
