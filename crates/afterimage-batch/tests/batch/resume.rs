@@ -411,3 +411,28 @@ async fn batch_answers_are_marked_batched_and_calls_outside_a_dialog_go_synchron
     assert!(matches!(error, ProviderError::Other { .. }), "{error}");
     assert!(error.to_string().contains("outside any dialog"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_batches_rotate_over_the_keys_and_each_stays_pinned_in_the_journal() {
+    let server = slow_server(Duration::from_millis(20)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(dir.path(), "r28").unwrap();
+    let backends = vec![
+        keyed(&server, Provider::OpenAi, "ka"),
+        keyed(&server, Provider::OpenAi, "kb"),
+    ];
+    let batcher = Batcher::start("r28", "gpt-4o-mini", backends, None, fast(), Some(journal));
+    let results = dialogs_of(&batcher, 3, 4).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let pinned: Vec<String> = Journal::open(dir.path(), "r28")
+        .unwrap()
+        .records()
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r {
+            JournalRecord::Submitted { backend, .. } => Some(backend),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pinned, ["ka", "kb", "ka", "kb"]);
+}
