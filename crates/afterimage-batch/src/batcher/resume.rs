@@ -3,6 +3,7 @@
 //! that created them and applied, and its answers become a cache that answers
 //! replayed requests without an API call.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use afterimage_core::ProviderError;
@@ -96,33 +97,66 @@ impl Task {
 async fn adopt(
     ctx: &Ctx,
     journal: &Journal,
-    known: &std::collections::HashSet<String>,
+    known: &HashSet<String>,
     local_key: String,
     intent: Intent,
 ) -> Option<Submitted> {
+    let found = look_for(ctx, known, &local_key, &intent).await?;
+    let record = verdict(&local_key, &intent.backend, &found);
+    if let Err(e) = journal.append(std::slice::from_ref(&record)) {
+        tracing::warn!(batch = %local_key, error = %e, "could not journal what the look found");
+        return None;
+    }
+    let JournalRecord::Submitted { batch_id, .. } = record else {
+        return None;
+    };
+    Some(Submitted {
+        local_key,
+        batch_id,
+        backend: intent.backend,
+        custom_ids: intent.custom_ids,
+        results: None,
+    })
+}
+
+/// The provider's batches that may be the intent's, batches the journal knows left
+/// out; `None` when the provider cannot be asked (its key is gone, the list failed),
+/// so a later resume looks again.
+async fn look_for(
+    ctx: &Ctx,
+    known: &HashSet<String>,
+    local_key: &str,
+    intent: &Intent,
+) -> Option<Vec<RemoteBatch>> {
     let Some(backend) = ctx.pinned(&intent.backend) else {
         tracing::warn!(batch = %local_key, key = %intent.backend, "cannot look for an unconfirmed batch: its key is not configured; its requests go again under new ids");
         return None;
     };
-    let found = match backend.find(&local_key, intent.custom_ids.len()).await {
-        Ok(found) => found,
+    match backend.find(local_key, intent.custom_ids.len()).await {
+        Ok(found) => Some(
+            found
+                .into_iter()
+                .filter(|b| !known.contains(&b.id))
+                .collect(),
+        ),
         Err(e) => {
             tracing::warn!(batch = %local_key, error = %e, "cannot look for an unconfirmed batch; its requests go again under new ids");
-            return None;
+            None
         }
-    };
-    let found: Vec<RemoteBatch> = found
-        .into_iter()
-        .filter(|b| !known.contains(&b.id))
-        .collect();
-    let record = match found.as_slice() {
+    }
+}
+
+/// The record closing an intent after the look: `submitted` for a single match,
+/// `abandoned` otherwise (several: a warning names them).
+fn verdict(local_key: &str, backend: &str, found: &[RemoteBatch]) -> JournalRecord {
+    match found {
         [one] => JournalRecord::Submitted {
-            local_key: local_key.clone(),
+            local_key: local_key.to_owned(),
             batch_id: one.id.clone(),
-            backend: intent.backend.clone(),
+            backend: backend.to_owned(),
         },
         [] => JournalRecord::Abandoned {
-            local_key: local_key.clone(),
+            local_key: local_key.to_owned(),
             reason: "no batch was found for it: its create never happened".into(),
         },
         several => {
@@ -130,26 +164,11 @@ async fn adopt(
             let ids = ids.join(", ");
             tracing::warn!(batch = %local_key, "possible duplicate batch: {ids} could each be the one created for it; none is adopted, its requests go again under new ids (cancel the extra batches by hand)");
             JournalRecord::Abandoned {
-                local_key: local_key.clone(),
+                local_key: local_key.to_owned(),
                 reason: format!("possible duplicate batch: {ids}"),
             }
         }
-    };
-    let adopted = match &record {
-        JournalRecord::Submitted { batch_id, .. } => Some(Submitted {
-            local_key: local_key.clone(),
-            batch_id: batch_id.clone(),
-            backend: intent.backend,
-            custom_ids: intent.custom_ids,
-            results: None,
-        }),
-        _ => None,
-    };
-    if let Err(e) = journal.append(&[record]) {
-        tracing::warn!(batch = %local_key, error = %e, "could not journal what the look found");
-        return None;
     }
-    adopted
 }
 
 /// Re-attaches every open batch at once and waits until each is applied.

@@ -111,8 +111,7 @@ impl JournalState {
                 attempt,
                 hash,
             } => {
-                let highest = self.highest.entry(key).or_default();
-                *highest = (*highest).max(attempt);
+                self.note_attempt(&key, attempt);
                 self.requests.insert(custom_id, hash);
             }
             JournalRecord::Intent {
@@ -123,6 +122,12 @@ impl JournalState {
                 ..
             } => {
                 self.last_round = self.last_round.max(round);
+                // An id in a batch counts as used even without its `request` record.
+                for id in &custom_ids {
+                    if let Some((key, attempt)) = split_id(id) {
+                        self.note_attempt(key, attempt);
+                    }
+                }
                 intents.insert(
                     local_key,
                     Intent {
@@ -172,6 +177,11 @@ impl JournalState {
         }
     }
 
+    fn note_attempt(&mut self, key: &str, attempt: u32) {
+        let highest = self.highest.entry(key.to_owned()).or_default();
+        *highest = (*highest).max(attempt);
+    }
+
     pub(crate) fn summary(&self) -> JournalSummary {
         let open = self
             .open
@@ -200,4 +210,10 @@ impl JournalState {
             responses: self.responses.len(),
         }
     }
+}
+
+/// `{key}-{attempt}` split into its key and attempt.
+fn split_id(id: &str) -> Option<(&str, u32)> {
+    let (key, attempt) = id.rsplit_once('-')?;
+    Some((key, attempt.parse().ok()?))
 }

@@ -436,3 +436,52 @@ async fn new_batches_rotate_over_the_keys_and_each_stays_pinned_in_the_journal()
         .collect();
     assert_eq!(pinned, ["ka", "kb", "ka", "kb"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_candidates_for_an_intent_adopt_none_and_say_possible_duplicate() {
+    let server = slow_server(Duration::from_millis(20)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let backend = keyed(&server, Provider::Anthropic, "kone");
+    let journal = Journal::open(dir.path(), "r29").unwrap();
+    let items: Vec<BatchItem> = (0..2)
+        .map(|d| crate::item(&format!("r29-{d:06}-00a-1"), "claude-sonnet-4-5", "Hi"))
+        .collect();
+    journal
+        .record_intent("r29-round1-0", "kone", 1, &items)
+        .unwrap();
+    // Anthropic keeps no tag: two batches of the intent's size are both candidates.
+    backend.submit("r29-round1-0", &items).await.unwrap();
+    backend.submit("r29-round1-0", &items).await.unwrap();
+    drop(journal);
+
+    let batcher = batcher("r29", dir.path(), backend, fast());
+    let results = dialogs_of(&batcher, 2, 1).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(batcher.report().adopted, 0);
+    let reasons: Vec<String> = Journal::open(dir.path(), "r29")
+        .unwrap()
+        .records()
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r {
+            JournalRecord::Abandoned { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons.len(), 1);
+    assert!(
+        reasons[0].starts_with("possible duplicate batch: msgbatch_"),
+        "{reasons:?}"
+    );
+    // Submitted again under new ids, never under the ones the candidates hold.
+    let submissions = server.batch_submissions();
+    assert_eq!(
+        submissions.values().filter(|&&n| n == 1).count(),
+        2,
+        "{submissions:?}"
+    );
+    assert!(
+        submissions.keys().any(|id| id.ends_with("-2")),
+        "{submissions:?}"
+    );
+}
