@@ -173,14 +173,23 @@ pub enum ItemOutcome {
     /// Failed in a way the next round may not repeat (429, 5xx, expired, cancelled,
     /// missing).
     Retryable(String),
-    /// Failed in a way that would repeat (400, invalid request, auth).
+    /// Failed in a way that would repeat for this request (400, invalid request).
     Permanent(String),
+    /// Failed in a way that would repeat for every request of the run: the account
+    /// is out of credit (Anthropic `billing_error`, or `invalid_request_error` saying
+    /// the credit balance is too low; OpenAI `insufficient_quota`), or the key is
+    /// refused. Neither retrying nor replacing the dialog helps: the run stops, with
+    /// this error (fatal by [`ProviderError::is_fatal`], never retryable).
+    Fatal(ProviderError),
 }
 
 impl ItemOutcome {
-    /// The outcome a provider error means for one request.
+    /// The outcome a provider error means for one request: fatal errors (no credit,
+    /// a refused key, an unknown model) are [`ItemOutcome::Fatal`].
     pub fn from_error(error: &ProviderError) -> Self {
-        if error.is_retryable() {
+        if error.is_fatal() {
+            ItemOutcome::Fatal(error.clone())
+        } else if error.is_retryable() {
             ItemOutcome::Retryable(error.to_string())
         } else {
             ItemOutcome::Permanent(error.to_string())

@@ -182,7 +182,18 @@ pub(super) async fn finish(
         record_applied(ctx, &batch, chunk, &[]);
     }
     ctx.state().open.remove(&batch.id);
+    if !ctx.settings.keep_files {
+        delete_files(backend, &batch).await;
+    }
     run
+}
+
+/// Deletes the provider's files of an applied batch (its results are on disk and
+/// journalled); a failure only costs storage at the provider, so it is logged.
+async fn delete_files(backend: &dyn BatchBackend, batch: &RemoteBatch) {
+    if let Err(e) = backend.delete_files(batch).await {
+        tracing::warn!(batch = %batch.id, error = %e, "could not delete the batch's files at the provider; they expire on their own");
+    }
 }
 
 /// The outcome of each request of a batch that could not be polled to its end.

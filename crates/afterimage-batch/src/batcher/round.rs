@@ -314,6 +314,11 @@ impl Task {
             parked.tries += 1;
             let answer = match outcome {
                 ItemOutcome::Ok(response) => Ok(*response),
+                // No credit or a refused key: fatal, so the engine stops the run.
+                ItemOutcome::Fatal(error) => {
+                    state.report.permanent_failures += 1;
+                    Err(error)
+                }
                 ItemOutcome::Permanent(message) => Err(permanent(&mut state, message)),
                 ItemOutcome::Retryable(cause)
                     if parked.tries < self.ctx.settings.max_request_attempts =>

@@ -41,6 +41,11 @@ impl From<&ItemOutcome> for StoredOutcome {
             ItemOutcome::Permanent(message) => StoredOutcome::Permanent {
                 message: message.clone(),
             },
+            // Kept as permanent: a resume asks again, and meets the same stop if the
+            // account is still out of credit.
+            ItemOutcome::Fatal(error) => StoredOutcome::Permanent {
+                message: error.to_string(),
+            },
         }
     }
 }

@@ -555,3 +555,22 @@ async fn a_created_batch_failing_on_the_token_limit_is_halved_under_new_ids() {
         "{submissions:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_batches_leave_no_files_at_the_provider_unless_kept() {
+    for keep_files in [false, true] {
+        let server = server(MockConfig::default()).await;
+        let (backend, _, model) = clients(&server, Provider::OpenAi);
+        let settings = BatchSettings {
+            keep_files,
+            ..fast()
+        };
+        let batcher = Batcher::start("r14", model, vec![backend], None, settings, None);
+        let results = dialogs_of(&batcher, 4, 2).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(server.batches_created(), 2);
+        // Each batch has an input and an output file.
+        let expected = if keep_files { 0 } else { 4 };
+        assert_eq!(server.files_deleted(), expected, "keep_files: {keep_files}");
+    }
+}

@@ -56,6 +56,9 @@ impl BatchBackend for Keyed {
     async fn cancel(&self, batch: &RemoteBatch) -> Result<(), BatchError> {
         self.inner.cancel(batch).await
     }
+    async fn delete_files(&self, batch: &RemoteBatch) -> Result<(), BatchError> {
+        self.inner.delete_files(batch).await
+    }
 }
 
 /// A mock whose batches take `phase` per phase: long enough to stop mid-batch.
