@@ -3,8 +3,9 @@
 //! applies the results and answers the waiting dialogs; with a [`Journal`], it
 //! records every step and resumes a crashed run without submitting an id twice.
 //!
-//! This file is the handle; `round.rs` forms and answers rounds, `batch.rs` runs one
-//! batch from intent to applied, `resume.rs` reads the journal back at start.
+//! This file is the handle; `gather.rs` collects a round, `round.rs` sends and
+//! answers it, `batch.rs` runs one batch from intent to applied, `resume.rs` reads
+//! the journal back at start.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,6 +22,7 @@ use crate::{
 };
 
 mod batch;
+mod gather;
 mod resume;
 mod round;
 

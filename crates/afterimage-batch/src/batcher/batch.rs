@@ -114,7 +114,7 @@ fn refused(ctx: &Ctx, local_key: &str, chunk: Vec<BatchItem>, error: &BatchError
     }
 }
 
-/// Journals the created batch and shows it in progress.
+/// Counts and journals the created batch, then shows it in progress.
 fn record_submitted(
     ctx: &Ctx,
     local_key: &str,
@@ -127,15 +127,15 @@ fn record_submitted(
         state.report.batches_submitted += 1;
         state.report.requests_submitted += requests as u64;
     }
+    if let Some(journal) = &ctx.journal {
+        journal.append(&[JournalRecord::Submitted {
+            local_key: local_key.to_owned(),
+            batch_id: batch.id.clone(),
+            backend: fingerprint.to_owned(),
+        }])?;
+    }
     track(ctx, batch, local_key, fingerprint, requests);
-    let Some(journal) = &ctx.journal else {
-        return Ok(());
-    };
-    journal.append(&[JournalRecord::Submitted {
-        local_key: local_key.to_owned(),
-        batch_id: batch.id.clone(),
-        backend: fingerprint.to_owned(),
-    }])
+    Ok(())
 }
 
 /// Adds the batch to the open batches progress shows and shutdown cancels.

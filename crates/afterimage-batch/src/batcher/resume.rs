@@ -1,9 +1,9 @@
 //! Resume: at start, the journal of an earlier process of the run is read back. Its
-//! unconfirmed creates are looked for, its open batches re-attached with the key
-//! that created them and applied, and its answers become a cache that answers
-//! replayed requests without an API call.
+//! answers become a cache that answers replayed requests without an API call; its
+//! unconfirmed creates are looked for and its open batches re-attached with the key
+//! that created them, in the background, requests in them held until they apply.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use afterimage_core::ProviderError;
@@ -12,66 +12,82 @@ use tokio::time::Instant;
 
 use super::Ctx;
 use super::batch::{self, Run};
+use super::gather::Admitted;
 use super::round::{Task, replayed, spent};
 use crate::batching_model::Parked;
 use crate::journal::{Intent, Journal, JournalRecord, StoredOutcome, Submitted, request_hash};
-use crate::{ItemOutcome, RemoteBatch};
+use crate::{BatchItem, ItemOutcome, RemoteBatch};
+
+/// A re-attached batch (or the look for unconfirmed creates), done: the ids it held
+/// and the answers now journalled for them.
+pub(crate) struct Reattached {
+    pub(super) ids: Vec<String>,
+    pub(super) answers: Vec<(String, (String, StoredOutcome))>,
+}
 
 impl Task {
-    /// Reads the journal back, if there is one with content; a journal that cannot
-    /// be read stops every request (sending them could repeat ids).
-    pub(super) async fn resume(&mut self) {
+    /// Reads the journal back, if there is one with content: the answers become the
+    /// cache, and each open batch (and the look for unconfirmed creates) goes on in
+    /// the background while rounds go on. A journal that cannot be read stops every
+    /// request (sending them could repeat ids).
+    pub(super) fn resume(&mut self) {
         let Some(journal) = self.ctx.journal.clone() else {
             return;
         };
-        if let Err(e) = self.resume_from(&journal).await {
-            self.broken = Some(format!(
-                "the batch journal cannot be read back, so requests are not sent (they could repeat ids): {e}"
-            ));
-        }
-    }
-
-    async fn resume_from(&mut self, journal: &Journal) -> Result<(), crate::BatchError> {
-        let state = journal.state()?;
-        self.round_offset = state.last_round;
-        self.highest.clone_from(&state.highest);
-        let mut open: Vec<Submitted> = state.open.into_values().collect();
-        let mut known = state.known;
-        for (local_key, intent) in state.unsubmitted {
-            if let Some(found) = adopt(&self.ctx, journal, &known, local_key, intent).await {
-                // Two intents of one size must not adopt the same batch.
-                known.insert(found.batch_id.clone());
-                open.push(found);
+        let state = match journal.state() {
+            Ok(state) => state,
+            Err(e) => {
+                self.broken = Some(format!(
+                    "the batch journal cannot be read back, so requests are not sent (they could repeat ids): {e}"
+                ));
+                return;
             }
+        };
+        self.round_offset = state.last_round;
+        self.ctx.state().round = state.last_round;
+        self.highest = state.highest;
+        self.cache = state.responses;
+        for submitted in state.open.into_values() {
+            self.in_flight.extend(submitted.custom_ids.iter().cloned());
+            let (ctx, journal) = (Arc::clone(&self.ctx), journal.clone());
+            self.reattaching.spawn(reattach(ctx, journal, submitted));
         }
-        reattach_all(&self.ctx, journal, open).await;
-        self.cache = journal.state()?.responses;
-        Ok(())
+        if !state.unsubmitted.is_empty() {
+            let ids = state.unsubmitted.values().flat_map(|i| i.custom_ids.iter());
+            self.in_flight.extend(ids.cloned());
+            let ctx = Arc::clone(&self.ctx);
+            let look = adopt_all(ctx, journal, state.known, state.unsubmitted);
+            self.reattaching.spawn(look);
+        }
     }
 
-    /// What to do with a request as it arrives: `None` once it is answered (from the
-    /// journal, or failed for good), else the request for the next round.
-    pub(super) fn admit(&mut self, mut parked: Parked) -> Option<Parked> {
+    /// What to do with a request as it arrives: answer it from the journal, hold it
+    /// for the re-attached batch its latest attempt is in, or let it go in a round.
+    pub(super) fn admit(&mut self, mut parked: Parked) -> Admitted {
         if let Some(message) = &self.broken {
             let _ = parked.reply.send(Err(ProviderError::Other {
                 message: message.clone(),
                 retryable: false,
             }));
-            return None;
+            return Admitted::Answered;
         }
         let Some(&latest) = self.highest.get(&parked.key) else {
-            return Some(parked);
+            return Admitted::Go(Box::new(parked));
         };
         let id = format!("{}-{latest}", parked.key);
+        if self.in_flight.contains(&id) {
+            self.held.push(parked);
+            return Admitted::Held;
+        }
         let Some((hash, outcome)) = self.cache.get(&id) else {
-            return Some(parked);
+            return Admitted::Go(Box::new(parked));
         };
         match outcome {
             StoredOutcome::Ok { response } => {
                 if *hash == request_hash(&self.ctx.model_of(&parked), &parked.request) {
                     self.ctx.state().report.replayed += 1;
                     let _ = parked.reply.send(Ok(replayed(response.clone())));
-                    return None;
+                    return Admitted::Answered;
                 }
                 tracing::warn!(request = %id, "the request differs from the one journalled (the config changed?); asking again");
             }
@@ -84,12 +100,38 @@ impl Task {
                     self.ctx.state().report.permanent_failures += 1;
                     let error = spent(&parked, message);
                     let _ = parked.reply.send(Err(error));
-                    return None;
+                    return Admitted::Answered;
                 }
             }
         }
-        Some(parked)
+        Admitted::Go(Box::new(parked))
     }
+}
+
+/// Looks for the batches unconfirmed creates may have made, one intent after the
+/// other (so two never adopt the same batch), then re-attaches those found.
+async fn adopt_all(
+    ctx: Arc<Ctx>,
+    journal: Journal,
+    mut known: HashSet<String>,
+    intents: BTreeMap<String, Intent>,
+) -> Reattached {
+    let mut ids = Vec::new();
+    let mut running = JoinSet::new();
+    for (local_key, intent) in intents {
+        ids.extend(intent.custom_ids.iter().cloned());
+        if let Some(found) = adopt(&ctx, &journal, &known, local_key, intent).await {
+            known.insert(found.batch_id.clone());
+            running.spawn(reattach(Arc::clone(&ctx), journal.clone(), found));
+        }
+    }
+    let mut answers = Vec::new();
+    while let Some(done) = running.join_next().await {
+        if let Ok(done) = done {
+            answers.extend(done.answers);
+        }
+    }
+    Reattached { ids, answers }
 }
 
 /// Looks for the batch an unconfirmed create may have made: exactly one → adopted
@@ -171,20 +213,10 @@ fn verdict(local_key: &str, backend: &str, found: &[RemoteBatch]) -> JournalReco
     }
 }
 
-/// Re-attaches every open batch at once and waits until each is applied.
-async fn reattach_all(ctx: &Arc<Ctx>, journal: &Journal, open: Vec<Submitted>) {
-    let mut running = JoinSet::new();
-    for submitted in open {
-        let (ctx, journal) = (Arc::clone(ctx), journal.clone());
-        running.spawn(async move { reattach(&ctx, &journal, submitted).await });
-    }
-    while running.join_next().await.is_some() {}
-}
-
 /// Polls one batch an earlier process created, with the key that created it, to
 /// its end and journals its answers; a batch whose key is gone, or whose requests
 /// cannot be read back, has its requests failed as retryable.
-async fn reattach(ctx: &Ctx, journal: &Journal, submitted: Submitted) {
+async fn reattach(ctx: Arc<Ctx>, journal: Journal, submitted: Submitted) -> Reattached {
     ctx.state().report.adopted += 1;
     let remote = RemoteBatch {
         id: submitted.batch_id.clone(),
@@ -193,7 +225,7 @@ async fn reattach(ctx: &Ctx, journal: &Journal, submitted: Submitted) {
     };
     let items = match journal.read_requests(&submitted.local_key) {
         Ok(items) => items,
-        Err(e) => return give_up(ctx, &remote, &submitted, &e.to_string()),
+        Err(e) => return give_up(&journal, &remote, &submitted, &e.to_string()),
     };
     let Some(backend) = ctx.pinned(&submitted.backend) else {
         let message = format!(
@@ -201,42 +233,63 @@ async fn reattach(ctx: &Ctx, journal: &Journal, submitted: Submitted) {
             remote.id, submitted.backend
         );
         tracing::warn!("{message}");
-        return give_up(ctx, &remote, &submitted, &message);
+        return give_up(&journal, &remote, &submitted, &message);
     };
-    batch::track(
-        ctx,
-        &remote,
-        &submitted.local_key,
-        &submitted.backend,
-        items.len(),
-    );
+    let (local_key, fingerprint) = (&submitted.local_key, &submitted.backend);
+    batch::track(&ctx, &remote, local_key, fingerprint, items.len());
     // Long after its create, a 404 means the batch is lost.
+    let visible_by = Instant::now();
     let run = batch::finish(
-        ctx,
+        &ctx,
         &*backend,
         remote,
         &items,
         submitted.results,
-        Instant::now(),
-    )
-    .await;
-    if let Run::TokenLimit { .. } = run {
-        tracing::info!("a re-attached batch hit the enqueued-token limit; its requests go again");
+        visible_by,
+    );
+    Reattached {
+        ids: submitted.custom_ids,
+        answers: answers(&items, run.await),
     }
 }
 
-/// Journals a retryable answer for every request of the batch, then `applied`.
-fn give_up(ctx: &Ctx, remote: &RemoteBatch, submitted: &Submitted, message: &str) {
-    let Some(journal) = &ctx.journal else {
-        return;
+/// The cache entries of a re-attached batch's outcomes (none for a batch refused
+/// for the enqueued-token limit: its requests go again).
+fn answers(items: &[BatchItem], run: Run) -> Vec<(String, (String, StoredOutcome))> {
+    let Run::Done(outcomes) = run else {
+        return Vec::new();
     };
+    let hashes: HashMap<&str, String> = items
+        .iter()
+        .map(|i| (i.custom_id.as_str(), request_hash(&i.model, &i.request)))
+        .collect();
+    outcomes
+        .iter()
+        .filter_map(|(id, outcome)| {
+            let hash = hashes.get(id.as_str())?.clone();
+            Some((id.clone(), (hash, StoredOutcome::from(outcome))))
+        })
+        .collect()
+}
+
+/// Journals a retryable answer for every request of the batch, then `applied`.
+fn give_up(
+    journal: &Journal,
+    remote: &RemoteBatch,
+    submitted: &Submitted,
+    message: &str,
+) -> Reattached {
     let outcome = StoredOutcome::from(&ItemOutcome::Retryable(message.to_owned()));
-    let mut records: Vec<JournalRecord> = submitted
+    let answers: Vec<(String, (String, StoredOutcome))> = submitted
         .custom_ids
         .iter()
-        .map(|id| JournalRecord::Response {
+        .map(|id| (id.clone(), (String::new(), outcome.clone())))
+        .collect();
+    let mut records: Vec<JournalRecord> = answers
+        .iter()
+        .map(|(id, (hash, outcome))| JournalRecord::Response {
             custom_id: id.clone(),
-            hash: String::new(),
+            hash: hash.clone(),
             outcome: outcome.clone(),
         })
         .collect();
@@ -245,5 +298,9 @@ fn give_up(ctx: &Ctx, remote: &RemoteBatch, submitted: &Submitted, message: &str
     });
     if let Err(e) = journal.append(&records) {
         tracing::warn!(batch = %remote.id, error = %e, "could not journal a lost batch");
+    }
+    Reattached {
+        ids: submitted.custom_ids.clone(),
+        answers,
     }
 }

@@ -2,16 +2,15 @@
 //! attempts, sending the round as batches or synchronously, and answering each
 //! waiter or putting it back for the next round.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use afterimage_core::{ChatModel, ChatResponse, ProviderError};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 
 use super::batch::{self, Run};
+use super::resume::Reattached;
 use super::{Ctx, State};
 use crate::batching_model::{Msg, Parked, Shared};
 use crate::journal::{JournalRecord, StoredOutcome, request_hash};
@@ -20,13 +19,21 @@ use crate::{BatchItem, ItemOutcome, Tail, split};
 /// The batcher's task.
 pub(crate) struct Task {
     pub(super) ctx: Arc<Ctx>,
-    shared: Arc<Shared>,
-    rx: mpsc::UnboundedReceiver<Msg>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) rx: mpsc::UnboundedReceiver<Msg>,
+    /// Every sender is gone: nothing more will be parked.
+    pub(super) rx_closed: bool,
     /// Request key → the highest attempt ever numbered (journal included), so no id
     /// is used twice.
     pub(super) highest: HashMap<String, u32>,
     /// Request id → its journalled answer, from earlier processes of the run.
     pub(super) cache: HashMap<String, (String, StoredOutcome)>,
+    /// Batches of earlier processes being re-attached, each answering its ids.
+    pub(super) reattaching: JoinSet<Reattached>,
+    /// Ids in those batches: a request whose latest attempt is one waits for it.
+    pub(super) in_flight: HashSet<String>,
+    /// Requests waiting for a re-attached batch.
+    pub(super) held: Vec<Parked>,
     /// Rounds of earlier processes, so local keys stay unique across resumes.
     pub(super) round_offset: u64,
     /// Why requests cannot be sent at all (a journal that cannot be read).
@@ -43,63 +50,28 @@ impl Task {
             ctx,
             shared,
             rx,
+            rx_closed: false,
             highest: HashMap::new(),
             cache: HashMap::new(),
+            reattaching: JoinSet::new(),
+            in_flight: HashSet::new(),
+            held: Vec::new(),
             round_offset: 0,
             broken: None,
         }
     }
 
     pub(crate) async fn run(mut self) {
-        self.resume().await;
+        self.resume();
         let mut pending: Vec<Parked> = Vec::new();
         loop {
-            let open = self.gather(&mut pending).await;
-            if !pending.is_empty() {
-                let round = std::mem::take(&mut pending);
-                pending = self.run_round(round).await;
-            }
-            if !open && pending.is_empty() {
+            self.gather(&mut pending).await;
+            if pending.is_empty() {
+                // Gathering ends without a round only once nothing can come.
                 return;
             }
-        }
-    }
-
-    /// Adds arrivals to `pending` until a round should go; false once every sender
-    /// is gone. An arrival the journal already answered is answered at once.
-    async fn gather(&mut self, pending: &mut Vec<Parked>) -> bool {
-        let mut last_arrival = Instant::now();
-        let max = self
-            .ctx
-            .backends
-            .first()
-            .map_or(usize::MAX, |b| b.limits().max_requests.max(1));
-        loop {
-            let live = self.shared.live.load(Ordering::SeqCst);
-            let all_parked = live > 0 && pending.len() >= live;
-            if !pending.is_empty() && (all_parked || pending.len() >= max) {
-                return true;
-            }
-            let msg = if pending.is_empty() {
-                self.rx.recv().await
-            } else {
-                let deadline = last_arrival + self.ctx.settings.linger;
-                match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                    Ok(msg) => msg,
-                    Err(_) => return true,
-                }
-            };
-            match msg {
-                Some(Msg::Park(parked)) => {
-                    if let Some(parked) = self.admit(*parked) {
-                        self.ctx.state().waiting += 1;
-                        pending.push(parked);
-                    }
-                    last_arrival = Instant::now();
-                }
-                Some(Msg::Wake) => {}
-                None => return false,
-            }
+            let round = std::mem::take(&mut pending);
+            pending = self.run_round(round).await;
         }
     }
 

@@ -110,9 +110,18 @@ pub(crate) async fn dialogs_of(
     count: u64,
     turns: usize,
 ) -> Vec<Result<String, ProviderError>> {
+    dialogs_in(batcher, 0..count, turns).await
+}
+
+/// Dialogs numbered `numbers`, of `turns` calls each.
+pub(crate) async fn dialogs_in(
+    batcher: &Batcher,
+    numbers: std::ops::Range<u64>,
+    turns: usize,
+) -> Vec<Result<String, ProviderError>> {
     // Every guard before any dialog runs, or the first to park would find itself
     // the only live caller and go alone.
-    let guards: Vec<_> = (0..count).map(|d| (d, batcher.enter(d))).collect();
+    let guards: Vec<_> = numbers.map(|d| (d, batcher.enter(d))).collect();
     let (user, assistant) = (
         batcher.model(RequestRole::User),
         batcher.model(RequestRole::Assistant),

@@ -488,3 +488,52 @@ async fn several_candidates_for_an_intent_adopt_none_and_say_possible_duplicate(
         "{submissions:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_go_on_while_a_re_attached_batch_is_still_running() {
+    let old_server = slow_server(Duration::from_millis(30)).await;
+    let new_server = slow_server(Duration::from_millis(10)).await;
+    // The mock numbers batch ids per server; a provider's ids are unique. One batch
+    // made beforehand keeps the second server's ids apart from the first's.
+    let (spare, _, _) = clients(&new_server, Provider::OpenAi);
+    let filler = crate::item("filler-1", "gpt-4o-mini", "Hi");
+    spare.submit("filler", &[filler]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let old_key = || keyed(&old_server, Provider::OpenAi, "kold");
+    let first = batcher("r30", dir.path(), old_key(), fast());
+    run_until_open(&first, 3, 1, 1).await;
+    drop(first);
+    // The batch the stop left open cannot be read for now.
+    old_server.stall_batches(afterimage_mock::BatchStall::Poll);
+
+    let journal = Journal::open(dir.path(), "r30").unwrap();
+    let backends = vec![keyed(&new_server, Provider::OpenAi, "knew"), old_key()];
+    let second = Batcher::start("r30", "gpt-4o-mini", backends, None, fast(), Some(journal));
+    // The old dialogs wait on their batch, the new ones go.
+    let old = {
+        let second = second.clone();
+        tokio::spawn(async move { crate::batcher::dialogs_in(&second, 0..3, 1).await })
+    };
+    let new = crate::batcher::dialogs_in(&second, 3..6, 1);
+    let new = tokio::time::timeout(Duration::from_secs(20), new)
+        .await
+        .expect("the new dialogs waited for the stalled batch");
+    assert!(new.iter().all(Result::is_ok), "{new:?}");
+    assert!(
+        !old.is_finished(),
+        "the old dialogs did not wait for their batch"
+    );
+    assert_eq!(second.progress().open.len(), 1);
+
+    old_server.unstall_batches();
+    let old = old.await.unwrap();
+    assert!(old.iter().all(Result::is_ok), "{old:?}");
+    let report = second.report();
+    assert_eq!(
+        (report.replayed, report.adopted, report.rounds),
+        (3, 1, 1),
+        "{report:?}"
+    );
+    assert_eq!(old_server.batch_submissions().len(), 3);
+    assert_eq!(new_server.batch_submissions().len(), 4);
+}
