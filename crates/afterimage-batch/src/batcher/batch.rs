@@ -2,7 +2,7 @@
 //! create, journal the id, poll to the end, keep the raw results on disk, journal
 //! each answer, then `applied`. A batch found again at resume joins at the poll.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::time::{Duration, Instant};
@@ -283,15 +283,14 @@ fn record_applied(
     let Some(journal) = &ctx.journal else {
         return;
     };
-    let mut records: Vec<JournalRecord> = chunk
+    let items: HashMap<&str, &BatchItem> =
+        chunk.iter().map(|i| (i.custom_id.as_str(), i)).collect();
+    let mut records: Vec<JournalRecord> = outcomes
         .iter()
-        .filter_map(|item| {
-            let (id, outcome) = outcomes.iter().find(|(id, _)| *id == item.custom_id)?;
-            Some(response_record(
-                id,
-                request_hash(&item.model, &item.request),
-                outcome,
-            ))
+        .filter_map(|(id, outcome)| {
+            let item = items.get(id.as_str())?;
+            let hash = request_hash(&item.model, &item.request);
+            Some(response_record(id, hash, outcome))
         })
         .collect();
     records.push(JournalRecord::Applied {

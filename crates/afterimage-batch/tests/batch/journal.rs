@@ -179,3 +179,49 @@ fn a_summary_where_no_journal_is_says_so() {
         "{error}"
     );
 }
+
+#[test]
+fn an_answer_comes_back_from_the_journal_as_it_went_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(dir.path(), "run8").unwrap();
+    let mut response = ChatResponse::text("Let me look.").with_usage(Usage {
+        input_tokens: 900,
+        output_tokens: 40,
+        cached_input_tokens: 800,
+        reasoning_tokens: 12,
+        ..Usage::default()
+    });
+    response.message.reasoning = Some("The user wants the weather.".into());
+    response.message.tool_calls = vec![afterimage_core::ToolCall {
+        id: "call_1".into(),
+        kind: "function".into(),
+        function: afterimage_core::FunctionCall {
+            name: "weather".into(),
+            arguments: r#"{"city":"Oslo"}"#.into(),
+        },
+    }];
+    response.finish_reason = Some(afterimage_core::FinishReason::ToolCalls);
+    response.model = "gpt-4o-mini-2024-07-18".into();
+    response.batched = true;
+    journal
+        .append(&[JournalRecord::Response {
+            custom_id: "run8-000001-00a-1".into(),
+            hash: "h".into(),
+            outcome: StoredOutcome::Ok {
+                response: StoredResponse::from(&response),
+            },
+        }])
+        .unwrap();
+    let records = Journal::open(dir.path(), "run8")
+        .unwrap()
+        .records()
+        .unwrap();
+    let Some(JournalRecord::Response {
+        outcome: StoredOutcome::Ok { response: stored },
+        ..
+    }) = records.last()
+    else {
+        panic!("{records:?}");
+    };
+    assert_eq!(ChatResponse::from(stored.clone()), response);
+}
