@@ -2,6 +2,7 @@
 //! before and after the batch exists, poll, results download) on each protocol,
 //! then a resume on the same journal: every dialog finishes, no id is submitted
 //! twice, and no request is asked twice where the journal can tell it was asked.
+//! A crash after the results were kept on disk reads them from there.
 
 use std::time::Duration;
 
@@ -107,4 +108,42 @@ async fn gemini_survives_a_crash_at_every_stall_point() {
         let report = crash_at(Provider::Gemini, point).await;
         assert_eq!(report.adopted, adopted, "{point:?}: {report:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_keeping_the_results_and_applying_them_reads_them_from_disk() {
+    let config = MockConfig::default()
+        .with_batch_phase(Duration::from_millis(10))
+        .with_seed(3);
+    let server = MockServer::start(config).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let first = start(&server, Provider::Anthropic, dir.path());
+    assert!(
+        dialogs_of(&first, DIALOGS, 1)
+            .await
+            .iter()
+            .all(Result::is_ok)
+    );
+    drop(first);
+    // Cut the journal after `terminal`, as a crash there would have left it.
+    let path = dir.path().join("journal.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let terminal = text.find(r#"{"type":"terminal""#).unwrap();
+    let end = terminal + text[terminal..].find('\n').unwrap() + 1;
+    std::fs::write(&path, &text[..end]).unwrap();
+    // Downloading the results again would hang: they must come from disk.
+    server.stall_batches(BatchStall::Results);
+
+    let second = start(&server, Provider::Anthropic, dir.path());
+    let results = dialogs_of(&second, DIALOGS, 1);
+    let results = tokio::time::timeout(Duration::from_secs(20), results)
+        .await
+        .expect("the results were downloaded again");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let report = second.report();
+    assert_eq!(
+        (report.replayed, report.adopted, report.requests_submitted),
+        (4, 1, 0)
+    );
+    assert!(server.batch_submissions().values().all(|&n| n == 1));
 }
