@@ -172,9 +172,14 @@ pub(super) async fn finish(
     results: Option<String>,
     visible_by: Instant,
 ) -> Run {
-    let run = match wait_for_end(ctx, backend, &batch, visible_by).await {
-        Ok(status) => ended(ctx, backend, &batch, chunk, &status, results).await,
-        Err(e) => all(chunk, &unreadable(&batch, &e)),
+    // Results an earlier process kept need no poll: the batch may be gone by now.
+    let kept = results.and_then(|r| ctx.journal.as_ref()?.read_results(&r));
+    let run = match kept {
+        Some(raw) => parse(backend, &raw, chunk),
+        None => match wait_for_end(ctx, backend, &batch, visible_by).await {
+            Ok(status) => ended(ctx, backend, &batch, chunk, &status).await,
+            Err(e) => all(chunk, &unreadable(&batch, &e)),
+        },
     };
     if let Run::Done(outcomes) = &run {
         record_applied(ctx, &batch, chunk, outcomes);
@@ -214,7 +219,6 @@ async fn ended(
     batch: &RemoteBatch,
     chunk: &[BatchItem],
     status: &BatchStatus,
-    results: Option<String>,
 ) -> Run {
     if status.token_limit_exceeded() && chunk.len() > 1 {
         return Run::TokenLimit {
@@ -225,15 +229,15 @@ async fn ended(
     if status.phase == BatchPhase::Ended(EndKind::Failed) {
         return Run::Done(rejected(chunk, status));
     }
-    let kept = results.and_then(|r| ctx.journal.as_ref().and_then(|j| j.read_results(&r)));
-    let raw = match kept {
-        Some(raw) => raw,
-        None => match fetch_and_keep(ctx, backend, batch, status).await {
-            Ok(raw) => raw,
-            Err(e) => return all(chunk, &ItemOutcome::Retryable(e.to_string())),
-        },
-    };
-    match backend.parse_results(&raw, chunk) {
+    match fetch_and_keep(ctx, backend, batch, status).await {
+        Ok(raw) => parse(backend, &raw, chunk),
+        Err(e) => all(chunk, &ItemOutcome::Retryable(e.to_string())),
+    }
+}
+
+/// Each request's outcome in the raw results; answers marked as batched.
+fn parse(backend: &dyn BatchBackend, raw: &[u8], chunk: &[BatchItem]) -> Run {
+    match backend.parse_results(raw, chunk) {
         Ok(mut outcomes) => {
             mark_batched(&mut outcomes);
             Run::Done(outcomes)

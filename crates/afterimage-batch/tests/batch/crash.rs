@@ -131,8 +131,9 @@ async fn a_crash_between_keeping_the_results_and_applying_them_reads_them_from_d
     let terminal = text.find(r#"{"type":"terminal""#).unwrap();
     let end = terminal + text[terminal..].find('\n').unwrap() + 1;
     std::fs::write(&path, &text[..end]).unwrap();
-    // Downloading the results again would hang: they must come from disk.
-    server.stall_batches(BatchStall::Results);
+    // Polling the batch (or downloading its results) would hang: the kept results
+    // are all it takes.
+    server.stall_batches(BatchStall::Poll);
 
     let second = start(&server, Provider::Anthropic, dir.path());
     let results = dialogs_of(&second, DIALOGS, 1);
