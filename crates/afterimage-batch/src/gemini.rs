@@ -34,7 +34,8 @@ const FILE_BYTES: usize = 2_000_000_000 - 1024 * 1024;
 /// the SDK `metadata.output`.
 const OUTPUTS: [&str; 2] = ["/response", "/metadata/output"];
 
-/// Gemini's batch API (inline requests), through a [`Gemini`] client and its key.
+/// Gemini's batch API (inline requests, or a file for big rounds), through a
+/// [`Gemini`] client and its key.
 #[derive(Debug, Clone)]
 pub struct GeminiBatch {
     client: Gemini,

@@ -201,4 +201,26 @@ mod tests {
         assert_eq!(unix_from_rfc3339("2000-03-01T00:00:00Z"), Some(951_868_800));
         assert_eq!(unix_from_rfc3339("yesterday"), None);
     }
+
+    /// Pages numbered from 0, each one batch; `age(n)` says how old page `n` is.
+    async fn pages_read(age: fn(u64) -> Option<u64>) -> Vec<Value> {
+        read_pages(|cursor: Option<String>| async move {
+            let n: u64 = cursor.map_or(0, |c| c.parse().unwrap());
+            Ok(Page {
+                items: vec![Value::from(n)],
+                next: Some((n + 1).to_string()),
+                oldest: age(n).map(|secs| unix_now() - secs),
+            })
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn pages_stop_at_the_bound_or_at_batches_too_old_to_matter() {
+        assert_eq!(pages_read(|_| None).await.len(), FIND_PAGES);
+        let read = pages_read(|n| Some(n * 10 * 86_400)).await;
+        // Page 4 is 40 days old: read, and the last one read.
+        assert_eq!(read, (0..=4).map(Value::from).collect::<Vec<_>>());
+    }
 }
