@@ -228,4 +228,24 @@ pub enum BatchError {
     /// The provider answered with a document this crate cannot read.
     #[error("unexpected answer from the batch API: {0}")]
     Malformed(String),
+    /// The batch journal could not be read or written.
+    #[error("batch journal {path}: {message}")]
+    Journal {
+        /// The file or directory.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The journal directory holds the journal of another run.
+    #[error(
+        "the batch journal in {dir} belongs to run `{journal_run}`, not to run `{run}`: resume run `{journal_run}` instead, or give this run another output (delete {dir} only if run `{journal_run}` is abandoned and its batches are cancelled)"
+    )]
+    OtherRun {
+        /// The journal's directory.
+        dir: String,
+        /// The run the journal belongs to.
+        journal_run: String,
+        /// The run that tried to open it.
+        run: String,
+    },
 }

@@ -5,9 +5,12 @@
 mod against_mock;
 mod anthropic;
 mod batcher;
+mod crash;
 mod gemini;
+mod journal;
 mod mock_edges;
 mod openai;
+mod resume;
 mod split;
 
 use afterimage_batch::{BatchItem, ItemOutcome};
