@@ -391,7 +391,11 @@ pub(super) fn response_record(id: &str, hash: String, outcome: &ItemOutcome) -> 
     }
 }
 
-/// A journalled answer as the dialog receives it.
+/// A journalled answer as the dialog receives it, without its usage: the process that
+/// received it paid for it and metered it (its run record's ledger holds it up to its
+/// last checkpoint, as for any killed run), so a replay must not bill it again.
 pub(super) fn replayed(response: crate::journal::StoredResponse) -> ChatResponse {
-    ChatResponse::from(response)
+    let mut response = ChatResponse::from(response);
+    response.usage = afterimage_core::Usage::default();
+    response
 }
