@@ -2,6 +2,7 @@
 //! `/messages/batches`, results streamed as JSON lines once the batch has ended.
 //! Batches keep no metadata, so `find` matches on the request count.
 
+use afterimage_core::ProviderError;
 use afterimage_providers::{Anthropic, Provider, Transport, decode_chat_response, decode_error};
 use async_trait::async_trait;
 use serde_json::{Value, json};
@@ -13,7 +14,10 @@ use crate::types::{
     BatchCounts, BatchError, BatchItem, BatchLimits, BatchPhase, BatchStatus, EndKind, IdRule,
     ItemOutcome, RemoteBatch,
 };
-use crate::wire::{count, custom_id_lines, not_found_is_transient, parse, string_at, to_bytes};
+use crate::wire::{
+    Page, count, custom_id_lines, not_found_is_transient, parse, read_pages, string_at, to_bytes,
+    unix_from_rfc3339,
+};
 
 /// Anthropic's Message Batches API, through an [`Anthropic`] client and its key.
 #[derive(Debug, Clone)]
@@ -58,6 +62,30 @@ impl AnthropicBatch {
             .map_err(|e| not_found_is_transient(e, &batch.id))?;
         parse(&text, "a message batch")
     }
+
+    /// One page of `GET /messages/batches`, newest first, after the batch `after`.
+    async fn list_page(&self, after: Option<String>) -> Result<Page, BatchError> {
+        let path = match after {
+            Some(id) => format!("/messages/batches?limit=1000&after_id={id}"),
+            None => "/messages/batches?limit=1000".to_owned(),
+        };
+        let text = self.transport.get(&path).await?;
+        let list = parse(&text, "a list of message batches")?;
+        let items = Page::items_at(&list, "/data");
+        let more = list.get("has_more").and_then(Value::as_bool) == Some(true);
+        Ok(Page {
+            oldest: items
+                .last()
+                .and_then(|b| b.get("created_at"))
+                .and_then(Value::as_str)
+                .and_then(unix_from_rfc3339),
+            next: more
+                .then(|| list.get("last_id").and_then(Value::as_str))
+                .flatten()
+                .map(str::to_owned),
+            items,
+        })
+    }
 }
 
 #[async_trait]
@@ -69,6 +97,10 @@ impl BatchBackend for AnthropicBatch {
             one_model_per_batch: false,
             id_rule: IdRule::Alphanumeric64,
         }
+    }
+
+    fn key_fingerprint(&self) -> String {
+        self.transport.key_fingerprint()
     }
 
     fn line_bytes(&self, item: &BatchItem) -> Result<usize, BatchError> {
@@ -103,13 +135,7 @@ impl BatchBackend for AnthropicBatch {
         _local_key: &str,
         requests: usize,
     ) -> Result<Vec<RemoteBatch>, BatchError> {
-        let text = self.transport.get("/messages/batches?limit=1000").await?;
-        let list = parse(&text, "a list of message batches")?;
-        let data = list
-            .get("data")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let data = read_pages(|after| self.list_page(after)).await?;
         let batches: Vec<RemoteBatch> = data.iter().map(remote).collect::<Result<_, _>>()?;
         Ok(batches
             .into_iter()
@@ -241,7 +267,8 @@ fn result_outcome(value: &Value, item: &BatchItem) -> ItemOutcome {
     }
 }
 
-/// An `errored` line: its error type says whether another round could succeed.
+/// An `errored` line: its error type says whether another round could succeed, or
+/// whether no request of the run can (no credit, a refused key).
 fn errored(value: &Value, item: &BatchItem) -> ItemOutcome {
     let error = value
         .pointer("/result/error")
@@ -256,15 +283,24 @@ fn errored(value: &Value, item: &BatchItem) -> ItemOutcome {
         .and_then(Value::as_str)
         .unwrap_or("");
     let reason = format!("{kind}: {message}");
+    let message = message.to_owned();
     match kind {
         "rate_limit_error" | "api_error" | "overloaded_error" | "timeout" | "timeout_error" => {
             ItemOutcome::Retryable(reason)
         }
-        "invalid_request_error"
-        | "authentication_error"
-        | "permission_error"
-        | "billing_error"
-        | "not_found_error" => ItemOutcome::Permanent(reason),
+        "billing_error" => ItemOutcome::Fatal(ProviderError::QuotaExhausted { message }),
+        "invalid_request_error" if says_low_credit(&message) => {
+            ItemOutcome::Fatal(ProviderError::QuotaExhausted { message })
+        }
+        "authentication_error" | "permission_error" => {
+            let status = if kind == "authentication_error" {
+                401
+            } else {
+                403
+            };
+            ItemOutcome::Fatal(ProviderError::Auth { status, message })
+        }
+        "invalid_request_error" | "not_found_error" => ItemOutcome::Permanent(reason),
         _ => ItemOutcome::from_error(&decode_error(
             Provider::Anthropic,
             &item.model,
@@ -272,4 +308,12 @@ fn errored(value: &Value, item: &BatchItem) -> ItemOutcome {
             error.to_string().as_bytes(),
         )),
     }
+}
+
+/// Whether an `invalid_request_error` is the low-credit one: Anthropic reports an
+/// exhausted balance that way ("Your credit balance is too low to access the
+/// Anthropic API…").
+fn says_low_credit(message: &str) -> bool {
+    let message = message.to_lowercase();
+    message.contains("credit balance") && message.contains("too low")
 }

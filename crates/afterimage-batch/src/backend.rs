@@ -32,7 +32,8 @@ pub trait BatchBackend: Send + Sync {
 
     /// Batches that may be the one created for `local_key` with `requests` items:
     /// those tagged with the key, or for Anthropic (which keeps no tag) those holding
-    /// exactly `requests` requests. Reads the newest page of the provider's list.
+    /// exactly `requests` requests. Reads up to 10 pages of the provider's list,
+    /// stopping early at batches older than the providers keep results (30 days).
     async fn find(&self, local_key: &str, requests: usize) -> Result<Vec<RemoteBatch>, BatchError>;
 
     /// The batch's phase and counts. An unknown state is pending (logged), never an
@@ -56,4 +57,13 @@ pub trait BatchBackend: Send + Sync {
 
     /// Asks the provider to cancel the batch; finished requests keep their results.
     async fn cancel(&self, batch: &RemoteBatch) -> Result<(), BatchError>;
+
+    /// Deletes the files the batch left on the provider (OpenAI: its input, output
+    /// and error files; Gemini: the uploaded input and the responses file), once its
+    /// results are safe on disk. A file already gone counts as deleted. Anthropic
+    /// keeps no files, hence the default: nothing to do.
+    async fn delete_files(&self, batch: &RemoteBatch) -> Result<(), BatchError> {
+        let _ = batch;
+        Ok(())
+    }
 }

@@ -1,14 +1,16 @@
-//! The dialog's side of batch mode: a `ChatModel` that parks each request with the
-//! batcher and waits for its outcome, the `Live` guard a running dialog holds, and the
-//! settings.
+//! The dialog's side of batch mode: a `ChatModel` that parks each request of a dialog
+//! with the batcher and waits for its outcome, the `Live` guard a running dialog
+//! holds, and the settings.
 
 use std::sync::{
     Arc,
-    atomic::{AtomicU32, AtomicUsize, Ordering},
+    atomic::{AtomicUsize, Ordering},
 };
 use std::time::Duration;
 
-use afterimage_core::{ChatModel, ChatRequest, ChatResponse, ProviderError};
+use afterimage_core::{
+    ChatModel, ChatRequest, ChatResponse, DialogStep, ProviderError, next_dialog_step,
+};
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
@@ -39,6 +41,9 @@ pub struct BatchSettings {
     pub poll_max: Duration,
     /// Submissions of one request before its dialog fails (default 3).
     pub max_request_attempts: u32,
+    /// Keeps the provider's input and result files after a batch is applied
+    /// (default false: they are deleted where the provider keeps files).
+    pub keep_files: bool,
 }
 
 impl Default for BatchSettings {
@@ -51,6 +56,7 @@ impl Default for BatchSettings {
             poll_initial: crate::POLL_INITIAL,
             poll_max: crate::POLL_MAX,
             max_request_attempts: 3,
+            keep_files: false,
         }
     }
 }
@@ -77,7 +83,7 @@ pub enum RequestRole {
 }
 
 impl RequestRole {
-    fn letter(self) -> char {
+    pub(crate) fn letter(self) -> char {
         match self {
             RequestRole::User => 'u',
             RequestRole::Assistant => 'a',
@@ -98,8 +104,13 @@ pub(crate) enum Msg {
 pub(crate) struct Parked {
     /// `{run}-{dialog:06}-{step:02}{role}`: the same for every attempt.
     pub(crate) key: String,
-    /// 1 for the first submission.
+    /// The attempt its id carries, from 1; set when it joins a round.
     pub(crate) attempt: u32,
+    /// Outcomes it has had so far (a failed answer journalled by an earlier process
+    /// counts): what `max_request_attempts` bounds.
+    pub(crate) tries: u32,
+    /// The last retryable cause, for the error once attempts are spent.
+    pub(crate) last_cause: Option<String>,
     /// What to send.
     pub(crate) request: ChatRequest,
     /// Where the outcome goes.
@@ -121,38 +132,20 @@ pub(crate) struct Shared {
     pub(crate) live: AtomicUsize,
 }
 
-/// Held by a dialog while it runs, so the batcher knows how many callers to wait
-/// for before it submits a round. Take it before spawning the dialog's task; dropping
-/// it (the dialog finished or failed) lets the batcher stop waiting for that dialog.
+/// Held while a dialog runs, so the batcher knows how many callers to wait for
+/// before it submits a round; handed out boxed in a
+/// [`LiveGuard`](afterimage_core::LiveGuard) by
+/// [`Batcher::enter`](afterimage_core::LiveDialogs::enter).
 #[derive(Debug)]
-pub struct Live {
+pub(crate) struct Live {
     shared: Arc<Shared>,
     tx: mpsc::UnboundedSender<Msg>,
-    dialog: u64,
-    steps: Arc<AtomicU32>,
 }
 
 impl Live {
-    pub(crate) fn new(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Msg>, dialog: u64) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Msg>) -> Self {
         shared.live.fetch_add(1, Ordering::SeqCst);
-        Live {
-            shared,
-            tx,
-            dialog,
-            steps: Arc::new(AtomicU32::new(0)),
-        }
-    }
-
-    /// The model this dialog's `role` calls; all roles of one dialog share its step
-    /// count, so every request of the dialog gets its own id.
-    pub fn model(&self, role: RequestRole) -> BatchingChatModel {
-        BatchingChatModel {
-            shared: Arc::clone(&self.shared),
-            tx: self.tx.clone(),
-            dialog: self.dialog,
-            role,
-            steps: Arc::clone(&self.steps),
-        }
+        Live { shared, tx }
     }
 }
 
@@ -164,46 +157,83 @@ impl Drop for Live {
     }
 }
 
-/// A [`ChatModel`] that answers through provider batches: each `chat()` parks its
-/// request with the [`Batcher`](crate::Batcher) under the id
+/// A [`ChatModel`] that answers through provider batches. Inside a dialog (see
+/// [`in_dialog()`](afterimage_core::in_dialog)) each `chat()` parks its request with
+/// the [`Batcher`](crate::Batcher) under the id
 /// `{run}-{dialog:06}-{step:02}{role}-{attempt}` (`[A-Za-z0-9_-]`, at most 64
-/// characters, so every provider takes it) and waits for the round that answers it.
+/// characters, so every provider takes it) and waits for the round that answers it;
+/// outside any dialog (a run's setup) it calls the synchronous model.
 #[derive(Debug, Clone)]
 pub struct BatchingChatModel {
     shared: Arc<Shared>,
     tx: mpsc::UnboundedSender<Msg>,
-    dialog: u64,
     role: RequestRole,
-    steps: Arc<AtomicU32>,
+    sync: Option<Arc<dyn ChatModel>>,
 }
 
-#[async_trait]
-impl ChatModel for BatchingChatModel {
-    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
-        let step = self.steps.fetch_add(1, Ordering::SeqCst);
+impl BatchingChatModel {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        tx: mpsc::UnboundedSender<Msg>,
+        role: RequestRole,
+        sync: Option<Arc<dyn ChatModel>>,
+    ) -> Self {
+        BatchingChatModel {
+            shared,
+            tx,
+            role,
+            sync,
+        }
+    }
+
+    async fn park(
+        &self,
+        step: DialogStep,
+        request: ChatRequest,
+    ) -> Result<ChatResponse, ProviderError> {
         let key = format!(
             "{}-{:06}-{:02}{}",
             self.shared.run,
-            self.dialog,
-            step,
+            step.dialog,
+            step.step,
             self.role.letter()
         );
         let (reply, answer) = oneshot::channel();
         let parked = Parked {
             key,
             attempt: 1,
+            tries: 0,
+            last_cause: None,
             request,
             reply,
         };
-        let stopped = || ProviderError::Other {
-            message: "the batcher stopped before this request was answered; start the run again"
+        let stopped = || {
+            ProviderError::Other {
+            message: "the batcher stopped before this request was answered; start the run again to resume it"
                 .into(),
             retryable: false,
+        }
         };
         self.tx
             .send(Msg::Park(Box::new(parked)))
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+}
+
+#[async_trait]
+impl ChatModel for BatchingChatModel {
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
+        match next_dialog_step() {
+            Some(step) => self.park(step, request).await,
+            None => match &self.sync {
+                Some(sync) => sync.chat(request).await,
+                None => Err(ProviderError::Other {
+                    message: "a request outside any dialog (run setup) needs the synchronous model, and batch mode was started without one; configure the provider's synchronous client too".into(),
+                    retryable: false,
+                }),
+            },
+        }
     }
 
     fn model_id(&self) -> &str {

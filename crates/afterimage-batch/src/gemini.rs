@@ -1,6 +1,9 @@
-//! Gemini's batch mode, inline: requests in the body of `:batchGenerateContent`
-//! (model in the path, local key as display name), results inline in the finished
-//! operation. States come spelled `BATCH_STATE_*` or `JOB_STATE_*`.
+//! Gemini's batch mode: requests in the body of `:batchGenerateContent` (model in
+//! the path, local key as display name), or, for a round whose inline body would pass
+//! 10 MB, a JSONL file uploaded through the resumable Files API and named
+//! by `input_config.file_name`. Results come inline in the finished operation or as
+//! a `responsesFile` to download, under `response` or `metadata.output`. States come
+//! spelled `BATCH_STATE_*` or `JOB_STATE_*`.
 
 use afterimage_core::ProviderError;
 use afterimage_providers::{Gemini, Provider, Transport, decode_chat_response};
@@ -15,19 +18,32 @@ use crate::types::{
     ItemOutcome, LineError, RemoteBatch,
 };
 use crate::wire::{
-    by_id, count, not_found_is_transient, parse, status_outcome, string_at, to_bytes, unknown_id,
+    Page, by_id, count, delete_if_present, not_found_is_transient, parse, read_pages,
+    status_outcome, string_at, to_bytes, unknown_id,
 };
 
-/// Room left in the 20 MB inline limit for the envelope around the requests.
-const INLINE_BYTES: usize = 20_000_000 - 64 * 1024;
+/// The largest round sent inline (the API takes 20 MB; big inline batches are the
+/// ones reported unretrievable): beyond it the requests go in an uploaded file.
+pub(crate) const INLINE_BYTES: usize = 10_000_000;
 
-/// Gemini's batch API (inline requests), through a [`Gemini`] client and its key.
+/// The most bytes of request lines in one batch: the Files API's 2 GB, less room
+/// for the lines' keys.
+const FILE_BYTES: usize = 2_000_000_000 - 1024 * 1024;
+
+/// Where a finished operation keeps its results: the REST docs read `response`,
+/// the SDK `metadata.output`.
+const OUTPUTS: [&str; 2] = ["/response", "/metadata/output"];
+
+/// Gemini's batch API (inline requests, or a file for big rounds), through a
+/// [`Gemini`] client and its key.
 #[derive(Debug, Clone)]
 pub struct GeminiBatch {
     client: Gemini,
     transport: Transport,
     /// The same connection, reading result files up to their own limit.
     results: Transport,
+    /// Rounds whose inline body would be larger go through an uploaded file.
+    inline_bytes: usize,
 }
 
 impl GeminiBatch {
@@ -42,7 +58,15 @@ impl GeminiBatch {
             client,
             transport,
             results,
+            inline_bytes: INLINE_BYTES,
         }
+    }
+
+    /// Sends rounds up to `bytes` of request lines inline, larger ones as an
+    /// uploaded file, instead of 10 MB.
+    pub fn max_inline_bytes(mut self, bytes: usize) -> Self {
+        self.inline_bytes = bytes;
+        self
     }
 
     /// Reads result files up to `bytes` instead of [`DEFAULT_MAX_RESULT_BYTES`].
@@ -54,6 +78,106 @@ impl GeminiBatch {
     fn line(&self, item: &BatchItem) -> Result<Vec<u8>, BatchError> {
         let request = self.client.request_body(&item.request)?;
         to_bytes(&json!({"request": request, "metadata": {"key": item.custom_id}}))
+    }
+
+    /// `input_config` for `items`: inline requests, or an uploaded JSONL file of
+    /// `{key, request}` lines when the inline body would pass the limit.
+    async fn input_config(
+        &self,
+        local_key: &str,
+        items: &[BatchItem],
+    ) -> Result<Value, BatchError> {
+        let mut requests = Vec::with_capacity(items.len());
+        let mut bytes = 0;
+        for item in items {
+            let line = self.line(item)?;
+            bytes += line.len() + 1;
+            requests.push(parse(&String::from_utf8_lossy(&line), "a request")?);
+        }
+        if bytes <= self.inline_bytes {
+            return Ok(json!({"requests": {"requests": requests}}));
+        }
+        let mut jsonl = Vec::with_capacity(bytes);
+        for (item, mut line) in items.iter().zip(requests) {
+            let request = line.get_mut("request").map(Value::take);
+            jsonl.extend(to_bytes(
+                &json!({"key": item.custom_id, "request": request}),
+            )?);
+            jsonl.push(b'\n');
+        }
+        let file = self.upload(local_key, jsonl).await?;
+        Ok(json!({"file_name": file}))
+    }
+
+    /// Uploads `jsonl` through the resumable Files API; the file's name (`files/…`).
+    async fn upload(&self, local_key: &str, jsonl: Vec<u8>) -> Result<String, BatchError> {
+        let length = jsonl.len().to_string();
+        let start = [
+            ("X-Goog-Upload-Protocol", "resumable"),
+            ("X-Goog-Upload-Command", "start"),
+            ("X-Goog-Upload-Header-Content-Length", length.as_str()),
+            ("X-Goog-Upload-Header-Content-Type", "application/jsonl"),
+        ];
+        let url = self.transport.prefixed_url("/upload", "/files");
+        let body = to_bytes(&json!({"file": {"display_name": local_key}}))?;
+        let started = self
+            .transport
+            .post_with_headers(&url, &start, "application/json", body)
+            .await?;
+        let Some(target) = started.header("x-goog-upload-url") else {
+            return Err(BatchError::Malformed(
+                "the upload start answered no x-goog-upload-url".into(),
+            ));
+        };
+        let finish = [
+            ("X-Goog-Upload-Command", "upload, finalize"),
+            ("X-Goog-Upload-Offset", "0"),
+        ];
+        let done = self
+            .transport
+            .post_with_headers(target, &finish, "application/jsonl", jsonl)
+            .await?;
+        string_at(
+            &parse(&done.body, "a file")?,
+            "/file/name",
+            "the uploaded file",
+        )
+    }
+
+    /// The JSONL lines of a responses file.
+    async fn download(&self, file: &str) -> Result<Vec<u8>, BatchError> {
+        let url = self
+            .transport
+            .prefixed_url("/download", &format!("/{file}:download?alt=media"));
+        let text = self
+            .results
+            .get(&url)
+            .await
+            .map_err(|e| not_found_is_transient(e, file))?;
+        let mut raw = text.into_bytes();
+        if !raw.is_empty() && !raw.ends_with(b"\n") {
+            raw.push(b'\n');
+        }
+        Ok(raw)
+    }
+
+    /// One page of `GET /batches` from `token`. The order is not documented, so no
+    /// page is judged too old.
+    async fn list_page(&self, token: Option<String>) -> Result<Page, BatchError> {
+        let path = match token {
+            Some(token) => format!("/batches?pageSize=100&pageToken={token}"),
+            None => "/batches?pageSize=100".to_owned(),
+        };
+        let list = parse(&self.transport.get(&path).await?, "a list of batches")?;
+        Ok(Page {
+            items: Page::items_at(&list, "/operations"),
+            next: list
+                .get("nextPageToken")
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned),
+            oldest: None,
+        })
     }
 
     /// The batch's operation, read through `transport`: a finished one carries the
@@ -76,10 +200,14 @@ impl BatchBackend for GeminiBatch {
     fn limits(&self) -> BatchLimits {
         BatchLimits {
             max_requests: 100_000,
-            max_bytes: INLINE_BYTES,
+            max_bytes: FILE_BYTES,
             one_model_per_batch: true,
             id_rule: IdRule::Unique,
         }
+    }
+
+    fn key_fingerprint(&self) -> String {
+        self.transport.key_fingerprint()
     }
 
     fn line_bytes(&self, item: &BatchItem) -> Result<usize, BatchError> {
@@ -93,16 +221,10 @@ impl BatchBackend for GeminiBatch {
     ) -> Result<RemoteBatch, BatchError> {
         check_submission(items, &self.limits())?;
         let model = items[0].model.trim_start_matches("models/");
-        let mut requests = Vec::with_capacity(items.len());
-        for item in items {
-            requests.push(parse(
-                &String::from_utf8_lossy(&self.line(item)?),
-                "a request",
-            )?);
-        }
+        let input_config = self.input_config(local_key, items).await?;
         let body = json!({"batch": {
             "display_name": local_key,
-            "input_config": {"requests": {"requests": requests}},
+            "input_config": input_config,
         }});
         let path = format!("/models/{model}:batchGenerateContent");
         let text = self
@@ -118,13 +240,7 @@ impl BatchBackend for GeminiBatch {
         local_key: &str,
         _requests: usize,
     ) -> Result<Vec<RemoteBatch>, BatchError> {
-        let text = self.transport.get("/batches?pageSize=100").await?;
-        let list = parse(&text, "a list of batches")?;
-        let operations = list
-            .get("operations")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let operations = read_pages(|token| self.list_page(token)).await?;
         operations
             .iter()
             .filter(|op| display_name(op) == Some(local_key))
@@ -138,14 +254,17 @@ impl BatchBackend for GeminiBatch {
 
     async fn fetch_results(&self, batch: &RemoteBatch) -> Result<Vec<u8>, BatchError> {
         let operation = self.get_batch(batch, &self.results).await?;
-        let responses = [
-            "/response/inlinedResponses/inlinedResponses",
-            "/metadata/output/inlinedResponses/inlinedResponses",
-        ]
-        .iter()
-        .find_map(|p| operation.pointer(p).and_then(Value::as_array))
-        .cloned()
-        .unwrap_or_default();
+        if let Some(file) = output_at(&operation, "/responsesFile") {
+            return self.download(file).await;
+        }
+        let responses = OUTPUTS
+            .iter()
+            .find_map(|p| {
+                let pointer = format!("{p}/inlinedResponses/inlinedResponses");
+                operation.pointer(&pointer).and_then(Value::as_array)
+            })
+            .cloned()
+            .unwrap_or_default();
         let mut raw = Vec::new();
         for (index, response) in responses.into_iter().enumerate() {
             let mut line = response;
@@ -170,9 +289,12 @@ impl BatchBackend for GeminiBatch {
             .filter(|l| !l.trim().is_empty())
         {
             let value = parse(line, "an inlined response")?;
-            // The key comes back in the metadata; without it, the documented input
-            // order names the request.
-            let id = match value.pointer("/metadata/key").and_then(Value::as_str) {
+            // The key comes back in the metadata (a file line: beside the response);
+            // without it, the documented input order names the request.
+            let key = ["/metadata/key", "/key"]
+                .iter()
+                .find_map(|p| value.pointer(p).and_then(Value::as_str));
+            let id = match key {
                 Some(key) => key.to_owned(),
                 None => {
                     let index = value
@@ -201,6 +323,31 @@ impl BatchBackend for GeminiBatch {
             .map(|_| ())
             .map_err(|e| not_found_is_transient(e, &batch.id))
     }
+
+    async fn delete_files(&self, batch: &RemoteBatch) -> Result<(), BatchError> {
+        let operation = self.get_batch(batch, &self.transport).await?;
+        let input = [
+            "/metadata/inputConfig/fileName",
+            "/metadata/input_config/file_name",
+        ]
+        .iter()
+        .find_map(|p| operation.pointer(p).and_then(Value::as_str));
+        let output = output_at(&operation, "/responsesFile");
+        for file in input.into_iter().chain(output) {
+            delete_if_present(&self.transport, &format!("/{file}")).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A string under the operation's output, read where either the docs or the SDK
+/// put it.
+fn output_at<'a>(operation: &'a Value, field: &str) -> Option<&'a str> {
+    OUTPUTS.iter().find_map(|p| {
+        operation
+            .pointer(&format!("{p}{field}"))
+            .and_then(Value::as_str)
+    })
 }
 
 /// Gemini answers a create beyond the enqueued-token quota with 429

@@ -13,14 +13,24 @@
 //!   the ids an ended batch did not answer; [`line_errors_to_ids()`] maps a rejected
 //!   batch's [`LineError`]s onto ids; [`poll_delay()`] spaces polls.
 //! - [`Batcher`]: one task that gathers the requests of [`BatchingChatModel`]s (a
-//!   `ChatModel`, so dialog code is unchanged) into rounds, submits a round when every
-//!   dialog holding a [`Live`] guard is parked, after [`BatchSettings::linger`] without
-//!   news or at the provider's size limit, retries retryable and missing requests under
-//!   a new attempt id, fails permanent ones with a 400-class error, sends small rounds
-//!   through the synchronous model ([`Tail`]) and counts it all in a [`BatchReport`].
+//!   `ChatModel`, so dialog code is unchanged; each dialog runs inside
+//!   [`in_dialog()`](afterimage_core::in_dialog), which numbers its requests) into
+//!   rounds, submits a round when every dialog that
+//!   [entered](afterimage_core::LiveDialogs::enter) is parked, after
+//!   [`BatchSettings::linger`] without news or at the provider's size limit, retries
+//!   retryable and missing requests under a new attempt id, fails permanent ones with a
+//!   400-class error, sends small rounds through the synchronous model ([`Tail`]),
+//!   shows [`BatchProgress`], checks a [`RoundGate`] before each batch round, and
+//!   counts it all in a [`BatchReport`].
+//! - [`Journal`]: the append-only, fsynced record of requests, batches and answers
+//!   ([`JournalRecord`]) a [`Batcher`] resumes from after a crash: open batches
+//!   re-attached with the key that created them, unconfirmed creates found again,
+//!   answered requests replayed without an API call, no id ever submitted twice;
+//!   [`Journal::summary`] reads it for `status` and `cancel`.
 //! - [`BatchError`]: besides provider errors, the enqueued-token limit
 //!   ([`BatchError::TokenLimitExceeded`]) and a batch not yet visible after create
-//!   ([`BatchError::NotYetVisible`]), both for the caller to wait out.
+//!   ([`BatchError::NotYetVisible`]), both for the caller to wait out, and the
+//!   journal's own ([`BatchError::Journal`], [`BatchError::OtherRun`]).
 //!
 //! ```no_run
 //! use afterimage_batch::{BatchBackend, BatchItem, OpenAiBatch, missing, split};
@@ -55,9 +65,13 @@ pub use crate::{
     anthropic::AnthropicBatch,
     backend::BatchBackend,
     backoff::{POLL_INITIAL, POLL_MAX, poll_delay},
-    batcher::{BatchReport, Batcher},
-    batching_model::{BatchSettings, BatchingChatModel, Live, RequestRole, Tail},
+    batcher::{BatchProgress, BatchReport, Batcher, OpenBatch, RoundGate},
+    batching_model::{BatchSettings, BatchingChatModel, RequestRole, Tail},
     gemini::GeminiBatch,
+    journal::{
+        Journal, JournalBatch, JournalIntent, JournalRecord, JournalSummary, StoredOutcome,
+        StoredResponse, request_hash,
+    },
     openai::{OPENAI_KEY_METADATA, OpenAiBatch},
     split::{line_errors_to_ids, missing, split},
     types::{
@@ -72,6 +86,7 @@ mod backoff;
 mod batcher;
 mod batching_model;
 mod gemini;
+mod journal;
 mod openai;
 mod split;
 mod types;

@@ -15,7 +15,8 @@ use crate::types::{
     ItemOutcome, LineError, RemoteBatch, TOKEN_LIMIT_CODE,
 };
 use crate::wire::{
-    count, custom_id_lines, not_found_is_transient, parse, status_outcome, string_at, to_bytes,
+    Page, count, custom_id_lines, delete_if_present, not_found_is_transient, parse, read_pages,
+    status_outcome, string_at, to_bytes,
 };
 
 /// The metadata key that carries the local batch key.
@@ -87,6 +88,10 @@ impl BatchBackend for OpenAiBatch {
         }
     }
 
+    fn key_fingerprint(&self) -> String {
+        self.transport.key_fingerprint()
+    }
+
     fn line_bytes(&self, item: &BatchItem) -> Result<usize, BatchError> {
         Ok(self.line(item)?.len())
     }
@@ -122,14 +127,9 @@ impl BatchBackend for OpenAiBatch {
         local_key: &str,
         _requests: usize,
     ) -> Result<Vec<RemoteBatch>, BatchError> {
-        let text = self.transport.get("/batches?limit=100").await?;
-        let list = parse(&text, "a list of batches")?;
-        let data = list
-            .get("data")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        data.iter()
+        let batches = read_pages(|after| self.list_page(after)).await?;
+        batches
+            .iter()
             .filter(|b| {
                 b.pointer("/metadata/afterimage_key")
                     .and_then(Value::as_str)
@@ -175,9 +175,41 @@ impl BatchBackend for OpenAiBatch {
             .map(|_| ())
             .map_err(|e| not_found_is_transient(e, &batch.id))
     }
+
+    async fn delete_files(&self, batch: &RemoteBatch) -> Result<(), BatchError> {
+        let object = self.get_batch(batch).await?;
+        for field in ["input_file_id", "output_file_id", "error_file_id"] {
+            if let Some(file) = object.get(field).and_then(Value::as_str) {
+                delete_if_present(&self.transport, &format!("/files/{file}")).await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl OpenAiBatch {
+    /// One page of `GET /batches`, newest first, after the batch id `after`.
+    async fn list_page(&self, after: Option<String>) -> Result<Page, BatchError> {
+        let path = match after {
+            Some(id) => format!("/batches?limit=100&after={id}"),
+            None => "/batches?limit=100".to_owned(),
+        };
+        let list = parse(&self.transport.get(&path).await?, "a list of batches")?;
+        let items = Page::items_at(&list, "/data");
+        let more = list.get("has_more").and_then(Value::as_bool) == Some(true);
+        Ok(Page {
+            oldest: items
+                .last()
+                .and_then(|b| b.get("created_at"))
+                .and_then(Value::as_u64),
+            next: more
+                .then(|| list.get("last_id").and_then(Value::as_str))
+                .flatten()
+                .map(str::to_owned),
+            items,
+        })
+    }
+
     async fn get_batch(&self, batch: &RemoteBatch) -> Result<Value, BatchError> {
         let text = self
             .transport

@@ -173,14 +173,23 @@ pub enum ItemOutcome {
     /// Failed in a way the next round may not repeat (429, 5xx, expired, cancelled,
     /// missing).
     Retryable(String),
-    /// Failed in a way that would repeat (400, invalid request, auth).
+    /// Failed in a way that would repeat for this request (400, invalid request).
     Permanent(String),
+    /// Failed in a way that would repeat for every request of the run: the account
+    /// is out of credit (Anthropic `billing_error`, or `invalid_request_error` saying
+    /// the credit balance is too low; OpenAI `insufficient_quota`), or the key is
+    /// refused. Neither retrying nor replacing the dialog helps: the run stops, with
+    /// this error (fatal by [`ProviderError::is_fatal`], never retryable).
+    Fatal(ProviderError),
 }
 
 impl ItemOutcome {
-    /// The outcome a provider error means for one request.
+    /// The outcome a provider error means for one request: fatal errors (no credit,
+    /// a refused key, an unknown model) are [`ItemOutcome::Fatal`].
     pub fn from_error(error: &ProviderError) -> Self {
-        if error.is_retryable() {
+        if error.is_fatal() {
+            ItemOutcome::Fatal(error.clone())
+        } else if error.is_retryable() {
             ItemOutcome::Retryable(error.to_string())
         } else {
             ItemOutcome::Permanent(error.to_string())
@@ -219,4 +228,24 @@ pub enum BatchError {
     /// The provider answered with a document this crate cannot read.
     #[error("unexpected answer from the batch API: {0}")]
     Malformed(String),
+    /// The batch journal could not be read or written.
+    #[error("batch journal {path}: {message}")]
+    Journal {
+        /// The file or directory.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The journal directory holds the journal of another run.
+    #[error(
+        "the batch journal in {dir} belongs to run `{journal_run}`, not to run `{run}`: resume run `{journal_run}` instead, or give this run another output (delete {dir} only if run `{journal_run}` is abandoned and its batches are cancelled)"
+    )]
+    OtherRun {
+        /// The journal's directory.
+        dir: String,
+        /// The run the journal belongs to.
+        journal_run: String,
+        /// The run that tried to open it.
+        run: String,
+    },
 }

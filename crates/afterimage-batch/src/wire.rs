@@ -97,3 +97,130 @@ pub(crate) fn custom_id_lines(
     }
     Ok(outcomes)
 }
+
+/// The most list pages [`crate::BatchBackend::find`] reads.
+pub(crate) const FIND_PAGES: usize = 10;
+
+/// Batches older than this are not looked through by `find`: the providers keep
+/// results about a month (OpenAI 30 days, Anthropic 29, Gemini files 48 hours).
+pub(crate) const FIND_MAX_AGE_SECS: u64 = 30 * 86_400;
+
+/// One page of a provider's batch list.
+#[derive(Debug, Default)]
+pub(crate) struct Page {
+    /// The batch objects on it.
+    pub(crate) items: Vec<Value>,
+    /// The cursor of the next page, when there is one.
+    pub(crate) next: Option<String>,
+    /// Unix seconds of the oldest batch on it, when the provider says.
+    pub(crate) oldest: Option<u64>,
+}
+
+impl Page {
+    /// The array at `pointer` of `list` as the page's items.
+    pub(crate) fn items_at(list: &Value, pointer: &str) -> Vec<Value> {
+        list.pointer(pointer)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// The batch objects of up to [`FIND_PAGES`] pages, fetched by `fetch` from a
+/// cursor (`None`: the first page), stopping at the last page or at one whose
+/// oldest batch is older than [`FIND_MAX_AGE_SECS`].
+pub(crate) async fn read_pages<F, Fut>(mut fetch: F) -> Result<Vec<Value>, BatchError>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<Page, BatchError>>,
+{
+    let cutoff = unix_now().saturating_sub(FIND_MAX_AGE_SECS);
+    let (mut items, mut cursor) = (Vec::new(), None);
+    for _ in 0..FIND_PAGES {
+        let page = fetch(cursor).await?;
+        items.extend(page.items);
+        let too_old = page.oldest.is_some_and(|t| t < cutoff);
+        match page.next {
+            Some(next) if !too_old => cursor = Some(next),
+            _ => break,
+        }
+    }
+    Ok(items)
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Unix seconds of an RFC 3339 UTC time (`2024-09-24T18:37:24.100435Z`); `None` if
+/// it is not one (offsets other than `Z` are read as UTC, near enough for paging).
+pub(crate) fn unix_from_rfc3339(text: &str) -> Option<u64> {
+    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if !(1..=12).contains(&month) || text.get(10..11) != Some("T") {
+        return None;
+    }
+    // Civil date to days since 1970-01-01, by eras of 400 years.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hour * 3600 + minute * 60 + second).ok()
+}
+
+/// DELETEs `path`; a file already gone (404) is as good as deleted.
+pub(crate) async fn delete_if_present(
+    transport: &afterimage_providers::Transport,
+    path: &str,
+) -> Result<(), BatchError> {
+    match transport.delete(path).await {
+        Ok(_) => Ok(()),
+        Err(ProviderError::ModelNotFound { .. } | ProviderError::EndpointNotFound { .. }) => Ok(()),
+        Err(other) => Err(BatchError::Provider(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_times_read_as_unix_seconds() {
+        assert_eq!(unix_from_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            unix_from_rfc3339("2024-09-24T18:37:24.100435Z"),
+            Some(1_727_203_044)
+        );
+        assert_eq!(unix_from_rfc3339("2000-03-01T00:00:00Z"), Some(951_868_800));
+        assert_eq!(unix_from_rfc3339("yesterday"), None);
+    }
+
+    /// Pages numbered from 0, each one batch; `age(n)` says how old page `n` is.
+    async fn pages_read(age: fn(u64) -> Option<u64>) -> Vec<Value> {
+        read_pages(|cursor: Option<String>| async move {
+            let n: u64 = cursor.map_or(0, |c| c.parse().unwrap());
+            Ok(Page {
+                items: vec![Value::from(n)],
+                next: Some((n + 1).to_string()),
+                oldest: age(n).map(|secs| unix_now() - secs),
+            })
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn pages_stop_at_the_bound_or_at_batches_too_old_to_matter() {
+        assert_eq!(pages_read(|_| None).await.len(), FIND_PAGES);
+        let read = pages_read(|n| Some(n * 10 * 86_400)).await;
+        // Page 4 is 40 days old: read, and the last one read.
+        assert_eq!(read, (0..=4).map(Value::from).collect::<Vec<_>>());
+    }
+}

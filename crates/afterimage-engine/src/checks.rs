@@ -18,11 +18,16 @@ pub enum OptionsError {
     /// Neither a count nor a stopping criterion.
     #[error("nothing tells the run when to stop: set num_dialogs or add a stopping criterion")]
     NoStop,
+    /// `oversample` below 1.0, or not a finite number.
+    #[error(
+        "oversample must be a number of at least 1.0 (1.0: no spare dialogs; 1.2: up to 20% more dialogs under way than rows missing)"
+    )]
+    Oversample,
 }
 
 impl GenerateOptions {
     /// Checks that the options describe a run that can start: at least one dialog,
-    /// turn and slot, and something that ends it.
+    /// turn and slot, something that ends it, and an oversample factor of at least 1.
     ///
     /// ```
     /// use afterimage_engine::{GenerateOptions, OptionsError};
@@ -42,6 +47,9 @@ impl GenerateOptions {
         }
         if self.num_dialogs.is_none() && self.stopping_criteria.is_empty() {
             return Err(OptionsError::NoStop);
+        }
+        if !self.oversample.is_finite() || self.oversample < 1.0 {
+            return Err(OptionsError::Oversample);
         }
         Ok(())
     }
@@ -70,6 +78,12 @@ mod tests {
             ok.clone().max_concurrency(0).validate(),
             Err(OptionsError::ZeroConcurrency)
         );
+        for bad in [0.99, f64::NAN, f64::INFINITY] {
+            assert_eq!(
+                ok.clone().oversample(bad).validate(),
+                Err(OptionsError::Oversample)
+            );
+        }
         let criterion = GenerateOptions::new().stopping_criterion(Arc::new(FixedNumber(2)));
         assert_eq!(criterion.validate(), Ok(()));
     }

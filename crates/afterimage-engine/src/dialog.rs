@@ -59,6 +59,8 @@ pub(crate) struct RunContext {
     pub(crate) ledger: crate::pricing::RunLedger,
     /// The caller's hooks around every completion.
     pub(crate) hooks: Option<Arc<dyn crate::TurnHooks>>,
+    /// The rows the run may still store: taken before a row is written.
+    pub(crate) rows: crate::rows::RowCount,
 }
 
 /// The tools the respondent may call, and what answers the calls.
@@ -436,10 +438,12 @@ impl<'a> Dialog<'a> {
             elapsed_ms: self.started.elapsed().as_millis() as u64,
             seed: self.seed,
         });
+        let place = run.rows.reserve().ok_or(DialogError::Spare)?;
         run.storage
             .write(&row)
             .await
             .map_err(DialogError::Storage)?;
+        place.keep();
         Ok(Stored {
             persona: row.persona,
             context_ids: row.metadata.context_ids,

@@ -139,6 +139,13 @@ pub enum DialogError {
         /// The hook's error.
         error: crate::HookError,
     },
+    /// The run's count was reached before this dialog could store its row: it was a
+    /// spare ([`GenerateOptions::oversample`](crate::GenerateOptions::oversample)), and
+    /// is discarded and counted as one, never as a failure.
+    #[error(
+        "the rows requested were all written before this dialog finished: it is a spare and was discarded"
+    )]
+    Spare,
     /// A structured output did not match its schema, also when asked again with the
     /// problems.
     #[error("the output did not match the schema in {attempts} tries; the last answer: {problems}")]
@@ -202,6 +209,7 @@ impl DialogError {
             DialogError::Hook { stage, .. } => format!("hook: {stage}"),
             DialogError::InvalidOutput { .. } => "output: invalid".to_owned(),
             DialogError::ScoreGap { .. } => "pair: score_gap_too_small".to_owned(),
+            DialogError::Spare => "spare".to_owned(),
         }
     }
 

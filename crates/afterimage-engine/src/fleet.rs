@@ -389,11 +389,10 @@ impl<'a> Worker<'a> {
         self.fenced.hold(slot);
         let seed = attempt_seed(self.run.seed, slot.index, slot.attempt);
         let delay = self.state.backoff();
-        let handle = self.tasks.spawn(run_dialog_seeded(
-            Arc::clone(&self.run),
+        // In its dialog scope like a local dialog, so its requests carry stable ids.
+        let handle = self.tasks.spawn(afterimage_core::in_dialog(
             slot.index,
-            seed,
-            delay,
+            run_dialog_seeded(Arc::clone(&self.run), slot.index, seed, delay),
         ));
         self.running.insert(handle.id(), (slot, handle));
     }

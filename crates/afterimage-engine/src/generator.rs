@@ -22,6 +22,7 @@ use crate::fleet::{FencedStorage, execute_shared, join_run};
 use crate::instructions::InstructionPool;
 use crate::policy::Sampling;
 use crate::pricing::{Accounted, Prices, RunLedger};
+use crate::rows::RowCount;
 use crate::run::{Job, Plan, execute};
 use crate::{EngineError, GenerateOptions, RunReport, TurnHooks, UnjudgedPolicy};
 
@@ -120,7 +121,9 @@ impl ConversationGenerator {
             start,
             Prices::of(&options),
         );
-        let run = Arc::new(self.run_context(&record, &options, ledger));
+        let mut context = self.run_context(&record, &options, ledger);
+        context.rows = RowCount::new(plan.cap, plan.done.len() as u64);
+        let run = Arc::new(context);
         let result = execute(Arc::clone(&run), plan, &options, setup, &mut record).await;
         record.ledger = run.ledger.run();
         self.close_run(&mut record, &result).await;
@@ -142,6 +145,7 @@ impl ConversationGenerator {
     ) -> Result<RunReport, EngineError> {
         let start = self.accounted();
         let plan = Plan::new(&options)?;
+        refuse_batch_features(&options)?;
         let count = plan.cap.ok_or_else(|| {
             EngineError::Config(
                 "a shared run needs a count: set num_dialogs (generation.num_dialogs or --num-dialogs)".into(),
@@ -295,6 +299,7 @@ impl ConversationGenerator {
             watch: RunWatch::default(),
             ledger,
             hooks: inner.hooks.clone(),
+            rows: RowCount::unlimited(),
         }
     }
 
@@ -960,6 +965,24 @@ fn stored_indices(
         }
     }
     Ok(done)
+}
+
+/// A shared run claims its dialogs slot by slot from the pool; it has no waves to
+/// enter together, and its slots, not a row count, bound what is stored. So batch
+/// mode and spares are refused there rather than half applied.
+fn refuse_batch_features(options: &GenerateOptions) -> Result<(), EngineError> {
+    if options.live_dialogs.is_some() {
+        return Err(EngineError::Config(
+            "batch mode cannot be combined with a shared run (--join); run it without --join, or without --batch".into(),
+        ));
+    }
+    if options.oversample > 1.0 {
+        return Err(EngineError::Config(format!(
+            "oversample {} cannot be combined with a shared run (--join): its slots already replace a failed dialog; set oversample to 1.0",
+            options.oversample
+        )));
+    }
+    Ok(())
 }
 
 /// Marks the record with the generator that makes its rows (`None`: dialogs, which

@@ -21,7 +21,15 @@
 //! The run writes exactly the requested number of rows at any concurrency: it never
 //! starts a dialog beyond the count, replaces failed dialogs within a failure budget,
 //! and stops at once on failures that would repeat (bad key, unknown model, dead
-//! server).
+//! server). With [`GenerateOptions::oversample`] spare dialogs run beside the count
+//! (a failed one is replaced by a spare already under way); a row is reserved before
+//! it is stored, so the count stays exact and the spares left are cancelled.
+//!
+//! Batch mode hangs on two seams: every dialog runs inside
+//! [`in_dialog`](afterimage_core::in_dialog) under its index, and
+//! [`GenerateOptions::live_dialogs`] tells a batcher which dialogs are running (a
+//! wave enters together; a finished dialog leaves once its replacements entered).
+//! [`predicted_rounds`] says how many rounds a dialog takes.
 //!
 //! [`StructuredGenerator`] makes schema-typed rows instead of dialogs (one output per
 //! instruction, checked against a JSON Schema and asked again once with the problems;
@@ -83,6 +91,7 @@ pub use crate::{
     },
     pricing::{LedgerSummary, ModelSpend, PriceFn, SpendFigures},
     report::RunReport,
+    rounds::{RoundEstimate, predicted_rounds},
     schema::{SchemaProblem, check_output_schema},
     stop::StopHandle,
     stop_rules::{StopRule, StopRuleError},
@@ -104,6 +113,8 @@ mod policy;
 mod preference;
 mod pricing;
 mod report;
+mod rounds;
+mod rows;
 mod run;
 mod schema;
 mod stop;

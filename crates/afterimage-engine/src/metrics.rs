@@ -8,6 +8,7 @@ pub(crate) struct RunMetrics {
     written: Counter,
     failed: Counter,
     cancelled: Counter,
+    spare: Counter,
     in_flight: Gauge,
     cost: Counter,
     /// This session's cost as last added to `cost`.
@@ -30,7 +31,7 @@ impl RunMetrics {
         let outcome = |outcome| {
             metrics.counter(
                 "afterimage_dialogs_total",
-                "Dialogs that ended, by outcome: written (a row stored), failed, cancelled (by a stop).",
+                "Dialogs that ended, by outcome: written (a row stored), failed, cancelled (by a stop), spare (discarded once the count was reached).",
                 &[("outcome", outcome)],
             )
         };
@@ -38,6 +39,7 @@ impl RunMetrics {
             written: outcome("written"),
             failed: outcome("failed"),
             cancelled: outcome("cancelled"),
+            spare: outcome("spare"),
             in_flight: metrics.gauge("afterimage_dialogs_in_flight", "Dialogs running now.", &[]),
             cost: metrics.counter(
                 "afterimage_cost_usd_total",
@@ -62,8 +64,16 @@ impl RunMetrics {
         self.failed.inc();
     }
 
-    pub(crate) fn cancelled(&self) {
-        self.cancelled.inc();
+    pub(crate) fn cancelled(&self, dialogs: u64) {
+        if dialogs > 0 {
+            self.cancelled.add(dialogs as f64);
+        }
+    }
+
+    pub(crate) fn spares(&self, dialogs: u64) {
+        if dialogs > 0 {
+            self.spare.add(dialogs as f64);
+        }
     }
 
     /// The session's cost now (it only grows): the counter gets what is new.

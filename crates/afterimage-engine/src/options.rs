@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use afterimage_core::Price;
-use afterimage_core::{ParkedRequests, RunProgress, StoppingCriterion};
+use afterimage_core::{LiveDialogs, ParkedRequests, RunProgress, StoppingCriterion};
 
 use crate::StopHandle;
 
@@ -77,6 +77,8 @@ pub struct GenerateOptions {
     pub(crate) steering: crate::SteeringConfig,
     pub(crate) on_exhausted: crate::OnExhausted,
     pub(crate) shared: Option<crate::SharedRun>,
+    pub(crate) live_dialogs: Option<Arc<dyn LiveDialogs>>,
+    pub(crate) oversample: f64,
 }
 
 /// What happens to dialogs still running when a stopping criterion fires (in a config:
@@ -115,6 +117,8 @@ impl Default for GenerateOptions {
             steering: crate::SteeringConfig::default(),
             on_exhausted: crate::OnExhausted::Stop,
             shared: None,
+            live_dialogs: None,
+            oversample: 1.0,
         }
     }
 }
@@ -300,6 +304,42 @@ impl GenerateOptions {
         self
     }
 
+    /// Tells `live` which dialogs are running (batch mode: a round goes when every
+    /// running dialog waits on it). The scheduler enters every dialog of a wave before
+    /// it starts any of them, and drops a finished dialog's guard only once the
+    /// dialogs replacing it have entered, so a batcher never sees the run shrink to
+    /// the few dialogs that happened to start first. Every dialog runs inside
+    /// [`in_dialog`](afterimage_core::in_dialog) with its index either way. A shared
+    /// run ([`shared`](Self::shared)) refuses it.
+    pub fn live_dialogs(mut self, live: Arc<dyn LiveDialogs>) -> Self {
+        self.live_dialogs = Some(live);
+        self
+    }
+
+    /// With a count, keeps up to `ceil(count × factor)` dialogs under way instead of
+    /// `count` (still at most `max_concurrency` at once), so a dialog that fails or is
+    /// rejected is replaced by a spare already running rather than by a new one that
+    /// starts from the first round (batch mode, where a round takes minutes). Exactly
+    /// `count` rows are still written: a dialog stores its row only while the count is
+    /// not reached, and once it is the dialogs still running are cancelled. Those, and
+    /// the ones that finished too late, are the report's
+    /// [`spares`](crate::RunReport::spares): paid for, in the ledger, not stored.
+    /// Default 1.0 (no spares); at least 1.0. A shared run refuses more than 1.0.
+    ///
+    /// ```
+    /// use afterimage_engine::{GenerateOptions, OptionsError};
+    ///
+    /// assert_eq!(GenerateOptions::new().num_dialogs(10).oversample(1.2).validate(), Ok(()));
+    /// assert_eq!(
+    ///     GenerateOptions::new().num_dialogs(10).oversample(0.5).validate(),
+    ///     Err(OptionsError::Oversample)
+    /// );
+    /// ```
+    pub fn oversample(mut self, factor: f64) -> Self {
+        self.oversample = factor;
+        self
+    }
+
     /// Calls `f` after every finished dialog.
     pub fn on_progress(mut self, f: impl Fn(&RunProgress) + Send + Sync + 'static) -> Self {
         self.on_progress = Some(Arc::new(f));
@@ -328,6 +368,8 @@ impl std::fmt::Debug for GenerateOptions {
             .field("run_id", &self.run_id)
             .field("resume", &self.resume)
             .field("shared", &self.shared)
+            .field("live_dialogs", &self.live_dialogs)
+            .field("oversample", &self.oversample)
             .finish_non_exhaustive()
     }
 }

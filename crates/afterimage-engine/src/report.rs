@@ -34,6 +34,12 @@ pub struct RunReport {
     pub instructions_rejected: BTreeMap<String, u64>,
     /// Attempts the judge could not grade (never counted as passing).
     pub unjudged: u64,
+    /// Spare dialogs discarded because the count was reached before they could store
+    /// a row (see [`GenerateOptions::oversample`](crate::GenerateOptions::oversample)):
+    /// cancelled while running, or finished too late. What they spent is in the
+    /// [`ledger`](Self::ledger) (the cancelled ones' requests are not in
+    /// [`requests`](Self::requests)).
+    pub spares: u64,
     /// Model requests made (instructions, both dialog roles, judge).
     pub requests: u64,
     /// Prompt tokens.

@@ -1,12 +1,16 @@
 //! The scheduler: keeps up to `max_concurrency` dialogs in flight, replaces failed
-//! ones within a budget, and never starts a dialog beyond the requested count.
+//! ones within a budget, and never starts a dialog beyond the requested count (and
+//! its spares, with `oversample`). Every dialog runs inside `in_dialog()` under its
+//! index; with `live_dialogs`, a wave of dialogs enters the live set together, and a
+//! finished dialog leaves it only once its replacements have entered.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use afterimage_core::{
-    FixedNumber, ParkedRequests, RunProgress, RunRecord, Spent, StoppingCriterion, unix_ms,
+    FixedNumber, LiveGuard, ParkedRequests, RunProgress, RunRecord, Spent, StoppingCriterion,
+    in_dialog, unix_ms,
 };
 use tokio::task::JoinSet;
 
@@ -41,6 +45,8 @@ pub(crate) struct Plan {
     /// What each slot runs (`None`: a dialog).
     pub(crate) job: Option<Job>,
     pub(crate) cap: Option<u64>,
+    /// Most rows and dialogs under way together: the count times `oversample`.
+    pub(crate) under_way: Option<u64>,
     pub(crate) criteria: Vec<Arc<dyn StoppingCriterion>>,
     pub(crate) max_failures: u64,
     pub(crate) backoff_base: Duration,
@@ -70,6 +76,7 @@ impl Plan {
         Ok(Plan {
             job: None,
             cap,
+            under_way: cap.map(|n| (n as f64 * options.oversample).ceil() as u64),
             criteria,
             max_failures,
             backoff_base: options.failure_backoff,
@@ -77,6 +84,15 @@ impl Plan {
             stored_visits: HashMap::new(),
             on_exhausted: options.on_exhausted,
         })
+    }
+
+    /// Whether another dialog may start beside `in_flight` ones when `rows` are
+    /// stored: not once the count is reached, and not beyond it with its spares.
+    fn room(&self, rows: u64, in_flight: usize) -> bool {
+        match (self.cap, self.under_way) {
+            (Some(cap), Some(under_way)) => rows < cap && rows + (in_flight as u64) < under_way,
+            _ => true,
+        }
     }
 }
 
@@ -102,6 +118,7 @@ pub(crate) async fn execute(
             Next::Done => break,
         };
         scheduler.record(joined);
+        scheduler.cancel_spares().await;
         scheduler.check_criteria();
         scheduler.cancel_if_stopping().await;
         scheduler.checkpoint().await;
@@ -112,8 +129,12 @@ pub(crate) async fn execute(
     scheduler.finish().await
 }
 
-/// What a dialog task returns.
-type Joined = Result<Result<DialogOutcome, DialogFailure>, tokio::task::JoinError>;
+/// How a dialog ended.
+type Ended = Result<DialogOutcome, DialogFailure>;
+
+/// What a dialog task returns: how it ended, and its place in the live set, which the
+/// scheduler drops once the dialogs replacing it have entered.
+type Joined = Result<(Ended, LiveGuard), tokio::task::JoinError>;
 
 /// What waiting for the dialogs in flight gave.
 enum Next {
@@ -134,7 +155,9 @@ struct Scheduler<'a> {
     plan: &'a Plan,
     options: &'a GenerateOptions,
     state: State,
-    tasks: JoinSet<Result<DialogOutcome, DialogFailure>>,
+    tasks: JoinSet<(Ended, LiveGuard)>,
+    /// The live places of dialogs that ended, until their replacements have entered.
+    ended: Vec<LiveGuard>,
     order: StartOrder,
     started: Instant,
     /// The run record, saved with the ledger now and then while the run goes on.
@@ -165,6 +188,7 @@ impl<'a> Scheduler<'a> {
             options,
             state,
             tasks: JoinSet::new(),
+            ended: Vec::new(),
             order,
             started: Instant::now(),
             record,
@@ -202,31 +226,55 @@ impl<'a> Scheduler<'a> {
         }
     }
 
-    /// Starts dialogs until the slots are full, the count is covered by the rows and
-    /// the dialogs in flight, or a criterion holds the next one back (which ends the
-    /// run when nothing is in flight).
+    /// Starts the dialogs there is room for: all of them enter the live set before
+    /// any starts, and only then do the dialogs that ended leave it.
     fn start_dialogs(&mut self) {
         self.read_ledger();
-        let (plan, state) = (self.plan, &mut self.state);
-        if state.stop.is_none()
+        self.note_stop_handle();
+        let wave = self.admit();
+        let guards = self.enter(&wave);
+        for (index, guard) in wave.into_iter().zip(guards) {
+            self.spawn(index, guard);
+        }
+        self.ended.clear();
+    }
+
+    /// A stop asked for through the handle stops the run from starting dialogs.
+    fn note_stop_handle(&mut self) {
+        if self.state.stop.is_none()
             && let Some(handle) = self.options.stop.as_ref().filter(|h| h.is_stopped())
         {
-            state.stop = Some(Stop::Interrupted(handle.reason()));
+            self.state.stop = Some(Stop::Interrupted(handle.reason()));
         }
-        // A dialog waiting out a retry delay holds no request in flight: another may
-        // start in its place (at most doubling the dialogs in memory).
+    }
+
+    /// The dialog slots: `max_concurrency`, plus one per dialog waiting out a retry
+    /// delay, which holds no request in flight (at most doubling the dialogs in
+    /// memory).
+    fn slots(&self) -> usize {
         let parked = self.options.parked.as_ref().map_or(0, ParkedRequests::now) as usize;
         let max_concurrency = self.options.max_concurrency;
-        let slots = max_concurrency + parked.min(max_concurrency);
-        while state.stop.is_none()
-            && self.tasks.len() < slots
-            && plan
-                .cap
-                .is_none_or(|cap| state.progress.rows_written + (self.tasks.len() as u64) < cap)
-        {
-            state.progress.in_flight = self.tasks.len() as u64;
+        max_concurrency + parked.min(max_concurrency)
+    }
+
+    /// The indices to start now: until the slots are full, the count (with its
+    /// spares) is covered by the rows and the dialogs in flight, or a criterion holds
+    /// the next one back (which ends the run when nothing is in flight).
+    fn admit(&mut self) -> Vec<u64> {
+        let slots = self.slots();
+        let (plan, state, order) = (self.plan, &mut self.state, &mut self.order);
+        let mut wave = Vec::new();
+        loop {
+            let in_flight = self.tasks.len() + wave.len();
+            if state.stop.is_some()
+                || in_flight >= slots
+                || !plan.room(state.progress.rows_written, in_flight)
+            {
+                break;
+            }
+            state.progress.in_flight = in_flight as u64;
             if let Some(gate) = plan.criteria.iter().find(|c| !c.may_start(&state.progress)) {
-                if self.tasks.is_empty() {
+                if in_flight == 0 {
                     state.stop = Some(Stop::Criterion(format!(
                         "{} allows no further dialog",
                         gate.describe()
@@ -234,19 +282,34 @@ impl<'a> Scheduler<'a> {
                 }
                 break;
             }
-            let index = self.order.next(&plan.done);
-            let delay = state.backoff();
-            let run = Arc::clone(&self.run);
-            let dialog = match &plan.job {
-                Some(job) => job(run, index, delay),
-                None => Box::pin(run_dialog(run, index, delay)),
-            };
-            let in_flight = self.metrics.started();
-            self.tasks.spawn(async move {
-                let _in_flight = in_flight;
-                dialog.await
-            });
+            wave.push(order.next(&plan.done));
         }
+        wave
+    }
+
+    /// The live places of the dialogs about to start, taken together so that a
+    /// batcher counts the whole wave before the first of them asks anything.
+    fn enter(&self, wave: &[u64]) -> Vec<LiveGuard> {
+        match &self.options.live_dialogs {
+            Some(live) => wave.iter().map(|index| live.enter(*index)).collect(),
+            None => wave.iter().map(|_| LiveGuard::none()).collect(),
+        }
+    }
+
+    /// Starts dialog `index` (or the plan's job) in its dialog scope; the task hands
+    /// back its live place with its result.
+    fn spawn(&mut self, index: u64, guard: LiveGuard) {
+        let delay = self.state.backoff();
+        let run = Arc::clone(&self.run);
+        let dialog = match &self.plan.job {
+            Some(job) => job(run, index, delay),
+            None => Box::pin(run_dialog(run, index, delay)),
+        };
+        let in_flight = self.metrics.started();
+        self.tasks.spawn(async move {
+            let _in_flight = in_flight;
+            (in_dialog(index, dialog).await, guard)
+        });
     }
 
     /// Waits for the next dialog to end, or for the stop handle to cancel those in
@@ -269,26 +332,55 @@ impl<'a> Scheduler<'a> {
         }
     }
 
-    /// Counts a dialog that ended.
+    /// Counts a dialog that ended; its live place is kept until the next start.
     fn record(&mut self, joined: Joined) {
-        let failed = self.state.progress.dialogs_failed;
         match joined {
-            Ok(Ok(outcome)) => {
-                if matches!(self.state.stop, Some(Stop::Interrupted(_))) {
+            Ok((ended, guard)) => {
+                self.ended.push(guard);
+                if ended.is_ok() && matches!(self.state.stop, Some(Stop::Interrupted(_))) {
                     self.state.drained += 1;
                 }
-                self.state.record_row(outcome);
-                self.metrics.written();
+                self.count(ended);
             }
-            Ok(Err(failure)) => self.state.record_failure(failure, self.plan),
-            Err(join_error) => self.state.record_crash(join_error.to_string(), self.plan),
-        }
-        if self.state.progress.dialogs_failed > failed {
-            self.metrics.failed();
+            Err(join_error) => {
+                self.state.record_crash(join_error.to_string(), self.plan);
+                self.metrics.failed();
+            }
         }
         self.state.progress.elapsed = self.started.elapsed();
         self.state.progress.in_flight = self.tasks.len() as u64;
         self.read_ledger();
+    }
+
+    /// Counts how a dialog ended: a row, a spare, a failure (or a skip).
+    fn count(&mut self, ended: Ended) {
+        let (failed, spares) = (self.state.progress.dialogs_failed, self.state.spares);
+        match ended {
+            Ok(outcome) => {
+                self.state.record_row(outcome);
+                self.metrics.written();
+            }
+            Err(failure) => self.state.record_failure(failure, self.plan),
+        }
+        if self.state.progress.dialogs_failed > failed {
+            self.metrics.failed();
+        }
+        self.metrics.spares(self.state.spares - spares);
+    }
+
+    /// Once the count's rows are stored, the dialogs still running are spares: they
+    /// are cancelled, as they could store nothing.
+    async fn cancel_spares(&mut self) {
+        let reached = self
+            .plan
+            .cap
+            .is_some_and(|cap| self.state.progress.rows_written >= cap);
+        if !reached || self.tasks.is_empty() {
+            return;
+        }
+        let cancelled = self.abort_all().await;
+        self.state.spares += cancelled;
+        self.metrics.spares(cancelled);
     }
 
     /// Stops the run when a criterion says so (reaching the count is no criterion
@@ -335,25 +427,24 @@ impl<'a> Scheduler<'a> {
         }
         // Cancelled dialogs never reach storage; their spend so far is lost to the
         // report, which is the price of stopping at once.
+        let cancelled = self.abort_all().await;
+        self.state.cancelled += cancelled;
+        self.metrics.cancelled(cancelled);
+    }
+
+    /// Aborts the dialog tasks and waits for them; a dialog that finished before the
+    /// abort reached it counts as it ended. Returns how many were cancelled.
+    async fn abort_all(&mut self) -> u64 {
         self.tasks.abort_all();
+        let mut cancelled = 0;
         while let Some(joined) = self.tasks.join_next().await {
             match joined {
-                // Finished before the abort reached it: the row is stored, so count it.
-                Ok(Ok(outcome)) => {
-                    self.state.record_row(outcome);
-                    self.metrics.written();
-                }
-                Ok(Err(failure)) => {
-                    self.state.record_failure(failure, self.plan);
-                    self.metrics.failed();
-                }
-                Err(_) => {
-                    self.state.cancelled += 1;
-                    self.metrics.cancelled();
-                }
+                Ok((ended, _guard)) => self.count(ended),
+                Err(_) => cancelled += 1,
             }
         }
         self.state.progress.in_flight = 0;
+        cancelled
     }
 
     /// Flushes storage and reports; a run stopped by failures, or whose rows could not
@@ -458,6 +549,8 @@ pub(crate) struct State {
     pub(crate) cancelled: u64,
     /// Dialogs that finished and were stored after a stop was asked for.
     pub(crate) drained: u64,
+    /// Spare dialogs discarded once the count was reached.
+    pub(crate) spares: u64,
 }
 
 impl State {
@@ -508,6 +601,10 @@ impl State {
         self.spend(failure.spent);
         self.count_quality(*failure.quality);
         let error = failure.error;
+        if matches!(error, DialogError::Spare) {
+            self.spares += 1;
+            return;
+        }
         // Running out of documents (how a coverage run ends) or of new questions ends
         // the run; a dialog that only met near duplicates is replaced. Neither is a
         // failure.
@@ -631,6 +728,15 @@ impl State {
         } else {
             stop_reason
         };
+        let stop_reason = match self.spares {
+            0 => stop_reason,
+            1 => {
+                format!("{stop_reason}; 1 spare dialog was discarded (its spend is in the ledger)")
+            }
+            n => format!(
+                "{stop_reason}; {n} spare dialogs were discarded (their spend is in the ledger)"
+            ),
+        };
         RunReport {
             run_id: run.run_id.clone(),
             rows_written: rows,
@@ -642,6 +748,7 @@ impl State {
             rejections: self.rejections.clone(),
             instructions_rejected: self.instructions_rejected.clone(),
             unjudged: self.unjudged,
+            spares: self.spares,
             requests: self.progress.requests,
             input_tokens: self.progress.usage.input_tokens,
             output_tokens: self.progress.usage.output_tokens,

@@ -77,6 +77,14 @@ pub struct MockConfig {
     /// Batches and files are visible only to the API key that created them (default
     /// on, as the real APIs scope them to a project): another key gets 404.
     pub batch_pin_keys: bool,
+    /// The most batches one page of a batch list holds, below what the client asks
+    /// for (`None`: as asked, up to the provider's maximum). For tests of paging.
+    pub batch_list_page: Option<usize>,
+    /// The batch lines the account can pay for over the server's life (`None`: no
+    /// end). Beyond it every line fails for low credit: Anthropic `errored` with
+    /// `invalid_request_error` "Your credit balance is too low…", OpenAI 429
+    /// `insufficient_quota`, Gemini 429 `RESOURCE_EXHAUSTED`.
+    pub batch_credit: Option<u64>,
     /// Gemini batch states are written `JOB_STATE_*` (the SDK's spelling) instead of
     /// the wire's `BATCH_STATE_*`.
     pub gemini_job_states: bool,
@@ -109,6 +117,8 @@ impl Default for MockConfig {
             batch_max_requests: None,
             batch_hidden_for: Duration::ZERO,
             batch_pin_keys: true,
+            batch_list_page: None,
+            batch_credit: None,
             gemini_job_states: false,
         }
     }
@@ -252,6 +262,18 @@ impl MockConfig {
     /// Pins batches and files to the key that created them (or shows them to all).
     pub fn with_batch_pin_keys(mut self, pin: bool) -> Self {
         self.batch_pin_keys = pin;
+        self
+    }
+
+    /// Cuts batch list pages to at most `max` batches (`0`: as the client asks).
+    pub fn with_batch_list_page(mut self, max: usize) -> Self {
+        self.batch_list_page = (max > 0).then_some(max);
+        self
+    }
+
+    /// Lets the account pay for `lines` batch lines; later ones fail for low credit.
+    pub fn with_batch_credit(mut self, lines: u64) -> Self {
+        self.batch_credit = Some(lines);
         self
     }
 

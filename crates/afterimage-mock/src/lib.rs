@@ -28,10 +28,17 @@
 //! [`MockConfig::batch_phase`] (200 ms by default); the `batch_*` switches inject
 //! retryable, permanent and missing lines, whole batches failing validation (or OpenAI's
 //! `token_limit_exceeded`), expiry with half the lines done, a lower request limit per
-//! batch and a window after create in which the batch is not found yet. Batches and files are visible only to the API key that
-//! created them. [`MockServer::batch_submissions`] counts submissions per `custom_id`
+//! batch, a window after create in which the batch is not found yet, short list pages
+//! ([`MockConfig::with_batch_list_page`]) and an account whose credit runs out
+//! ([`MockConfig::with_batch_credit`]). Batches and files are visible only to the API
+//! key that created them; files can be deleted (OpenAI and Gemini, counted by
+//! [`MockServer::files_deleted`]) and answer 404 afterwards. [`MockServer::batch_submissions`] counts submissions per `custom_id`
 //! (a request submitted twice shows 2), beside [`MockServer::batches_created`] and
-//! [`MockServer::batch_requests_answered`].
+//! [`MockServer::batch_requests_answered`]. For crash tests,
+//! [`MockServer::stall_batches`] makes one point of the protocols hang (upload, create
+//! before or after the batch exists, poll, results download) until
+//! [`MockServer::unstall_batches`], and [`MockServer::batch_stalled`] says how many
+//! requests hang there now, so a test can kill its client exactly at that point.
 //!
 //! Answers need no model but look the part: structured-output requests get JSON that
 //! validates against the requested schema (arrays of `questions` are distinct questions
@@ -76,6 +83,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub use crate::{
+    batch::BatchStall,
     config::MockConfig,
     server::{MockServer, run},
     stats::MockStats,

@@ -342,6 +342,31 @@ impl MockServer {
         self.shared.batches.lock().answered
     }
 
+    /// Makes every batch request at `point` hang from now on (replacing any earlier
+    /// stall point, whose hung requests go on), so a crash test can kill its client
+    /// there; [`MockServer::batch_stalled`] says when one is hanging.
+    pub fn stall_batches(&self, point: crate::BatchStall) {
+        self.shared.batches.stall.set(Some(point));
+    }
+
+    /// Ends the stall: hung requests go on (if their client still waits) and later
+    /// ones are served normally.
+    pub fn unstall_batches(&self) {
+        self.shared.batches.stall.set(None);
+    }
+
+    /// Batch requests hanging at the stall point now (a killed client's request stops
+    /// counting once the server notices the closed connection).
+    pub fn batch_stalled(&self) -> u64 {
+        self.shared.batches.stall.hanging()
+    }
+
+    /// Files deleted through the OpenAI (`DELETE /v1/files/{id}`) or Gemini (`DELETE
+    /// /v1beta/files/{id}`) Files API; a deleted file answers 404 afterwards.
+    pub fn files_deleted(&self) -> u64 {
+        self.shared.batches.lock().files_deleted
+    }
+
     /// Zeroes the counters (e.g. after a benchmark's warm-up).
     pub fn reset_stats(&self) {
         self.shared.stats.reset();
@@ -349,6 +374,8 @@ impl MockServer {
 
     /// Stops accepting, lets in-flight requests finish, and waits until all is closed.
     pub async fn shutdown(self) {
+        // A stalled request would hold the graceful shutdown forever.
+        self.unstall_batches();
         let MockServer { shutdown, task, .. } = self;
         let _ = shutdown.send(true);
         if let Err(e) = task.await {

@@ -307,6 +307,7 @@ impl Http {
         tracing::debug!(%url, model, "POST");
         self.execute(self.client.post(&url).json(body), &url, model, true)
             .await
+            .map(|(text, headers)| (text, rate_limit_hint(&headers)))
     }
 
     /// GETs `{base}{path}` and returns the body of a 2xx answer; `diagnose` tells a
@@ -324,27 +325,67 @@ impl Http {
             .map(|(text, _)| text)
     }
 
-    /// Sends `method` to `{base}{path}` with an optional raw body and its content
-    /// type; the body of a 2xx answer. A 404 is not told apart: batch endpoints are
-    /// not chat endpoints.
+    /// Sends `method` to `target` (a path under the base URL, or a URL on its host)
+    /// with extra `headers` and an optional raw body and its content type; the body
+    /// and headers of a 2xx answer. A 404 is not told apart: batch endpoints are not
+    /// chat endpoints.
     pub(crate) async fn send_raw(
         &self,
         method: reqwest::Method,
-        path: &str,
+        target: &str,
+        headers: &[(&str, &str)],
         body: Option<(&str, Vec<u8>)>,
         model: &str,
-    ) -> Result<String, ProviderError> {
-        let url = self.url(path);
+    ) -> Result<(String, HeaderMap), ProviderError> {
+        let url = self.target_url(target)?;
         tracing::debug!(%url, model, %method, "batch request");
         let mut request = self.client.request(method, &url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some((content_type, bytes)) = body {
             request = request
                 .header(reqwest::header::CONTENT_TYPE, content_type)
                 .body(bytes);
         }
-        self.execute(request, &url, model, false)
-            .await
-            .map(|(text, _)| text)
+        self.execute(request, &url, model, false).await
+    }
+
+    /// `scheme://host[:port]` of the base URL.
+    pub(crate) fn origin(&self) -> &str {
+        let after_scheme = self.base_url.find("://").map_or(0, |i| i + 3);
+        let end = self.base_url[after_scheme..]
+            .find('/')
+            .map_or(self.base_url.len(), |i| after_scheme + i);
+        &self.base_url[..end]
+    }
+
+    /// The URL of `target`: a path is appended to the base URL; a full URL must be on
+    /// the base URL's host, since the key goes with every request.
+    fn target_url(&self, target: &str) -> Result<String, ProviderError> {
+        if !(target.starts_with("http://") || target.starts_with("https://")) {
+            return Ok(self.url(target));
+        }
+        let origin = self.origin();
+        let rest = target.strip_prefix(origin).unwrap_or("-");
+        if rest.is_empty() || rest.starts_with('/') || rest.starts_with('?') {
+            return Ok(target.to_owned());
+        }
+        Err(ProviderError::Other {
+            message: format!(
+                "the server pointed to {}, which is not on the base URL's host {origin}; the API key is only sent to that host",
+                self.redact(target)
+            ),
+            retryable: false,
+        })
+    }
+
+    /// A short, non-secret name of the key (empty without one).
+    pub(crate) fn key_fingerprint(&self) -> String {
+        self.key
+            .as_ref()
+            .map(ApiKey::fingerprint)
+            .unwrap_or_default()
     }
 
     /// [`exchange`](Self::exchange), counted in the request metrics.
@@ -354,24 +395,24 @@ impl Http {
         url: &str,
         model: &str,
         diagnose: bool,
-    ) -> Result<(String, Option<RateLimitHint>), ProviderError> {
+    ) -> Result<(String, HeaderMap), ProviderError> {
         let sending = Sending::start(&self.counts);
         let outcome = self.exchange(request, url, model, diagnose).await;
         sending.end(&outcome);
         outcome
     }
 
-    /// Sends the request; a 2xx body with the rate-limit hint, or the error it means.
+    /// Sends the request; a 2xx body with its headers, or the error it means.
     async fn exchange(
         &self,
         request: RequestBuilder,
         url: &str,
         model: &str,
         diagnose: bool,
-    ) -> Result<(String, Option<RateLimitHint>), ProviderError> {
+    ) -> Result<(String, HeaderMap), ProviderError> {
         let answer = self.send(request, url).await?;
         if answer.status.is_success() {
-            return Ok((answer.body, rate_limit_hint(&answer.headers)));
+            return Ok((answer.body, answer.headers));
         }
         // Servers echo keys back in error bodies ("Incorrect API key provided: sk-...").
         let body = self.redact(&answer.body);

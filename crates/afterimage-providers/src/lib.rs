@@ -110,7 +110,7 @@ pub use crate::{
     stack::{EmbeddingEndpoint, Endpoint, ModelStack, SharedParts},
     structured::{ModeChange, StructuredOutput, StructuredOutputState, UnknownMode},
     throttle::{Throttle, ThrottleConfig, ThrottleStats},
-    transport::Transport,
+    transport::{Reply, Transport},
 };
 
 mod anthropic;

@@ -17,20 +17,20 @@ use crate::{item, kind};
 
 const N: usize = 12;
 
-fn items(model: &str) -> Vec<BatchItem> {
+pub(crate) fn items(model: &str) -> Vec<BatchItem> {
     (0..N)
         .map(|i| item(&format!("run1-d{i}-t0"), model, &format!("Question {i}?")))
         .collect()
 }
 
-fn quick(config: MockConfig) -> MockConfig {
+pub(crate) fn quick(config: MockConfig) -> MockConfig {
     config
         .with_batch_phase(Duration::from_millis(50))
         .with_seed(7)
 }
 
 /// Polls until the batch ends, then fetches and parses its results.
-async fn run_to_end(
+pub(crate) async fn run_to_end(
     backend: &dyn BatchBackend,
     items: &[BatchItem],
 ) -> (EndKind, RemoteBatch, Vec<(String, ItemOutcome)>) {
@@ -53,7 +53,7 @@ async fn run_to_end(
     (end, batch, results)
 }
 
-fn ids(items: &[BatchItem]) -> Vec<String> {
+pub(crate) fn ids(items: &[BatchItem]) -> Vec<String> {
     items.iter().map(|i| i.custom_id.clone()).collect()
 }
 

@@ -134,6 +134,11 @@ async fn every_result_type_is_sorted_and_matched_by_id() {
         json!({"custom_id": "d7", "result": {"type": "canceled"}}),
         errored("d8", "api_error"),
         ok("d1"),
+        errored("d10", "billing_error"),
+        errored("d11", "authentication_error"),
+        json!({"custom_id": "d12", "result": {"type": "errored", "error": {"type": "error",
+            "error": {"type": "invalid_request_error",
+                      "message": "Your credit balance is too low to access the Anthropic API."}}}}),
     ]
     .map(|l| l.to_string())
     .join("\n");
@@ -143,7 +148,7 @@ async fn every_result_type_is_sorted_and_matched_by_id() {
         .mount(&server)
         .await;
     let backend = AnthropicBatch::new(client(&server));
-    let submitted: Vec<_> = (1..=9)
+    let submitted: Vec<_> = (1..=12)
         .map(|n| item(&format!("d{n}"), MODEL, "q"))
         .collect();
     let raw = backend.fetch_results(&remote()).await.unwrap();
@@ -163,6 +168,9 @@ async fn every_result_type_is_sorted_and_matched_by_id() {
         ("d6", "retryable"),
         ("d7", "retryable"),
         ("d8", "retryable"),
+        ("d10", "fatal"),
+        ("d11", "fatal"),
+        ("d12", "fatal"),
     ] {
         assert_eq!(kind(outcome(&results, id)), expected, "{id}");
     }

@@ -10,7 +10,9 @@ use afterimage_batch::{
     AnthropicBatch, BatchBackend, BatchError, BatchItem, BatchLimits, BatchSettings, BatchStatus,
     Batcher, GeminiBatch, ItemOutcome, OpenAiBatch, RemoteBatch, RequestRole, Tail,
 };
-use afterimage_core::{ApiKey, ChatModel, ChatRequest, Message, ProviderError};
+use afterimage_core::{
+    ApiKey, ChatModel, ChatRequest, LiveDialogs, Message, ProviderError, in_dialog,
+};
 use afterimage_mock::{MockConfig, MockServer};
 use afterimage_providers::{Anthropic, Gemini, OpenAiCompatible};
 
@@ -18,14 +20,14 @@ const DIALOGS: u64 = 20;
 const TURNS: usize = 3;
 
 #[derive(Clone, Copy, Debug)]
-enum Provider {
+pub(crate) enum Provider {
     OpenAi,
     Anthropic,
     Gemini,
 }
 
 /// The backend, the synchronous model and the model name for `provider` on `server`.
-fn clients(
+pub(crate) fn clients(
     server: &MockServer,
     provider: Provider,
 ) -> (Arc<dyn BatchBackend>, Arc<dyn ChatModel>, &'static str) {
@@ -78,7 +80,7 @@ fn clients(
 }
 
 /// Milliseconds instead of minutes, and every round a batch unless a test says so.
-fn fast() -> BatchSettings {
+pub(crate) fn fast() -> BatchSettings {
     BatchSettings {
         min_requests: 1,
         linger: Duration::from_secs(30),
@@ -88,35 +90,46 @@ fn fast() -> BatchSettings {
     }
 }
 
-async fn server(config: MockConfig) -> MockServer {
+pub(crate) async fn server(config: MockConfig) -> MockServer {
     let config = config
         .with_batch_phase(Duration::from_millis(30))
         .with_seed(11);
     MockServer::start(config).await.unwrap()
 }
 
-/// Runs `DIALOGS` dialogs of `TURNS` sequential calls each (a user call, then
-/// alternating), each holding its `Live` guard; returns every call's result.
+/// Runs `DIALOGS` dialogs of `TURNS` sequential calls each (an assistant call, then
+/// alternating), each in its dialog scope and holding its live guard; returns every
+/// call's result.
 async fn dialogs(batcher: &Batcher) -> Vec<Result<String, ProviderError>> {
     dialogs_of(batcher, DIALOGS, TURNS).await
 }
 
 /// `count` dialogs of `turns` calls each.
-async fn dialogs_of(
+pub(crate) async fn dialogs_of(
     batcher: &Batcher,
     count: u64,
     turns: usize,
 ) -> Vec<Result<String, ProviderError>> {
+    dialogs_in(batcher, 0..count, turns).await
+}
+
+/// Dialogs numbered `numbers`, of `turns` calls each.
+pub(crate) async fn dialogs_in(
+    batcher: &Batcher,
+    numbers: std::ops::Range<u64>,
+    turns: usize,
+) -> Vec<Result<String, ProviderError>> {
     // Every guard before any dialog runs, or the first to park would find itself
     // the only live caller and go alone.
-    let guards: Vec<_> = (0..count).map(|d| (d, batcher.live(d))).collect();
+    let guards: Vec<_> = numbers.map(|d| (d, batcher.enter(d))).collect();
+    let (user, assistant) = (
+        batcher.model(RequestRole::User),
+        batcher.model(RequestRole::Assistant),
+    );
     let mut tasks = tokio::task::JoinSet::new();
     for (d, live) in guards {
-        tasks.spawn(async move {
-            let (user, assistant) = (
-                live.model(RequestRole::User),
-                live.model(RequestRole::Assistant),
-            );
+        let (user, assistant) = (Arc::clone(&user), Arc::clone(&assistant));
+        tasks.spawn(in_dialog(d, async move {
             let mut history = vec![
                 Message::system("Be brief."),
                 Message::user(format!("Hello from {d}")),
@@ -134,7 +147,7 @@ async fn dialogs_of(
             }
             drop(live);
             results
-        });
+        }));
     }
     let mut all = Vec::new();
     while let Some(done) = tasks.join_next().await {
@@ -144,7 +157,7 @@ async fn dialogs_of(
 }
 
 /// Submissions per request key (the id without its attempt), from the mock's side.
-fn per_key(submissions: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+pub(crate) fn per_key(submissions: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     let mut keys = BTreeMap::new();
     for (id, n) in submissions {
         let key = id.rsplit_once('-').unwrap().0.to_string();
@@ -158,7 +171,7 @@ async fn rounds_wait_for_every_live_dialog_on_all_three_protocols() {
     for provider in [Provider::OpenAi, Provider::Anthropic, Provider::Gemini] {
         let server = server(MockConfig::default()).await;
         let (backend, sync, model) = clients(&server, provider);
-        let batcher = Batcher::start("r1", model, backend, Some(sync), fast());
+        let batcher = Batcher::start("r1", model, vec![backend], Some(sync), fast(), None);
         let results = dialogs(&batcher).await;
         assert_eq!(results.len(), 60, "{provider:?}");
         for result in &results {
@@ -197,7 +210,7 @@ async fn retryable_and_missing_lines_are_submitted_again_within_the_budget() {
         max_request_attempts: 6,
         ..fast()
     };
-    let batcher = Batcher::start("r2", model, backend, Some(sync), settings);
+    let batcher = Batcher::start("r2", model, vec![backend], Some(sync), settings, None);
     let results = dialogs(&batcher).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     let report = batcher.report();
@@ -227,7 +240,7 @@ async fn spent_attempts_and_permanent_lines_fail_the_call() {
     let config = MockConfig::default().with_batch_permanent_rate(0.3);
     let server = server(config).await;
     let (backend, sync, model) = clients(&server, Provider::OpenAi);
-    let batcher = Batcher::start("r3", model, backend, Some(sync), fast());
+    let batcher = Batcher::start("r3", model, vec![backend], Some(sync), fast(), None);
     let results = dialogs(&batcher).await;
     let failed: Vec<&ProviderError> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     assert!(!failed.is_empty());
@@ -249,7 +262,7 @@ async fn a_retryable_line_every_time_ends_after_max_attempts() {
     let config = MockConfig::default().with_batch_retryable_rate(1.0);
     let server = server(config).await;
     let (backend, sync, model) = clients(&server, Provider::Anthropic);
-    let batcher = Batcher::start("r4", model, backend, Some(sync), fast());
+    let batcher = Batcher::start("r4", model, vec![backend], Some(sync), fast(), None);
     let results = dialogs(&batcher).await;
     // Each dialog's first call fails, and the dialog goes on to its next.
     assert!(results.iter().all(Result::is_err));
@@ -268,7 +281,7 @@ async fn a_round_below_min_requests_goes_synchronous() {
         tail: Tail::Sync,
         ..fast()
     };
-    let batcher = Batcher::start("r5", model, backend, Some(sync), settings);
+    let batcher = Batcher::start("r5", model, vec![backend], Some(sync), settings, None);
     let results = dialogs(&batcher).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(server.batches_created(), 0);
@@ -294,7 +307,7 @@ async fn tail_batch_keeps_small_rounds_in_batches() {
         tail: Tail::Batch,
         ..fast()
     };
-    let batcher = Batcher::start("r6", model, backend, Some(sync), settings);
+    let batcher = Batcher::start("r6", model, vec![backend], Some(sync), settings, None);
     let results = dialogs(&batcher).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(server.stats().generate_content, 0);
@@ -311,7 +324,7 @@ async fn a_rejected_batch_fails_the_named_line_and_retries_the_others() {
         max_request_attempts: 10,
         ..fast()
     };
-    let batcher = Batcher::start("r7", model, backend, Some(sync), settings);
+    let batcher = Batcher::start("r7", model, vec![backend], Some(sync), settings, None);
     let results = dialogs_of(&batcher, 4, 1).await;
     // Every batch names its first line, so one request fails per round.
     for result in &results {
@@ -337,9 +350,9 @@ async fn linger_submits_when_a_live_dialog_never_parks() {
         linger: Duration::from_millis(200),
         ..fast()
     };
-    let batcher = Batcher::start("r8", model, backend, Some(sync), settings);
+    let batcher = Batcher::start("r8", model, vec![backend], Some(sync), settings, None);
     // A dialog that is live but busy elsewhere: the barrier never closes.
-    let idle = batcher.live(99);
+    let idle = batcher.enter(99);
     let results = dialogs_of(&batcher, 5, 2).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert!(batcher.report().rounds >= 2);
@@ -410,13 +423,13 @@ async fn a_full_batch_goes_without_waiting_for_the_others() {
         .model("gpt-4o-mini")
         .build()
         .unwrap();
-    let backend = Arc::new(Small {
+    let backend: Arc<dyn BatchBackend> = Arc::new(Small {
         inner: OpenAiBatch::new(client),
         max: 8,
         max_bytes: 1 << 20,
         max_enqueued: 100,
     });
-    let batcher = Batcher::start("r9", "gpt-4o-mini", backend, None, fast());
+    let batcher = Batcher::start("r9", "gpt-4o-mini", vec![backend], None, fast(), None);
     let results = dialogs(&batcher).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     let report = batcher.report();
@@ -436,23 +449,25 @@ async fn a_request_too_large_for_any_batch_fails_alone() {
         .model("gpt-4o-mini")
         .build()
         .unwrap();
-    let backend = Arc::new(Small {
+    let backend: Arc<dyn BatchBackend> = Arc::new(Small {
         inner: OpenAiBatch::new(client),
         max: 100,
         max_bytes: 2_000,
         max_enqueued: 100,
     });
-    let batcher = Batcher::start("r10", "gpt-4o-mini", backend, None, fast());
-    let (small, large) = (batcher.live(0), batcher.live(1));
-    let ask = |live: &afterimage_batch::Live, text: String| {
-        let model = live.model(RequestRole::User);
-        async move {
+    let batcher = Batcher::start("r10", "gpt-4o-mini", vec![backend], None, fast(), None);
+    let (small, large) = (batcher.enter(0), batcher.enter(1));
+    let model = batcher.model(RequestRole::User);
+    let ask = |dialog: u64, text: String| {
+        let model = Arc::clone(&model);
+        in_dialog(dialog, async move {
             model
                 .chat(ChatRequest::new(vec![Message::user(text)]))
                 .await
-        }
+        })
     };
-    let (fits, too_big) = tokio::join!(ask(&small, "Hi".into()), ask(&large, "x".repeat(5_000)));
+    let (fits, too_big) = tokio::join!(ask(0, "Hi".into()), ask(1, "x".repeat(5_000)));
+    drop((small, large));
     assert!(fits.is_ok(), "{fits:?}");
     let error = too_big.unwrap_err();
     assert!(
@@ -471,17 +486,19 @@ async fn a_finished_dialog_no_longer_holds_the_round_back() {
     let server = server(MockConfig::default()).await;
     let (backend, sync, model) = clients(&server, Provider::Anthropic);
     // The linger is far longer than the test: only the barrier can close rounds.
-    let batcher = Batcher::start("r11", model, backend, Some(sync), fast());
-    let guards: Vec<_> = (0..12).map(|d| (d, batcher.live(d))).collect();
+    let batcher = Batcher::start("r11", model, vec![backend], Some(sync), fast(), None);
+    let guards: Vec<_> = (0..12).map(|d| (d, batcher.enter(d))).collect();
+    let model = batcher.model(RequestRole::Assistant);
     let mut tasks = tokio::task::JoinSet::new();
     for (d, live) in guards {
-        tasks.spawn(async move {
-            let model = live.model(RequestRole::Assistant);
+        let model = Arc::clone(&model);
+        tasks.spawn(in_dialog(d, async move {
             for turn in 0..=(d % 3) {
                 let request = ChatRequest::new(vec![Message::user(format!("Turn {turn}"))]);
                 model.chat(request).await.unwrap();
             }
-        });
+            drop(live);
+        }));
     }
     while let Some(done) = tasks.join_next().await {
         done.unwrap();
@@ -502,7 +519,7 @@ async fn a_batch_over_the_enqueued_token_limit_is_halved_without_spending_attemp
         .model("gpt-4o-mini")
         .build()
         .unwrap();
-    let backend = Arc::new(Small {
+    let backend: Arc<dyn BatchBackend> = Arc::new(Small {
         inner: OpenAiBatch::new(client),
         max: 100,
         max_bytes: 1 << 20,
@@ -512,7 +529,7 @@ async fn a_batch_over_the_enqueued_token_limit_is_halved_without_spending_attemp
         max_request_attempts: 1,
         ..fast()
     };
-    let batcher = Batcher::start("r12", "gpt-4o-mini", backend, None, settings);
+    let batcher = Batcher::start("r12", "gpt-4o-mini", vec![backend], None, settings, None);
     let results = dialogs(&batcher).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     let report = batcher.report();
@@ -521,4 +538,48 @@ async fn a_batch_over_the_enqueued_token_limit_is_halved_without_spending_attemp
     assert_eq!(report.batches_submitted, 12);
     assert_eq!(server.batches_created(), 12);
     assert!(server.batch_submissions().values().all(|&n| n == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_batch_failing_on_the_token_limit_is_halved_under_new_ids() {
+    let config = MockConfig::default().with_batch_token_limit_rate(0.5);
+    let server = server(config).await;
+    let (backend, _, model) = clients(&server, Provider::OpenAi);
+    let settings = BatchSettings {
+        max_request_attempts: 10,
+        ..fast()
+    };
+    let batcher = Batcher::start("r13", model, vec![backend], None, settings, None);
+    let results = dialogs_of(&batcher, 8, 2).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let report = batcher.report();
+    assert!(report.batches_submitted > report.rounds, "{report:?}");
+    let submissions = server.batch_submissions();
+    assert!(
+        submissions.values().all(|&n| n == 1),
+        "an id went in two batches: {submissions:?}"
+    );
+    assert!(
+        submissions.keys().any(|id| !id.ends_with("-1")),
+        "{submissions:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_batches_leave_no_files_at_the_provider_unless_kept() {
+    for keep_files in [false, true] {
+        let server = server(MockConfig::default()).await;
+        let (backend, _, model) = clients(&server, Provider::OpenAi);
+        let settings = BatchSettings {
+            keep_files,
+            ..fast()
+        };
+        let batcher = Batcher::start("r14", model, vec![backend], None, settings, None);
+        let results = dialogs_of(&batcher, 4, 2).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(server.batches_created(), 2);
+        // Each batch has an input and an output file.
+        let expected = if keep_files { 0 } else { 4 };
+        assert_eq!(server.files_deleted(), expected, "keep_files: {keep_files}");
+    }
 }

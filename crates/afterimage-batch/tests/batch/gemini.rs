@@ -1,5 +1,5 @@
-//! Gemini's batch mode, inline: the create body, both state spellings, inlined
-//! responses, find by display name, cancel.
+//! Gemini's batch mode: the create body, both state spellings, inlined responses
+//! and a responses file under either field, find by display name, cancel.
 
 use afterimage_batch::{
     BatchBackend, BatchError, BatchPhase, EndKind, GeminiBatch, ItemOutcome, RemoteBatch, missing,
@@ -179,6 +179,52 @@ async fn inlined_responses_under_either_field_are_matched_by_key() {
         }
         let ids: Vec<String> = submitted.iter().map(|i| i.custom_id.clone()).collect();
         assert_eq!(missing(&ids, &results), ["d6"]);
+    }
+}
+
+#[tokio::test]
+async fn a_responses_file_under_either_field_is_downloaded_and_matched_by_key() {
+    for field in ["response", "metadata/output"] {
+        let server = MockServer::start().await;
+        let mut done = operation("BATCH_STATE_SUCCEEDED");
+        done["done"] = json!(true);
+        let output = json!({"responsesFile": "files/out1"});
+        match field {
+            "response" => done["response"] = output,
+            _ => done["metadata"]["output"] = output,
+        }
+        Mock::given(method("GET"))
+            .and(path("/v1beta/batches/123"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(done))
+            .mount(&server)
+            .await;
+        let lines = [
+            json!({"key": "d2", "error": {"code": 400, "message": "Invalid argument", "status": "INVALID_ARGUMENT"}}),
+            json!({"key": "d1", "response": answer("one")}),
+        ]
+        .map(|l| l.to_string())
+        .join("\n");
+        Mock::given(method("GET"))
+            .and(path("/download/v1beta/files/out1:download"))
+            .and(wiremock::matchers::query_param("alt", "media"))
+            .and(header("x-goog-api-key", "g-key"))
+            .respond_with(ResponseTemplate::new(200).set_body_string(lines))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let backend = GeminiBatch::new(client(&server));
+        let submitted: Vec<_> = (1..=3)
+            .map(|n| item(&format!("d{n}"), MODEL, "q"))
+            .collect();
+        let raw = backend.fetch_results(&remote()).await.unwrap();
+        let results = backend.parse_results(&raw, &submitted).unwrap();
+        let ItemOutcome::Ok(reply) = outcome(&results, "d1") else {
+            panic!("{field}: d1 not ok")
+        };
+        assert_eq!(reply.message.content, "one");
+        assert_eq!(kind(outcome(&results, "d2")), "permanent", "{field}");
+        let ids: Vec<String> = submitted.iter().map(|i| i.custom_id.clone()).collect();
+        assert_eq!(missing(&ids, &results), ["d3"], "{field}");
     }
 }
 

@@ -5,8 +5,12 @@
 mod against_mock;
 mod anthropic;
 mod batcher;
+mod crash;
 mod gemini;
+mod journal;
+mod mock_edges;
 mod openai;
+mod resume;
 mod split;
 
 use afterimage_batch::{BatchItem, ItemOutcome};
@@ -49,6 +53,7 @@ pub fn kind(outcome: &ItemOutcome) -> &'static str {
         ItemOutcome::Ok(_) => "ok",
         ItemOutcome::Retryable(_) => "retryable",
         ItemOutcome::Permanent(_) => "permanent",
+        ItemOutcome::Fatal(_) => "fatal",
     }
 }
 

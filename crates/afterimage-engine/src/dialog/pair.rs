@@ -91,10 +91,12 @@ impl Dialog<'_> {
             requests: self.spent.requests,
             usage: self.spent.usage,
         };
+        let place = run.rows.reserve().ok_or(DialogError::Spare)?;
         run.storage
             .write_record(&job.format.row(&pair))
             .await
             .map_err(DialogError::Storage)?;
+        place.keep();
         // The pair is stored; a log that cannot keep it is worth a warning, not the pair.
         if let Some(log) = &job.log
             && let Err(e) = log.write_record(&pair.to_json()).await

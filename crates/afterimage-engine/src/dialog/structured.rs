@@ -148,10 +148,12 @@ impl Dialog<'_> {
                 "row {id} cannot be serialised: {e}"
             )))
         })?;
+        let place = run.rows.reserve().ok_or(DialogError::Spare)?;
         run.storage
             .write_record(&record)
             .await
             .map_err(DialogError::Storage)?;
+        place.keep();
         Ok(Stored {
             persona: persona.map(|p| p.description.clone()),
             context_ids,

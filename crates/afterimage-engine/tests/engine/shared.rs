@@ -52,7 +52,7 @@ enum State {
 /// moment this worker claims them, and those in `steal_on_renew` at a heartbeat
 /// (finishing them at once).
 #[derive(Debug, Default)]
-struct MemorySlots {
+pub(crate) struct MemorySlots {
     lease: Duration,
     slots: Mutex<Vec<(State, u32)>>,
     rows: Mutex<Vec<(u64, u32)>>,
@@ -63,7 +63,7 @@ struct MemorySlots {
 }
 
 impl MemorySlots {
-    fn new(lease: Duration) -> Self {
+    pub(crate) fn new(lease: Duration) -> Self {
         MemorySlots {
             lease,
             ..MemorySlots::default()

@@ -11,6 +11,9 @@ use super::store::{Batch, End, NewBatch, Outcome, Protocol, Stage};
 use super::{Ctx, bad_request, jsonl, rfc3339};
 use crate::server::{Answer, Refusal, read_json};
 
+/// What Anthropic answers a batch line once the credit has run out (curator #296).
+const LOW_CREDIT: &str = "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.";
+
 /// Anthropic's per-batch request limit.
 const MAX_REQUESTS: usize = 100_000;
 
@@ -127,6 +130,7 @@ pub(super) fn results(ctx: &Ctx<'_>, id: &str) -> Result<Answer, Refusal> {
                     errored(status, message)
                 }
                 Outcome::Permanent(message) => errored(StatusCode::BAD_REQUEST, message),
+                Outcome::NoCredit => errored(StatusCode::BAD_REQUEST, LOW_CREDIT),
                 Outcome::Missing => return None,
                 Outcome::Unfinished if end == End::Expired => json!({"type": "expired"}),
                 Outcome::Unfinished => json!({"type": "canceled"}),
@@ -190,7 +194,7 @@ fn object(ctx: &Ctx<'_>, batch: &Batch, stage: Stage) -> Value {
         for (_, outcome) in batch.results() {
             let slot = match outcome {
                 Outcome::Ok(_) | Outcome::Missing => 1,
-                Outcome::Retryable { .. } | Outcome::Permanent(_) => 2,
+                Outcome::Retryable { .. } | Outcome::Permanent(_) | Outcome::NoCredit => 2,
                 Outcome::Unfinished if end == End::Expired => 4,
                 Outcome::Unfinished => 3,
             };

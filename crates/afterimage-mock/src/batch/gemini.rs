@@ -1,7 +1,7 @@
 //! Gemini's batch mode: `POST /v1beta/models/{model}:batchGenerateContent` (inline
 //! requests or an uploaded JSONL file), `GET /v1beta/batches[/{id}]`,
 //! `POST /v1beta/batches/{id}:cancel`, and the Files API pieces a file batch needs
-//! (resumable `POST /upload/v1beta/files`, `GET /v1beta/files/{id}`,
+//! (resumable `POST /upload/v1beta/files`, `GET` and `DELETE /v1beta/files/{id}`,
 //! `GET /download/v1beta/files/{id}:download`).
 
 use hyper::StatusCode;
@@ -241,6 +241,10 @@ fn line_result(outcome: &Outcome) -> Option<Value> {
             "Internal error (injected by afterimage-mock).",
         ),
         Outcome::Permanent(message) => error(StatusCode::BAD_REQUEST, message),
+        Outcome::NoCredit => error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "You exceeded your current quota, please check your plan and billing details.",
+        ),
         Outcome::Missing | Outcome::Unfinished => return None,
     })
 }
@@ -344,6 +348,9 @@ fn operation(ctx: &Ctx<'_>, batch: &Batch, stage: Stage) -> Value {
             "failedRequestCount": failed.to_string(), "pendingRequestCount": pending.to_string(),
         },
     });
+    if !batch.input_file_id.is_empty() {
+        metadata["inputConfig"] = json!({"fileName": batch.input_file_id});
+    }
     let mut op = json!({"name": batch.id, "metadata": Value::Null, "done": ended});
     if ended {
         metadata["endTime"] = json!(rfc3339(batch.phase_at(3)));

@@ -5,6 +5,7 @@
 mod anthropic;
 mod gemini;
 mod openai;
+mod stall;
 mod store;
 
 use std::time::Instant;
@@ -15,6 +16,7 @@ use hyper::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::server::{Answer, Dialect, Refusal, Shared, answer_line, error_answer, unix_now};
+pub use stall::BatchStall;
 use store::{Inner, Stage};
 pub(crate) use store::{Protocol, Store};
 
@@ -43,6 +45,7 @@ pub(crate) enum Route {
     OpenAiDeleteFile(String),
     AnthropicDelete(String),
     GeminiDelete(String),
+    GeminiDeleteFile(String),
 }
 
 impl Route {
@@ -99,8 +102,15 @@ impl Route {
                 .then(|| Route::GeminiCreate(model.to_string()));
         }
         if let Some(id) = rest.strip_prefix("/files/") {
-            return (method == Method::GET && !id.is_empty() && !id.contains('/'))
-                .then(|| Route::GeminiFile(format!("files/{id}")));
+            if id.is_empty() || id.contains('/') {
+                return None;
+            }
+            let name = format!("files/{id}");
+            return match *method {
+                Method::GET => Some(Route::GeminiFile(name)),
+                Method::DELETE => Some(Route::GeminiDeleteFile(name)),
+                _ => None,
+            };
         }
         if rest == "/batches" {
             return (method == Method::GET).then_some(Route::GeminiList);
@@ -137,7 +147,8 @@ impl Route {
             | Route::GeminiUpload
             | Route::GeminiFile(_)
             | Route::GeminiDownload(_)
-            | Route::GeminiDelete(_) => Dialect::Gemini,
+            | Route::GeminiDelete(_)
+            | Route::GeminiDeleteFile(_) => Dialect::Gemini,
             _ => Dialect::OpenAi,
         }
     }
@@ -170,12 +181,18 @@ impl Ctx<'_> {
             .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
     }
 
-    /// The `limit`-style parameter `name`, clamped to `1..=max`.
+    /// The `limit`-style parameter `name`, clamped to `1..=max` and to
+    /// [`crate::MockConfig::batch_list_page`].
     fn limit(&self, name: &str, default: usize, max: usize) -> usize {
+        let max = self
+            .shared
+            .config
+            .batch_list_page
+            .map_or(max, |m| m.min(max));
         self.param(name)
             .and_then(|v| v.parse().ok())
             .unwrap_or(default)
-            .clamp(1, max)
+            .clamp(1, max.max(1))
     }
 
     /// The most requests a batch may hold under `provider_max`.
@@ -208,7 +225,12 @@ impl Ctx<'_> {
         let (stage, answered) = batch.settle(self.now, &mut |line, _| {
             answer_line(shared, protocol, &model, &line.body)
         });
-        inner.answered += answered;
+        let credit = shared.config.batch_credit;
+        let paid = credit.map_or(answered, |c| answered.min(c.saturating_sub(inner.answered)));
+        if paid < answered {
+            batch.refuse_beyond(paid);
+        }
+        inner.answered += paid;
         stage
     }
 }
@@ -228,7 +250,8 @@ fn bad_request(message: impl Into<String>) -> Refusal {
     (StatusCode::BAD_REQUEST, message.into())
 }
 
-/// Answers a batch route.
+/// Answers a batch route, hanging first (or after a create) while
+/// [`crate::MockServer::stall_batches`] stalls its point.
 pub(crate) async fn handle(shared: &Shared, route: Route, parts: &Parts, body: Incoming) -> Answer {
     let header = |name: &str| {
         parts
@@ -238,42 +261,77 @@ pub(crate) async fn handle(shared: &Shared, route: Route, parts: &Parts, body: I
             .unwrap_or_default()
             .to_string()
     };
+    let upload_command = header("x-goog-upload-command");
+    let stall = &shared.batches.stall;
+    stall
+        .wait(BatchStall::before(&route, &upload_command))
+        .await;
+    // Read the clock after a stall, so a released poll sees the batch as it is now.
     let ctx = Ctx {
         shared,
         key: crate::server::request_key(parts).to_string(),
         query: parts.uri.query().unwrap_or_default().to_string(),
         host: header("host"),
         content_type: header("content-type"),
-        upload_command: header("x-goog-upload-command"),
+        upload_command,
         now: Instant::now(),
         unix: unix_now(),
     };
+    let after = BatchStall::after(&route);
+    let answer = dispatch(&ctx, route, body).await;
+    stall.wait(after).await;
+    answer
+}
+
+/// Answers a batch route, or with its error.
+async fn dispatch(ctx: &Ctx<'_>, route: Route, body: Incoming) -> Answer {
     let dialect = route.dialect();
     let result = match route {
-        Route::OpenAiUpload => openai::upload(&ctx, body).await,
-        Route::OpenAiFile(id) => openai::file(&ctx, &id, false),
-        Route::OpenAiFileContent(id) => openai::file(&ctx, &id, true),
-        Route::OpenAiCreate => openai::create(&ctx, body).await,
-        Route::OpenAiList => openai::list(&ctx),
-        Route::OpenAiGet(id) => openai::get(&ctx, &id),
-        Route::OpenAiCancel(id) => openai::cancel(&ctx, &id),
-        Route::AnthropicCreate => anthropic::create(&ctx, body).await,
-        Route::AnthropicList => anthropic::list(&ctx),
-        Route::AnthropicGet(id) => anthropic::get(&ctx, &id),
-        Route::AnthropicCancel(id) => anthropic::cancel(&ctx, &id),
-        Route::AnthropicResults(id) => anthropic::results(&ctx, &id),
-        Route::GeminiCreate(model) => gemini::create(&ctx, &model, body).await,
-        Route::GeminiList => gemini::list(&ctx),
-        Route::GeminiGet(id) => gemini::get(&ctx, &id),
-        Route::GeminiCancel(id) => gemini::cancel(&ctx, &id),
-        Route::GeminiUpload => gemini::upload(&ctx, body).await,
-        Route::GeminiFile(id) => gemini::file(&ctx, &id, false),
-        Route::GeminiDownload(id) => gemini::file(&ctx, &id, true),
-        Route::OpenAiDeleteFile(id) => openai::delete_file(&ctx, &id),
-        Route::AnthropicDelete(id) => delete_batch(&ctx, &id, Dialect::Anthropic),
-        Route::GeminiDelete(id) => delete_batch(&ctx, &id, Dialect::Gemini),
+        Route::OpenAiUpload => openai::upload(ctx, body).await,
+        Route::OpenAiFile(id) => openai::file(ctx, &id, false),
+        Route::OpenAiFileContent(id) => openai::file(ctx, &id, true),
+        Route::OpenAiCreate => openai::create(ctx, body).await,
+        Route::OpenAiList => openai::list(ctx),
+        Route::OpenAiGet(id) => openai::get(ctx, &id),
+        Route::OpenAiCancel(id) => openai::cancel(ctx, &id),
+        Route::AnthropicCreate => anthropic::create(ctx, body).await,
+        Route::AnthropicList => anthropic::list(ctx),
+        Route::AnthropicGet(id) => anthropic::get(ctx, &id),
+        Route::AnthropicCancel(id) => anthropic::cancel(ctx, &id),
+        Route::AnthropicResults(id) => anthropic::results(ctx, &id),
+        Route::GeminiCreate(model) => gemini::create(ctx, &model, body).await,
+        Route::GeminiList => gemini::list(ctx),
+        Route::GeminiGet(id) => gemini::get(ctx, &id),
+        Route::GeminiCancel(id) => gemini::cancel(ctx, &id),
+        Route::GeminiUpload => gemini::upload(ctx, body).await,
+        Route::GeminiFile(id) => gemini::file(ctx, &id, false),
+        Route::GeminiDownload(id) => gemini::file(ctx, &id, true),
+        Route::OpenAiDeleteFile(id) => delete_file(ctx, &id, Dialect::OpenAi),
+        Route::GeminiDeleteFile(id) => delete_file(ctx, &id, Dialect::Gemini),
+        Route::AnthropicDelete(id) => delete_batch(ctx, &id, Dialect::Anthropic),
+        Route::GeminiDelete(id) => delete_batch(ctx, &id, Dialect::Gemini),
     };
     result.unwrap_or_else(|(status, message)| error_answer(dialect, status, &message, 1))
+}
+
+/// `DELETE /v1/files/{id}` or `/v1beta/files/{id}`, counted; the file is gone
+/// (404) afterwards.
+fn delete_file(ctx: &Ctx<'_>, id: &str, dialect: Dialect) -> Result<Answer, Refusal> {
+    let mut inner = ctx.shared.batches.lock();
+    let visible = inner
+        .files
+        .get(id)
+        .is_some_and(|f| !ctx.pin() || f.key == ctx.key);
+    if !visible {
+        return Err(not_found(id));
+    }
+    inner.files.remove(id);
+    inner.files_deleted += 1;
+    let body = match dialect {
+        Dialect::OpenAi => serde_json::json!({"id": id, "object": "file", "deleted": true}),
+        _ => serde_json::json!({}),
+    };
+    Ok(Answer::json(StatusCode::OK, &body))
 }
 
 /// `DELETE` of an Anthropic message batch (only once ended) or a Gemini batch job.
@@ -377,6 +435,10 @@ mod tests {
         assert_eq!(
             Route::parse(&Method::DELETE, "/v1/files/f1"),
             Some(Route::OpenAiDeleteFile("f1".into()))
+        );
+        assert_eq!(
+            Route::parse(&Method::DELETE, "/v1beta/files/f"),
+            Some(Route::GeminiDeleteFile("files/f".into()))
         );
         assert_eq!(
             Route::parse(&Method::DELETE, "/v1beta/batches/x"),

@@ -134,21 +134,6 @@ pub(super) fn file(ctx: &Ctx<'_>, id: &str, content: bool) -> Result<Answer, Ref
     })
 }
 
-/// `DELETE /v1/files/{id}`.
-pub(super) fn delete_file(ctx: &Ctx<'_>, id: &str) -> Result<Answer, Refusal> {
-    let mut inner = ctx.shared.batches.lock();
-    let visible = inner
-        .files
-        .get(id)
-        .is_some_and(|f| !ctx.pin() || f.key == ctx.key);
-    if !visible {
-        return Err(not_found(id));
-    }
-    inner.files.remove(id);
-    let body = json!({"id": id, "object": "file", "deleted": true});
-    Ok(Answer::json(StatusCode::OK, &body))
-}
-
 /// `POST /v1/batches`: validates the input file's lines now; a batch that fails
 /// validation says so once its first phase is over.
 pub(super) async fn create(ctx: &Ctx<'_>, body: Incoming) -> Result<Answer, Refusal> {
@@ -433,6 +418,11 @@ fn write_files(inner: &mut super::store::Inner, index: usize, unix: u64) {
             )),
             Outcome::Permanent(message) => {
                 errors.push(error_line(StatusCode::BAD_REQUEST, message));
+            }
+            Outcome::NoCredit => {
+                let status = StatusCode::TOO_MANY_REQUESTS;
+                let body = json!({"error": {"message": "You exceeded your current quota, please check your plan and billing details.", "type": "insufficient_quota", "param": null, "code": "insufficient_quota"}});
+                errors.push(json!({"id": id, "custom_id": line.custom_id, "response": response(status, body), "error": null}));
             }
             Outcome::Missing => {}
             Outcome::Unfinished => {

@@ -13,14 +13,17 @@ use crate::text::Rng;
 /// Salt of the per-line and per-batch fault draws, apart from the reply streams.
 const FAULT_SALT: u64 = 0xba7c_4f00_d1e5_0001;
 
-/// Everything the batch routes share, behind one lock.
+/// Everything the batch routes share: the state behind one lock, and the stall switch.
 #[derive(Debug, Default)]
-pub(crate) struct Store(Mutex<Inner>);
+pub(crate) struct Store {
+    inner: Mutex<Inner>,
+    pub(crate) stall: super::stall::Stall,
+}
 
 impl Store {
     /// The state, also after a handler panicked while holding it.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -34,6 +37,8 @@ pub(crate) struct Inner {
     pub(crate) submissions: BTreeMap<String, u64>,
     /// Batch lines answered by the model (faults and unfinished lines not counted).
     pub(crate) answered: u64,
+    /// Files deleted through the OpenAI or Gemini Files API.
+    pub(crate) files_deleted: u64,
     next_id: u64,
 }
 
@@ -96,6 +101,8 @@ pub(crate) enum Outcome {
     Missing,
     /// Not run: the batch was cancelled or expired first.
     Unfinished,
+    /// Not run: the account's credit ran out ([`MockConfig::batch_credit`]).
+    NoCredit,
 }
 
 /// Where a batch is in its life.
@@ -384,6 +391,21 @@ impl Batch {
             .collect();
         self.outcomes = Some(outcomes);
         (stage, answered)
+    }
+
+    /// Turns the answered lines after the first `paid` (in input order) into
+    /// [`Outcome::NoCredit`]: the credit ran out mid-batch.
+    pub(crate) fn refuse_beyond(&mut self, paid: u64) {
+        let mut left = paid;
+        for outcome in self.outcomes.iter_mut().flatten() {
+            if let Outcome::Ok(_) = outcome {
+                if left == 0 {
+                    *outcome = Outcome::NoCredit;
+                } else {
+                    left -= 1;
+                }
+            }
+        }
     }
 
     /// The settled outcomes in result order, with their lines.

@@ -873,7 +873,8 @@ async fn gemini_file_batch_uploads_resumably_and_answers_in_a_responses_file() {
 
 #[tokio::test]
 async fn deletes_remove_files_and_ended_batches_only() {
-    let server = server(MockConfig::default()).await;
+    // Phases long enough that the delete sent at once finds the batch still running.
+    let server = slow_server(MockConfig::default()).await;
     let created = openai_create(&server, "k", &ids(1), "x").await;
     let file = created["input_file_id"].as_str().unwrap();
     let (status, _) = send(openai(

@@ -5,6 +5,7 @@
 mod anthropic;
 mod batch;
 mod caching;
+mod stall;
 
 use std::time::{Duration, Instant};
 

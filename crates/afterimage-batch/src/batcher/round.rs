@@ -1,0 +1,401 @@
+//! Rounds: gathering parked requests until every live dialog waits, numbering their
+//! attempts, sending the round as batches or synchronously, and answering each
+//! waiter or putting it back for the next round.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use afterimage_core::{ChatModel, ChatResponse, ProviderError};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::batch::{self, Run};
+use super::resume::Reattached;
+use super::{Ctx, State};
+use crate::batching_model::{Msg, Parked, Shared};
+use crate::journal::{JournalRecord, StoredOutcome, request_hash};
+use crate::{BatchItem, ItemOutcome, Tail, split};
+
+/// The batcher's task.
+pub(crate) struct Task {
+    pub(super) ctx: Arc<Ctx>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) rx: mpsc::UnboundedReceiver<Msg>,
+    /// Every sender is gone: nothing more will be parked.
+    pub(super) rx_closed: bool,
+    /// Request key → the highest attempt ever numbered (journal included), so no id
+    /// is used twice.
+    pub(super) highest: HashMap<String, u32>,
+    /// Request id → its journalled answer, from earlier processes of the run.
+    pub(super) cache: HashMap<String, (String, StoredOutcome)>,
+    /// Batches of earlier processes being re-attached, each answering its ids.
+    pub(super) reattaching: JoinSet<Reattached>,
+    /// Ids in those batches: a request whose latest attempt is one waits for it.
+    pub(super) in_flight: HashSet<String>,
+    /// Requests waiting for a re-attached batch.
+    pub(super) held: Vec<Parked>,
+    /// Rounds of earlier processes, so local keys stay unique across resumes.
+    pub(super) round_offset: u64,
+    /// Why requests cannot be sent at all (a journal that cannot be read).
+    pub(super) broken: Option<String>,
+}
+
+impl Task {
+    pub(crate) fn new(
+        ctx: Arc<Ctx>,
+        shared: Arc<Shared>,
+        rx: mpsc::UnboundedReceiver<Msg>,
+    ) -> Self {
+        Task {
+            ctx,
+            shared,
+            rx,
+            rx_closed: false,
+            highest: HashMap::new(),
+            cache: HashMap::new(),
+            reattaching: JoinSet::new(),
+            in_flight: HashSet::new(),
+            held: Vec::new(),
+            round_offset: 0,
+            broken: None,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        self.resume();
+        let mut pending: Vec<Parked> = Vec::new();
+        loop {
+            self.gather(&mut pending).await;
+            if pending.is_empty() {
+                // Gathering ends without a round only once nothing can come.
+                return;
+            }
+            let round = std::mem::take(&mut pending);
+            pending = self.run_round(round).await;
+        }
+    }
+
+    /// Answers one round; returns the requests to try again in the next.
+    async fn run_round(&mut self, mut round: Vec<Parked>) -> Vec<Parked> {
+        let round_no = self.count_round(&round);
+        let small = round.len() < self.ctx.settings.min_requests;
+        let sync = match (&self.ctx.sync, self.ctx.settings.tail) {
+            (Some(sync), Tail::Sync) if small => Some(Arc::clone(sync)),
+            _ => None,
+        };
+        if sync.is_none()
+            && let Err(message) = self.check_gate(round.len())
+        {
+            self.fail_all(round, &message);
+            return Vec::new();
+        }
+        self.number(&mut round);
+        if let Err(e) = self.journal_requests(&round) {
+            self.fail_all(round, &e.to_string());
+            return Vec::new();
+        }
+        let outcomes = match sync {
+            Some(sync) => {
+                self.ctx.state().report.sync_requests += round.len() as u64;
+                run_sync(&self.ctx, sync, &round).await
+            }
+            None => self.run_batches(round_no, &mut round).await,
+        };
+        self.apply(round, outcomes)
+    }
+
+    /// Counts the round and each request's submission; the run's round number.
+    fn count_round(&self, round: &[Parked]) -> u64 {
+        let mut state = self.ctx.state();
+        state.report.rounds += 1;
+        for p in round {
+            *state.report.submissions.entry(p.key.clone()).or_default() += 1;
+        }
+        state.round = self.round_offset + state.report.rounds;
+        state.round
+    }
+
+    /// The round gate's verdict on a batch round of `requests`.
+    fn check_gate(&self, requests: usize) -> Result<(), String> {
+        let gate = self.ctx.state().gate.clone();
+        gate.map_or(Ok(()), |gate| gate(requests))
+    }
+
+    /// Gives each request the attempt after the highest its key ever had, so no id
+    /// is submitted twice, across retries and resumes.
+    fn number(&mut self, round: &mut [Parked]) {
+        for parked in round {
+            let highest = self.highest.entry(parked.key.clone()).or_default();
+            *highest += 1;
+            parked.attempt = *highest;
+        }
+    }
+
+    /// One `request` record per request, on disk before any of them is sent.
+    fn journal_requests(&self, round: &[Parked]) -> Result<(), crate::BatchError> {
+        let Some(journal) = &self.ctx.journal else {
+            return Ok(());
+        };
+        let records: Vec<JournalRecord> = round
+            .iter()
+            .map(|p| JournalRecord::Request {
+                custom_id: p.custom_id(),
+                key: p.key.clone(),
+                attempt: p.attempt,
+                hash: request_hash(&self.ctx.model_of(p), &p.request),
+            })
+            .collect();
+        journal.append(&records)
+    }
+
+    /// Fails every request of the round with `message`, not to be retried.
+    fn fail_all(&self, round: Vec<Parked>, message: &str) {
+        let mut state = self.ctx.state();
+        for parked in round {
+            state.waiting = state.waiting.saturating_sub(1);
+            state.report.permanent_failures += 1;
+            let _ = parked.reply.send(Err(ProviderError::Other {
+                message: message.to_owned(),
+                retryable: false,
+            }));
+        }
+    }
+
+    /// Submits the round as batches, at most `max_open_batches` at a time. A batch
+    /// refused for the provider's enqueued-token limit is halved and sent again once
+    /// the batches beside it have finished, without spending an attempt (under new
+    /// ids if the provider had created it).
+    async fn run_batches(
+        &mut self,
+        round_no: u64,
+        round: &mut [Parked],
+    ) -> HashMap<String, ItemOutcome> {
+        let (chunks, mut outcomes) = self.chunks(round);
+        let mut queue: VecDeque<Vec<BatchItem>> = chunks.into();
+        let mut n = 0;
+        while !queue.is_empty() {
+            let mut open = JoinSet::new();
+            let take = self.ctx.settings.max_open_batches.max(1).min(queue.len());
+            for chunk in queue.drain(..take) {
+                let key = format!("{}-round{round_no}-{n}", self.ctx.run);
+                n += 1;
+                open.spawn(batch::run(Arc::clone(&self.ctx), round_no, key, chunk));
+            }
+            while let Some(done) = open.join_next().await {
+                match done {
+                    Ok(Run::Done(results)) => outcomes.extend(results),
+                    Ok(Run::TokenLimit { mut chunk, created }) => {
+                        if created && let Err(e) = self.renumber(round, &mut chunk) {
+                            let outcome = ItemOutcome::Permanent(e.to_string());
+                            let ids = chunk.into_iter().map(|i| (i.custom_id, outcome.clone()));
+                            outcomes.extend(ids);
+                            continue;
+                        }
+                        let half = chunk.split_off(chunk.len() / 2);
+                        queue.extend([chunk, half]);
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        outcomes
+    }
+
+    /// Gives the items of a batch the provider created and failed new attempts, so
+    /// their ids are never submitted twice; journals them like any round's requests.
+    fn renumber(
+        &mut self,
+        round: &mut [Parked],
+        chunk: &mut [BatchItem],
+    ) -> Result<(), crate::BatchError> {
+        let index: HashMap<String, usize> = round
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.custom_id(), i))
+            .collect();
+        let mut renamed = Vec::with_capacity(chunk.len());
+        for item in chunk.iter_mut() {
+            let Some(parked) = index.get(&item.custom_id).map(|&i| &mut round[i]) else {
+                continue;
+            };
+            let highest = self.highest.entry(parked.key.clone()).or_default();
+            *highest += 1;
+            parked.attempt = *highest;
+            item.custom_id = parked.custom_id();
+            renamed.push(JournalRecord::Request {
+                custom_id: item.custom_id.clone(),
+                key: parked.key.clone(),
+                attempt: parked.attempt,
+                hash: request_hash(&item.model, &item.request),
+            });
+        }
+        match &self.ctx.journal {
+            Some(journal) => journal.append(&renamed),
+            None => Ok(()),
+        }
+    }
+
+    /// The round cut into batches, and the outcomes of requests no batch can take: one
+    /// the backend cannot serialize or larger than a whole batch fails alone rather
+    /// than taking the round down with it.
+    fn chunks(&self, round: &[Parked]) -> (Vec<Vec<BatchItem>>, HashMap<String, ItemOutcome>) {
+        let Some(backend) = self.ctx.backends.first() else {
+            let outcome = ItemOutcome::Permanent(
+                "batch mode has no batch backend configured; give the provider a key".into(),
+            );
+            let all = round.iter().map(|p| (p.custom_id(), outcome.clone()));
+            return (Vec::new(), all.collect());
+        };
+        let limits = backend.limits();
+        let mut refused = HashMap::new();
+        let mut items = Vec::with_capacity(round.len());
+        for p in round {
+            let item = BatchItem::new(p.custom_id(), self.ctx.model_of(p), p.request.clone());
+            match backend.line_bytes(&item) {
+                Ok(bytes) if bytes < limits.max_bytes => items.push(item),
+                Ok(bytes) => {
+                    let message = format!(
+                        "request {} is {bytes} bytes serialized, over the provider's {} bytes per batch; shorten the conversation or use the synchronous API",
+                        p.key, limits.max_bytes
+                    );
+                    refused.insert(item.custom_id, ItemOutcome::Permanent(message));
+                }
+                Err(e) => {
+                    refused.insert(item.custom_id, ItemOutcome::Permanent(e.to_string()));
+                }
+            }
+        }
+        match split(items, &limits, |i| backend.line_bytes(i)) {
+            Ok(chunks) => (chunks, refused),
+            Err(e) => {
+                let outcome = ItemOutcome::Permanent(e.to_string());
+                let all = round.iter().map(|p| (p.custom_id(), outcome.clone()));
+                (Vec::new(), all.collect())
+            }
+        }
+    }
+
+    /// Answers each request of the round from `outcomes`; returns those to retry.
+    fn apply(&self, round: Vec<Parked>, mut outcomes: HashMap<String, ItemOutcome>) -> Vec<Parked> {
+        let mut again = Vec::new();
+        let mut state = self.ctx.state();
+        for mut parked in round {
+            let outcome = outcomes.remove(&parked.custom_id()).unwrap_or_else(|| {
+                ItemOutcome::Retryable("the batch ended without a result for it".into())
+            });
+            parked.tries += 1;
+            let answer = match outcome {
+                ItemOutcome::Ok(response) => Ok(*response),
+                // No credit or a refused key: fatal, so the engine stops the run.
+                ItemOutcome::Fatal(error) => {
+                    state.report.permanent_failures += 1;
+                    Err(error)
+                }
+                ItemOutcome::Permanent(message) => Err(permanent(&mut state, message)),
+                ItemOutcome::Retryable(cause)
+                    if parked.tries < self.ctx.settings.max_request_attempts =>
+                {
+                    state.report.retried += 1;
+                    parked.last_cause = Some(cause);
+                    again.push(parked);
+                    continue;
+                }
+                ItemOutcome::Retryable(cause) => {
+                    state.report.permanent_failures += 1;
+                    Err(spent(&parked, &cause))
+                }
+            };
+            state.waiting = state.waiting.saturating_sub(1);
+            // A dialog that gave up no longer waits; nothing to tell it.
+            let _ = parked.reply.send(answer);
+        }
+        again
+    }
+}
+
+fn permanent(state: &mut State, message: String) -> ProviderError {
+    state.report.permanent_failures += 1;
+    ProviderError::BadRequest {
+        status: 400,
+        message,
+    }
+}
+
+/// The error of a request whose attempts are spent.
+pub(super) fn spent(parked: &Parked, cause: &str) -> ProviderError {
+    ProviderError::Other {
+        message: format!(
+            "request {} failed in all {} batch attempts, last: {cause} (raise max_request_attempts or run it synchronously)",
+            parked.key, parked.tries
+        ),
+        retryable: false,
+    }
+}
+
+impl Ctx {
+    /// The model a request goes to: its own, or the batcher's.
+    pub(super) fn model_of(&self, parked: &Parked) -> String {
+        parked
+            .request
+            .model
+            .clone()
+            .unwrap_or_else(|| self.model.clone())
+    }
+}
+
+/// Sends each request of a small round through the synchronous model, all at once,
+/// and journals the answers.
+async fn run_sync(
+    ctx: &Ctx,
+    sync: Arc<dyn ChatModel>,
+    round: &[Parked],
+) -> HashMap<String, ItemOutcome> {
+    let mut calls = JoinSet::new();
+    for parked in round {
+        let (id, request, sync) = (
+            parked.custom_id(),
+            parked.request.clone(),
+            Arc::clone(&sync),
+        );
+        let hash = request_hash(&ctx.model_of(parked), &request);
+        calls.spawn(async move {
+            let outcome = match sync.chat(request).await {
+                Ok(response) => ItemOutcome::Ok(Box::new(response)),
+                Err(e) => ItemOutcome::from_error(&e),
+            };
+            (id, hash, outcome)
+        });
+    }
+    let mut outcomes = HashMap::new();
+    let mut records = Vec::new();
+    while let Some(done) = calls.join_next().await {
+        if let Ok((id, hash, outcome)) = done {
+            records.push(response_record(&id, hash, &outcome));
+            outcomes.insert(id, outcome);
+        }
+    }
+    if let Some(journal) = &ctx.journal
+        && let Err(e) = journal.append(&records)
+    {
+        tracing::warn!(error = %e, "synchronous answers not journalled; a resume asks again");
+    }
+    outcomes
+}
+
+/// The `response` record of one outcome.
+pub(super) fn response_record(id: &str, hash: String, outcome: &ItemOutcome) -> JournalRecord {
+    JournalRecord::Response {
+        custom_id: id.to_owned(),
+        hash,
+        outcome: StoredOutcome::from(outcome),
+    }
+}
+
+/// A journalled answer as the dialog receives it, without its usage: the process that
+/// received it paid for it and metered it (its run record's ledger holds it up to its
+/// last checkpoint, as for any killed run), so a replay must not bill it again.
+pub(super) fn replayed(response: crate::journal::StoredResponse) -> ChatResponse {
+    let mut response = ChatResponse::from(response);
+    response.usage = afterimage_core::Usage::default();
+    response
+}
