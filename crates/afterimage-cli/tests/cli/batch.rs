@@ -296,29 +296,67 @@ async fn line_faults_are_retried_or_replaced_and_still_give_exactly_n() {
     }
 }
 
+/// Kills a run with `-9` while a batch call hangs at `stall`, then resumes it:
+/// exactly N rows, none submitted twice; returns the resumed run's batch figures.
+async fn kill_and_resume(protocol: Protocol, stall: BatchStall) -> serde_json::Value {
+    let scene = Scene::new(protocol, fast_mock(), FAST).await;
+    scene.server.stall_batches(stall);
+    let mut child = scene.spawn(&[]);
+    scene
+        .wait_for(&mut child, "a stalled batch call", |s, _| {
+            s.batch_stalled() > 0
+        })
+        .await;
+    send(&child, "KILL");
+    let _ = exit(child).await;
+    scene.server.unstall_batches();
+    let run = scene.generate(&["--resume"]).run().await;
+    let batch = batch_report(&run);
+    scene.assert_exact();
+    batch
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kill_at_every_journal_boundary_then_resume_gives_exactly_n() {
-    for stall in [
-        BatchStall::Upload,
+async fn a_kill_at_every_journal_boundary_then_resume_gives_exactly_n_over_openai() {
+    for (stall, adopted) in [
+        (BatchStall::Upload, 0),
+        (BatchStall::CreateBefore, 0),
+        (BatchStall::CreateAfter, 1),
+        (BatchStall::Poll, 1),
+        (BatchStall::Results, 1),
+    ] {
+        let batch = kill_and_resume(OPENAI, stall).await;
+        assert_eq!(batch["adopted"], adopted, "{stall:?}: {batch}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_at_every_journal_boundary_then_resume_gives_exactly_n_over_anthropic_and_gemini() {
+    // Anthropic sends a batch as one body (no upload); an inline Gemini batch brings
+    // its results with the get of the batch (the poll).
+    let anthropic = [
         BatchStall::CreateBefore,
         BatchStall::CreateAfter,
         BatchStall::Poll,
         BatchStall::Results,
-    ] {
-        let scene = Scene::new(OPENAI, fast_mock(), FAST).await;
-        scene.server.stall_batches(stall);
-        let mut child = scene.spawn(&[]);
-        scene
-            .wait_for(&mut child, "a stalled batch call", |s, _| {
-                s.batch_stalled() > 0
-            })
-            .await;
-        send(&child, "KILL");
-        let _ = exit(child).await;
-        scene.server.unstall_batches();
-        let run = scene.generate(&["--resume"]).run().await;
-        batch_report(&run);
-        scene.assert_exact();
+    ];
+    let gemini = [
+        BatchStall::CreateBefore,
+        BatchStall::CreateAfter,
+        BatchStall::Poll,
+    ];
+    let cases = anthropic
+        .iter()
+        .map(|s| (ANTHROPIC, *s))
+        .chain(gemini.iter().map(|s| (GEMINI, *s)));
+    for (protocol, stall) in cases {
+        let batch = kill_and_resume(protocol, stall).await;
+        let adopted = u64::from(stall != BatchStall::CreateBefore);
+        assert_eq!(
+            batch["adopted"], adopted,
+            "{} {stall:?}: {batch}",
+            protocol.provider
+        );
     }
 }
 
