@@ -79,7 +79,7 @@ impl BatchSummary {
     pub(crate) fn lines(&self) -> Vec<String> {
         vec![
             format!(
-                "batch: {} rounds, {} batches, {} requests submitted ({:.2} submissions per request, at most {}), {} through the synchronous API",
+                "batch: {} rounds, {} batches, {} requests submitted ({:.2} submissions per request, at most {}); {} requests of small rounds through the synchronous API",
                 self.rounds,
                 self.batches,
                 self.requests_submitted,
