@@ -414,6 +414,15 @@ impl BatchRun {
     }
 }
 
+/// Warns that `command` does not use the `batch:` section the config turns on.
+pub(crate) fn warn_unused(settings: &Settings, command: &str) {
+    if settings.batch.is_some() {
+        tracing::warn!(
+            "batch mode is for `afterimage generate`: `afterimage {command}` makes its requests through the synchronous API"
+        );
+    }
+}
+
 /// `validate`'s batch line, when the config turns batch mode on.
 pub(crate) fn validate_line(settings: &Settings) -> Option<String> {
     let config = settings.batch.as_ref()?;

@@ -194,6 +194,7 @@ fn resolve(args: &PreferenceArgs) -> Result<(Settings, PreferenceSettings), Fail
     for warning in &settings.warnings {
         tracing::warn!("{warning}");
     }
+    crate::batch::warn_unused(&settings, "preference");
     Ok((settings, pairs))
 }
 

@@ -129,6 +129,7 @@ fn settings(args: &StructuredArgs) -> Result<(Settings, StructuredSettings), Fai
     for warning in &settings.warnings {
         tracing::warn!("{warning}");
     }
+    crate::batch::warn_unused(&settings, "structured");
     Ok((settings, structured))
 }
 
