@@ -165,6 +165,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::panic, reason = "the test is about a dialog that panics")]
     fn a_panicking_dialog_leaves_no_scope_behind() {
         let caught = std::panic::catch_unwind(|| {
             futures::executor::block_on(in_dialog(3, async { panic!("dialog failed") }))
