@@ -263,9 +263,13 @@ pub(crate) async fn handle(shared: &Shared, route: Route, parts: &Parts, body: I
     };
     let upload_command = header("x-goog-upload-command");
     let stall = &shared.batches.stall;
-    stall
-        .wait(BatchStall::before(&route, &upload_command))
-        .await;
+    let before = BatchStall::before(&route, &upload_command);
+    if stall.wait(before).await && before.is_some_and(BatchStall::writes) {
+        // Released after its client was killed: a request held before it changed
+        // anything never does, so a crash test knows no batch or file came of it.
+        let message = "the mock released this request from a stall before handling it";
+        return error_answer(route.dialect(), StatusCode::SERVICE_UNAVAILABLE, message, 1);
+    }
     // Read the clock after a stall, so a released poll sees the batch as it is now.
     let ctx = Ctx {
         shared,
@@ -279,7 +283,7 @@ pub(crate) async fn handle(shared: &Shared, route: Route, parts: &Parts, body: I
     };
     let after = BatchStall::after(&route);
     let answer = dispatch(&ctx, route, body).await;
-    stall.wait(after).await;
+    let _hung = stall.wait(after).await;
     answer
 }
 

@@ -11,9 +11,11 @@ use super::Route;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchStall {
     /// OpenAI's file upload and Gemini's resumable upload (the `upload, finalize`
-    /// step) hang before the file is stored.
+    /// step) hang before the file is stored; once released they are refused (503),
+    /// storing nothing.
     Upload,
-    /// A batch create hangs before the batch exists.
+    /// A batch create hangs before the batch exists; once released it is refused
+    /// (503), creating nothing.
     CreateBefore,
     /// A batch create makes the batch, then its response hangs.
     CreateAfter,
@@ -44,6 +46,12 @@ impl BatchStall {
             }
             _ => None,
         }
+    }
+
+    /// Whether a request held here would create something (a file, a batch): one
+    /// released from such a stall is refused rather than handled.
+    pub(crate) fn writes(self) -> bool {
+        matches!(self, BatchStall::Upload | BatchStall::CreateBefore)
     }
 
     /// The stall point a request of `route` waits at once it has been handled.
@@ -92,16 +100,17 @@ impl Stall {
         self.hanging.load(Relaxed)
     }
 
-    /// Waits while `point` is the stall point in force.
-    pub(crate) async fn wait(&self, point: Option<BatchStall>) {
-        let Some(point) = point else { return };
+    /// Waits while `point` is the stall point in force; whether it waited at all.
+    pub(crate) async fn wait(&self, point: Option<BatchStall>) -> bool {
+        let Some(point) = point else { return false };
         let mut receiver = self.point.subscribe();
         if *receiver.borrow_and_update() != Some(point) {
-            return;
+            return false;
         }
         self.hanging.fetch_add(1, Relaxed);
         let _hanging = Hanging(&self.hanging);
         // An error only means the server is gone; the request ends either way.
         let _ = receiver.wait_for(|now| *now != Some(point)).await;
+        true
     }
 }

@@ -78,7 +78,8 @@ fn create(server: &MockServer, file_id: &str) -> RequestBuilder {
     }))
 }
 
-/// Stalls `point`, sends `request`, checks it hangs and is counted, then releases it.
+/// Stalls `point`, sends `request`, checks it hangs and is counted, then releases it:
+/// a read goes on (200), a write held before it changed anything is refused (503).
 async fn hangs_until_unstalled(
     server: &MockServer,
     point: BatchStall,
@@ -90,7 +91,11 @@ async fn hangs_until_unstalled(
     assert!(still_hangs(&task).await, "{point:?} did not hang");
     server.unstall_batches();
     let (status, body) = finish(task).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let expected = match point {
+        BatchStall::Upload | BatchStall::CreateBefore => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::OK,
+    };
+    assert_eq!(status, expected, "{point:?}: {body}");
     until("no stalled request", || server.batch_stalled() == 0).await;
     body
 }
@@ -98,25 +103,25 @@ async fn hangs_until_unstalled(
 #[tokio::test]
 async fn each_openai_point_hangs_until_unstalled_then_goes_on() {
     let server = server().await;
-    let file = hangs_until_unstalled(&server, BatchStall::Upload, upload(&server)).await;
+    hangs_until_unstalled(&server, BatchStall::Upload, upload(&server)).await;
+    let (status, file) = finish(spawn(upload(&server))).await;
+    assert_eq!(status, StatusCode::OK, "{file}");
     let file_id = file["id"].as_str().unwrap();
 
-    server.stall_batches(BatchStall::CreateBefore);
-    let before = spawn(create(&server, file_id));
-    until("create stalled before", || server.batch_stalled() == 1).await;
-    assert!(still_hangs(&before).await);
+    hangs_until_unstalled(&server, BatchStall::CreateBefore, create(&server, file_id)).await;
     assert_eq!(
         server.batches_created(),
         0,
-        "created before the stall ended"
+        "a create released from before the batch existed made one"
     );
-    // Released from before, the create makes the batch and then hangs after.
+    // Stalled after, the create makes the batch and then hangs.
     server.stall_batches(BatchStall::CreateAfter);
+    let after = spawn(create(&server, file_id));
     until("the batch created", || server.batches_created() == 1).await;
     until("create stalled after", || server.batch_stalled() == 1).await;
-    assert!(still_hangs(&before).await);
+    assert!(still_hangs(&after).await);
     server.unstall_batches();
-    let (status, created) = finish(before).await;
+    let (status, created) = finish(after).await;
     assert_eq!(status, StatusCode::OK, "{created}");
     assert_eq!(server.batches_created(), 1);
     let id = created["id"].as_str().unwrap().to_string();
@@ -195,8 +200,8 @@ async fn gemini_upload_stalls_at_finalize_and_anthropic_create_after_the_batch_e
         .header("x-goog-api-key", "key-a")
         .header("X-Goog-Upload-Command", "upload, finalize")
         .body("{\"key\":\"d1\",\"request\":{\"contents\":[]}}\n");
-    let file = hangs_until_unstalled(&server, BatchStall::Upload, finalize).await;
-    assert!(file["file"]["name"].as_str().unwrap().starts_with("files/"));
+    let refused = hangs_until_unstalled(&server, BatchStall::Upload, finalize).await;
+    assert!(refused["file"].is_null(), "{refused}");
 
     server.stall_batches(BatchStall::CreateAfter);
     let body = json!({"requests": [{"custom_id": "d1-t1", "params": {"model": "claude-mock",
