@@ -65,9 +65,7 @@ pub use crate::{
     anthropic::AnthropicBatch,
     backend::BatchBackend,
     backoff::{POLL_INITIAL, POLL_MAX, poll_delay},
-    batcher::{
-        BatchEndpoint, BatchProgress, BatchReport, Batcher, OpenBatch, RoundGate, pin_name,
-    },
+    batcher::{BatchEndpoint, BatchProgress, BatchReport, Batcher, OpenBatch, RoundGate, pin_name},
     batching_model::{BatchSettings, BatchingChatModel, RequestRole, Tail},
     gemini::GeminiBatch,
     journal::{

@@ -190,7 +190,10 @@ impl Task {
                 n += 1;
                 let ctx = Arc::clone(&self.ctx);
                 open.spawn(async move {
-                    (endpoint, batch::run(ctx, endpoint, round_no, key, chunk).await)
+                    (
+                        endpoint,
+                        batch::run(ctx, endpoint, round_no, key, chunk).await,
+                    )
                 });
             }
             while let Some(done) = open.join_next().await {
