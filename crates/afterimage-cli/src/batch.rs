@@ -17,10 +17,12 @@ use crate::Failure;
 use crate::settings::{BatchConfig, Prices, Settings};
 
 mod backends;
+mod jobs;
 mod progress;
 mod report;
 mod status;
 
+pub(crate) use jobs::JobRounds;
 pub(crate) use report::BatchSummary;
 pub(crate) use status::{BatchCommand, run as command};
 
@@ -438,15 +440,6 @@ impl BatchRun {
     /// The figures for the report, once the run ended.
     pub(crate) fn summary(&self, ledger: &afterimage_engine::LedgerSummary) -> BatchSummary {
         BatchSummary::of(&self.batcher.report(), ledger)
-    }
-}
-
-/// Warns that `command` does not use the `batch:` section the config turns on.
-pub(crate) fn warn_unused(settings: &Settings, command: &str) {
-    if settings.batch.is_some() {
-        tracing::warn!(
-            "batch mode is for `afterimage generate`: `afterimage {command}` makes its requests through the synchronous API"
-        );
     }
 }
 

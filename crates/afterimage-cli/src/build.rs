@@ -384,14 +384,6 @@ fn sampling(
     builder
 }
 
-/// The generator and options for a run writing to `storage`.
-pub(crate) async fn generator(
-    settings: &Settings,
-    storage: Arc<dyn Storage>,
-) -> anyhow::Result<(ConversationGenerator, GenerateOptions, Meters)> {
-    generator_with(settings, storage, None).await
-}
-
 /// The generator and options for a run writing to `storage`, its dialog roles
 /// batched (the batcher kept in the meters) when `batch` is given.
 pub(crate) async fn generator_with(
