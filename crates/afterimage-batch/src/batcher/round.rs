@@ -16,6 +16,9 @@ use crate::batching_model::{Msg, Parked, Shared};
 use crate::journal::{JournalRecord, StoredOutcome, request_hash};
 use crate::{BatchItem, ItemOutcome, Tail, split};
 
+/// A batch's worth of items and the endpoint (its index) they go to.
+type EndpointChunk = (usize, Vec<BatchItem>);
+
 /// The batcher's task.
 pub(crate) struct Task {
     pub(super) ctx: Arc<Ctx>,
@@ -252,11 +255,7 @@ impl Task {
 
     /// The round cut into batches, each with its endpoint, and the outcomes of
     /// requests no batch can take.
-    #[allow(clippy::type_complexity)]
-    fn chunks(
-        &self,
-        round: &[Parked],
-    ) -> (Vec<(usize, Vec<BatchItem>)>, HashMap<String, ItemOutcome>) {
+    fn chunks(&self, round: &[Parked]) -> (Vec<EndpointChunk>, HashMap<String, ItemOutcome>) {
         let mut chunks = Vec::new();
         let mut refused = HashMap::new();
         for endpoint in 0..self.ctx.endpoints.len() {
