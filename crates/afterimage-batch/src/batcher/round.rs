@@ -92,6 +92,9 @@ impl Task {
         {
             self.fail_all(std::mem::take(&mut batched), &message);
         }
+        if sync.is_empty() && batched.is_empty() {
+            return Vec::new();
+        }
         self.number(&mut sync);
         self.number(&mut batched);
         if let Err(e) = self.journal_requests(sync.iter().chain(&batched)) {

@@ -218,3 +218,58 @@ pub(crate) fn pinned<'a>(backends: &'a [Keyed], fingerprint: &str) -> anyhow::Re
             )
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn settings(yaml: &str) -> Settings {
+        let raw =
+            crate::config::parse(&format!("respondent: {{system_prompt: hi}}\n{yaml}")).unwrap();
+        let env = |name: &str| {
+            matches!(name, "OPENAI_API_KEY" | "ANTHROPIC_API_KEY").then(|| format!("key-{name}"))
+        };
+        let overrides = crate::settings::Overrides {
+            batch: true,
+            ..Default::default()
+        };
+        let policy = crate::KeyPolicy::Required;
+        Settings::resolve(raw, Path::new("run.yaml"), &overrides, env, policy).unwrap()
+    }
+
+    #[test]
+    fn a_judge_with_its_own_endpoint_gets_an_endpoint_and_pins_of_its_own() {
+        let s = settings(
+            "model: {provider: openai}\nquality: {auto_improve: true, evaluator: {provider: anthropic, base_url: 'http://127.0.0.1:9/'}}\n",
+        );
+        let client = reqwest::Client::new();
+        let names: Vec<String> = endpoints(&s, &client, true)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, ["", JUDGE_ENDPOINT]);
+        assert_eq!(endpoints(&s, &client, false).unwrap().len(), 1);
+        let pins: Vec<String> = backends(&s, &client)
+            .unwrap()
+            .into_iter()
+            .map(|k| k.fingerprint)
+            .collect();
+        assert_eq!(pins.len(), 2);
+        assert!(!pins[0].contains('@'), "{pins:?}");
+        assert!(pins[1].ends_with("@judge"), "{pins:?}");
+        let Err(missing) = pinned(&[], "k@judge") else {
+            panic!("no backend holds k@judge");
+        };
+        assert!(missing.to_string().contains("judge"), "{missing}");
+    }
+
+    #[test]
+    fn a_judge_on_the_main_endpoint_adds_none() {
+        let s = settings("model: {provider: openai}\nquality: {auto_improve: true}\n");
+        let client = reqwest::Client::new();
+        assert_eq!(endpoints(&s, &client, true).unwrap().len(), 1);
+        assert_eq!(backends(&s, &client).unwrap().len(), 1);
+    }
+}
