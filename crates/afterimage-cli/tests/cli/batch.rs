@@ -132,12 +132,14 @@ impl Scene {
     async fn batch_command(&self, command: &str, key: &str) -> Run {
         let p = self.protocol;
         let (out, config) = (self.out.to_str().unwrap(), self.config.to_str().unwrap());
-        Cli::new(&["batch", command, out, "--config", config])
+        let mut cli = Cli::new(&["batch", command, out, "--config", config])
             .args(&["--provider", p.provider, "--base-url"])
             .args(&[&(p.base_url)(&self.server)])
-            .env(p.key_env, key.into())
-            .run()
-            .await
+            .env(p.key_env, key.into());
+        for (name, value) in &self.env {
+            cli = cli.env(name, value.clone());
+        }
+        cli.run().await
     }
 
     /// Starts a run as a child, its stderr in a log file.
@@ -618,6 +620,14 @@ async fn a_judge_on_another_provider_is_batched_there_and_a_kill_resumes_exactly
     send(&child, "KILL");
     let _ = exit(child).await;
     scene.server.unstall_batches();
+    // The judge's batches are pinned to its endpoint and key (the intent is
+    // journalled before the create the mock saw), and `batch status` reaches every
+    // open batch, the judge's with the judge's key.
+    let journal = scene.dir.path().join("rows.jsonl.batch/journal.jsonl");
+    let journal = std::fs::read_to_string(&journal).unwrap();
+    assert!(journal.contains("@judge\""), "{journal}");
+    let status = scene.batch_command("status", "key-one").await;
+    assert_eq!(status.code, 0, "{}\n{}", status.stdout, status.stderr);
     let run = scene.generate(&["--resume"]).run().await;
     let batch = batch_report(&run);
     scene.assert_exact();
