@@ -88,6 +88,62 @@ pub struct BatchProgress {
 /// checks the budget with it.
 pub type RoundGate = Arc<dyn Fn(usize) -> Result<(), String> + Send + Sync>;
 
+/// One provider endpoint a [`Batcher`] submits to: its batch API, one backend per
+/// key of the pool. A batcher has one or more (the run's main model, a judge on
+/// another provider or base URL); each request goes to its model's endpoint, and
+/// one endpoint serves any number of models (split() keeps one model per batch
+/// where the provider needs it).
+#[derive(Clone)]
+pub struct BatchEndpoint {
+    /// A name that stays the same across the run's processes (`""` for the main
+    /// endpoint, `judge` for the judge's own): the journal pins each batch with
+    /// [`pin_name()`] of it and the key, so a resume finds the backend that created it.
+    pub name: String,
+    /// The provider's batch API, one per key (new batches rotate between them).
+    pub backends: Vec<Arc<dyn BatchBackend>>,
+}
+
+impl BatchEndpoint {
+    /// An endpoint named `name` over `backends`.
+    pub fn new(name: impl Into<String>, backends: Vec<Arc<dyn BatchBackend>>) -> Self {
+        BatchEndpoint {
+            name: name.into(),
+            backends,
+        }
+    }
+
+    /// What the journal pins a batch of `backend` (one of this endpoint's) with.
+    pub fn pin(&self, backend: &dyn BatchBackend) -> String {
+        pin_name(&self.name, &backend.key_fingerprint())
+    }
+}
+
+impl std::fmt::Debug for BatchEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchEndpoint")
+            .field("name", &self.name)
+            .field("backends", &self.backends.len())
+            .finish()
+    }
+}
+
+/// The name a journal pins a batch with: the key's fingerprint on the main endpoint
+/// (named `""`, as journals of a single endpoint always did), `fingerprint@endpoint`
+/// on the others, so one key (or none, on a local server) used by two endpoints
+/// still names one backend.
+///
+/// ```
+/// assert_eq!(afterimage_batch::pin_name("", "k1a2b3c4d"), "k1a2b3c4d");
+/// assert_eq!(afterimage_batch::pin_name("judge", "none"), "none@judge");
+/// ```
+pub fn pin_name(endpoint: &str, fingerprint: &str) -> String {
+    if endpoint.is_empty() {
+        fingerprint.to_owned()
+    } else {
+        format!("{fingerprint}@{endpoint}")
+    }
+}
+
 /// A handle on the batcher's task: hands out the [`BatchingChatModel`]s, counts live
 /// dialogs ([`LiveDialogs`]), reads progress and counters, and stops the task. The
 /// task ends once every handle, guard and model is dropped and its last round is
@@ -162,6 +218,24 @@ impl Batcher {
         settings: BatchSettings,
         journal: Option<Journal>,
     ) -> Batcher {
+        let endpoints = vec![BatchEndpoint::new("", backends)];
+        Batcher::start_with(run, model, endpoints, sync, settings, journal)
+    }
+
+    /// [`start`](Self::start) over several endpoints (each with its own name; the
+    /// first is the one [`model`](Self::model) uses, `model` and `sync` its
+    /// defaults). One task, one journal and one round for them all: a round goes
+    /// when every live dialog is parked, whichever endpoint its request waits on,
+    /// and is then cut into batches per endpoint and model. Models on the other
+    /// endpoints come from [`model_on`](Self::model_on).
+    pub fn start_with(
+        run: &str,
+        model: impl Into<String>,
+        endpoints: Vec<BatchEndpoint>,
+        sync: Option<Arc<dyn ChatModel>>,
+        settings: BatchSettings,
+        journal: Option<Journal>,
+    ) -> Batcher {
         let run: String = run
             .chars()
             .filter(char::is_ascii_alphanumeric)
@@ -174,9 +248,13 @@ impl Batcher {
         });
         let ctx = Arc::new(Ctx {
             run: shared.run.clone(),
-            model: shared.model.clone(),
-            backends,
-            next_backend: AtomicUsize::new(0),
+            endpoints: endpoints
+                .into_iter()
+                .map(|endpoint| Endpoint {
+                    endpoint,
+                    next_backend: AtomicUsize::new(0),
+                })
+                .collect(),
             sync,
             settings,
             journal,
@@ -202,6 +280,29 @@ impl Batcher {
             role,
             self.ctx.sync.clone(),
         ))
+    }
+
+    /// The model `role` calls on the endpoint named `endpoint`, asking for `model`
+    /// (the batch lines' model, its `model_id`, so the ledger names it), with `sync`
+    /// answering its small rounds and its calls outside any dialog. `None` when no
+    /// endpoint has that name.
+    pub fn model_on(
+        &self,
+        endpoint: &str,
+        model: impl Into<String>,
+        role: RequestRole,
+        sync: Option<Arc<dyn ChatModel>>,
+    ) -> Option<Arc<dyn ChatModel>> {
+        let index = self
+            .ctx
+            .endpoints
+            .iter()
+            .position(|e| e.endpoint.name == endpoint)?;
+        let mut batching =
+            BatchingChatModel::new(Arc::clone(&self.shared), self.tx.clone(), role, sync);
+        batching.endpoint = index;
+        batching.model = model.into();
+        Some(Arc::new(batching))
     }
 
     /// The counters so far.
@@ -257,13 +358,18 @@ impl LiveDialogs for Batcher {
 /// What the task, its batches and the handles share.
 pub(crate) struct Ctx {
     pub(crate) run: String,
-    pub(crate) model: String,
-    pub(crate) backends: Vec<Arc<dyn BatchBackend>>,
-    next_backend: AtomicUsize,
+    pub(crate) endpoints: Vec<Endpoint>,
+    /// The synchronous model of [`Batcher::model`]'s models.
     pub(crate) sync: Option<Arc<dyn ChatModel>>,
     pub(crate) settings: BatchSettings,
     pub(crate) journal: Option<Journal>,
     state: Mutex<State>,
+}
+
+/// An endpoint and where its key rotation stands.
+pub(crate) struct Endpoint {
+    pub(crate) endpoint: BatchEndpoint,
+    next_backend: AtomicUsize,
 }
 
 /// What changes as the task runs, read by the handles.
@@ -288,19 +394,41 @@ impl Ctx {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The backend for the next new batch: the pool's keys in turn.
-    pub(crate) fn next_backend(&self) -> Option<Arc<dyn BatchBackend>> {
-        let n = self.next_backend.fetch_add(1, Ordering::Relaxed);
-        let len = self.backends.len();
-        (len > 0).then(|| Arc::clone(&self.backends[n % len]))
+    /// The backend for endpoint `index`'s next new batch (its pool's keys in turn),
+    /// with the name the journal pins the batch with.
+    pub(crate) fn next_backend(&self, index: usize) -> Option<(Arc<dyn BatchBackend>, String)> {
+        let endpoint = self.endpoints.get(index)?;
+        let n = endpoint.next_backend.fetch_add(1, Ordering::Relaxed);
+        let backends = &endpoint.endpoint.backends;
+        let backend = backends.get(n % backends.len().max(1))?;
+        Some((Arc::clone(backend), endpoint.endpoint.pin(&**backend)))
     }
 
-    /// The backend holding the key with this fingerprint.
-    pub(crate) fn pinned(&self, fingerprint: &str) -> Option<Arc<dyn BatchBackend>> {
-        self.backends
-            .iter()
-            .find(|b| b.key_fingerprint() == fingerprint)
-            .cloned()
+    /// The first backend of endpoint `index`: whose limits cut its batches.
+    pub(crate) fn first_backend(&self, index: usize) -> Option<Arc<dyn BatchBackend>> {
+        let endpoint = self.endpoints.get(index)?;
+        endpoint.endpoint.backends.first().cloned()
+    }
+
+    /// The most requests a round may hold: the smallest batch any endpoint takes.
+    pub(crate) fn max_requests(&self) -> usize {
+        (0..self.endpoints.len())
+            .filter_map(|i| self.first_backend(i))
+            .map(|b| b.limits().max_requests.max(1))
+            .min()
+            .unwrap_or(usize::MAX)
+    }
+
+    /// The backend a batch was pinned to ([`pin_name()`] of its endpoint and key).
+    pub(crate) fn pinned(&self, pin: &str) -> Option<Arc<dyn BatchBackend>> {
+        self.endpoints.iter().find_map(|e| {
+            let endpoint = &e.endpoint;
+            endpoint
+                .backends
+                .iter()
+                .find(|b| endpoint.pin(&***b) == pin)
+                .cloned()
+        })
     }
 
     /// Asks the batch's own key to cancel it; whether the provider took the cancel.

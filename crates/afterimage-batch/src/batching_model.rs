@@ -113,6 +113,12 @@ pub(crate) struct Parked {
     pub(crate) last_cause: Option<String>,
     /// What to send.
     pub(crate) request: ChatRequest,
+    /// The batcher's endpoint it goes to (an index into its endpoints).
+    pub(crate) endpoint: usize,
+    /// The model it asks for when the request names none.
+    pub(crate) model: String,
+    /// The synchronous model of its role: what answers it in a small round.
+    pub(crate) sync: Option<Arc<dyn ChatModel>>,
     /// Where the outcome goes.
     pub(crate) reply: oneshot::Sender<Result<ChatResponse, ProviderError>>,
 }
@@ -162,12 +168,18 @@ impl Drop for Live {
 /// the [`Batcher`](crate::Batcher) under the id
 /// `{run}-{dialog:06}-{step:02}{role}-{attempt}` (`[A-Za-z0-9_-]`, at most 64
 /// characters, so every provider takes it) and waits for the round that answers it;
-/// outside any dialog (a run's setup) it calls the synchronous model.
+/// outside any dialog (a run's setup) it calls the synchronous model. The step
+/// numbers every request of a dialog, whatever its role, model or endpoint, so ids
+/// stay distinct across all the models of one batcher.
 #[derive(Debug, Clone)]
 pub struct BatchingChatModel {
     shared: Arc<Shared>,
     tx: mpsc::UnboundedSender<Msg>,
     role: RequestRole,
+    /// Where its requests go, as the batcher numbers its endpoints.
+    pub(crate) endpoint: usize,
+    /// Its model: the batch lines' model and its `model_id`.
+    pub(crate) model: String,
     sync: Option<Arc<dyn ChatModel>>,
 }
 
@@ -178,10 +190,13 @@ impl BatchingChatModel {
         role: RequestRole,
         sync: Option<Arc<dyn ChatModel>>,
     ) -> Self {
+        let model = shared.model.clone();
         BatchingChatModel {
             shared,
             tx,
             role,
+            endpoint: 0,
+            model,
             sync,
         }
     }
@@ -205,6 +220,9 @@ impl BatchingChatModel {
             tries: 0,
             last_cause: None,
             request,
+            endpoint: self.endpoint,
+            model: self.model.clone(),
+            sync: self.sync.clone(),
             reply,
         };
         let stopped = || {
@@ -237,7 +255,7 @@ impl ChatModel for BatchingChatModel {
     }
 
     fn model_id(&self) -> &str {
-        &self.shared.model
+        &self.model
     }
 }
 

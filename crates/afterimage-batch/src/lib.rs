@@ -21,7 +21,10 @@
 //!   retryable and missing requests under a new attempt id, fails permanent ones with a
 //!   400-class error, sends small rounds through the synchronous model ([`Tail`]),
 //!   shows [`BatchProgress`], checks a [`RoundGate`] before each batch round, and
-//!   counts it all in a [`BatchReport`].
+//!   counts it all in a [`BatchReport`]. One batcher serves several models and
+//!   providers ([`BatchEndpoint`]s, [`Batcher::start_with`], [`Batcher::model_on`]):
+//!   one barrier and one journal for all, each round cut into batches per endpoint
+//!   and model, each batch pinned to its endpoint and key ([`pin_name()`]).
 //! - [`Journal`]: the append-only, fsynced record of requests, batches and answers
 //!   ([`JournalRecord`]) a [`Batcher`] resumes from after a crash: open batches
 //!   re-attached with the key that created them, unconfirmed creates found again,
@@ -65,7 +68,7 @@ pub use crate::{
     anthropic::AnthropicBatch,
     backend::BatchBackend,
     backoff::{POLL_INITIAL, POLL_MAX, poll_delay},
-    batcher::{BatchProgress, BatchReport, Batcher, OpenBatch, RoundGate},
+    batcher::{BatchEndpoint, BatchProgress, BatchReport, Batcher, OpenBatch, RoundGate, pin_name},
     batching_model::{BatchSettings, BatchingChatModel, RequestRole, Tail},
     gemini::GeminiBatch,
     journal::{

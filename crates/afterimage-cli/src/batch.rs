@@ -17,11 +17,12 @@ use crate::Failure;
 use crate::settings::{BatchConfig, Prices, Settings};
 
 mod backends;
+mod jobs;
 mod progress;
 mod report;
 mod status;
 
-pub(crate) use backends::backends;
+pub(crate) use jobs::JobRounds;
 pub(crate) use report::BatchSummary;
 pub(crate) use status::{BatchCommand, run as command};
 
@@ -118,6 +119,17 @@ fn budget(rules: &[StopRule]) -> Option<f64> {
         .reduce(f64::min)
 }
 
+/// The synchronous models of the dialog roles, as `build` makes them.
+#[derive(Debug, Clone)]
+pub(crate) struct SyncModels {
+    /// The main endpoint's model.
+    pub(crate) respondent: Arc<dyn ChatModel>,
+    /// The correspondent's own model (`correspondent.model_name`), when it has one.
+    pub(crate) correspondent: Option<Arc<dyn ChatModel>>,
+    /// The judge's own endpoint's model (`quality.evaluator`), when it has one.
+    pub(crate) judge: Option<Arc<dyn ChatModel>>,
+}
+
 /// The models the dialog roles call: batched for the roles `batch.roles` names,
 /// the synchronous stack for the others.
 #[derive(Debug, Clone)]
@@ -126,17 +138,20 @@ pub(crate) struct RoleModels {
     pub(crate) respondent: Arc<dyn ChatModel>,
     /// The simulated user's (`None`: the engine's default, the respondent's).
     pub(crate) correspondent: Option<Arc<dyn ChatModel>>,
-    /// The judge's, unless the judge has an endpoint of its own.
+    /// The judge's.
     pub(crate) judge: Arc<dyn ChatModel>,
 }
 
 impl RoleModels {
-    /// Every role on `sync`.
-    pub(crate) fn sync(sync: &Arc<dyn ChatModel>) -> Self {
+    /// Every role on its synchronous model.
+    pub(crate) fn sync(sync: &SyncModels) -> Self {
         RoleModels {
-            respondent: Arc::clone(sync),
-            correspondent: None,
-            judge: Arc::clone(sync),
+            respondent: Arc::clone(&sync.respondent),
+            correspondent: sync.correspondent.clone(),
+            judge: sync
+                .judge
+                .clone()
+                .unwrap_or_else(|| Arc::clone(&sync.respondent)),
         }
     }
 }
@@ -162,13 +177,14 @@ struct RoundEstimate {
     regenerations: u32,
 }
 
-/// Starts the batcher over the provider's batch API (one backend per key), with
-/// `sync` (the production stack) for small rounds, and returns it with the models
-/// of the dialog roles.
+/// Starts the batcher over the providers' batch APIs (the main endpoint's, and the
+/// judge's own when the judge is batched; one backend per key), each role's `sync`
+/// model answering its small rounds, and returns it with the models of the dialog
+/// roles.
 pub(crate) fn start(
     settings: &Settings,
     start: BatchStart,
-    sync: &Arc<dyn ChatModel>,
+    sync: &SyncModels,
     client: &reqwest::Client,
     ledger: &Ledger,
 ) -> anyhow::Result<(BatchRun, RoleModels)> {
@@ -176,17 +192,15 @@ pub(crate) fn start(
         .batch
         .clone()
         .ok_or_else(|| anyhow!("batch mode is off"))?;
-    let backends: Vec<_> = backends(settings, client)?
-        .into_iter()
-        .map(|k| k.backend)
-        .collect();
+    let judged = config.roles.judge && settings.auto_improve;
+    let endpoints = backends::endpoints(settings, client, judged)?;
     let mut batch_settings = config.settings.clone();
     batch_settings.keep_files = config.keep_files;
-    let batcher = Batcher::start(
+    let batcher = Batcher::start_with(
         &start.run_id,
         settings.model_name.clone(),
-        backends,
-        Some(Arc::clone(sync)),
+        endpoints,
+        Some(Arc::clone(&sync.respondent)),
         batch_settings,
         Some(start.journal),
     );
@@ -208,36 +222,51 @@ pub(crate) fn start(
     Ok((run, models))
 }
 
-/// The batched model for the roles `batch.roles` names; a correspondent with a model
-/// of its own (and a judge with an endpoint of its own) stays synchronous, since one
-/// batcher serves one model.
+/// The batched model for the roles `batch.roles` names, each on its own model: a
+/// correspondent with a model of its own on the main endpoint under that model, a
+/// judge with an endpoint of its own on the batcher's `judge` endpoint.
 fn role_models(
     settings: &Settings,
     config: &BatchConfig,
     batcher: &Batcher,
-    sync: &Arc<dyn ChatModel>,
+    sync: &SyncModels,
 ) -> RoleModels {
-    let pick = |batched: bool, role: RequestRole| -> Arc<dyn ChatModel> {
-        if batched {
-            batcher.model(role)
-        } else {
-            Arc::clone(sync)
-        }
+    let unbatched = RoleModels::sync(sync);
+    let respondent = if config.roles.respondent {
+        batcher.model(RequestRole::Assistant)
+    } else {
+        unbatched.respondent
     };
-    if config.roles.correspondent && settings.correspondent_model_name.is_some() {
-        tracing::warn!(
-            "batch.roles: the correspondent has a model of its own (correspondent.model_name), so its requests stay synchronous"
-        );
-    }
-    if config.roles.judge && settings.auto_improve && settings.evaluator.is_some() {
-        tracing::warn!(
-            "batch.roles: the judge has an endpoint of its own (quality.evaluator), so its requests stay synchronous"
-        );
-    }
+    let correspondent = match (
+        &settings.correspondent_model_name,
+        config.roles.correspondent,
+    ) {
+        // Not the engine's default: that is the respondent's model, batched here.
+        (_, false) => Some(
+            unbatched
+                .correspondent
+                .unwrap_or_else(|| Arc::clone(&sync.respondent)),
+        ),
+        (Some(name), true) => {
+            batcher.model_on("", name, RequestRole::User, sync.correspondent.clone())
+        }
+        (None, true) => Some(batcher.model(RequestRole::User)),
+    };
+    let judge = match (&settings.evaluator, &sync.judge, config.roles.judge) {
+        (_, _, false) => None,
+        (Some(endpoint), Some(own), true) => batcher.model_on(
+            backends::JUDGE_ENDPOINT,
+            &endpoint.model_name,
+            RequestRole::Judge,
+            Some(Arc::clone(own)),
+        ),
+        _ => Some(batcher.model(RequestRole::Judge)),
+    };
     RoleModels {
-        respondent: pick(config.roles.respondent, RequestRole::Assistant),
-        correspondent: Some(pick(config.roles.correspondent, RequestRole::User)),
-        judge: pick(config.roles.judge, RequestRole::Judge),
+        respondent,
+        correspondent,
+        // A judge whose endpoint has no batch API stays on its synchronous model.
+        judge: judge.unwrap_or(unbatched.judge),
     }
 }
 
@@ -411,15 +440,6 @@ impl BatchRun {
     /// The figures for the report, once the run ended.
     pub(crate) fn summary(&self, ledger: &afterimage_engine::LedgerSummary) -> BatchSummary {
         BatchSummary::of(&self.batcher.report(), ledger)
-    }
-}
-
-/// Warns that `command` does not use the `batch:` section the config turns on.
-pub(crate) fn warn_unused(settings: &Settings, command: &str) {
-    if settings.batch.is_some() {
-        tracing::warn!(
-            "batch mode is for `afterimage generate`: `afterimage {command}` makes its requests through the synchronous API"
-        );
     }
 }
 

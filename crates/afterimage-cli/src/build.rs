@@ -20,7 +20,7 @@ use afterimage_strategies::{
 };
 use anyhow::Context;
 
-use crate::batch::RoleModels;
+use crate::batch::{RoleModels, SyncModels};
 use crate::config::OnFailure;
 use crate::settings::{
     DocumentsSpec, EmbeddingEndpoint, Endpoint, EndpointOptions, PersonaSettings,
@@ -115,20 +115,35 @@ fn judge_endpoint(endpoint: &Endpoint) -> ModelEndpoint {
     with_options(judge, &endpoint.options)
 }
 
-/// The judge `quality` describes, on its own endpoint or `respondent` (the main
-/// endpoint's model, batched or not).
-fn judge(
+/// The synchronous models of the dialog roles: the main endpoint's, the
+/// correspondent's own model and the judge's own endpoint where the config gives
+/// them.
+fn sync_models(
     settings: &Settings,
-    respondent: &Arc<dyn ChatModel>,
     client: &reqwest::Client,
     pools: &mut Meters,
-) -> anyhow::Result<LlmJudge> {
-    let quality = &settings.quality;
-    let model = match &settings.evaluator {
-        Some(endpoint) => stack(&judge_endpoint(endpoint), client, pools)?,
-        None => Arc::clone(respondent),
+) -> anyhow::Result<SyncModels> {
+    let respondent = model(settings, &settings.model_name, client, pools)?;
+    let correspondent = match &settings.correspondent_model_name {
+        Some(name) => Some(model(settings, name, client, pools)?),
+        None => None,
     };
-    let mut judge = LlmJudge::new(pools.ledger.meter(model, "judge"))
+    let judge = match (&settings.evaluator, settings.auto_improve) {
+        (Some(endpoint), true) => Some(stack(&judge_endpoint(endpoint), client, pools)?),
+        _ => None,
+    };
+    Ok(SyncModels {
+        respondent,
+        correspondent,
+        judge,
+    })
+}
+
+/// The judge `quality` describes, calling `model` (its own endpoint's or the main
+/// one's, batched or not).
+fn judge(settings: &Settings, model: &Arc<dyn ChatModel>, ledger: &Ledger) -> LlmJudge {
+    let quality = &settings.quality;
+    let mut judge = LlmJudge::new(ledger.meter(Arc::clone(model), "judge"))
         .model_name(settings.evaluator_model_name.clone())
         .max_tokens(settings.judge_sampling.max_tokens)
         .aggregation(quality.aggregation);
@@ -141,7 +156,7 @@ fn judge(
     for (name, weight) in &quality.weights {
         judge = judge.weight(name, *weight);
     }
-    Ok(judge)
+    judge
 }
 
 /// One HTTP client for the run, with a connection pool as large as the concurrency so
@@ -369,14 +384,6 @@ fn sampling(
     builder
 }
 
-/// The generator and options for a run writing to `storage`.
-pub(crate) async fn generator(
-    settings: &Settings,
-    storage: Arc<dyn Storage>,
-) -> anyhow::Result<(ConversationGenerator, GenerateOptions, Meters)> {
-    generator_with(settings, storage, None).await
-}
-
 /// The generator and options for a run writing to `storage`, its dialog roles
 /// batched (the batcher kept in the meters) when `batch` is given.
 pub(crate) async fn generator_with(
@@ -386,12 +393,12 @@ pub(crate) async fn generator_with(
 ) -> anyhow::Result<(ConversationGenerator, GenerateOptions, Meters)> {
     let client = http_client(settings)?;
     let mut pools = Meters::default();
-    let respondent = model(settings, &settings.model_name, &client, &mut pools)?;
+    let sync = sync_models(settings, &client, &mut pools)?;
+    let respondent = Arc::clone(&sync.respondent);
     let roles = match batch {
-        None => RoleModels::sync(&respondent),
+        None => RoleModels::sync(&sync),
         Some(start) => {
-            let (run, roles) =
-                crate::batch::start(settings, start, &respondent, &client, &pools.ledger)?;
+            let (run, roles) = crate::batch::start(settings, start, &sync, &client, &pools.ledger)?;
             pools.batch = Some(run);
             roles
         }
@@ -406,13 +413,11 @@ pub(crate) async fn generator_with(
         // question is never worth a dialog, and it is how running out is noticed.
         .dedup_questions(settings.quality.dedup);
     builder = sampling(builder, settings);
-    if let Some(name) = &settings.correspondent_model_name {
-        builder = builder.correspondent_model(model(settings, name, &client, &mut pools)?);
-    } else if let Some(correspondent) = &roles.correspondent {
+    if let Some(correspondent) = &roles.correspondent {
         builder = builder.correspondent_model(Arc::clone(correspondent));
     }
     if settings.auto_improve {
-        let judge = judge(settings, &roles.judge, &client, &mut pools)?;
+        let judge = judge(settings, &roles.judge, &pools.ledger);
         builder = with_quality(builder, settings, judge);
     }
     if let Some(prompt) = &settings.correspondent_prompt {

@@ -68,6 +68,15 @@ pub(crate) struct PreferenceArgs {
     /// Most assistant replies of a multi-turn pair (generation.max_turns).
     #[arg(long, value_name = "N")]
     pub(crate) max_turns: Option<u32>,
+    /// Send the pairs' requests (candidates and the judge's scores) through the
+    /// providers' batch APIs at half price, one round per batch turnaround (turns on
+    /// the config's `batch:` section).
+    #[arg(long)]
+    pub(crate) batch: bool,
+    /// In batch mode, cancel the open provider batches on Ctrl-C, SIGTERM or SIGHUP
+    /// instead of leaving them running for --resume (batch.cancel_on_exit).
+    #[arg(long)]
+    pub(crate) cancel_on_exit: bool,
 }
 
 /// `--format`: the format names.
@@ -94,9 +103,12 @@ pub(crate) async fn run(args: PreferenceArgs) -> Result<(), Failure> {
             .with_context(|| format!("opening the output {}", pairs.output))
             .map_err(Failure::Usage)?,
     );
-    let (conversation, options, pools) = build::generator(&settings, Arc::clone(&storage))
-        .await
-        .map_err(Failure::Usage)?;
+    let batch = crate::batch::prepare(&settings, storage.as_ref(), args.resume, None).await?;
+    let batch_run_id = batch.as_ref().map(|b| b.run_id.clone());
+    let (conversation, options, mut pools) =
+        build::generator_with(&settings, Arc::clone(&storage), batch)
+            .await
+            .map_err(Failure::Usage)?;
     let mut builder = PreferenceGenerator::builder()
         .conversation(conversation)
         .num_responses(pairs.num_responses)
@@ -122,13 +134,33 @@ pub(crate) async fn run(args: PreferenceArgs) -> Result<(), Failure> {
         "pairs",
         "not kept",
     );
-    let options = options
+    let mut options = options
         .run_config(run_config(&settings, &pairs))
         .resume(args.resume)
         .stop_handle(stop)
         .on_progress(progress.callback());
+    if let (Some(run), Some(id)) = (&mut pools.batch, &batch_run_id) {
+        options = run.apply(options, id);
+        run.announce_job(crate::batch::JobRounds::Pair {
+            multi_turn: pairs.multi_turn,
+            max_turns: settings.turns.max(),
+        });
+    }
+    let watch = pools
+        .batch
+        .as_ref()
+        .map(|run| run.watch(Arc::new(progress.printer())));
     let result = generator.generate(options).await;
+    drop(watch);
     progress.finish();
+    if let Some(run) = &pools.batch {
+        // Closing looks at the run's report only: a failure keeps its message.
+        let run_result = result
+            .as_ref()
+            .map(|r| r.run.clone())
+            .map_err(|e| EngineError::Setup(e.to_string()));
+        run.close(&run_result, &pairs.output, &args.config).await;
+    }
     let code = caught.signal().map_or(130, Signal::exit_code);
     conclude(result, &settings, &pairs, &pools, args.json, code)
 }
@@ -182,6 +214,10 @@ fn resolve(args: &PreferenceArgs) -> Result<(Settings, PreferenceSettings), Fail
         num_dialogs: Some(pairs.num_pairs),
         max_turns: args.max_turns,
         max_concurrency: args.max_concurrency.or(pairs.max_concurrency),
+        // The pairs' output: where batch mode keeps its journal by default.
+        out: Some(pairs.output.to_string()),
+        batch: args.batch,
+        cancel_on_exit: args.cancel_on_exit,
         ..args.model.overrides()
     };
     let keys = if args.dry_run {
@@ -194,7 +230,6 @@ fn resolve(args: &PreferenceArgs) -> Result<(Settings, PreferenceSettings), Fail
     for warning in &settings.warnings {
         tracing::warn!("{warning}");
     }
-    crate::batch::warn_unused(&settings, "preference");
     Ok((settings, pairs))
 }
 
@@ -265,10 +300,14 @@ fn conclude(
 ) -> Result<(), Failure> {
     let keys: Vec<KeyStats> = pools.keys.iter().flat_map(|p| p.stats()).collect();
     let pacing: Vec<ThrottleStats> = pools.throttles.iter().map(|t| t.stats()).collect();
+    let batch = |report: &afterimage_engine::RunReport| {
+        pools.batch.as_ref().map(|b| b.summary(&report.ledger))
+    };
     let report = match result {
         Ok(report) => report,
         Err(EngineError::RunFailed { cause, report }) => {
-            print_report(&report, &keys, &pacing, None, None, json, None);
+            let summary = batch(&report);
+            print_report(&report, &keys, &pacing, None, None, json, summary.as_ref());
             return Err(Failure::Run(anyhow!(
                 "{cause} ({} pairs written to {} are kept)",
                 report.rows_written,
@@ -278,8 +317,14 @@ fn conclude(
         Err(e @ EngineError::Config(_)) => return Err(Failure::Usage(e.into())),
         Err(e) => return Err(Failure::Run(e.into())),
     };
+    let summary = batch(&report.run);
     if json {
-        println!("{}", serde_json::to_value(&report).unwrap_or_default());
+        let mut value = serde_json::to_value(&report).unwrap_or_default();
+        if let (Some(object), Some(summary)) = (value.as_object_mut(), &summary) {
+            let summary = serde_json::to_value(summary).unwrap_or_default();
+            object.insert("batch".into(), summary);
+        }
+        println!("{value}");
     } else {
         print_report(
             &report.run,
@@ -288,7 +333,7 @@ fn conclude(
             None,
             settings.price_source.as_deref(),
             false,
-            None,
+            summary.as_ref(),
         );
         print_analytics(&report);
     }

@@ -56,6 +56,14 @@ pub(crate) struct StructuredArgs {
     /// Rows in flight (generation.max_concurrency).
     #[arg(long, value_name = "N")]
     pub(crate) max_concurrency: Option<usize>,
+    /// Send the rows' requests through the provider's batch API at half price, one
+    /// round per batch turnaround (turns on the config's `batch:` section).
+    #[arg(long)]
+    pub(crate) batch: bool,
+    /// In batch mode, cancel the open provider batches on Ctrl-C, SIGTERM or SIGHUP
+    /// instead of leaving them running for --resume (batch.cancel_on_exit).
+    #[arg(long)]
+    pub(crate) cancel_on_exit: bool,
 }
 
 /// Runs `structured`.
@@ -80,9 +88,12 @@ pub(crate) async fn run(args: StructuredArgs) -> Result<(), Failure> {
     if args.resume {
         settings.structured_output_start = recorded_mode(storage.as_ref()).await;
     }
-    let (dialogs, options, pools) = build::generator(&settings, Arc::clone(&storage))
-        .await
-        .map_err(Failure::Usage)?;
+    let batch = crate::batch::prepare(&settings, storage.as_ref(), args.resume, None).await?;
+    let batch_run_id = batch.as_ref().map(|b| b.run_id.clone());
+    let (dialogs, options, mut pools) =
+        build::generator_with(&settings, Arc::clone(&storage), batch)
+            .await
+            .map_err(Failure::Usage)?;
     let generator = dialogs
         .structured()
         .schema(structured.schema.clone())
@@ -93,13 +104,25 @@ pub(crate) async fn run(args: StructuredArgs) -> Result<(), Failure> {
         Some(structured.num_samples),
         !args.json && std::io::stderr().is_terminal(),
     );
-    let options = options
+    let mut options = options
         .num_dialogs(structured.num_samples)
         .resume(args.resume)
         .stop_handle(stop)
         .on_progress(progress.callback());
+    if let (Some(run), Some(id)) = (&mut pools.batch, &batch_run_id) {
+        options = run.apply(options, id);
+        run.announce_job(crate::batch::JobRounds::Structured);
+    }
+    let watch = pools
+        .batch
+        .as_ref()
+        .map(|run| run.watch(Arc::new(progress.printer())));
     let result = generator.generate(options).await;
+    drop(watch);
     progress.finish();
+    if let Some(run) = &pools.batch {
+        run.close(&result, &structured.output, &args.config).await;
+    }
     if let Some(state) = &pools.structured {
         record_structured_mode(storage.as_ref(), state).await;
     }
@@ -121,6 +144,10 @@ fn settings(args: &StructuredArgs) -> Result<(Settings, StructuredSettings), Fai
     .map_err(|e| Failure::Usage(anyhow!("{}: {e}", path.display())))?;
     let overrides = Overrides {
         max_concurrency: args.max_concurrency,
+        // The rows' output: where batch mode keeps its journal by default.
+        out: Some(structured.output.to_string()),
+        batch: args.batch,
+        cancel_on_exit: args.cancel_on_exit,
         ..args.model.overrides()
     };
     let env = |name: &str| std::env::var(name).ok();
@@ -129,7 +156,6 @@ fn settings(args: &StructuredArgs) -> Result<(Settings, StructuredSettings), Fai
     for warning in &settings.warnings {
         tracing::warn!("{warning}");
     }
-    crate::batch::warn_unused(&settings, "structured");
     Ok((settings, structured))
 }
 
@@ -145,6 +171,7 @@ fn conclude(
     let pacing: Vec<ThrottleStats> = pools.throttles.iter().map(|t| t.stats()).collect();
     let print = |report: &RunReport| {
         let prices = settings.price_source.as_deref();
+        let batch = pools.batch.as_ref().map(|b| b.summary(&report.ledger));
         print_report(
             report,
             &keys,
@@ -152,7 +179,7 @@ fn conclude(
             pools.structured.as_ref(),
             prices,
             json,
-            None,
+            batch.as_ref(),
         );
     };
     match result {

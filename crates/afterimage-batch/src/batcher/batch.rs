@@ -43,19 +43,20 @@ fn all(chunk: &[BatchItem], outcome: &ItemOutcome) -> Run {
     )
 }
 
-/// Creates one batch of `chunk` under `local_key` with the next key of the pool and
-/// runs it to its end; a failure of the whole batch becomes every item's outcome.
+/// Creates one batch of `chunk` under `local_key` with the next key of endpoint
+/// `endpoint`'s pool and runs it to its end; a failure of the whole batch becomes
+/// every item's outcome.
 pub(super) async fn run(
     ctx: Arc<Ctx>,
+    endpoint: usize,
     round: u64,
     local_key: String,
     chunk: Vec<BatchItem>,
 ) -> Run {
-    let Some(backend) = ctx.next_backend() else {
+    let Some((backend, fingerprint)) = ctx.next_backend(endpoint) else {
         let message = "batch mode has no batch backend configured; give the provider a key";
         return all(&chunk, &ItemOutcome::Permanent(message.into()));
     };
-    let fingerprint = backend.key_fingerprint();
     if let Err(e) = record_intent(&ctx, round, &local_key, &fingerprint, &chunk) {
         return all(&chunk, &ItemOutcome::Permanent(e.to_string()));
     }

@@ -63,11 +63,7 @@ impl Task {
         if pending.is_empty() {
             return false;
         }
-        let max = self
-            .ctx
-            .backends
-            .first()
-            .map_or(usize::MAX, |b| b.limits().max_requests.max(1));
+        let max = self.ctx.max_requests();
         let live = self.shared.live.load(Ordering::SeqCst);
         let all_parked = live > 0 && pending.len() + self.held.len() >= live;
         all_parked || pending.len() >= max || self.rx_closed

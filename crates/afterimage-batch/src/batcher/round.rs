@@ -16,6 +16,9 @@ use crate::batching_model::{Msg, Parked, Shared};
 use crate::journal::{JournalRecord, StoredOutcome, request_hash};
 use crate::{BatchItem, ItemOutcome, Tail, split};
 
+/// A batch's worth of items and the endpoint (its index) they go to.
+type EndpointChunk = (usize, Vec<BatchItem>);
+
 /// The batcher's task.
 pub(crate) struct Task {
     pub(super) ctx: Arc<Ctx>,
@@ -75,33 +78,39 @@ impl Task {
         }
     }
 
-    /// Answers one round; returns the requests to try again in the next.
-    async fn run_round(&mut self, mut round: Vec<Parked>) -> Vec<Parked> {
+    /// Answers one round; returns the requests to try again in the next. A small
+    /// round goes through each request's synchronous model (those without one go
+    /// as batches anyway).
+    async fn run_round(&mut self, round: Vec<Parked>) -> Vec<Parked> {
         let round_no = self.count_round(&round);
-        let small = round.len() < self.ctx.settings.min_requests;
-        let sync = match (&self.ctx.sync, self.ctx.settings.tail) {
-            (Some(sync), Tail::Sync) if small => Some(Arc::clone(sync)),
-            _ => None,
-        };
-        if sync.is_none()
-            && let Err(message) = self.check_gate(round.len())
+        let settings = &self.ctx.settings;
+        let small = round.len() < settings.min_requests && settings.tail == Tail::Sync;
+        let (mut sync, mut batched): (Vec<Parked>, Vec<Parked>) =
+            round.into_iter().partition(|p| small && p.sync.is_some());
+        if !batched.is_empty()
+            && let Err(message) = self.check_gate(batched.len())
         {
-            self.fail_all(round, &message);
+            self.fail_all(std::mem::take(&mut batched), &message);
+        }
+        if sync.is_empty() && batched.is_empty() {
             return Vec::new();
         }
-        self.number(&mut round);
-        if let Err(e) = self.journal_requests(&round) {
-            self.fail_all(round, &e.to_string());
+        self.number(&mut sync);
+        self.number(&mut batched);
+        if let Err(e) = self.journal_requests(sync.iter().chain(&batched)) {
+            self.fail_all(sync, &e.to_string());
+            self.fail_all(batched, &e.to_string());
             return Vec::new();
         }
-        let outcomes = match sync {
-            Some(sync) => {
-                self.ctx.state().report.sync_requests += round.len() as u64;
-                run_sync(&self.ctx, sync, &round).await
-            }
-            None => self.run_batches(round_no, &mut round).await,
-        };
-        self.apply(round, outcomes)
+        self.ctx.state().report.sync_requests += sync.len() as u64;
+        let ctx = Arc::clone(&self.ctx);
+        let (mut outcomes, batch_outcomes) = tokio::join!(
+            run_sync(&ctx, &sync),
+            self.run_batches(round_no, &mut batched)
+        );
+        outcomes.extend(batch_outcomes);
+        sync.append(&mut batched);
+        self.apply(sync, outcomes)
     }
 
     /// Counts the round and each request's submission; the run's round number.
@@ -132,12 +141,14 @@ impl Task {
     }
 
     /// One `request` record per request, on disk before any of them is sent.
-    fn journal_requests(&self, round: &[Parked]) -> Result<(), crate::BatchError> {
+    fn journal_requests<'a>(
+        &self,
+        round: impl Iterator<Item = &'a Parked>,
+    ) -> Result<(), crate::BatchError> {
         let Some(journal) = &self.ctx.journal else {
             return Ok(());
         };
         let records: Vec<JournalRecord> = round
-            .iter()
             .map(|p| JournalRecord::Request {
                 custom_id: p.custom_id(),
                 key: p.key.clone(),
@@ -170,21 +181,31 @@ impl Task {
         round_no: u64,
         round: &mut [Parked],
     ) -> HashMap<String, ItemOutcome> {
+        if round.is_empty() {
+            return HashMap::new();
+        }
         let (chunks, mut outcomes) = self.chunks(round);
-        let mut queue: VecDeque<Vec<BatchItem>> = chunks.into();
+        let mut queue: VecDeque<(usize, Vec<BatchItem>)> = chunks.into();
+        // Local keys count across endpoints, so each batch of the round has its own.
         let mut n = 0;
         while !queue.is_empty() {
             let mut open = JoinSet::new();
             let take = self.ctx.settings.max_open_batches.max(1).min(queue.len());
-            for chunk in queue.drain(..take) {
+            for (endpoint, chunk) in queue.drain(..take) {
                 let key = format!("{}-round{round_no}-{n}", self.ctx.run);
                 n += 1;
-                open.spawn(batch::run(Arc::clone(&self.ctx), round_no, key, chunk));
+                let ctx = Arc::clone(&self.ctx);
+                open.spawn(async move {
+                    (
+                        endpoint,
+                        batch::run(ctx, endpoint, round_no, key, chunk).await,
+                    )
+                });
             }
             while let Some(done) = open.join_next().await {
                 match done {
-                    Ok(Run::Done(results)) => outcomes.extend(results),
-                    Ok(Run::TokenLimit { mut chunk, created }) => {
+                    Ok((_, Run::Done(results))) => outcomes.extend(results),
+                    Ok((endpoint, Run::TokenLimit { mut chunk, created })) => {
                         if created && let Err(e) = self.renumber(round, &mut chunk) {
                             let outcome = ItemOutcome::Permanent(e.to_string());
                             let ids = chunk.into_iter().map(|i| (i.custom_id, outcome.clone()));
@@ -192,7 +213,7 @@ impl Task {
                             continue;
                         }
                         let half = chunk.split_off(chunk.len() / 2);
-                        queue.extend([chunk, half]);
+                        queue.extend([(endpoint, chunk), (endpoint, half)]);
                     }
                     Err(_) => {}
                 }
@@ -235,11 +256,32 @@ impl Task {
         }
     }
 
-    /// The round cut into batches, and the outcomes of requests no batch can take: one
-    /// the backend cannot serialize or larger than a whole batch fails alone rather
-    /// than taking the round down with it.
-    fn chunks(&self, round: &[Parked]) -> (Vec<Vec<BatchItem>>, HashMap<String, ItemOutcome>) {
-        let Some(backend) = self.ctx.backends.first() else {
+    /// The round cut into batches, each with its endpoint, and the outcomes of
+    /// requests no batch can take.
+    fn chunks(&self, round: &[Parked]) -> (Vec<EndpointChunk>, HashMap<String, ItemOutcome>) {
+        let mut chunks = Vec::new();
+        let mut refused = HashMap::new();
+        for endpoint in 0..self.ctx.endpoints.len() {
+            let part: Vec<&Parked> = round.iter().filter(|p| p.endpoint == endpoint).collect();
+            if part.is_empty() {
+                continue;
+            }
+            let (cut, failed) = self.endpoint_chunks(endpoint, &part);
+            chunks.extend(cut.into_iter().map(|c| (endpoint, c)));
+            refused.extend(failed);
+        }
+        (chunks, refused)
+    }
+
+    /// One endpoint's part of the round cut into batches, and the outcomes of
+    /// requests no batch can take: one the backend cannot serialize or larger than a
+    /// whole batch fails alone rather than taking the round down with it.
+    fn endpoint_chunks(
+        &self,
+        endpoint: usize,
+        round: &[&Parked],
+    ) -> (Vec<Vec<BatchItem>>, HashMap<String, ItemOutcome>) {
+        let Some(backend) = self.ctx.first_backend(endpoint) else {
             let outcome = ItemOutcome::Permanent(
                 "batch mode has no batch backend configured; give the provider a key".into(),
             );
@@ -333,30 +375,25 @@ pub(super) fn spent(parked: &Parked, cause: &str) -> ProviderError {
 }
 
 impl Ctx {
-    /// The model a request goes to: its own, or the batcher's.
+    /// The model a request goes to: the one it names, or its batching model's.
     pub(super) fn model_of(&self, parked: &Parked) -> String {
         parked
             .request
             .model
             .clone()
-            .unwrap_or_else(|| self.model.clone())
+            .unwrap_or_else(|| parked.model.clone())
     }
 }
 
-/// Sends each request of a small round through the synchronous model, all at once,
+/// Sends each request of a small round through its synchronous model, all at once,
 /// and journals the answers.
-async fn run_sync(
-    ctx: &Ctx,
-    sync: Arc<dyn ChatModel>,
-    round: &[Parked],
-) -> HashMap<String, ItemOutcome> {
+async fn run_sync(ctx: &Ctx, round: &[Parked]) -> HashMap<String, ItemOutcome> {
     let mut calls = JoinSet::new();
     for parked in round {
-        let (id, request, sync) = (
-            parked.custom_id(),
-            parked.request.clone(),
-            Arc::clone(&sync),
-        );
+        let Some(sync) = parked.sync.clone() else {
+            continue;
+        };
+        let (id, request) = (parked.custom_id(), parked.request.clone());
         let hash = request_hash(&ctx.model_of(parked), &request);
         calls.spawn(async move {
             let outcome = match sync.chat(request).await {
@@ -367,6 +404,9 @@ async fn run_sync(
         });
     }
     let mut outcomes = HashMap::new();
+    if round.is_empty() {
+        return outcomes;
+    }
     let mut records = Vec::new();
     while let Some(done) = calls.join_next().await {
         if let Ok((id, hash, outcome)) = done {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use afterimage_batch::{
-    AnthropicBatch, BatchBackend, BatchError, BatchItem, BatchLimits, BatchSettings, BatchStatus,
-    Batcher, GeminiBatch, ItemOutcome, OpenAiBatch, RemoteBatch, RequestRole, Tail,
+    AnthropicBatch, BatchBackend, BatchEndpoint, BatchError, BatchItem, BatchLimits, BatchSettings,
+    BatchStatus, Batcher, GeminiBatch, ItemOutcome, OpenAiBatch, RemoteBatch, RequestRole, Tail,
 };
 use afterimage_core::{
     ApiKey, ChatModel, ChatRequest, LiveDialogs, Message, ProviderError, in_dialog,
@@ -197,6 +197,75 @@ async fn rounds_wait_for_every_live_dialog_on_all_three_protocols() {
             0
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_round_waits_for_dialogs_parked_on_either_of_two_endpoints() {
+    let server = server(MockConfig::default()).await;
+    let (openai, openai_sync, openai_model) = clients(&server, Provider::OpenAi);
+    let (anthropic, anthropic_sync, anthropic_model) = clients(&server, Provider::Anthropic);
+    let endpoints = vec![
+        BatchEndpoint::new("", vec![openai]),
+        BatchEndpoint::new("judge", vec![anthropic]),
+    ];
+    // A linger of 30 s: a round that waited for the other endpoint's dialogs would
+    // not end before the test's own timeout.
+    let batcher = Batcher::start_with(
+        "r13",
+        openai_model,
+        endpoints,
+        Some(openai_sync),
+        fast(),
+        None,
+    );
+    let assistant = batcher.model(RequestRole::Assistant);
+    let judge = batcher
+        .model_on(
+            "judge",
+            anthropic_model,
+            RequestRole::Judge,
+            Some(anthropic_sync),
+        )
+        .unwrap();
+    assert!(
+        batcher
+            .model_on("nowhere", "m", RequestRole::Judge, None)
+            .is_none()
+    );
+    assert_eq!(judge.model_id(), anthropic_model);
+    let guards: Vec<_> = (0..DIALOGS).map(|d| (d, batcher.enter(d))).collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (d, live) in guards {
+        let (assistant, judge) = (Arc::clone(&assistant), Arc::clone(&judge));
+        tasks.spawn(in_dialog(d, async move {
+            let mut answers = Vec::new();
+            // Half the dialogs start on each endpoint, so every round holds both.
+            for turn in 0..TURNS as u64 {
+                let model = if (turn + d) % 2 == 0 {
+                    &assistant
+                } else {
+                    &judge
+                };
+                let request = ChatRequest::new(vec![Message::user(format!("Hi {d}"))]);
+                answers.push(model.chat(request.max_tokens(16)).await.map(|r| r.batched));
+            }
+            drop(live);
+            answers
+        }));
+    }
+    let tasks = tokio::time::timeout(Duration::from_secs(20), tasks.join_all());
+    let answers: Vec<_> = tasks.await.expect("rounds held back").concat();
+    assert_eq!(answers.len(), 60);
+    assert!(answers.iter().all(|a| matches!(a, Ok(true))), "{answers:?}");
+    let report = batcher.report();
+    assert_eq!(report.rounds, 3, "{report:?}");
+    assert_eq!(
+        report.batches_submitted, 6,
+        "one batch per endpoint per round: {report:?}"
+    );
+    let submissions = server.batch_submissions();
+    assert_eq!(submissions.len(), 60);
+    assert!(submissions.values().all(|&n| n == 1), "{submissions:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -57,13 +57,27 @@ struct Scene {
     config: PathBuf,
     out: PathBuf,
     protocol: Protocol,
+    /// Variables every run of the scene gets (a judge's key).
+    env: Vec<(&'static str, String)>,
 }
 
 impl Scene {
     async fn new(protocol: Protocol, mock: MockConfig, batch: &str) -> Scene {
+        Scene::edited(protocol, mock, "support-bot.yaml", batch, |text, _| text).await
+    }
+
+    /// A scene on `examples/{example}`, its text changed by `edit` (which sees the
+    /// mock, for base URLs).
+    async fn edited(
+        protocol: Protocol,
+        mock: MockConfig,
+        example: &str,
+        batch: &str,
+        edit: impl Fn(String, &MockServer) -> String,
+    ) -> Scene {
         let server = MockServer::start(mock).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let config = support_bot(dir.path(), batch);
+        let config = example_config(dir.path(), example, batch, |text| edit(text, &server));
         let out = dir.path().join("rows.jsonl");
         Scene {
             server,
@@ -71,6 +85,7 @@ impl Scene {
             config,
             out,
             protocol,
+            env: Vec::new(),
         }
     }
 
@@ -78,23 +93,53 @@ impl Scene {
     /// its spares) in flight at once, so rounds are as the prediction counts them.
     fn generate(&self, extra: &[&str]) -> Cli {
         let p = self.protocol;
-        Cli::generate(&self.config, &(p.base_url)(&self.server), &self.out)
+        let cli = Cli::generate(&self.config, &(p.base_url)(&self.server), &self.out);
+        self.batched(cli, extra)
+    }
+
+    /// `COMMAND --config ... -o OUT --batch` (`structured`, `preference`) on this
+    /// scene's protocol.
+    fn job(&self, command: &str, extra: &[&str]) -> Cli {
+        let p = self.protocol;
+        let (config, out) = (self.config.to_str().unwrap(), self.out.to_str().unwrap());
+        let base_url = (p.base_url)(&self.server);
+        let cli = Cli::new(&[
+            command,
+            "--config",
+            config,
+            "-o",
+            out,
+            "--base-url",
+            &base_url,
+        ]);
+        self.batched(cli, extra)
+    }
+
+    fn batched(&self, cli: Cli, extra: &[&str]) -> Cli {
+        let p = self.protocol;
+        let mut cli = cli
             .args(&["--batch", "--provider", p.provider, "--model", p.model])
             .args(&["--max-concurrency", "16", "--json"])
             .args(extra)
-            .env(p.key_env, "key-one".into())
+            .env(p.key_env, "key-one".into());
+        for (name, value) in &self.env {
+            cli = cli.env(name, value.clone());
+        }
+        cli
     }
 
     /// `afterimage batch COMMAND OUT --config CONFIG` with `key` as the API key.
     async fn batch_command(&self, command: &str, key: &str) -> Run {
         let p = self.protocol;
         let (out, config) = (self.out.to_str().unwrap(), self.config.to_str().unwrap());
-        Cli::new(&["batch", command, out, "--config", config])
+        let mut cli = Cli::new(&["batch", command, out, "--config", config])
             .args(&["--provider", p.provider, "--base-url"])
             .args(&[&(p.base_url)(&self.server)])
-            .env(p.key_env, key.into())
-            .run()
-            .await
+            .env(p.key_env, key.into());
+        for (name, value) in &self.env {
+            cli = cli.env(name, value.clone());
+        }
+        cli.run().await
     }
 
     /// Starts a run as a child, its stderr in a log file.
@@ -149,13 +194,25 @@ impl Scene {
     }
 }
 
-/// The support-bot example, its documents at their absolute place, plus `batch:`.
-fn support_bot(dir: &Path, batch: &str) -> PathBuf {
+/// An example config, its documents (and schema) at their absolute place, `edit`
+/// applied, plus `batch:`.
+fn example_config(
+    dir: &Path,
+    example: &str,
+    batch: &str,
+    edit: impl Fn(String) -> String,
+) -> PathBuf {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     let docs = examples.join("support-docs");
-    let text = std::fs::read_to_string(examples.join("support-bot.yaml"))
+    let schema = examples.join("structured-faq.json");
+    let text = std::fs::read_to_string(examples.join(example))
         .unwrap()
-        .replace("path: support-docs", &format!("path: {}", docs.display()));
+        .replace("path: support-docs", &format!("path: {}", docs.display()))
+        .replace(
+            "schema_file: structured-faq.json",
+            &format!("schema_file: {}", schema.display()),
+        );
+    let text = edit(text);
     assert!(
         text.contains(docs.to_str().unwrap()),
         "the example moved its documents"
@@ -267,7 +324,7 @@ async fn typos_and_bad_values_in_the_batch_section_are_errors_naming_the_key() {
         ("  tail: later\n", ["later", "line"]),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let config = support_bot(dir.path(), section);
+        let config = example_config(dir.path(), "support-bot.yaml", section, |t| t);
         let out = dir.path().join("rows.jsonl");
         let run = Cli::generate(&config, &server.openai_base_url(), &out)
             .args(&["--batch", "--provider", "openai"])
@@ -507,4 +564,135 @@ async fn the_text_report_gives_rounds_submissions_and_cost_batch_against_sync() 
         lines[2]
     );
     scene.assert_exact();
+}
+
+/// The support-bot example with its judge on Anthropic's API of the mock while the
+/// dialogs use OpenAI's: two providers, two batch endpoints, one round barrier.
+async fn judged_elsewhere(mock: MockConfig) -> Scene {
+    let mut scene = Scene::edited(OPENAI, mock, "support-bot.yaml", FAST, |text, server| {
+        let judge = format!(
+            "  auto_improve: true\n  evaluator: {{provider: anthropic, model_name: claude-judge, base_url: '{}'}}\n",
+            server.anthropic_base_url()
+        );
+        text.replace("  auto_improve: true", judge.trim_end())
+    })
+    .await;
+    scene.env.push(("ANTHROPIC_API_KEY", "key-two".into()));
+    scene
+}
+
+/// The report's ledger names.
+fn ledger_names(stdout: &str) -> Vec<String> {
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let models = report["ledger"]["by_model"].as_object().unwrap();
+    models.keys().cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_judge_on_another_provider_is_batched_there_and_a_kill_resumes_exactly() {
+    let scene = judged_elsewhere(fast_mock()).await;
+    let run = scene.generate(&[]).run().await;
+    let batch = batch_report(&run);
+    scene.assert_exact();
+    assert_eq!(batch["submissions_max"], 1, "{batch}");
+    let names = ledger_names(&run.stdout);
+    // Each answer is metered as batched on the model that gave it: both protocols
+    // answered batches, and nothing went synchronous.
+    for name in ["gpt-4o-mini (batch)", "claude-judge (batch)"] {
+        assert!(names.iter().any(|n| n == name), "{name}: {names:?}");
+    }
+    assert!(!names.iter().any(|n| n == "claude-judge"), "{names:?}");
+    assert!(!run.stderr.contains("stay synchronous"), "{}", run.stderr);
+
+    // A slower batch phase, so the judge's batch is still running when it stalls.
+    let mock = MockConfig::default().with_batch_phase(Duration::from_millis(200));
+    let scene = judged_elsewhere(mock).await;
+    let mut child = scene.spawn(&[]);
+    scene
+        .wait_for(&mut child, "a judge request in a batch", |s, _| {
+            s.batch_submissions().keys().any(|id| id.contains("j-"))
+        })
+        .await;
+    scene.server.stall_batches(BatchStall::Poll);
+    scene
+        .wait_for(&mut child, "a stalled poll", |s, _| s.batch_stalled() > 0)
+        .await;
+    send(&child, "KILL");
+    let _ = exit(child).await;
+    scene.server.unstall_batches();
+    // The judge's batches are pinned to its endpoint and key (the intent is
+    // journalled before the create the mock saw), and `batch status` reaches every
+    // open batch, the judge's with the judge's key.
+    let journal = scene.dir.path().join("rows.jsonl.batch/journal.jsonl");
+    let journal = std::fs::read_to_string(&journal).unwrap();
+    assert!(journal.contains("@judge\""), "{journal}");
+    let status = scene.batch_command("status", "key-one").await;
+    assert_eq!(status.code, 0, "{}\n{}", status.stdout, status.stderr);
+    let run = scene.generate(&["--resume"]).run().await;
+    let batch = batch_report(&run);
+    scene.assert_exact();
+    assert!(batch["adopted"].as_u64().unwrap() >= 1, "{batch}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correspondent_with_its_own_model_is_batched_under_that_model() {
+    let scene = Scene::edited(OPENAI, fast_mock(), "support-bot.yaml", FAST, |text, _| {
+        format!("{text}correspondent:\n  model_name: gpt-4o-mini-user\n")
+    })
+    .await;
+    let run = scene.generate(&[]).run().await;
+    batch_report(&run);
+    scene.assert_exact();
+    let names = ledger_names(&run.stdout);
+    assert!(
+        names.iter().any(|n| n == "gpt-4o-mini-user (batch)"),
+        "{names:?}"
+    );
+    // (It also has a synchronous entry: it writes the correspondent prompt in the
+    // run's setup, outside any dialog.)
+    assert!(!run.stderr.contains("stay synchronous"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn structured_and_preference_write_exactly_n_rows_through_batches() {
+    let scene = Scene::edited(OPENAI, fast_mock(), "structured.yaml", FAST, |t, _| t).await;
+    let run = scene.job("structured", &["--num-samples", "6"]).run().await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("batch mode: OpenAI Batch API, about 1 rounds"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(read_rows(&scene.out).len(), 6);
+    let names = ledger_names(&run.stdout);
+    assert!(
+        names.iter().any(|n| n == "gpt-4o-mini (batch)"),
+        "{names:?}"
+    );
+    let submissions = scene.server.batch_submissions();
+    assert!(submissions.values().all(|&n| n == 1), "{submissions:?}");
+
+    let scene = Scene::edited(OPENAI, fast_mock(), "support-bot.yaml", FAST, |text, _| {
+        format!("{text}preference:\n  num_pairs: 4\n")
+    })
+    .await;
+    let run = scene.job("preference", &[]).run().await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let rows = read_rows(&scene.out);
+    assert_eq!(rows.len(), 4);
+    let ids: BTreeSet<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 4, "duplicate pair ids");
+    let names = ledger_names(&run.stdout);
+    assert!(
+        names.iter().any(|n| n == "gpt-4o-mini (batch)"),
+        "{names:?}"
+    );
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert!(
+        report["batch"]["batches"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    let submissions = scene.server.batch_submissions();
+    assert!(submissions.values().all(|&n| n == 1), "{submissions:?}");
 }
