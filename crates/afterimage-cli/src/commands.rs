@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use afterimage_core::{Document, DocumentSource, Storage, StorageError};
+use afterimage_core::{Document, DocumentSource, StoppingCriterion, Storage, StorageError};
 use afterimage_engine::{CostBudget, EngineError, RunReport, StopHandle};
 use afterimage_providers::{
     KeyStats, Provider, StructuredOutput, StructuredOutputState, ThrottleStats,
@@ -53,8 +53,14 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
             "batch mode cannot run as a worker of a shared run (--join): run it as one process without --join, or turn batch mode off"
         )));
     }
-    let batch =
-        crate::batch::prepare(&settings, storage.as_ref(), args.resume, args.max_cost).await?;
+    let batch = crate::batch::prepare(
+        &settings,
+        storage.as_ref(),
+        args.resume,
+        args.max_cost,
+        &stop,
+    )
+    .await?;
     let batch_run_id = batch.as_ref().map(|b| b.run_id.clone());
     let (generator, options, pools) = build::generator_with(&settings, Arc::clone(&storage), batch)
         .await
@@ -71,7 +77,11 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
                 table_source()
             )));
         }
-        options = options.stopping_criterion(Arc::new(CostBudget { max_cost }));
+        let budget: Arc<dyn StoppingCriterion> = Arc::new(CostBudget { max_cost });
+        options = options.stopping_criterion(match settings.batch {
+            Some(_) => crate::batch::round_gated(budget),
+            None => budget,
+        });
     }
     options = options.stop_handle(stop);
     if let (Some(run), Some(id)) = (&pools.batch, &batch_run_id) {
@@ -99,7 +109,14 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
         record_structured_mode(storage.as_ref(), state).await;
     }
 
-    let code = caught.signal().map_or(130, Signal::exit_code);
+    // A stop for the batch budget exits like any stopping criterion (0); a signal's
+    // with its code.
+    let budget_stop = caught.signal().is_none()
+        && pools
+            .batch
+            .as_ref()
+            .is_some_and(crate::batch::BatchRun::budget_stopped);
+    let code = (!budget_stop).then(|| caught.signal().map_or(130, Signal::exit_code));
     conclude(result, &settings, &pools, args.json, code, !joined).await
 }
 
@@ -110,7 +127,7 @@ async fn conclude(
     settings: &Settings,
     pools: &build::Meters,
     json: bool,
-    interrupted_code: u8,
+    interrupted_code: Option<u8>,
     after_run: bool,
 ) -> Result<(), Failure> {
     let keys: Vec<KeyStats> = pools.keys.iter().flat_map(|p| p.stats()).collect();
@@ -134,15 +151,19 @@ async fn conclude(
             } else {
                 "the other workers go on with the run, and the same command joins it again"
             };
-            Err(Failure::Interrupted(
-                anyhow!(
-                    "{}\n{} rows written to {} are kept; {rest}",
-                    report.stop_reason,
-                    report.rows_written,
-                    report.output
-                ),
-                interrupted_code,
-            ))
+            let stopped = anyhow!(
+                "{}\n{} rows written to {} are kept; {rest}",
+                report.stop_reason,
+                report.rows_written,
+                report.output
+            );
+            match interrupted_code {
+                Some(code) => Err(Failure::Interrupted(stopped, code)),
+                None => {
+                    eprintln!("{stopped}");
+                    Ok(())
+                }
+            }
         }
         Ok(report) => {
             print_report(

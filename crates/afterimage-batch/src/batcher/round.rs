@@ -38,6 +38,9 @@ pub(crate) struct Task {
     pub(super) round_offset: u64,
     /// Why requests cannot be sent at all (a journal that cannot be read).
     pub(super) broken: Option<String>,
+    /// The first fatal outcome (no credit, a refused key): every request after it
+    /// fails with it, and no further batch is submitted.
+    pub(super) fatal: Option<ProviderError>,
 }
 
 impl Task {
@@ -58,6 +61,7 @@ impl Task {
             held: Vec::new(),
             round_offset: 0,
             broken: None,
+            fatal: None,
         }
     }
 
@@ -77,6 +81,10 @@ impl Task {
 
     /// Answers one round; returns the requests to try again in the next.
     async fn run_round(&mut self, mut round: Vec<Parked>) -> Vec<Parked> {
+        if let Some(error) = &self.fatal {
+            self.fail_all(round, error, true);
+            return Vec::new();
+        }
         let round_no = self.count_round(&round);
         let small = round.len() < self.ctx.settings.min_requests;
         let sync = match (&self.ctx.sync, self.ctx.settings.tail) {
@@ -86,12 +94,13 @@ impl Task {
         if sync.is_none()
             && let Err(message) = self.check_gate(round.len())
         {
-            self.fail_all(round, &message);
+            // A refusal is the gate's stop (the budget), not the requests' failure.
+            self.fail_all(round, &other(message), false);
             return Vec::new();
         }
         self.number(&mut round);
         if let Err(e) = self.journal_requests(&round) {
-            self.fail_all(round, &e.to_string());
+            self.fail_all(round, &other(e.to_string()), true);
             return Vec::new();
         }
         let outcomes = match sync {
@@ -148,16 +157,16 @@ impl Task {
         journal.append(&records)
     }
 
-    /// Fails every request of the round with `message`, not to be retried.
-    fn fail_all(&self, round: Vec<Parked>, message: &str) {
+    /// Fails every request of the round with `error` (counted as failures when
+    /// `counted`).
+    fn fail_all(&self, round: Vec<Parked>, error: &ProviderError, counted: bool) {
         let mut state = self.ctx.state();
         for parked in round {
             state.waiting = state.waiting.saturating_sub(1);
-            state.report.permanent_failures += 1;
-            let _ = parked.reply.send(Err(ProviderError::Other {
-                message: message.to_owned(),
-                retryable: false,
-            }));
+            if counted {
+                state.report.permanent_failures += 1;
+            }
+            let _ = parked.reply.send(Err(error.clone()));
         }
     }
 
@@ -174,6 +183,13 @@ impl Task {
         let mut queue: VecDeque<Vec<BatchItem>> = chunks.into();
         let mut n = 0;
         while !queue.is_empty() {
+            if let Some(error) = fatal_in(&outcomes) {
+                // No credit or a refused key: the rest of the round would fail alike.
+                let items: Vec<BatchItem> = queue.drain(..).flatten().collect();
+                let fatal = |i: BatchItem| (i.custom_id, ItemOutcome::Fatal(error.clone()));
+                outcomes.extend(items.into_iter().map(fatal));
+                break;
+            }
             let mut open = JoinSet::new();
             let take = self.ctx.settings.max_open_batches.max(1).min(queue.len());
             for chunk in queue.drain(..take) {
@@ -276,13 +292,26 @@ impl Task {
     }
 
     /// Answers each request of the round from `outcomes`; returns those to retry.
-    fn apply(&self, round: Vec<Parked>, mut outcomes: HashMap<String, ItemOutcome>) -> Vec<Parked> {
+    /// After a fatal outcome nothing is retried: every request not answered fails
+    /// with that error, as will every later one.
+    fn apply(
+        &mut self,
+        round: Vec<Parked>,
+        mut outcomes: HashMap<String, ItemOutcome>,
+    ) -> Vec<Parked> {
+        if self.fatal.is_none() {
+            self.fatal = fatal_in(&outcomes);
+        }
         let mut again = Vec::new();
         let mut state = self.ctx.state();
         for mut parked in round {
             let outcome = outcomes.remove(&parked.custom_id()).unwrap_or_else(|| {
                 ItemOutcome::Retryable("the batch ended without a result for it".into())
             });
+            let outcome = match (outcome, &self.fatal) {
+                (ItemOutcome::Retryable(_), Some(error)) => ItemOutcome::Fatal(error.clone()),
+                (outcome, _) => outcome,
+            };
             parked.tries += 1;
             let answer = match outcome {
                 ItemOutcome::Ok(response) => Ok(*response),
@@ -310,6 +339,22 @@ impl Task {
             let _ = parked.reply.send(answer);
         }
         again
+    }
+}
+
+/// The first fatal outcome among `outcomes`, if any.
+fn fatal_in(outcomes: &HashMap<String, ItemOutcome>) -> Option<ProviderError> {
+    outcomes.values().find_map(|o| match o {
+        ItemOutcome::Fatal(error) => Some(error.clone()),
+        _ => None,
+    })
+}
+
+/// A non-retryable error carrying `message`.
+fn other(message: String) -> ProviderError {
+    ProviderError::Other {
+        message,
+        retryable: false,
     }
 }
 

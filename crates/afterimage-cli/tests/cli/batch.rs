@@ -508,3 +508,86 @@ async fn the_text_report_gives_rounds_submissions_and_cost_batch_against_sync() 
     );
     scene.assert_exact();
 }
+
+impl Scene {
+    /// The rows stored so far (none before the first is written).
+    fn rows_now(&self) -> usize {
+        if self.out.exists() {
+            read_rows(&self.out).len()
+        } else {
+            0
+        }
+    }
+
+    /// The run record next to the rows.
+    fn record(&self) -> serde_json::Value {
+        let path = format!("{}.run.json", self.out.display());
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+}
+
+/// A scene whose dialogs all take the full 3 turns, so none ends before round 6.
+async fn three_turn_scene() -> Scene {
+    let scene = Scene::new(OPENAI, fast_mock(), FAST).await;
+    let text = std::fs::read_to_string(&scene.config).unwrap();
+    let fixed = text.replace("  max_turns: 3\n", "  max_turns: 3\n  fixed_turns: true\n");
+    assert_ne!(fixed, text, "the example changed its turns");
+    std::fs::write(&scene.config, fixed).unwrap();
+    scene
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_past_the_budget_stops_the_run_cleanly_and_resume_with_more_finishes() {
+    // What a whole run costs, to put the limit past its synchronous setup (the
+    // questions, which vary a little from run to run) plus an eighth of its batched
+    // answers: round 1 goes (nothing batched yet to project from), and a later round
+    // is refused before the last, when the first dialogs could finish.
+    let full = three_turn_scene().await;
+    let batch = batch_report(&full.generate(&[]).run().await);
+    let (sync, batched) = (batch["sync_cost"].as_f64(), batch["batch_cost"].as_f64());
+    let limit = format!("{:.8}", 1.3 * sync.unwrap() + batched.unwrap() / 8.0);
+
+    let scene = three_turn_scene().await;
+    let run = scene.generate(&["--max-cost", &limit]).run().await;
+    assert_eq!(
+        run.code, 0,
+        "a budget stop exits as criteria do: {}",
+        run.stderr
+    );
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    let reason = report["stop_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("the budget of") && reason.contains("--resume"),
+        "{reason}"
+    );
+    assert_eq!(report["dialogs_failed"], 0, "{report}");
+    assert_eq!(report["batch"]["permanent_failures"], 0, "{report}");
+    assert!(report["batch"]["rounds"].as_u64().unwrap() >= 2, "{report}");
+    let rows = scene.rows_now();
+    assert!(rows < N, "{rows} rows");
+    let record = scene.record();
+    assert_eq!(record["status"], "stopped", "{record}");
+    let stored = record["stop_reason"].as_str().unwrap();
+    assert!(stored.contains("the budget of"), "{record}");
+    assert!(run.stderr.contains("--resume"), "{}", run.stderr);
+
+    // The resumed run counts what the first spent: under the same limit it submits
+    // nothing new (what it replays from the journal costs nothing).
+    let again = scene
+        .generate(&["--resume", "--max-cost", &limit])
+        .run()
+        .await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(scene.rows_now() < N, "{}", again.stdout);
+    let report: serde_json::Value = serde_json::from_str(again.stdout.trim()).unwrap();
+    let reason = report["stop_reason"].as_str().unwrap();
+    assert!(reason.contains("budget of"), "{report}");
+    assert_eq!(report["batch"]["requests_submitted"], 0, "{report}");
+
+    let run = scene
+        .generate(&["--resume", "--max-cost", "100"])
+        .run()
+        .await;
+    batch_report(&run);
+    scene.assert_exact();
+}
