@@ -591,3 +591,38 @@ async fn a_round_past_the_budget_stops_the_run_cleanly_and_resume_with_more_fini
     batch_report(&run);
     scene.assert_exact();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_credit_stops_the_run_at_once_with_the_providers_message() {
+    // Credit for the first round's first lines only: the rest of that round fail for
+    // low credit, and the dialogs whose lines went through must not make another
+    // round of batches that could only fail alike.
+    let scene = Scene::new(ANTHROPIC, fast_mock().with_batch_credit(5), FAST).await;
+    let run = scene.generate(&[]).run().await;
+    assert_eq!(
+        run.code, 1,
+        "a fatal provider error fails the run: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("credit balance is too low") && run.stderr.contains("add credit"),
+        "{}",
+        run.stderr
+    );
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(report["batch"]["batches"], 1, "{report}");
+    let submitted: u64 = scene
+        .server
+        .batch_submissions()
+        .values()
+        .map(|n| *n as u64)
+        .sum();
+    assert_eq!(
+        submitted,
+        report["batch"]["requests_submitted"].as_u64().unwrap()
+    );
+    assert_eq!(
+        scene.rows_now() as u64,
+        report["rows_written"].as_u64().unwrap()
+    );
+}
