@@ -87,11 +87,17 @@ impl Scene {
 
     /// `afterimage batch COMMAND OUT --config CONFIG` with `key` as the API key.
     async fn batch_command(&self, command: &str, key: &str) -> Run {
+        self.batch_command_with(command, key, &[]).await
+    }
+
+    /// [`batch_command`](Self::batch_command) with `extra` flags.
+    async fn batch_command_with(&self, command: &str, key: &str, extra: &[&str]) -> Run {
         let p = self.protocol;
         let (out, config) = (self.out.to_str().unwrap(), self.config.to_str().unwrap());
         Cli::new(&["batch", command, out, "--config", config])
             .args(&["--provider", p.provider, "--base-url"])
             .args(&[&(p.base_url)(&self.server)])
+            .args(extra)
             .env(p.key_env, key.into())
             .run()
             .await
@@ -419,6 +425,46 @@ async fn batch_status_and_cancel_reach_the_batches_a_stopped_run_left_open() {
             .trim_end_matches(':');
         assert!(log.contains(id), "{id} was not named at the stop: {log}");
     }
+
+    // The same, machine-readable.
+    let json = scene
+        .batch_command_with("status", "key-one", &["--json"])
+        .await;
+    assert_eq!(json.code, 0, "{}\n{}", json.stdout, json.stderr);
+    let json: serde_json::Value = serde_json::from_str(json.stdout.trim()).unwrap();
+    let run_id = scene.record()["run_id"].clone();
+    assert!(
+        json["run_id"].is_string() && json["run_id"] == run_id,
+        "{json}"
+    );
+    let batches = json["open"].as_array().unwrap();
+    assert_eq!(batches.len(), open.len(), "{json}");
+    for batch in batches {
+        let id = batch["id"].as_str().unwrap();
+        assert!(log.contains(id), "{id}: {json}");
+        assert!(
+            batch["local_key"].as_str().unwrap().contains("-round"),
+            "{json}"
+        );
+        assert!(
+            !batch["key_fingerprint"].as_str().unwrap().is_empty(),
+            "{json}"
+        );
+        assert!(
+            !batch["key_fingerprint"]
+                .as_str()
+                .unwrap()
+                .contains("key-one")
+        );
+        assert!(batch["provider_state"].is_string(), "{json}");
+        assert!(
+            ["queued", "running", "finalizing"].contains(&batch["phase"].as_str().unwrap()),
+            "{json}"
+        );
+        assert!(batch["requests"].as_u64().unwrap() > 0, "{json}");
+        assert!(batch.get("counts").is_some(), "{json}");
+    }
+    assert!(json["unsubmitted"].as_array().unwrap().is_empty(), "{json}");
 
     // Only the key that created a batch sees it.
     let other = scene.batch_command("status", "key-two").await;
