@@ -70,18 +70,7 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
     let joined = args.fleet.join;
     options = crate::fleet::apply(&args.fleet, &settings.output, &pools.throttles, options).await?;
     if let Some(max_cost) = args.max_cost {
-        if settings.price.is_none() {
-            return Err(Failure::Usage(anyhow!(
-                "--max-cost needs token prices: {} is not in the {}; add model.price: {{input_per_million: ..., output_per_million: ...}} to the config",
-                settings.model_name,
-                table_source()
-            )));
-        }
-        let budget: Arc<dyn StoppingCriterion> = Arc::new(CostBudget { max_cost });
-        options = options.stopping_criterion(match settings.batch {
-            Some(_) => crate::batch::round_gated(budget),
-            None => budget,
-        });
+        options = options.stopping_criterion(max_cost_criterion(&settings, max_cost)?);
     }
     options = options.stop_handle(stop);
     if let (Some(run), Some(id)) = (&pools.batch, &batch_run_id) {
@@ -109,15 +98,38 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
         record_structured_mode(storage.as_ref(), state).await;
     }
 
-    // A stop for the batch budget exits like any stopping criterion (0); a signal's
-    // with its code.
-    let budget_stop = caught.signal().is_none()
+    let code = stopped_code(&caught, &pools);
+    conclude(result, &settings, &pools, args.json, code, !joined).await
+}
+
+/// `--max-cost` as a criterion; it needs prices.
+fn max_cost_criterion(
+    settings: &Settings,
+    max_cost: f64,
+) -> Result<Arc<dyn StoppingCriterion>, Failure> {
+    if settings.price.is_none() {
+        return Err(Failure::Usage(anyhow!(
+            "--max-cost needs token prices: {} is not in the {}; add model.price: {{input_per_million: ..., output_per_million: ...}} to the config",
+            settings.model_name,
+            table_source()
+        )));
+    }
+    let budget: Arc<dyn StoppingCriterion> = Arc::new(CostBudget { max_cost });
+    Ok(match settings.batch {
+        Some(_) => crate::batch::round_gated(budget),
+        None => budget,
+    })
+}
+
+/// The exit code of a stopped run: a signal's (130 when none was caught), or none
+/// (exit 0) when the batch budget stopped it, as any stopping criterion exits.
+fn stopped_code(caught: &signals::Caught, pools: &build::Meters) -> Option<u8> {
+    let budget = caught.signal().is_none()
         && pools
             .batch
             .as_ref()
             .is_some_and(crate::batch::BatchRun::budget_stopped);
-    let code = (!budget_stop).then(|| caught.signal().map_or(130, Signal::exit_code));
-    conclude(result, &settings, &pools, args.json, code, !joined).await
+    (!budget).then(|| caught.signal().map_or(130, Signal::exit_code))
 }
 
 /// Prints the run's report and maps its outcome onto the exit: a finished run also
