@@ -657,12 +657,7 @@ async fn no_credit_stops_the_run_at_once_with_the_providers_message() {
     );
     let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
     assert_eq!(report["batch"]["batches"], 1, "{report}");
-    let submitted: u64 = scene
-        .server
-        .batch_submissions()
-        .values()
-        .map(|n| *n as u64)
-        .sum();
+    let submitted: u64 = scene.server.batch_submissions().values().copied().sum();
     assert_eq!(
         submitted,
         report["batch"]["requests_submitted"].as_u64().unwrap()
