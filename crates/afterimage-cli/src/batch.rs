@@ -320,13 +320,19 @@ impl Budget {
     fn refuse(&self, requests: usize) -> Option<String> {
         let spend = Spend::of(&self.ledger.book().plus(&self.prior), &self.prices);
         let next = spend.per_batched_request() * requests as f64;
-        let max_cost = self.max_cost;
-        (spend.total + next > max_cost || spend.total >= max_cost).then(|| {
+        let (max_cost, spent) = (self.max_cost, spend.total);
+        let why = if spent >= max_cost {
+            format!("{spent:.4} is spent")
+        } else if spent + next > max_cost {
             format!(
-                "the budget of {max_cost:.4} (--max-cost or a budget rule): {:.4} is spent and the next batch round of {requests} requests would add about {next:.4}; raise the limit and run the same command with --resume",
-                spend.total
+                "{spent:.4} is spent and the next batch round of {requests} requests would add about {next:.4}"
             )
-        })
+        } else {
+            return None;
+        };
+        Some(format!(
+            "the budget of {max_cost:.4} (--max-cost or a budget rule): {why}; raise the limit and run the same command with --resume"
+        ))
     }
 
     /// The round gate: a round the budget refuses stops the run through `stop` (the
@@ -465,6 +471,11 @@ impl BatchRun {
         let cancel = self.config.cancel_on_exit;
         let open = self.batcher.shutdown(cancel).await;
         let config = config.display().to_string();
+        if self.budget_stopped() {
+            progress::say(
+                "the batch budget stopped the run: raise --max-cost (or the budget rule's max_cost) before resuming",
+            );
+        }
         progress::stopped(
             &open,
             cancel,

@@ -615,7 +615,11 @@ async fn a_round_past_the_budget_stops_the_run_cleanly_and_resume_with_more_fini
     assert_eq!(record["status"], "stopped", "{record}");
     let stored = record["stop_reason"].as_str().unwrap();
     assert!(stored.contains("the budget of"), "{record}");
-    assert!(run.stderr.contains("--resume"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("raise --max-cost") && run.stderr.contains("--resume"),
+        "{}",
+        run.stderr
+    );
 
     // The resumed run counts what the first spent: under the same limit it submits
     // nothing new (what it replays from the journal costs nothing).
