@@ -85,7 +85,6 @@ impl Task {
             self.fail_all(round, error, true);
             return Vec::new();
         }
-        let round_no = self.count_round(&round);
         let small = round.len() < self.ctx.settings.min_requests;
         let sync = match (&self.ctx.sync, self.ctx.settings.tail) {
             (Some(sync), Tail::Sync) if small => Some(Arc::clone(sync)),
@@ -94,10 +93,12 @@ impl Task {
         if sync.is_none()
             && let Err(message) = self.check_gate(round.len())
         {
-            // A refusal is the gate's stop (the budget), not the requests' failure.
+            // A refusal is the gate's stop (the budget), not the requests' failure,
+            // and no round: nothing of it was sent.
             self.fail_all(round, &other(message), false);
             return Vec::new();
         }
+        let round_no = self.count_round(&round);
         self.number(&mut round);
         if let Err(e) = self.journal_requests(&round) {
             self.fail_all(round, &other(e.to_string()), true);
