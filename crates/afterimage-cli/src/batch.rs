@@ -4,11 +4,14 @@
 //! and batches as they go, and leaves (or cancels) open batches on a stop.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use afterimage_batch::{Batcher, Journal, RequestRole};
-use afterimage_core::{ChatModel, Ledger, RunRecord, Storage, split_batch_ledger_name};
-use afterimage_engine::{EngineError, GenerateOptions, RunReport, StopRule};
+use afterimage_core::{
+    ChatModel, Ledger, LedgerBook, RunProgress, RunRecord, StoppingCriterion, Storage,
+    split_batch_ledger_name,
+};
+use afterimage_engine::{EngineError, GenerateOptions, RunReport, StopHandle, StopRule};
 use afterimage_providers::Provider;
 use afterimage_storage::StorageSpec;
 use anyhow::{Context, anyhow};
@@ -38,6 +41,11 @@ pub(crate) struct BatchStart {
     pub(crate) max_cost: Option<f64>,
     /// The pass rate a resumed run observed, for `oversample: auto`.
     pub(crate) pass_rate: Option<f64>,
+    /// What earlier sessions of a resumed run spent (the run record's ledger), which
+    /// counts against the money limit too.
+    pub(crate) prior: LedgerBook,
+    /// The run's stop handle: a round refused for the budget stops the run with it.
+    pub(crate) stop: StopHandle,
 }
 
 /// The run id and journal of a batch-mode run: on `--resume` the stored run's (or,
@@ -47,6 +55,7 @@ pub(crate) async fn prepare(
     storage: &dyn Storage,
     resume: bool,
     max_cost: Option<f64>,
+    stop: &StopHandle,
 ) -> Result<Option<BatchStart>, Failure> {
     let Some(config) = &settings.batch else {
         return Ok(None);
@@ -69,6 +78,8 @@ pub(crate) async fn prepare(
         journal,
         max_cost: max_cost.or_else(|| budget(&settings.stopping)),
         pass_rate: record.as_ref().and_then(pass_rate),
+        prior: record.map(|r| r.ledger).unwrap_or_default(),
+        stop: stop.clone(),
     }))
 }
 
@@ -130,6 +141,32 @@ pub(crate) struct SyncModels {
     pub(crate) judge: Option<Arc<dyn ChatModel>>,
 }
 
+/// A stopping criterion in batch mode: it still ends the run, but holds no dialog
+/// back. The money look-ahead is the round gate's there (`Budget`): a cost budget
+/// that starts dialogs one at a time until one finished would run a single dialog
+/// through every round, each a batch turnaround.
+#[derive(Debug)]
+struct RoundGated(Arc<dyn StoppingCriterion>);
+
+/// `criterion` as batch mode applies it (see `RoundGated`).
+pub(crate) fn round_gated(criterion: Arc<dyn StoppingCriterion>) -> Arc<dyn StoppingCriterion> {
+    Arc::new(RoundGated(criterion))
+}
+
+impl StoppingCriterion for RoundGated {
+    fn should_stop(&self, progress: &RunProgress) -> bool {
+        self.0.should_stop(progress)
+    }
+
+    fn max_rows(&self) -> Option<u64> {
+        self.0.max_rows()
+    }
+
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+}
+
 /// The models the dialog roles call: batched for the roles `batch.roles` names,
 /// the synchronous stack for the others.
 #[derive(Debug, Clone)]
@@ -165,6 +202,8 @@ pub(crate) struct BatchRun {
     provider: Provider,
     oversample: f64,
     rounds: RoundEstimate,
+    /// Why the budget stopped the run, once a round was refused for it.
+    budget_stop: Arc<OnceLock<String>>,
 }
 
 /// The rounds a dialog takes, as the engine predicts them.
@@ -204,12 +243,15 @@ pub(crate) fn start(
         batch_settings,
         Some(start.journal),
     );
+    let budget_stop = Arc::new(OnceLock::new());
     if let Some(max_cost) = start.max_cost {
-        batcher.set_round_gate(budget_gate(
-            ledger.clone(),
-            settings.prices.clone(),
+        let budget = Budget {
+            ledger: ledger.clone(),
+            prior: start.prior,
+            prices: settings.prices.clone(),
             max_cost,
-        ));
+        };
+        batcher.set_round_gate(budget.gate(start.stop, Arc::clone(&budget_stop)));
     }
     let models = role_models(settings, &config, &batcher, sync);
     let run = BatchRun {
@@ -218,6 +260,7 @@ pub(crate) fn start(
         provider: settings.provider,
         rounds: estimate(settings),
         config,
+        budget_stop,
     };
     Ok((run, models))
 }
@@ -290,26 +333,56 @@ fn estimate(settings: &Settings) -> RoundEstimate {
     }
 }
 
-/// Refuses a round whose projected cost (its requests at the mean cost of a batched
-/// request so far) would take the run's spend past `max_cost`, at the settings'
-/// prices (batched requests at their batch rate).
-fn budget_gate(
+/// The money limit a batch round is checked against: this session's ledger plus what
+/// earlier sessions spent, at the settings' prices (batched answers at the batch rate).
+#[derive(Debug, Clone)]
+struct Budget {
     ledger: Ledger,
+    prior: LedgerBook,
     prices: Prices,
     max_cost: f64,
-) -> Arc<dyn Fn(usize) -> Result<(), String> + Send + Sync> {
-    Arc::new(move |requests| {
-        let spend = Spend::of(&ledger, &prices);
+}
+
+impl Budget {
+    /// Why a batch round of `requests` (each at the mean cost of a batched request so
+    /// far) would take the run past the limit, if it would.
+    fn refuse(&self, requests: usize) -> Option<String> {
+        let spend = Spend::of(&self.ledger.book().plus(&self.prior), &self.prices);
         let next = spend.per_batched_request() * requests as f64;
-        if spend.total + next > max_cost || spend.total >= max_cost {
-            Err(format!(
-                "the budget of {max_cost:.4} would be passed: {:.4} is spent, and the next round of {requests} requests would add about {next:.4}",
-                spend.total
-            ))
+        let (max_cost, spent) = (self.max_cost, spend.total);
+        let why = if spent >= max_cost {
+            format!("{spent:.4} is spent")
+        } else if spent + next > max_cost {
+            format!(
+                "{spent:.4} is spent and the next batch round of {requests} requests would add about {next:.4}"
+            )
         } else {
-            Ok(())
-        }
-    })
+            return None;
+        };
+        Some(format!(
+            "the budget of {max_cost:.4} (--max-cost or a budget rule): {why}; raise the limit and run the same command with --resume"
+        ))
+    }
+
+    /// The round gate: a round the budget refuses stops the run through `stop` (the
+    /// dialogs waiting on it are cancelled, not failed), and `tripped` keeps why.
+    fn gate(
+        self,
+        stop: StopHandle,
+        tripped: Arc<OnceLock<String>>,
+    ) -> Arc<dyn Fn(usize) -> Result<(), String> + Send + Sync> {
+        Arc::new(move |requests| {
+            let Some(why) = self.refuse(requests) else {
+                return Ok(());
+            };
+            // Asked before the batcher answers the round, so the engine counts the
+            // dialogs it ends as cancelled.
+            let _ = tripped.set(why.clone());
+            stop.set_reason(why.clone());
+            stop.cancel();
+            Err(why)
+        })
+    }
 }
 
 /// What the ledger's requests cost at the settings' prices; models without a price
@@ -322,8 +395,7 @@ struct Spend {
 }
 
 impl Spend {
-    fn of(ledger: &Ledger, prices: &Prices) -> Spend {
-        let book = ledger.book();
+    fn of(book: &LedgerBook, prices: &Prices) -> Spend {
         let mut spend = Spend::default();
         for (name, _) in book.models() {
             let (model, batched) = split_batch_ledger_name(name);
@@ -428,6 +500,11 @@ impl BatchRun {
         let cancel = self.config.cancel_on_exit;
         let open = self.batcher.shutdown(cancel).await;
         let config = config.display().to_string();
+        if self.budget_stopped() {
+            progress::say(
+                "the batch budget stopped the run: raise --max-cost (or the budget rule's max_cost) before resuming",
+            );
+        }
         progress::stopped(
             &open,
             cancel,
@@ -435,6 +512,11 @@ impl BatchRun {
             &output.to_string(),
             &config,
         );
+    }
+
+    /// Whether a round refused for the budget stopped the run.
+    pub(crate) fn budget_stopped(&self) -> bool {
+        self.budget_stop.get().is_some()
     }
 
     /// The figures for the report, once the run ended.
@@ -529,20 +611,41 @@ mod tests {
         // per request.
         ledger.record("m (batch)", "respondent", Usage::new(500_000, 0));
         ledger.record("m (batch)", "respondent", Usage::new(500_000, 0));
-        let gate = budget_gate(ledger.clone(), settings.prices.clone(), 1.0);
+        let budget = |max_cost, prior| Budget {
+            ledger: ledger.clone(),
+            prior,
+            prices: settings.prices.clone(),
+            max_cost,
+        };
+        let stop = StopHandle::new();
+        let tripped = Arc::new(OnceLock::new());
+        let gate = budget(1.0, LedgerBook::default()).gate(stop.clone(), Arc::clone(&tripped));
         assert!(gate(2).is_ok(), "0.5 + 2 × 0.25 stays within 1.0");
+        assert!(!stop.is_stopped());
         let refused = gate(3).unwrap_err();
         assert!(
             refused.contains("round of 3 requests") && refused.contains("0.5000 is spent"),
             "{refused}"
         );
+        assert!(stop.is_cancelled(), "a refused round stops the run at once");
+        assert_eq!(stop.reason().as_deref(), Some(refused.as_str()));
+        assert_eq!(tripped.get(), Some(&refused));
+        let earlier = Ledger::new();
+        earlier.record("m (batch)", "respondent", Usage::new(400_000, 0));
+        assert!(budget(1.0, LedgerBook::default()).refuse(2).is_none());
+        assert!(
+            budget(1.0, earlier.book()).refuse(2).is_some(),
+            "earlier sessions' spend counts: 0.7 + 2 × 0.7 / 3 passes 1.0"
+        );
         ledger.record("m", "instructions", Usage::new(400_000, 0));
         assert!(
-            gate(1).is_err(),
+            budget(1.0, LedgerBook::default()).refuse(1).is_some(),
             "synchronous answers count at the full rate"
         );
-        let spent = budget_gate(ledger, settings.prices.clone(), 0.5);
-        assert!(spent(0).is_err(), "a spent budget refuses any round");
+        assert!(
+            budget(0.5, LedgerBook::default()).refuse(0).is_some(),
+            "a spent budget refuses any round"
+        );
     }
 
     #[test]

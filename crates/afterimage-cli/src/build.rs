@@ -476,7 +476,13 @@ fn run_options(settings: &Settings, parked: &ParkedRequests) -> anyhow::Result<G
         Some(DocumentsSpec::Loaded(docs)) => Some(docs.len()),
         _ => None,
     };
-    let criteria = crate::settings::criteria(&settings.stopping, document_count)?;
+    let mut criteria = crate::settings::criteria(&settings.stopping, document_count)?;
+    if settings.batch.is_some() {
+        criteria = criteria
+            .into_iter()
+            .map(crate::batch::round_gated)
+            .collect();
+    }
     let mut options = GenerateOptions::new()
         .run_config(run_config(settings))
         .turns(settings.turns)

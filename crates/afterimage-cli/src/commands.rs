@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use afterimage_core::{Document, DocumentSource, Storage, StorageError};
+use afterimage_core::{Document, DocumentSource, StoppingCriterion, Storage, StorageError};
 use afterimage_engine::{CostBudget, EngineError, RunReport, StopHandle};
 use afterimage_providers::{
     KeyStats, Provider, StructuredOutput, StructuredOutputState, ThrottleStats,
@@ -53,8 +53,14 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
             "batch mode cannot run as a worker of a shared run (--join): run it as one process without --join, or turn batch mode off"
         )));
     }
-    let batch =
-        crate::batch::prepare(&settings, storage.as_ref(), args.resume, args.max_cost).await?;
+    let batch = crate::batch::prepare(
+        &settings,
+        storage.as_ref(),
+        args.resume,
+        args.max_cost,
+        &stop,
+    )
+    .await?;
     let batch_run_id = batch.as_ref().map(|b| b.run_id.clone());
     let (generator, options, pools) = build::generator_with(&settings, Arc::clone(&storage), batch)
         .await
@@ -64,14 +70,7 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
     let joined = args.fleet.join;
     options = crate::fleet::apply(&args.fleet, &settings.output, &pools.throttles, options).await?;
     if let Some(max_cost) = args.max_cost {
-        if settings.price.is_none() {
-            return Err(Failure::Usage(anyhow!(
-                "--max-cost needs token prices: {} is not in the {}; add model.price: {{input_per_million: ..., output_per_million: ...}} to the config",
-                settings.model_name,
-                table_source()
-            )));
-        }
-        options = options.stopping_criterion(Arc::new(CostBudget { max_cost }));
+        options = options.stopping_criterion(max_cost_criterion(&settings, max_cost)?);
     }
     options = options.stop_handle(stop);
     if let (Some(run), Some(id)) = (&pools.batch, &batch_run_id) {
@@ -99,8 +98,38 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
         record_structured_mode(storage.as_ref(), state).await;
     }
 
-    let code = caught.signal().map_or(130, Signal::exit_code);
+    let code = stopped_code(&caught, &pools);
     conclude(result, &settings, &pools, args.json, code, !joined).await
+}
+
+/// `--max-cost` as a criterion; it needs prices.
+fn max_cost_criterion(
+    settings: &Settings,
+    max_cost: f64,
+) -> Result<Arc<dyn StoppingCriterion>, Failure> {
+    if settings.price.is_none() {
+        return Err(Failure::Usage(anyhow!(
+            "--max-cost needs token prices: {} is not in the {}; add model.price: {{input_per_million: ..., output_per_million: ...}} to the config",
+            settings.model_name,
+            table_source()
+        )));
+    }
+    let budget: Arc<dyn StoppingCriterion> = Arc::new(CostBudget { max_cost });
+    Ok(match settings.batch {
+        Some(_) => crate::batch::round_gated(budget),
+        None => budget,
+    })
+}
+
+/// The exit code of a stopped run: a signal's (130 when none was caught), or none
+/// (exit 0) when the batch budget stopped it, as any stopping criterion exits.
+fn stopped_code(caught: &signals::Caught, pools: &build::Meters) -> Option<u8> {
+    let budget = caught.signal().is_none()
+        && pools
+            .batch
+            .as_ref()
+            .is_some_and(crate::batch::BatchRun::budget_stopped);
+    (!budget).then(|| caught.signal().map_or(130, Signal::exit_code))
 }
 
 /// Prints the run's report and maps its outcome onto the exit: a finished run also
@@ -110,7 +139,7 @@ async fn conclude(
     settings: &Settings,
     pools: &build::Meters,
     json: bool,
-    interrupted_code: u8,
+    interrupted_code: Option<u8>,
     after_run: bool,
 ) -> Result<(), Failure> {
     let keys: Vec<KeyStats> = pools.keys.iter().flat_map(|p| p.stats()).collect();
@@ -134,15 +163,19 @@ async fn conclude(
             } else {
                 "the other workers go on with the run, and the same command joins it again"
             };
-            Err(Failure::Interrupted(
-                anyhow!(
-                    "{}\n{} rows written to {} are kept; {rest}",
-                    report.stop_reason,
-                    report.rows_written,
-                    report.output
-                ),
-                interrupted_code,
-            ))
+            let stopped = anyhow!(
+                "{}\n{} rows written to {} are kept; {rest}",
+                report.stop_reason,
+                report.rows_written,
+                report.output
+            );
+            match interrupted_code {
+                Some(code) => Err(Failure::Interrupted(stopped, code)),
+                None => {
+                    eprintln!("{stopped}");
+                    Ok(())
+                }
+            }
         }
         Ok(report) => {
             print_report(

@@ -103,7 +103,9 @@ pub(crate) async fn run(args: PreferenceArgs) -> Result<(), Failure> {
             .with_context(|| format!("opening the output {}", pairs.output))
             .map_err(Failure::Usage)?,
     );
-    let batch = crate::batch::prepare(&settings, storage.as_ref(), args.resume, None).await?;
+    let stop = StopHandle::new();
+    let batch =
+        crate::batch::prepare(&settings, storage.as_ref(), args.resume, None, &stop).await?;
     let batch_run_id = batch.as_ref().map(|b| b.run_id.clone());
     let (conversation, options, mut pools) =
         build::generator_with(&settings, Arc::clone(&storage), batch)
@@ -126,7 +128,6 @@ pub(crate) async fn run(args: PreferenceArgs) -> Result<(), Failure> {
     if args.resume {
         check_resumed_format(storage.as_ref(), pairs.format).await?;
     }
-    let stop = StopHandle::new();
     let caught = signals::watch(stop.clone(), Duration::from_secs(args.grace));
     let progress = Progress::counting(
         Some(pairs.num_pairs),

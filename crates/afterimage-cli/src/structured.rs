@@ -88,7 +88,8 @@ pub(crate) async fn run(args: StructuredArgs) -> Result<(), Failure> {
     if args.resume {
         settings.structured_output_start = recorded_mode(storage.as_ref()).await;
     }
-    let batch = crate::batch::prepare(&settings, storage.as_ref(), args.resume, None).await?;
+    let batch =
+        crate::batch::prepare(&settings, storage.as_ref(), args.resume, None, &stop).await?;
     let batch_run_id = batch.as_ref().map(|b| b.run_id.clone());
     let (dialogs, options, mut pools) =
         build::generator_with(&settings, Arc::clone(&storage), batch)

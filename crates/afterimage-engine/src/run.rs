@@ -352,7 +352,10 @@ impl<'a> Scheduler<'a> {
         self.read_ledger();
     }
 
-    /// Counts how a dialog ended: a row, a spare, a failure (or a skip).
+    /// Counts how a dialog ended: a row, a spare, a failure (or a skip). A dialog that
+    /// fails once the stop handle asked for a cancel counts as cancelled: a stop that
+    /// ends the requests it waits on (a batch round refused for the budget) must not
+    /// read as failed dialogs, nor trip the failure budget.
     fn count(&mut self, ended: Ended) {
         let (failed, spares) = (self.state.progress.dialogs_failed, self.state.spares);
         match ended {
@@ -360,12 +363,25 @@ impl<'a> Scheduler<'a> {
                 self.state.record_row(outcome);
                 self.metrics.written();
             }
+            Err(failure) if self.cancelling() && !matches!(failure.error, DialogError::Spare) => {
+                self.state.spend(failure.spent);
+                self.state.cancelled += 1;
+                self.metrics.cancelled(1);
+            }
             Err(failure) => self.state.record_failure(failure, self.plan),
         }
         if self.state.progress.dialogs_failed > failed {
             self.metrics.failed();
         }
         self.metrics.spares(self.state.spares - spares);
+    }
+
+    /// Whether the stop handle asks for the dialogs in flight to be cancelled.
+    fn cancelling(&self) -> bool {
+        self.options
+            .stop
+            .as_ref()
+            .is_some_and(StopHandle::is_cancelled)
     }
 
     /// Once the count's rows are stored, the dialogs still running are spares: they

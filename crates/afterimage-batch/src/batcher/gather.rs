@@ -88,8 +88,14 @@ impl Task {
         }
     }
 
-    /// Takes in an arriving request.
+    /// Takes in an arriving request; after a fatal outcome it fails at once, with no
+    /// wait for a round that would not be sent.
     fn arrive(&mut self, parked: Parked, pending: &mut Vec<Parked>) {
+        if let Some(error) = &self.fatal {
+            self.ctx.state().report.permanent_failures += 1;
+            let _ = parked.reply.send(Err(error.clone()));
+            return;
+        }
         match self.admit(parked) {
             Admitted::Answered => {}
             Admitted::Held => self.ctx.state().waiting += 1,

@@ -41,6 +41,9 @@ pub(crate) struct Task {
     pub(super) round_offset: u64,
     /// Why requests cannot be sent at all (a journal that cannot be read).
     pub(super) broken: Option<String>,
+    /// The first fatal outcome (no credit, a refused key): every request after it
+    /// fails with it, and no further batch is submitted.
+    pub(super) fatal: Option<ProviderError>,
 }
 
 impl Task {
@@ -61,6 +64,7 @@ impl Task {
             held: Vec::new(),
             round_offset: 0,
             broken: None,
+            fatal: None,
         }
     }
 
@@ -82,7 +86,10 @@ impl Task {
     /// round goes through each request's synchronous model (those without one go
     /// as batches anyway).
     async fn run_round(&mut self, round: Vec<Parked>) -> Vec<Parked> {
-        let round_no = self.count_round(&round);
+        if let Some(error) = &self.fatal {
+            self.fail_all(round, error, true);
+            return Vec::new();
+        }
         let settings = &self.ctx.settings;
         let small = round.len() < settings.min_requests && settings.tail == Tail::Sync;
         let (mut sync, mut batched): (Vec<Parked>, Vec<Parked>) =
@@ -90,16 +97,20 @@ impl Task {
         if !batched.is_empty()
             && let Err(message) = self.check_gate(batched.len())
         {
-            self.fail_all(std::mem::take(&mut batched), &message);
+            // A refusal is the gate's stop (the budget), not the requests' failure:
+            // nothing of it is sent.
+            self.fail_all(std::mem::take(&mut batched), &other(message), false);
         }
         if sync.is_empty() && batched.is_empty() {
             return Vec::new();
         }
+        let round_no = self.count_round(sync.iter().chain(&batched));
         self.number(&mut sync);
         self.number(&mut batched);
         if let Err(e) = self.journal_requests(sync.iter().chain(&batched)) {
-            self.fail_all(sync, &e.to_string());
-            self.fail_all(batched, &e.to_string());
+            let error = other(e.to_string());
+            self.fail_all(sync, &error, true);
+            self.fail_all(batched, &error, true);
             return Vec::new();
         }
         self.ctx.state().report.sync_requests += sync.len() as u64;
@@ -114,7 +125,7 @@ impl Task {
     }
 
     /// Counts the round and each request's submission; the run's round number.
-    fn count_round(&self, round: &[Parked]) -> u64 {
+    fn count_round<'a>(&self, round: impl Iterator<Item = &'a Parked>) -> u64 {
         let mut state = self.ctx.state();
         state.report.rounds += 1;
         for p in round {
@@ -159,16 +170,16 @@ impl Task {
         journal.append(&records)
     }
 
-    /// Fails every request of the round with `message`, not to be retried.
-    fn fail_all(&self, round: Vec<Parked>, message: &str) {
+    /// Fails every request of the round with `error` (counted as failures when
+    /// `counted`).
+    fn fail_all(&self, round: Vec<Parked>, error: &ProviderError, counted: bool) {
         let mut state = self.ctx.state();
         for parked in round {
             state.waiting = state.waiting.saturating_sub(1);
-            state.report.permanent_failures += 1;
-            let _ = parked.reply.send(Err(ProviderError::Other {
-                message: message.to_owned(),
-                retryable: false,
-            }));
+            if counted {
+                state.report.permanent_failures += 1;
+            }
+            let _ = parked.reply.send(Err(error.clone()));
         }
     }
 
@@ -189,6 +200,13 @@ impl Task {
         // Local keys count across endpoints, so each batch of the round has its own.
         let mut n = 0;
         while !queue.is_empty() {
+            if let Some(error) = fatal_in(&outcomes) {
+                // No credit or a refused key: the rest of the round would fail alike.
+                let items: Vec<BatchItem> = queue.drain(..).flat_map(|(_, c)| c).collect();
+                let fatal = |i: BatchItem| (i.custom_id, ItemOutcome::Fatal(error.clone()));
+                outcomes.extend(items.into_iter().map(fatal));
+                break;
+            }
             let mut open = JoinSet::new();
             let take = self.ctx.settings.max_open_batches.max(1).min(queue.len());
             for (endpoint, chunk) in queue.drain(..take) {
@@ -318,13 +336,26 @@ impl Task {
     }
 
     /// Answers each request of the round from `outcomes`; returns those to retry.
-    fn apply(&self, round: Vec<Parked>, mut outcomes: HashMap<String, ItemOutcome>) -> Vec<Parked> {
+    /// After a fatal outcome nothing is retried: every request not answered fails
+    /// with that error, as will every later one.
+    fn apply(
+        &mut self,
+        round: Vec<Parked>,
+        mut outcomes: HashMap<String, ItemOutcome>,
+    ) -> Vec<Parked> {
+        if self.fatal.is_none() {
+            self.fatal = fatal_in(&outcomes);
+        }
         let mut again = Vec::new();
         let mut state = self.ctx.state();
         for mut parked in round {
             let outcome = outcomes.remove(&parked.custom_id()).unwrap_or_else(|| {
                 ItemOutcome::Retryable("the batch ended without a result for it".into())
             });
+            let outcome = match (outcome, &self.fatal) {
+                (ItemOutcome::Retryable(_), Some(error)) => ItemOutcome::Fatal(error.clone()),
+                (outcome, _) => outcome,
+            };
             parked.tries += 1;
             let answer = match outcome {
                 ItemOutcome::Ok(response) => Ok(*response),
@@ -352,6 +383,22 @@ impl Task {
             let _ = parked.reply.send(answer);
         }
         again
+    }
+}
+
+/// The first fatal outcome among `outcomes`, if any.
+fn fatal_in(outcomes: &HashMap<String, ItemOutcome>) -> Option<ProviderError> {
+    outcomes.values().find_map(|o| match o {
+        ItemOutcome::Fatal(error) => Some(error.clone()),
+        _ => None,
+    })
+}
+
+/// A non-retryable error carrying `message`.
+fn other(message: String) -> ProviderError {
+    ProviderError::Other {
+        message,
+        retryable: false,
     }
 }
 

@@ -369,6 +369,9 @@ async fn the_round_gate_fails_a_round_it_refuses_without_submitting() {
         );
     }
     assert_eq!(server.batches_created(), 0);
+    // The refusal is the gate's stop, not the requests' failure, and no round.
+    let report = batcher.report();
+    assert_eq!((report.rounds, report.permanent_failures), (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -536,4 +539,25 @@ async fn rounds_go_on_while_a_re_attached_batch_is_still_running() {
     );
     assert_eq!(old_server.batch_submissions().len(), 3);
     assert_eq!(new_server.batch_submissions().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_fatal_outcome_fails_every_later_request_without_another_batch() {
+    // Credit for two lines: the first round's other two fail for low credit.
+    let config = MockConfig::default()
+        .with_batch_phase(Duration::from_millis(20))
+        .with_batch_credit(2);
+    let server = MockServer::start(config).await.unwrap();
+    let (backend, _, model) = clients(&server, Provider::Anthropic);
+    let batcher = Batcher::start("r40", model, vec![backend], None, fast(), None);
+    let results = dialogs_of(&batcher, 4, 3).await;
+    let errors: Vec<&ProviderError> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(errors.len(), 10, "{results:?}");
+    for error in errors {
+        assert!(
+            matches!(error, ProviderError::QuotaExhausted { .. }),
+            "{error}"
+        );
+    }
+    assert_eq!(server.batches_created(), 1, "no round after the fatal one");
 }

@@ -4,7 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use afterimage_batch::{BatchBackend, Journal, RemoteBatch};
+use afterimage_batch::{
+    BatchBackend, BatchPhase, BatchStatus, EndKind, Journal, JournalBatch, JournalSummary,
+    RemoteBatch,
+};
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
 
@@ -37,6 +40,11 @@ pub(crate) struct BatchTarget {
     /// The provider, model and base URL, when the run overrode the config's.
     #[command(flatten)]
     pub(crate) model: ModelFlags,
+    /// Print one JSON object (the run id, each open batch with its id, local key, key
+    /// fingerprint, provider state, phase, counts and requests; the unsubmitted
+    /// intents) instead of lines.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// Runs `afterimage batch status|cancel`.
@@ -54,41 +62,114 @@ pub(crate) async fn run(command: BatchCommand) -> Result<(), Failure> {
     let summary = read_journal(&dir, &target.output)?;
     let client = crate::build::http_client(&settings).map_err(Failure::Usage)?;
     let keyed = backends(&settings, &client).map_err(Failure::Usage)?;
+    let mut looked = Vec::with_capacity(summary.open.len());
+    for open in &summary.open {
+        let result = match pinned(&keyed, &open.backend) {
+            Ok(Keyed { backend, .. }) => one(backend.as_ref(), open, cancel).await,
+            Err(e) => Err(e),
+        };
+        looked.push((open, result));
+    }
+    if target.json {
+        println!("{}", json(&summary, &looked));
+    } else {
+        print_lines(&summary, &dir, &looked, cancel);
+    }
+    match looked.iter().filter(|(_, r)| r.is_err()).count() {
+        0 => Ok(()),
+        n => Err(Failure::Run(anyhow!(
+            "{n} batch(es) could not be reached; see above"
+        ))),
+    }
+}
+
+/// What looking at one open batch gave: its status, and whether it was cancelled now.
+type Looked<'a> = (&'a JournalBatch, anyhow::Result<(BatchStatus, bool)>);
+
+/// The text form: a line per open batch, after the unsubmitted intents.
+fn print_lines(summary: &JournalSummary, dir: &Path, looked: &[Looked<'_>], cancel: bool) {
     say_pending(summary.unsubmitted.len());
-    if summary.open.is_empty() {
+    if looked.is_empty() {
         println!(
             "run {}: no open provider batch in {}",
             summary.run_id,
             dir.display()
         );
-        return Ok(());
+        return;
     }
     println!(
         "run {}: {} open provider batch(es)",
         summary.run_id,
-        summary.open.len()
+        looked.len()
     );
-    let mut failed = 0;
-    for open in &summary.open {
-        let remote = RemoteBatch {
-            id: open.batch_id.clone(),
-            local_key: Some(open.local_key.clone()),
-            requests: Some(open.requests as u64),
-        };
-        let done = match pinned(&keyed, &open.backend) {
-            Ok(Keyed { backend, .. }) => one(backend.as_ref(), &remote, cancel).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = done {
-            println!("fail  {}: {e:#}", open.batch_id);
-            failed += 1;
+    for (open, result) in looked {
+        match result {
+            Ok((status, cancelled)) => println!("{}", line(open, status, cancel, *cancelled)),
+            Err(e) => println!("fail  {}: {e:#}", open.batch_id),
         }
     }
-    match failed {
-        0 => Ok(()),
-        n => Err(Failure::Run(anyhow!(
-            "{n} batch(es) could not be reached; see above"
-        ))),
+}
+
+/// The JSON form (`--json`).
+fn json(summary: &JournalSummary, looked: &[Looked<'_>]) -> serde_json::Value {
+    let open: Vec<serde_json::Value> = looked
+        .iter()
+        .map(|(open, result)| {
+            let mut batch = serde_json::json!({
+                "id": open.batch_id,
+                "local_key": open.local_key,
+                "key_fingerprint": open.backend,
+                "requests": open.requests,
+            });
+            let looked = match result {
+                Ok((status, cancelled)) => serde_json::json!({
+                    "provider_state": status.raw_state,
+                    "phase": phase_name(status.phase),
+                    "counts": status.counts.map(|c| serde_json::json!({
+                        "total": c.total,
+                        "succeeded": c.succeeded,
+                        "failed": c.failed,
+                        "pending": c.pending,
+                    })),
+                    "cancelled_now": cancelled,
+                }),
+                Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
+            };
+            if let (Some(batch), Some(looked)) = (batch.as_object_mut(), looked.as_object()) {
+                batch.extend(looked.clone());
+            }
+            batch
+        })
+        .collect();
+    let unsubmitted: Vec<serde_json::Value> = summary
+        .unsubmitted
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "local_key": i.local_key,
+                "key_fingerprint": i.backend,
+                "requests": i.requests,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "run_id": summary.run_id,
+        "open": open,
+        "unsubmitted": unsubmitted,
+    })
+}
+
+/// A phase as `--json` names it.
+fn phase_name(phase: BatchPhase) -> &'static str {
+    match phase {
+        BatchPhase::Queued => "queued",
+        BatchPhase::Running => "running",
+        BatchPhase::Finalizing => "finalizing",
+        BatchPhase::Cancelling => "cancelling",
+        BatchPhase::Ended(EndKind::Completed) => "completed",
+        BatchPhase::Ended(EndKind::Failed) => "failed",
+        BatchPhase::Ended(EndKind::Expired) => "expired",
+        BatchPhase::Ended(EndKind::Cancelled) => "cancelled",
     }
 }
 
@@ -128,29 +209,40 @@ fn say_pending(count: usize) {
     }
 }
 
-/// Polls one batch (and cancels it when asked and it has not ended) and prints its
-/// line.
-async fn one(backend: &dyn BatchBackend, remote: &RemoteBatch, cancel: bool) -> anyhow::Result<()> {
-    let mut status = backend.poll(remote).await?;
-    let verb = match (cancel, status.phase.is_ended()) {
-        (true, false) => {
-            backend.cancel(remote).await?;
-            status = backend.poll(remote).await?;
-            "cancelled"
-        }
-        (true, true) => "ended  ",
-        (false, _) => "ok     ",
+/// Polls one batch (and cancels it when asked and it has not ended); its status,
+/// and whether it was cancelled now.
+async fn one(
+    backend: &dyn BatchBackend,
+    open: &JournalBatch,
+    cancel: bool,
+) -> anyhow::Result<(BatchStatus, bool)> {
+    let remote = RemoteBatch {
+        id: open.batch_id.clone(),
+        local_key: Some(open.local_key.clone()),
+        requests: Some(open.requests as u64),
+    };
+    let status = backend.poll(&remote).await?;
+    if !cancel || status.phase.is_ended() {
+        return Ok((status, false));
+    }
+    backend.cancel(&remote).await?;
+    Ok((backend.poll(&remote).await?, true))
+}
+
+/// One batch's line: `ok` (status), `cancelled` or `ended` (cancel), its id, state
+/// and counts.
+fn line(open: &JournalBatch, status: &BatchStatus, cancel: bool, cancelled: bool) -> String {
+    let verb = match (cancel, cancelled) {
+        (_, true) => "cancelled",
+        (true, false) => "ended  ",
+        (false, false) => "ok     ",
     };
     let counts = match status.counts {
         Some(c) if c.total > 0 => format!(
             "{} succeeded, {} failed, {} pending of {}",
             c.succeeded, c.failed, c.pending, c.total
         ),
-        _ => format!(
-            "{} requests; counts not given yet",
-            remote.requests.unwrap_or(0)
-        ),
+        _ => format!("{} requests; counts not given yet", open.requests),
     };
-    println!("{verb} {}: {} ({counts})", remote.id, status.raw_state);
-    Ok(())
+    format!("{verb} {}: {} ({counts})", open.batch_id, status.raw_state)
 }

@@ -130,11 +130,17 @@ impl Scene {
 
     /// `afterimage batch COMMAND OUT --config CONFIG` with `key` as the API key.
     async fn batch_command(&self, command: &str, key: &str) -> Run {
+        self.batch_command_with(command, key, &[]).await
+    }
+
+    /// [`batch_command`](Self::batch_command) with `extra` flags.
+    async fn batch_command_with(&self, command: &str, key: &str, extra: &[&str]) -> Run {
         let p = self.protocol;
         let (out, config) = (self.out.to_str().unwrap(), self.config.to_str().unwrap());
         let mut cli = Cli::new(&["batch", command, out, "--config", config])
             .args(&["--provider", p.provider, "--base-url"])
             .args(&[&(p.base_url)(&self.server)])
+            .args(extra)
             .env(p.key_env, key.into());
         for (name, value) in &self.env {
             cli = cli.env(name, value.clone());
@@ -477,6 +483,46 @@ async fn batch_status_and_cancel_reach_the_batches_a_stopped_run_left_open() {
         assert!(log.contains(id), "{id} was not named at the stop: {log}");
     }
 
+    // The same, machine-readable.
+    let json = scene
+        .batch_command_with("status", "key-one", &["--json"])
+        .await;
+    assert_eq!(json.code, 0, "{}\n{}", json.stdout, json.stderr);
+    let json: serde_json::Value = serde_json::from_str(json.stdout.trim()).unwrap();
+    let run_id = scene.record()["run_id"].clone();
+    assert!(
+        json["run_id"].is_string() && json["run_id"] == run_id,
+        "{json}"
+    );
+    let batches = json["open"].as_array().unwrap();
+    assert_eq!(batches.len(), open.len(), "{json}");
+    for batch in batches {
+        let id = batch["id"].as_str().unwrap();
+        assert!(log.contains(id), "{id}: {json}");
+        assert!(
+            batch["local_key"].as_str().unwrap().contains("-round"),
+            "{json}"
+        );
+        assert!(
+            !batch["key_fingerprint"].as_str().unwrap().is_empty(),
+            "{json}"
+        );
+        assert!(
+            !batch["key_fingerprint"]
+                .as_str()
+                .unwrap()
+                .contains("key-one")
+        );
+        assert!(batch["provider_state"].is_string(), "{json}");
+        assert!(
+            ["queued", "running", "finalizing"].contains(&batch["phase"].as_str().unwrap()),
+            "{json}"
+        );
+        assert!(batch["requests"].as_u64().unwrap() > 0, "{json}");
+        assert!(batch.get("counts").is_some(), "{json}");
+    }
+    assert!(json["unsubmitted"].as_array().unwrap().is_empty(), "{json}");
+
     // Only the key that created a batch sees it.
     let other = scene.batch_command("status", "key-two").await;
     assert_ne!(other.code, 0, "{}", other.stdout);
@@ -695,4 +741,123 @@ async fn structured_and_preference_write_exactly_n_rows_through_batches() {
     );
     let submissions = scene.server.batch_submissions();
     assert!(submissions.values().all(|&n| n == 1), "{submissions:?}");
+}
+
+impl Scene {
+    /// The rows stored so far (none before the first is written).
+    fn rows_now(&self) -> usize {
+        if self.out.exists() {
+            read_rows(&self.out).len()
+        } else {
+            0
+        }
+    }
+
+    /// The run record next to the rows.
+    fn record(&self) -> serde_json::Value {
+        let path = format!("{}.run.json", self.out.display());
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+}
+
+/// A scene whose dialogs all take the full 3 turns, so none ends before round 6.
+async fn three_turn_scene() -> Scene {
+    let scene = Scene::new(OPENAI, fast_mock(), FAST).await;
+    let text = std::fs::read_to_string(&scene.config).unwrap();
+    let fixed = text.replace("  max_turns: 3\n", "  max_turns: 3\n  fixed_turns: true\n");
+    assert_ne!(fixed, text, "the example changed its turns");
+    std::fs::write(&scene.config, fixed).unwrap();
+    scene
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_past_the_budget_stops_the_run_cleanly_and_resume_with_more_finishes() {
+    // What a whole run costs, to put the limit past its synchronous setup (the
+    // questions, which vary a little from run to run) plus an eighth of its batched
+    // answers: round 1 goes (nothing batched yet to project from), and a later round
+    // is refused before the last, when the first dialogs could finish.
+    let full = three_turn_scene().await;
+    let batch = batch_report(&full.generate(&[]).run().await);
+    let (sync, batched) = (batch["sync_cost"].as_f64(), batch["batch_cost"].as_f64());
+    let limit = format!("{:.8}", 1.3 * sync.unwrap() + batched.unwrap() / 8.0);
+
+    let scene = three_turn_scene().await;
+    let run = scene.generate(&["--max-cost", &limit]).run().await;
+    assert_eq!(
+        run.code, 0,
+        "a budget stop exits as criteria do: {}",
+        run.stderr
+    );
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    let reason = report["stop_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("the budget of") && reason.contains("--resume"),
+        "{reason}"
+    );
+    assert_eq!(report["dialogs_failed"], 0, "{report}");
+    assert_eq!(report["batch"]["permanent_failures"], 0, "{report}");
+    // Round 1 went; the refused round is no round (nothing of it was sent).
+    assert!(report["batch"]["rounds"].as_u64().unwrap() >= 1, "{report}");
+    assert_eq!(report["batch"]["submissions_max"], 1, "{report}");
+    let rows = scene.rows_now();
+    assert!(rows < N, "{rows} rows");
+    let record = scene.record();
+    assert_eq!(record["status"], "stopped", "{record}");
+    let stored = record["stop_reason"].as_str().unwrap();
+    assert!(stored.contains("the budget of"), "{record}");
+    assert!(
+        run.stderr.contains("raise --max-cost") && run.stderr.contains("--resume"),
+        "{}",
+        run.stderr
+    );
+
+    // The resumed run counts what the first spent: under the same limit it submits
+    // nothing new (what it replays from the journal costs nothing).
+    let again = scene
+        .generate(&["--resume", "--max-cost", &limit])
+        .run()
+        .await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(scene.rows_now() < N, "{}", again.stdout);
+    let report: serde_json::Value = serde_json::from_str(again.stdout.trim()).unwrap();
+    let reason = report["stop_reason"].as_str().unwrap();
+    assert!(reason.contains("budget of"), "{report}");
+    assert_eq!(report["batch"]["requests_submitted"], 0, "{report}");
+
+    let run = scene
+        .generate(&["--resume", "--max-cost", "100"])
+        .run()
+        .await;
+    batch_report(&run);
+    scene.assert_exact();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_credit_stops_the_run_at_once_with_the_providers_message() {
+    // Credit for the first round's first lines only: the rest of that round fail for
+    // low credit, and the dialogs whose lines went through must not make another
+    // round of batches that could only fail alike.
+    let scene = Scene::new(ANTHROPIC, fast_mock().with_batch_credit(5), FAST).await;
+    let run = scene.generate(&[]).run().await;
+    assert_eq!(
+        run.code, 1,
+        "a fatal provider error fails the run: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("credit balance is too low") && run.stderr.contains("add credit"),
+        "{}",
+        run.stderr
+    );
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(report["batch"]["batches"], 1, "{report}");
+    let submitted: u64 = scene.server.batch_submissions().values().copied().sum();
+    assert_eq!(
+        submitted,
+        report["batch"]["requests_submitted"].as_u64().unwrap()
+    );
+    assert_eq!(
+        scene.rows_now() as u64,
+        report["rows_written"].as_u64().unwrap()
+    );
 }

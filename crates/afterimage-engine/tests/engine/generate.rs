@@ -905,3 +905,50 @@ async fn the_run_record_sums_the_failures_of_every_session() {
     assert_eq!(record.failures.unwrap().get(cause), Some(&3));
     assert_eq!((record.status, record.rows_written), (RunStatus::Failed, 4));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialogs_failing_after_a_cancel_count_as_cancelled_not_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let handle = afterimage_engine::StopHandle::new();
+    let trigger = handle.clone();
+    let calls = Arc::new(AtomicUsize::new(0));
+    // Like a batch round refused for the budget: the stop is asked for, then every
+    // waiting request is answered with an error.
+    let model = Arc::new(ScriptedModel::new("scripted", move |_| {
+        let (calls, trigger) = (Arc::clone(&calls), trigger.clone());
+        async move {
+            if calls.fetch_add(1, Ordering::SeqCst) >= 8 {
+                trigger.set_reason("the budget");
+                trigger.cancel();
+                return Err(ProviderError::Other {
+                    message: "round refused".into(),
+                    retryable: false,
+                });
+            }
+            Ok(ChatResponse::text("ok").with_usage(Usage::new(3, 2)))
+        }
+    }));
+    let report = generator(model, &path)
+        .generate(
+            GenerateOptions::new()
+                .num_dialogs(50)
+                .max_turns(1)
+                .max_concurrency(4)
+                .max_failures(0)
+                .stop_handle(handle),
+        )
+        .await
+        .unwrap();
+    assert!(report.interrupted, "{}", report.stop_reason);
+    assert_eq!(report.dialogs_failed, 0, "{}", report.stop_reason);
+    assert!(report.rows_written < 50);
+    assert!(
+        report.stop_reason.starts_with("interrupted by the budget")
+            && report.stop_reason.contains("in flight were cancelled"),
+        "{}",
+        report.stop_reason
+    );
+    let record = JsonlStorage::new(&path).load_run().await.unwrap().unwrap();
+    assert_eq!(record.status, RunStatus::Stopped);
+}
