@@ -80,6 +80,8 @@ pub enum RequestRole {
     Assistant,
     /// The judge: `j`.
     Judge,
+    /// Writing the questions dialogs start from (the instruction generator): `q`.
+    Question,
 }
 
 impl RequestRole {
@@ -88,6 +90,7 @@ impl RequestRole {
             RequestRole::User => 'u',
             RequestRole::Assistant => 'a',
             RequestRole::Judge => 'j',
+            RequestRole::Question => 'q',
         }
     }
 }

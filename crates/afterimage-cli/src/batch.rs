@@ -177,6 +177,8 @@ pub(crate) struct RoleModels {
     pub(crate) correspondent: Option<Arc<dyn ChatModel>>,
     /// The judge's.
     pub(crate) judge: Arc<dyn ChatModel>,
+    /// The instruction generator's (and the persona generator's).
+    pub(crate) instructions: Arc<dyn ChatModel>,
 }
 
 impl RoleModels {
@@ -189,6 +191,7 @@ impl RoleModels {
                 .judge
                 .clone()
                 .unwrap_or_else(|| Arc::clone(&sync.respondent)),
+            instructions: Arc::clone(&sync.respondent),
         }
     }
 }
@@ -305,11 +308,17 @@ fn role_models(
         ),
         _ => Some(batcher.model(RequestRole::Judge)),
     };
+    let instructions = if config.roles.instructions {
+        batcher.model(RequestRole::Question)
+    } else {
+        unbatched.instructions
+    };
     RoleModels {
         respondent,
         correspondent,
         // A judge whose endpoint has no batch API stays on its synchronous model.
         judge: judge.unwrap_or(unbatched.judge),
+        instructions,
     }
 }
 

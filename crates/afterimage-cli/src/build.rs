@@ -394,7 +394,6 @@ pub(crate) async fn generator_with(
     let client = http_client(settings)?;
     let mut pools = Meters::default();
     let sync = sync_models(settings, &client, &mut pools)?;
-    let respondent = Arc::clone(&sync.respondent);
     let roles = match batch {
         None => RoleModels::sync(&sync),
         Some(start) => {
@@ -429,7 +428,8 @@ pub(crate) async fn generator_with(
             .tools(tools.specs.clone())
             .max_tool_rounds(tools.max_tool_rounds);
     }
-    let instructions = instruction_generator(settings, &respondent, &storage, &pools.ledger)?;
+    let instructions =
+        instruction_generator(settings, &roles.instructions, &storage, &pools.ledger)?;
     let generator = builder.instruction_generator(instructions).build()?;
     let options = run_options(settings, &pools.parked)?;
     Ok((generator, options, pools))

@@ -63,6 +63,9 @@ pub enum BatchRole {
     Correspondent,
     /// The judge.
     Judge,
+    /// Writing the first questions (the instruction generator), opt-in: each draw of
+    /// a dialog waits a round, and a redraw (a near-duplicate question) another.
+    Instructions,
 }
 
 /// `batch.tail`
@@ -91,6 +94,7 @@ pub(crate) struct Roles {
     pub(crate) respondent: bool,
     pub(crate) correspondent: bool,
     pub(crate) judge: bool,
+    pub(crate) instructions: bool,
 }
 
 /// Batch mode, resolved.
@@ -182,18 +186,20 @@ fn roles(list: Option<&[BatchRole]>) -> Result<Roles, SettingsError> {
             respondent: true,
             correspondent: true,
             judge: true,
+            instructions: false,
         });
     };
     if list.is_empty() {
         return Err(SettingsError::new(
             "batch.roles",
-            "no role is batched: list at least one of respondent, correspondent, judge (or turn batch mode off)",
+            "no role is batched: list at least one of respondent, correspondent, judge, instructions (or turn batch mode off)",
         ));
     }
     Ok(Roles {
         respondent: list.contains(&BatchRole::Respondent),
         correspondent: list.contains(&BatchRole::Correspondent),
         judge: list.contains(&BatchRole::Judge),
+        instructions: list.contains(&BatchRole::Instructions),
     })
 }
 

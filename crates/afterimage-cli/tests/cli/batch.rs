@@ -861,3 +861,30 @@ async fn no_credit_stops_the_run_at_once_with_the_providers_message() {
         report["rows_written"].as_u64().unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instructions_in_the_roles_batch_question_writing_too() {
+    let roles = "  roles: [respondent, correspondent, judge, instructions]\n";
+    let scene = Scene::new(OPENAI, fast_mock(), &format!("{FAST}{roles}")).await;
+    let run = scene.generate(&[]).run().await;
+    let batch = batch_report(&run);
+    scene.assert_exact();
+    assert_eq!(batch["submissions_max"], 1, "{batch}");
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    let by_model = &report["ledger"]["by_model"];
+    let batched = &by_model["gpt-4o-mini (batch)"]["by_role"];
+    assert!(
+        batched["instructions"]["requests"].as_u64().unwrap() > 0,
+        "{by_model}"
+    );
+    // Only the correspondent prompt, written while the run is set up (outside any
+    // dialog), may still go synchronously.
+    let sync_roles = by_model["gpt-4o-mini"]["by_role"]
+        .as_object()
+        .map(|roles| roles.keys().cloned().collect::<Vec<_>>())
+        .unwrap_or_default();
+    assert!(
+        sync_roles.iter().all(|r| r == "correspondent"),
+        "{sync_roles:?}"
+    );
+}
