@@ -17,7 +17,7 @@ use super::SettingsError;
 pub struct BatchSection {
     /// Turn batch mode on (`generate --batch` does too).
     pub enabled: Option<bool>,
-    /// The roles whose requests go in batches (default all three).
+    /// The roles whose requests go in batches (default all four).
     pub roles: Option<Vec<BatchRole>>,
     /// A round with fewer requests takes the `tail` path (default 50).
     pub min_requests: Option<usize>,
@@ -63,8 +63,9 @@ pub enum BatchRole {
     Correspondent,
     /// The judge.
     Judge,
-    /// Writing the first questions (the instruction generator), opt-in: each draw of
-    /// a dialog waits a round, and a redraw (a near-duplicate question) another.
+    /// Writing the first questions (the instruction generator and its personas): each
+    /// draw of a dialog waits a round, and a redraw (a near-duplicate question)
+    /// another; without it they stay at full price.
     Instructions,
 }
 
@@ -186,7 +187,7 @@ fn roles(list: Option<&[BatchRole]>) -> Result<Roles, SettingsError> {
             respondent: true,
             correspondent: true,
             judge: true,
-            instructions: false,
+            instructions: true,
         });
     };
     if list.is_empty() {
@@ -316,7 +317,8 @@ mod tests {
     fn defaults_follow_the_reference() {
         let config = on("{}").unwrap().unwrap();
         assert_eq!(config.settings, BatchSettings::default());
-        assert!(config.roles.respondent && config.roles.correspondent && config.roles.judge);
+        let roles = config.roles;
+        assert!(roles.respondent && roles.correspondent && roles.judge && roles.instructions);
         assert_eq!(config.dir, PathBuf::from("out/rows.jsonl.batch"));
         assert_eq!(config.oversample_factor(true, None), AUTO_JUDGED_OVERSAMPLE);
         assert_eq!(config.oversample_factor(false, None), 1.0);

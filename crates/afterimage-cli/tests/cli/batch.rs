@@ -863,9 +863,8 @@ async fn no_credit_stops_the_run_at_once_with_the_providers_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn instructions_in_the_roles_batch_question_writing_too() {
-    let roles = "  roles: [respondent, correspondent, judge, instructions]\n";
-    let scene = Scene::new(OPENAI, fast_mock(), &format!("{FAST}{roles}")).await;
+async fn question_writing_is_batched_unless_instructions_leave_the_roles() {
+    let scene = Scene::new(OPENAI, fast_mock(), FAST).await;
     let run = scene.generate(&[]).run().await;
     let batch = batch_report(&run);
     scene.assert_exact();
@@ -886,5 +885,16 @@ async fn instructions_in_the_roles_batch_question_writing_too() {
     assert!(
         sync_roles.iter().all(|r| r == "correspondent"),
         "{sync_roles:?}"
+    );
+
+    let roles = "  roles: [respondent, correspondent, judge]\n";
+    let scene = Scene::new(OPENAI, fast_mock(), &format!("{FAST}{roles}")).await;
+    let run = scene.generate(&[]).run().await;
+    batch_report(&run);
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    let sync = &report["ledger"]["by_model"]["gpt-4o-mini"]["by_role"];
+    assert!(
+        sync["instructions"]["requests"].as_u64().unwrap() > 0,
+        "{sync}"
     );
 }
