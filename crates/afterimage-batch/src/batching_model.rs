@@ -62,12 +62,21 @@ impl Default for BatchSettings {
 }
 
 impl BatchSettings {
-    /// The wait before poll `attempt` (0 first) of a batch whose phase has not changed.
-    pub(crate) fn poll_wait(&self, attempt: u32) -> Duration {
+    /// The wait before poll `attempt` (0 first) of a batch whose phase has not changed:
+    /// doubling from `poll_initial` to `poll_max`, then spread by `jitter` (in
+    /// `[0, 1)`) over plus or minus a tenth, as [`poll_delay`](crate::poll_delay) does.
+    pub(crate) fn poll_wait(&self, attempt: u32, jitter: f64) -> Duration {
         let factor = 1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX);
-        self.poll_initial
+        let base = self
+            .poll_initial
             .checked_mul(factor)
-            .map_or(self.poll_max, |d| d.min(self.poll_max))
+            .map_or(self.poll_max, |d| d.min(self.poll_max));
+        let jitter = if jitter.is_finite() {
+            jitter.clamp(0.0, 1.0)
+        } else {
+            0.5
+        };
+        base.mul_f64(0.9 + 0.2 * jitter)
     }
 }
 
@@ -273,11 +282,16 @@ mod tests {
             poll_max: Duration::from_millis(50),
             ..BatchSettings::default()
         };
-        let waits: Vec<u128> = (0..5).map(|a| settings.poll_wait(a).as_millis()).collect();
+        let waits: Vec<u128> = (0..5)
+            .map(|a| settings.poll_wait(a, 0.5).as_millis())
+            .collect();
         assert_eq!(waits, [10, 20, 40, 50, 50]);
-        assert_eq!(settings.poll_wait(u32::MAX), Duration::from_millis(50));
+        assert_eq!(settings.poll_wait(u32::MAX, 0.5), Duration::from_millis(50));
         let defaults = BatchSettings::default();
-        assert_eq!(defaults.poll_wait(0), crate::POLL_INITIAL);
-        assert_eq!(defaults.poll_wait(40), crate::POLL_MAX);
+        assert_eq!(defaults.poll_wait(0, 0.5), crate::POLL_INITIAL);
+        assert_eq!(defaults.poll_wait(40, 0.5), crate::POLL_MAX);
+        // Jitter spreads each wait over plus or minus a tenth.
+        assert_eq!(settings.poll_wait(0, 0.0), Duration::from_millis(9));
+        assert_eq!(settings.poll_wait(4, 1.0), Duration::from_millis(55));
     }
 }

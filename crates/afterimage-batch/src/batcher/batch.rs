@@ -376,7 +376,7 @@ async fn wait_for_end(
             }
             Err(e) => return Err(e),
         }
-        tokio::time::sleep(ctx.settings.poll_wait(attempt)).await;
+        tokio::time::sleep(ctx.settings.poll_wait(attempt, jitter(&batch.id, attempt))).await;
         attempt = attempt.saturating_add(1);
     }
 }
@@ -397,4 +397,12 @@ fn batch_outcome(error: &BatchError) -> ItemOutcome {
         BatchError::Invalid(_) => ItemOutcome::Permanent(error.to_string()),
         _ => ItemOutcome::Retryable(error.to_string()),
     }
+}
+
+/// A draw in `[0, 1)` for poll `attempt` of batch `id`: different batches (and runs)
+/// spread their polls instead of hitting the provider in step, and no random source
+/// is needed for it.
+fn jitter(id: &str, attempt: u32) -> f64 {
+    let hash = afterimage_core::fnv1a(format!("{id}/{attempt}").as_bytes());
+    (hash >> 11) as f64 / (1u64 << 53) as f64
 }

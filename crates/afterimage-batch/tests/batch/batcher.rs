@@ -652,3 +652,41 @@ async fn applied_batches_leave_no_files_at_the_provider_unless_kept() {
         assert_eq!(server.files_deleted(), expected, "keep_files: {keep_files}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_batch_keeps_its_finished_lines_and_asks_again_for_the_rest() {
+    // (An expired Gemini job has no results at all: nothing to keep.)
+    for provider in [Provider::OpenAi, Provider::Anthropic] {
+        // Every batch expires with only the first half of its lines done; a round of
+        // one (which would expire with nothing done) goes synchronously.
+        let server = server(MockConfig::default().with_batch_expiry_rate(1.0)).await;
+        let (backend, sync, model) = clients(&server, provider);
+        let settings = BatchSettings {
+            min_requests: 2,
+            max_request_attempts: 4,
+            ..fast()
+        };
+        let batcher = Batcher::start("r9", model, vec![backend], Some(sync), settings, None);
+        let results = dialogs_of(&batcher, 8, 1).await;
+        assert!(
+            results.iter().all(Result::is_ok),
+            "{provider:?}: {results:?}"
+        );
+        let submissions = server.batch_submissions();
+        let twice: Vec<_> = submissions.iter().filter(|(_, n)| **n != 1).collect();
+        assert!(twice.is_empty(), "{provider:?}: sent twice: {twice:?}");
+        // 8 lines: 4 answered before the first batch expired, kept and never asked
+        // again; of the 4 asked again 2 were kept, then 1, and the last went
+        // synchronously.
+        let keys = per_key(&submissions);
+        let mut tries: Vec<u64> = keys.values().copied().collect();
+        tries.sort_unstable();
+        assert_eq!(tries, [1, 1, 1, 1, 2, 2, 3, 3], "{provider:?}: {keys:?}");
+        let report = batcher.report();
+        assert_eq!(
+            (report.retried, report.sync_requests),
+            (7, 1),
+            "{provider:?}"
+        );
+    }
+}
