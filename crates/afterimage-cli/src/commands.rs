@@ -23,61 +23,108 @@ use crate::settings::{
 };
 use crate::signals::{self, Signal};
 
-/// Runs `generate`.
+/// Runs `generate`: settings, output, the generator (batched when asked), the run
+/// with its progress, then the report and the exit code.
 pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
     // First, so a SIGTERM during setup already drains instead of killing.
     let stop = StopHandle::new();
     let caught = signals::watch(stop.clone(), Duration::from_secs(args.grace));
-    let mut overrides: Overrides = args.overrides.into();
+    let mut settings = generate_settings(&args).await?;
+    let storage = open_output(&settings).await?;
+    if args.resume {
+        settings.structured_output_start = recorded_mode(storage.as_ref()).await;
+    }
+    let batch = prepare_batch(&args, &settings, storage.as_ref(), &stop).await?;
+    let batch_run_id = batch.as_ref().map(|b| b.run_id.clone());
+    let (generator, options, pools) = build::generator_with(&settings, Arc::clone(&storage), batch)
+        .await
+        .map_err(Failure::Usage)?;
+    let options = options.resume(args.resume);
+    let options = run_options(&args, &settings, &pools, options, stop).await?;
+    let options = match (&pools.batch, &batch_run_id) {
+        (Some(run), Some(id)) => {
+            let options = run.apply(options, id);
+            run.announce();
+            options
+        }
+        _ => options,
+    };
+    let result = run_with_progress(&generator, options, &settings, &args, &pools).await;
+    let joined = args.fleet.join;
+    // A shared run's record belongs to the fleet (and the output may hold other runs).
+    if let Some(state) = pools.structured.as_ref().filter(|_| !joined) {
+        record_structured_mode(storage.as_ref(), state).await;
+    }
+    let code = stopped_code(&caught, &pools);
+    conclude(result, &settings, &pools, args.json, code, !joined).await
+}
+
+/// The settings of `generate`: the config with the command line's overrides, the
+/// metrics endpoint started, the documents read (so an empty folder fails before any
+/// request).
+async fn generate_settings(args: &GenerateArgs) -> Result<Settings, Failure> {
+    let mut overrides: Overrides = args.overrides.clone().into();
     (overrides.batch, overrides.cancel_on_exit) = (args.batch, args.cancel_on_exit);
     let settings = settings(&args.config, overrides, KeyPolicy::Required)?;
     if let Some(addr) = &args.metrics_addr {
         let bound = crate::metrics::serve(addr).await.map_err(Failure::Usage)?;
         eprintln!("serving metrics on http://{bound}/metrics");
     }
-    // Documents are read once, here, so an empty folder fails before any request.
-    let mut settings = preload_documents(settings).await?;
-    let storage: Arc<dyn Storage> = Arc::new(
-        settings
-            .output
-            .open()
-            .await
-            .with_context(|| format!("opening the output {}", settings.output))
-            .map_err(Failure::Usage)?,
-    );
-    if args.resume {
-        settings.structured_output_start = recorded_mode(storage.as_ref()).await;
-    }
+    preload_documents(settings).await
+}
+
+/// The rows' output, opened.
+async fn open_output(settings: &Settings) -> Result<Arc<dyn Storage>, Failure> {
+    let storage = settings
+        .output
+        .open()
+        .await
+        .with_context(|| format!("opening the output {}", settings.output))
+        .map_err(Failure::Usage)?;
+    Ok(Arc::new(storage))
+}
+
+/// Batch mode's run id and journal, when it is on (never for a worker of a shared run).
+async fn prepare_batch(
+    args: &GenerateArgs,
+    settings: &Settings,
+    storage: &dyn Storage,
+    stop: &StopHandle,
+) -> Result<Option<crate::batch::BatchStart>, Failure> {
     if settings.batch.is_some() && args.fleet.join {
         return Err(Failure::Usage(anyhow!(
             "batch mode cannot run as a worker of a shared run (--join): run it as one process without --join, or turn batch mode off"
         )));
     }
-    let batch = crate::batch::prepare(
-        &settings,
-        storage.as_ref(),
-        args.resume,
-        args.max_cost,
-        &stop,
-    )
-    .await?;
-    let batch_run_id = batch.as_ref().map(|b| b.run_id.clone());
-    let (generator, options, pools) = build::generator_with(&settings, Arc::clone(&storage), batch)
-        .await
-        .map_err(Failure::Usage)?;
+    crate::batch::prepare(settings, storage, args.resume, args.max_cost, stop).await
+}
 
-    let mut options = options.resume(args.resume);
-    let joined = args.fleet.join;
-    options = crate::fleet::apply(&args.fleet, &settings.output, &pools.throttles, options).await?;
+/// The run's options from the command line: a shared run's, `--max-cost`, the stop
+/// handle the signals drive.
+async fn run_options(
+    args: &GenerateArgs,
+    settings: &Settings,
+    pools: &build::Meters,
+    options: afterimage_engine::GenerateOptions,
+    stop: StopHandle,
+) -> Result<afterimage_engine::GenerateOptions, Failure> {
+    let mut options =
+        crate::fleet::apply(&args.fleet, &settings.output, &pools.throttles, options).await?;
     if let Some(max_cost) = args.max_cost {
-        options = options.stopping_criterion(max_cost_criterion(&settings, max_cost)?);
+        options = options.stopping_criterion(max_cost_criterion(settings, max_cost)?);
     }
-    options = options.stop_handle(stop);
-    if let (Some(run), Some(id)) = (&pools.batch, &batch_run_id) {
-        options = run.apply(options, id);
-        run.announce();
-    }
+    Ok(options.stop_handle(stop))
+}
 
+/// Runs the generator with the progress bar (and batch mode's round lines), then lets
+/// batch mode close: spares' batches cancelled, a stopped run's left with hints.
+async fn run_with_progress(
+    generator: &afterimage_engine::ConversationGenerator,
+    options: afterimage_engine::GenerateOptions,
+    settings: &Settings,
+    args: &GenerateArgs,
+    pools: &build::Meters,
+) -> Result<RunReport, EngineError> {
     let progress = Progress::start(
         settings.num_dialogs,
         !args.json && std::io::stderr().is_terminal(),
@@ -93,13 +140,7 @@ pub(crate) async fn generate(args: GenerateArgs) -> Result<(), Failure> {
     if let Some(run) = &pools.batch {
         run.close(&result, &settings.output, &args.config).await;
     }
-    // A shared run's record belongs to the fleet (and the output may hold other runs).
-    if let Some(state) = pools.structured.as_ref().filter(|_| !joined) {
-        record_structured_mode(storage.as_ref(), state).await;
-    }
-
-    let code = stopped_code(&caught, &pools);
-    conclude(result, &settings, &pools, args.json, code, !joined).await
+    result
 }
 
 /// `--max-cost` as a criterion; it needs prices.
@@ -146,17 +187,22 @@ async fn conclude(
     let batch = |report: &RunReport| pools.batch.as_ref().map(|b| b.summary(&report.ledger));
     let pacing: Vec<ThrottleStats> = pools.throttles.iter().map(|t| t.stats()).collect();
     let prices = settings.price_source.as_deref();
+    let show = |report: &RunReport| {
+        let batch = batch(report);
+        let structured = pools.structured.as_ref();
+        print_report(
+            report,
+            &keys,
+            &pacing,
+            structured,
+            prices,
+            json,
+            batch.as_ref(),
+        );
+    };
     match result {
         Ok(report) if report.interrupted => {
-            print_report(
-                &report,
-                &keys,
-                &pacing,
-                pools.structured.as_ref(),
-                prices,
-                json,
-                batch(&report).as_ref(),
-            );
+            show(&report);
             // A worker of a shared run handed its claims back: the run goes on.
             let rest = if after_run {
                 "run the same command with --resume to make the rest"
@@ -178,15 +224,7 @@ async fn conclude(
             }
         }
         Ok(report) => {
-            print_report(
-                &report,
-                &keys,
-                &pacing,
-                pools.structured.as_ref(),
-                prices,
-                json,
-                batch(&report).as_ref(),
-            );
+            show(&report);
             // A shared run's export is one job after the fleet ends, not every worker's.
             if after_run {
                 let rows = report.rows_resumed + report.rows_written;
@@ -195,15 +233,7 @@ async fn conclude(
             Ok(())
         }
         Err(EngineError::RunFailed { cause, report }) => {
-            print_report(
-                &report,
-                &keys,
-                &pacing,
-                pools.structured.as_ref(),
-                prices,
-                json,
-                batch(&report).as_ref(),
-            );
+            show(&report);
             Err(Failure::Run(anyhow!(
                 "{cause} ({} rows written to {} are kept)",
                 report.rows_written,

@@ -111,20 +111,7 @@ pub(crate) async fn run(args: PreferenceArgs) -> Result<(), Failure> {
         build::generator_with(&settings, Arc::clone(&storage), batch)
             .await
             .map_err(Failure::Usage)?;
-    let mut builder = PreferenceGenerator::builder()
-        .conversation(conversation)
-        .num_responses(pairs.num_responses)
-        .min_score_gap(pairs.min_score_gap)
-        .strategy(pairs.strategy)
-        .multi_turn(pairs.multi_turn)
-        .format(pairs.format);
-    if let Some(model) = &pairs.secondary_model {
-        builder = builder.secondary_model(model.clone());
-    }
-    if let Some(log) = &pairs.log {
-        builder = builder.log(Arc::new(afterimage_storage::JsonlStorage::new(log)));
-    }
-    let generator = builder.build().map_err(|e| Failure::Usage(e.into()))?;
+    let generator = pair_generator(conversation, &pairs)?;
     if args.resume {
         check_resumed_format(storage.as_ref(), pairs.format).await?;
     }
@@ -164,6 +151,27 @@ pub(crate) async fn run(args: PreferenceArgs) -> Result<(), Failure> {
     }
     let code = caught.signal().map_or(130, Signal::exit_code);
     conclude(result, &settings, &pairs, &pools, args.json, code)
+}
+
+/// The pairs' generator around the dialogs' one, as the `preference:` section says.
+fn pair_generator(
+    conversation: afterimage_engine::ConversationGenerator,
+    pairs: &PreferenceSettings,
+) -> Result<PreferenceGenerator, Failure> {
+    let mut builder = PreferenceGenerator::builder()
+        .conversation(conversation)
+        .num_responses(pairs.num_responses)
+        .min_score_gap(pairs.min_score_gap)
+        .strategy(pairs.strategy)
+        .multi_turn(pairs.multi_turn)
+        .format(pairs.format);
+    if let Some(model) = &pairs.secondary_model {
+        builder = builder.secondary_model(model.clone());
+    }
+    if let Some(log) = &pairs.log {
+        builder = builder.log(Arc::new(afterimage_storage::JsonlStorage::new(log)));
+    }
+    builder.build().map_err(|e| Failure::Usage(e.into()))
 }
 
 /// What the run record keeps: the dialog settings and the pairs'.

@@ -760,26 +760,44 @@ impl Scene {
     }
 }
 
-/// A scene whose dialogs all take the full 3 turns, so none ends before round 6.
+/// A scene whose dialogs all take the full 3 turns and never skip a question as a
+/// near duplicate (a skipped dialog ends at once, and the engine's own cost criterion
+/// would look at the spend then), so none ends before its last round.
 async fn three_turn_scene() -> Scene {
     let scene = Scene::new(OPENAI, fast_mock(), FAST).await;
     let text = std::fs::read_to_string(&scene.config).unwrap();
-    let fixed = text.replace("  max_turns: 3\n", "  max_turns: 3\n  fixed_turns: true\n");
-    assert_ne!(fixed, text, "the example changed its turns");
+    let edits = [
+        ("  max_turns: 3\n", "  max_turns: 3\n  fixed_turns: true\n"),
+        (
+            "  auto_improve: true",
+            "  auto_improve: true\n  dedup: false",
+        ),
+    ];
+    let mut fixed = text.clone();
+    for (from, to) in edits {
+        assert!(fixed.contains(from), "the example changed: no {from:?}");
+        fixed = fixed.replacen(from, to, 1);
+    }
     std::fs::write(&scene.config, fixed).unwrap();
     scene
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_round_past_the_budget_stops_the_run_cleanly_and_resume_with_more_finishes() {
-    // What a whole run costs, to put the limit past its synchronous setup (the
-    // questions, which vary a little from run to run) plus an eighth of its batched
-    // answers: round 1 goes (nothing batched yet to project from), and a later round
-    // is refused before the last, when the first dialogs could finish.
+    // What a whole run costs, to put the limit past its setup and first round (the
+    // correspondent prompt and the questions, which vary a little from run to run)
+    // plus an eighth of its other batched answers: round 1 goes (nothing batched yet
+    // to project from), and a later round is refused before the last, when the first
+    // dialogs could finish.
     let full = three_turn_scene().await;
-    let batch = batch_report(&full.generate(&[]).run().await);
+    let run = full.generate(&[]).run().await;
+    let batch = batch_report(&run);
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    let questions = &report["ledger"]["by_model"]["gpt-4o-mini (batch)"]["by_role"]["instructions"];
+    let questions = questions["cost"].as_f64().unwrap();
     let (sync, batched) = (batch["sync_cost"].as_f64(), batch["batch_cost"].as_f64());
-    let limit = format!("{:.8}", 1.3 * sync.unwrap() + batched.unwrap() / 8.0);
+    let first = sync.unwrap() + questions;
+    let limit = format!("{:.8}", 1.3 * first + (batched.unwrap() - questions) / 8.0);
 
     let scene = three_turn_scene().await;
     let run = scene.generate(&["--max-cost", &limit]).run().await;
