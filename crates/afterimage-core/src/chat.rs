@@ -143,6 +143,10 @@ pub struct ChatResponse {
     /// Whether a provider's batch API answered it (billed at the batch rate, see
     /// [`Price::batch_rate`](crate::Price::batch_rate)), not the synchronous API.
     pub batched: bool,
+    /// Whether it was replayed from a batch journal rather than answered now: the
+    /// process that received it metered it, so a [`Metered`](crate::Metered) model
+    /// does not record it again.
+    pub replayed: bool,
 }
 
 /// A server's account of the rate limit after a request (OpenAI's and many gateways'
@@ -169,6 +173,7 @@ impl ChatResponse {
             model: String::new(),
             rate_limit: None,
             batched: false,
+            replayed: false,
         }
     }
 

@@ -222,6 +222,9 @@ impl ChatModel for Metered {
             .clone()
             .unwrap_or_else(|| self.inner.model_id().to_owned());
         let response = self.inner.chat(request).await?;
+        if response.replayed {
+            return Ok(response);
+        }
         if response.batched {
             self.ledger
                 .record(&batch_ledger_name(&model), &self.role, response.usage);
@@ -306,5 +309,40 @@ mod tests {
         let text = serde_json::to_string(&second).unwrap();
         assert_eq!(serde_json::from_str::<LedgerBook>(&text).unwrap(), second);
         assert!(text.starts_with(r#"{"a":{"judge":"#), "{text}");
+    }
+
+    /// Answers with the flags a batch model sets, one per call.
+    #[derive(Debug)]
+    struct Flagged(std::sync::Mutex<Vec<(bool, bool)>>);
+
+    #[async_trait]
+    impl ChatModel for Flagged {
+        async fn chat(&self, _request: ChatRequest) -> Result<ChatResponse, ProviderError> {
+            let (batched, replayed) = self.0.lock().unwrap().remove(0);
+            let mut response = ChatResponse::text("ok").with_usage(Usage::new(10, 2));
+            (response.batched, response.replayed) = (batched, replayed);
+            Ok(response)
+        }
+
+        fn model_id(&self) -> &str {
+            "m"
+        }
+    }
+
+    #[test]
+    fn batched_answers_are_booked_apart_and_replayed_ones_not_at_all() {
+        let calls = vec![(false, false), (true, false), (true, true)];
+        let model: Arc<dyn ChatModel> = Arc::new(Flagged(std::sync::Mutex::new(calls)));
+        let ledger = Ledger::new();
+        let metered = ledger.meter(model, "respondent");
+        futures::executor::block_on(async {
+            for _ in 0..3 {
+                metered.chat(ChatRequest::new(vec![])).await.unwrap();
+            }
+        });
+        let book = ledger.book();
+        assert_eq!(book.model_total("m").requests, 1);
+        assert_eq!(book.model_total(&batch_ledger_name("m")).requests, 1);
+        assert_eq!(book.total().requests, 2, "the replayed answer was booked");
     }
 }

@@ -211,6 +211,7 @@ impl Anthropic {
                 .unwrap_or_else(|| model.to_owned()),
             rate_limit: None,
             batched: false,
+            replayed: false,
         }
     }
 }

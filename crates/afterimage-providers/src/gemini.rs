@@ -246,6 +246,7 @@ impl Gemini {
                 .unwrap_or_else(|| model.to_owned()),
             rate_limit: None,
             batched: false,
+            replayed: false,
         })
     }
 }

@@ -223,6 +223,7 @@ impl OpenAiCompatible {
                 .unwrap_or_else(|| model.to_owned()),
             rate_limit: None,
             batched: false,
+            replayed: false,
         })
     }
 }

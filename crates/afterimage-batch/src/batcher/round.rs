@@ -478,11 +478,12 @@ pub(super) fn response_record(id: &str, hash: String, outcome: &ItemOutcome) -> 
     }
 }
 
-/// A journalled answer as the dialog receives it, without its usage: the process that
+/// A journalled answer as the dialog receives it, marked replayed: the process that
 /// received it paid for it and metered it (its run record's ledger holds it up to its
-/// last checkpoint, as for any killed run), so a replay must not bill it again.
+/// last checkpoint, as for any killed run), so the ledger must not count it again. Its
+/// usage stays, for the row of the dialog that replays it.
 pub(super) fn replayed(response: crate::journal::StoredResponse) -> ChatResponse {
     let mut response = ChatResponse::from(response);
-    response.usage = afterimage_core::Usage::default();
+    response.replayed = true;
     response
 }
