@@ -203,6 +203,8 @@ pub(crate) struct BatchRun {
     pub(crate) batcher: Batcher,
     config: BatchConfig,
     provider: Provider,
+    /// The provider of the judge's own batch endpoint, when the judge has one.
+    judge_provider: Option<Provider>,
     oversample: f64,
     rounds: RoundEstimate,
     /// Why the budget stopped the run, once a round was refused for it.
@@ -236,6 +238,11 @@ pub(crate) fn start(
         .ok_or_else(|| anyhow!("batch mode is off"))?;
     let judged = config.roles.judge && settings.auto_improve;
     let endpoints = backends::endpoints(settings, client, judged)?;
+    let judge_provider = endpoints
+        .iter()
+        .any(|e| e.name == backends::JUDGE_ENDPOINT)
+        .then(|| settings.evaluator.as_ref().map(|e| e.provider))
+        .flatten();
     let mut batch_settings = config.settings.clone();
     batch_settings.keep_files = config.keep_files;
     let batcher = Batcher::start_with(
@@ -261,6 +268,7 @@ pub(crate) fn start(
         batcher,
         oversample: config.oversample_factor(settings.auto_improve, start.pass_rate),
         provider: settings.provider,
+        judge_provider,
         rounds: estimate(settings),
         config,
         budget_stop,
@@ -466,8 +474,16 @@ impl BatchRun {
         } else {
             String::new()
         };
+        let judge = match self.judge_provider {
+            Some(judge) if api_name(judge) != api_name(self.provider) => format!(
+                "; the judge's requests go through {} ({})",
+                api_name(judge),
+                turnaround(judge)
+            ),
+            _ => String::new(),
+        };
         crate::batch::progress::say(&format!(
-            "batch mode: {}, about {} rounds ({why}{more}); each round takes one batch turnaround: {}{spares}",
+            "batch mode: {}, about {} rounds ({why}{more}); each round takes one batch turnaround: {}{judge}{spares}",
             api_name(self.provider),
             r.floor,
             turnaround(self.provider)

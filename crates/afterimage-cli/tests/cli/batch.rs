@@ -663,6 +663,12 @@ async fn a_judge_on_another_provider_is_batched_there_and_a_kill_resumes_exactly
     }
     assert!(!names.iter().any(|n| n == "claude-judge"), "{names:?}");
     assert!(!run.stderr.contains("stay synchronous"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("the judge's requests go through Anthropic Message Batches API"),
+        "{}",
+        run.stderr
+    );
 
     // A slower batch phase, so the judge's batch is still running when it stalls.
     let mock = MockConfig::default().with_batch_phase(Duration::from_millis(200));
