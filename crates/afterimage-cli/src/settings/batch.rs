@@ -263,7 +263,7 @@ fn oversample(value: Option<&Oversample>) -> Result<Option<f64>, SettingsError> 
         Some(Oversample::Word(word)) if word == "auto" => Ok(None),
         Some(Oversample::Word(word)) => Err(SettingsError::new(
             key,
-            format!("is {word:?}: give `auto` or a factor of at least 1, such as 1.15"),
+            format!("is `{word}`: give `auto` or a factor of at least 1, such as 1.15"),
         )),
         Some(Oversample::Factor(f)) if f.is_finite() && *f >= 1.0 && *f <= 10.0 => Ok(Some(*f)),
         Some(Oversample::Factor(f)) => Err(SettingsError::new(
