@@ -3,11 +3,10 @@
 //! Batches keep no metadata, so `find` matches on the request count.
 
 use afterimage_core::ProviderError;
-use afterimage_providers::{Anthropic, Provider, Transport, decode_chat_response, decode_error};
+use afterimage_providers::{Anthropic, Provider, decode_chat_response, decode_error};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use crate::DEFAULT_MAX_RESULT_BYTES;
 use crate::backend::BatchBackend;
 use crate::openai::check_submission;
 use crate::types::{
@@ -15,37 +14,30 @@ use crate::types::{
     ItemOutcome, RemoteBatch,
 };
 use crate::wire::{
-    Page, count, custom_id_lines, not_found_is_transient, parse, read_pages, string_at, to_bytes,
-    unix_from_rfc3339,
+    Links, Page, count, custom_id_lines, not_found_is_transient, parse, read_pages, string_at,
+    to_bytes, unix_from_rfc3339,
 };
 
 /// Anthropic's Message Batches API, through an [`Anthropic`] client and its key.
 #[derive(Debug, Clone)]
 pub struct AnthropicBatch {
     client: Anthropic,
-    transport: Transport,
-    /// The same connection, reading result files up to their own limit.
-    results: Transport,
+    links: Links,
 }
 
 impl AnthropicBatch {
     /// A backend speaking through `client`: its base URL, key, version header,
     /// timeouts and request body serialization.
     pub fn new(client: Anthropic) -> Self {
-        let transport = client.transport();
-        let results = transport
-            .clone()
-            .max_response_bytes(DEFAULT_MAX_RESULT_BYTES);
         AnthropicBatch {
+            links: Links::new(client.transport()),
             client,
-            transport,
-            results,
         }
     }
 
-    /// Reads result files up to `bytes` instead of [`DEFAULT_MAX_RESULT_BYTES`].
+    /// Reads result files up to `bytes` instead of [`DEFAULT_MAX_RESULT_BYTES`](crate::DEFAULT_MAX_RESULT_BYTES).
     pub fn max_result_bytes(mut self, bytes: usize) -> Self {
-        self.results = self.transport.clone().max_response_bytes(bytes);
+        self.links.max_result_bytes(bytes);
         self
     }
 
@@ -56,6 +48,7 @@ impl AnthropicBatch {
 
     async fn get_batch(&self, batch: &RemoteBatch) -> Result<Value, BatchError> {
         let text = self
+            .links
             .transport
             .get(&format!("/messages/batches/{}", batch.id))
             .await
@@ -69,7 +62,7 @@ impl AnthropicBatch {
             Some(id) => format!("/messages/batches?limit=1000&after_id={id}"),
             None => "/messages/batches?limit=1000".to_owned(),
         };
-        let text = self.transport.get(&path).await?;
+        let text = self.links.transport.get(&path).await?;
         let list = parse(&text, "a list of message batches")?;
         let items = Page::items_at(&list, "/data");
         let more = list.get("has_more").and_then(Value::as_bool) == Some(true);
@@ -100,7 +93,7 @@ impl BatchBackend for AnthropicBatch {
     }
 
     fn key_fingerprint(&self) -> String {
-        self.transport.key_fingerprint()
+        self.links.transport.key_fingerprint()
     }
 
     fn line_bytes(&self, item: &BatchItem) -> Result<usize, BatchError> {
@@ -122,6 +115,7 @@ impl BatchBackend for AnthropicBatch {
         }
         body.extend(b"]}");
         let text = self
+            .links
             .transport
             .post_bytes("/messages/batches", "application/json", body)
             .await?;
@@ -150,6 +144,7 @@ impl BatchBackend for AnthropicBatch {
     async fn fetch_results(&self, batch: &RemoteBatch) -> Result<Vec<u8>, BatchError> {
         let path = format!("/messages/batches/{}/results", batch.id);
         let text = self
+            .links
             .results
             .get(&path)
             .await
@@ -167,7 +162,8 @@ impl BatchBackend for AnthropicBatch {
 
     async fn cancel(&self, batch: &RemoteBatch) -> Result<(), BatchError> {
         let path = format!("/messages/batches/{}/cancel", batch.id);
-        self.transport
+        self.links
+            .transport
             .post_empty(&path)
             .await
             .map(|_| ())

@@ -10,7 +10,6 @@ use afterimage_providers::{Gemini, Provider, Transport, decode_chat_response};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use crate::DEFAULT_MAX_RESULT_BYTES;
 use crate::backend::BatchBackend;
 use crate::openai::check_submission;
 use crate::types::{
@@ -18,7 +17,7 @@ use crate::types::{
     ItemOutcome, LineError, RemoteBatch,
 };
 use crate::wire::{
-    Page, by_id, count, delete_if_present, not_found_is_transient, parse, read_pages,
+    Links, Page, by_id, count, delete_if_present, not_found_is_transient, parse, read_pages,
     status_outcome, string_at, to_bytes, unknown_id,
 };
 
@@ -39,9 +38,7 @@ const OUTPUTS: [&str; 2] = ["/response", "/metadata/output"];
 #[derive(Debug, Clone)]
 pub struct GeminiBatch {
     client: Gemini,
-    transport: Transport,
-    /// The same connection, reading result files up to their own limit.
-    results: Transport,
+    links: Links,
     /// Rounds whose inline body would be larger go through an uploaded file.
     inline_bytes: usize,
 }
@@ -50,14 +47,9 @@ impl GeminiBatch {
     /// A backend speaking through `client`: its base URL, key, timeouts and request
     /// body serialization.
     pub fn new(client: Gemini) -> Self {
-        let transport = client.transport();
-        let results = transport
-            .clone()
-            .max_response_bytes(DEFAULT_MAX_RESULT_BYTES);
         GeminiBatch {
+            links: Links::new(client.transport()),
             client,
-            transport,
-            results,
             inline_bytes: INLINE_BYTES,
         }
     }
@@ -69,9 +61,9 @@ impl GeminiBatch {
         self
     }
 
-    /// Reads result files up to `bytes` instead of [`DEFAULT_MAX_RESULT_BYTES`].
+    /// Reads result files up to `bytes` instead of [`DEFAULT_MAX_RESULT_BYTES`](crate::DEFAULT_MAX_RESULT_BYTES).
     pub fn max_result_bytes(mut self, bytes: usize) -> Self {
-        self.results = self.transport.clone().max_response_bytes(bytes);
+        self.links.max_result_bytes(bytes);
         self
     }
 
@@ -118,9 +110,10 @@ impl GeminiBatch {
             ("X-Goog-Upload-Header-Content-Length", length.as_str()),
             ("X-Goog-Upload-Header-Content-Type", "application/jsonl"),
         ];
-        let url = self.transport.prefixed_url("/upload", "/files");
+        let url = self.links.transport.prefixed_url("/upload", "/files");
         let body = to_bytes(&json!({"file": {"display_name": local_key}}))?;
         let started = self
+            .links
             .transport
             .post_with_headers(&url, &start, "application/json", body)
             .await?;
@@ -134,6 +127,7 @@ impl GeminiBatch {
             ("X-Goog-Upload-Offset", "0"),
         ];
         let done = self
+            .links
             .transport
             .post_with_headers(target, &finish, "application/jsonl", jsonl)
             .await?;
@@ -147,9 +141,11 @@ impl GeminiBatch {
     /// The JSONL lines of a responses file.
     async fn download(&self, file: &str) -> Result<Vec<u8>, BatchError> {
         let url = self
+            .links
             .transport
             .prefixed_url("/download", &format!("/{file}:download?alt=media"));
         let text = self
+            .links
             .results
             .get(&url)
             .await
@@ -168,7 +164,7 @@ impl GeminiBatch {
             Some(token) => format!("/batches?pageSize=100&pageToken={token}"),
             None => "/batches?pageSize=100".to_owned(),
         };
-        let list = parse(&self.transport.get(&path).await?, "a list of batches")?;
+        let list = parse(&self.links.transport.get(&path).await?, "a list of batches")?;
         Ok(Page {
             items: Page::items_at(&list, "/operations"),
             next: list
@@ -207,7 +203,7 @@ impl BatchBackend for GeminiBatch {
     }
 
     fn key_fingerprint(&self) -> String {
-        self.transport.key_fingerprint()
+        self.links.transport.key_fingerprint()
     }
 
     fn line_bytes(&self, item: &BatchItem) -> Result<usize, BatchError> {
@@ -228,6 +224,7 @@ impl BatchBackend for GeminiBatch {
         }});
         let path = format!("/models/{model}:batchGenerateContent");
         let text = self
+            .links
             .transport
             .post_json(&path, &body)
             .await
@@ -249,11 +246,11 @@ impl BatchBackend for GeminiBatch {
     }
 
     async fn poll(&self, batch: &RemoteBatch) -> Result<BatchStatus, BatchError> {
-        Ok(status(&self.get_batch(batch, &self.transport).await?))
+        Ok(status(&self.get_batch(batch, &self.links.transport).await?))
     }
 
     async fn fetch_results(&self, batch: &RemoteBatch) -> Result<Vec<u8>, BatchError> {
-        let operation = self.get_batch(batch, &self.results).await?;
+        let operation = self.get_batch(batch, &self.links.results).await?;
         if let Some(file) = output_at(&operation, "/responsesFile") {
             return self.download(file).await;
         }
@@ -317,7 +314,8 @@ impl BatchBackend for GeminiBatch {
     }
 
     async fn cancel(&self, batch: &RemoteBatch) -> Result<(), BatchError> {
-        self.transport
+        self.links
+            .transport
             .post_empty(&format!("/{}:cancel", batch.id))
             .await
             .map(|_| ())
@@ -325,7 +323,7 @@ impl BatchBackend for GeminiBatch {
     }
 
     async fn delete_files(&self, batch: &RemoteBatch) -> Result<(), BatchError> {
-        let operation = self.get_batch(batch, &self.transport).await?;
+        let operation = self.get_batch(batch, &self.links.transport).await?;
         let input = [
             "/metadata/inputConfig/fileName",
             "/metadata/input_config/file_name",
@@ -334,7 +332,7 @@ impl BatchBackend for GeminiBatch {
         .find_map(|p| operation.pointer(p).and_then(Value::as_str));
         let output = output_at(&operation, "/responsesFile");
         for file in input.into_iter().chain(output) {
-            delete_if_present(&self.transport, &format!("/{file}")).await?;
+            delete_if_present(&self.links.transport, &format!("/{file}")).await?;
         }
         Ok(())
     }

@@ -3,11 +3,10 @@
 //! metadata, results read from the output and error files.
 
 use afterimage_core::ProviderError;
-use afterimage_providers::{OpenAiCompatible, Provider, Transport, decode_chat_response};
+use afterimage_providers::{OpenAiCompatible, Provider, decode_chat_response};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use crate::DEFAULT_MAX_RESULT_BYTES;
 use crate::backend::BatchBackend;
 use crate::split::check_ids;
 use crate::types::{
@@ -15,8 +14,8 @@ use crate::types::{
     ItemOutcome, LineError, RemoteBatch, TOKEN_LIMIT_CODE,
 };
 use crate::wire::{
-    Page, count, custom_id_lines, delete_if_present, not_found_is_transient, parse, read_pages,
-    status_outcome, string_at, to_bytes,
+    Links, Page, count, custom_id_lines, delete_if_present, not_found_is_transient, parse,
+    read_pages, status_outcome, string_at, to_bytes,
 };
 
 /// The metadata key that carries the local batch key.
@@ -28,29 +27,22 @@ const BOUNDARY: &str = "afterimage-batch-upload-7f3c9a";
 #[derive(Debug, Clone)]
 pub struct OpenAiBatch {
     client: OpenAiCompatible,
-    transport: Transport,
-    /// The same connection, reading result files up to their own limit.
-    results: Transport,
+    links: Links,
 }
 
 impl OpenAiBatch {
     /// A backend speaking through `client`: its base URL, key, timeouts and request
     /// body serialization.
     pub fn new(client: OpenAiCompatible) -> Self {
-        let transport = client.transport();
-        let results = transport
-            .clone()
-            .max_response_bytes(DEFAULT_MAX_RESULT_BYTES);
         OpenAiBatch {
+            links: Links::new(client.transport()),
             client,
-            transport,
-            results,
         }
     }
 
-    /// Reads result files up to `bytes` instead of [`DEFAULT_MAX_RESULT_BYTES`].
+    /// Reads result files up to `bytes` instead of [`DEFAULT_MAX_RESULT_BYTES`](crate::DEFAULT_MAX_RESULT_BYTES).
     pub fn max_result_bytes(mut self, bytes: usize) -> Self {
-        self.results = self.transport.clone().max_response_bytes(bytes);
+        self.links.max_result_bytes(bytes);
         self
     }
 
@@ -70,6 +62,7 @@ impl OpenAiBatch {
         body.extend(format!("\r\n--{BOUNDARY}--\r\n").into_bytes());
         let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
         let text = self
+            .links
             .transport
             .post_bytes("/files", &content_type, body)
             .await?;
@@ -89,7 +82,7 @@ impl BatchBackend for OpenAiBatch {
     }
 
     fn key_fingerprint(&self) -> String {
-        self.transport.key_fingerprint()
+        self.links.transport.key_fingerprint()
     }
 
     fn line_bytes(&self, item: &BatchItem) -> Result<usize, BatchError> {
@@ -115,6 +108,7 @@ impl BatchBackend for OpenAiBatch {
             "metadata": {OPENAI_KEY_METADATA: local_key},
         });
         let text = self
+            .links
             .transport
             .post_json("/batches", &create)
             .await
@@ -149,7 +143,11 @@ impl BatchBackend for OpenAiBatch {
         let mut raw = Vec::new();
         for field in ["output_file_id", "error_file_id"] {
             if let Some(file) = object.get(field).and_then(Value::as_str) {
-                let text = self.results.get(&format!("/files/{file}/content")).await?;
+                let text = self
+                    .links
+                    .results
+                    .get(&format!("/files/{file}/content"))
+                    .await?;
                 raw.extend(text.into_bytes());
                 if !raw.ends_with(b"\n") {
                     raw.push(b'\n');
@@ -169,7 +167,8 @@ impl BatchBackend for OpenAiBatch {
 
     async fn cancel(&self, batch: &RemoteBatch) -> Result<(), BatchError> {
         let path = format!("/batches/{}/cancel", batch.id);
-        self.transport
+        self.links
+            .transport
             .post_empty(&path)
             .await
             .map(|_| ())
@@ -180,7 +179,7 @@ impl BatchBackend for OpenAiBatch {
         let object = self.get_batch(batch).await?;
         for field in ["input_file_id", "output_file_id", "error_file_id"] {
             if let Some(file) = object.get(field).and_then(Value::as_str) {
-                delete_if_present(&self.transport, &format!("/files/{file}")).await?;
+                delete_if_present(&self.links.transport, &format!("/files/{file}")).await?;
             }
         }
         Ok(())
@@ -194,7 +193,7 @@ impl OpenAiBatch {
             Some(id) => format!("/batches?limit=100&after={id}"),
             None => "/batches?limit=100".to_owned(),
         };
-        let list = parse(&self.transport.get(&path).await?, "a list of batches")?;
+        let list = parse(&self.links.transport.get(&path).await?, "a list of batches")?;
         let items = Page::items_at(&list, "/data");
         let more = list.get("has_more").and_then(Value::as_bool) == Some(true);
         Ok(Page {
@@ -212,6 +211,7 @@ impl OpenAiBatch {
 
     async fn get_batch(&self, batch: &RemoteBatch) -> Result<Value, BatchError> {
         let text = self
+            .links
             .transport
             .get(&format!("/batches/{}", batch.id))
             .await

@@ -3,10 +3,33 @@
 use std::collections::HashMap;
 
 use afterimage_core::ProviderError;
-use afterimage_providers::{Provider, decode_error};
+use afterimage_providers::{Provider, Transport, decode_error};
 use serde_json::Value;
 
 use crate::types::{BatchError, BatchItem, ItemOutcome};
+
+/// A backend's connection (borrowed from its chat client), and the same connection
+/// reading result files up to their own limit: chat answers are capped far lower.
+#[derive(Debug, Clone)]
+pub(crate) struct Links {
+    pub(crate) transport: Transport,
+    pub(crate) results: Transport,
+}
+
+impl Links {
+    /// `transport`, with results read up to [`DEFAULT_MAX_RESULT_BYTES`](crate::DEFAULT_MAX_RESULT_BYTES).
+    pub(crate) fn new(transport: Transport) -> Self {
+        let results = transport
+            .clone()
+            .max_response_bytes(crate::DEFAULT_MAX_RESULT_BYTES);
+        Links { transport, results }
+    }
+
+    /// Results read up to `bytes` instead.
+    pub(crate) fn max_result_bytes(&mut self, bytes: usize) {
+        self.results = self.transport.clone().max_response_bytes(bytes);
+    }
+}
 
 /// `text` as JSON, or a [`BatchError::Malformed`] naming `what` was expected.
 pub(crate) fn parse(text: &str, what: &str) -> Result<Value, BatchError> {
