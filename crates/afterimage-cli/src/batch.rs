@@ -11,7 +11,9 @@ use afterimage_core::{
     ChatModel, Ledger, LedgerBook, RunProgress, RunRecord, StoppingCriterion, Storage,
     split_batch_ledger_name,
 };
-use afterimage_engine::{EngineError, GenerateOptions, RunReport, StopHandle, StopRule};
+use afterimage_engine::{
+    EngineError, GenerateOptions, RunReport, StopHandle, StopRule, new_run_id,
+};
 use afterimage_providers::Provider;
 use afterimage_storage::StorageSpec;
 use anyhow::{Context, anyhow};
@@ -106,18 +108,6 @@ fn pass_rate(record: &RunRecord) -> Option<f64> {
 
 /// Finished dialogs a resumed run needs before its pass rate replaces the assumed one.
 const MIN_OBSERVED_DIALOGS: u64 = 20;
-
-/// A new run id, as the engine makes them: 12 hex digits.
-fn new_run_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    hasher.write_u128(now);
-    hasher.write_u32(std::process::id());
-    format!("{:012x}", hasher.finish() & 0xffff_ffff_ffff)
-}
 
 /// The smallest money limit among the top-level `budget` rules.
 fn budget(rules: &[StopRule]) -> Option<f64> {

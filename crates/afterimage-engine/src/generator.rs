@@ -1018,7 +1018,9 @@ fn check_generator(
     }))
 }
 
-/// A short random run id (12 hex digits).
-fn new_run_id() -> String {
+/// A short random run id (12 hex digits), as a run gets when
+/// [`GenerateOptions::run_id`](crate::GenerateOptions::run_id) names none: for a caller that
+/// must know the id before the run starts (batch mode's journal).
+pub fn new_run_id() -> String {
     format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
 }

@@ -80,7 +80,7 @@ pub use crate::{
     checks::OptionsError,
     error::{DialogError, EngineError},
     fleet::{FleetCounters, ShareFn, SharedRun},
-    generator::{ConversationGenerator, ConversationGeneratorBuilder},
+    generator::{ConversationGenerator, ConversationGeneratorBuilder, new_run_id},
     hooks::{HookError, TurnHooks, TurnRole, TurnView},
     instructions::{OnExhausted, SteeringConfig},
     options::{GenerateOptions, InFlight, Price, ProgressFn, Turns},
